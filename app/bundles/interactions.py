@@ -1,0 +1,96 @@
+"""Performing one Bundle entry's interaction on a connection, through the one write and read paths."""
+import base64
+import binascii
+
+import orjson
+from sqlalchemy import Connection
+
+from app.bundles.entries import READ_INTERACTIONS, EntryRequest
+from app.bundles.responses import Written, bundle_read_entry, version_entry, write_entry
+from app.config import Settings
+from app.errors import BadRequest, NotSupported
+from app.model.media_types import JSON_PATCH
+from app.model.bundles import bundle, history_entry, search_entry
+from app.search.listing import check_parameters, list_resources
+from app.store.history import HistoryQuery, read_history
+from app.store.resources import create_resource, delete_resource, patch_resource, read_resource, read_version, update_resource
+
+
+
+def perform(connection: Connection, request: EntryRequest, base: str, prefer_return: str) -> dict:
+    """The response entry for `request`; raises the FhirError of a failed interaction."""
+    if request.interaction in READ_INTERACTIONS:
+        return read_entry(connection, request, base)
+    return write_entry(WRITES[request.interaction](connection, request), base, prefer_return)
+
+
+def create(connection: Connection, request: EntryRequest) -> Written:
+    stored = create_resource(connection, request.resource, request.type, request.assigned_id).stored
+    return Written(stored, 201, f"Created {stored.type}/{stored.id}.")
+
+
+def update(connection: Connection, request: EntryRequest) -> Written:
+    result = update_resource(connection, request.type, request.id, request.resource, request.if_match)
+    if result.created:
+        return Written(result.stored, 201, f"Created {request.written_resource}.")
+    return Written(result.stored, 200, f"{'Updated' if result.changed else 'No change to'} {request.written_resource}.")
+
+
+def patch(connection: Connection, request: EntryRequest) -> Written:
+    result = patch_resource(connection, request.type, request.id, json_patch_of(request.resource), request.if_match)
+    return Written(result.stored, 200, f"{'Patched' if result.changed else 'The patch changed nothing in'} {request.written_resource}.")
+
+
+def delete(connection: Connection, request: EntryRequest) -> Written:
+    deleted = delete_resource(connection, request.type, request.id, request.if_match)
+    if deleted is None:
+        return Written(None, 204, f"{request.written_resource} does not exist or is already deleted; nothing to delete.")
+    return Written(deleted, 204, f"Deleted {request.written_resource} (version {deleted.version}).")
+
+
+WRITES = {"create": create, "update": update, "patch": patch, "delete": delete}
+
+
+def json_patch_of(binary) -> list:
+    """A PATCH entry carries its JSON Patch as a Binary resource with base64 data (http.html#transaction)."""
+    kind = binary.get("resourceType") if isinstance(binary, dict) else None
+    if kind == "Parameters":
+        raise NotSupported("FHIRPath Patch is not supported; send a Binary with contentType application/json-patch+json.")
+    if kind != "Binary" or str(binary.get("contentType")).split(";")[0].strip() != JSON_PATCH:
+        raise BadRequest("A PATCH entry's resource must be a Binary with contentType application/json-patch+json and the patch in data.")
+    try:
+        return orjson.loads(base64.b64decode(binary.get("data", ""), validate=True))
+    except (binascii.Error, orjson.JSONDecodeError, TypeError, ValueError):
+        raise BadRequest("The PATCH entry's Binary.data is not a base64-encoded JSON Patch document.") from None
+
+
+def read_entry(connection: Connection, request: EntryRequest, base: str) -> dict:
+    with_body = request.method == "GET"
+    if request.interaction == "read":
+        return version_entry(read_resource(connection, request.type, request.id), base, with_body)
+    if request.interaction == "vread":
+        return version_entry(read_version(connection, request.type, request.id, request.path[3]), base, with_body)
+    if request.interaction == "search-type":
+        return bundle_read_entry(search_bundle(connection, request, base), with_body)
+    return bundle_read_entry(history_bundle(connection, request, base), with_body)
+
+
+def search_bundle(connection: Connection, request: EntryRequest, base: str) -> dict:
+    """The first page of a type listing; only _count is honored (R4 lets servers ignore _summary and _elements)."""
+    check_parameters([name for name, _ in request.query], lenient=False)
+    page = list_resources(connection, request.type, page_size(request), None)
+    return bundle("searchset", [search_entry(base, stored) for stored in page.resources], {"self": request.url_under(base)})
+
+
+def history_bundle(connection: Connection, request: EntryRequest, base: str) -> dict:
+    page = read_history(connection, HistoryQuery(type=request.type, id=request.id, count=page_size(request)))
+    return bundle("history", [history_entry(base, stored) for stored in page.versions], {"self": request.url_under(base)})
+
+
+def page_size(request: EntryRequest) -> int:
+    text = dict(request.query).get("_count")
+    if text is None:
+        return Settings.default_page_size
+    if not text.isdigit():
+        raise BadRequest(f"_count={text} is not a whole number.")
+    return min(int(text), Settings.max_page_size)

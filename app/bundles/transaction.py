@@ -1,0 +1,138 @@
+"""Transactions (all or nothing, in one write unit) and batches (each entry on its own); http.html#transaction."""
+from contextlib import contextmanager
+from dataclasses import replace
+
+from sqlalchemy import Engine
+
+from app.bundles.entries import READ_INTERACTIONS, EntryRequest, bundle_entries, entry_label, in_processing_order, parse_entry
+from app.bundles.interactions import perform
+from app.bundles.responses import failure_entry
+from app.errors import BadRequest, FhirError, Issue
+from app.model.bundles import bundle as response_bundle
+from app.model.references import rewrite_references
+from app.store.db import read_unit, write_unit
+from app.store.resources import new_id
+
+
+def process_bundle(engine: Engine, bundle, base: str, prefer_return: str = "minimal") -> dict:
+    """The transaction-response or batch-response to a transaction or batch Bundle, entries in request order.
+
+    `prefer_return` (minimal, representation or OperationOutcome) shapes the write entries' responses.
+    A transaction that fails raises the failing entry's FhirError, naming the entry, and writes nothing.
+    """
+    entries = bundle_entries(bundle)
+    base = base.rstrip("/")
+    if bundle["type"] == "transaction":
+        responses = transaction_responses(engine, entries, base, prefer_return)
+    else:
+        responses = batch_responses(engine, entries, base, prefer_return)
+    return response_bundle(f"{bundle['type']}-response", responses)
+
+
+def transaction_responses(engine: Engine, entries: list, base: str, prefer_return: str) -> list[dict]:
+    requests = prepared_transaction(entries, base)
+    responses = [None] * len(requests)
+    with write_unit(engine) as connection:
+        for request in in_processing_order(requests):
+            with errors_named_for(request.index, entries[request.index]):
+                responses[request.index] = perform(connection, request, base, prefer_return)
+    return responses
+
+
+def prepared_transaction(entries: list, base: str) -> list[EntryRequest]:
+    """The parsed entries, new resources given their ids and references between entries resolved, before any write."""
+    requests = []
+    for index, entry in enumerate(entries):
+        with errors_named_for(index, entry):
+            requests.append(with_assigned_id(parse_entry(index, entry, base)))
+    check_each_resource_written_once(requests)
+    targets = reference_targets(requests)
+    return [replace(request, resource=rewrite_references(request.resource, targets, base)) for request in requests]
+
+
+def with_assigned_id(request: EntryRequest) -> EntryRequest:
+    return replace(request, assigned_id=new_id()) if request.interaction == "create" else request
+
+
+def check_each_resource_written_once(requests: list[EntryRequest]) -> None:
+    writers = {}
+    for request in requests:
+        target = request.written_resource
+        if target is None:
+            continue
+        if target in writers:
+            raise BadRequest(
+                f"{writers[target].label} and {request.label} both change {target}; a transaction may change each resource only once."
+            )
+        writers[target] = request
+
+
+def reference_targets(requests: list[EntryRequest]) -> dict[str, str]:
+    """The fullUrl of each created or updated resource (a urn:uuid placeholder, most often) -> its Type/id."""
+    targets = {}
+    for request in requests:
+        if request.full_url is None or request.interaction not in ("create", "update"):
+            continue
+        if request.full_url in targets:
+            raise BadRequest(f"{request.label}: another entry has the same fullUrl {request.full_url}; fullUrls must be unique.")
+        targets[request.full_url] = request.written_resource
+    return targets
+
+
+@contextmanager
+def errors_named_for(index: int, entry):
+    try:
+        yield
+    except FhirError as error:
+        raise named_for_entry(error, index, entry) from error
+
+
+def named_for_entry(error: FhirError, index: int, entry) -> FhirError:
+    """The same error (status, issue codes) with every issue naming the entry and pointing into it."""
+    label = entry_label(index, entry)
+    type_name = resource_type_of(entry)
+    issues = [named_issue(issue, label, index, type_name) for issue in error.issues]
+    # Headers such as a deleted resource's ETag describe the entry, not the transaction's response.
+    return replace(error, diagnostics=f"{label}: {error.diagnostics}", issues=issues, headers={})
+
+
+def named_issue(issue: Issue, label: str, index: int, type_name: str | None) -> Issue:
+    expression = tuple(entry_expression(path, index, type_name) for path in issue.expression)
+    return replace(issue, diagnostics=f"{label}: {issue.diagnostics}", expression=expression)
+
+
+def resource_type_of(entry) -> str | None:
+    resource = entry.get("resource") if isinstance(entry, dict) else None
+    type_name = resource.get("resourceType") if isinstance(resource, dict) else None
+    return type_name if isinstance(type_name, str) else None
+
+
+def entry_expression(path: str, index: int, type_name: str | None) -> str:
+    """`Patient.name[0]` in entry 3's Patient becomes `Bundle.entry[3].resource.name[0]`."""
+    rest = path.removeprefix(type_name) if type_name else path
+    if rest != path and rest[:1] in ("", ".", "["):
+        return f"Bundle.entry[{index}].resource{rest}"
+    return path
+
+
+def batch_responses(engine: Engine, entries: list, base: str, prefer_return: str) -> list[dict]:
+    """Each entry on its own, so one failure leaves the others done; references between entries are not resolved."""
+    responses = [None] * len(entries)
+    requests = []
+    for index, entry in enumerate(entries):
+        try:
+            requests.append(parse_entry(index, entry, base))
+        except FhirError as error:
+            responses[index] = failure_entry(error)
+    for request in in_processing_order(requests):
+        responses[request.index] = batch_entry_response(engine, request, base, prefer_return)
+    return responses
+
+
+def batch_entry_response(engine: Engine, request: EntryRequest, base: str, prefer_return: str) -> dict:
+    unit = read_unit if request.interaction in READ_INTERACTIONS else write_unit
+    try:
+        with unit(engine) as connection:
+            return perform(connection, request, base, prefer_return)
+    except FhirError as error:
+        return failure_entry(error)

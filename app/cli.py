@@ -1,0 +1,98 @@
+"""The `ehr` command line: database migrations, the development server, loading files, the demo."""
+import sys
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from app.config import load_settings
+from app.demo import demo_bundle
+from app.loader import LoadReport, bundle_candidates, load_candidates, read_candidates
+from app.store import migrate
+from app.store.db import make_engine, read_unit
+from app.store.resources import has_resources
+from app.web import create_app
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+
+
+def settings_engine():
+    return make_engine(load_settings().database_url)
+
+
+@click.group()
+def main():
+    """EHR integration server: a FHIR R4 server with HL7 v2 and DICOM feeds."""
+
+
+@main.group()
+def db():
+    """Database schema commands."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True, help="Target Alembic revision.")
+def db_upgrade(revision):
+    """Create or migrate the schema of EHR_DATABASE_URL (default: the SQLite file under var/)."""
+    engine = settings_engine()
+    migrate.upgrade(engine, revision)
+    click.echo(f"Database schema at revision {migrate.current_revision(engine)} ({engine.url.render_as_string()}).")
+
+
+@db.command("current")
+def db_current():
+    """Show the schema revision of the database and the one this code needs."""
+    engine = settings_engine()
+    click.echo(f"current: {migrate.current_revision(engine)}  needed: {migrate.head_revision(engine)}")
+
+
+@main.command()
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on.")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
+def serve(host, port):
+    """Serve the FHIR API with the development server (use gunicorn in production)."""
+    try:
+        app = create_app()
+    except migrate.SchemaNotCurrent as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"FHIR R4 API at http://{host}:{port}/fhir (not authenticated yet: keep it on a trusted network).")
+    app.run(host=host, port=port, threaded=True)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def load(files):
+    """Load FHIR NDJSON (.ndjson) and Bundle or resource JSON (.json) files, upserting by id."""
+    engine = settings_engine()
+    report = LoadReport()
+    for path in files:
+        candidates = read_candidates(path, report)
+        load_candidates(engine, tqdm(candidates, desc=path.name, unit=" resources", file=sys.stderr), report)
+    print_report(report)
+    if report.outcomes["rejected"]:
+        sys.exit(1)
+
+
+def print_report(report: LoadReport) -> None:
+    counts = ", ".join(f"{report.outcomes[kind]} {kind}" for kind in ("created", "updated", "unchanged", "rejected"))
+    click.echo(f"Loaded: {counts}.")
+    for where, reason in report.rejected[:100]:
+        click.echo(f"  rejected {where}: {reason}")
+    if len(report.rejected) > 100:
+        click.echo(f"  ... and {len(report.rejected) - 100} more rejected.")
+
+
+@main.command()
+def demo():
+    """Load the demo data set (patients, practitioners, encounters, vital signs) if the database is empty."""
+    engine = settings_engine()
+    with read_unit(engine) as connection:
+        empty = not has_resources(connection)
+    if not empty:
+        click.echo("The database already holds resources; demo data not loaded.")
+        return
+    report = LoadReport()
+    load_candidates(engine, bundle_candidates("demo", demo_bundle()), report)
+    print_report(report)
+

@@ -1,0 +1,39 @@
+"""All configuration, read once from the environment with safe defaults (documented in README)."""
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_VAR_DIR = "var"
+MiB = 1024 * 1024
+
+
+def default_database_url(var_dir: str) -> str:
+    path = Path(var_dir).resolve() / "ehr.db"
+    return f"sqlite:///{path}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    max_body_bytes: int = 64 * MiB
+    default_page_size: int = 50
+    max_page_size: int = 1000
+    base_url: str | None = None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def load_settings() -> Settings:
+    var_dir = os.environ.get("EHR_VAR_DIR", DEFAULT_VAR_DIR)
+    return Settings(
+        database_url=os.environ.get("EHR_DATABASE_URL") or default_database_url(var_dir),
+        max_body_bytes=int(os.environ.get("EHR_MAX_BODY_BYTES", 64 * MiB)),
+        default_page_size=int(os.environ.get("EHR_PAGE_SIZE", 50)),
+        max_page_size=int(os.environ.get("EHR_MAX_PAGE_SIZE", 1000)),
+        base_url=os.environ.get("EHR_BASE_URL") or None,
+    )
+
+# Conformance data generated from the official definitions (see fhir/extract.py).
+CONFORMANCE_DIR = Path(__file__).resolve().parent.parent / "fhir"

@@ -1,0 +1,82 @@
+"""The one exception hierarchy of the services; app/rest/outcome.py maps it to OperationOutcome.
+
+Each error carries the HTTP status a REST client should see, the FHIR issue type
+(http://hl7.org/fhir/issue-type) and issues that tell the client what to fix.
+"""
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Issue:
+    code: str
+    diagnostics: str
+    expression: tuple[str, ...] = ()
+    severity: str = "error"
+
+
+@dataclass
+class FhirError(Exception):
+    """Base of every error a service raises on purpose."""
+
+    diagnostics: str
+    issues: list[Issue] = field(default_factory=list)
+    status = 400
+    code = "invalid"
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        super().__init__(self.diagnostics)
+        if not self.issues:
+            self.issues = [Issue(self.code, self.diagnostics)]
+
+
+class BadRequest(FhirError):
+    status, code = 400, "invalid"
+
+
+class InvalidResource(FhirError):
+    """The resource does not conform to FHIR R4; issues name each invalid element."""
+
+    status, code = 400, "structure"
+
+
+class UnprocessableResource(FhirError):
+    status, code = 422, "processing"
+
+
+class NotFound(FhirError):
+    status, code = 404, "not-found"
+
+
+class Gone(FhirError):
+    """The resource was deleted; `headers` carry the deleted version's ETag."""
+
+    status, code = 410, "deleted"
+
+
+class PreconditionFailed(FhirError):
+    status, code = 412, "conflict"
+
+
+class Conflict(FhirError):
+    status, code = 409, "conflict"
+
+
+class NotSupported(FhirError):
+    status, code = 400, "not-supported"
+
+
+class MethodNotAllowed(FhirError):
+    status, code = 405, "not-supported"
+
+
+class UnsupportedMediaType(FhirError):
+    status, code = 415, "not-supported"
+
+
+class NotAcceptable(FhirError):
+    status, code = 406, "not-supported"
+
+
+class TooLarge(FhirError):
+    status, code = 413, "too-costly"

@@ -1,0 +1,67 @@
+"""The CapabilityStatement, generated from the routes this server really has and the types it serves."""
+from flask import current_app
+
+from app.model.instants import utc_now
+from app.model.registry import FHIR_VERSION, resource_types
+from app.model.media_types import FHIR_JSON, JSON_PATCH
+
+SOFTWARE_NAME = "EHR Integration Server"
+SOFTWARE_VERSION = "0.1.0"
+
+# (URL rule, HTTP method) -> the FHIR interaction it implements.
+TYPE_INTERACTIONS = {
+    ("/fhir/<type_name>/<resource_id>", "GET"): "read",
+    ("/fhir/<type_name>/<resource_id>/_history/<version_id>", "GET"): "vread",
+    ("/fhir/<type_name>/<resource_id>", "PUT"): "update",
+    ("/fhir/<type_name>/<resource_id>", "PATCH"): "patch",
+    ("/fhir/<type_name>/<resource_id>", "DELETE"): "delete",
+    ("/fhir/<type_name>/<resource_id>/_history", "GET"): "history-instance",
+    ("/fhir/<type_name>/_history", "GET"): "history-type",
+    ("/fhir/<type_name>", "POST"): "create",
+    ("/fhir/<type_name>", "GET"): "search-type",
+}
+SYSTEM_INTERACTIONS = {
+    ("/fhir", "POST"): ("transaction", "batch"),
+    ("/fhir/_history", "GET"): ("history-system",),
+}
+
+
+def served_routes() -> set[tuple[str, str]]:
+    return {(rule.rule.rstrip("/") or "/", method) for rule in current_app.url_map.iter_rules() for method in rule.methods}
+
+
+def capability_statement(base: str) -> dict:
+    routes = served_routes()
+    type_interactions = [code for route, code in TYPE_INTERACTIONS.items() if route in routes]
+    system_interactions = [code for route, codes in SYSTEM_INTERACTIONS.items() if route in routes for code in codes]
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": utc_now().date().isoformat(),
+        "kind": "instance",
+        "software": {"name": SOFTWARE_NAME, "version": SOFTWARE_VERSION},
+        "implementation": {"description": SOFTWARE_NAME, "url": base},
+        "fhirVersion": FHIR_VERSION,
+        "format": [FHIR_JSON, "json"],
+        "patchFormat": [JSON_PATCH],
+        "rest": [{
+            "mode": "server",
+            "resource": [resource_capability(type_name, type_interactions) for type_name in sorted(resource_types())],
+            "interaction": [{"code": code} for code in system_interactions],
+        }],
+    }
+
+
+def resource_capability(type_name: str, interactions: list[str]) -> dict:
+    return {
+        "type": type_name,
+        "profile": f"http://hl7.org/fhir/StructureDefinition/{type_name}",
+        "interaction": [{"code": code} for code in interactions],
+        "versioning": "versioned-update",
+        "readHistory": True,
+        "updateCreate": True,
+        "conditionalCreate": False,
+        "conditionalRead": "full-support",
+        "conditionalUpdate": False,
+        "conditionalDelete": "not-supported",
+    }

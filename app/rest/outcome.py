@@ -1,0 +1,44 @@
+"""The one place where errors become OperationOutcome responses."""
+import logging
+
+from flask import Flask
+from werkzeug.exceptions import HTTPException
+
+from app.errors import FhirError, Issue
+from app.model.outcome import operation_outcome
+from app.rest.negotiation import fhir_response
+
+log = logging.getLogger(__name__)
+
+HTTP_ISSUE_CODES = {404: "not-found", 405: "not-supported", 406: "not-supported", 413: "too-costly", 415: "not-supported"}
+
+
+def fhir_error_response(error: FhirError):
+    return fhir_response(operation_outcome(error.issues), error.status, error.headers)
+
+
+def http_error_response(error: HTTPException):
+    code = HTTP_ISSUE_CODES.get(error.code, "processing" if error.code >= 500 else "invalid")
+    headers = dict(error.get_headers())
+    headers.pop("Content-Type", None)
+    return fhir_response(operation_outcome([Issue(code, http_error_message(error))]), error.code, headers)
+
+
+def http_error_message(error: HTTPException) -> str:
+    if error.code == 404:
+        return "No FHIR interaction exists at this URL; see GET /fhir/metadata for what the server supports."
+    if error.code == 405:
+        allowed = ", ".join(error.valid_methods or [])
+        return f"This URL does not support the HTTP method used; allowed methods: {allowed}."
+    return error.description or error.name
+
+
+def unexpected_error_response(error: Exception):
+    log.exception("unexpected error", exc_info=error)
+    return fhir_response(operation_outcome([Issue("exception", "The server failed unexpectedly; the error was logged.")]), 500)
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(FhirError, fhir_error_response)
+    app.register_error_handler(HTTPException, http_error_response)
+    app.register_error_handler(Exception, unexpected_error_response)

@@ -1,0 +1,102 @@
+"""Shaping FHIR responses: resource headers, Prefer handling, Bundles and their links."""
+import base64
+from urllib.parse import urlencode
+
+import orjson
+from flask import current_app, request
+
+from app.errors import BadRequest
+from app.model.subsetting import subset
+from app.rest.negotiation import fhir_response
+from app.model.outcome import information
+from app.store.resources import StoredResource, http_date
+
+
+def fhir_base() -> str:
+    configured = current_app.config["EHR_SETTINGS"].base_url
+    return (configured or request.host_url.rstrip("/") + "/fhir").rstrip("/")
+
+
+def full_url(type_name: str, resource_id: str) -> str:
+    return f"{fhir_base()}/{type_name}/{resource_id}"
+
+
+def version_headers(stored: StoredResource) -> dict:
+    return {"ETag": stored.etag, "Last-Modified": http_date(stored.last_updated)}
+
+
+def read_response(stored: StoredResource):
+    body = subset(stored.body, request.args.get("_summary"), request.args.get("_elements"))
+    headers = {**version_headers(stored), "Content-Location": f"{full_url(stored.type, stored.id)}/_history/{stored.version}"}
+    return fhir_response(body, 200, headers)
+
+
+def write_response(stored: StoredResource, status: int, message: str):
+    """Answer a create, update or patch as the client's Prefer: return=... asks."""
+    location = f"{full_url(stored.type, stored.id)}/_history/{stored.version}"
+    headers = {**version_headers(stored), "Location" if status == 201 else "Content-Location": location}
+    preference = prefer_return()
+    if preference == "minimal":
+        return fhir_response(None, status, headers)
+    if preference == "OperationOutcome":
+        return fhir_response(information(message), status, headers)
+    return fhir_response(stored.body, status, headers)
+
+
+def prefer_return() -> str:
+    """`representation` (the default), `minimal` or `OperationOutcome` from the Prefer header."""
+    for token in request.headers.get("Prefer", "").split(","):
+        name, _, value = token.strip().partition("=")
+        if name.strip().lower() == "return":
+            return value.strip().strip('"')
+    return "representation"
+
+
+def prefers_lenient_handling() -> bool:
+    return any(token.strip().replace(" ", "") == "handling=lenient" for token in request.headers.get("Prefer", "").split(","))
+
+
+def page_links(params: list[tuple[str, str]], next_cursor: dict | None) -> dict[str, str]:
+    """self and, when there is more, next; the cursor is opaque to clients."""
+    params = [(key, value) for key, value in params if key != "_cursor"]
+    links = {"self": link_url(params)}
+    if next_cursor is not None:
+        links["next"] = link_url([*params, ("_cursor", encode_cursor(next_cursor))])
+    return links
+
+
+def link_url(params: list[tuple[str, str]]) -> str:
+    path = fhir_base() + request.path.removeprefix("/fhir")
+    return f"{path}?{urlencode(params)}" if params else path
+
+
+def encode_cursor(cursor: dict) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(cursor)).decode().rstrip("=")
+
+
+def cursor_value(key: str, kind: type):
+    """The `key` of the request's _cursor, or None on the first page."""
+    text = request.args.get("_cursor")
+    if not text:
+        return None
+    try:
+        cursor = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except (ValueError, orjson.JSONDecodeError):
+        cursor = None
+    if not isinstance(cursor, dict) or not isinstance(cursor.get(key), kind):
+        raise BadRequest("_cursor is not a cursor this server issued for this request; follow the Bundle's next link as given.")
+    return cursor[key]
+
+
+def page_size() -> int:
+    settings = current_app.config["EHR_SETTINGS"]
+    text = request.args.get("_count")
+    if text is None:
+        return settings.default_page_size
+    if not text.isdigit():
+        raise BadRequest(f"_count={text} is not a whole number.")
+    return min(int(text), settings.max_page_size)
+
+
+def outcome_response(message: str, status: int = 200, headers: dict | None = None):
+    return fhir_response(information(message), status, headers)

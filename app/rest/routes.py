@@ -1,0 +1,175 @@
+"""The FHIR REST interactions under /fhir. Each view parses HTTP, calls one service, shapes the answer."""
+from flask import Blueprint, current_app, request
+
+from app.errors import BadRequest, NotSupported
+from app.model.bundles import bundle, history_entry, search_entry
+from app.model.instants import date_range
+from app.model.subsetting import check_summary_mode, subset
+from app.rest.capability import capability_statement
+from app.model.media_types import JSON_PATCH
+from app.rest.negotiation import check_acceptable, fhir_response, read_json_body
+from app.rest.responses import (
+    cursor_value, fhir_base, outcome_response, page_links, page_size, prefer_return, prefers_lenient_handling,
+    read_response, version_headers, write_response,
+)
+from app.bundles import process_bundle
+from app.search.listing import check_parameters, check_total_mode, count_resources, list_resources, unknown_parameters
+from app.store.db import read_unit, write_unit
+from app.store.history import HistoryQuery, read_history
+from app.store.resources import create_resource, delete_resource, parse_etag, patch_resource, read_resource, read_version, update_resource
+
+fhir = Blueprint("fhir", __name__, url_prefix="/fhir")
+
+HISTORY_PARAMETERS = frozenset({"_since", "_at", "_count", "_cursor", "_format", "_pretty"})
+
+
+def engine():
+    return current_app.extensions["ehr.engine"]
+
+
+@fhir.before_request
+def negotiate():
+    check_acceptable()
+
+
+@fhir.get("/metadata")
+def metadata():
+    return fhir_response(capability_statement(fhir_base()))
+
+
+@fhir.post("", strict_slashes=False)
+def transaction_or_batch():
+    body = read_json_body()
+    return fhir_response(process_bundle(engine(), body, fhir_base(), prefer_return=bundle_prefer_return()))
+
+
+def bundle_prefer_return() -> str:
+    """Bundle responses carry only status, location and ETag unless the client asks for more."""
+    return prefer_return() if "return=" in request.headers.get("Prefer", "") else "minimal"
+
+
+@fhir.post("/<type_name>")
+def create(type_name):
+    if "If-None-Exist" in request.headers:
+        raise NotSupported("Conditional create (If-None-Exist) is not supported yet: this server does not serve search parameters yet.")
+    body = read_json_body()
+    with write_unit(engine()) as connection:
+        result = create_resource(connection, body, type_name)
+    return write_response(result.stored, 201, f"Created {result.stored.type}/{result.stored.id}.")
+
+
+@fhir.get("/<type_name>/<resource_id>")
+def read(type_name, resource_id):
+    with read_unit(engine()) as connection:
+        stored = read_resource(connection, type_name, resource_id)
+    if not_modified(stored):
+        return fhir_response(None, 304, version_headers(stored))
+    return read_response(stored)
+
+
+def not_modified(stored) -> bool:
+    """Conditional read: If-None-Match names the current version, or nothing changed since If-Modified-Since."""
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match:
+        return any(tag.strip() == "*" or parse_etag(tag) == str(stored.version) for tag in if_none_match.split(","))
+    since = request.if_modified_since
+    return since is not None and stored.last_updated.replace(microsecond=0) <= since
+
+
+@fhir.get("/<type_name>/<resource_id>/_history/<version_id>")
+def vread(type_name, resource_id, version_id):
+    with read_unit(engine()) as connection:
+        stored = read_version(connection, type_name, resource_id, version_id)
+    return read_response(stored)
+
+
+@fhir.put("/<type_name>/<resource_id>")
+def update(type_name, resource_id):
+    body = read_json_body()
+    with write_unit(engine()) as connection:
+        result = update_resource(connection, type_name, resource_id, body, request.headers.get("If-Match"))
+    message = "Created" if result.created else ("Updated" if result.changed else "No change to")
+    return write_response(result.stored, 201 if result.created else 200, f"{message} {type_name}/{resource_id}.")
+
+
+@fhir.patch("/<type_name>/<resource_id>")
+def patch(type_name, resource_id):
+    operations = read_json_body(frozenset({JSON_PATCH}))
+    with write_unit(engine()) as connection:
+        result = patch_resource(connection, type_name, resource_id, operations, request.headers.get("If-Match"))
+    message = "Patched" if result.changed else "The patch changed nothing in"
+    return write_response(result.stored, 200, f"{message} {type_name}/{resource_id}.")
+
+
+@fhir.delete("/<type_name>/<resource_id>")
+def delete(type_name, resource_id):
+    with write_unit(engine()) as connection:
+        deleted = delete_resource(connection, type_name, resource_id, request.headers.get("If-Match"))
+    if deleted is None:
+        return outcome_response(f"{type_name}/{resource_id} does not exist or is already deleted; nothing to delete.")
+    return outcome_response(f"Deleted {type_name}/{resource_id} (version {deleted.version}).", 200, version_headers(deleted))
+
+
+@fhir.get("/<type_name>")
+def search(type_name):
+    lenient = prefers_lenient_handling()
+    check_parameters(request.args.keys(), lenient)
+    summary = request.args.get("_summary")
+    check_summary_mode(summary)
+    check_total_mode(request.args.get("_total"))
+    params = [(key, value) for key, value in request.args.items(multi=True) if key not in unknown_parameters([key])]
+    with read_unit(engine()) as connection:
+        if summary == "count":
+            return fhir_response(bundle("searchset", [], page_links(params, None), count_resources(connection, type_name)))
+        page = list_resources(connection, type_name, page_size(), cursor_value("after", str))
+        total = count_resources(connection, type_name) if request.args.get("_total") in ("accurate", "estimate") else None
+    base = fhir_base()
+    elements = request.args.get("_elements")
+    entries = [search_entry(base, stored, subset(stored.body, summary, elements)) for stored in page.resources]
+    next_cursor = {"after": page.next_after_id} if page.next_after_id else None
+    return fhir_response(bundle("searchset", entries, page_links(params, next_cursor), total))
+
+
+@fhir.get("/_history")
+def system_history():
+    return history_response(HistoryQuery())
+
+
+@fhir.get("/<type_name>/_history")
+def type_history(type_name):
+    return history_response(HistoryQuery(type=type_name))
+
+
+@fhir.get("/<type_name>/<resource_id>/_history")
+def instance_history(type_name, resource_id):
+    return history_response(HistoryQuery(type=type_name, id=resource_id))
+
+
+def history_response(scope: HistoryQuery):
+    check_parameters_in(HISTORY_PARAMETERS)
+    query = HistoryQuery(
+        type=scope.type, id=scope.id, since=since_parameter(), at=at_parameter(), count=page_size(),
+        before_seq=cursor_value("before", int),
+    )
+    with read_unit(engine()) as connection:
+        page = read_history(connection, query)
+    base = fhir_base()
+    next_cursor = {"before": page.next_before_seq} if page.next_before_seq is not None else None
+    links = page_links(list(request.args.items(multi=True)), next_cursor)
+    return fhir_response(bundle("history", [history_entry(base, stored) for stored in page.versions], links))
+
+
+def check_parameters_in(allowed: frozenset[str]) -> None:
+    unknown = sorted(set(request.args.keys()) - allowed)
+    if unknown and not prefers_lenient_handling():
+        raise BadRequest(f"Unknown parameter(s) for history: {', '.join(unknown)}; history takes {', '.join(sorted(allowed))}.")
+
+
+def since_parameter():
+    text = request.args.get("_since")
+    return date_range(text)[0] if text else None
+
+
+def at_parameter():
+    text = request.args.get("_at")
+    return date_range(text) if text else None

@@ -1,0 +1,1 @@
+"""Search: which parameters a request may carry, and the queries that answer it."""

@@ -1,0 +1,307 @@
+"""The one write path and the one read path for resources.
+
+Every entrance (REST, Bundles, the loader, later the HL7 and DICOM feeds) writes
+through create_resource / update_resource / patch_resource / delete_resource, so
+each write is validated, versioned and kept in history the same way.
+
+Versions are assigned under a row lock (SELECT ... FOR UPDATE on PostgreSQL; the
+BEGIN IMMEDIATE database lock on SQLite), and the UPDATE repeats the expected
+version as a compare-and-swap, so two writers can never both win.
+"""
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import jsonpatch
+from sqlalchemy import Connection, and_, bindparam, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from app.errors import BadRequest, Conflict, Gone, InvalidResource, NotFound, PreconditionFailed, UnprocessableResource
+from app.model.instants import as_utc, format_instant, utc_now
+from app.model.registry import require_served_type
+from app.model.validation import SERVER_META, check_resource_type, validate_resource
+from app.store.schema import resource, resource_history
+
+MIN_TICK = timedelta(milliseconds=1)
+
+# Statements built once: building them per call costs more than the database round trip.
+INSERT_RESOURCE = insert(resource)
+INSERT_HISTORY = insert(resource_history)
+SWAP_VERSION = (
+    update(resource)
+    .where(resource.c.res_type == bindparam("key_type"), resource.c.res_id == bindparam("key_id"), resource.c.version == bindparam("expected_version"))
+    .values(version=bindparam("new_version"), last_updated=bindparam("new_last_updated"), deleted=bindparam("new_deleted"), body=bindparam("new_body"))
+)
+MARK_SUPERSEDED = (
+    update(resource_history)
+    .where(
+        resource_history.c.res_type == bindparam("key_type"),
+        resource_history.c.res_id == bindparam("key_id"),
+        resource_history.c.version == bindparam("old_version"),
+    )
+    .values(superseded_at=bindparam("moment"))
+)
+
+
+@dataclass(frozen=True)
+class StoredResource:
+    """One version of a resource as stored; `body` is None for a deletion."""
+
+    type: str
+    id: str
+    version: int
+    last_updated: datetime
+    deleted: bool
+    body: dict | None
+    method: str | None = None
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version}"'
+
+    @property
+    def versioned_reference(self) -> str:
+        return f"{self.type}/{self.id}/_history/{self.version}"
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    stored: StoredResource
+    created: bool = False
+    changed: bool = True
+
+
+def create_resource(connection: Connection, body, expected_type: str | None = None, resource_id: str | None = None) -> WriteResult:
+    """POST: store a new resource under a server-assigned id (a client's id is ignored, as R4 says).
+
+    A transaction assigns `resource_id` itself, before writing, so that references to the new resource resolve.
+    """
+    type_name = check_resource_type(body, expected_type)
+    validate_resource(body)
+    stored = insert_first_version(connection, type_name, resource_id or new_id(), body, "POST")
+    return WriteResult(stored, created=True)
+
+
+def update_resource(connection: Connection, type_name: str, resource_id: str, body, if_match: str | None = None) -> WriteResult:
+    """PUT: a new version, or the first one under the client's id. Unchanged content writes nothing."""
+    check_resource_type(body, type_name)
+    if body.get("id") != resource_id:
+        raise InvalidResource(f"The body's id '{body.get('id')}' does not match the id '{resource_id}' in the URL; a PUT body must carry the same id.")
+    validate_resource(body)
+    current = lock_current(connection, type_name, resource_id)
+    if current is None:
+        require_no_precondition(if_match, type_name, resource_id)
+        stored = try_insert_first_version(connection, type_name, resource_id, body)
+        if stored:
+            return WriteResult(stored, created=True)
+        current = lock_current(connection, type_name, resource_id)
+    check_if_match(current, if_match)
+    if not current.deleted and same_content(current.body, body):
+        return WriteResult(current, changed=False)
+    return WriteResult(write_next_version(connection, current, body, "PUT"), created=current.deleted)
+
+
+def patch_resource(connection: Connection, type_name: str, resource_id: str, operations, if_match: str | None = None) -> WriteResult:
+    """PATCH with a JSON Patch (RFC 6902) document; the result must still be valid FHIR."""
+    current = lock_live(connection, type_name, resource_id)
+    check_if_match(current, if_match)
+    patched = apply_json_patch(current.body, operations)
+    if patched.get("resourceType") != type_name or patched.get("id") != resource_id:
+        raise UnprocessableResource("A patch may not change the resource's resourceType or id.")
+    validate_resource(patched)
+    if same_content(current.body, patched):
+        return WriteResult(current, changed=False)
+    return WriteResult(write_next_version(connection, current, patched, "PATCH"))
+
+
+def delete_resource(connection: Connection, type_name: str, resource_id: str, if_match: str | None = None) -> StoredResource | None:
+    """Logical delete: a deletion version. Returns None when there was nothing live to delete."""
+    require_served_type(type_name)
+    current = lock_current(connection, type_name, resource_id)
+    if current is None or current.deleted:
+        return None
+    check_if_match(current, if_match)
+    return write_next_version(connection, current, None, "DELETE")
+
+
+def read_resource(connection: Connection, type_name: str, resource_id: str) -> StoredResource:
+    require_served_type(type_name)
+    row = connection.execute(select(resource).where(resource_key(type_name, resource_id))).first()
+    return live_version(row, f"{type_name}/{resource_id} does not exist.")
+
+
+def read_version(connection: Connection, type_name: str, resource_id: str, version_id: str) -> StoredResource:
+    require_served_type(type_name)
+    if not version_id.isdigit():
+        raise NotFound(f"Version '{version_id}' of {type_name}/{resource_id} does not exist: version ids are whole numbers.")
+    query = select(resource_history).where(
+        resource_history.c.res_type == type_name, resource_history.c.res_id == resource_id, resource_history.c.version == int(version_id)
+    )
+    return live_version(connection.execute(query).first(), f"Version {version_id} of {type_name}/{resource_id} does not exist.")
+
+
+def live_version(row, missing_message: str) -> StoredResource:
+    """The stored version in `row`; NotFound when there is none, Gone when it is a deletion."""
+    if row is None:
+        raise NotFound(missing_message)
+    stored = stored_from_row(row)
+    if stored.deleted:
+        raise gone(stored)
+    return stored
+
+
+def has_resources(connection: Connection) -> bool:
+    return connection.execute(select(resource.c.res_id).limit(1)).first() is not None
+
+
+def gone(stored: StoredResource) -> Gone:
+    return Gone(
+        f"{stored.type}/{stored.id} was deleted (version {stored.version}).",
+        headers={"ETag": stored.etag, "Last-Modified": http_date(stored.last_updated)},
+    )
+
+
+def http_date(moment: datetime) -> str:
+    return as_utc(moment).strftime("%a, %d %b %Y %H:%M:%S GMT")
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def resource_key(type_name: str, resource_id: str):
+    return and_(resource.c.res_type == type_name, resource.c.res_id == resource_id)
+
+
+def stored_from_row(row) -> StoredResource:
+    mapping = row._mapping
+    return StoredResource(
+        type=mapping["res_type"], id=mapping["res_id"], version=mapping["version"],
+        last_updated=as_utc(mapping["last_updated"]), deleted=mapping["deleted"], body=in_reading_order(mapping["body"]),
+        method=mapping.get("method"),
+    )
+
+
+def in_reading_order(body: dict | None) -> dict | None:
+    """resourceType, id and meta first: PostgreSQL's JSONB does not keep key order."""
+    if body is None:
+        return None
+    return {"resourceType": body["resourceType"], "id": body["id"], "meta": body["meta"], **body}
+
+
+def lock_current(connection: Connection, type_name: str, resource_id: str) -> StoredResource | None:
+    query = select(resource).where(resource_key(type_name, resource_id)).with_for_update()
+    row = connection.execute(query).first()
+    return stored_from_row(row) if row else None
+
+
+def lock_live(connection: Connection, type_name: str, resource_id: str) -> StoredResource:
+    require_served_type(type_name)
+    current = lock_current(connection, type_name, resource_id)
+    if current is None:
+        raise NotFound(f"{type_name}/{resource_id} does not exist.")
+    if current.deleted:
+        raise gone(current)
+    return current
+
+
+def require_no_precondition(if_match: str | None, type_name: str, resource_id: str) -> None:
+    if if_match:
+        raise PreconditionFailed(f"If-Match {if_match} cannot match: {type_name}/{resource_id} does not exist yet.")
+
+
+def check_if_match(current: StoredResource, if_match: str | None) -> None:
+    if if_match and parse_etag(if_match) != str(current.version):
+        raise PreconditionFailed(
+            f"If-Match {if_match} does not match the current version {current.etag} of {current.type}/{current.id}; read it again and reapply your change."
+        )
+
+
+def parse_etag(value: str) -> str:
+    """W/"3", "3" and 3 all name version 3."""
+    return value.strip().removeprefix("W/").strip('"')
+
+
+def same_content(stored_body: dict | None, new_body: dict) -> bool:
+    return stored_body is not None and without_server_meta(stored_body) == without_server_meta(new_body)
+
+
+def without_server_meta(body: dict) -> dict:
+    meta = {k: v for k, v in (body.get("meta") or {}).items() if k not in SERVER_META}
+    content = {k: v for k, v in body.items() if k != "meta"}
+    if meta:
+        content["meta"] = meta
+    return content
+
+
+def with_server_meta(body: dict, type_name: str, resource_id: str, version: int, last_updated: datetime) -> dict:
+    """The body as stored: resourceType, id and meta first; meta.versionId and lastUpdated are always ours."""
+    client_meta = {k: v for k, v in (body.get("meta") or {}).items() if k not in SERVER_META}
+    meta = {"versionId": str(version), "lastUpdated": format_instant(last_updated), **client_meta}
+    rest = {k: v for k, v in body.items() if k not in ("resourceType", "id", "meta")}
+    return {"resourceType": type_name, "id": resource_id, "meta": meta, **rest}
+
+
+def apply_json_patch(body: dict, operations) -> dict:
+    if not isinstance(operations, list):
+        raise BadRequest("A JSON Patch document must be a JSON array of operations (RFC 6902).")
+    try:
+        return jsonpatch.JsonPatch(operations).apply(body)
+    except jsonpatch.JsonPatchTestFailed as error:
+        raise PreconditionFailed(f"The patch's test operation failed: {error}") from None
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError) as error:
+        raise UnprocessableResource(f"The JSON Patch cannot be applied to the current version: {error}") from None
+
+
+def insert_first_version(connection: Connection, type_name: str, resource_id: str, body: dict, method: str) -> StoredResource:
+    stored = first_version(type_name, resource_id, body, method)
+    connection.execute(INSERT_RESOURCE, resource_values(stored))
+    insert_history(connection, stored)
+    return stored
+
+
+def try_insert_first_version(connection: Connection, type_name: str, resource_id: str, body: dict) -> StoredResource | None:
+    """Insert unless another writer created the same id first (then the caller updates it instead)."""
+    stored = first_version(type_name, resource_id, body, "PUT")
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(resource).values(resource_values(stored)).on_conflict_do_nothing().returning(resource.c.version)
+    if connection.execute(statement).first() is None:
+        return None
+    insert_history(connection, stored)
+    return stored
+
+
+def first_version(type_name: str, resource_id: str, body: dict, method: str) -> StoredResource:
+    moment = utc_now()
+    return StoredResource(type_name, resource_id, 1, moment, False, with_server_meta(body, type_name, resource_id, 1, moment), method)
+
+
+def write_next_version(connection: Connection, current: StoredResource, body: dict | None, method: str) -> StoredResource:
+    version = current.version + 1
+    moment = max(utc_now(), current.last_updated + MIN_TICK)  # lastUpdated never goes backwards
+    stored_body = None if body is None else with_server_meta(body, current.type, current.id, version, moment)
+    stored = StoredResource(current.type, current.id, version, moment, body is None, stored_body, method)
+    swapped = connection.execute(SWAP_VERSION, {
+        "key_type": stored.type, "key_id": stored.id, "expected_version": current.version, "new_version": stored.version,
+        "new_last_updated": stored.last_updated, "new_deleted": stored.deleted, "new_body": stored.body,
+    })
+    if swapped.rowcount != 1:
+        raise Conflict(f"{current.type}/{current.id} was changed by another writer at the same moment; retry the request.")
+    mark_superseded(connection, current, moment)
+    insert_history(connection, stored)
+    return stored
+
+
+def resource_values(stored: StoredResource) -> dict:
+    return {
+        "res_type": stored.type, "res_id": stored.id, "version": stored.version,
+        "last_updated": stored.last_updated, "deleted": stored.deleted, "body": stored.body,
+    }
+
+
+def insert_history(connection: Connection, stored: StoredResource) -> None:
+    connection.execute(INSERT_HISTORY, {**resource_values(stored), "method": stored.method})
+
+
+def mark_superseded(connection: Connection, current: StoredResource, moment: datetime) -> None:
+    connection.execute(MARK_SUPERSEDED, {"key_type": current.type, "key_id": current.id, "old_version": current.version, "moment": moment})

@@ -1,0 +1,23 @@
+"""The Flask application factory: one engine per process, checked against the schema at start."""
+from flask import Flask
+
+from app.config import Settings, load_settings
+from app.rest.health import health
+from app.rest.outcome import register_error_handlers
+from app.rest.routes import fhir
+from app.store.db import make_engine
+from app.store.migrate import check_schema_current
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the app; raises SchemaNotCurrent, naming the fixing command, if the schema is missing or old."""
+    settings = settings or load_settings()
+    engine = make_engine(settings.database_url)
+    check_schema_current(engine)
+    app = Flask(__name__)
+    app.config.update(EHR_SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_body_bytes)
+    app.extensions["ehr.engine"] = engine
+    app.register_blueprint(fhir)
+    app.register_blueprint(health)
+    register_error_handlers(app)
+    return app

@@ -1,0 +1,23 @@
+"""Alembic environment: runs on the connection or URL that app.store.migrate hands it."""
+from alembic import context
+from sqlalchemy import create_engine
+
+from app.store.schema import metadata
+
+
+def run_migrations(connection) -> None:
+    context.configure(connection=connection, target_metadata=metadata, render_as_batch=connection.dialect.name == "sqlite")
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_online() -> None:
+    connection = context.config.attributes.get("connection")
+    if connection is not None:
+        run_migrations(connection)
+        return
+    with create_engine(context.config.get_main_option("sqlalchemy.url")).connect() as connection:
+        run_migrations(connection)
+
+
+run_online()

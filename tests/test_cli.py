@@ -1,0 +1,270 @@
+"""The `ehr` console script as an operator runs it, against SQLite and PostgreSQL databases."""
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import psycopg
+import pytest
+import requests
+from sqlalchemy.engine import make_url
+
+from app.demo import demo_bundle
+from app.store import migrate
+from app.store.db import make_engine
+from tests.conftest import ADMIN_URL, libpq_url
+
+EHR = Path(sys.executable).with_name("ehr")
+COMMAND_TIMEOUT_SECONDS = 300
+
+
+def ehr(database_url: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run the installed console script with EHR_DATABASE_URL set, as an operator would."""
+    env = {**os.environ, "EHR_DATABASE_URL": database_url}
+    return subprocess.run([str(EHR), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_SECONDS)
+
+
+@pytest.fixture(params=("sqlite", "postgresql"))
+def fresh_database_url(request, tmp_path):
+    """A database that exists but has no schema yet."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fresh' / 'ehr.db'}"
+        return
+    admin = make_url(ADMIN_URL)
+    name = f"ehr_cli_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(libpq_url(admin), autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    yield admin.set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(libpq_url(admin), autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def schema_revision(database_url: str) -> str | None:
+    engine = make_engine(database_url)
+    try:
+        return migrate.current_revision(engine)
+    finally:
+        engine.dispose()
+
+
+def head_revision() -> str:
+    engine = make_engine("sqlite://")
+    try:
+        return migrate.head_revision(engine)
+    finally:
+        engine.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def patient(resource_id: str, family: str) -> dict:
+    return {"resourceType": "Patient", "id": resource_id, "name": [{"family": family}]}
+
+
+def write_ndjson(path: Path, lines) -> Path:
+    path.write_text("".join((line if isinstance(line, str) else orjson.dumps(line).decode()) + "\n" for line in lines))
+    return path
+
+
+def synthea_bundle(patient_uuid: str, observation_uuid: str) -> dict:
+    observation = {
+        "resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}]},
+        "subject": {"reference": f"urn:uuid:{patient_uuid}"},
+        "valueQuantity": {"value": 72, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"},
+    }
+    return {
+        "resourceType": "Bundle", "type": "transaction",
+        "entry": [
+            {"fullUrl": f"urn:uuid:{patient_uuid}", "resource": {"resourceType": "Patient", "name": [{"family": "Chen"}]},
+             "request": {"method": "POST", "url": "Patient"}},
+            {"fullUrl": f"urn:uuid:{observation_uuid}", "resource": observation, "request": {"method": "POST", "url": "Observation"}},
+        ],
+    }
+
+
+def total(client, type_name: str) -> int:
+    return client.get(f"/fhir/{type_name}?_total=accurate").get_json()["total"]
+
+
+def system_history_size(client) -> int:
+    return len(client.get("/fhir/_history?_count=1000").get_json().get("entry", []))
+
+
+def version_of(client, type_name: str, resource_id: str) -> str:
+    response = client.get(f"/fhir/{type_name}/{resource_id}")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()["meta"]["versionId"]
+
+
+# ehr db upgrade / ehr serve
+
+
+def test_db_upgrade_creates_the_schema_and_prints_the_revision(fresh_database_url, tmp_path):
+    result = ehr(fresh_database_url, "db", "upgrade", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"revision {head_revision()}" in result.stdout
+    assert schema_revision(fresh_database_url) == head_revision()
+
+
+def test_db_upgrade_of_a_current_database_changes_nothing_and_succeeds(database_url, tmp_path):
+    result = ehr(database_url, "db", "upgrade", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert schema_revision(database_url) == head_revision()
+
+
+def test_db_current_reports_the_revision_the_code_needs(fresh_database_url, tmp_path):
+    ehr(fresh_database_url, "db", "upgrade", cwd=tmp_path)
+    result = ehr(fresh_database_url, "db", "current", cwd=tmp_path)
+    assert result.stdout.split() == ["current:", head_revision(), "needed:", head_revision()]
+
+
+def test_serve_on_an_unmigrated_database_exits_with_a_message_naming_db_upgrade(fresh_database_url, tmp_path):
+    result = ehr(fresh_database_url, "serve", "--port", str(free_port()), cwd=tmp_path)
+    assert result.returncode != 0
+    assert "ehr db upgrade" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_on_a_migrated_database_answers_the_fhir_api(database_url, tmp_path):
+    port = free_port()
+    env = {**os.environ, "EHR_DATABASE_URL": database_url}
+    server = subprocess.Popen([str(EHR), "serve", "--port", str(port)], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        response = wait_for(f"http://127.0.0.1:{port}/fhir/metadata", server)
+        assert response.status_code == 200
+        assert response.json()["resourceType"] == "CapabilityStatement"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def wait_for(url: str, server: subprocess.Popen, seconds: float = 60) -> requests.Response:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"ehr serve exited with {server.returncode}: {server.stderr.read().decode()}")
+        try:
+            return requests.get(url, timeout=5)
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    pytest.fail(f"ehr serve did not answer {url} within {seconds} s")
+
+
+# ehr demo
+
+
+def test_demo_loads_the_demo_data_into_an_empty_database(database_url, client, tmp_path):
+    result = ehr(database_url, "demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"Loaded: {len(demo_bundle()['entry'])} created, 0 updated, 0 unchanged, 0 rejected." in result.stdout
+    assert total(client, "Patient") == 5
+    assert total(client, "Practitioner") == 3
+
+
+def test_second_demo_loads_nothing(database_url, client, tmp_path):
+    ehr(database_url, "demo", cwd=tmp_path)
+    versions = system_history_size(client)
+    result = ehr(database_url, "demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "already holds resources" in result.stdout
+    assert system_history_size(client) == versions
+    assert version_of(client, "Patient", "demo-patient-1") == "1"
+
+
+def test_demo_leaves_a_database_that_already_has_data_alone(database_url, client, tmp_path):
+    client.put("/fhir/Patient/mine", json=patient("mine", "Mine"))
+    result = ehr(database_url, "demo", cwd=tmp_path)
+    assert "already holds resources" in result.stdout
+    assert total(client, "Patient") == 1
+
+
+# ehr load
+
+
+def test_load_prints_created_and_rejected_counts_with_reasons_and_exits_1(database_url, client, tmp_path):
+    path = write_ndjson(tmp_path / "patients.ndjson", [
+        patient("load-1", "Garcia"),
+        patient("load-2", "Chen"),
+        "{this is not json",
+        {**patient("load-3", "Okafor"), "birthDate": "yesterday"},
+        patient("load-4", "Novak"),
+    ])
+    result = ehr(database_url, "load", str(path), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Loaded: 3 created, 0 updated, 0 unchanged, 2 rejected." in result.stdout
+    assert "rejected patients.ndjson:3: not valid JSON" in result.stdout
+    assert "rejected patients.ndjson:4:" in result.stdout and "Patient.birthDate" in result.stdout
+    assert total(client, "Patient") == 3
+    assert client.get("/fhir/Patient/load-3").status_code == 404
+
+
+def test_loading_the_same_file_twice_reports_everything_unchanged_and_writes_no_version(database_url, client, tmp_path):
+    path = write_ndjson(tmp_path / "patients.ndjson", [patient("load-1", "Garcia"), patient("load-2", "Chen"), patient("load-3", "Okafor")])
+    first = ehr(database_url, "load", str(path), cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "Loaded: 3 created, 0 updated, 0 unchanged, 0 rejected." in first.stdout
+    second = ehr(database_url, "load", str(path), cwd=tmp_path)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "Loaded: 0 created, 0 updated, 3 unchanged, 0 rejected." in second.stdout
+    assert [version_of(client, "Patient", f"load-{n}") for n in (1, 2, 3)] == ["1", "1", "1"]
+    assert system_history_size(client) == 3
+
+
+def test_loading_a_changed_file_updates_the_changed_resources(database_url, client, tmp_path):
+    path = write_ndjson(tmp_path / "patients.ndjson", [patient("load-1", "Garcia"), patient("load-2", "Chen")])
+    ehr(database_url, "load", str(path), cwd=tmp_path)
+    write_ndjson(path, [patient("load-1", "Garcia-Lopez"), patient("load-2", "Chen")])
+    result = ehr(database_url, "load", str(path), cwd=tmp_path)
+    assert "Loaded: 0 created, 1 updated, 1 unchanged, 0 rejected." in result.stdout
+    assert client.get("/fhir/Patient/load-1").get_json()["name"][0]["family"] == "Garcia-Lopez"
+    assert version_of(client, "Patient", "load-1") == "2"
+
+
+def test_synthea_bundle_loads_under_its_urn_uuids_with_the_reference_rewritten(database_url, client, tmp_path):
+    patient_uuid, observation_uuid = str(uuid.uuid4()), str(uuid.uuid4())
+    path = tmp_path / "synthea.json"
+    path.write_bytes(orjson.dumps(synthea_bundle(patient_uuid, observation_uuid)))
+    result = ehr(database_url, "load", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Loaded: 2 created" in result.stdout
+    assert client.get(f"/fhir/Patient/{patient_uuid}").get_json()["name"] == [{"family": "Chen"}]
+    observation = client.get(f"/fhir/Observation/{observation_uuid}").get_json()
+    assert observation["subject"] == {"reference": f"Patient/{patient_uuid}"}
+
+
+def test_loading_a_synthea_bundle_twice_changes_nothing(database_url, client, tmp_path):
+    path = tmp_path / "synthea.json"
+    path.write_bytes(orjson.dumps(synthea_bundle(str(uuid.uuid4()), str(uuid.uuid4()))))
+    ehr(database_url, "load", str(path), cwd=tmp_path)
+    versions = system_history_size(client)
+    result = ehr(database_url, "load", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Loaded: 0 created, 0 updated, 2 unchanged, 0 rejected." in result.stdout
+    assert system_history_size(client) == versions
+    assert (total(client, "Patient"), total(client, "Observation")) == (1, 1)
+
+
+def test_load_of_several_files_reports_one_summary(database_url, client, tmp_path):
+    first = write_ndjson(tmp_path / "a.ndjson", [patient("load-1", "Garcia")])
+    second = tmp_path / "b.json"
+    second.write_bytes(orjson.dumps(patient("load-2", "Chen")))
+    result = ehr(database_url, "load", str(first), str(second), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Loaded: 2 created, 0 updated, 0 unchanged, 0 rejected." in result.stdout
+    assert total(client, "Patient") == 2
+
+
+def test_load_of_a_missing_file_says_so_and_loads_nothing(database_url, client, tmp_path):
+    result = ehr(database_url, "load", str(tmp_path / "nowhere.ndjson"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "nowhere.ndjson" in result.stderr and "does not exist" in result.stderr
+    assert total(client, "Patient") == 0
