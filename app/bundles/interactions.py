@@ -13,7 +13,7 @@ from app.model.media_types import JSON_PATCH
 from app.model.bundles import bundle, history_entry, search_entry
 from app.search.listing import check_parameters, list_resources
 from app.store.history import HistoryQuery, read_history
-from app.store.resources import create_resource, delete_resource, patch_resource, read_resource, read_version, update_resource
+from app.store.resources import StoredResource, create_resource, delete_resource, patch_resource, read_resource, read_version, update_resource
 
 
 
@@ -25,7 +25,10 @@ def perform(connection: Connection, request: EntryRequest, base: str, prefer_ret
 
 
 def create(connection: Connection, request: EntryRequest) -> Written:
-    stored = create_resource(connection, request.resource, request.type, request.assigned_id).stored
+    return created(create_resource(connection, request.resource, request.type, request.assigned_id).stored)
+
+
+def created(stored: StoredResource) -> Written:
     return Written(stored, 201, f"Created {stored.type}/{stored.id}.")
 
 

@@ -1,17 +1,18 @@
 """Transactions (all or nothing, in one write unit) and batches (each entry on its own); http.html#transaction."""
 from contextlib import contextmanager
+from itertools import groupby
 from dataclasses import replace
 
 from sqlalchemy import Engine
 
 from app.bundles.entries import READ_INTERACTIONS, EntryRequest, bundle_entries, entry_label, in_processing_order, parse_entry
-from app.bundles.interactions import perform
-from app.bundles.responses import failure_entry
+from app.bundles.interactions import created, perform
+from app.bundles.responses import failure_entry, write_entry
 from app.errors import BadRequest, FhirError, Issue
 from app.model.bundles import bundle as response_bundle
 from app.model.references import rewrite_references
 from app.store.db import read_unit, write_unit
-from app.store.resources import new_id
+from app.store.resources import insert_new_resources, new_id, new_resource
 
 
 def process_bundle(engine: Engine, bundle, base: str, prefer_return: str = "minimal") -> dict:
@@ -33,10 +34,29 @@ def transaction_responses(engine: Engine, entries: list, base: str, prefer_retur
     requests = prepared_transaction(entries, base)
     responses = [None] * len(requests)
     with write_unit(engine) as connection:
-        for request in in_processing_order(requests):
-            with errors_named_for(request.index, entries[request.index]):
-                responses[request.index] = perform(connection, request, base, prefer_return)
+        for creating, group in groupby(in_processing_order(requests), key=lambda request: request.interaction == "create"):
+            if creating:
+                responses_by_index = create_together(connection, list(group), entries, base, prefer_return)
+            else:
+                responses_by_index = {request.index: perform_named(connection, request, entries, base, prefer_return) for request in group}
+            for index, response in responses_by_index.items():
+                responses[index] = response
     return responses
+
+
+def perform_named(connection, request: EntryRequest, entries: list, base: str, prefer_return: str) -> dict:
+    with errors_named_for(request.index, entries[request.index]):
+        return perform(connection, request, base, prefer_return)
+
+
+def create_together(connection, requests: list[EntryRequest], entries: list, base: str, prefer_return: str) -> dict[int, dict]:
+    """The transaction's POSTs, validated one by one and written in one batch: thousands of entries in one request."""
+    new_versions = []
+    for request in requests:
+        with errors_named_for(request.index, entries[request.index]):
+            new_versions.append(new_resource(request.resource, request.type, request.assigned_id))
+    insert_new_resources(connection, new_versions)
+    return {request.index: write_entry(created(stored), base, prefer_return) for request, stored in zip(requests, new_versions)}
 
 
 def prepared_transaction(entries: list, base: str) -> list[EntryRequest]:

@@ -76,10 +76,22 @@ def create_resource(connection: Connection, body, expected_type: str | None = No
 
     A transaction assigns `resource_id` itself, before writing, so that references to the new resource resolve.
     """
+    stored = new_resource(body, expected_type, resource_id)
+    insert_new_resources(connection, [stored])
+    return WriteResult(stored, created=True)
+
+
+def new_resource(body, expected_type: str | None = None, resource_id: str | None = None) -> StoredResource:
+    """The validated first version of a resource to create, not yet written (see insert_new_resources)."""
     type_name = check_resource_type(body, expected_type)
     validate_resource(body)
-    stored = insert_first_version(connection, type_name, resource_id or new_id(), body, "POST")
-    return WriteResult(stored, created=True)
+    return first_version(type_name, resource_id or new_id(), body, "POST")
+
+
+def insert_new_resources(connection: Connection, new_versions: list[StoredResource]) -> None:
+    """Write first versions from new_resource in two batched statements (a transaction's many POSTs at once)."""
+    connection.execute(INSERT_RESOURCE, [resource_values(stored) for stored in new_versions])
+    connection.execute(INSERT_HISTORY, [history_values(stored) for stored in new_versions])
 
 
 def update_resource(connection: Connection, type_name: str, resource_id: str, body, if_match: str | None = None) -> WriteResult:
@@ -253,13 +265,6 @@ def apply_json_patch(body: dict, operations) -> dict:
         raise UnprocessableResource(f"The JSON Patch cannot be applied to the current version: {error}") from None
 
 
-def insert_first_version(connection: Connection, type_name: str, resource_id: str, body: dict, method: str) -> StoredResource:
-    stored = first_version(type_name, resource_id, body, method)
-    connection.execute(INSERT_RESOURCE, resource_values(stored))
-    insert_history(connection, stored)
-    return stored
-
-
 def try_insert_first_version(connection: Connection, type_name: str, resource_id: str, body: dict) -> StoredResource | None:
     """Insert unless another writer created the same id first (then the caller updates it instead)."""
     stored = first_version(type_name, resource_id, body, "PUT")
@@ -299,8 +304,12 @@ def resource_values(stored: StoredResource) -> dict:
     }
 
 
+def history_values(stored: StoredResource) -> dict:
+    return {**resource_values(stored), "method": stored.method}
+
+
 def insert_history(connection: Connection, stored: StoredResource) -> None:
-    connection.execute(INSERT_HISTORY, {**resource_values(stored), "method": stored.method})
+    connection.execute(INSERT_HISTORY, history_values(stored))
 
 
 def mark_superseded(connection: Connection, current: StoredResource, moment: datetime) -> None:
