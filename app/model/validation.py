@@ -82,8 +82,9 @@ def check_binding(item, element: Element, path: str, table: dict[str, dict[str, 
         if isinstance(item, str) and item not in element.codes.members:
             issues.append(code_issue(item, element.codes, path))
     elif isinstance(item, dict):
+        # a contained (or Bundle entry) resource is walked as its own type
         node = item.get("resourceType") if element.node == RESOURCE else element.node
-        if isinstance(node, str):  # a contained resource is walked as its own type
+        if isinstance(node, str):
             collect_binding_issues(item, node, path, table, issues)
 
 
