@@ -11,6 +11,8 @@ SERVER_META = ("versionId", "lastUpdated")
 MAX_ID_LENGTH = 64
 MAX_DEPTH = 64
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+DIV_START = re.compile(r"\s*<div[\s>/]")
+ACTIVE_CONTENT = re.compile(r"<(script|form|iframe|frame|object|embed|applet|base|link|meta|style)\b|<[^>]*\son[a-z]+\s*=", re.IGNORECASE)
 
 
 def check_resource_type(body, expected: str | None = None) -> str:
@@ -112,6 +114,14 @@ def element_path(type_name: str, location) -> str:
     return path
 
 
+def narrative_issues(div: str, path: str):
+    """Narrative rules of R4: the div is an XHTML <div> element (txt-3) with no active content (txt-1)."""
+    if not DIV_START.match(div):
+        yield Issue("value", "The narrative must be an XHTML <div> element, e.g. <div xmlns=\"http://www.w3.org/1999/xhtml\">...</div>.", (path,))
+    elif ACTIVE_CONTENT.search(div):
+        yield Issue("value", "The narrative may not hold scripts, forms, frames or event handler attributes.", (path,))
+
+
 def json_value_issues(value, path: str, depth: int = 0):
     """FHIR JSON forbids empty objects, arrays and strings, nulls outside arrays, and control characters."""
     if depth > MAX_DEPTH:
@@ -122,6 +132,8 @@ def json_value_issues(value, path: str, depth: int = 0):
         for key, item in value.items():
             if item is None:
                 yield Issue("structure", "null is not allowed as an element value.", (f"{path}.{key}",))
+            elif key == "div" and isinstance(item, str):  # Narrative.div, the only element of that name
+                yield from narrative_issues(item, f"{path}.div")
             else:
                 yield from json_value_issues(item, f"{path}.{key}", depth + 1)
     elif isinstance(value, list):

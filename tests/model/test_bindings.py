@@ -132,3 +132,4 @@ def test_a_value_set_of_an_external_code_system_is_not_checked():
 def test_every_resource_of_the_demo_data_validates():
     for entry in demo_bundle()["entry"]:
         validate_resource(entry["resource"])
+
