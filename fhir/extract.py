@@ -8,7 +8,10 @@ Writes
 - resource-types.json: every concrete R4 resource type that the fhir.resources
   R4B models validate exactly as R4 defines it;
 - elements.json: the elements of those types and of every complex datatype, with
-  the codes of each required-bound `code` element (see ELEMENT_KEYS).
+  the codes of each required-bound `code` element (see ELEMENT_KEYS);
+- search-parameters.json: the search parameters of those types, each expression cut
+  down to the type it is listed under, and the common ones (see PARAMETER_KEYS);
+- compartment-patient.json: the parameters that put a resource in a patient's compartment.
 """
 import json
 import sys
@@ -32,6 +35,26 @@ ELEMENT_KEYS = {
     "v": "a code element with a required binding: its value set, a key of valueSets",
     "valueSets": "value set url -> its codes, expanded from the package's CodeSystems",
     "unexpandedValueSets": "required value sets we cannot expand from the package -> why; their elements are not checked",
+}
+
+R4_SEARCH_PARAMETERS = "http://hl7.org/fhir/SearchParameter/"
+COMMON_BASES = {"Resource", "DomainResource"}
+# R4 errata: the expression of InsurancePlan-name lacks its type prefix ("name | alias"); this is R4B's correction.
+CORRECTED_EXPRESSIONS = {R4_SEARCH_PARAMETERS + "InsurancePlan-name": "InsurancePlan.name | InsurancePlan.alias"}
+OPTIONAL_PARAMETER_FIELDS = {"multipleOr": "or", "multipleAnd": "and", "modifier": "mod", "comparator": "cmp"}
+PARAMETER_KEYS = {
+    "common": "code -> parameter of every resource (base Resource or DomainResource); expressions start with Resource.",
+    "types": "resource type -> code -> parameter, its expression restricted to that type's branches of the official union",
+    "t": "the parameter type: number, date, string, token, reference, composite, quantity, uri or special",
+    "e": "the FHIRPath expression; absent when the specification defines none (the server implements the parameter itself)",
+    "to": "for references: the target resource types, or \"*\" when the definition lists every type we serve (Reference(Any))",
+    "c": "for composites: [component parameter code, its expression relative to e] pairs",
+    "or": "multipleOr, when the definition states it",
+    "and": "multipleAnd, when the definition states it",
+    "mod": "the allowed modifiers, when the definition lists them",
+    "cmp": "the allowed comparators, when the definition lists them",
+    "id": "the SearchParameter's id; its url is http://hl7.org/fhir/SearchParameter/ followed by the id",
+    "dropped": "official parameters left out -> why",
 }
 
 
@@ -207,11 +230,99 @@ def elements_document(resources: list[dict], datatypes: list[dict], definitions:
     }
 
 
+# Search parameters
+
+
+def r4_search_parameters(definitions: Path) -> tuple[list[dict], dict[str, str]]:
+    """(the official R4 SearchParameters, url -> why for those of another FHIR version)."""
+    bundle = json.loads((definitions / "search-parameters.json").read_text())
+    official = [entry["resource"] for entry in bundle["entry"] if entry["resource"]["url"].startswith(R4_SEARCH_PARAMETERS)]
+    dropped = {sp["url"]: f"version {sp['version']}, not R4 4.0.1" for sp in official if sp["version"] != "4.0.1"}
+    return [sp for sp in official if sp["url"] not in dropped], dropped
+
+
+def union_branches(expression: str) -> list[str]:
+    """The operands of the top-level `|` of a FHIRPath expression (R4's string literals hold no `|` or parentheses)."""
+    branches, depth, start = [], 0, 0
+    for at, char in enumerate(expression):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "|" and depth == 0:
+            branches.append(expression[start:at].strip())
+            start = at + 1
+    return [*branches, expression[start:].strip()]
+
+
+def expression_for(expression: str, type_name: str) -> str:
+    """The branches of a union that apply to `type_name` ('' if none): Observation.code, (Observation.value as Quantity)..."""
+    prefixes = (f"{type_name}.", f"({type_name}.")
+    return " | ".join(branch for branch in union_branches(expression) if branch == type_name or branch.startswith(prefixes))
+
+
+class ParameterEntries:
+    """Writes the file's entry for each (parameter, type) pair, noting the official parameters it leaves out."""
+
+    def __init__(self, definitions: Path, types: list[str]):
+        self.parameters, self.dropped = r4_search_parameters(definitions)
+        self.codes_by_url = {sp["url"]: sp["code"] for sp in self.parameters}
+        self.types = set(types)
+
+    def common(self) -> dict[str, dict]:
+        common = [sp for sp in self.parameters if COMMON_BASES & set(sp["base"])]
+        return {sp["code"]: self.entry(sp, sp.get("expression")) for sp in sorted(common, key=lambda sp: sp["code"])}
+
+    def of_type(self, type_name: str) -> dict[str, dict]:
+        """code -> entry for the parameters based on `type_name`, each keeping only its branches for the type."""
+        entries = {}
+        for sp in (sp for sp in self.parameters if type_name in sp["base"]):
+            expression = expression_for(CORRECTED_EXPRESSIONS.get(sp["url"], sp["expression"]), type_name)
+            if expression:
+                entries[sp["code"]] = self.entry(sp, expression)
+            else:
+                self.dropped[f"{sp['url']} ({type_name})"] = "its expression has no branch for the type"
+        return dict(sorted(entries.items()))
+
+    def entry(self, sp: dict, expression: str | None) -> dict:
+        entry = {"t": sp["type"]}
+        if expression:
+            entry["e"] = expression
+        if "target" in sp:
+            entry["to"] = "*" if self.types <= set(sp["target"]) else sp["target"]
+        if "component" in sp:
+            entry["c"] = [[self.codes_by_url[part["definition"]], part["expression"]] for part in sp["component"]]
+        entry |= {key: sp[field] for field, key in OPTIONAL_PARAMETER_FIELDS.items() if field in sp}
+        return entry | {"id": sp["id"]}
+
+
+def search_parameters_document(definitions: Path, types: list[str]) -> dict:
+    entries = ParameterEntries(definitions, types)
+    common, by_type = entries.common(), {name: entries.of_type(name) for name in types}
+    return {
+        "fhirVersion": "4.0.1",
+        "source": "hl7.org/fhir/R4 search-parameters.json",
+        "keys": PARAMETER_KEYS,
+        "dropped": entries.dropped,
+        "common": common,
+        "types": by_type,
+    }
+
+
+def patient_compartment_document(definitions: Path, types: list[str]) -> dict:
+    """Resource type -> the parameters whose value is the patient, for the served types that can be in the compartment."""
+    compartment = json.loads((definitions / "compartmentdefinition-patient.json").read_text())
+    params = {entry["code"]: entry["param"] for entry in compartment["resource"] if "param" in entry}
+    return {
+        "fhirVersion": "4.0.1",
+        "source": "hl7.org/fhir/R4 compartmentdefinition-patient.json",
+        "url": compartment["url"],
+        "resources": {name: params[name] for name in types if name in params},
+    }
+
+
 def one_line_per_entry(document: dict) -> str:
-    """Compact JSON, but each top-level entry, value set and type on its own line so that diffs stay readable."""
+    """Compact JSON, but each top-level entry, and each item of those holding containers (types...), on its own line for readable diffs."""
     lines = []
     for key, value in document.items():
-        if key in ("valueSets", "types"):
+        if isinstance(value, dict) and any(isinstance(item, (dict, list)) for item in value.values()):
             inner = ",\n".join(f"  {json.dumps(name)}: {json.dumps(item, separators=(',', ':'))}" for name, item in value.items())
             lines.append(f" {json.dumps(key)}: {{\n{inner}\n }}")
         else:
@@ -228,6 +339,12 @@ def main(definitions: str, out_dir: str) -> None:
     elements = elements_document(resources, complex_datatype_definitions(definitions), definitions)
     (out_dir / "elements.json").write_text(one_line_per_entry(elements))
     print(f"{len(types)} resource types; {len(elements['valueSets'])} required value sets, {len(elements['unexpandedValueSets'])} left unchecked")
+    parameters = search_parameters_document(definitions, types)
+    (out_dir / "search-parameters.json").write_text(one_line_per_entry(parameters))
+    compartment = patient_compartment_document(definitions, types)
+    (out_dir / "compartment-patient.json").write_text(one_line_per_entry(compartment))
+    count = sum(map(len, parameters["types"].values()))
+    print(f"{count} search parameters, {len(parameters['dropped'])} dropped; {len(compartment['resources'])} types in the patient compartment")
 
 
 if __name__ == "__main__":
