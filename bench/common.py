@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import http.client
+import math
 import multiprocessing
 import os
 import resource
@@ -42,7 +43,18 @@ def describe_machine() -> dict[str, str]:
         "memory": f"{mem_total_gib():.1f} GiB",
         "postgresql": postgres_version(),
         "python": sys.version.split()[0],
+        "commit": code_version(),
     }
+
+
+def code_version() -> str:
+    """The commit under test, marked dirty when the work tree has changes."""
+    try:
+        done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=10)
+    except OSError:
+        return "unknown"
+    return done.stdout.strip() or "unknown"
 
 
 def cpu_model() -> str:
@@ -496,7 +508,7 @@ def percentile(values: list[float], fraction: float) -> float:
     if not values:
         return 0.0
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))
+    rank = max(0, min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1))
     return ordered[rank]
 
 

@@ -309,7 +309,6 @@ class Run:
               f"via {loader.__name__}")
         self.observation_ids += loaded
         self.figure(f"preload ({loader.__name__}) resources/s", len(loaded) / seconds if seconds else None, "/s")
-        self.figure("stored resources", len(self.patient_ids) + len(self.observation_ids))
 
     def env(self) -> dict[str, str]:
         return common.server_env(self.backend.database_url)
@@ -367,6 +366,7 @@ class Run:
         self.measure_reads("reads")
         self.measure_floor(create_rate)
         self.preload()
+        self.figure("stored resources", len(self.patient_ids) + len(self.observation_ids))
         self.measure_reads(f"reads @{self.sizes.stored // 1000}k")
         self.measure_mix()
         self.measure_memory("after the runs")
