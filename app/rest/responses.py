@@ -13,8 +13,9 @@ from app.store.resources import StoredResource, http_date
 
 
 def fhir_base() -> str:
+    """EHR_BASE_URL, or this request's scheme and host (request.host_url costs three URL round trips)."""
     configured = current_app.config["EHR_SETTINGS"].base_url
-    return (configured or request.host_url.rstrip("/") + "/fhir").rstrip("/")
+    return configured.rstrip("/") if configured else f"{request.scheme}://{request.host}{request.root_path}/fhir"
 
 
 def full_url(type_name: str, resource_id: str) -> str:

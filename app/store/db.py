@@ -23,7 +23,7 @@ def make_engine(database_url: str) -> Engine:
     if url.get_backend_name() == "sqlite":
         return sqlite_engine(url)
     return create_engine(
-        url, pool_size=10, max_overflow=20, pool_pre_ping=True,
+        url, pool_size=10, max_overflow=20,
         json_serializer=json_dumps, json_deserializer=orjson.loads,
     )
 
@@ -68,7 +68,10 @@ def write_unit(engine: Engine):
 
 @contextmanager
 def read_unit(engine: Engine):
-    """A connection in a read-only transaction (one consistent snapshot)."""
+    """A connection for reading. On PostgreSQL it runs in autocommit: a read needs no BEGIN and
+    COMMIT round trips, and each statement sees committed data."""
     with engine.connect() as connection:
+        if is_postgresql(connection):
+            connection.execution_options(isolation_level="AUTOCOMMIT")
         with connection.begin():
             yield connection
