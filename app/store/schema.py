@@ -1,5 +1,8 @@
 """Table definitions. The database schema itself comes only from the Alembic migrations."""
-from sqlalchemy import JSON, BigInteger, Boolean, Column, DateTime, Index, Integer, MetaData, String, Table, UniqueConstraint
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, Column, DateTime, ForeignKey, Identity, Index, Integer, MetaData, Numeric, String, Table, Text,
+    UniqueConstraint,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
@@ -10,12 +13,15 @@ Sequence = BigInteger().with_variant(Integer(), "sqlite")  # INTEGER PRIMARY KEY
 resource = Table(
     "resource",
     metadata,
-    Column("res_type", String(64), primary_key=True),
-    Column("res_id", String(64), primary_key=True),
+    Column("pk", Sequence, Identity(), primary_key=True),  # what index rows point at: narrower than (type, id)
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
     Column("version", Integer, nullable=False),
     Column("last_updated", DateTime(timezone=True), nullable=False),
     Column("deleted", Boolean, nullable=False),
+    Column("index_mask", Integer, nullable=False, server_default="0"),  # which index tables hold rows of it
     Column("body", Body, nullable=True),
+    UniqueConstraint("res_type", "res_id", name="uq_resource_type_id"),
 )
 
 resource_history = Table(
@@ -32,5 +38,91 @@ resource_history = Table(
     Column("body", Body, nullable=True),
     UniqueConstraint("res_type", "res_id", "version", name="uq_resource_history_version"),
     Index("ix_resource_history_type_seq", "res_type", "seq"),
+    Index("ix_resource_history_resource_seq", "res_type", "res_id", "seq"),
     Index("ix_resource_history_last_updated", "last_updated"),
 )
+
+
+def index_table(name: str, *columns, indexes=()) -> Table:
+    """A search index table: rows of (resource pk, parameter hash, values...), see app/search/index.py."""
+    return Table(
+        name,
+        metadata,
+        Column("res_pk", Sequence, ForeignKey("resource.pk", ondelete="CASCADE"), nullable=False),
+        Column("h_param", BigInteger, nullable=False),
+        *columns,
+        Index(f"ix_{name}_res_pk", "res_pk"),
+        *indexes,
+    )
+
+
+search_string = index_table(
+    "search_string",
+    Column("normalized", String(200), nullable=False),
+    Column("exact", Text, nullable=False),
+    indexes=(Index("ix_search_string_value", "h_param", "normalized"),),
+)
+search_token = index_table(
+    "search_token",
+    Column("h_code", BigInteger),
+    Column("h_sys_code", BigInteger),
+    Column("h_sys", BigInteger),
+    Column("system", Text),
+    Column("code", Text),
+    Column("text", String(200)),
+    indexes=(
+        Index("ix_search_token_code", "h_code", "res_pk"),
+        Index("ix_search_token_sys_code", "h_sys_code", "res_pk"),
+        Index("ix_search_token_sys", "h_sys", "res_pk"),
+    ),
+)
+search_date = index_table(
+    "search_date",
+    Column("low", DateTime(timezone=True), nullable=False),
+    Column("high", DateTime(timezone=True), nullable=False),
+    indexes=(Index("ix_search_date_low", "h_param", "low"), Index("ix_search_date_high", "h_param", "high")),
+)
+search_number = index_table(
+    "search_number",
+    Column("value", Numeric, nullable=False),
+    indexes=(Index("ix_search_number_value", "h_param", "value"),),
+)
+search_quantity = index_table(
+    "search_quantity",
+    Column("h_sys_code", BigInteger),
+    Column("h_code", BigInteger),
+    Column("value", Numeric, nullable=False),
+    Column("system", Text),
+    Column("code", Text),
+    Column("unit", Text),
+    indexes=(
+        Index("ix_search_quantity_value", "h_param", "value"),
+        Index("ix_search_quantity_sys_code", "h_sys_code", "value"),
+        Index("ix_search_quantity_code", "h_code", "value"),
+    ),
+)
+search_reference = index_table(
+    "search_reference",
+    Column("target_type", String(64)),
+    Column("target_id", String(64)),
+    Column("target_version", String(64)),
+    Column("url", Text),
+    Column("h_url", BigInteger),  # urls can be longer than a B-tree entry may be
+    indexes=(
+        Index("ix_search_reference_target", "h_param", "target_id", "target_type"),
+        Index("ix_search_reference_reverse", "target_type", "target_id"),
+        Index("ix_search_reference_url", "h_param", "h_url"),
+    ),
+)
+search_uri = index_table(
+    "search_uri",
+    Column("uri", Text, nullable=False),
+    Column("h_uri", BigInteger, nullable=False),
+    indexes=(Index("ix_search_uri_value", "h_param", "h_uri"),),
+)
+
+# Parameter type -> its index table; the order fixes the bits of resource.index_mask.
+INDEX_TABLES = {
+    "string": search_string, "token": search_token, "date": search_date, "number": search_number,
+    "quantity": search_quantity, "reference": search_reference, "uri": search_uri,
+}
