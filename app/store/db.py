@@ -4,7 +4,8 @@ SQLite runs in WAL mode with a busy timeout; a write unit of work opens with
 BEGIN IMMEDIATE so that two writers queue on the database lock instead of
 deadlocking when a read lock is upgraded. PostgreSQL writers lock rows instead.
 """
-from contextlib import contextmanager
+import threading
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import orjson
@@ -12,6 +13,9 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# One lock per SQLite file in this process: writer threads queue on it in order, instead of
+# polling SQLite's lock with growing sleeps (which gave writes a p99 of 400 ms under load).
+SQLITE_WRITER_TURNS: dict[str, threading.Lock] = {}
 
 
 def json_dumps(value) -> str:
@@ -35,6 +39,7 @@ def sqlite_engine(url) -> Engine:
         url, json_serializer=json_dumps, json_deserializer=orjson.loads,
         connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
     )
+    SQLITE_WRITER_TURNS.setdefault(str(url.database), threading.Lock())
     event.listen(engine, "connect", configure_sqlite_connection)
     event.listen(engine, "begin", begin_sqlite_transaction)
     return engine
@@ -60,10 +65,17 @@ def is_postgresql(connection: Connection) -> bool:
 @contextmanager
 def write_unit(engine: Engine):
     """A connection in a transaction that may write; commits on success, rolls back on error."""
-    with engine.connect() as connection:
+    with writer_turn(engine), engine.connect() as connection:
         connection.execution_options(ehr_write=True)
         with connection.begin():
             yield connection
+
+
+def writer_turn(engine: Engine):
+    """This process's turn to write an SQLite file; PostgreSQL writers need none."""
+    if engine.dialect.name != "sqlite":
+        return nullcontext()
+    return SQLITE_WRITER_TURNS.get(str(engine.url.database), nullcontext())
 
 
 @contextmanager
