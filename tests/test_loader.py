@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.loader import BATCH_SIZE, LoadReport, bundle_candidates, entry_id, load_candidates, read_candidates
-from app.search.listing import count_resources
+from app.search.service import SearchRequest, count_matches
 from app.store.db import read_unit
 from app.store.resources import read_resource
 from app.store.schema import resource_history
@@ -42,7 +42,7 @@ def stored(engine, type_name, resource_id):
 
 def count_of(engine, type_name) -> int:
     with read_unit(engine) as connection:
-        return count_resources(connection, type_name)
+        return count_matches(connection, SearchRequest(type_name))
 
 
 def version_count(engine) -> int:

@@ -11,7 +11,7 @@ from app.config import Settings
 from app.errors import BadRequest, NotSupported
 from app.model.media_types import JSON_PATCH
 from app.model.bundles import bundle, history_entry, search_entry
-from app.search.listing import check_parameters, list_resources
+from app.search.service import page_count, run_search, search_request
 from app.store.history import HistoryQuery, read_history
 from app.store.resources import StoredResource, create_resource, delete_resource, patch_resource, read_resource, read_version, update_resource
 
@@ -79,10 +79,12 @@ def read_entry(connection: Connection, request: EntryRequest, base: str) -> dict
 
 
 def search_bundle(connection: Connection, request: EntryRequest, base: str) -> dict:
-    """The first page of a type listing; only _count is honored (R4 lets servers ignore _summary and _elements)."""
-    check_parameters([name for name, _ in request.query], lenient=False)
-    page = list_resources(connection, request.type, page_size(request), None)
-    return bundle("searchset", [search_entry(base, stored) for stored in page.resources], {"self": request.url_under(base)})
+    """The first page of a search (R4 lets servers ignore _summary and _elements here)."""
+    search, _ = search_request(request.type, list(request.query), False, Settings.default_page_size, Settings.max_page_size)
+    result = run_search(connection, search)
+    entries = [search_entry(base, stored) for stored in result.matches]
+    entries += [search_entry(base, stored, mode="include") for stored in result.included]
+    return bundle("searchset", entries, {"self": request.url_under(base)}, result.total)
 
 
 def history_bundle(connection: Connection, request: EntryRequest, base: str) -> dict:
@@ -91,9 +93,4 @@ def history_bundle(connection: Connection, request: EntryRequest, base: str) -> 
 
 
 def page_size(request: EntryRequest) -> int:
-    text = dict(request.query).get("_count")
-    if text is None:
-        return Settings.default_page_size
-    if not text.isdigit():
-        raise BadRequest(f"_count={text} is not a whole number.")
-    return min(int(text), Settings.max_page_size)
+    return page_count(dict(request.query).get("_count"), Settings.default_page_size, Settings.max_page_size)

@@ -14,9 +14,9 @@ def bundle(bundle_type: str, entries: list[dict], links: dict[str, str] | None =
     return document
 
 
-def search_entry(base: str, stored: StoredResource, body: dict | None = None) -> dict:
-    """A searchset entry; `body` is the (possibly subsetted) resource to show, default the stored one."""
-    return {"fullUrl": f"{base}/{stored.type}/{stored.id}", "resource": body or stored.body, "search": {"mode": "match"}}
+def search_entry(base: str, stored: StoredResource, body: dict | None = None, mode: str = "match") -> dict:
+    """A searchset entry (a match, or a resource _include'd); `body` is the resource as shown, default the stored one."""
+    return {"fullUrl": f"{base}/{stored.type}/{stored.id}", "resource": body or stored.body, "search": {"mode": mode}}
 
 
 def history_entry(base: str, stored: StoredResource) -> dict:

@@ -1,4 +1,4 @@
-"""The R4 element table: summary flag, cardinality and required codes of every element we serve.
+"""The R4 element table: type, summary flag, cardinality and required codes of every element we serve.
 
 The table is data (fhir/elements.json, extracted from the R4 definitions by fhir/extract.py).
 Its keys are *nodes*: a resource or datatype name (`Observation`, `HumanName`) or the
@@ -35,6 +35,7 @@ class Element:
     min: int = 0
     base: str = ""  # a choice element's name without its type: valueQuantity -> value
     codes: CodeSet | None = None  # the codes a required binding allows
+    type: str = ""  # the FHIR type code: dateTime, Quantity, Age, BackboneElement, Resource...
 
     @property
     def mandatory(self) -> bool:
@@ -66,7 +67,8 @@ def table_element(type_name: str, path: str, entry: dict, code_sets: dict[str, C
     else:
         node = entry["t"] if entry["t"] == RESOURCE or entry["t"] in types else None
     name = path.rpartition(".")[2]
-    return Element(node, nested, bool(entry.get("s")), entry.get("n", 0), entry.get("b", name), code_sets.get(entry.get("v")))
+    type_code = entry.get("t") or types[type_name][entry["r"]]["t"]  # a contentReference has the type of the element it names
+    return Element(node, nested, bool(entry.get("s")), entry.get("n", 0), entry.get("b", name), code_sets.get(entry.get("v")), type_code)
 
 
 def elements_of(node: str) -> dict[str, Element]:

@@ -1,11 +1,11 @@
 """Shaping FHIR responses: resource headers, Prefer handling, Bundles and their links."""
-import base64
 from urllib.parse import urlencode
 
-import orjson
 from flask import current_app, request
 
 from app.errors import BadRequest
+from app.search.cursor import FOREIGN_CURSOR, decode_cursor, encode_cursor
+from app.search.service import page_count
 from app.model.subsetting import subset
 from app.rest.negotiation import fhir_response
 from app.model.outcome import information
@@ -57,22 +57,18 @@ def prefers_lenient_handling() -> bool:
     return any(token.strip().replace(" ", "") == "handling=lenient" for token in request.headers.get("Prefer", "").split(","))
 
 
-def page_links(params: list[tuple[str, str]], next_cursor: dict | None) -> dict[str, str]:
-    """self and, when there is more, next; the cursor is opaque to clients."""
+def page_links(params: list[tuple[str, str]], next_cursor: dict | None, path: str | None = None) -> dict[str, str]:
+    """self and, when there is more, next; the cursor is opaque to clients. `path` defaults to the request's."""
+    url = fhir_base() + (path or request.path.removeprefix("/fhir"))
     params = [(key, value) for key, value in params if key != "_cursor"]
-    links = {"self": link_url(params)}
+    links = {"self": link_url(url, params)}
     if next_cursor is not None:
-        links["next"] = link_url([*params, ("_cursor", encode_cursor(next_cursor))])
+        links["next"] = link_url(url, [*params, ("_cursor", encode_cursor(next_cursor))])
     return links
 
 
-def link_url(params: list[tuple[str, str]]) -> str:
-    path = fhir_base() + request.path.removeprefix("/fhir")
-    return f"{path}?{urlencode(params)}" if params else path
-
-
-def encode_cursor(cursor: dict) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(cursor)).decode().rstrip("=")
+def link_url(url: str, params: list[tuple[str, str]]) -> str:
+    return f"{url}?{urlencode(params)}" if params else url
 
 
 def cursor_value(key: str, kind: type):
@@ -80,23 +76,15 @@ def cursor_value(key: str, kind: type):
     text = request.args.get("_cursor")
     if not text:
         return None
-    try:
-        cursor = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-    except (ValueError, orjson.JSONDecodeError):
-        cursor = None
-    if not isinstance(cursor, dict) or not isinstance(cursor.get(key), kind):
-        raise BadRequest("_cursor is not a cursor this server issued for this request; follow the Bundle's next link as given.")
-    return cursor[key]
+    value = decode_cursor(text).get(key)
+    if not isinstance(value, kind):
+        raise BadRequest(FOREIGN_CURSOR)
+    return value
 
 
 def page_size() -> int:
     settings = current_app.config["EHR_SETTINGS"]
-    text = request.args.get("_count")
-    if text is None:
-        return settings.default_page_size
-    if not text.isdigit():
-        raise BadRequest(f"_count={text} is not a whole number.")
-    return min(int(text), settings.max_page_size)
+    return page_count(request.args.get("_count"), settings.default_page_size, settings.max_page_size)
 
 
 def outcome_response(message: str, status: int = 200, headers: dict | None = None):

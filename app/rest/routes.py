@@ -1,7 +1,7 @@
 """The FHIR REST interactions under /fhir. Each view parses HTTP, calls one service, shapes the answer."""
 from flask import Blueprint, current_app, request
 
-from app.errors import BadRequest, NotSupported
+from app.errors import BadRequest, NotSupported, UnsupportedMediaType
 from app.model.bundles import bundle, history_entry, search_entry
 from app.model.instants import date_range
 from app.model.subsetting import check_summary_mode, subset
@@ -13,7 +13,7 @@ from app.rest.responses import (
     read_response, version_headers, write_response,
 )
 from app.bundles import process_bundle
-from app.search.listing import check_parameters, check_total_mode, count_resources, list_resources, unknown_parameters
+from app.search.service import count_matches, run_search, search_request
 from app.store.db import read_unit, write_unit
 from app.store.history import HistoryQuery, read_history
 from app.store.resources import create_resource, delete_resource, parse_etag, patch_resource, read_resource, read_version, update_resource
@@ -112,22 +112,31 @@ def delete(type_name, resource_id):
 
 @fhir.get("/<type_name>")
 def search(type_name):
-    lenient = prefers_lenient_handling()
-    check_parameters(request.args.keys(), lenient)
-    summary = request.args.get("_summary")
+    return search_response(type_name, list(request.args.items(multi=True)))
+
+
+@fhir.post("/<type_name>/_search")
+def search_by_post(type_name):
+    """POST _search: the parameters come form-encoded in the body (and may also be in the URL)."""
+    if request.mimetype != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType("POST _search takes its parameters as application/x-www-form-urlencoded.")
+    return search_response(type_name, [*request.args.items(multi=True), *request.form.items(multi=True)])
+
+
+def search_response(type_name: str, pairs: list[tuple[str, str]]):
+    settings = current_app.config["EHR_SETTINGS"]
+    search, honoured = search_request(type_name, pairs, prefers_lenient_handling(), settings.default_page_size, settings.max_page_size)
+    summary = dict(pairs).get("_summary")
     check_summary_mode(summary)
-    check_total_mode(request.args.get("_total"))
-    params = [(key, value) for key, value in request.args.items(multi=True) if key not in unknown_parameters([key])]
+    links_params = [(name, value) for name, value in honoured if name != "_cursor"]
     with read_unit(engine()) as connection:
         if summary == "count":
-            return fhir_response(bundle("searchset", [], page_links(params, None), count_resources(connection, type_name)))
-        page = list_resources(connection, type_name, page_size(), cursor_value("after", str))
-        total = count_resources(connection, type_name) if request.args.get("_total") in ("accurate", "estimate") else None
-    base = fhir_base()
-    elements = request.args.get("_elements")
-    entries = [search_entry(base, stored, subset(stored.body, summary, elements)) for stored in page.resources]
-    next_cursor = {"after": page.next_after_id} if page.next_after_id else None
-    return fhir_response(bundle("searchset", entries, page_links(params, next_cursor), total))
+            return fhir_response(bundle("searchset", [], page_links(links_params, None, f"/{type_name}"), count_matches(connection, search)))
+        result = run_search(connection, search)
+    base, elements = fhir_base(), dict(pairs).get("_elements")
+    entries = [search_entry(base, stored, subset(stored.body, summary, elements)) for stored in result.matches]
+    entries += [search_entry(base, stored, subset(stored.body, summary, elements), mode="include") for stored in result.included]
+    return fhir_response(bundle("searchset", entries, page_links(links_params, result.next_cursor, f"/{type_name}"), result.total))
 
 
 @fhir.get("/_history")

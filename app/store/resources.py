@@ -20,17 +20,21 @@ from app.errors import BadRequest, Conflict, Gone, InvalidResource, NotFound, Pr
 from app.model.instants import as_utc, format_instant, utc_now
 from app.model.registry import require_served_type
 from app.model.validation import SERVER_META, check_resource_type, validate_resource
+from app.search.index import delete_index_rows, index_mask, index_rows, write_index_rows
 from app.store.schema import resource, resource_history
 
 MIN_TICK = timedelta(milliseconds=1)
 
 # Statements built once: building them per call costs more than the database round trip.
-INSERT_RESOURCE = insert(resource)
+INSERT_RESOURCE_RETURNING_PK = insert(resource).returning(resource.c.pk, sort_by_parameter_order=True)
 INSERT_HISTORY = insert(resource_history)
 SWAP_VERSION = (
     update(resource)
     .where(resource.c.res_type == bindparam("key_type"), resource.c.res_id == bindparam("key_id"), resource.c.version == bindparam("expected_version"))
-    .values(version=bindparam("new_version"), last_updated=bindparam("new_last_updated"), deleted=bindparam("new_deleted"), body=bindparam("new_body"))
+    .values(
+        version=bindparam("new_version"), last_updated=bindparam("new_last_updated"), deleted=bindparam("new_deleted"),
+        body=bindparam("new_body"), index_mask=bindparam("new_index_mask"),
+    )
 )
 MARK_SUPERSEDED = (
     update(resource_history)
@@ -54,6 +58,8 @@ class StoredResource:
     deleted: bool
     body: dict | None
     method: str | None = None
+    pk: int | None = None  # the current row's key; None for history versions
+    index_mask: int = 0
 
     @property
     def etag(self) -> str:
@@ -89,9 +95,12 @@ def new_resource(body, expected_type: str | None = None, resource_id: str | None
 
 
 def insert_new_resources(connection: Connection, new_versions: list[StoredResource]) -> None:
-    """Write first versions from new_resource in two batched statements (a transaction's many POSTs at once)."""
-    connection.execute(INSERT_RESOURCE, [resource_values(stored) for stored in new_versions])
+    """Write first versions from new_resource, batched per table (a transaction's many POSTs at once)."""
+    row_sets = [index_rows(stored.type, stored.body) for stored in new_versions]
+    values = [{**resource_values(stored), "index_mask": index_mask(rows)} for stored, rows in zip(new_versions, row_sets)]
+    pks = connection.execute(INSERT_RESOURCE_RETURNING_PK, values).scalars().all()
     connection.execute(INSERT_HISTORY, [history_values(stored) for stored in new_versions])
+    write_index_rows(connection, list(zip(pks, row_sets)))
 
 
 def update_resource(connection: Connection, type_name: str, resource_id: str, body, if_match: str | None = None) -> WriteResult:
@@ -190,7 +199,7 @@ def stored_from_row(row) -> StoredResource:
     return StoredResource(
         type=mapping["res_type"], id=mapping["res_id"], version=mapping["version"],
         last_updated=as_utc(mapping["last_updated"]), deleted=mapping["deleted"], body=in_reading_order(mapping["body"]),
-        method=mapping.get("method"),
+        method=mapping.get("method"), pk=mapping.get("pk"), index_mask=mapping.get("index_mask", 0),
     )
 
 
@@ -268,11 +277,14 @@ def apply_json_patch(body: dict, operations) -> dict:
 def try_insert_first_version(connection: Connection, type_name: str, resource_id: str, body: dict) -> StoredResource | None:
     """Insert unless another writer created the same id first (then the caller updates it instead)."""
     stored = first_version(type_name, resource_id, body, "PUT")
+    rows = index_rows(type_name, stored.body)
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(resource).values(resource_values(stored)).on_conflict_do_nothing().returning(resource.c.version)
-    if connection.execute(statement).first() is None:
+    values = {**resource_values(stored), "index_mask": index_mask(rows)}
+    pk = connection.execute(dialect.insert(resource).values(values).on_conflict_do_nothing().returning(resource.c.pk)).scalar()
+    if pk is None:
         return None
     insert_history(connection, stored)
+    write_index_rows(connection, [(pk, rows)])
     return stored
 
 
@@ -285,15 +297,19 @@ def write_next_version(connection: Connection, current: StoredResource, body: di
     version = current.version + 1
     moment = max(utc_now(), current.last_updated + MIN_TICK)  # lastUpdated never goes backwards
     stored_body = None if body is None else with_server_meta(body, current.type, current.id, version, moment)
-    stored = StoredResource(current.type, current.id, version, moment, body is None, stored_body, method)
+    rows = index_rows(current.type, stored_body)
+    stored = StoredResource(current.type, current.id, version, moment, body is None, stored_body, method, current.pk, index_mask(rows))
     swapped = connection.execute(SWAP_VERSION, {
         "key_type": stored.type, "key_id": stored.id, "expected_version": current.version, "new_version": stored.version,
         "new_last_updated": stored.last_updated, "new_deleted": stored.deleted, "new_body": stored.body,
+        "new_index_mask": stored.index_mask,
     })
     if swapped.rowcount != 1:
         raise Conflict(f"{current.type}/{current.id} was changed by another writer at the same moment; retry the request.")
     mark_superseded(connection, current, moment)
     insert_history(connection, stored)
+    delete_index_rows(connection, current.pk, current.index_mask)
+    write_index_rows(connection, [(current.pk, rows)])
     return stored
 
 

@@ -1,0 +1,343 @@
+"""Search criteria compiled to SQL: each parameter becomes an EXISTS over its index table.
+
+`name=a,b` ORs the values inside one EXISTS; a repeated `name` ANDs another
+EXISTS. Chains (`subject:Patient.name=x`) and reverse chains
+(`_has:Observation:patient:code=x`) become semi-joins on the reference index,
+never application-side loops.
+"""
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+
+from sqlalchemy import and_, exists, false, not_, or_, select
+from sqlalchemy.sql import ColumnElement
+
+from app.errors import BadRequest
+from app.model.instants import date_range, utc_now
+from app.model.registry import is_served
+from app.search.index import hash64
+from app.search.parameters import SearchParameter, parameters_of
+from app.search.values import fold
+from app.store.schema import INDEX_TABLES, resource
+
+PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+PREFIXED_TYPES = frozenset({"date", "number", "quantity"})
+MODIFIERS = {
+    "string": {"exact", "contains", "missing"},
+    "token": {"not", "text", "missing"},
+    "date": {"missing"},
+    "number": {"missing"},
+    "quantity": {"missing"},
+    "reference": {"missing"},  # plus :[type], checked separately
+    "uri": {"below", "above", "missing"},
+}
+MAX_CHAIN_DEPTH = 4
+UNESCAPED_COMMA = re.compile(r"(?<!\\),")
+
+
+@dataclass(frozen=True)
+class Query:
+    """One `name[:modifier]=value` pair of a request, as sent."""
+
+    name: str
+    value: str
+
+
+def split_values(value: str) -> list[str]:
+    """`a,b` is a OR b; `\\,` is a literal comma (R4 search.html#escaping)."""
+    return [part.replace("\\,", ",").replace("\\|", "|").replace("\\$", "$") for part in UNESCAPED_COMMA.split(value)]
+
+
+def criterion_condition(type_name: str, query: Query, table=resource, depth: int = 0) -> ColumnElement:
+    """The SQL condition on `table` (a resource table alias) that `query` asks for."""
+    if query.name.startswith("_has:"):
+        return reverse_chain_condition(type_name, query, table, depth)
+    name, _, chain = query.name.partition(".")
+    code, _, modifier = name.partition(":")
+    parameter = parameter_or_error(type_name, code)
+    if chain:
+        return chain_condition(type_name, parameter, modifier, chain, query.value, table, depth)
+    if code == "_id":
+        return id_condition(query.value, modifier, table)
+    if code == "_lastUpdated":
+        return last_updated_condition(query.value, modifier, table)
+    return index_condition(type_name, parameter, modifier, query.value, table)
+
+
+def parameter_or_error(type_name: str, code: str) -> SearchParameter:
+    parameter = parameters_of(type_name).get(code)
+    if parameter is None:
+        raise BadRequest(f"Unknown search parameter '{code}' for {type_name}; GET /fhir/metadata lists the parameters each type supports.")
+    return parameter
+
+
+def id_condition(value: str, modifier: str, table) -> ColumnElement:
+    if modifier:
+        raise BadRequest(f"_id does not take the modifier :{modifier}.")
+    return table.c.res_id.in_(split_values(value))
+
+
+def last_updated_condition(value: str, modifier: str, table) -> ColumnElement:
+    if modifier:
+        raise BadRequest(f"_lastUpdated does not take the modifier :{modifier}.")
+    conditions = []
+    for part in split_values(value):
+        prefix, text = split_prefix(part)
+        low, high = search_date_range(text)
+        column = table.c.last_updated
+        conditions.append(range_condition(prefix, column, column, low, high))
+    return or_(*conditions)
+
+
+def index_condition(type_name: str, parameter: SearchParameter, modifier: str, value: str, table) -> ColumnElement:
+    check_modifier(parameter, modifier)
+    index = INDEX_TABLES.get(parameter.type)
+    if index is None:
+        raise BadRequest(f"Searching by {parameter.type} parameters such as '{parameter.code}' is not supported yet.")
+    param_hash = hash64(type_name, parameter.code)
+    if modifier == "missing":
+        return missing_condition(index, param_hash, value, table)
+    values = split_values(value)
+    value_conditions = [VALUE_CONDITIONS[parameter.type](index, type_name, parameter, modifier, part) for part in values]
+    matched = exists().where(index.c.res_pk == table.c.pk, index.c.h_param == param_hash, or_(*value_conditions))
+    return not_(matched) if modifier == "not" else matched
+
+
+def check_modifier(parameter: SearchParameter, modifier: str) -> None:
+    if not modifier:
+        return
+    if parameter.type == "reference" and (modifier in parameter.targets or modifier == "missing"):
+        return
+    allowed = MODIFIERS.get(parameter.type, set())
+    if modifier not in allowed:
+        names = ", ".join(sorted(f":{name}" for name in allowed)) or "none"
+        raise BadRequest(f"The modifier :{modifier} is not supported on {parameter.type} parameter '{parameter.code}' (supported: {names}).")
+
+
+def missing_condition(index, param_hash: int, value: str, table) -> ColumnElement:
+    if value not in ("true", "false"):
+        raise BadRequest(f":missing takes true or false, not '{value}'.")
+    present = exists().where(index.c.res_pk == table.c.pk, index.c.h_param == param_hash)
+    return not_(present) if value == "true" else present
+
+
+def string_value_condition(index, type_name, parameter, modifier, value: str) -> ColumnElement:
+    if modifier == "exact":
+        return index.c.exact == value
+    folded = fold(value)
+    if modifier == "contains":
+        return index.c.normalized.like(f"%{escape_like(folded)}%", escape="\\")
+    return and_(index.c.normalized >= folded, index.c.normalized < folded + "\uffff")  # a prefix, as a B-tree range
+
+
+def escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def token_value_condition(index, type_name, parameter, modifier, value: str) -> ColumnElement:
+    if modifier == "text":
+        folded = fold(value)
+        return and_(index.c.text >= folded, index.c.text < folded + "\uffff")
+    if "|" not in value:
+        return index.c.h_code == hash64(type_name, parameter.code, None, value)
+    system, _, code = value.partition("|")
+    if not code:
+        return index.c.h_sys == hash64(type_name, parameter.code, system)
+    return index.c.h_sys_code == hash64(type_name, parameter.code, system or None, code)
+
+
+def date_value_condition(index, type_name, parameter, modifier, value: str) -> ColumnElement:
+    prefix, text = split_prefix(value)
+    low, high = search_date_range(text)
+    return range_condition(prefix, index.c.low, index.c.high, low, high)
+
+
+def number_value_condition(index, type_name, parameter, modifier, value: str) -> ColumnElement:
+    prefix, text = split_prefix(value)
+    return number_condition(prefix, index.c.value, text)
+
+
+def quantity_value_condition(index, type_name, parameter, modifier, value: str) -> ColumnElement:
+    number, _, unit = value.partition("|")
+    prefix, text = split_prefix(number)
+    condition = number_condition(prefix, index.c.value, text)
+    system, _, code = unit.partition("|")
+    if code:
+        return and_(condition, index.c.h_sys_code == hash64(type_name, parameter.code, system or None, code)) if system else and_(
+            condition, index.c.h_code == hash64(type_name, parameter.code, None, code)
+        )
+    if system:  # `5.4||mg`-style units without a system are handled above; `5.4|http://unitsofmeasure.org` alone is not meaningful
+        raise BadRequest(f"'{value}': a quantity search names its unit as number|system|code or number||code.")
+    return condition
+
+
+def reference_value_condition(index, type_name, parameter, modifier, value: str) -> ColumnElement:
+    target_type, target_id = reference_target(parameter, modifier, value)
+    if target_id is None:
+        return index.c.h_url == hash64(value)
+    condition = index.c.target_id == target_id
+    return and_(condition, index.c.target_type == target_type) if target_type else condition
+
+
+def reference_target(parameter: SearchParameter, modifier: str, value: str) -> tuple[str | None, str | None]:
+    """(type, id) for `Type/id`, `id` (with :Type or a single target type) and this server's URLs; (None, None) for other URLs."""
+    if "://" in value or value.startswith("urn:"):
+        return None, None
+    segments = value.rstrip("/").split("/")
+    if len(segments) >= 2:
+        return segments[-2], segments[-1]
+    if modifier:
+        return modifier, value
+    return (parameter.targets[0] if len(parameter.targets) == 1 else None), value
+
+
+def uri_value_condition(index, type_name, parameter, modifier, value: str) -> ColumnElement:
+    if modifier == "below":
+        return index.c.uri.like(f"{escape_like(value)}%", escape="\\")
+    if modifier == "above":
+        return and_(index.c.uri.in_(uri_ancestors(value)))
+    return index.c.h_uri == hash64(value)
+
+
+def uri_ancestors(value: str) -> list[str]:
+    """`http://a/b/c` is below `http://a/b/c`, `http://a/b` and `http://a`."""
+    scheme, _, rest = value.partition("://")
+    parts = rest.split("/")
+    return [f"{scheme}://{'/'.join(parts[:length])}" for length in range(1, len(parts) + 1)] if rest else [value]
+
+
+VALUE_CONDITIONS = {
+    "string": string_value_condition,
+    "token": token_value_condition,
+    "date": date_value_condition,
+    "number": number_value_condition,
+    "quantity": quantity_value_condition,
+    "reference": reference_value_condition,
+    "uri": uri_value_condition,
+}
+
+
+def split_prefix(value: str) -> tuple[str, str]:
+    if value[:2] in PREFIXES and len(value) > 2 and not value[2].isalpha():
+        return value[:2], value[2:]
+    return "eq", value
+
+
+def search_date_range(text: str) -> tuple[datetime, datetime]:
+    """A search date's range; a time without a timezone is read as UTC (the server's zone)."""
+    if "T" in text and not re.search(r"(Z|[+-]\d\d:\d\d)$", text):
+        text += "Z"
+    return date_range(text)
+
+
+def parse_number(text: str) -> Decimal:
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        raise BadRequest(f"'{text}' is not a number.") from None
+    if not number.is_finite():
+        raise BadRequest(f"'{text}' is not a finite number.")
+    return number
+
+
+def number_condition(prefix: str, column, text: str) -> ColumnElement:
+    """eq, ne and ap use the number's implicit precision (100 means [99.5, 100.5)); the order prefixes compare it exactly."""
+    number = parse_number(text)
+    half_step = Decimal(1).scaleb(number.as_tuple().exponent) / 2
+    low, high = number - half_step, number + half_step
+    if prefix == "eq":
+        return and_(column >= low, column < high)
+    if prefix == "ne":
+        return or_(column < low, column >= high)
+    if prefix in ("gt", "sa"):
+        return column > number
+    if prefix in ("lt", "eb"):
+        return column < number
+    if prefix == "ge":
+        return column >= number
+    if prefix == "le":
+        return column <= number
+    margin = abs(number) / 10
+    return and_(column >= number - margin, column <= number + margin)
+
+
+def range_condition(prefix: str, low_column, high_column, low: datetime, high: datetime) -> ColumnElement:
+    """R4 search.html prefixes over date ranges: the target [low_column, high_column) against the search [low, high)."""
+    inside = and_(low_column >= low, high_column <= high)
+    if prefix == "eq":
+        return inside
+    if prefix == "ne":
+        return not_(inside)
+    if prefix == "gt":
+        return high_column > high
+    if prefix == "lt":
+        return low_column < low
+    if prefix == "ge":
+        return or_(high_column > high, inside)
+    if prefix == "le":
+        return or_(low_column < low, inside)
+    if prefix == "sa":
+        return low_column >= high
+    if prefix == "eb":
+        return high_column <= low
+    return approximately(low_column, high_column, low, high)
+
+
+def approximately(low_column, high_column, low: datetime, high: datetime) -> ColumnElement:
+    """`ap`: within 10% of the distance from now, R4's recommendation (at least a day either way)."""
+    margin = max(abs(utc_now() - low), timedelta(days=1)) / 10
+    return and_(low_column < high + margin, high_column > low - margin)
+
+
+def chain_condition(type_name, parameter, modifier, chain, value, table, depth) -> ColumnElement:
+    """`subject:Patient.name=x`: a reference whose target matches the rest of the chain."""
+    if parameter.type != "reference":
+        raise BadRequest(f"'{parameter.code}' is a {parameter.type} parameter; only reference parameters can be chained.")
+    if depth >= MAX_CHAIN_DEPTH:
+        raise BadRequest(f"Chains may be at most {MAX_CHAIN_DEPTH} links long.")
+    target_types = [modifier] if modifier else [t for t in parameter.targets if chained_parameter_exists(t, chain)]
+    if not target_types:
+        raise BadRequest(f"No target type of '{parameter.code}' has a search parameter '{chain.split('.')[0].split(':')[0]}'; name the type, e.g. {parameter.code}:Patient.{chain}.")
+    reference = INDEX_TABLES["reference"].alias()
+    targets = [chained_target_condition(target_type, chain, value, reference, depth) for target_type in target_types]
+    return exists().where(reference.c.res_pk == table.c.pk, reference.c.h_param == hash64(type_name, parameter.code), or_(*targets))
+
+
+def chained_parameter_exists(type_name: str, chain: str) -> bool:
+    code = chain.split(".")[0].split(":")[0]
+    return is_served(type_name) and (code in parameters_of(type_name) or code.startswith("_has"))
+
+
+def chained_target_condition(target_type: str, chain: str, value: str, reference, depth: int) -> ColumnElement:
+    if not is_served(target_type):
+        raise BadRequest(f"'{target_type}' is not a resource type this server serves.")
+    target = resource.alias()
+    inner = criterion_condition(target_type, Query(chain, value), target, depth + 1)
+    matches = select(target.c.res_id).where(target.c.res_type == target_type, target.c.deleted == false(), inner)
+    return and_(reference.c.target_type == target_type, reference.c.target_id.in_(matches))
+
+
+def reverse_chain_condition(type_name: str, query: Query, table, depth: int) -> ColumnElement:
+    """`_has:Observation:patient:code=x`: some Observation whose `patient` points here matches code=x."""
+    parts = query.name.split(":", 3)
+    if len(parts) < 4 or not all(parts[1:]):
+        raise BadRequest(f"'{query.name}' is not of the form _has:Type:parameter:criterion (e.g. _has:Observation:patient:code).")
+    _, source_type, reference_code, rest = parts
+    if not is_served(source_type):
+        raise BadRequest(f"_has names '{source_type}', which is not a resource type this server serves.")
+    if depth >= MAX_CHAIN_DEPTH:
+        raise BadRequest(f"_has may be nested at most {MAX_CHAIN_DEPTH} deep.")
+    reference_parameter = parameter_or_error(source_type, reference_code)
+    source = resource.alias()
+    reference = INDEX_TABLES["reference"].alias()
+    inner = criterion_condition(source_type, Query(rest, query.value), source, depth + 1)
+    return exists().where(
+        reference.c.h_param == hash64(source_type, reference_parameter.code),
+        reference.c.target_type == type_name,
+        reference.c.target_id == table.c.res_id,
+        source.c.pk == reference.c.res_pk,
+        source.c.res_type == source_type,
+        source.c.deleted == false(),
+        inner,
+    )

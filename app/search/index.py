@@ -1,0 +1,126 @@
+"""Index rows, extracted at write time from each search parameter's expression, in the write's transaction.
+
+One table per parameter type (string, token, date, number, quantity, reference,
+uri). Rows carry 64-bit hashes of (type, parameter[, system][, code]) beside the
+values, so most lookups hit one narrow B-tree, as HAPI FHIR does. The resource
+row's `index_mask` records which tables hold its rows, so an update deletes only
+from those.
+"""
+import hashlib
+from collections import defaultdict
+from functools import cache
+
+from sqlalchemy import Connection, bindparam, delete, insert
+
+from app.search.parameters import SearchParameter, parameters_of
+from app.search.paths import compile_expression
+from app.search.values import VALUES_BY_PARAMETER_TYPE
+from app.store.schema import INDEX_TABLES
+
+# Answered from the resource row itself, never from index rows.
+ROW_PARAMETERS = frozenset({"_id", "_lastUpdated"})
+TABLE_BITS = {parameter_type: 1 << bit for bit, parameter_type in enumerate(INDEX_TABLES)}
+
+
+def hash64(*parts: str | None) -> int:
+    """A stable signed 64-bit hash (the same in every process, unlike hash())."""
+    text = "\x1f".join(part or "" for part in parts)
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+@cache
+def indexed_parameters(type_name: str) -> tuple[tuple[SearchParameter, object], ...]:
+    """The type's parameters that have index rows, each with its compiled expression."""
+    return tuple(
+        (parameter, compile_expression(type_name, parameter.expression))
+        for parameter in parameters_of(type_name).values()
+        if parameter.type in INDEX_TABLES and parameter.expression and parameter.code not in ROW_PARAMETERS
+    )
+
+
+def index_rows(type_name: str, body: dict | None) -> dict[str, list[dict]]:
+    """Parameter type -> the resource's rows in that type's table (res_pk is set when they are written)."""
+    rows = defaultdict(list)
+    if body is None:
+        return rows
+    for parameter, evaluate in indexed_parameters(type_name):
+        convert = VALUES_BY_PARAMETER_TYPE[parameter.type]
+        param_hash = hash64(type_name, parameter.code)
+        seen = set()
+        for node in evaluate(body):
+            for value in convert(node.value, node.type):
+                if value not in seen:
+                    seen.add(value)
+                    rows[parameter.type].append(ROW_BUILDERS[parameter.type](type_name, parameter.code, param_hash, value))
+    return rows
+
+
+def index_mask(rows: dict[str, list[dict]]) -> int:
+    return sum(TABLE_BITS[parameter_type] for parameter_type, table_rows in rows.items() if table_rows)
+
+
+def write_index_rows(connection: Connection, indexed: list[tuple[int, dict[str, list[dict]]]]) -> None:
+    """Insert the rows of many resources, given as (pk, rows) pairs: one batched statement per table."""
+    by_table = defaultdict(list)
+    for pk, rows in indexed:
+        for parameter_type, table_rows in rows.items():
+            by_table[parameter_type].extend({**row, "res_pk": pk} for row in table_rows)
+    for parameter_type, table_rows in by_table.items():
+        if table_rows:
+            connection.execute(INSERTS[parameter_type], table_rows)
+
+
+def delete_index_rows(connection: Connection, pk: int, mask: int) -> None:
+    for parameter_type, bit in TABLE_BITS.items():
+        if mask & bit:
+            connection.execute(DELETES[parameter_type], {"pk": pk})
+
+
+def string_row(type_name, code, param_hash, value) -> dict:
+    return {"h_param": param_hash, "normalized": value.normalized, "exact": value.exact}
+
+
+def token_row(type_name, code, param_hash, value) -> dict:
+    return {
+        "h_param": param_hash,
+        "h_code": hash64(type_name, code, None, value.code) if value.code else None,
+        "h_sys_code": hash64(type_name, code, value.system, value.code) if value.code else None,
+        "h_sys": hash64(type_name, code, value.system) if value.system else None,
+        "system": value.system, "code": value.code, "text": value.text,
+    }
+
+
+def date_row(type_name, code, param_hash, value) -> dict:
+    return {"h_param": param_hash, "low": value.low, "high": value.high}
+
+
+def number_row(type_name, code, param_hash, value) -> dict:
+    return {"h_param": param_hash, "value": value.value}
+
+
+def quantity_row(type_name, code, param_hash, value) -> dict:
+    return {
+        "h_param": param_hash,
+        "h_sys_code": hash64(type_name, code, value.system, value.code) if value.code else None,
+        "h_code": hash64(type_name, code, None, value.code) if value.code else None,
+        "value": value.value, "system": value.system, "code": value.code, "unit": value.unit,
+    }
+
+
+def reference_row(type_name, code, param_hash, value) -> dict:
+    return {
+        "h_param": param_hash, "target_type": value.target_type, "target_id": value.target_id,
+        "target_version": value.version, "url": value.url, "h_url": hash64(value.url) if value.url else None,
+    }
+
+
+def uri_row(type_name, code, param_hash, value) -> dict:
+    return {"h_param": param_hash, "uri": value.uri, "h_uri": hash64(value.uri)}
+
+
+ROW_BUILDERS = {
+    "string": string_row, "token": token_row, "date": date_row, "number": number_row,
+    "quantity": quantity_row, "reference": reference_row, "uri": uri_row,
+}
+INSERTS = {parameter_type: insert(table) for parameter_type, table in INDEX_TABLES.items()}
+DELETES = {parameter_type: delete(table).where(table.c.res_pk == bindparam("pk")) for parameter_type, table in INDEX_TABLES.items()}

@@ -1,0 +1,299 @@
+"""Type-level search: criteria, sorting, keyset paging, totals and _include/_revinclude, as one SQL query per step.
+
+Paging never uses OFFSET: the cursor holds the last row's sort keys and pk, and the
+next page starts after them, so page 1,000 costs what page 1 costs.
+"""
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, and_, false, func, or_, select
+from sqlalchemy.sql import ColumnElement
+
+from app.errors import BadRequest
+from app.model.registry import require_served_type
+from app.search.criteria import Query, criterion_condition, parameter_or_error
+from app.search.cursor import decode_cursor
+from app.search.index import hash64
+from app.search.parameters import parameters_of
+from app.store.resources import StoredResource, stored_from_row
+from app.store.schema import INDEX_TABLES, resource
+
+RESULT_PARAMETERS = frozenset({
+    "_count", "_sort", "_include", "_revinclude", "_summary", "_elements", "_total", "_cursor", "_format", "_pretty",
+})
+TOTAL_MODES = ("none", "estimate", "accurate")
+MAX_INCLUDED = 1000  # included resources per page, so one page cannot pull in the whole database
+SORT_TYPES = frozenset({"string", "token", "date", "number", "quantity", "uri", "reference"})
+
+
+@dataclass(frozen=True)
+class SortKey:
+    code: str
+    descending: bool
+
+
+@dataclass(frozen=True)
+class Include:
+    source_type: str
+    code: str  # "*" for every reference parameter of source_type
+    target_type: str | None
+    iterate: bool = False
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    type: str
+    criteria: tuple[Query, ...] = ()
+    sort: tuple[SortKey, ...] = ()
+    count: int = 50
+    includes: tuple[Include, ...] = ()
+    revincludes: tuple[Include, ...] = ()
+    total: str | None = None
+    cursor: dict | None = None
+
+
+@dataclass
+class SearchResult:
+    matches: list[StoredResource]
+    included: list[StoredResource] = field(default_factory=list)
+    next_cursor: dict | None = None
+    total: int | None = None
+
+
+def search_request(type_name: str, pairs: list[tuple[str, str]], lenient: bool, default_count: int, max_count: int):
+    """The SearchRequest that the query's (name, value) pairs ask for, and the pairs honoured (for the self link).
+
+    Unknown or malformed criteria are a 400, or with lenient handling are dropped.
+    """
+    require_served_type(type_name)
+    results = [(name, value) for name, value in pairs if is_result_parameter(name)]
+    criteria = [Query(name, value) for name, value in pairs if not is_result_parameter(name)]
+    criteria = known_criteria(type_name, criteria) if lenient else checked_criteria(type_name, criteria)
+    single = dict(results)
+    check_total_mode(single.get("_total"))
+    request = SearchRequest(
+        type=type_name,
+        criteria=tuple(criteria),
+        sort=parse_sort(type_name, single.get("_sort")),
+        count=page_count(single.get("_count"), default_count, max_count),
+        includes=parse_includes(type_name, [(n, v) for n, v in results if n.startswith("_include")], reverse=False),
+        revincludes=parse_includes(type_name, [(n, v) for n, v in results if n.startswith("_revinclude")], reverse=True),
+        total=single.get("_total"),
+        cursor=decode_cursor(single["_cursor"]) if single.get("_cursor") else None,
+    )
+    return request, [*results, *((query.name, query.value) for query in criteria)]
+
+
+def page_count(text: str | None, default: int, maximum: int) -> int:
+    if text is None:
+        return default
+    if not text.isdigit():
+        raise BadRequest(f"_count={text} is not a whole number.")
+    return min(int(text), maximum)
+
+
+def is_result_parameter(name: str) -> bool:
+    return name.split(":")[0] in RESULT_PARAMETERS
+
+
+def checked_criteria(type_name: str, criteria: list[Query]) -> list[Query]:
+    """The criteria, after raising BadRequest for the first one that is unknown or malformed."""
+    for query in criteria:
+        criterion_condition(type_name, query)
+    return criteria
+
+
+def known_criteria(type_name: str, criteria: list[Query]) -> list[Query]:
+    """Lenient handling: the criteria the server understands; the others are dropped (and left out of links)."""
+    kept = []
+    for query in criteria:
+        try:
+            criterion_condition(type_name, query)
+        except BadRequest:
+            continue
+        kept.append(query)
+    return kept
+
+
+def parse_sort(type_name: str, text: str | None) -> tuple[SortKey, ...]:
+    keys = []
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        code = item.removeprefix("-")
+        if code not in ("_id", "_lastUpdated") and parameter_or_error(type_name, code).type not in SORT_TYPES:
+            raise BadRequest(f"_sort={code}: {parameter_or_error(type_name, code).type} parameters cannot be sorted on.")
+        keys.append(SortKey(code, item.startswith("-")))
+    return tuple(keys)
+
+
+def parse_includes(type_name: str, values: list[str], reverse: bool) -> tuple[Include, ...]:
+    includes = []
+    for name, value in values:
+        iterate = name.endswith(":iterate") or name.endswith(":recurse")
+        source_type, _, rest = value.partition(":")
+        code, _, target_type = rest.partition(":")
+        if not source_type or not code:
+            raise BadRequest(f"{name}={value} is not of the form Type:parameter[:targetType] (or Type:*).")
+        if not reverse and not iterate and source_type != type_name:
+            raise BadRequest(f"_include={value}: the source type must be {type_name}, the type searched (or use _include:iterate).")
+        if code != "*" and parameter_or_error(source_type, code).type != "reference":
+            raise BadRequest(f"{name}={value}: '{code}' is not a reference parameter of {source_type}.")
+        includes.append(Include(source_type, code, target_type or None, iterate))
+    return tuple(includes)
+
+
+def check_total_mode(mode: str | None) -> None:
+    if mode is not None and mode not in TOTAL_MODES:
+        raise BadRequest(f"_total={mode} is not one of {', '.join(TOTAL_MODES)}.")
+
+
+def run_search(connection: Connection, request: SearchRequest) -> SearchResult:
+    require_served_type(request.type)
+    condition = search_condition(request)
+    keys = sort_columns(request)
+    statement = select(resource, *[column for column, _ in keys]).where(condition)
+    if request.cursor:
+        statement = statement.where(after_cursor(keys, request.cursor))
+    statement = statement.order_by(*[column.desc() if descending else column.asc() for column, descending in keys])
+    rows = connection.execute(statement.limit(request.count + 1)).all()
+    page = rows[: request.count]
+    result = SearchResult([stored_from_row(row) for row in page])
+    if len(rows) > request.count and page:
+        result.next_cursor = cursor_of(page[-1], keys)
+    if request.total in ("accurate", "estimate"):
+        result.total = count_matches(connection, request)
+    result.included = included_resources(connection, result.matches, request)
+    return result
+
+
+def count_matches(connection: Connection, request: SearchRequest) -> int:
+    return connection.execute(select(func.count()).select_from(resource).where(search_condition(request))).scalar()
+
+
+def search_condition(request: SearchRequest) -> ColumnElement:
+    conditions = [criterion_condition(request.type, query) for query in request.criteria]
+    return and_(resource.c.res_type == request.type, resource.c.deleted == false(), *conditions)
+
+
+def sort_columns(request: SearchRequest) -> list[tuple[ColumnElement, bool]]:
+    """(SQL expression, descending) per sort key, then pk as the tie-breaker that makes the order total."""
+    keys = [(sort_expression(request.type, key), key.descending) for key in request.sort]
+    tie_breaker_descending = request.sort[-1].descending if request.sort else False
+    return [*keys, (resource.c.pk, tie_breaker_descending)]
+
+
+def sort_expression(type_name: str, key: SortKey) -> ColumnElement:
+    """The value a resource sorts by: its smallest (ascending) or largest (descending) indexed value."""
+    if key.code == "_id":
+        return resource.c.res_id
+    if key.code == "_lastUpdated":
+        return resource.c.last_updated
+    parameter = parameter_or_error(type_name, key.code)
+    index = INDEX_TABLES[parameter.type]
+    column = SORT_COLUMNS[parameter.type](index, key.descending)
+    pick = func.max if key.descending else func.min
+    value = select(pick(column)).where(index.c.res_pk == resource.c.pk, index.c.h_param == hash64(type_name, parameter.code))
+    return func.coalesce(value.scalar_subquery(), MISSING_SORT_VALUE[parameter.type]).label(f"sort_{key.code}")
+
+
+SORT_COLUMNS = {
+    "string": lambda index, descending: index.c.normalized,
+    "token": lambda index, descending: index.c.code,
+    "date": lambda index, descending: index.c.high if descending else index.c.low,
+    "number": lambda index, descending: index.c.value,
+    "quantity": lambda index, descending: index.c.value,
+    "uri": lambda index, descending: index.c.uri,
+    "reference": lambda index, descending: index.c.target_id,
+}
+# Resources without a value sort together, after those with one (ascending).
+MISSING_SORT_VALUE = {
+    "string": "\uffff", "token": "\uffff", "uri": "\uffff", "reference": "\uffff",
+    "date": None, "number": None, "quantity": None,
+}
+
+
+def cursor_of(row, keys: list[tuple[ColumnElement, bool]]) -> dict:
+    values = [row._mapping[column] if column is resource.c.pk else row._mapping[column.name] for column, _ in keys]
+    return {"after": [encode_sort_value(value) for value in values]}
+
+
+def encode_sort_value(value):
+    return value.isoformat() if hasattr(value, "isoformat") else (str(value) if value is not None and not isinstance(value, (int, str)) else value)
+
+
+def after_cursor(keys: list[tuple[ColumnElement, bool]], cursor: dict) -> ColumnElement:
+    """Rows after the cursor in the sort order: (k1 > v1) or (k1 = v1 and k2 > v2) or ..., with > as < for descending keys."""
+    values = cursor.get("after")
+    if not isinstance(values, list) or len(values) != len(keys):
+        raise BadRequest("_cursor does not belong to this search; follow the Bundle's next link as given.")
+    alternatives = []
+    for position, ((column, descending), value) in enumerate(zip(keys, values)):
+        earlier_equal = [keys[index][0] == values[index] for index in range(position)]
+        step = column < value if descending else column > value
+        alternatives.append(and_(*earlier_equal, step))
+    return or_(*alternatives)
+
+
+def included_resources(connection: Connection, matches: list[StoredResource], request: SearchRequest) -> list[StoredResource]:
+    if not matches or not (request.includes or request.revincludes):
+        return []
+    seen = {(stored.type, stored.id) for stored in matches}
+    included: list[StoredResource] = []
+    frontier = matches
+    while frontier and len(included) < MAX_INCLUDED:
+        found = [
+            stored for stored in referenced(connection, frontier, request.includes) + referencing(connection, frontier, request.revincludes)
+            if (stored.type, stored.id) not in seen
+        ]
+        for stored in found:
+            seen.add((stored.type, stored.id))
+        included += found
+        frontier = found if any(include.iterate for include in request.includes + request.revincludes) else []
+    return included[:MAX_INCLUDED]
+
+
+def referenced(connection: Connection, sources: list[StoredResource], includes: tuple[Include, ...]) -> list[StoredResource]:
+    """_include: the resources that `sources` point at through the named reference parameters."""
+    references = INDEX_TABLES["reference"]
+    conditions = [include_condition(include, references) for include in includes if any(s.type == include.source_type for s in sources)]
+    if not conditions:
+        return []
+    statement = (
+        select(resource)
+        .join(references, and_(resource.c.res_type == references.c.target_type, resource.c.res_id == references.c.target_id))
+        .where(references.c.res_pk.in_(pks_of(sources)), or_(*conditions), resource.c.deleted == false())
+        .distinct()
+        .limit(MAX_INCLUDED)
+    )
+    return [stored_from_row(row) for row in connection.execute(statement).all()]
+
+
+def referencing(connection: Connection, targets: list[StoredResource], revincludes: tuple[Include, ...]) -> list[StoredResource]:
+    """_revinclude: the resources of each named type whose reference parameter points at one of `targets`."""
+    if not revincludes:
+        return []
+    references = INDEX_TABLES["reference"]
+    pointed_at = or_(*[and_(references.c.target_type == t.type, references.c.target_id == t.id) for t in targets])
+    conditions = [and_(include_condition(include, references), resource.c.res_type == include.source_type) for include in revincludes]
+    statement = (
+        select(resource)
+        .join(references, references.c.res_pk == resource.c.pk)
+        .where(pointed_at, or_(*conditions), resource.c.deleted == false())
+        .distinct()
+        .limit(MAX_INCLUDED)
+    )
+    return [stored_from_row(row) for row in connection.execute(statement).all()]
+
+
+def pks_of(stored: list[StoredResource]):
+    return select(resource.c.pk).where(or_(*[and_(resource.c.res_type == s.type, resource.c.res_id == s.id) for s in stored]))
+
+
+def include_condition(include: Include, references) -> ColumnElement:
+    codes = reference_codes(include.source_type, include.code)
+    condition = references.c.h_param.in_([hash64(include.source_type, code) for code in codes])
+    return and_(condition, references.c.target_type == include.target_type) if include.target_type else condition
+
+
+def reference_codes(type_name: str, code: str) -> list[str]:
+    if code != "*":
+        return [code]
+    return [name for name, parameter in parameters_of(type_name).items() if parameter.type == "reference"]
