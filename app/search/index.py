@@ -7,11 +7,13 @@ row's `index_mask` records which tables hold its rows, so an update deletes only
 from those.
 """
 import hashlib
+import re
 from collections import defaultdict
-from functools import cache
+from functools import cache, lru_cache
 
 from sqlalchemy import Connection, bindparam, delete, insert
 
+from app.model.elements import elements_of
 from app.search.parameters import SearchParameter, parameters_of
 from app.search.paths import compile_expression
 from app.search.values import VALUES_BY_PARAMETER_TYPE
@@ -22,6 +24,7 @@ ROW_PARAMETERS = frozenset({"_id", "_lastUpdated"})
 TABLE_BITS = {parameter_type: 1 << bit for bit, parameter_type in enumerate(INDEX_TABLES)}
 
 
+@lru_cache(maxsize=65536)  # the same codes, systems and parameters recur in almost every write
 def hash64(*parts: str | None) -> int:
     """A stable signed 64-bit hash (the same in every process, unlike hash())."""
     text = "\x1f".join(part or "" for part in parts)
@@ -29,13 +32,27 @@ def hash64(*parts: str | None) -> int:
 
 
 @cache
-def indexed_parameters(type_name: str) -> tuple[tuple[SearchParameter, object], ...]:
-    """The type's parameters that have index rows, each with its compiled expression."""
+def indexed_parameters(type_name: str) -> tuple[tuple[SearchParameter, object, frozenset[str] | None], ...]:
+    """The type's parameters that have index rows: each with its compiled expression and the top-level keys it reads."""
     return tuple(
-        (parameter, compile_expression(type_name, parameter.expression))
+        (parameter, compile_expression(type_name, parameter.expression), top_level_keys(type_name, parameter.expression))
         for parameter in parameters_of(type_name).values()
         if parameter.type in INDEX_TABLES and parameter.expression and parameter.code not in ROW_PARAMETERS
     )
+
+
+def top_level_keys(type_name: str, expression: str) -> frozenset[str] | None:
+    """The JSON keys of the resource an expression can read (choices expanded: value -> valueQuantity...).
+
+    A resource has few of its type's parameters' elements, so checking for these keys
+    first skips most evaluations. None when the expression reads the resource otherwise.
+    """
+    names = set(re.findall(rf"(?<![\w.%]){type_name}\.(\w+)", expression))
+    reads_absence = re.search(r"exists\(|empty\(|not\(|!=", expression)  # yields a value when the element is absent
+    if not names or reads_absence or re.search(rf"(?<![\w.]){type_name}(?!\.\w)", expression):
+        return None
+    elements = elements_of(type_name)
+    return frozenset(key for key, element in elements.items() if key in names or element.base in names)
 
 
 def index_rows(type_name: str, body: dict | None) -> dict[str, list[dict]]:
@@ -43,7 +60,9 @@ def index_rows(type_name: str, body: dict | None) -> dict[str, list[dict]]:
     rows = defaultdict(list)
     if body is None:
         return rows
-    for parameter, evaluate in indexed_parameters(type_name):
+    for parameter, evaluate, keys in indexed_parameters(type_name):
+        if keys is not None and keys.isdisjoint(body):
+            continue
         convert = VALUES_BY_PARAMETER_TYPE[parameter.type]
         param_hash = hash64(type_name, parameter.code)
         seen = set()
@@ -67,7 +86,7 @@ def write_index_rows(connection: Connection, indexed: list[tuple[int, dict[str, 
             by_table[parameter_type].extend({**row, "res_pk": pk} for row in table_rows)
     for parameter_type, table_rows in by_table.items():
         if table_rows:
-            connection.execute(INSERTS[parameter_type], table_rows)
+            connection.execute(INSERTS[parameter_type], table_rows).close()
 
 
 def delete_index_rows(connection: Connection, pk: int, mask: int) -> None:
@@ -122,5 +141,6 @@ ROW_BUILDERS = {
     "string": string_row, "token": token_row, "date": date_row, "number": number_row,
     "quantity": quantity_row, "reference": reference_row, "uri": uri_row,
 }
-INSERTS = {parameter_type: insert(table) for parameter_type, table in INDEX_TABLES.items()}
+# RETURNING makes SQLAlchemy send many rows as one multi-row INSERT (its "insertmanyvalues"), one round trip a table.
+INSERTS = {parameter_type: insert(table).returning(table.c.res_pk) for parameter_type, table in INDEX_TABLES.items()}
 DELETES = {parameter_type: delete(table).where(table.c.res_pk == bindparam("pk")) for parameter_type, table in INDEX_TABLES.items()}
