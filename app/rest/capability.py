@@ -2,8 +2,11 @@
 from flask import current_app
 
 from app.model.instants import utc_now
-from app.model.registry import FHIR_VERSION, resource_types
 from app.model.media_types import FHIR_JSON, JSON_PATCH
+from app.model.registry import FHIR_VERSION, resource_types
+from app.search.criteria import SERVED_PARAMETER_TYPES
+from app.search.parameters import parameters_of
+from app.search.service import reference_codes
 
 SOFTWARE_NAME = "EHR Integration Server"
 SOFTWARE_VERSION = "0.1.0"
@@ -20,6 +23,8 @@ TYPE_INTERACTIONS = {
     ("/fhir/<type_name>", "POST"): "create",
     ("/fhir/<type_name>", "GET"): "search-type",
 }
+# Interactions on a type's URL with search criteria.
+CONDITIONAL_ROUTES = {"create": ("/fhir/<type_name>", "POST"), "update": ("/fhir/<type_name>", "PUT"), "delete": ("/fhir/<type_name>", "DELETE")}
 SYSTEM_INTERACTIONS = {
     ("/fhir", "POST"): ("transaction", "batch"),
     ("/fhir/_history", "GET"): ("history-system",),
@@ -46,22 +51,36 @@ def capability_statement(base: str) -> dict:
         "patchFormat": [JSON_PATCH],
         "rest": [{
             "mode": "server",
-            "resource": [resource_capability(type_name, type_interactions) for type_name in sorted(resource_types())],
+            "resource": [resource_capability(type_name, type_interactions, routes) for type_name in sorted(resource_types())],
             "interaction": [{"code": code} for code in system_interactions],
         }],
     }
 
 
-def resource_capability(type_name: str, interactions: list[str]) -> dict:
-    return {
+def resource_capability(type_name: str, interactions: list[str], routes: set[tuple[str, str]]) -> dict:
+    capability = {
         "type": type_name,
         "profile": f"http://hl7.org/fhir/StructureDefinition/{type_name}",
         "interaction": [{"code": code} for code in interactions],
         "versioning": "versioned-update",
         "readHistory": True,
         "updateCreate": True,
-        "conditionalCreate": False,
+        "conditionalCreate": CONDITIONAL_ROUTES["create"] in routes,
         "conditionalRead": "full-support",
-        "conditionalUpdate": False,
-        "conditionalDelete": "not-supported",
+        "conditionalUpdate": CONDITIONAL_ROUTES["update"] in routes,
+        "conditionalDelete": "single" if CONDITIONAL_ROUTES["delete"] in routes else "not-supported",
     }
+    if "search-type" in interactions:
+        capability["searchInclude"] = [f"{type_name}:{code}" for code in reference_codes(type_name, "*")]
+        capability["searchRevInclude"] = ["*"]
+        capability["searchParam"] = search_parameters(type_name)
+    return capability
+
+
+def search_parameters(type_name: str) -> list[dict]:
+    """The parameters a search of this type really answers (composite and special ones are not served yet)."""
+    return [
+        {"name": code, "definition": parameter.url, "type": parameter.type}
+        for code, parameter in sorted(parameters_of(type_name).items())
+        if parameter.type in SERVED_PARAMETER_TYPES
+    ]

@@ -1,7 +1,7 @@
 """The FHIR REST interactions under /fhir. Each view parses HTTP, calls one service, shapes the answer."""
 from flask import Blueprint, current_app, request
 
-from app.errors import BadRequest, NotSupported, UnsupportedMediaType
+from app.errors import BadRequest, UnsupportedMediaType
 from app.model.bundles import bundle, history_entry, search_entry
 from app.model.instants import date_range
 from app.model.subsetting import check_summary_mode, subset
@@ -13,6 +13,7 @@ from app.rest.responses import (
     read_response, version_headers, write_response,
 )
 from app.bundles import process_bundle
+from app.search.conditional import conditional_create, conditional_delete, conditional_update
 from app.search.service import count_matches, run_search, search_request
 from app.store.db import read_unit, write_unit
 from app.store.history import HistoryQuery, read_history
@@ -50,12 +51,43 @@ def bundle_prefer_return() -> str:
 
 @fhir.post("/<type_name>")
 def create(type_name):
-    if "If-None-Exist" in request.headers:
-        raise NotSupported("Conditional create (If-None-Exist) is not supported yet: this server does not serve search parameters yet.")
     body = read_json_body()
+    criteria = request.headers.get("If-None-Exist")
     with write_unit(engine()) as connection:
-        result = create_resource(connection, body, type_name)
+        if criteria:
+            result = conditional_create(connection, body, type_name, criteria)
+        else:
+            result = create_resource(connection, body, type_name)
+    if not result.created:
+        return write_response(result.stored, 200, f"{type_name}/{result.stored.id} already matches '{criteria}'; nothing was created.")
     return write_response(result.stored, 201, f"Created {result.stored.type}/{result.stored.id}.")
+
+
+@fhir.put("/<type_name>")
+def update_by_criteria(type_name):
+    body = read_json_body()
+    criteria = required_criteria("update")
+    with write_unit(engine()) as connection:
+        result = conditional_update(connection, body, type_name, criteria, request.headers.get("If-Match"))
+    message = "Created" if result.created else ("Updated" if result.changed else "No change to")
+    return write_response(result.stored, 201 if result.created else 200, f"{message} {type_name}/{result.stored.id}.")
+
+
+@fhir.delete("/<type_name>")
+def delete_by_criteria(type_name):
+    criteria = required_criteria("delete")
+    with write_unit(engine()) as connection:
+        deleted = conditional_delete(connection, type_name, criteria)
+    if deleted is None:
+        return outcome_response(f"No live {type_name} matches '{criteria}'; nothing to delete.")
+    return outcome_response(f"Deleted {type_name}/{deleted.id} (version {deleted.version}).", 200, version_headers(deleted))
+
+
+def required_criteria(interaction: str) -> str:
+    criteria = request.query_string.decode()
+    if not criteria:
+        raise BadRequest(f"A conditional {interaction} needs search criteria in the URL, e.g. ?identifier=http://hospital.example.org/mrn|12345.")
+    return criteria
 
 
 @fhir.get("/<type_name>/<resource_id>")

@@ -21,6 +21,7 @@ from app.search.parameters import SearchParameter, parameters_of
 from app.search.values import fold
 from app.store.schema import INDEX_TABLES, resource
 
+SERVED_PARAMETER_TYPES = frozenset(INDEX_TABLES)
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 PREFIXED_TYPES = frozenset({"date", "number", "quantity"})
 MODIFIERS = {

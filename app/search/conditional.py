@@ -1,0 +1,85 @@
+"""Conditional create, update and delete: writes whose target is found by search criteria.
+
+Every major FHIR server has shipped duplicates from two conditional creates racing.
+We serialise on the criteria, not on the table: on PostgreSQL a transaction-scoped
+advisory lock keyed by a hash of (type, normalised criteria) is taken before the
+search, so a second writer with the same criteria waits until the first commits and
+then finds its resource; SQLite's single writer (BEGIN IMMEDIATE) does the same.
+"""
+from urllib.parse import parse_qsl
+
+from sqlalchemy import Connection, text
+
+from app.errors import BadRequest, PreconditionFailed
+from app.search.index import hash64
+from app.search.service import SearchRequest, is_result_parameter, run_search, search_request
+from app.store.db import is_postgresql
+from app.store.resources import StoredResource, WriteResult, create_resource, delete_resource, update_resource
+
+MATCH_LIMIT = 2  # enough to tell one match from many
+
+
+def criteria_pairs(query: str) -> list[tuple[str, str]]:
+    """`identifier=a|b&active=true` as sorted (name, value) pairs; result parameters are not criteria."""
+    pairs = sorted(parse_qsl(query.lstrip("?"), keep_blank_values=True))
+    if not pairs:
+        raise BadRequest("A conditional interaction needs search criteria, e.g. identifier=http://hospital.example.org/mrn|12345.")
+    if any(is_result_parameter(name) for name, _ in pairs):
+        raise BadRequest(f"Conditional criteria may not hold result parameters such as _count or _sort: '{query}'.")
+    return pairs
+
+
+def matching(connection: Connection, type_name: str, query: str) -> list[StoredResource]:
+    """Up to two live resources of `type_name` matching `query`, after taking the lock on these criteria."""
+    pairs = criteria_pairs(query)
+    lock_criteria(connection, type_name, pairs)
+    search, _ = search_request(type_name, pairs, lenient=False, default_count=MATCH_LIMIT, max_count=MATCH_LIMIT)
+    return run_search(connection, SearchRequest(search.type, search.criteria, count=MATCH_LIMIT)).matches
+
+
+def lock_criteria(connection: Connection, type_name: str, pairs: list[tuple[str, str]]) -> None:
+    if is_postgresql(connection):
+        key = hash64(type_name, *(f"{name}={value}" for name, value in pairs))
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+def single_match(matches: list[StoredResource], type_name: str, query: str) -> StoredResource | None:
+    if len(matches) > 1:
+        raise PreconditionFailed(f"More than one {type_name} matches '{query}'; make the criteria selective enough to match one.")
+    return matches[0] if matches else None
+
+
+def conditional_create(connection: Connection, body, type_name: str, query: str, resource_id: str | None = None) -> WriteResult:
+    """If-None-Exist: create unless one resource matches (then return it unchanged); 412 when several match."""
+    existing = single_match(matching(connection, type_name, query), type_name, query)
+    if existing is not None:
+        return WriteResult(existing, created=False, changed=False)
+    return create_resource(connection, body, type_name, resource_id)
+
+
+def conditional_update(connection: Connection, body, type_name: str, query: str, if_match: str | None = None) -> WriteResult:
+    """PUT Type?criteria: update the one match, or create when none matches (under the body's id, if it has one)."""
+    existing = single_match(matching(connection, type_name, query), type_name, query)
+    if existing is None:
+        if isinstance(body, dict) and body.get("id"):
+            return update_resource(connection, type_name, body["id"], body, if_match)
+        return create_resource(connection, body, type_name)
+    if isinstance(body, dict) and body.get("id") not in (None, existing.id):
+        raise BadRequest(f"The body's id '{body['id']}' is not the id of the {type_name} that matches '{query}' ({existing.id}).")
+    return update_resource(connection, type_name, existing.id, {**body, "id": existing.id} if isinstance(body, dict) else body, if_match)
+
+
+def conditional_delete(connection: Connection, type_name: str, query: str) -> StoredResource | None:
+    """DELETE Type?criteria: delete the one match; nothing when none matches; 412 when several match."""
+    existing = single_match(matching(connection, type_name, query), type_name, query)
+    return delete_resource(connection, type_name, existing.id) if existing else None
+
+
+def resolve_conditional_reference(connection: Connection, reference: str) -> str:
+    """`Practitioner?identifier=x|y` -> `Practitioner/id` of its one match; 412 for none or several (R4 transaction rules)."""
+    type_name, _, query = reference.partition("?")
+    matches = matching(connection, type_name, query)
+    if len(matches) != 1:
+        found = "no" if not matches else "more than one"
+        raise PreconditionFailed(f"The conditional reference '{reference}' matches {found} {type_name}; it must match exactly one.")
+    return f"{type_name}/{matches[0].id}"
