@@ -8,6 +8,8 @@ from tqdm import tqdm
 from app.config import load_settings
 from app.demo import demo_bundle
 from app.loader import LoadReport, bundle_candidates, load_candidates, read_candidates
+from app.model.registry import is_served
+from app.search.reindex import reindex, resources_to_reindex
 from app.store import migrate
 from app.store.db import make_engine, read_unit
 from app.store.resources import has_resources
@@ -81,6 +83,20 @@ def print_report(report: LoadReport) -> None:
         click.echo(f"  rejected {where}: {reason}")
     if len(report.rejected) > 100:
         click.echo(f"  ... and {len(report.rejected) - 100} more rejected.")
+
+
+@main.command("reindex")
+@click.option("--type", "type_name", help="Only resources of this type (e.g. Observation).")
+def reindex_command(type_name):
+    """Rebuild search index rows (after the search parameter data changed); the server may keep serving."""
+    if type_name and not is_served(type_name):
+        raise click.BadParameter(f"'{type_name}' is not a resource type this server serves.", param_hint="--type")
+    engine = settings_engine()
+    total = resources_to_reindex(engine, type_name)
+    with tqdm(total=total, desc=f"reindex {type_name or 'all types'}", unit=" resources", file=sys.stderr) as progress:
+        for done in reindex(engine, type_name):
+            progress.update(done)
+    click.echo(f"Reindexed {total} resources.")
 
 
 @main.command()
