@@ -4,7 +4,7 @@ from flask import current_app
 from app.model.instants import utc_now
 from app.model.media_types import FHIR_JSON, JSON_PATCH
 from app.model.registry import FHIR_VERSION, resource_types
-from app.search.criteria import SERVED_PARAMETER_TYPES
+from app.search.criteria import is_searchable
 from app.search.parameters import parameters_of
 from app.search.service import reference_codes
 
@@ -78,9 +78,9 @@ def resource_capability(type_name: str, interactions: list[str], routes: set[tup
 
 
 def search_parameters(type_name: str) -> list[dict]:
-    """The parameters a search of this type really answers (composite and special ones are not served yet)."""
+    """The parameters a search of this type really answers (not yet: special ones, and number$number composites)."""
     return [
         {"name": code, "definition": parameter.url, "type": parameter.type}
         for code, parameter in sorted(parameters_of(type_name).items())
-        if parameter.type in SERVED_PARAMETER_TYPES
+        if is_searchable(type_name, parameter)
     ]

@@ -7,6 +7,7 @@ never application-side loops.
 """
 import re
 from dataclasses import dataclass
+from types import SimpleNamespace
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
@@ -16,12 +17,11 @@ from sqlalchemy.sql import ColumnElement
 from app.errors import BadRequest
 from app.model.instants import date_range, utc_now
 from app.model.registry import is_served
-from app.search.index import hash64
+from app.search.index import ROW_PARAMETERS, composite_components, hash64, is_indexed
 from app.search.parameters import SearchParameter, parameters_of
 from app.search.values import fold
 from app.store.schema import INDEX_TABLES, resource
 
-SERVED_PARAMETER_TYPES = frozenset(INDEX_TABLES)
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 PREFIXED_TYPES = frozenset({"date", "number", "quantity"})
 MODIFIERS = {
@@ -32,6 +32,7 @@ MODIFIERS = {
     "quantity": {"missing"},
     "reference": {"missing"},  # plus :[type], checked separately
     "uri": {"below", "above", "missing"},
+    "composite": {"missing"},
 }
 MAX_CHAIN_DEPTH = 4
 UNESCAPED_COMMA = re.compile(r"(?<!\\),")
@@ -64,6 +65,11 @@ def criterion_condition(type_name: str, query: Query, table=resource, depth: int
     if code == "_lastUpdated":
         return last_updated_condition(query.value, modifier, table)
     return index_condition(type_name, parameter, modifier, query.value, table)
+
+
+def is_searchable(type_name: str, parameter: SearchParameter) -> bool:
+    """Whether a search by this parameter is answered (from the resource row or from index rows)."""
+    return parameter.code in ROW_PARAMETERS or is_indexed(type_name, parameter)
 
 
 def parameter_or_error(type_name: str, code: str) -> SearchParameter:
@@ -100,6 +106,8 @@ def index_condition(type_name: str, parameter: SearchParameter, modifier: str, v
     if modifier == "missing":
         return missing_condition(index, param_hash, value, table)
     values = split_values(value)
+    if parameter.type == "composite" and composite_components(type_name, parameter) is None:
+        raise BadRequest(f"The composite parameter '{parameter.code}' combines component types this server does not search yet.")
     value_conditions = [VALUE_CONDITIONS[parameter.type](index, type_name, parameter, modifier, part) for part in values]
     matched = exists().where(index.c.res_pk == table.c.pk, index.c.h_param == param_hash, or_(*value_conditions))
     return not_(matched) if modifier == "not" else matched
@@ -208,6 +216,21 @@ def uri_ancestors(value: str) -> list[str]:
     return [f"{scheme}://{'/'.join(parts[:length])}" for length in range(1, len(parts) + 1)] if rest else [value]
 
 
+def composite_value_condition(index, type_name, parameter, modifier, value: str) -> ColumnElement:
+    """`code$value`, e.g. component-code-value-quantity=http://loinc.org|8480-6$gt140: both from the same element."""
+    token_text, dollar, value_text = value.partition("$")
+    if not dollar or not token_text or not value_text:
+        raise BadRequest(f"'{value}' is not a composite value: send the two parts separated by $, e.g. 8480-6$gt140.")
+    left, right = composite_components(type_name, parameter)
+    token = token_value_condition(component_columns(index, "l_"), type_name, left, None, token_text)
+    return and_(token, VALUE_CONDITIONS[right.type](component_columns(index, "r_"), type_name, right, None, value_text))
+
+
+def component_columns(index, prefix: str) -> SimpleNamespace:
+    """search_composite's l_ or r_ columns under the names the component type's own table uses."""
+    return SimpleNamespace(c=SimpleNamespace(**{name.removeprefix(prefix): column for name, column in index.c.items() if name.startswith(prefix)}))
+
+
 VALUE_CONDITIONS = {
     "string": string_value_condition,
     "token": token_value_condition,
@@ -216,6 +239,7 @@ VALUE_CONDITIONS = {
     "quantity": quantity_value_condition,
     "reference": reference_value_condition,
     "uri": uri_value_condition,
+    "composite": composite_value_condition,
 }
 
 

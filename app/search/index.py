@@ -15,8 +15,8 @@ from sqlalchemy import Connection, bindparam, delete, insert
 
 from app.model.elements import elements_of
 from app.search.parameters import SearchParameter, parameters_of
-from app.search.paths import compile_expression
-from app.search.values import VALUES_BY_PARAMETER_TYPE
+from app.search.paths import compile_expression, evaluate_components
+from app.search.values import VALUES_BY_PARAMETER_TYPE, token_values
 from app.store.schema import INDEX_TABLES
 
 # Answered from the resource row itself, never from index rows.
@@ -37,8 +37,26 @@ def indexed_parameters(type_name: str) -> tuple[tuple[SearchParameter, object, f
     return tuple(
         (parameter, compile_expression(type_name, parameter.expression), top_level_keys(type_name, parameter.expression))
         for parameter in parameters_of(type_name).values()
-        if parameter.type in INDEX_TABLES and parameter.expression and parameter.code not in ROW_PARAMETERS
+        if is_indexed(type_name, parameter)
     )
+
+
+def is_indexed(type_name: str, parameter: SearchParameter) -> bool:
+    if not parameter.expression or parameter.code in ROW_PARAMETERS or parameter.type not in INDEX_TABLES:
+        return False
+    return parameter.type != "composite" or composite_components(type_name, parameter) is not None
+
+
+@cache
+def composite_components(type_name: str, parameter: SearchParameter) -> tuple[SearchParameter, SearchParameter] | None:
+    """The (token, value) component parameters of a composite we index; None for other shapes (e.g. number$number)."""
+    if len(parameter.components) != 2:
+        return None
+    parameters = parameters_of(type_name)
+    left, right = (parameters.get(component.code) for component in parameter.components)
+    if left is None or right is None or left.type != "token" or right.type not in COMPOSITE_VALUE_COLUMNS:
+        return None
+    return left, right
 
 
 def top_level_keys(type_name: str, expression: str) -> frozenset[str] | None:
@@ -62,6 +80,9 @@ def index_rows(type_name: str, body: dict | None) -> dict[str, list[dict]]:
         return rows
     for parameter, evaluate, keys in indexed_parameters(type_name):
         if keys is not None and keys.isdisjoint(body):
+            continue
+        if parameter.type == "composite":
+            rows["composite"].extend(composite_rows(type_name, parameter, body))
             continue
         convert = VALUES_BY_PARAMETER_TYPE[parameter.type]
         param_hash = hash64(type_name, parameter.code)
@@ -93,6 +114,29 @@ def delete_index_rows(connection: Connection, pk: int, mask: int) -> None:
     for parameter_type, bit in TABLE_BITS.items():
         if mask & bit:
             connection.execute(DELETES[parameter_type], {"pk": pk})
+
+
+def composite_rows(type_name: str, parameter: SearchParameter, body: dict) -> list[dict]:
+    """One row per (token, value) pair found in the same element of the resource."""
+    left, right = composite_components(type_name, parameter)
+    param_hash = hash64(type_name, parameter.code)
+    rows = []
+    for left_nodes, right_nodes in evaluate_components(parameter, body):
+        tokens = [token_row(type_name, left.code, param_hash, value) for node in left_nodes for value in token_values(node.value, node.type)]
+        values = [
+            ROW_BUILDERS[right.type](type_name, right.code, param_hash, value)
+            for node in right_nodes
+            for value in VALUES_BY_PARAMETER_TYPE[right.type](node.value, node.type)
+        ]
+        rows += [composite_row(param_hash, token, value, right.type) for token in tokens for value in values]
+    return rows
+
+
+def composite_row(param_hash: int, token: dict, value: dict, value_type: str) -> dict:
+    row = dict.fromkeys(COMPOSITE_COLUMNS)
+    row.update({"h_param": param_hash, "l_h_code": token["h_code"], "l_h_sys_code": token["h_sys_code"], "l_h_sys": token["h_sys"]})
+    row.update({f"r_{name}": value[name] for name in COMPOSITE_VALUE_COLUMNS[value_type]})
+    return row
 
 
 def string_row(type_name, code, param_hash, value) -> dict:
@@ -136,6 +180,17 @@ def reference_row(type_name, code, param_hash, value) -> dict:
 def uri_row(type_name, code, param_hash, value) -> dict:
     return {"h_param": param_hash, "uri": value.uri, "h_uri": hash64(value.uri)}
 
+
+# The value columns each component type keeps in search_composite (as r_<name>).
+COMPOSITE_VALUE_COLUMNS = {
+    "token": ("h_code", "h_sys_code", "h_sys", "text"),
+    "quantity": ("h_code", "h_sys_code", "value"),
+    "date": ("low", "high"),
+    "string": ("normalized", "exact"),
+}
+COMPOSITE_COLUMNS = ("h_param", "l_h_code", "l_h_sys_code", "l_h_sys", *(f"r_{name}" for name in (
+    "h_code", "h_sys_code", "h_sys", "text", "value", "low", "high", "normalized", "exact",
+)))
 
 ROW_BUILDERS = {
     "string": string_row, "token": token_row, "date": date_row, "number": number_row,

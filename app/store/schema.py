@@ -121,8 +121,30 @@ search_uri = index_table(
     indexes=(Index("ix_search_uri_value", "h_param", "h_uri"),),
 )
 
+# A composite pairs a token (l_) with a value of another type (r_) taken from the same element,
+# e.g. an Observation.component's code and its valueQuantity; the r_ columns mirror that type's table.
+search_composite = index_table(
+    "search_composite",
+    Column("l_h_code", BigInteger),
+    Column("l_h_sys_code", BigInteger),
+    Column("l_h_sys", BigInteger),
+    Column("r_h_code", BigInteger),
+    Column("r_h_sys_code", BigInteger),
+    Column("r_h_sys", BigInteger),
+    Column("r_text", String(200)),
+    Column("r_value", Numeric),
+    Column("r_low", DateTime(timezone=True)),
+    Column("r_high", DateTime(timezone=True)),
+    Column("r_normalized", String(200)),
+    Column("r_exact", Text),
+    indexes=(
+        Index("ix_search_composite_code", "l_h_code", "r_value"),
+        Index("ix_search_composite_sys_code", "l_h_sys_code", "r_value"),
+    ),
+)
+
 # Parameter type -> its index table; the order fixes the bits of resource.index_mask.
 INDEX_TABLES = {
     "string": search_string, "token": search_token, "date": search_date, "number": search_number,
-    "quantity": search_quantity, "reference": search_reference, "uri": search_uri,
+    "quantity": search_quantity, "reference": search_reference, "uri": search_uri, "composite": search_composite,
 }

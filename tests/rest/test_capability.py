@@ -144,11 +144,25 @@ def test_metadata_claims_versioned_updates_and_history(capability):
     assert patient["readHistory"] is True
 
 
-def test_metadata_does_not_claim_conditional_create_update_or_delete_it_lacks(capability, client):
+def test_metadata_claims_of_conditional_create_update_and_delete_hold(capability, client):
     patient = listed_resources(capability)["Patient"]
-    assert patient.get("conditionalCreate") is not True
-    assert patient.get("conditionalUpdate") is not True
-    assert patient.get("conditionalDelete", "not-supported") == "not-supported"
+    assert (patient["conditionalCreate"], patient["conditionalUpdate"], patient["conditionalDelete"]) == (True, True, "single")
+    body = {"resourceType": "Patient", "identifier": [{"system": "urn:x", "value": "1"}]}
+    headers = {"Content-Type": "application/fhir+json", "If-None-Exist": "identifier=urn:x|1"}
+    assert [client.post("/fhir/Patient", json=body, headers=headers).status_code for _ in range(2)] == [201, 200]
+    assert client.put("/fhir/Patient?identifier=urn:x|1", json=body, headers=headers).status_code == 200
+    assert client.delete("/fhir/Patient?identifier=urn:x|1").status_code == 200
+
+
+ROW_PARAMETER_QUERIES = {"_id": {"_id": "x"}, "_lastUpdated": {"_lastUpdated": "gt2000"}}
+
+
+def test_every_listed_search_parameter_is_accepted(capability, client):
+    for resource_capability in listed_resources(capability).values():
+        for parameter in resource_capability.get("searchParam", []):
+            query = ROW_PARAMETER_QUERIES.get(parameter["name"], {f"{parameter['name']}:missing": "true"})
+            response = client.get(f"/fhir/{resource_capability['type']}", query_string={**query, "_count": "1"})
+            assert response.status_code == 200, (resource_capability["type"], parameter["name"], response.json)
 
 
 def test_metadata_is_served_in_fhir_json_with_pretty_printing_on_request(client):
