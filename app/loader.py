@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select, tuple_
 
 from app.errors import FhirError
 from app.model.references import rewrite_references
 from app.store.db import write_unit
-from app.store.resources import create_resource, update_resource
+from app.store.resources import StoredResource, create_resource, insert_new_resources, new_resource, update_resource
+from app.store.schema import resource
 
 BATCH_SIZE = 500
 URN_PREFIXES = ("urn:uuid:", "urn:oid:")
@@ -109,16 +110,45 @@ def load_candidates(engine: Engine, candidates, report: LoadReport) -> None:
 
 
 def write_batch(engine: Engine, batch: list[Candidate], report: LoadReport) -> None:
+    """One transaction per batch. Resources whose id is not stored yet are validated one by one and
+    inserted together (the first load of a file); the others go through update_resource."""
     with write_unit(engine) as connection:
+        stored = stored_keys(connection, [candidate.resource for candidate in batch])
+        pending: dict[tuple[str, str], StoredResource] = {}
         for candidate in batch:
+            key = resource_key_of(candidate.resource)
+            if key in pending:  # the same id twice in a batch: write the first, then the second updates it
+                insert_new_resources(connection, list(pending.values()))
+                stored |= pending.keys()
+                pending = {}
             try:
-                report.outcomes[upsert(connection, candidate.resource)] += 1
+                if key is not None and key not in stored:
+                    pending[key] = new_resource(candidate.resource, None, key[1], "PUT")
+                    report.outcomes["created"] += 1
+                else:
+                    report.outcomes[upsert(connection, candidate.resource)] += 1
             except FhirError as error:
                 report.reject(candidate.where, error.diagnostics)
+        insert_new_resources(connection, list(pending.values()))
+
+
+def resource_key_of(resource) -> tuple[str, str] | None:
+    if isinstance(resource, dict) and isinstance(resource.get("id"), str) and isinstance(resource.get("resourceType"), str):
+        return resource["resourceType"], resource["id"]
+    return None
+
+
+def stored_keys(connection, resources: list) -> set[tuple[str, str]]:
+    """Which of these (type, id) already have a row, live or deleted."""
+    keys = {key for key in map(resource_key_of, resources) if key}
+    if not keys:
+        return set()
+    rows = connection.execute(select(resource.c.res_type, resource.c.res_id).where(tuple_(resource.c.res_type, resource.c.res_id).in_(keys)))
+    return {(row.res_type, row.res_id) for row in rows}
 
 
 def upsert(connection, resource) -> str:
-    if isinstance(resource, dict) and resource.get("id") and isinstance(resource.get("resourceType"), str):
+    if resource_key_of(resource):
         result = update_resource(connection, resource["resourceType"], resource["id"], resource)
         return "created" if result.created else ("updated" if result.changed else "unchanged")
     create_resource(connection, resource)

@@ -2,17 +2,24 @@
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode
 
-from app.errors import BadRequest, NotSupported
+from app.errors import BadRequest
+from app.store.resources import StoredResource
 
 BUNDLE_TYPES = ("transaction", "batch")
 PROCESSING_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}  # http.html#trules
 
 # (method, URL shape) -> FHIR interaction; in a shape each segment but `_history` reads `*`.
+# A conditional interaction (`PUT Patient?identifier=...`) becomes an instance one once its search
+# has found the target (app/bundles/conditional.py); two more interactions exist only after that search:
+# "create-matched" (ifNoneExist found the resource, nothing to create) and "delete-unmatched".
 INTERACTIONS = {
     ("POST", ("*",)): "create",
     ("PUT", ("*", "*")): "update",
+    ("PUT", ("*",)): "conditional-update",
     ("PATCH", ("*", "*")): "patch",
+    ("PATCH", ("*",)): "conditional-patch",
     ("DELETE", ("*", "*")): "delete",
+    ("DELETE", ("*",)): "conditional-delete",
     ("GET", ("*",)): "search-type",
     ("GET", ("*", "_history")): "history-type",
     ("GET", ("*", "*")): "read",
@@ -21,18 +28,24 @@ INTERACTIONS = {
 }
 EXPECTED_URLS = {
     "POST": "Type",
-    "PUT": "Type/id",
-    "PATCH": "Type/id",
-    "DELETE": "Type/id",
+    "PUT": "Type/id or Type?criteria",
+    "PATCH": "Type/id or Type?criteria",
+    "DELETE": "Type/id or Type?criteria",
     "GET": "Type, Type?_count=n, Type/_history, Type/id, Type/id/_history or Type/id/_history/version",
 }
 READ_INTERACTIONS = frozenset({"search-type", "history-type", "read", "history-instance", "vread"})
-QUERY_INTERACTIONS = frozenset({"search-type", "history-type", "history-instance"})
+CONDITIONAL_INTERACTIONS = frozenset({"conditional-update", "conditional-patch", "conditional-delete"})
+QUERY_INTERACTIONS = frozenset({"search-type", "history-type", "history-instance"}) | CONDITIONAL_INTERACTIONS
 
 
 @dataclass(frozen=True)
 class EntryRequest:
-    """One entry's request; `assigned_id` is the id a transaction gives a created resource up front."""
+    """One entry's request.
+
+    `criteria` is the search a conditional entry finds its resource by (ifNoneExist, or the query of a
+    conditional PUT, PATCH or DELETE); `match` is the resource a conditional create found instead of creating;
+    `assigned_id` is the id given to a created resource up front, so that references to it resolve.
+    """
 
     index: int
     label: str
@@ -43,6 +56,8 @@ class EntryRequest:
     resource: object = None
     full_url: str | None = None
     if_match: str | None = None
+    criteria: str | None = None
+    match: StoredResource | None = None
     assigned_id: str | None = None
 
     @property
@@ -59,6 +74,13 @@ class EntryRequest:
         if self.interaction == "create":
             return f"{self.type}/{self.assigned_id}" if self.assigned_id else None
         return f"{self.type}/{self.id}" if self.interaction in ("update", "patch", "delete") else None
+
+    @property
+    def resolved_resource(self) -> str | None:
+        """The Type/id that references to this entry (by fullUrl or by its criteria) mean, if it creates or updates one."""
+        if self.interaction == "create-matched":
+            return f"{self.match.type}/{self.match.id}"
+        return self.written_resource if self.interaction in ("create", "update") else None
 
     def url_under(self, base: str) -> str:
         url = f"{base}/{'/'.join(self.path)}"
@@ -91,15 +113,12 @@ def parse_entry(index: int, entry, base: str) -> EntryRequest:
     if not isinstance(request, dict):
         raise BadRequest("The entry has no request; every entry of a transaction or batch needs request.method and request.url.")
     method, url = request_line(request)
-    if request.get("ifNoneExist") is not None:
-        raise NotSupported(
-            "Conditional create (request.ifNoneExist) in transactions and batches is not supported yet: "
-            "this server does not serve search parameters yet."
-        )
     path, query = split_url(url, base)
+    interaction = interaction_of(method, path, query)
     return EntryRequest(
-        index, entry_label(index, entry), method, interaction_of(method, path, query), path, query,
+        index, entry_label(index, entry), method, interaction, path, query,
         resource=entry.get("resource"), full_url=optional_string(entry, "fullUrl"), if_match=optional_string(request, "ifMatch"),
+        criteria=entry_criteria(request, interaction, path[0], url),
     )
 
 
@@ -119,6 +138,18 @@ def optional_string(element: dict, name: str) -> str | None:
     return value
 
 
+def entry_criteria(request: dict, interaction: str, type_name: str, url: str) -> str | None:
+    """The search a conditional entry finds its resource by: request.ifNoneExist of a create, else the URL's query."""
+    if interaction in CONDITIONAL_INTERACTIONS:
+        return url.partition("?")[2]
+    if_none_exist = optional_string(request, "ifNoneExist")
+    if if_none_exist is None:
+        return None
+    if interaction != "create":
+        raise BadRequest("request.ifNoneExist makes a create conditional; it only applies to POST entries.")
+    return if_none_exist.removeprefix(f"{type_name}?")  # some clients send the whole search URL
+
+
 def split_url(url: str, base: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
     """Path segments and query of a request.url, which may also be absolute under the server's base."""
     path, _, query = url.strip().removeprefix(base).strip("/").partition("?")
@@ -129,14 +160,10 @@ def split_url(url: str, base: str) -> tuple[tuple[str, ...], tuple[tuple[str, st
 
 
 def interaction_of(method: str, path: tuple[str, ...], query: tuple) -> str:
-    if query and method in ("PUT", "PATCH", "DELETE"):
-        raise NotSupported(
-            f"Conditional {method} (a search URL in request.url) is not supported yet: this server does not serve search parameters yet."
-        )
     shape = tuple(segment if segment == "_history" else "*" for segment in path)
     read_method = "GET" if method == "HEAD" else method
     interaction = INTERACTIONS.get((read_method, shape))
-    if interaction is None or (query and interaction not in QUERY_INTERACTIONS):
+    if interaction is None or (query and interaction not in QUERY_INTERACTIONS) or (interaction in CONDITIONAL_INTERACTIONS and not query):
         raise BadRequest(f"request.url '{'/'.join(path)}' is not a {method} this server supports; use {EXPECTED_URLS[read_method]}.")
     return interaction
 

@@ -16,9 +16,8 @@ from app.store.history import HistoryQuery, read_history
 from app.store.resources import StoredResource, create_resource, delete_resource, patch_resource, read_resource, read_version, update_resource
 
 
-
 def perform(connection: Connection, request: EntryRequest, base: str, prefer_return: str) -> dict:
-    """The response entry for `request`; raises the FhirError of a failed interaction."""
+    """The response entry for `request`, once resolved_entry has found its target; raises a failed interaction's FhirError."""
     if request.interaction in READ_INTERACTIONS:
         return read_entry(connection, request, base)
     return write_entry(WRITES[request.interaction](connection, request), base, prefer_return)
@@ -30,6 +29,11 @@ def create(connection: Connection, request: EntryRequest) -> Written:
 
 def created(stored: StoredResource) -> Written:
     return Written(stored, 201, f"Created {stored.type}/{stored.id}.")
+
+
+def create_matched(_connection: Connection, request: EntryRequest) -> Written:
+    """A conditional create whose ifNoneExist found the resource: nothing written, 200 and the match."""
+    return Written(request.match, 200, f"{request.type}/{request.match.id} already matches '{request.criteria}'; nothing was created.")
 
 
 def update(connection: Connection, request: EntryRequest) -> Written:
@@ -51,7 +55,14 @@ def delete(connection: Connection, request: EntryRequest) -> Written:
     return Written(deleted, 204, f"Deleted {request.written_resource} (version {deleted.version}).")
 
 
-WRITES = {"create": create, "update": update, "patch": patch, "delete": delete}
+def delete_unmatched(_connection: Connection, request: EntryRequest) -> Written:
+    return Written(None, 204, f"No live {request.type} matches '{request.criteria}'; nothing to delete.")
+
+
+WRITES = {
+    "create": create, "create-matched": create_matched, "update": update, "patch": patch,
+    "delete": delete, "delete-unmatched": delete_unmatched,
+}
 
 
 def json_patch_of(binary) -> list:

@@ -3,8 +3,9 @@ from contextlib import contextmanager
 from itertools import groupby
 from dataclasses import replace
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
+from app.bundles.conditional import BODY_WRITES, conditional_reference_targets, criteria_targets, resolved_entry
 from app.bundles.entries import READ_INTERACTIONS, EntryRequest, bundle_entries, entry_label, in_processing_order, parse_entry
 from app.bundles.interactions import created, perform
 from app.bundles.responses import failure_entry, write_entry
@@ -12,7 +13,7 @@ from app.errors import BadRequest, FhirError, Issue
 from app.model.bundles import bundle as response_bundle
 from app.model.references import rewrite_references
 from app.store.db import read_unit, write_unit
-from app.store.resources import insert_new_resources, new_id, new_resource
+from app.store.resources import insert_new_resources, new_resource
 
 
 def process_bundle(engine: Engine, bundle, base: str, prefer_return: str = "minimal") -> dict:
@@ -31,16 +32,44 @@ def process_bundle(engine: Engine, bundle, base: str, prefer_return: str = "mini
 
 
 def transaction_responses(engine: Engine, entries: list, base: str, prefer_return: str) -> list[dict]:
-    requests = prepared_transaction(entries, base)
-    responses = [None] * len(requests)
+    """DELETEs first, so that conditional creates and references no longer find what they delete; then the other
+    entries' targets are searched and their references resolved before POST, PUT/PATCH and GET run (http.html#trules)."""
+    requests = parsed_requests(entries, base)
     with write_unit(engine) as connection:
-        for creating, group in groupby(in_processing_order(requests), key=lambda request: request.interaction == "create"):
-            if creating:
-                responses_by_index = create_together(connection, list(group), entries, base, prefer_return)
-            else:
-                responses_by_index = {request.index: perform_named(connection, request, entries, base, prefer_return) for request in group}
-            for index, response in responses_by_index.items():
-                responses[index] = response
+        deletes = resolved_requests(connection, [request for request in requests if request.method == "DELETE"], entries)
+        responses = performed(connection, deletes, entries, base, prefer_return)
+        others = resolved_requests(connection, [request for request in requests if request.method != "DELETE"], entries)
+        check_each_resource_written_once(sorted(deletes + others, key=lambda request: request.index))
+        responses |= performed(connection, with_references_resolved(connection, others, entries, base), entries, base, prefer_return)
+    return [responses[index] for index in range(len(requests))]
+
+
+def parsed_requests(entries: list, base: str) -> list[EntryRequest]:
+    requests = []
+    for index, entry in enumerate(entries):
+        with errors_named_for(index, entry):
+            requests.append(parse_entry(index, entry, base))
+    return requests
+
+
+def resolved_requests(connection: Connection, requests: list[EntryRequest], entries: list) -> list[EntryRequest]:
+    """The requests with their targets searched and created ids assigned. Each search locks its criteria until
+    commit; searching in the order of the criteria makes transactions that share criteria lock them in one order."""
+    resolved = {}
+    for request in sorted(requests, key=lambda request: (request.type, request.criteria or "")):
+        with errors_named_for(request.index, entries[request.index]):
+            resolved[request.index] = resolved_entry(connection, request)
+    return [resolved[request.index] for request in requests]
+
+
+def performed(connection: Connection, requests: list[EntryRequest], entries: list, base: str, prefer_return: str) -> dict[int, dict]:
+    """The response entry of each request by its index, performed in the spec's order; consecutive creates in one batch."""
+    responses = {}
+    for creating, group in groupby(in_processing_order(requests), key=lambda request: request.interaction == "create"):
+        if creating:
+            responses |= create_together(connection, list(group), entries, base, prefer_return)
+        else:
+            responses |= {request.index: perform_named(connection, request, entries, base, prefer_return) for request in group}
     return responses
 
 
@@ -59,21 +88,6 @@ def create_together(connection, requests: list[EntryRequest], entries: list, bas
     return {request.index: write_entry(created(stored), base, prefer_return) for request, stored in zip(requests, new_versions)}
 
 
-def prepared_transaction(entries: list, base: str) -> list[EntryRequest]:
-    """The parsed entries, new resources given their ids and references between entries resolved, before any write."""
-    requests = []
-    for index, entry in enumerate(entries):
-        with errors_named_for(index, entry):
-            requests.append(with_assigned_id(parse_entry(index, entry, base)))
-    check_each_resource_written_once(requests)
-    targets = reference_targets(requests)
-    return [replace(request, resource=rewrite_references(request.resource, targets, base)) for request in requests]
-
-
-def with_assigned_id(request: EntryRequest) -> EntryRequest:
-    return replace(request, assigned_id=new_id()) if request.interaction == "create" else request
-
-
 def check_each_resource_written_once(requests: list[EntryRequest]) -> None:
     writers = {}
     for request in requests:
@@ -87,15 +101,26 @@ def check_each_resource_written_once(requests: list[EntryRequest]) -> None:
         writers[target] = request
 
 
-def reference_targets(requests: list[EntryRequest]) -> dict[str, str]:
-    """The fullUrl of each created or updated resource (a urn:uuid placeholder, most often) -> its Type/id."""
+def with_references_resolved(connection: Connection, requests: list[EntryRequest], entries: list, base: str) -> list[EntryRequest]:
+    """The requests with references to other entries' fullUrls, and conditional references, rewritten to Type/id."""
+    targets = full_url_targets(requests)
+    known_criteria = criteria_targets(requests)
+    for request in requests:
+        if request.interaction in BODY_WRITES:
+            with errors_named_for(request.index, entries[request.index]):
+                targets |= conditional_reference_targets(connection, request.resource, known_criteria)
+    return [replace(request, resource=rewrite_references(request.resource, targets, base)) for request in requests]
+
+
+def full_url_targets(requests: list[EntryRequest]) -> dict[str, str]:
+    """The fullUrl of each created, matched or updated resource (a urn:uuid placeholder, most often) -> its Type/id."""
     targets = {}
     for request in requests:
-        if request.full_url is None or request.interaction not in ("create", "update"):
+        if request.full_url is None or request.resolved_resource is None:
             continue
         if request.full_url in targets:
             raise BadRequest(f"{request.label}: another entry has the same fullUrl {request.full_url}; fullUrls must be unique.")
-        targets[request.full_url] = request.written_resource
+        targets[request.full_url] = request.resolved_resource
     return targets
 
 
@@ -136,7 +161,8 @@ def entry_expression(path: str, index: int, type_name: str | None) -> str:
 
 
 def batch_responses(engine: Engine, entries: list, base: str, prefer_return: str) -> list[dict]:
-    """Each entry on its own, so one failure leaves the others done; references between entries are not resolved."""
+    """Each entry on its own, so one failure leaves the others done; references between entries are not resolved,
+    conditional references only by search."""
     responses = [None] * len(entries)
     requests = []
     for index, entry in enumerate(entries):
@@ -153,6 +179,14 @@ def batch_entry_response(engine: Engine, request: EntryRequest, base: str, prefe
     unit = read_unit if request.interaction in READ_INTERACTIONS else write_unit
     try:
         with unit(engine) as connection:
-            return perform(connection, request, base, prefer_return)
+            return perform(connection, resolved_batch_entry(connection, request), base, prefer_return)
     except FhirError as error:
         return failure_entry(error)
+
+
+def resolved_batch_entry(connection: Connection, request: EntryRequest) -> EntryRequest:
+    resolved = resolved_entry(connection, request)
+    if resolved.interaction not in BODY_WRITES:
+        return resolved
+    targets = conditional_reference_targets(connection, resolved.resource, {})
+    return replace(resolved, resource=rewrite_references(resolved.resource, targets)) if targets else resolved

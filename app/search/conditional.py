@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl
 from sqlalchemy import Connection, text
 
 from app.errors import BadRequest, PreconditionFailed
+from app.model.validation import check_resource_type
 from app.search.index import hash64
 from app.search.service import SearchRequest, is_result_parameter, run_search, search_request
 from app.store.db import is_postgresql
@@ -59,14 +60,21 @@ def conditional_create(connection: Connection, body, type_name: str, query: str,
 
 def conditional_update(connection: Connection, body, type_name: str, query: str, if_match: str | None = None) -> WriteResult:
     """PUT Type?criteria: update the one match, or create when none matches (under the body's id, if it has one)."""
+    target = update_target(connection, body, type_name, query)
+    if target is None:
+        return create_resource(connection, body, type_name)
+    return update_resource(connection, type_name, target, {**body, "id": target}, if_match)
+
+
+def update_target(connection: Connection, body, type_name: str, query: str) -> str | None:
+    """The id a conditional update writes: its one match's, else the body's; None to create under a new id."""
+    check_resource_type(body, type_name)
     existing = single_match(matching(connection, type_name, query), type_name, query)
     if existing is None:
-        if isinstance(body, dict) and body.get("id"):
-            return update_resource(connection, type_name, body["id"], body, if_match)
-        return create_resource(connection, body, type_name)
-    if isinstance(body, dict) and body.get("id") not in (None, existing.id):
+        return body.get("id")
+    if body.get("id") not in (None, existing.id):
         raise BadRequest(f"The body's id '{body['id']}' is not the id of the {type_name} that matches '{query}' ({existing.id}).")
-    return update_resource(connection, type_name, existing.id, {**body, "id": existing.id} if isinstance(body, dict) else body, if_match)
+    return existing.id
 
 
 def conditional_delete(connection: Connection, type_name: str, query: str) -> StoredResource | None:

@@ -35,10 +35,17 @@ def hash64(*parts: str | None) -> int:
 def indexed_parameters(type_name: str) -> tuple[tuple[SearchParameter, object, frozenset[str] | None], ...]:
     """The type's parameters that have index rows: each with its compiled expression and the top-level keys it reads."""
     return tuple(
-        (parameter, compile_expression(type_name, parameter.expression), top_level_keys(type_name, parameter.expression))
+        (parameter, compile_expression(type_name, parameter.expression), keys_read(type_name, parameter))
         for parameter in parameters_of(type_name).values()
         if is_indexed(type_name, parameter)
     )
+
+
+def keys_read(type_name: str, parameter: SearchParameter) -> frozenset[str] | None:
+    """top_level_keys; a composite on the resource itself (code-value-quantity) needs the keys of its value part."""
+    if parameter.type == "composite" and parameter.expression == type_name:
+        return top_level_keys(type_name, f"{type_name}.{parameter.components[-1].expression}")
+    return top_level_keys(type_name, parameter.expression)
 
 
 def is_indexed(type_name: str, parameter: SearchParameter) -> bool:
@@ -107,7 +114,7 @@ def write_index_rows(connection: Connection, indexed: list[tuple[int, dict[str, 
             by_table[parameter_type].extend({**row, "res_pk": pk} for row in table_rows)
     for parameter_type, table_rows in by_table.items():
         if table_rows:
-            connection.execute(INSERTS[parameter_type], table_rows).close()
+            connection.execute(INSERTS[parameter_type], table_rows)
 
 
 def delete_index_rows(connection: Connection, pk: int, mask: int) -> None:
@@ -196,6 +203,5 @@ ROW_BUILDERS = {
     "string": string_row, "token": token_row, "date": date_row, "number": number_row,
     "quantity": quantity_row, "reference": reference_row, "uri": uri_row,
 }
-# RETURNING makes SQLAlchemy send many rows as one multi-row INSERT (its "insertmanyvalues"), one round trip a table.
-INSERTS = {parameter_type: insert(table).returning(table.c.res_pk) for parameter_type, table in INDEX_TABLES.items()}
+INSERTS = {parameter_type: insert(table) for parameter_type, table in INDEX_TABLES.items()}
 DELETES = {parameter_type: delete(table).where(table.c.res_pk == bindparam("pk")) for parameter_type, table in INDEX_TABLES.items()}

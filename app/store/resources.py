@@ -26,7 +26,10 @@ from app.store.schema import resource, resource_history
 MIN_TICK = timedelta(milliseconds=1)
 
 # Statements built once: building them per call costs more than the database round trip.
-INSERT_RESOURCE_RETURNING_PK = insert(resource).returning(resource.c.pk, sort_by_parameter_order=True)
+# Many rows go as multi-row INSERTs of at most 100 rows, whose text the driver parses once and caches.
+INSERT_RESOURCE_RETURNING_PK = (
+    insert(resource).returning(resource.c.pk, sort_by_parameter_order=True).execution_options(insertmanyvalues_page_size=100)
+)
 INSERT_HISTORY = insert(resource_history)
 SWAP_VERSION = (
     update(resource)
@@ -87,15 +90,17 @@ def create_resource(connection: Connection, body, expected_type: str | None = No
     return WriteResult(stored, created=True)
 
 
-def new_resource(body, expected_type: str | None = None, resource_id: str | None = None) -> StoredResource:
+def new_resource(body, expected_type: str | None = None, resource_id: str | None = None, method: str = "POST") -> StoredResource:
     """The validated first version of a resource to create, not yet written (see insert_new_resources)."""
     type_name = check_resource_type(body, expected_type)
     validate_resource(body)
-    return first_version(type_name, resource_id or new_id(), body, "POST")
+    return first_version(type_name, resource_id or new_id(), body, method)
 
 
 def insert_new_resources(connection: Connection, new_versions: list[StoredResource]) -> None:
     """Write first versions from new_resource, batched per table (a transaction's many POSTs at once)."""
+    if not new_versions:
+        return
     row_sets = [index_rows(stored.type, stored.body) for stored in new_versions]
     values = [{**resource_values(stored), "index_mask": index_mask(rows)} for stored, rows in zip(new_versions, row_sets)]
     pks = connection.execute(INSERT_RESOURCE_RETURNING_PK, values).scalars().all()

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.bundles import process_bundle
-from app.errors import BadRequest, InvalidResource, NotFound, NotSupported, PreconditionFailed
+from app.errors import BadRequest, InvalidResource, NotFound, PreconditionFailed
 from app.store.db import read_unit, write_unit
 from app.store.resources import read_resource, update_resource
 from app.store.schema import resource, resource_history
@@ -220,14 +220,6 @@ def test_if_match_on_an_entry_is_checked(engine):
     with pytest.raises(PreconditionFailed):
         process_bundle(engine, transaction(put(patient(id="p1", gender="male"), ifMatch='W/"7"')), BASE)
     assert "gender" not in read(engine, "Patient", "p1").body
-
-
-def test_conditional_create_and_conditional_urls_are_not_supported_yet(engine):
-    conditional_create = {**post(patient()), "request": {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=x"}}
-    with pytest.raises(NotSupported, match="Conditional create"):
-        process_bundle(engine, transaction(conditional_create), BASE)
-    with pytest.raises(NotSupported, match="Conditional DELETE"):
-        process_bundle(engine, transaction(request_only("DELETE", "Patient?identifier=x")), BASE)
 
 
 def test_batch_gives_per_entry_statuses_with_one_failure(engine):

@@ -1,0 +1,117 @@
+"""Conditional entries and conditional references of a Bundle, resolved to the resources they mean (http.html#trules).
+
+A conditional entry finds its target by search before anything refers to it: a create with
+ifNoneExist either matches (and does nothing) or gets its id; `PUT/PATCH/DELETE Type?criteria`
+becomes the instance interaction on its one match. A conditional reference
+(`Practitioner?identifier=...`) resolves to the entry created or updated under the same criteria,
+else to the one resource its search finds.
+"""
+import re
+from dataclasses import replace
+
+from sqlalchemy import Connection
+
+from app.bundles.entries import EntryRequest
+from app.errors import BadRequest, NotFound
+from app.search.conditional import criteria_pairs, matching, resolve_conditional_reference, single_match, update_target
+from app.store.resources import StoredResource, new_id
+
+CONDITIONAL_REFERENCE = re.compile(r"[A-Z][A-Za-z]*\?")  # `Type?criteria`; a relative reference is `Type/id`
+BODY_WRITES = frozenset({"create", "update"})
+
+
+def resolved_entry(connection: Connection, request: EntryRequest) -> EntryRequest:
+    """`request` with its target known: conditional entries searched, creates given their id up front."""
+    resolve = RESOLVERS.get(request.interaction)
+    return resolve(connection, request) if resolve else request
+
+
+def resolved_create(connection: Connection, request: EntryRequest) -> EntryRequest:
+    match = None if request.criteria is None else one_match(connection, request)
+    if match is not None:
+        return replace(request, interaction="create-matched", match=match)
+    return replace(request, assigned_id=new_id())
+
+
+def resolved_update(connection: Connection, request: EntryRequest) -> EntryRequest:
+    """As PUT Type?criteria over REST: update the one match, else create (under the body's id, if it has one)."""
+    target = update_target(connection, request.resource, request.type, request.criteria)
+    if target is None:
+        return replace(request, interaction="create", assigned_id=new_id())
+    return replace(request, interaction="update", path=(request.type, target), resource={**request.resource, "id": target})
+
+
+def resolved_patch(connection: Connection, request: EntryRequest) -> EntryRequest:
+    match = one_match(connection, request)
+    if match is None:
+        raise NotFound(f"No live {request.type} matches '{request.criteria}'; there is nothing to patch.")
+    return replace(request, interaction="patch", path=(request.type, match.id))
+
+
+def resolved_delete(connection: Connection, request: EntryRequest) -> EntryRequest:
+    match = one_match(connection, request)
+    if match is None:
+        return replace(request, interaction="delete-unmatched")
+    return replace(request, interaction="delete", path=(request.type, match.id))
+
+
+RESOLVERS = {
+    "create": resolved_create,
+    "conditional-update": resolved_update,
+    "conditional-patch": resolved_patch,
+    "conditional-delete": resolved_delete,
+}
+
+
+def one_match(connection: Connection, request: EntryRequest) -> StoredResource | None:
+    """The one resource matching the entry's criteria, or None; 412 when several match."""
+    return single_match(matching(connection, request.type, request.criteria), request.type, request.criteria)
+
+
+def criteria_key(type_name: str, query: str) -> tuple:
+    """Criteria compared as parsed, sorted pairs: `b=2&a=1` and `a=1&b=2` are the same search."""
+    return type_name, tuple(criteria_pairs(query))
+
+
+def criteria_targets(requests: list[EntryRequest]) -> dict[tuple, str]:
+    """Criteria of each conditional create or update -> the Type/id it resolved to (existing or new)."""
+    targets, owners = {}, {}
+    for request in requests:
+        target = request.resolved_resource
+        if request.criteria is None or target is None:
+            continue
+        key = criteria_key(request.type, request.criteria)
+        if targets.get(key, target) != target:
+            raise BadRequest(
+                f"{owners[key].label} and {request.label} both create a {request.type} matching '{request.criteria}'; "
+                "a transaction may create it once and refer to it from other entries."
+            )
+        targets[key], owners[key] = target, request
+    return targets
+
+
+def conditional_reference_targets(connection: Connection, resource, known: dict[tuple, str]) -> dict[str, str]:
+    """Each conditional reference in `resource` -> Type/id: the one in `known` under the same criteria, else the
+    one match of a search (412 for none or several). Searched targets are added to `known`, to search each once."""
+    targets = {}
+    for reference in conditional_references(resource):
+        key = criteria_key(*reference.split("?", 1))
+        if key not in known:
+            known[key] = resolve_conditional_reference(connection, reference)
+        targets[reference] = known[key]
+    return targets
+
+
+def conditional_references(value) -> list[str]:
+    """The `Type?criteria` strings among the Reference.reference values anywhere in `value`."""
+    if isinstance(value, dict):
+        return [found for key, item in value.items() for found in conditional_references_at(key, item)]
+    if isinstance(value, list):
+        return [found for item in value for found in conditional_references(item)]
+    return []
+
+
+def conditional_references_at(key: str, item) -> list[str]:
+    if key == "reference" and isinstance(item, str):
+        return [item] if CONDITIONAL_REFERENCE.match(item) else []
+    return conditional_references(item)
