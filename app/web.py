@@ -3,6 +3,7 @@ from flask import Flask
 
 from app.config import Settings, load_settings
 from app.rest.health import health
+from app.rest.operations import operations
 from app.rest.outcome import register_error_handlers
 from app.rest.routes import fhir
 from app.store.db import make_engine
@@ -18,6 +19,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config.update(EHR_SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_body_bytes)
     app.extensions["ehr.engine"] = engine
     app.register_blueprint(fhir)
+    app.register_blueprint(operations)
     app.register_blueprint(health)
     register_error_handlers(app)
     return app

@@ -25,6 +25,14 @@ TYPE_INTERACTIONS = {
 }
 # Interactions on a type's URL with search criteria.
 CONDITIONAL_ROUTES = {"create": ("/fhir/<type_name>", "POST"), "update": ("/fhir/<type_name>", "PUT"), "delete": ("/fhir/<type_name>", "DELETE")}
+OPERATION_DEFINITION = "http://hl7.org/fhir/OperationDefinition/"
+# (URL rule, HTTP method) -> (operation name, its official OperationDefinition, the type it runs on or None for every type).
+TYPE_OPERATIONS = {
+    ("/fhir/Patient/<resource_id>/$everything", "GET"): ("everything", "Patient-everything", "Patient"),
+    ("/fhir/Observation/$lastn", "GET"): ("lastn", "Observation-lastn", "Observation"),
+    ("/fhir/Observation/$stats", "GET"): ("stats", "Observation-stats", "Observation"),
+    ("/fhir/<type_name>/$validate", "POST"): ("validate", "Resource-validate", None),
+}
 SYSTEM_INTERACTIONS = {
     ("/fhir", "POST"): ("transaction", "batch"),
     ("/fhir/_history", "GET"): ("history-system",),
@@ -70,11 +78,22 @@ def resource_capability(type_name: str, interactions: list[str], routes: set[tup
         "conditionalUpdate": CONDITIONAL_ROUTES["update"] in routes,
         "conditionalDelete": "single" if CONDITIONAL_ROUTES["delete"] in routes else "not-supported",
     }
+    operations = type_operations(type_name, routes)
+    if operations:
+        capability["operation"] = operations
     if "search-type" in interactions:
         capability["searchInclude"] = [f"{type_name}:{code}" for code in reference_codes(type_name, "*")]
         capability["searchRevInclude"] = ["*"]
         capability["searchParam"] = search_parameters(type_name)
     return capability
+
+
+def type_operations(type_name: str, routes: set[tuple[str, str]]) -> list[dict]:
+    return [
+        {"name": name, "definition": OPERATION_DEFINITION + definition}
+        for route, (name, definition, operation_type) in TYPE_OPERATIONS.items()
+        if route in routes and operation_type in (None, type_name)
+    ]
 
 
 def search_parameters(type_name: str) -> list[dict]:

@@ -199,14 +199,15 @@ def reference_values(value, fhir_type: str) -> list[ReferenceValue]:
 
 
 def parse_reference(reference: str) -> ReferenceValue:
-    """`Type/id`, `Type/id/_history/n`, or an absolute URL kept whole (with its Type/id tail parsed)."""
-    absolute = "://" in reference or reference.startswith("urn:")
+    """`Type/id` and `Type/id/_history/n` name a resource here; an absolute URL (another server's) is kept whole."""
+    if "://" in reference or reference.startswith("urn:"):
+        return ReferenceValue(None, None, None, reference)
     segments = reference.split("?")[0].rstrip("/").split("/")
     version = None
-    if len(segments) >= 4 and segments[-2] == "_history":
-        version, segments = segments[-1], segments[:-2]
-    if len(segments) >= 2 and segments[-2][:1].isupper():
-        return ReferenceValue(segments[-2], segments[-1], version, reference if absolute else None)
+    if len(segments) == 4 and segments[2] == "_history":
+        version, segments = segments[3], segments[:2]
+    if len(segments) == 2 and segments[0][:1].isupper():
+        return ReferenceValue(segments[0], segments[1], version, None)
     return ReferenceValue(None, None, None, reference)
 
 

@@ -343,8 +343,7 @@ def test_a_body_under_the_configured_limit_is_accepted(small_client):
     ("method", "path", "must_allow"),
     [
         ("POST", "/fhir/Patient/123", {"GET", "PUT", "PATCH", "DELETE"}),
-        ("DELETE", "/fhir/Patient", {"GET", "POST"}),
-        ("PUT", "/fhir/Patient", {"GET", "POST"}),
+        ("PATCH", "/fhir/Patient", {"GET", "POST", "PUT", "DELETE"}),
         ("DELETE", "/fhir/Patient/123/_history/1", {"GET"}),
     ],
 )
@@ -354,6 +353,13 @@ def test_an_unsupported_method_is_405_with_an_allow_header(client, method, path,
     allowed = {name.strip() for name in response.headers["Allow"].split(",")}
     assert must_allow <= allowed
     assert method not in allowed
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE"])
+def test_a_conditional_write_without_criteria_is_400_saying_what_to_add(client, method):
+    response = client.open("/fhir/Patient", method=method, data="{}", content_type=FHIR_JSON)
+    outcome(response, 400, "invalid")
+    assert "search criteria" in response.json["issue"][0]["diagnostics"]
 
 
 @pytest.mark.parametrize("path", ["/fhir/Patient/1/2/3", "/nothing-here", "/fhir/Patient/1/_history/1/extra"])

@@ -1,0 +1,1 @@
+"""FHIR operations ($everything, $lastn, $stats, $validate): services over the store and the search index, no HTTP."""
