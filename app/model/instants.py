@@ -37,6 +37,9 @@ def date_range(text: str) -> tuple[datetime, datetime]:
 
 
 def time_precision(text: str) -> timedelta:
+    """The span a time stands for: 10:30 is a minute, 10:30:15 a second, 10:30:15.25 a hundredth."""
+    if not re.search(r"T\d\d:\d\d:\d\d", text):
+        return timedelta(minutes=1)
     fraction = re.search(r"\.(\d+)", text)
     if not fraction:
         return timedelta(seconds=1)

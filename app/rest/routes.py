@@ -162,7 +162,7 @@ def search_response(type_name: str, pairs: list[tuple[str, str]]):
     check_summary_mode(summary)
     links_params = [(name, value) for name, value in honoured if name != "_cursor"]
     with read_unit(engine()) as connection:
-        if summary == "count":
+        if summary == "count" or search.count == 0:  # R4: _count=0 is treated as _summary=count
             return fhir_response(bundle("searchset", [], page_links(links_params, None, f"/{type_name}"), count_matches(connection, search)))
         result = run_search(connection, search)
     base, elements = fhir_base(), dict(pairs).get("_elements")

@@ -19,7 +19,7 @@ from app.model.instants import date_range, utc_now
 from app.model.registry import is_served
 from app.search.index import ROW_PARAMETERS, composite_components, hash64, is_indexed
 from app.search.parameters import SearchParameter, parameters_of
-from app.search.values import fold
+from app.search.values import fold, relative_to_own_base
 from app.store.schema import INDEX_TABLES, resource
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
@@ -191,6 +191,7 @@ def reference_value_condition(index, type_name, parameter, modifier, value: str)
 
 def reference_target(parameter: SearchParameter, modifier: str, value: str) -> tuple[str | None, str | None]:
     """(type, id) for `Type/id`, `id` (with :Type or a single target type) and this server's URLs; (None, None) for other URLs."""
+    value = relative_to_own_base(value)
     if "://" in value or value.startswith("urn:"):
         return None, None
     segments = value.rstrip("/").split("/")

@@ -4,14 +4,18 @@ Paging never uses OFFSET: the cursor holds the last row's sort keys and pk, and 
 next page starts after them, so page 1,000 costs what page 1 costs.
 """
 from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import Connection, and_, false, func, or_, select
+from sqlalchemy import Connection, DateTime, Numeric, String, and_, false, func, literal, or_, select
 from sqlalchemy.sql import ColumnElement
 
 from app.errors import BadRequest
+from app.model.instants import as_utc
 from app.model.registry import require_served_type
 from app.search.criteria import Query, criterion_condition, parameter_or_error
-from app.search.cursor import decode_cursor
+from app.search.cursor import FOREIGN_CURSOR, decode_cursor
+from app.search.values import EARLIEST, LATEST
 from app.search.index import hash64
 from app.search.parameters import parameters_of
 from app.store.resources import StoredResource, stored_from_row
@@ -191,7 +195,8 @@ def sort_expression(type_name: str, key: SortKey) -> ColumnElement:
     column = SORT_COLUMNS[parameter.type](index, key.descending)
     pick = func.max if key.descending else func.min
     value = select(pick(column)).where(index.c.res_pk == resource.c.pk, index.c.h_param == hash64(type_name, parameter.code))
-    return func.coalesce(value.scalar_subquery(), MISSING_SORT_VALUE[parameter.type]).label(f"sort_{key.code}")
+    missing = literal(MISSING_SORT_VALUE[parameter.type][key.descending], SORT_VALUE_TYPES[parameter.type])
+    return func.coalesce(value.scalar_subquery(), missing).label(f"sort_{key.code}")
 
 
 SORT_COLUMNS = {
@@ -203,10 +208,17 @@ SORT_COLUMNS = {
     "uri": lambda index, descending: index.c.uri,
     "reference": lambda index, descending: index.c.target_id,
 }
-# Resources without a value sort together, after those with one (ascending).
+# Resources without a value sort last, ascending or descending: (ascending, descending) stand-ins.
+# Never NULL, whose place in the order differs between databases and which no cursor can step past.
+HIGHEST_TEXT, LOWEST_TEXT = "\uffff", ""
 MISSING_SORT_VALUE = {
-    "string": "\uffff", "token": "\uffff", "uri": "\uffff", "reference": "\uffff",
-    "date": None, "number": None, "quantity": None,
+    "string": (HIGHEST_TEXT, LOWEST_TEXT), "token": (HIGHEST_TEXT, LOWEST_TEXT), "uri": (HIGHEST_TEXT, LOWEST_TEXT),
+    "reference": (HIGHEST_TEXT, LOWEST_TEXT), "date": (LATEST, EARLIEST),
+    "number": (Decimal("1e30"), Decimal("-1e30")), "quantity": (Decimal("1e30"), Decimal("-1e30")),
+}
+SORT_VALUE_TYPES = {
+    "string": String(), "token": String(), "uri": String(), "reference": String(),
+    "date": DateTime(timezone=True), "number": Numeric(), "quantity": Numeric(),
 }
 
 
@@ -215,15 +227,33 @@ def cursor_of(row, keys: list[tuple[ColumnElement, bool]]) -> dict:
     return {"after": [encode_sort_value(value) for value in values]}
 
 
-def encode_sort_value(value):
-    return value.isoformat() if hasattr(value, "isoformat") else (str(value) if value is not None and not isinstance(value, (int, str)) else value)
+def encode_sort_value(value) -> list:
+    """A sort key value for the JSON cursor, tagged so decode_sort_value gives back the same type."""
+    if isinstance(value, datetime):
+        return ["t", as_utc(value).isoformat()]
+    if isinstance(value, (Decimal, float)):
+        return ["n", str(value)]
+    return ["v", value]
+
+
+def decode_sort_value(item):
+    if not (isinstance(item, list) and len(item) == 2 and item[0] in ("t", "n", "v")):
+        raise BadRequest(FOREIGN_CURSOR)
+    tag, value = item
+    try:
+        if tag == "t":
+            return datetime.fromisoformat(value)
+        return Decimal(value) if tag == "n" else value
+    except (TypeError, ValueError, InvalidOperation):
+        raise BadRequest(FOREIGN_CURSOR) from None
 
 
 def after_cursor(keys: list[tuple[ColumnElement, bool]], cursor: dict) -> ColumnElement:
     """Rows after the cursor in the sort order: (k1 > v1) or (k1 = v1 and k2 > v2) or ..., with > as < for descending keys."""
     values = cursor.get("after")
     if not isinstance(values, list) or len(values) != len(keys):
-        raise BadRequest("_cursor does not belong to this search; follow the Bundle's next link as given.")
+        raise BadRequest(FOREIGN_CURSOR)
+    values = [decode_sort_value(item) for item in values]
     alternatives = []
     for position, ((column, descending), value) in enumerate(zip(keys, values)):
         earlier_equal = [keys[index][0] == values[index] for index in range(position)]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 
+from app.config import load_settings
 from app.errors import BadRequest
 from app.model.instants import date_range
 
@@ -198,8 +199,17 @@ def reference_values(value, fhir_type: str) -> list[ReferenceValue]:
     return []
 
 
+def relative_to_own_base(reference: str) -> str:
+    """An absolute URL under this server's EHR_BASE_URL as the relative reference it stands for."""
+    base = load_settings().base_url
+    if base and reference.startswith(base.rstrip("/") + "/"):
+        return reference[len(base.rstrip("/")) + 1:]
+    return reference
+
+
 def parse_reference(reference: str) -> ReferenceValue:
-    """`Type/id` and `Type/id/_history/n` name a resource here; an absolute URL (another server's) is kept whole."""
+    """`Type/id` and `Type/id/_history/n` name a resource here; another server's absolute URL is kept whole."""
+    reference = relative_to_own_base(reference)
     if "://" in reference or reference.startswith("urn:"):
         return ReferenceValue(None, None, None, reference)
     segments = reference.split("?")[0].rstrip("/").split("/")
