@@ -6,7 +6,7 @@ EXISTS. Chains (`subject:Patient.name=x`) and reverse chains
 never application-side loops.
 """
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -26,11 +26,11 @@ PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 PREFIXED_TYPES = frozenset({"date", "number", "quantity"})
 MODIFIERS = {
     "string": {"exact", "contains", "missing"},
-    "token": {"not", "text", "missing"},
+    "token": {"not", "text", "missing", "of-type"},
     "date": {"missing"},
     "number": {"missing"},
     "quantity": {"missing"},
-    "reference": {"missing"},  # plus :[type], checked separately
+    "reference": {"missing", "identifier"},  # plus :[type], checked separately
     "uri": {"below", "above", "missing"},
     "composite": {"missing"},
 }
@@ -106,6 +106,8 @@ def index_condition(type_name: str, parameter: SearchParameter, modifier: str, v
     if modifier == "missing":
         return missing_condition(index, param_hash, value, table)
     values = split_values(value)
+    if modifier in ("identifier", "of-type"):
+        return keyed_token_condition(type_name, parameter, modifier, values, table)
     if parameter.type == "composite" and composite_components(type_name, parameter) is None:
         raise BadRequest(f"The composite parameter '{parameter.code}' combines component types this server does not search yet.")
     value_conditions = [VALUE_CONDITIONS[parameter.type](index, type_name, parameter, modifier, part) for part in values]
@@ -113,10 +115,30 @@ def index_condition(type_name: str, parameter: SearchParameter, modifier: str, v
     return not_(matched) if modifier == "not" else matched
 
 
+def keyed_token_condition(type_name: str, parameter: SearchParameter, modifier: str, values: list[str], table) -> ColumnElement:
+    """`subject:identifier=system|value` and `identifier:of-type=system|code|value` match the token rows
+    indexed under `<code>:<modifier>` (see app/search/index.py)."""
+    tokens = INDEX_TABLES["token"]
+    keyed = replace(parameter, code=f"{parameter.code}:{modifier}")
+    if modifier == "of-type":
+        conditions = [tokens.c.h_sys_code == of_type_hash(type_name, keyed.code, value) for value in values]
+    else:
+        conditions = [token_value_condition(tokens, type_name, keyed, None, value) for value in values]
+    return exists().where(tokens.c.res_pk == table.c.pk, tokens.c.h_param == hash64(type_name, parameter.code), or_(*conditions))
+
+
+def of_type_hash(type_name: str, keyed_code: str, value: str) -> int:
+    """The hash an identifier of that type and value is indexed under: (type system|code, value)."""
+    parts = value.split("|")
+    if len(parts) != 3 or not all(parts[1:]):
+        raise BadRequest(f":of-type takes system|code|value (the identifier's type and its value), not '{value}'.")
+    return hash64(type_name, keyed_code, f"{parts[0]}|{parts[1]}", parts[2])
+
+
 def check_modifier(parameter: SearchParameter, modifier: str) -> None:
     if not modifier:
         return
-    if parameter.type == "reference" and (modifier in parameter.targets or modifier == "missing"):
+    if parameter.type == "reference" and modifier in parameter.targets:
         return
     allowed = MODIFIERS.get(parameter.type, set())
     if modifier not in allowed:
@@ -195,6 +217,8 @@ def reference_target(parameter: SearchParameter, modifier: str, value: str) -> t
     if "://" in value or value.startswith("urn:"):
         return None, None
     segments = value.rstrip("/").split("/")
+    if len(segments) == 4 and segments[2] == "_history":  # a versioned reference matches the resource it names
+        segments = segments[:2]
     if len(segments) >= 2:
         return segments[-2], segments[-1]
     if modifier:

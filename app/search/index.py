@@ -16,7 +16,7 @@ from sqlalchemy import Connection, bindparam, delete, insert
 from app.model.elements import elements_of
 from app.search.parameters import SearchParameter, parameters_of
 from app.search.paths import compile_expression, evaluate_components
-from app.search.values import VALUES_BY_PARAMETER_TYPE, token_values
+from app.search.values import VALUES_BY_PARAMETER_TYPE, identifier_type_tokens, reference_identifier_tokens, token_values
 from app.store.schema import INDEX_TABLES
 
 # Answered from the resource row itself, never from index rows.
@@ -99,7 +99,17 @@ def index_rows(type_name: str, body: dict | None) -> dict[str, list[dict]]:
                 if value not in seen:
                     seen.add(value)
                     rows[parameter.type].append(ROW_BUILDERS[parameter.type](type_name, parameter.code, param_hash, value))
+            rows["token"] += keyed_token_rows(type_name, parameter.code, param_hash, node)
     return rows
+
+
+def keyed_token_rows(type_name: str, code: str, param_hash: int, node) -> list[dict]:
+    """Token rows under `<code>:of-type` (an Identifier's type and value) and `<code>:identifier` (a Reference's identifier)."""
+    if node.type == "Identifier" and isinstance(node.value, dict):
+        return [token_row(type_name, f"{code}:of-type", param_hash, value) for value in identifier_type_tokens(node.value)]
+    if node.type == "Reference" and isinstance(node.value, dict):
+        return [token_row(type_name, f"{code}:identifier", param_hash, value) for value in reference_identifier_tokens(node.value)]
+    return []
 
 
 def index_mask(rows: dict[str, list[dict]]) -> int:

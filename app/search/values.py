@@ -114,6 +114,19 @@ def token_values(value, fhir_type: str) -> list[TokenValue]:
     return []
 
 
+def identifier_type_tokens(identifier: dict) -> list[TokenValue]:
+    """For :of-type: one token per Identifier.type coding, system `type-system|type-code`, code the identifier's value."""
+    codings = (identifier.get("type") or {}).get("coding") or []
+    value = identifier.get("value")
+    return [TokenValue(f"{coding.get('system') or ''}|{coding['code']}", value) for coding in codings if coding.get("code") and value]
+
+
+def reference_identifier_tokens(reference: dict) -> list[TokenValue]:
+    """For :identifier: the logical identifier a Reference may carry instead of (or beside) a literal reference."""
+    identifier = reference.get("identifier")
+    return [TokenValue(identifier.get("system"), identifier["value"])] if isinstance(identifier, dict) and identifier.get("value") else []
+
+
 def coding_token(coding: dict) -> TokenValue:
     return TokenValue(coding.get("system"), coding.get("code"), folded_text(coding.get("display")))
 
