@@ -13,6 +13,7 @@ import http.client
 import math
 import multiprocessing
 import os
+import random
 import resource
 import signal
 import socket
@@ -31,6 +32,7 @@ VENV_BIN = REPO_ROOT / ".venv" / "bin"
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 TRANSIENT_ERRORS = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+QUIET_BUSY_PERCENT = 15.0  # % of the cores used by other work: above it, figures are skewed
 
 
 # --- the machine -------------------------------------------------------------
@@ -85,6 +87,16 @@ def machine_busy_share(seconds: float) -> float:
     time.sleep(seconds)
     busy_after, total_after = machine_busy_ticks()
     return (busy_after - busy_before) / max(1, total_after - total_before)
+
+
+def wait_for_quiet_machine(max_wait: float, busy_limit: float = QUIET_BUSY_PERCENT) -> float:
+    """Wait (at most max_wait seconds) until other work leaves the cores nearly idle; returns busy %."""
+    deadline = time.monotonic() + max_wait
+    busy = 100 * machine_busy_share(2)
+    while busy >= busy_limit and time.monotonic() < deadline:
+        print(f"  machine {busy:.0f}% busy with other work; waiting for it to quiet down")
+        busy = 100 * machine_busy_share(10)
+    return busy
 
 
 def machine_busy_ticks() -> tuple[int, int]:
@@ -430,13 +442,24 @@ class LoadResult:
         return [r for r in self.records if kind is None or r.kind == kind]
 
 
-def drain_jobs(jobs: collections.deque, session, sink: list, errors: list) -> None:
-    """Perform jobs from the shared queue until it is empty (deque.popleft is atomic)."""
-    while True:
+def drain_jobs(jobs: collections.deque, session, sink: list, errors: list, interval: float = 0.0,
+               deadline: float = math.inf) -> None:
+    """Perform jobs from the shared queue until it is empty (deque.popleft is atomic) or the
+    deadline (a time.perf_counter() value) has passed.
+
+    With an interval, start one request every `interval` seconds at most (a paced client,
+    starting at a random point of its first interval so that clients do not move in step);
+    a late request starts at once and the schedule restarts from it.
+    """
+    next_start = time.perf_counter() + random.uniform(0, interval)
+    while time.perf_counter() < deadline:
         try:
             job = jobs.popleft()
         except IndexError:
             return
+        if interval:
+            time.sleep(max(0.0, next_start - time.perf_counter()))
+            next_start = max(next_start, time.perf_counter()) + interval
         started = time.perf_counter()
         try:
             status, location = session.perform(job)
@@ -447,13 +470,16 @@ def drain_jobs(jobs: collections.deque, session, sink: list, errors: list) -> No
         sink.append(Record(job[0], status, time.perf_counter() - started, location))
 
 
-def run_client_process(make_session, jobs: list, threads: int) -> dict:
-    """Body of one client process: `threads` sessions drain `jobs`."""
+def run_client_process(make_session, jobs: list, threads: int, interval: float = 0.0,
+                       max_seconds: float = math.inf) -> dict:
+    """Body of one client process: `threads` sessions drain `jobs`, each paced to `interval` if given,
+    for at most `max_seconds`."""
     queue = collections.deque(jobs)
     sessions = [make_session() for _ in range(threads)]
     sinks: list[list] = [[] for _ in sessions]
     errors: list[str] = []
-    workers = [threading.Thread(target=drain_jobs, args=(queue, s, sink, errors))
+    deadline = time.perf_counter() + max_seconds
+    workers = [threading.Thread(target=drain_jobs, args=(queue, s, sink, errors, interval, deadline))
                for s, sink in zip(sessions, sinks)]
     cpu_before, started = process_cpu_seconds(), time.monotonic()
     for worker in workers:
@@ -474,18 +500,22 @@ def process_cpu_seconds() -> float:
 
 
 def run_load(make_session, jobs: list, processes: int, threads: int,
-             server: Server | None = None) -> LoadResult:
+             server: Server | None = None, rate: float | None = None, max_seconds: float = math.inf) -> LoadResult:
     """Run `jobs` from processes x threads concurrent sessions and time them.
 
     `make_session` must be picklable (a class or functools.partial of one): it
-    opens one session per thread inside the forked client processes.
+    opens one session per thread inside the forked client processes. With a
+    `rate` (requests/s over all sessions) the sessions are paced, so latency is
+    measured at that load rather than at saturation. Sessions stop taking jobs
+    after `max_seconds`, which bounds phases whose requests turn out slow.
     """
+    interval = processes * threads / rate if rate else 0.0
     slices = [jobs[i::processes] for i in range(processes)]
     worker_pids = server.worker_pids() if server else []
     worker_cpu_before = [cpu_seconds(pid) for pid in worker_pids]
     postgres_before, (busy_before, total_before) = postgres_cpu_seconds(), machine_busy_ticks()
     with multiprocessing.get_context("fork").Pool(processes) as pool:
-        parts = pool.starmap(run_client_process, [(make_session, s, threads) for s in slices])
+        parts = pool.starmap(run_client_process, [(make_session, s, threads, interval, max_seconds) for s in slices])
     busy_after, total_after = machine_busy_ticks()
     worker_cpu = [cpu_seconds(pid) - before for pid, before in zip(worker_pids, worker_cpu_before)]
     postgres_cpu = postgres_cpu_seconds() - postgres_before
@@ -502,6 +532,36 @@ def run_load(make_session, jobs: list, processes: int, threads: int,
 
 
 # --- figures --------------------------------------------------------------------
+
+def cpu_share(seconds: float, result: LoadResult) -> float:
+    """Percent of the machine's cores used by `seconds` of CPU over the run's wall time."""
+    return 100 * seconds / (result.wall_seconds * (os.cpu_count() or 1)) if result.wall_seconds else 0.0
+
+
+def outside_cpu_share(result: LoadResult) -> float:
+    """Busy CPU not used by the clients, the workers or PostgreSQL: other work and the kernel."""
+    ours = result.client_cpu_seconds + result.server_cpu_seconds + result.postgres_cpu_seconds
+    return max(0.0, 100 * result.machine_busy_share - cpu_share(ours, result))
+
+
+def phase_line(result: LoadResult, kind: str) -> str:
+    records = result.of_kind(kind)
+    ok = [r.seconds for r in records if is_success(r.status)]
+    rate = len(ok) / result.wall_seconds if result.wall_seconds else 0.0
+    return (f"{kind:<8} {len(records):>7,} req  {rate:>8,.0f}/s  p50 {1000 * percentile(ok, .5):6.1f} ms"
+            f"  p99 {1000 * percentile(ok, .99):6.1f} ms  failed {len(records) - len(ok)}")
+
+
+def cpu_line(result: LoadResult) -> str:
+    client = cpu_share(result.client_cpu_seconds, result)
+    server = cpu_share(result.server_cpu_seconds, result)
+    postgres = cpu_share(result.postgres_cpu_seconds, result)
+    busy = 100 * result.machine_busy_share
+    split = "/".join(f"{s:.1f}" for s in result.worker_cpu_seconds)
+    return (f"CPU of {os.cpu_count()} cores: clients {client:4.1f}%  gunicorn {server:4.1f}% (s per worker "
+            f"{split or '-'})  postgres {postgres:4.1f}%  outside {outside_cpu_share(result):4.1f}%"
+            f"  idle {100 - busy:4.1f}%  [{result.wall_seconds:.1f} s]")
+
 
 def percentile(values: list[float], fraction: float) -> float:
     """Nearest-rank percentile of unsorted values; 0 for no values."""

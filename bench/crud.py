@@ -3,7 +3,8 @@
 For each backend: a fresh database, `ehr db upgrade`, gunicorn with 2 gthread
 workers, then concurrent creates and reads of vital-sign Observations, a raw
 single-row INSERT floor, a preload to 100,000 stored resources with reads at
-that size, a CRUD mix compared per core with published figures, and worker
+that size (at saturation from 16 clients, then from 4 clients paced to half
+that rate for the latency target), a CRUD mix compared per core with published figures, and worker
 memory. Prints one table with targets; docs/benchmarks.md explains each figure.
 
     .venv/bin/python bench/crud.py [--quick] [--backend postgresql|sqlite|both]
@@ -33,9 +34,12 @@ from common import Figure  # noqa: E402
 DATABASE_NAME = "ehr_bench"
 RSS_TARGET_MIB = 150
 FLOOR_RATIO_TARGET = 0.40
-OUTSIDE_CPU_TARGET = 15.0  # % of the cores used by other work: above it, the figures are skewed
+OUTSIDE_CPU_TARGET = common.QUIET_BUSY_PERCENT  # % of the cores used by other work: above it, the figures are skewed
 # Health Samurai FHIR server benchmark, 8 vCPU, CRUD req/s divided by 8.
 PUBLISHED_PER_VCPU = {"Aidbox": 651.5, "HAPI": 382.25, "Medplum": 177.5, "Microsoft": 55.0}
+READ_P99_TARGET_MS = 10  # with 100,000 stored, at a moderate load
+LATENCY_CLIENTS = (2, 2)  # processes x threads
+LATENCY_LOAD_SHARE = 0.5  # read latency is measured at this share of the saturated read rate
 MIX_SHARES = {"read": 0.40, "create": 0.30, "update": 0.20, "history": 0.05, "delete": 0.05}
 BUNDLE_SIZE = 1000
 
@@ -234,9 +238,9 @@ class Run:
         self.figures.append(Figure(name, self.backend.name, value, unit, target, passed))
 
     def http_load(self, jobs: list[tuple], label: str, processes: int | None = None,
-                  threads: int | None = None) -> common.LoadResult:
+                  threads: int | None = None, rate: float | None = None) -> common.LoadResult:
         result = common.run_load(functools.partial(common.HttpSession, self.server.port), jobs,
-                                 processes or self.processes, threads or self.threads, self.server)
+                                 processes or self.processes, threads or self.threads, self.server, rate)
         self.account(result, label)
         return result
 
@@ -245,9 +249,9 @@ class Run:
         failures = [r for r in result.records if not common.is_success(r.status)]
         self.errors += len(failures)
         for kind in sorted({r.kind for r in result.records}):
-            print(f"  [{self.backend.name}] {label:<14} {phase_line(result, kind)}")
-        print(f"  [{self.backend.name}] {label:<14} {cpu_line(result)}")
-        self.outside_cpu_worst = max(self.outside_cpu_worst, outside_cpu_share(result))
+            print(f"  [{self.backend.name}] {label:<14} {common.phase_line(result, kind)}")
+        print(f"  [{self.backend.name}] {label:<14} {common.cpu_line(result)}")
+        self.outside_cpu_worst = max(self.outside_cpu_worst, common.outside_cpu_share(result))
         if failures:
             statuses = sorted({(r.kind, r.status) for r in failures})
             print(f"  [{self.backend.name}] {label:<14} {len(failures)} failed: {statuses[:8]} "
@@ -264,15 +268,28 @@ class Run:
         result = self.http_load(create_jobs(self.rng, self.sizes.requests, self.patient_ids), "creates")
         self.observation_ids += [i for r in result.records if (i := created_id(r.location))]
         rate = self.report_kind(result, "create", "creates", "create")
-        self.figure("load generator CPU share (creates)", cpu_share(result.client_cpu_seconds, result), "%")
+        self.figure("load generator CPU share (creates)", common.cpu_share(result.client_cpu_seconds, result), "%")
         return rate
 
-    def measure_reads(self, label: str) -> None:
+    def measure_reads(self, label: str) -> float:
         if not self.observation_ids:
             print(f"  [{self.backend.name}] no stored Observation ids: skipping {label}")
-            return
+            return 0.0
         result = self.http_load(read_jobs(self.rng, self.sizes.requests, self.observation_ids), label)
-        self.report_kind(result, "read", label, "read")
+        return self.report_kind(result, "read", label, "read")
+
+    def measure_read_latency(self, label: str, saturated_rate: float) -> None:
+        """Reads from 4 clients paced to half the saturated rate: the latency a client sees
+        when the server is busy but not overloaded."""
+        if not self.observation_ids or not saturated_rate:
+            return
+        jobs = read_jobs(self.rng, self.sizes.requests // 2, self.observation_ids)
+        result = self.http_load(jobs, label, *LATENCY_CLIENTS, rate=LATENCY_LOAD_SHARE * saturated_rate)
+        ok = [r.seconds for r in result.of_kind("read") if common.is_success(r.status)]
+        p99 = 1000 * common.percentile(ok, 0.99)
+        self.figure(f"{label}: reads/s (paced)", len(ok) / result.wall_seconds if result.wall_seconds else None, "/s")
+        self.figure(f"{label}: read p50", 1000 * common.percentile(ok, 0.50), "ms")
+        self.figure(f"{label}: read p99", p99, "ms", f"< {READ_P99_TARGET_MS} ms", bool(ok) and p99 < READ_P99_TARGET_MS)
 
     def report_kind(self, result: common.LoadResult, kind: str, label: str, noun: str) -> float:
         ok = [r.seconds for r in result.of_kind(kind) if common.is_success(r.status)]
@@ -345,7 +362,7 @@ class Run:
         self.figure("crud mix: requests/s", rate, "/s")
         self.figure("crud mix: requests/s per core", per_core, "/s")
         self.figure("crud mix: p99", 1000 * common.percentile(ok, 0.99), "ms")
-        self.figure("load generator CPU share (mix)", cpu_share(result.client_cpu_seconds, result), "%")
+        self.figure("load generator CPU share (mix)", common.cpu_share(result.client_cpu_seconds, result), "%")
         for server_name, published in PUBLISHED_PER_VCPU.items():
             self.figure(f"mix per core / {server_name} per vCPU ({published:g})", per_core / published, "x")
 
@@ -367,7 +384,8 @@ class Run:
         self.measure_floor(create_rate)
         self.preload()
         self.figure("stored resources", len(self.patient_ids) + len(self.observation_ids))
-        self.measure_reads(f"reads @{self.sizes.stored // 1000}k")
+        saturated = self.measure_reads(f"reads @{self.sizes.stored // 1000}k")
+        self.measure_read_latency(f"reads @{self.sizes.stored // 1000}k, 4 paced clients", saturated)
         self.measure_mix()
         self.measure_memory("after the runs")
         self.figure("failed requests (all phases)", self.errors, "", "0", self.errors == 0)
@@ -375,48 +393,8 @@ class Run:
                     f"< {OUTSIDE_CPU_TARGET:g} %", self.outside_cpu_worst < OUTSIDE_CPU_TARGET)
 
 
-def phase_line(result: common.LoadResult, kind: str) -> str:
-    records = result.of_kind(kind)
-    ok = [r.seconds for r in records if common.is_success(r.status)]
-    rate = len(ok) / result.wall_seconds if result.wall_seconds else 0.0
-    return (f"{kind:<8} {len(records):>7,} req  {rate:>8,.0f}/s  p50 {1000 * common.percentile(ok, .5):6.1f} ms"
-            f"  p99 {1000 * common.percentile(ok, .99):6.1f} ms  failed {len(records) - len(ok)}")
-
-
-def cpu_share(seconds: float, result: common.LoadResult) -> float:
-    """Percent of the machine's cores used by `seconds` of CPU over the run's wall time."""
-    return 100 * seconds / (result.wall_seconds * (os.cpu_count() or 1)) if result.wall_seconds else 0.0
-
-
-def cpu_line(result: common.LoadResult) -> str:
-    client = cpu_share(result.client_cpu_seconds, result)
-    server = cpu_share(result.server_cpu_seconds, result)
-    postgres = cpu_share(result.postgres_cpu_seconds, result)
-    busy = 100 * result.machine_busy_share
-    split = "/".join(f"{s:.1f}" for s in result.worker_cpu_seconds)
-    return (f"CPU of {os.cpu_count()} cores: clients {client:4.1f}%  gunicorn {server:4.1f}% (s per worker "
-            f"{split or '-'})  postgres {postgres:4.1f}%  outside {outside_cpu_share(result):4.1f}%"
-            f"  idle {100 - busy:4.1f}%  [{result.wall_seconds:.1f} s]")
-
-
-def outside_cpu_share(result: common.LoadResult) -> float:
-    """Busy CPU not used by the clients, the workers or PostgreSQL: other work and the kernel."""
-    ours = result.client_cpu_seconds + result.server_cpu_seconds + result.postgres_cpu_seconds
-    return max(0.0, 100 * result.machine_busy_share - cpu_share(ours, result))
-
-
-def wait_for_quiet_machine(max_wait: float) -> float:
-    """Wait (at most max_wait seconds) until other work leaves the cores nearly idle; returns busy %."""
-    deadline = time.monotonic() + max_wait
-    busy = 100 * common.machine_busy_share(2)
-    while busy >= OUTSIDE_CPU_TARGET and time.monotonic() < deadline:
-        print(f"  machine {busy:.0f}% busy with other work; waiting for it to quiet down")
-        busy = 100 * common.machine_busy_share(10)
-    return busy
-
-
 def bench_backend(name: str, sizes: Sizes, args) -> list[Figure]:
-    busy = wait_for_quiet_machine(args.wait_quiet)
+    busy = common.wait_for_quiet_machine(args.wait_quiet, OUTSIDE_CPU_TARGET)
     if busy >= OUTSIDE_CPU_TARGET:
         print(f"  WARNING: the machine is {busy:.0f}% busy with other work: the figures will be low")
     workdir = Path(tempfile.mkdtemp(prefix=f"ehr-bench-{name}-"))
@@ -440,7 +418,8 @@ def print_report(machine: dict[str, str], figures: list[Figure], args) -> None:
     for key, value in machine.items():
         print(f"- {key}: {value}")
     print(f"- load: {args.processes} client processes x {args.threads} threads "
-          f"({args.processes * args.threads} keep-alive clients), gunicorn -w 2 -k gthread --threads 8 "
+          f"({args.processes * args.threads} keep-alive clients; "
+          f"{LATENCY_CLIENTS[0] * LATENCY_CLIENTS[1]} paced to {LATENCY_LOAD_SHARE:.0%} of the saturated rate for read latency), gunicorn -w 2 -k gthread --threads 8 "
           f"{args.gunicorn_args}".rstrip())
     print("\n## Results\n")
     print("\n".join(common.table_lines(figures)))
