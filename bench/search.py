@@ -4,16 +4,17 @@ latency and throughput of a fixed mix of searches.
 For each scale (number of Observations; 20,000 patients at every scale): bench/gen.py data, a
 fresh database, `ehr db upgrade`, `ehr load` in parallel processes over split files (the rate
 includes writing the search index rows), VACUUM ANALYZE, gunicorn -w 2 -k gthread --threads 8,
-then per query: max throughput from 16 clients, and latency from 4 clients paced to half of
-that rate (so that p99 is service time rather than queueing). Then the p99 ratio of the larger scale to the smaller one per
-query, and EXPLAIN (ANALYZE, BUFFERS) of the queries that missed their target. The database is
-dropped at the end.
+then per query: max throughput from 16 clients, and latency from 4 clients paced to half that
+rate (so that p99 is service time rather than queueing). Then the p99 ratio of the larger
+scale to the smaller one per query, and EXPLAIN (ANALYZE, BUFFERS) of the slow queries, with
+both the custom and the generic plan. The database is dropped at the end.
 
     .venv/bin/python bench/search.py [--scales 100000,1000000] [--fallback-scale 300000]
-                                     [--budget-minutes 35] [--wait-quiet 600] [--quick]
+                                     [--budget-minutes 35] [--wait-quiet 300] [--custom-plans] [--quick]
 
 When the larger scale would take longer than --budget-minutes (estimated from the first scale's
-load rate), the fallback scale runs instead and the report says so.
+load rate), the fallback scale runs instead and the report says so. docs/benchmarks.md explains
+each figure.
 """
 from __future__ import annotations
 
