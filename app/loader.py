@@ -5,16 +5,16 @@ changes nothing the second time. Bundle entries without an id take it from their
 fullUrl: `urn:uuid:X` becomes id X and every reference to `urn:uuid:X` in the file
 is rewritten to `Type/X`, which keeps Synthea-style transaction files idempotent.
 """
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-from sqlalchemy import Engine, select, tuple_
+from sqlalchemy import Engine, select
 
 from app.errors import FhirError
 from app.model.references import rewrite_references
-from app.store.db import write_unit
+from app.store.db import column_in, write_unit
 from app.store.resources import StoredResource, create_resource, insert_new_resources, new_resource, update_resource
 from app.store.schema import resource
 
@@ -139,12 +139,16 @@ def resource_key_of(resource) -> tuple[str, str] | None:
 
 
 def stored_keys(connection, resources: list) -> set[tuple[str, str]]:
-    """Which of these (type, id) already have a row, live or deleted."""
-    keys = {key for key in map(resource_key_of, resources) if key}
-    if not keys:
-        return set()
-    rows = connection.execute(select(resource.c.res_type, resource.c.res_id).where(tuple_(resource.c.res_type, resource.c.res_id).in_(keys)))
-    return {(row.res_type, row.res_id) for row in rows}
+    """Which of these (type, id) already have a row, live or deleted. One query per type: a row-value
+    `(res_type, res_id) IN (...)` was planned as a scan of the whole table on PostgreSQL."""
+    ids_by_type = defaultdict(set)
+    for key in filter(None, map(resource_key_of, resources)):
+        ids_by_type[key[0]].add(key[1])
+    stored = set()
+    for type_name, ids in ids_by_type.items():
+        query = select(resource.c.res_id).where(resource.c.res_type == type_name, column_in(connection, resource.c.res_id, ids))
+        stored |= {(type_name, resource_id) for resource_id in connection.execute(query).scalars()}
+    return stored
 
 
 def upsert(connection, resource) -> str:

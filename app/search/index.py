@@ -9,14 +9,17 @@ from those.
 import hashlib
 import re
 from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache, lru_cache
 
-from sqlalchemy import Connection, bindparam, delete, insert
+from sqlalchemy import Connection, bindparam, delete
 
 from app.model.elements import elements_of
 from app.search.parameters import SearchParameter, parameters_of
-from app.search.paths import compile_expression, evaluate_components
+from app.search.paths import compile_expression, evaluate_components, fhir_type, is_type
 from app.search.values import VALUES_BY_PARAMETER_TYPE, identifier_type_tokens, reference_identifier_tokens, token_values
+from app.store.db import insert_rows
 from app.store.schema import INDEX_TABLES
 
 # Answered from the resource row itself, never from index rows.
@@ -31,21 +34,53 @@ def hash64(*parts: str | None) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
 
 
+@dataclass(frozen=True)
+class IndexedParameter:
+    parameter: SearchParameter
+    evaluate: Callable[[dict], list]
+    keys: frozenset[str] | None  # the top-level keys its expression reads; None when that cannot be told
+    meta_keys: frozenset[str] | None  # for _tag, _profile...: the keys of meta it reads (every stored resource has meta)
+
+    def may_have_values(self, body: dict) -> bool:
+        """False when the resource lacks every element the expression reads, so evaluating it would find nothing."""
+        if self.keys is not None and self.keys.isdisjoint(body):
+            return False
+        return self.meta_keys is None or not self.meta_keys.isdisjoint(body.get("meta") or ())
+
+
 @cache
-def indexed_parameters(type_name: str) -> tuple[tuple[SearchParameter, object, frozenset[str] | None], ...]:
-    """The type's parameters that have index rows: each with its compiled expression and the top-level keys it reads."""
+def indexed_parameters(type_name: str) -> tuple[IndexedParameter, ...]:
+    """The type's parameters that have index rows, each with its compiled expression and the keys it reads."""
     return tuple(
-        (parameter, compile_expression(type_name, parameter.expression), keys_read(type_name, parameter))
+        IndexedParameter(
+            parameter, compile_expression(type_name, parameter.expression), keys_read(type_name, parameter),
+            meta_keys_read(type_name, parameter.expression),
+        )
         for parameter in parameters_of(type_name).values()
         if is_indexed(type_name, parameter)
     )
 
 
+def meta_keys_read(type_name: str, expression: str) -> frozenset[str] | None:
+    """`Observation.meta.tag` reads meta's `tag`; None unless every step of the expression is such a path."""
+    steps = re.findall(rf"(?<![\w.%]){type_name}\.", expression)
+    names = re.findall(rf"(?<![\w.%]){type_name}\.meta\.(\w+)", expression)
+    return frozenset(names) if names and len(names) == len(steps) else None
+
+
 def keys_read(type_name: str, parameter: SearchParameter) -> frozenset[str] | None:
-    """top_level_keys; a composite on the resource itself (code-value-quantity) needs the keys of its value part."""
-    if parameter.type == "composite" and parameter.expression == type_name:
-        return top_level_keys(type_name, f"{type_name}.{parameter.components[-1].expression}")
-    return top_level_keys(type_name, parameter.expression)
+    """top_level_keys; a composite over the resource itself (`Observation | Observation.component`) reads
+    the keys of its value component there."""
+    if parameter.type != "composite":
+        return top_level_keys(type_name, parameter.expression)
+    branches = [branch.strip() for branch in parameter.expression.split("|")]
+    keys = [value_component_keys(type_name, parameter) if branch == type_name else top_level_keys(type_name, branch) for branch in branches]
+    return None if None in keys else frozenset().union(*keys)
+
+
+def value_component_keys(type_name: str, parameter: SearchParameter) -> frozenset[str] | None:
+    branches = parameter.components[-1].expression.split("|")  # value.as(DateTime) | value.as(Period)
+    return top_level_keys(type_name, " | ".join(f"{type_name}.{branch.strip()}" for branch in branches))
 
 
 def is_indexed(type_name: str, parameter: SearchParameter) -> bool:
@@ -67,17 +102,24 @@ def composite_components(type_name: str, parameter: SearchParameter) -> tuple[Se
 
 
 def top_level_keys(type_name: str, expression: str) -> frozenset[str] | None:
-    """The JSON keys of the resource an expression can read (choices expanded: value -> valueQuantity...).
+    """The JSON keys of the resource an expression can read (choices expanded: value -> valueQuantity...,
+    but `value as CodeableConcept` reads only valueCodeableConcept).
 
     A resource has few of its type's parameters' elements, so checking for these keys
     first skips most evaluations. None when the expression reads the resource otherwise.
     """
-    names = set(re.findall(rf"(?<![\w.%]){type_name}\.(\w+)", expression))
+    steps = re.findall(rf"(?<![\w.%]){type_name}\.(\w+)(?:\s+as\s+|\.as\(|\.ofType\()?([\w.]*)", expression)
     reads_absence = re.search(r"exists\(|empty\(|not\(|!=", expression)  # yields a value when the element is absent
-    if not names or reads_absence or re.search(rf"(?<![\w.]){type_name}(?!\.\w)", expression):
+    if not steps or reads_absence or re.search(rf"(?<![\w.]){type_name}(?!\.\w)", expression):
         return None
-    elements = elements_of(type_name)
-    return frozenset(key for key, element in elements.items() if key in names or element.base in names)
+    return frozenset(key for name, wanted in steps for key in keys_of_step(type_name, name, wanted))
+
+
+def keys_of_step(type_name: str, name: str, wanted: str) -> set[str]:
+    """The keys holding element `name`, only those of type `wanted` when the step is typed (and some are)."""
+    keys = {key: element for key, element in elements_of(type_name).items() if key == name or element.base == name}
+    typed = {key for key, element in keys.items() if wanted and is_type(element.type, fhir_type(wanted))}
+    return typed or set(keys)
 
 
 def index_rows(type_name: str, body: dict | None) -> dict[str, list[dict]]:
@@ -85,16 +127,17 @@ def index_rows(type_name: str, body: dict | None) -> dict[str, list[dict]]:
     rows = defaultdict(list)
     if body is None:
         return rows
-    for parameter, evaluate, keys in indexed_parameters(type_name):
-        if keys is not None and keys.isdisjoint(body):
+    for indexed in indexed_parameters(type_name):
+        if not indexed.may_have_values(body):
             continue
+        parameter = indexed.parameter
         if parameter.type == "composite":
             rows["composite"].extend(composite_rows(type_name, parameter, body))
             continue
         convert = VALUES_BY_PARAMETER_TYPE[parameter.type]
         param_hash = hash64(type_name, parameter.code)
         seen = set()
-        for node in evaluate(body):
+        for node in indexed.evaluate(body):
             for value in convert(node.value, node.type):
                 if value not in seen:
                     seen.add(value)
@@ -123,8 +166,7 @@ def write_index_rows(connection: Connection, indexed: list[tuple[int, dict[str, 
         for parameter_type, table_rows in rows.items():
             by_table[parameter_type].extend({**row, "res_pk": pk} for row in table_rows)
     for parameter_type, table_rows in by_table.items():
-        if table_rows:
-            connection.execute(INSERTS[parameter_type], table_rows)
+        insert_rows(connection, INDEX_TABLES[parameter_type], table_rows)
 
 
 def delete_index_rows(connection: Connection, pk: int, mask: int) -> None:
@@ -213,5 +255,4 @@ ROW_BUILDERS = {
     "string": string_row, "token": token_row, "date": date_row, "number": number_row,
     "quantity": quantity_row, "reference": reference_row, "uri": uri_row,
 }
-INSERTS = {parameter_type: insert(table) for parameter_type, table in INDEX_TABLES.items()}
 DELETES = {parameter_type: delete(table).where(table.c.res_pk == bindparam("pk")) for parameter_type, table in INDEX_TABLES.items()}

@@ -10,6 +10,7 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 from app.config import load_settings
 from app.errors import BadRequest
@@ -73,6 +74,7 @@ class UriValue:
     uri: str
 
 
+@lru_cache(maxsize=65536)  # names, display texts and units recur across resources
 def fold(text: str) -> str:
     """Case- and accent-insensitive form: 'Müller ' and 'muller' compare equal."""
     decomposed = unicodedata.normalize("NFKD", text)
@@ -214,6 +216,8 @@ def reference_values(value, fhir_type: str) -> list[ReferenceValue]:
 
 def relative_to_own_base(reference: str) -> str:
     """An absolute URL under this server's EHR_BASE_URL as the relative reference it stands for."""
+    if "://" not in reference:
+        return reference
     base = load_settings().base_url
     if base and reference.startswith(base.rstrip("/") + "/"):
         return reference[len(base.rstrip("/")) + 1:]

@@ -6,16 +6,23 @@ deadlocking when a read lock is upgraded. PostgreSQL writers lock rows instead.
 """
 import threading
 from contextlib import contextmanager, nullcontext
+from functools import cache
 from pathlib import Path
 
 import orjson
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import ARRAY, JSON, ColumnElement, Connection, Engine, Table, any_, bindparam, create_engine, event, insert
+from sqlalchemy.sql.dml import Insert
 from sqlalchemy.engine import make_url
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # One lock per SQLite file in this process: writer threads queue on it in order, instead of
 # polling SQLite's lock with growing sleeps (which gave writes a p99 of 400 ms under load).
 SQLITE_WRITER_TURNS: dict[str, threading.Lock] = {}
+# Plan every execution with its own values. psycopg prepares a statement after 5 executions, and
+# PostgreSQL may then plan it once for all values: blind to how selective a code or date is, such
+# generic plans made searches 4-7 times slower (docs/benchmarks.md). Planning a search costs 0.3-2 ms.
+POSTGRESQL_OPTIONS = "-c plan_cache_mode=force_custom_plan"
+COPY_MIN_ROWS = 50
 
 
 def json_dumps(value) -> str:
@@ -29,6 +36,7 @@ def make_engine(database_url: str) -> Engine:
     return create_engine(
         url, pool_size=10, max_overflow=20,
         json_serializer=json_dumps, json_deserializer=orjson.loads,
+        connect_args={"options": " ".join(filter(None, (url.query.get("options"), POSTGRESQL_OPTIONS)))},
     )
 
 
@@ -87,3 +95,52 @@ def read_unit(engine: Engine):
             connection.execution_options(isolation_level="AUTOCOMMIT")
         with connection.begin():
             yield connection
+
+
+def insert_rows(connection: Connection, table: Table, rows: list[dict]) -> None:
+    """Insert many rows with the same keys. On PostgreSQL many rows go as one COPY stream: no statement
+    to parse, plan and execute per row, which made index rows the larger part of a bulk load's cost.
+    A few rows go as one pipelined executemany, which takes one round trip where COPY takes two."""
+    if len(rows) >= COPY_MIN_ROWS and is_postgresql(connection):
+        copy_rows(connection, table, rows)
+    elif rows:
+        connection.execute(insert_statement(table), rows)
+
+
+@cache  # statements built once: building one costs more than a round trip to the database
+def insert_statement(table: Table) -> Insert:
+    return insert(table)
+
+
+@cache
+def insert_returning_key(table: Table) -> Insert:
+    return insert(table).returning(table.c.pk, sort_by_parameter_order=True)
+
+
+def insert_rows_returning_keys(connection: Connection, table: Table, rows: list[dict]) -> list[int]:
+    """insert_rows for a table with an identity key; returns the new rows' keys in order. Many rows on
+    PostgreSQL take their keys from the identity's sequence first, then go as COPY."""
+    if len(rows) < COPY_MIN_ROWS or not is_postgresql(connection):
+        return connection.execute(insert_returning_key(table), rows).scalars().all() if rows else []
+    keys = connection.exec_driver_sql(
+        f"SELECT nextval(pg_get_serial_sequence('{table.name}', 'pk')) FROM generate_series(1, %(count)s)", {"count": len(rows)}
+    ).scalars().all()
+    copy_rows(connection, table, [{**row, "pk": key} for row, key in zip(rows, keys)])
+    return keys
+
+
+def column_in(connection: Connection, column, values) -> ColumnElement:
+    """`column IN values`; on PostgreSQL as `= ANY(one array parameter)`, one statement text for any count."""
+    if is_postgresql(connection):
+        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    return column.in_(values)
+
+
+def copy_rows(connection: Connection, table: Table, rows: list[dict]) -> None:
+    columns = [column for column in table.columns if column.name in rows[0]]
+    names = [column.name for column in columns]
+    json_names = {column.name for column in columns if isinstance(column.type, JSON)}
+    statement = f"COPY {table.name} ({', '.join(names)}) FROM STDIN"
+    with connection.connection.driver_connection.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row([json_dumps(row[name]) if name in json_names and row[name] is not None else row[name] for name in names])

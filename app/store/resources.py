@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import jsonpatch
-from sqlalchemy import Connection, and_, bindparam, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.errors import BadRequest, Conflict, Gone, InvalidResource, NotFound, PreconditionFailed, UnprocessableResource
@@ -21,16 +21,12 @@ from app.model.instants import as_utc, format_instant, utc_now
 from app.model.registry import require_served_type
 from app.model.validation import SERVER_META, check_resource_type, validate_resource
 from app.search.index import delete_index_rows, index_mask, index_rows, write_index_rows
+from app.store.db import insert_rows, insert_rows_returning_keys
 from app.store.schema import resource, resource_history
 
 MIN_TICK = timedelta(milliseconds=1)
 
 # Statements built once: building them per call costs more than the database round trip.
-# Many rows go as multi-row INSERTs of at most 100 rows, whose text the driver parses once and caches.
-INSERT_RESOURCE_RETURNING_PK = (
-    insert(resource).returning(resource.c.pk, sort_by_parameter_order=True).execution_options(insertmanyvalues_page_size=100)
-)
-INSERT_HISTORY = insert(resource_history)
 SWAP_VERSION = (
     update(resource)
     .where(resource.c.res_type == bindparam("key_type"), resource.c.res_id == bindparam("key_id"), resource.c.version == bindparam("expected_version"))
@@ -103,8 +99,8 @@ def insert_new_resources(connection: Connection, new_versions: list[StoredResour
         return
     row_sets = [index_rows(stored.type, stored.body) for stored in new_versions]
     values = [{**resource_values(stored), "index_mask": index_mask(rows)} for stored, rows in zip(new_versions, row_sets)]
-    pks = connection.execute(INSERT_RESOURCE_RETURNING_PK, values).scalars().all()
-    connection.execute(INSERT_HISTORY, [history_values(stored) for stored in new_versions])
+    pks = insert_rows_returning_keys(connection, resource, values)
+    insert_rows(connection, resource_history, [history_values(stored) for stored in new_versions])
     write_index_rows(connection, list(zip(pks, row_sets)))
 
 
@@ -330,7 +326,7 @@ def history_values(stored: StoredResource) -> dict:
 
 
 def insert_history(connection: Connection, stored: StoredResource) -> None:
-    connection.execute(INSERT_HISTORY, history_values(stored))
+    insert_rows(connection, resource_history, [history_values(stored)])
 
 
 def mark_superseded(connection: Connection, current: StoredResource, moment: datetime) -> None:
