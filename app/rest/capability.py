@@ -5,7 +5,7 @@ from app.model.instants import utc_now
 from app.model.media_types import FHIR_JSON, JSON_PATCH
 from app.model.registry import FHIR_VERSION, resource_types
 from app.search.criteria import is_searchable
-from app.search.parameters import parameters_of
+from app.search.parameters import parameters_of, shared_parameters
 from app.search.service import reference_codes
 
 SOFTWARE_NAME = "EHR Integration Server"
@@ -36,6 +36,7 @@ TYPE_OPERATIONS = {
 SYSTEM_INTERACTIONS = {
     ("/fhir", "POST"): ("transaction", "batch"),
     ("/fhir/_history", "GET"): ("history-system",),
+    ("/fhir", "GET"): ("search-system",),
 }
 
 
@@ -44,9 +45,6 @@ def served_routes() -> set[tuple[str, str]]:
 
 
 def capability_statement(base: str) -> dict:
-    routes = served_routes()
-    type_interactions = [code for route, code in TYPE_INTERACTIONS.items() if route in routes]
-    system_interactions = [code for route, codes in SYSTEM_INTERACTIONS.items() if route in routes for code in codes]
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -57,12 +55,21 @@ def capability_statement(base: str) -> dict:
         "fhirVersion": FHIR_VERSION,
         "format": [FHIR_JSON, "json"],
         "patchFormat": [JSON_PATCH],
-        "rest": [{
-            "mode": "server",
-            "resource": [resource_capability(type_name, type_interactions, routes) for type_name in sorted(resource_types())],
-            "interaction": [{"code": code} for code in system_interactions],
-        }],
+        "rest": [rest_capability(served_routes())],
     }
+
+
+def rest_capability(routes: set[tuple[str, str]]) -> dict:
+    type_interactions = [code for route, code in TYPE_INTERACTIONS.items() if route in routes]
+    system_interactions = [code for route, codes in SYSTEM_INTERACTIONS.items() if route in routes for code in codes]
+    rest = {
+        "mode": "server",
+        "resource": [resource_capability(type_name, type_interactions, routes) for type_name in sorted(resource_types())],
+        "interaction": [{"code": code} for code in system_interactions],
+    }
+    if "search-system" in system_interactions:
+        rest["searchParam"] = system_search_parameters()
+    return rest
 
 
 def resource_capability(type_name: str, interactions: list[str], routes: set[tuple[str, str]]) -> dict:
@@ -102,4 +109,14 @@ def search_parameters(type_name: str) -> list[dict]:
         {"name": code, "definition": parameter.url, "type": parameter.type}
         for code, parameter in sorted(parameters_of(type_name).items())
         if is_searchable(type_name, parameter)
+    ]
+
+
+def system_search_parameters() -> list[dict]:
+    """The parameters a search across every type answers: those all types share (_id, _lastUpdated, _tag...)."""
+    type_names = tuple(sorted(resource_types()))
+    return [
+        {"name": code, "definition": parameter.url, "type": parameter.type}
+        for code, parameter in sorted(shared_parameters(type_names).items())
+        if all(is_searchable(type_name, parameters_of(type_name)[code]) for type_name in type_names)
     ]

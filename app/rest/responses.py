@@ -59,7 +59,7 @@ def prefers_lenient_handling() -> bool:
 
 def page_links(params: list[tuple[str, str]], next_cursor: dict | None, path: str | None = None) -> dict[str, str]:
     """self and, when there is more, next; the cursor is opaque to clients. `path` defaults to the request's."""
-    url = fhir_base() + (path or request.path.removeprefix("/fhir"))
+    url = fhir_base() + (request.path.removeprefix("/fhir") if path is None else path)
     params = [(key, value) for key, value in params if key != "_cursor"]
     links = {"self": link_url(url, params)}
     if next_cursor is not None:

@@ -149,26 +149,43 @@ def search(type_name):
 
 @fhir.post("/<type_name>/_search")
 def search_by_post(type_name):
+    return search_response(type_name, form_parameters())
+
+
+@fhir.get("", strict_slashes=False)
+def system_search():
+    """Search across every type, or the types `_type` names."""
+    return search_response(None, list(request.args.items(multi=True)))
+
+
+@fhir.post("/_search")
+def system_search_by_post():
+    return search_response(None, form_parameters())
+
+
+def form_parameters() -> list[tuple[str, str]]:
     """POST _search: the parameters come form-encoded in the body (and may also be in the URL)."""
     if request.mimetype != "application/x-www-form-urlencoded":
         raise UnsupportedMediaType("POST _search takes its parameters as application/x-www-form-urlencoded.")
-    return search_response(type_name, [*request.args.items(multi=True), *request.form.items(multi=True)])
+    return [*request.args.items(multi=True), *request.form.items(multi=True)]
 
 
-def search_response(type_name: str, pairs: list[tuple[str, str]]):
+def search_response(type_name: str | None, pairs: list[tuple[str, str]]):
+    """A searchset Bundle for a search of `type_name`, or across types (system-level) when it is None."""
     settings = current_app.config["EHR_SETTINGS"]
     search, honoured = search_request(type_name, pairs, prefers_lenient_handling(), settings.default_page_size, settings.max_page_size)
     summary = dict(pairs).get("_summary")
     check_summary_mode(summary)
     links_params = [(name, value) for name, value in honoured if name != "_cursor"]
+    path = f"/{type_name}" if type_name else ""  # links are GETs, also for POST _search
     with read_unit(engine()) as connection:
         if summary == "count" or search.count == 0:  # R4: _count=0 is treated as _summary=count
-            return fhir_response(bundle("searchset", [], page_links(links_params, None, f"/{type_name}"), count_matches(connection, search)))
+            return fhir_response(bundle("searchset", [], page_links(links_params, None, path), count_matches(connection, search)))
         result = run_search(connection, search)
     base, elements = fhir_base(), dict(pairs).get("_elements")
     entries = [search_entry(base, stored, subset(stored.body, summary, elements)) for stored in result.matches]
     entries += [search_entry(base, stored, subset(stored.body, summary, elements), mode="include") for stored in result.included]
-    return fhir_response(bundle("searchset", entries, page_links(links_params, result.next_cursor, f"/{type_name}"), result.total))
+    return fhir_response(bundle("searchset", entries, page_links(links_params, result.next_cursor, path), result.total))
 
 
 @fhir.get("/_history")

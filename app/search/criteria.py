@@ -4,6 +4,11 @@
 EXISTS. Chains (`subject:Patient.name=x`) and reverse chains
 (`_has:Observation:patient:code=x`) become semi-joins on the reference index,
 never application-side loops.
+
+Index rows carry hashes of (type, parameter, ...). A criterion is compiled for a
+tuple of types that define its parameter alike: one type for a type-level search,
+several for a system-level one, whose hashes are then matched with IN, so that
+`_tag` across every type is still one EXISTS on one index.
 """
 import re
 from dataclasses import dataclass, replace
@@ -18,7 +23,7 @@ from app.errors import BadRequest
 from app.model.instants import date_range, utc_now
 from app.model.registry import is_served
 from app.search.index import ROW_PARAMETERS, composite_components, hash64, is_indexed
-from app.search.parameters import SearchParameter, parameters_of
+from app.search.parameters import SearchParameter, parameters_of, shared_parameters
 from app.search.values import fold, relative_to_own_base
 from app.store.schema import INDEX_TABLES, resource
 
@@ -51,20 +56,61 @@ def split_values(value: str) -> list[str]:
     return [part.replace("\\,", ",").replace("\\|", "|").replace("\\$", "$") for part in UNESCAPED_COMMA.split(value)]
 
 
-def criterion_condition(type_name: str, query: Query, table=resource, depth: int = 0) -> ColumnElement:
-    """The SQL condition on `table` (a resource table alias) that `query` asks for."""
+def condition_across_types(type_names: tuple[str, ...], query: Query) -> ColumnElement:
+    """The condition `query` puts on a search over `type_names`: one type, or several (a system-level search).
+
+    Types that define the parameter alike share one condition; when they define it
+    differently (Patient's and Practitioner's `name`), each group's condition applies
+    to its own types' resources.
+    """
+    if len(type_names) > 1:
+        check_shared_parameter(type_names, query)
+    groups = types_defining_alike(type_names, parameter_code(query))
+    if len(groups) == 1:
+        return criterion_condition(type_names, query)
+    return or_(*[and_(resource.c.res_type.in_(group), criterion_condition(group, query)) for group in groups])
+
+
+def types_defining_alike(type_names: tuple[str, ...], code: str) -> list[tuple[str, ...]]:
+    """`type_names` grouped by their definition of the parameter `code` (one group for _has and common parameters)."""
+    groups: dict[tuple | None, list[str]] = {}
+    for type_name in type_names:
+        definition = parameters_of(type_name).get(code)
+        key = (definition.url, definition.targets, definition.components) if definition else None
+        groups.setdefault(key, []).append(type_name)
+    return [tuple(group) for group in groups.values()]
+
+
+def parameter_code(query: Query) -> str:
+    """`subject` for `subject:Patient.name`, `_has` for `_has:Observation:patient:code`."""
+    return query.name.partition(".")[0].partition(":")[0]
+
+
+def check_shared_parameter(type_names: tuple[str, ...], query: Query) -> None:
+    """Across several types only `_has` and the parameters all of them define with the same type may be used."""
+    code = parameter_code(query)
+    if code != "_has" and code not in shared_parameters(type_names):
+        raise BadRequest(
+            f"Unknown search parameter '{code}' for a search across several types: only the parameters that every type "
+            f"searched defines with the same type can be used ({', '.join(sorted(shared_parameters(type_names)))}, _has); "
+            "name fewer types with _type to use more of theirs."
+        )
+
+
+def criterion_condition(type_names: tuple[str, ...], query: Query, table=resource, depth: int = 0) -> ColumnElement:
+    """The SQL condition on `table` (a resource table alias) that `query` asks for, for types that define it alike."""
     if query.name.startswith("_has:"):
-        return reverse_chain_condition(type_name, query, table, depth)
+        return reverse_chain_condition(type_names, query, table, depth)
     name, _, chain = query.name.partition(".")
     code, _, modifier = name.partition(":")
-    parameter = parameter_or_error(type_name, code)
+    parameter = parameter_or_error(type_names[0], code)
     if chain:
-        return chain_condition(type_name, parameter, modifier, chain, query.value, table, depth)
+        return chain_condition(type_names, parameter, modifier, chain, query.value, table, depth)
     if code == "_id":
         return id_condition(query.value, modifier, table)
     if code == "_lastUpdated":
         return last_updated_condition(query.value, modifier, table)
-    return index_condition(type_name, parameter, modifier, query.value, table)
+    return index_condition(type_names, parameter, modifier, query.value, table)
 
 
 def is_searchable(type_name: str, parameter: SearchParameter) -> bool:
@@ -97,42 +143,55 @@ def last_updated_condition(value: str, modifier: str, table) -> ColumnElement:
     return or_(*conditions)
 
 
-def index_condition(type_name: str, parameter: SearchParameter, modifier: str, value: str, table) -> ColumnElement:
+def hash_condition(column, type_names: tuple[str, ...], *parts: str | None) -> ColumnElement:
+    """`column` holds the hash of (type, *parts) for one of `type_names`."""
+    hashes = [hash64(type_name, *parts) for type_name in type_names]
+    return column == hashes[0] if len(hashes) == 1 else column.in_(hashes)
+
+
+def index_condition(type_names: tuple[str, ...], parameter: SearchParameter, modifier: str, value: str, table) -> ColumnElement:
     check_modifier(parameter, modifier)
     index = INDEX_TABLES.get(parameter.type)
     if index is None:
         raise BadRequest(f"Searching by {parameter.type} parameters such as '{parameter.code}' is not supported yet.")
-    param_hash = hash64(type_name, parameter.code)
+    of_parameter = hash_condition(index.c.h_param, type_names, parameter.code)
     if modifier == "missing":
-        return missing_condition(index, param_hash, value, table)
+        return missing_condition(index, of_parameter, value, table)
     values = split_values(value)
     if modifier in ("identifier", "of-type"):
-        return keyed_token_condition(type_name, parameter, modifier, values, table)
-    if parameter.type == "composite" and composite_components(type_name, parameter) is None:
+        return keyed_token_condition(type_names, parameter, modifier, values, table)
+    if parameter.type == "composite" and composite_components(type_names[0], parameter) is None:
         raise BadRequest(f"The composite parameter '{parameter.code}' combines component types this server does not search yet.")
-    value_conditions = [VALUE_CONDITIONS[parameter.type](index, type_name, parameter, modifier, part) for part in values]
-    matched = exists().where(index.c.res_pk == table.c.pk, index.c.h_param == param_hash, or_(*value_conditions))
+    value_conditions = [VALUE_CONDITIONS[parameter.type](index, type_names, parameter, modifier, part) for part in values]
+    of_parameter_test = () if hashes_name_parameter(parameter, modifier) else (of_parameter,)
+    matched = exists().where(index.c.res_pk == table.c.pk, *of_parameter_test, or_(*value_conditions))
     return not_(matched) if modifier == "not" else matched
 
 
-def keyed_token_condition(type_name: str, parameter: SearchParameter, modifier: str, values: list[str], table) -> ColumnElement:
+def hashes_name_parameter(parameter: SearchParameter, modifier: str) -> bool:
+    """Token value hashes include the type and parameter, so an h_param test beside them is redundant,
+    and it kept PostgreSQL off the (hash, res_pk) indexes that return matches in pk order."""
+    return parameter.type == "token" and modifier != "text"
+
+
+def keyed_token_condition(type_names: tuple[str, ...], parameter: SearchParameter, modifier: str, values: list[str], table) -> ColumnElement:
     """`subject:identifier=system|value` and `identifier:of-type=system|code|value` match the token rows
     indexed under `<code>:<modifier>` (see app/search/index.py)."""
     tokens = INDEX_TABLES["token"]
     keyed = replace(parameter, code=f"{parameter.code}:{modifier}")
     if modifier == "of-type":
-        conditions = [tokens.c.h_sys_code == of_type_hash(type_name, keyed.code, value) for value in values]
+        conditions = [of_type_condition(tokens, type_names, keyed.code, value) for value in values]
     else:
-        conditions = [token_value_condition(tokens, type_name, keyed, None, value) for value in values]
-    return exists().where(tokens.c.res_pk == table.c.pk, tokens.c.h_param == hash64(type_name, parameter.code), or_(*conditions))
+        conditions = [token_value_condition(tokens, type_names, keyed, None, value) for value in values]
+    return exists().where(tokens.c.res_pk == table.c.pk, or_(*conditions))  # the hashes name the parameter
 
 
-def of_type_hash(type_name: str, keyed_code: str, value: str) -> int:
+def of_type_condition(tokens, type_names: tuple[str, ...], keyed_code: str, value: str) -> ColumnElement:
     """The hash an identifier of that type and value is indexed under: (type system|code, value)."""
     parts = value.split("|")
     if len(parts) != 3 or not all(parts[1:]):
         raise BadRequest(f":of-type takes system|code|value (the identifier's type and its value), not '{value}'.")
-    return hash64(type_name, keyed_code, f"{parts[0]}|{parts[1]}", parts[2])
+    return hash_condition(tokens.c.h_sys_code, type_names, keyed_code, f"{parts[0]}|{parts[1]}", parts[2])
 
 
 def check_modifier(parameter: SearchParameter, modifier: str) -> None:
@@ -146,14 +205,14 @@ def check_modifier(parameter: SearchParameter, modifier: str) -> None:
         raise BadRequest(f"The modifier :{modifier} is not supported on {parameter.type} parameter '{parameter.code}' (supported: {names}).")
 
 
-def missing_condition(index, param_hash: int, value: str, table) -> ColumnElement:
+def missing_condition(index, of_parameter: ColumnElement, value: str, table) -> ColumnElement:
     if value not in ("true", "false"):
         raise BadRequest(f":missing takes true or false, not '{value}'.")
-    present = exists().where(index.c.res_pk == table.c.pk, index.c.h_param == param_hash)
+    present = exists().where(index.c.res_pk == table.c.pk, of_parameter)
     return not_(present) if value == "true" else present
 
 
-def string_value_condition(index, type_name, parameter, modifier, value: str) -> ColumnElement:
+def string_value_condition(index, type_names, parameter, modifier, value: str) -> ColumnElement:
     if modifier == "exact":
         return index.c.exact == value
     folded = fold(value)
@@ -166,44 +225,44 @@ def escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def token_value_condition(index, type_name, parameter, modifier, value: str) -> ColumnElement:
+def token_value_condition(index, type_names, parameter, modifier, value: str) -> ColumnElement:
     if modifier == "text":
         folded = fold(value)
         return and_(index.c.text >= folded, index.c.text < folded + "\uffff")
     if "|" not in value:
-        return index.c.h_code == hash64(type_name, parameter.code, None, value)
+        return hash_condition(index.c.h_code, type_names, parameter.code, None, value)
     system, _, code = value.partition("|")
     if not code:
-        return index.c.h_sys == hash64(type_name, parameter.code, system)
-    return index.c.h_sys_code == hash64(type_name, parameter.code, system or None, code)
+        return hash_condition(index.c.h_sys, type_names, parameter.code, system)
+    return hash_condition(index.c.h_sys_code, type_names, parameter.code, system or None, code)
 
 
-def date_value_condition(index, type_name, parameter, modifier, value: str) -> ColumnElement:
+def date_value_condition(index, type_names, parameter, modifier, value: str) -> ColumnElement:
     prefix, text = split_prefix(value)
     low, high = search_date_range(text)
     return range_condition(prefix, index.c.low, index.c.high, low, high)
 
 
-def number_value_condition(index, type_name, parameter, modifier, value: str) -> ColumnElement:
+def number_value_condition(index, type_names, parameter, modifier, value: str) -> ColumnElement:
     prefix, text = split_prefix(value)
     return number_condition(prefix, index.c.value, text)
 
 
-def quantity_value_condition(index, type_name, parameter, modifier, value: str) -> ColumnElement:
+def quantity_value_condition(index, type_names, parameter, modifier, value: str) -> ColumnElement:
     number, _, unit = value.partition("|")
     prefix, text = split_prefix(number)
     condition = number_condition(prefix, index.c.value, text)
     system, _, code = unit.partition("|")
     if code:
-        return and_(condition, index.c.h_sys_code == hash64(type_name, parameter.code, system or None, code)) if system else and_(
-            condition, index.c.h_code == hash64(type_name, parameter.code, None, code)
+        return and_(condition, hash_condition(index.c.h_sys_code, type_names, parameter.code, system or None, code)) if system else and_(
+            condition, hash_condition(index.c.h_code, type_names, parameter.code, None, code)
         )
     if system:  # `5.4||mg`-style units without a system are handled above; `5.4|http://unitsofmeasure.org` alone is not meaningful
         raise BadRequest(f"'{value}': a quantity search names its unit as number|system|code or number||code.")
     return condition
 
 
-def reference_value_condition(index, type_name, parameter, modifier, value: str) -> ColumnElement:
+def reference_value_condition(index, type_names, parameter, modifier, value: str) -> ColumnElement:
     target_type, target_id = reference_target(parameter, modifier, value)
     if target_id is None:
         return index.c.h_url == hash64(value)
@@ -226,7 +285,7 @@ def reference_target(parameter: SearchParameter, modifier: str, value: str) -> t
     return (parameter.targets[0] if len(parameter.targets) == 1 else None), value
 
 
-def uri_value_condition(index, type_name, parameter, modifier, value: str) -> ColumnElement:
+def uri_value_condition(index, type_names, parameter, modifier, value: str) -> ColumnElement:
     if modifier == "below":
         return index.c.uri.like(f"{escape_like(value)}%", escape="\\")
     if modifier == "above":
@@ -241,14 +300,14 @@ def uri_ancestors(value: str) -> list[str]:
     return [f"{scheme}://{'/'.join(parts[:length])}" for length in range(1, len(parts) + 1)] if rest else [value]
 
 
-def composite_value_condition(index, type_name, parameter, modifier, value: str) -> ColumnElement:
+def composite_value_condition(index, type_names, parameter, modifier, value: str) -> ColumnElement:
     """`code$value`, e.g. component-code-value-quantity=http://loinc.org|8480-6$gt140: both from the same element."""
     token_text, dollar, value_text = value.partition("$")
     if not dollar or not token_text or not value_text:
         raise BadRequest(f"'{value}' is not a composite value: send the two parts separated by $, e.g. 8480-6$gt140.")
-    left, right = composite_components(type_name, parameter)
-    token = token_value_condition(component_columns(index, "l_"), type_name, left, None, token_text)
-    return and_(token, VALUE_CONDITIONS[right.type](component_columns(index, "r_"), type_name, right, None, value_text))
+    left, right = composite_components(type_names[0], parameter)
+    token = token_value_condition(component_columns(index, "l_"), type_names, left, None, token_text)
+    return and_(token, VALUE_CONDITIONS[right.type](component_columns(index, "r_"), type_names, right, None, value_text))
 
 
 def component_columns(index, prefix: str) -> SimpleNamespace:
@@ -340,7 +399,7 @@ def approximately(low_column, high_column, low: datetime, high: datetime) -> Col
     return and_(low_column < high + margin, high_column > low - margin)
 
 
-def chain_condition(type_name, parameter, modifier, chain, value, table, depth) -> ColumnElement:
+def chain_condition(type_names, parameter, modifier, chain, value, table, depth) -> ColumnElement:
     """`subject:Patient.name=x`: a reference whose target matches the rest of the chain."""
     if parameter.type != "reference":
         raise BadRequest(f"'{parameter.code}' is a {parameter.type} parameter; only reference parameters can be chained.")
@@ -351,7 +410,7 @@ def chain_condition(type_name, parameter, modifier, chain, value, table, depth) 
         raise BadRequest(f"No target type of '{parameter.code}' has a search parameter '{chain.split('.')[0].split(':')[0]}'; name the type, e.g. {parameter.code}:Patient.{chain}.")
     reference = INDEX_TABLES["reference"].alias()
     targets = [chained_target_condition(target_type, chain, value, reference, depth) for target_type in target_types]
-    return exists().where(reference.c.res_pk == table.c.pk, reference.c.h_param == hash64(type_name, parameter.code), or_(*targets))
+    return exists().where(reference.c.res_pk == table.c.pk, hash_condition(reference.c.h_param, type_names, parameter.code), or_(*targets))
 
 
 def chained_parameter_exists(type_name: str, chain: str) -> bool:
@@ -363,12 +422,12 @@ def chained_target_condition(target_type: str, chain: str, value: str, reference
     if not is_served(target_type):
         raise BadRequest(f"'{target_type}' is not a resource type this server serves.")
     target = resource.alias()
-    inner = criterion_condition(target_type, Query(chain, value), target, depth + 1)
+    inner = criterion_condition((target_type,), Query(chain, value), target, depth + 1)
     matches = select(target.c.res_id).where(target.c.res_type == target_type, target.c.deleted == false(), inner)
     return and_(reference.c.target_type == target_type, reference.c.target_id.in_(matches))
 
 
-def reverse_chain_condition(type_name: str, query: Query, table, depth: int) -> ColumnElement:
+def reverse_chain_condition(type_names: tuple[str, ...], query: Query, table, depth: int) -> ColumnElement:
     """`_has:Observation:patient:code=x`: some Observation whose `patient` points here matches code=x."""
     parts = query.name.split(":", 3)
     if len(parts) < 4 or not all(parts[1:]):
@@ -381,13 +440,18 @@ def reverse_chain_condition(type_name: str, query: Query, table, depth: int) -> 
     reference_parameter = parameter_or_error(source_type, reference_code)
     source = resource.alias()
     reference = INDEX_TABLES["reference"].alias()
-    inner = criterion_condition(source_type, Query(rest, query.value), source, depth + 1)
+    inner = criterion_condition((source_type,), Query(rest, query.value), source, depth + 1)
     return exists().where(
         reference.c.h_param == hash64(source_type, reference_parameter.code),
-        reference.c.target_type == type_name,
+        reference.c.target_type == searched_type(type_names, table),
         reference.c.target_id == table.c.res_id,
         source.c.pk == reference.c.res_pk,
         source.c.res_type == source_type,
         source.c.deleted == false(),
         inner,
     )
+
+
+def searched_type(type_names: tuple[str, ...], table) -> str | ColumnElement:
+    """The type of the resource searched: the type itself, or across several types the row's own."""
+    return type_names[0] if len(type_names) == 1 else table.c.res_type

@@ -73,6 +73,18 @@ def parameter(type_name: str, code: str) -> SearchParameter | None:
     return parameters_of(type_name).get(code)
 
 
+def shared_parameters(type_names: tuple[str, ...]) -> dict[str, SearchParameter]:
+    """code -> parameter for the parameters that every one of `type_names` defines with the same type:
+    those a search across these types may use (R4 search.html, _type). Across every type: _id, _lastUpdated, _tag...
+    """
+    first, *others = type_names
+    return {
+        code: shared
+        for code, shared in parameters_of(first).items()
+        if all(code in parameters_of(other) and parameters_of(other)[code].type == shared.type for other in others)
+    }
+
+
 @cache
 def patient_compartment() -> dict[str, tuple[str, ...]]:
     document = read_conformance("compartment-patient.json")

@@ -1,23 +1,26 @@
-"""Type-level search: criteria, sorting, keyset paging, totals and _include/_revinclude, as one SQL query per step.
+"""Type-level and system-level search: criteria, sorting, keyset paging, totals and _include/_revinclude,
+as one SQL query per step.
 
 Paging never uses OFFSET: the cursor holds the last row's sort keys and pk, and the
-next page starts after them, so page 1,000 costs what page 1 costs.
+next page starts after them, so page 1,000 costs what page 1 costs. The pk is global
+to the resource table, so the same cursor pages a search across several types.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import Connection, DateTime, Numeric, String, and_, false, func, literal, or_, select
+from sqlalchemy import Connection, DateTime, Numeric, String, and_, false, func, literal, or_, select, true
 from sqlalchemy.sql import ColumnElement
 
 from app.errors import BadRequest
 from app.model.instants import as_utc
-from app.model.registry import require_served_type
-from app.search.criteria import Query, criterion_condition, parameter_or_error
+from app.model.registry import is_served, require_served_type, resource_types
+from app.search.criteria import Query, condition_across_types, parameter_or_error
 from app.search.cursor import FOREIGN_CURSOR, decode_cursor
 from app.search.values import EARLIEST, LATEST
-from app.search.index import hash64
+from app.search.index import ROW_PARAMETERS, hash64
 from app.search.parameters import parameters_of
+from app.store.db import is_postgresql
 from app.store.resources import StoredResource, stored_from_row
 from app.store.schema import INDEX_TABLES, resource
 
@@ -45,7 +48,7 @@ class Include:
 
 @dataclass(frozen=True)
 class SearchRequest:
-    type: str
+    type: str | None  # None: a system-level search, over `types`
     criteria: tuple[Query, ...] = ()
     sort: tuple[SortKey, ...] = ()
     count: int = 50
@@ -53,6 +56,7 @@ class SearchRequest:
     revincludes: tuple[Include, ...] = ()
     total: str | None = None
     cursor: dict | None = None
+    types: tuple[str, ...] = ()  # a system-level search's _type list; () for every type
 
 
 @dataclass
@@ -63,28 +67,59 @@ class SearchResult:
     total: int | None = None
 
 
-def search_request(type_name: str, pairs: list[tuple[str, str]], lenient: bool, default_count: int, max_count: int):
+def search_request(type_name: str | None, pairs: list[tuple[str, str]], lenient: bool, default_count: int, max_count: int):
     """The SearchRequest that the query's (name, value) pairs ask for, and the pairs honoured (for the self link).
 
+    `type_name` None asks for a system-level search: over the types `_type` names, or every type.
     Unknown or malformed criteria are a 400, or with lenient handling are dropped.
     """
-    require_served_type(type_name)
+    scope_pairs = [(name, value) for name, value in pairs if type_name is None and name == "_type"]
+    scope = search_scope(type_name, [value for _, value in scope_pairs])
     results = [(name, value) for name, value in pairs if is_result_parameter(name)]
-    criteria = [Query(name, value) for name, value in pairs if not is_result_parameter(name)]
-    criteria = known_criteria(type_name, criteria) if lenient else checked_criteria(type_name, criteria)
+    criteria = [Query(name, value) for name, value in pairs if not is_result_parameter(name) and (name, value) not in scope_pairs]
+    types = searched_types(scope)
+    criteria = known_criteria(types, criteria) if lenient else checked_criteria(types, criteria)
     single = dict(results)
     check_total_mode(single.get("_total"))
-    request = SearchRequest(
-        type=type_name,
+    request = replace(
+        scope,
         criteria=tuple(criteria),
-        sort=parse_sort(type_name, single.get("_sort")),
+        sort=parse_sort(scope.type, single.get("_sort")),
         count=page_count(single.get("_count"), default_count, max_count),
-        includes=parse_includes(type_name, [(n, v) for n, v in results if n.startswith("_include")], reverse=False),
-        revincludes=parse_includes(type_name, [(n, v) for n, v in results if n.startswith("_revinclude")], reverse=True),
+        includes=parse_includes(types, [(n, v) for n, v in results if n.startswith("_include")], reverse=False),
+        revincludes=parse_includes(types, [(n, v) for n, v in results if n.startswith("_revinclude")], reverse=True),
         total=single.get("_total"),
         cursor=decode_cursor(single["_cursor"]) if single.get("_cursor") else None,
     )
-    return request, [*results, *((query.name, query.value) for query in criteria)]
+    return request, [*results, *scope_pairs, *((query.name, query.value) for query in criteria)]
+
+
+def search_scope(type_name: str | None, type_lists: list[str]) -> SearchRequest:
+    """The types a search covers, as a SearchRequest without criteria. A system-level search whose
+    _type names one type is that type's search; one that names several covers just those."""
+    if type_name is not None:
+        require_served_type(type_name)
+        return SearchRequest(type_name)
+    types = parse_type_list(type_lists)
+    return SearchRequest(types[0]) if len(types) == 1 else SearchRequest(None, types=types)
+
+
+def parse_type_list(values: list[str]) -> tuple[str, ...]:
+    """The served types that `_type=Patient,Observation` names, in order and without repeats; () without _type."""
+    if len(values) > 1:
+        raise BadRequest("Give _type once, with the types separated by commas (_type=Patient,Observation).")
+    types = tuple(dict.fromkeys(part.strip() for part in values[0].split(",") if part.strip())) if values else ()
+    for name in types:
+        if not is_served(name):
+            raise BadRequest(f"_type names '{name}', which is not a resource type this server serves.")
+    return types
+
+
+def searched_types(request: SearchRequest) -> tuple[str, ...]:
+    """The search's one type, a system-level search's _type list, or every served type."""
+    if request.type is not None:
+        return (request.type,)
+    return request.types or tuple(sorted(resource_types()))
 
 
 def page_count(text: str | None, default: int, maximum: int) -> int:
@@ -99,36 +134,45 @@ def is_result_parameter(name: str) -> bool:
     return name.split(":")[0] in RESULT_PARAMETERS
 
 
-def checked_criteria(type_name: str, criteria: list[Query]) -> list[Query]:
+def checked_criteria(types: tuple[str, ...], criteria: list[Query]) -> list[Query]:
     """The criteria, after raising BadRequest for the first one that is unknown or malformed."""
     for query in criteria:
-        criterion_condition(type_name, query)
+        condition_across_types(types, query)
     return criteria
 
 
-def known_criteria(type_name: str, criteria: list[Query]) -> list[Query]:
+def known_criteria(types: tuple[str, ...], criteria: list[Query]) -> list[Query]:
     """Lenient handling: the criteria the server understands; the others are dropped (and left out of links)."""
     kept = []
     for query in criteria:
         try:
-            criterion_condition(type_name, query)
+            condition_across_types(types, query)
         except BadRequest:
             continue
         kept.append(query)
     return kept
 
 
-def parse_sort(type_name: str, text: str | None) -> tuple[SortKey, ...]:
+def parse_sort(type_name: str | None, text: str | None) -> tuple[SortKey, ...]:
     keys = []
     for item in filter(None, (part.strip() for part in (text or "").split(","))):
         code = item.removeprefix("-")
-        if code not in ("_id", "_lastUpdated") and parameter_or_error(type_name, code).type not in SORT_TYPES:
-            raise BadRequest(f"_sort={code}: {parameter_or_error(type_name, code).type} parameters cannot be sorted on.")
+        check_sortable(type_name, code)
         keys.append(SortKey(code, item.startswith("-")))
     return tuple(keys)
 
 
-def parse_includes(type_name: str, values: list[str], reverse: bool) -> tuple[Include, ...]:
+def check_sortable(type_name: str | None, code: str) -> None:
+    """_id and _lastUpdated sort any search; a type's own parameters sort only a search of that type."""
+    if code in ROW_PARAMETERS:
+        return
+    if type_name is None:
+        raise BadRequest(f"_sort={code}: a search across several types sorts only by _id or _lastUpdated.")
+    if parameter_or_error(type_name, code).type not in SORT_TYPES:
+        raise BadRequest(f"_sort={code}: {parameter_or_error(type_name, code).type} parameters cannot be sorted on.")
+
+
+def parse_includes(types: tuple[str, ...], values: list[str], reverse: bool) -> tuple[Include, ...]:
     includes = []
     for name, value in values:
         iterate = name.endswith(":iterate") or name.endswith(":recurse")
@@ -136,8 +180,8 @@ def parse_includes(type_name: str, values: list[str], reverse: bool) -> tuple[In
         code, _, target_type = rest.partition(":")
         if not source_type or not code:
             raise BadRequest(f"{name}={value} is not of the form Type:parameter[:targetType] (or Type:*).")
-        if not reverse and not iterate and source_type != type_name:
-            raise BadRequest(f"_include={value}: the source type must be {type_name}, the type searched (or use _include:iterate).")
+        if not reverse and not iterate and source_type not in types:
+            raise BadRequest(f"_include={value}: {source_type} is not a type searched (or use _include:iterate).")
         if code != "*" and parameter_or_error(source_type, code).type != "reference":
             raise BadRequest(f"{name}={value}: '{code}' is not a reference parameter of {source_type}.")
         includes.append(Include(source_type, code, target_type or None, iterate))
@@ -150,7 +194,8 @@ def check_total_mode(mode: str | None) -> None:
 
 
 def run_search(connection: Connection, request: SearchRequest) -> SearchResult:
-    require_served_type(request.type)
+    if request.type is not None:
+        require_served_type(request.type)
     condition = search_condition(request)
     keys = sort_columns(request)
     statement = select(resource, *[column for column, _ in keys]).where(condition)
@@ -162,19 +207,43 @@ def run_search(connection: Connection, request: SearchRequest) -> SearchResult:
     result = SearchResult([stored_from_row(row) for row in page])
     if len(rows) > request.count and page:
         result.next_cursor = cursor_of(page[-1], keys)
-    if request.total in ("accurate", "estimate"):
-        result.total = count_matches(connection, request)
+    if request.total in ("accurate", "estimate"):  # a first page that holds every match needs no count
+        result.total = len(page) if request.cursor is None and len(rows) <= request.count else matches_total(connection, request)
     result.included = included_resources(connection, result.matches, request)
     return result
+
+
+def matches_total(connection: Connection, request: SearchRequest) -> int:
+    """The number of matches, or for _total=estimate on PostgreSQL the planner's estimate of it (SQLite has none)."""
+    if request.total == "estimate" and is_postgresql(connection):
+        return estimated_matches(connection, request)
+    return count_matches(connection, request)
 
 
 def count_matches(connection: Connection, request: SearchRequest) -> int:
     return connection.execute(select(func.count()).select_from(resource).where(search_condition(request))).scalar()
 
 
+def estimated_matches(connection: Connection, request: SearchRequest) -> int:
+    """PostgreSQL's row estimate for the search: the top plan's "Plan Rows" of EXPLAIN, which plans without
+    running the query, so costs the same for ten matches or ten million. Not exact, and at least 1."""
+    statement = select(resource.c.pk).where(search_condition(request))
+    compiled = statement.compile(dialect=connection.dialect, compile_kwargs={"render_postcompile": True})
+    plan = connection.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", compiled.params).scalar()
+    return round(plan[0]["Plan"]["Plan Rows"])
+
+
 def search_condition(request: SearchRequest) -> ColumnElement:
-    conditions = [criterion_condition(request.type, query) for query in request.criteria]
-    return and_(resource.c.res_type == request.type, resource.c.deleted == false(), *conditions)
+    types = searched_types(request)
+    conditions = [condition_across_types(types, query) for query in request.criteria]
+    return and_(type_condition(request), resource.c.deleted == false(), *conditions)
+
+
+def type_condition(request: SearchRequest) -> ColumnElement:
+    """The search's one type; for a system-level search the types _type names, or any type."""
+    if request.type is not None:
+        return resource.c.res_type == request.type
+    return resource.c.res_type.in_(request.types) if request.types else true()
 
 
 def sort_columns(request: SearchRequest) -> list[tuple[ColumnElement, bool]]:
