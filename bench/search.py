@@ -10,7 +10,7 @@ scale to the smaller one per query, and EXPLAIN (ANALYZE, BUFFERS) of the slow q
 both the custom and the generic plan. The database is dropped at the end.
 
     .venv/bin/python bench/search.py [--scales 100000,1000000] [--fallback-scale 300000]
-                                     [--budget-minutes 35] [--wait-quiet 300] [--custom-plans] [--quick]
+                                     [--budget-minutes 35] [--wait-quiet 300] [--quick]
 
 When the larger scale would take longer than --budget-minutes (estimated from the first scale's
 load rate), the fallback scale runs instead and the report says so. docs/benchmarks.md explains
@@ -278,13 +278,6 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def set_plan_cache_mode(mode: str) -> None:
-    """For connections opened from now on: `auto` is PostgreSQL's default, under which a statement
-    that psycopg has prepared (after 5 executions) may switch to a generic plan."""
-    with psycopg.connect(common.postgres_dsn(DATABASE_NAME), autocommit=True) as conn:
-        conn.execute(f"ALTER DATABASE {DATABASE_NAME} SET plan_cache_mode = {mode}")
-
-
 def vacuum_analyze() -> float:
     """What autovacuum does soon after a bulk load: fresh planner statistics and visibility map."""
     started = time.monotonic()
@@ -297,8 +290,8 @@ def vacuum_analyze() -> float:
 
 def explain_search(path: str) -> list[str]:
     """EXPLAIN (ANALYZE, BUFFERS) of every SQL statement the server runs for this search path, with
-    the plan a new connection gets and the generic plan that PostgreSQL may switch to once psycopg
-    has prepared the statement (after 5 executions on one connection)."""
+    the custom plan the server uses (make_engine forces it) and, for comparison, the generic plan
+    that PostgreSQL would otherwise switch to once psycopg has prepared the statement."""
     sys.path.insert(0, str(common.REPO_ROOT))
     from urllib.parse import parse_qsl
 
@@ -321,7 +314,7 @@ def explain_search(path: str) -> list[str]:
         raw = connection.connection.dbapi_connection
         for statement, parameters in captured:
             lines.append(f"-- {' '.join(statement.split())[:600]}")
-            lines += ["-- plan of a new connection (custom plan):", *plan_lines(raw, f"EXPLAIN (ANALYZE, BUFFERS) {statement}", parameters)]
+            lines += ["-- custom plan (the one the server uses):", *plan_lines(raw, f"EXPLAIN (ANALYZE, BUFFERS) {statement}", parameters)]
             lines += ["-- generic plan (prepared statement):", *generic_plan_lines(raw, statement, parameters)]
         connection.rollback()
     engine.dispose()
@@ -365,7 +358,6 @@ class ScaleResult:
     observations: int
     load: LoadOutcome
     encounters: int
-    variant: str = ""  # a plan_cache_mode set on the database for a what-if run, or "" for the server as is
     query_seconds: float = 0.0
     p50: dict[str, float] = field(default_factory=dict)
     p99: dict[str, float] = field(default_factory=dict)
@@ -390,26 +382,19 @@ class ScaleRun:
         self.rng = random.Random(args.seed)
         self.people = Population(args.patients)
 
-    def run(self) -> list[ScaleResult]:
-        """This scale's result, then (with --custom-plans) the same queries under force_custom_plan."""
+    def run(self) -> ScaleResult:
         files = self.generate()
         common.wait_for_quiet_machine(self.args.wait_quiet)
         common.create_database(DATABASE_NAME)
         try:
             common.run_ehr(["db", "upgrade"], self.env)
             load = self.load(files)
-            results = [ScaleResult(self.label, self.observations, load, files.counts["Encounter"])]
-            if self.args.custom_plans:
-                results.append(ScaleResult(self.label, self.observations, load, files.counts["Encounter"],
-                                           variant="force_custom_plan"))
+            result = ScaleResult(self.label, self.observations, load, files.counts["Encounter"])
             started = time.monotonic()
-            for result in results:
-                set_plan_cache_mode(result.variant or "auto")
-                print(f"[{self.label}] queries with plan_cache_mode={result.variant or 'auto'}")
-                with self.server() as server:
-                    self.measure_queries(server, result)
-            results[0].query_seconds = time.monotonic() - started
-            return results
+            with self.server() as server:
+                self.measure_queries(server, result)
+            result.query_seconds = time.monotonic() - started
+            return result
         finally:
             common.drop_database(DATABASE_NAME)
 
@@ -455,8 +440,7 @@ class ScaleRun:
             common.wait_for_quiet_machine(self.args.wait_quiet)
             self.measure_throughput(server, kind, paths[kind.key], result)
             self.measure_latency(server, kind, paths[kind.key], result)
-        if not result.variant:  # the what-if run's plans are the custom plans already shown
-            self.explain_slow_queries(paths, result)
+        self.explain_slow_queries(paths, result)
 
     def query_paths(self, port: int) -> dict[str, list[str]]:
         """Request paths per query kind: many distinct ones where the kind has a random part."""
@@ -511,8 +495,8 @@ class ScaleRun:
 # --- the report ---------------------------------------------------------------------------------------
 
 def scale_figures(result: ScaleResult, loaders: int) -> list[Figure]:
-    label = f"{result.label} obs" + (f", {result.variant}" if result.variant else "")
-    figures = [] if result.variant else [
+    label = f"{result.label} obs"
+    figures = [
         Figure("resources loaded", label, result.load.resources, ""),
         Figure(f"load: resources/s ({loaders} x ehr load, index rows included)", label, result.load.rate, "/s",
                f">= {LOAD_RATE_TARGET:,}", result.load.rate >= LOAD_RATE_TARGET),
@@ -538,7 +522,7 @@ def scale_figures(result: ScaleResult, loaders: int) -> list[Figure]:
 
 
 def ratio_figures(small: ScaleResult, large: ScaleResult) -> list[Figure]:
-    label = f"{large.label}/{small.label}" + (f", {large.variant}" if large.variant else "")
+    label = f"{large.label}/{small.label}"
     figures = []
     for kind in QUERIES:
         if small.p99.get(kind.key) and large.p99.get(kind.key):
@@ -563,10 +547,8 @@ def print_report(machine: dict[str, str], results: list[ScaleResult], notes: lis
         print(f"- {kind.key}: {kind.description}")
     print("\n## Results\n")
     figures = [f for result in results for f in scale_figures(result, args.loaders)]
-    for variant in dict.fromkeys(result.variant for result in results):
-        same = [result for result in results if result.variant == variant]
-        if len(same) >= 2:
-            figures += ratio_figures(same[0], same[-1])
+    if len(results) >= 2:
+        figures += ratio_figures(results[0], results[-1])
     print("\n".join(common.table_lines(figures)))
 
 
@@ -591,8 +573,6 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--requests", type=int, default=500, help="requests per query in each phase")
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                         help="before each measured phase, wait up to this long for other work on the machine to stop")
-    parser.add_argument("--custom-plans", action="store_true",
-                        help="also run the queries with plan_cache_mode=force_custom_plan set on the database")
     parser.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test")
     args = parser.parse_args(argv)
     if args.quick:
@@ -618,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"ran {scale_label(args.fallback_scale)} instead")
                 print(f"NOTE: {notes[-1]}")
                 observations = args.fallback_scale
-            results += ScaleRun(observations, args, workdir).run()
+            results.append(ScaleRun(observations, args, workdir).run())
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     notes.append(f"total wall time {(time.monotonic() - started) / 60:.1f} min")
