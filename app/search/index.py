@@ -160,11 +160,14 @@ def index_mask(rows: dict[str, list[dict]]) -> int:
 
 
 def write_index_rows(connection: Connection, indexed: list[tuple[int, dict[str, list[dict]]]]) -> None:
-    """Insert the rows of many resources, given as (pk, rows) pairs: one batched statement per table."""
+    """Insert the rows of many resources, given as (pk, rows) pairs from index_rows (whose rows this
+    completes in place): one batched statement per table."""
     by_table = defaultdict(list)
     for pk, rows in indexed:
         for parameter_type, table_rows in rows.items():
-            by_table[parameter_type].extend({**row, "res_pk": pk} for row in table_rows)
+            for row in table_rows:
+                row["res_pk"] = pk
+            by_table[parameter_type].extend(table_rows)
     for parameter_type, table_rows in by_table.items():
         insert_rows(connection, INDEX_TABLES[parameter_type], table_rows)
 

@@ -196,21 +196,39 @@ def check_total_mode(mode: str | None) -> None:
 def run_search(connection: Connection, request: SearchRequest) -> SearchResult:
     if request.type is not None:
         require_served_type(request.type)
-    condition = search_condition(request)
     keys = sort_columns(request)
-    statement = select(resource, *[column for column, _ in keys]).where(condition)
-    if request.cursor:
-        statement = statement.where(after_cursor(keys, request.cursor))
-    statement = statement.order_by(*[column.desc() if descending else column.asc() for column, descending in keys])
-    rows = connection.execute(statement.limit(request.count + 1)).all()
-    page = rows[: request.count]
-    result = SearchResult([stored_from_row(row) for row in page])
-    if len(rows) > request.count and page:
-        result.next_cursor = cursor_of(page[-1], keys)
+    page = page_keys(request, keys).subquery("page")
+    page_columns = [page.c[sort_key_label(position)] for position in range(len(keys))]
+    statement = (
+        select(resource, *page_columns).join(page, resource.c.pk == page.c[sort_key_label(len(keys) - 1)])
+        .order_by(*[column.desc() if descending else column.asc() for column, (_, descending) in zip(page_columns, keys)])
+    )
+    rows = connection.execute(statement).all()
+    matches = rows[: request.count]
+    result = SearchResult([stored_from_row(row) for row in matches])
+    if len(rows) > request.count and matches:
+        result.next_cursor = cursor_of(matches[-1], len(keys))
     if request.total in ("accurate", "estimate"):  # a first page that holds every match needs no count
-        result.total = len(page) if request.cursor is None and len(rows) <= request.count else matches_total(connection, request)
+        result.total = len(matches) if request.cursor is None and len(rows) <= request.count else matches_total(connection, request)
     result.included = included_resources(connection, result.matches, request)
     return result
+
+
+def page_keys(request: SearchRequest, keys: list[tuple[ColumnElement, bool]]):
+    """The page's sort keys alone (the last is pk): one row more than the page, to tell whether another follows.
+
+    Selecting keys and not whole rows lets PostgreSQL find matches in index-only scans, and fetch
+    the rows of one page only, never those of every match it sorts."""
+    statement = select(*[column.label(sort_key_label(position)) for position, (column, _) in enumerate(keys)])
+    statement = statement.where(search_condition(request))
+    if request.cursor:
+        statement = statement.where(after_cursor(keys, request.cursor))
+    ordered = [column.desc() if descending else column.asc() for column, descending in keys]
+    return statement.order_by(*ordered).limit(request.count + 1)
+
+
+def sort_key_label(position: int) -> str:
+    return f"sort_key_{position}"
 
 
 def matches_total(connection: Connection, request: SearchRequest) -> int:
@@ -265,7 +283,7 @@ def sort_expression(type_name: str, key: SortKey) -> ColumnElement:
     pick = func.max if key.descending else func.min
     value = select(pick(column)).where(index.c.res_pk == resource.c.pk, index.c.h_param == hash64(type_name, parameter.code))
     missing = literal(MISSING_SORT_VALUE[parameter.type][key.descending], SORT_VALUE_TYPES[parameter.type])
-    return func.coalesce(value.scalar_subquery(), missing).label(f"sort_{key.code}")
+    return func.coalesce(value.scalar_subquery(), missing)
 
 
 SORT_COLUMNS = {
@@ -291,9 +309,8 @@ SORT_VALUE_TYPES = {
 }
 
 
-def cursor_of(row, keys: list[tuple[ColumnElement, bool]]) -> dict:
-    values = [row._mapping[column] if column is resource.c.pk else row._mapping[column.name] for column, _ in keys]
-    return {"after": [encode_sort_value(value) for value in values]}
+def cursor_of(row, key_count: int) -> dict:
+    return {"after": [encode_sort_value(row._mapping[sort_key_label(position)]) for position in range(key_count)]}
 
 
 def encode_sort_value(value) -> list:

@@ -7,6 +7,7 @@ deadlocking when a read lock is upgraded. PostgreSQL writers lock rows instead.
 import threading
 from contextlib import contextmanager, nullcontext
 from functools import cache
+from operator import itemgetter
 from pathlib import Path
 
 import orjson
@@ -137,10 +138,16 @@ def column_in(connection: Connection, column, values) -> ColumnElement:
 
 
 def copy_rows(connection: Connection, table: Table, rows: list[dict]) -> None:
-    columns = [column for column in table.columns if column.name in rows[0]]
-    names = [column.name for column in columns]
-    json_names = {column.name for column in columns if isinstance(column.type, JSON)}
+    names = [column.name for column in table.columns if column.name in rows[0]]
     statement = f"COPY {table.name} ({', '.join(names)}) FROM STDIN"
     with connection.connection.driver_connection.cursor() as cursor, cursor.copy(statement) as copy:
-        for row in rows:
-            copy.write_row([json_dumps(row[name]) if name in json_names and row[name] is not None else row[name] for name in names])
+        for values in map(copy_values(table, names), rows):
+            copy.write_row(values)
+
+
+def copy_values(table: Table, names: list[str]):
+    """The function from a row to its values in `names` order, JSON columns as JSON text."""
+    json_names = {column.name for column in table.columns if isinstance(column.type, JSON)}
+    if json_names.isdisjoint(names) and len(names) > 1:  # itemgetter of one name gives a value, not a tuple
+        return itemgetter(*names)
+    return lambda row: [json_dumps(row[name]) if name in json_names and row[name] is not None else row[name] for name in names]
