@@ -1,5 +1,8 @@
 """The `ehr` command line: database migrations, the development server, loading files, the demo."""
+import asyncio
+import logging
 import sys
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -14,6 +17,8 @@ from app.store import migrate
 from app.store.db import make_engine, read_unit
 from app.store.resources import has_resources
 from app.web import create_app
+from interop.hl7v2.mllp import Listener, ListenerSettings
+from interop.hl7v2.service import Senders, replay, stored_message, stored_messages
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -97,6 +102,80 @@ def reindex_command(type_name):
         for done in reindex(engine, type_name):
             progress.update(done)
     click.echo(f"Reindexed {total} resources.")
+
+
+@main.command()
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on.")
+@click.option("--port", default=2575, show_default=True, type=int, help="2575 is the port IANA assigned to HL7 over MLLP.")
+@click.option("--max-bytes", default=16 * 1024 * 1024, show_default=True, type=int, help="Largest message accepted.")
+@click.option("--idle-seconds", default=300.0, show_default=True, type=float, help="Close a connection silent this long.")
+@click.option("--max-connections", default=200, show_default=True, type=int)
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="PEM certificate: serve MLLP over TLS.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM private key of --tls-cert.")
+@click.option("--allow-app", multiple=True, help="Accept only these sending applications (MSH-3); repeatable.")
+@click.option("--allow-facility", multiple=True, help="Accept only these sending facilities (MSH-4); repeatable.")
+def mllp(host, port, max_bytes, idle_seconds, max_connections, tls_cert, tls_key, allow_app, allow_facility):
+    """Receive HL7 v2 messages over MLLP: store each, apply it, then acknowledge it."""
+    settings = ListenerSettings(
+        host=host, port=port, max_bytes=max_bytes, idle_seconds=idle_seconds, max_connections=max_connections,
+        tls_certificate=tls_cert, tls_key=tls_key, senders=Senders(frozenset(allow_app), frozenset(allow_facility)),
+    )
+    engine = settings_engine()
+    try:
+        migrate.check_schema_current(engine)
+    except migrate.SchemaNotCurrent as error:
+        raise click.ClickException(str(error)) from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    listener = Listener(engine, settings)
+    try:
+        asyncio.run(listener.serve_forever())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        listener.close()
+
+
+@main.group()
+def hl7():
+    """The HL7 v2 message store: list, show and replay messages."""
+
+
+@hl7.command("list")
+@click.option("--status", type=click.Choice(["received", "applied", "error", "rejected"]))
+@click.option("--limit", default=50, show_default=True, type=int)
+def hl7_list(status, limit):
+    """The newest messages first: id, received, status, sender, type, control id, error."""
+    for row in stored_messages(settings_engine(), status, limit):
+        sender = f"{row.sending_application or '-'}|{row.sending_facility or '-'}"
+        click.echo(f"{row.id}\t{row.received_at:%Y-%m-%d %H:%M:%S}\t{row.status}\t{sender}\t{row.message_type or '-'}\t"
+                   f"{row.control_id or '-'}\t{row.error or ''}")
+
+
+@hl7.command("show")
+@click.argument("message_id", type=int)
+def hl7_show(message_id):
+    """One message: its record, the message as received and the ACK it got."""
+    row = stored_message(settings_engine(), message_id)
+    if row is None:
+        raise click.ClickException(f"No HL7 message {message_id}.")
+    for name in ("id", "received_at", "updated_at", "peer", "status", "error", "sending_application", "sending_facility",
+                 "message_type", "control_id", "version", "codec"):
+        click.echo(f"{name}: {getattr(row, name)}")
+    click.echo("message:\n" + row.raw.decode(row.codec or "utf-8", errors="replace").replace("\r", "\n"))
+    click.echo("ack:\n" + (row.ack or "(none)").replace("\r", "\n"))
+
+
+@hl7.command("replay")
+@click.argument("message_ids", nargs=-1, type=int)
+@click.option("--status", type=click.Choice(["error", "rejected", "received"]), help="Replay every message of this status.")
+def hl7_replay(message_ids, status):
+    """Map and apply stored messages again, e.g. after a mapping fix: by id, or all of one status."""
+    if bool(message_ids) == bool(status):
+        raise click.UsageError("Give message ids or --status, not both.")
+    engine = settings_engine()
+    ids = message_ids or [row.id for row in reversed(stored_messages(engine, status, limit=1_000_000))]
+    outcomes = Counter(replay(engine, message_id).status for message_id in tqdm(ids, unit=" messages", file=sys.stderr))
+    click.echo("Replayed: " + (", ".join(f"{count} {name}" for name, count in sorted(outcomes.items())) or "nothing") + ".")
 
 
 @main.command()

@@ -3,6 +3,7 @@ from flask import Flask
 
 from app.config import Settings, load_settings
 from app.rest.health import health
+from app.rest.hl7v2 import hl7v2
 from app.rest.operations import operations
 from app.rest.outcome import register_error_handlers
 from app.rest.routes import fhir
@@ -21,5 +22,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(fhir)
     app.register_blueprint(operations)
     app.register_blueprint(health)
+    app.register_blueprint(hl7v2)
     register_error_handlers(app)
     return app

@@ -1,7 +1,7 @@
 """Table definitions. The database schema itself comes only from the Alembic migrations."""
 from sqlalchemy import (
-    JSON, BigInteger, Boolean, Column, DateTime, Identity, Index, Integer, MetaData, Numeric, String, Table, Text,
-    UniqueConstraint, text,
+    JSON, BigInteger, Boolean, Column, DateTime, Identity, Index, Integer, LargeBinary, MetaData, Numeric, String, Table,
+    Text, UniqueConstraint, text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -157,3 +157,26 @@ INDEX_TABLES = {
     "string": search_string, "token": search_token, "date": search_date, "number": search_number,
     "quantity": search_quantity, "reference": search_reference, "uri": search_uri, "composite": search_composite,
 }
+
+# HL7 v2 messages as received (interop/hl7v2/service.py): stored before any ACK, with their outcome.
+# status: received (stored, not yet applied), applied, error (AE, replayable), rejected (AR).
+hl7_message = Table(
+    "hl7_message",
+    metadata,
+    Column("id", Sequence, Identity(), primary_key=True),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("peer", String(200), nullable=False),  # mllp:host:port or http:host
+    Column("sending_application", String(227)),  # MSH-3, MSH-4, MSH-10 as sent: a re-send has the same three
+    Column("sending_facility", String(227)),
+    Column("control_id", String(199)),
+    Column("message_type", String(50)),
+    Column("version", String(60)),
+    Column("codec", String(20)),  # the character set the bytes were read with
+    Column("status", String(16), nullable=False),
+    Column("error", Text),
+    Column("ack", Text),
+    Column("raw", LargeBinary, nullable=False),  # the bytes exactly as framed, for replay
+    UniqueConstraint("sending_application", "sending_facility", "control_id", name="uq_hl7_message_sender_control_id"),
+    Index("ix_hl7_message_status_id", "status", "id"),
+)

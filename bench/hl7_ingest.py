@@ -1,0 +1,230 @@
+"""HL7 v2 ingestion over MLLP on PostgreSQL: messages/s end to end, ACK latency, and the parse-only floor.
+
+    .venv/bin/python bench/hl7_ingest.py [--messages 4000] [--connections 8] [--wait-quiet 300] [--quick]
+
+For each mix (typical 0.4-2 KB ADT and ORU messages; large v2.8 ORU messages of 8-10 KB):
+start `ehr mllp` on a fresh PostgreSQL database, send the messages over K concurrent MLLP
+connections (an ACK counts only once it arrives, which the listener sends after the commit),
+then send more at a steady 200 messages/s and take the ACK latency percentiles. The ratio
+compares with python-hl7's `hl7.parse` alone on the same messages, on one core.
+"""
+import argparse
+import functools
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import hl7
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402 - bench/ is not a package
+
+DATABASE_NAME = "ehr_bench_hl7"
+START, END = b"\x0b", b"\x1c\r"
+PACED_RATE = 200.0
+TARGET_RATE = 500.0
+TARGET_P99_MS = 50.0
+LARGE_SHARE = 0.1  # a large message costs about ten typical ones
+FAMILIES = ("Berg", "Kowalski", "Müller", "Nguyen", "Okafor", "Silva", "Haddad", "Lindqvist", "Tanaka", "O'Brien")
+GIVEN = ("Anna", "Jürgen", "Maria", "Chen", "Amara", "João", "Leila", "Sven", "Yuki", "Siobhan")
+VITALS = (("8867-4", "Heart rate", "/min", 55, 110), ("8480-6", "Systolic blood pressure", "mm[Hg]", 100, 170),
+          ("8462-4", "Diastolic blood pressure", "mm[Hg]", 60, 100), ("2708-6", "Oxygen saturation", "%", 90, 100),
+          ("8310-5", "Body temperature", "Cel", 36, 39))
+LABS = (("2345-7", "Glucose", "mg/dL", 70, 180), ("2160-0", "Creatinine", "mg/dL", 0.6, 1.6),
+        ("718-7", "Hemoglobin", "g/dL", 11, 17), ("6690-2", "Leukocytes", "10*3/uL", 4, 12),
+        ("2951-2", "Sodium", "mmol/L", 133, 146), ("2823-3", "Potassium", "mmol/L", 3.3, 5.3))
+
+
+class MllpSession:
+    """One MLLP connection; a job is (kind, message bytes). Returns (200, None) for AA/CA, (500, None) otherwise."""
+
+    def __init__(self, port: int):
+        self.port, self.sock = port, None
+
+    def perform(self, job: tuple) -> tuple[int, None]:
+        if self.sock is None:
+            self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=120)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.sendall(START + job[1] + END)
+        ack = b""
+        while not ack.endswith(END):
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("connection closed before the ACK")
+            ack += chunk
+        return (200 if b"\rMSA|AA|" in ack or b"\rMSA|CA|" in ack else 500), None
+
+    def reset(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = None
+
+    close = reset
+
+
+# --- messages ------------------------------------------------------------------------
+
+class MessageFactory:
+    """Deterministic, realistic messages: patients admitted, updated and resulted."""
+
+    def __init__(self, seed: int, patients: int):
+        self.rng, self.patients, self.count = random.Random(seed), patients, 0
+
+    def next_id(self) -> str:
+        self.count += 1
+        return f"B{self.count:08d}"
+
+    def header(self, message_type: str, version: str) -> str:
+        return f"MSH|^~\\&|BENCHSYS|NORTH|EHR|CENTRAL|20250301{self.rng.randrange(0, 235959):06d}||{message_type}|{self.next_id()}|P|{version}|||||||UNICODE UTF-8"
+
+    def pid(self, number: int) -> str:
+        rng = random.Random(number)
+        family, given = rng.choice(FAMILIES), rng.choice(GIVEN)
+        return (f"PID|1||MRN{number:07d}^^^NORTH&1.2.840.114350.1&ISO^MR~{900000000 + number}^^^SSA^SS||{family}^{given}^^^^^L||"
+                f"19{rng.randrange(30, 99)}{rng.randrange(1, 13):02d}{rng.randrange(1, 28):02d}|{rng.choice('MF')}|||"
+                f"{rng.randrange(1, 999)} Main St^^Springfield^IL^627{rng.randrange(10, 99)}^USA^H||"
+                f"^PRN^PH^^1^217^555{rng.randrange(1000, 9999)}")
+
+    def pv1(self, number: int) -> str:
+        return (f"PV1|1|I|W{number % 9}^{number % 40}^1||||{1000 + number % 50}^Jones^Robert^^^Dr^^^NPI&2.16.840.1.113883.4.6&ISO|||||||||||"
+                f"V{number:08d}|||||||||||||||||||||||||20250301080000")
+
+    def adt(self, event: str, number: int) -> bytes:
+        segments = [self.header(f"ADT^{event}^ADT_A01", "2.5.1"), f"EVN|{event}|20250301080000", self.pid(number),
+                    f"NK1|1|{random.Random(number).choice(FAMILIES)}^Erik|SPO^Spouse^HL70063|||^PRN^PH^^1^217^5550100",
+                    self.pv1(number)]
+        return "\r".join(segments).encode() + b"\r"
+
+    def oru(self, number: int, version: str, panels: tuple, repeat: int) -> bytes:
+        segments = [self.header("ORU^R01^ORU_R01", version), self.pid(number), self.pv1(number),
+                    f"ORC|RE||F{self.count:09d}"]
+        for group in range(repeat):
+            segments.append(f"OBR|{group + 1}||F{self.count:09d}-{group}|85353-1^Vital signs panel^LN|||20250301{group % 24:02d}3000|||||||||"
+                            f"{1000 + number % 50}^Jones^Robert||||||20250301{group % 24:02d}4500|||F")
+            for index, (code, name, unit, low, high) in enumerate(panels, start=1):
+                value = round(self.rng.uniform(low, high), 1)
+                segments.append(f"OBX|{index}|NM|{code}^{name}^LN||{value}|{unit}^{unit}^UCUM|{low}-{high}|N|||F|||20250301{group % 24:02d}3000")
+        return "\r".join(segments).encode() + b"\r"
+
+    def typical(self, count: int) -> list[bytes]:
+        """0.4-2 KB: admissions and updates (ADT A01/A08) and vital-sign results (ORU R01), mixed."""
+        messages = []
+        for _ in range(count):
+            number = self.rng.randrange(self.patients)
+            kind = self.rng.random()
+            if kind < 0.25:
+                messages.append(self.adt("A01", number))
+            elif kind < 0.4:
+                messages.append(self.adt("A08", number))
+            else:
+                messages.append(self.oru(number, "2.5.1", self.rng.choice((VITALS, LABS)), 1))
+        return messages
+
+    def large(self, count: int) -> list[bytes]:
+        """8-10 KB v2.8 lab reports: several OBR groups of many OBX each."""
+        return [self.oru(self.rng.randrange(self.patients), "2.8", LABS + VITALS, 8) for _ in range(count)]
+
+
+# --- the run -------------------------------------------------------------------------
+
+def parse_rate(messages: list[bytes]) -> float:
+    """python-hl7's parse alone, on one core: messages/s."""
+    texts = [message.decode().replace("\n", "\r") for message in messages]
+    started = time.process_time()
+    for text in texts:
+        hl7.parse(text)
+    return len(texts) / (time.process_time() - started)
+
+
+def start_listener(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen, int]:
+    port = common.free_port()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([str(common.VENV_BIN / "ehr"), "mllp", "--port", str(port)], env=env,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process, port
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"ehr mllp did not start; see {log_path}")
+
+
+def run_mix(name: str, messages: list[bytes], paced: list[bytes], args, workdir: Path) -> list[common.Figure]:
+    common.wait_for_quiet_machine(args.wait_quiet)
+    common.create_database(DATABASE_NAME)
+    env = common.server_env(common.sqlalchemy_postgres_url(DATABASE_NAME))
+    try:
+        common.run_ehr(["db", "upgrade"], env)
+        listener, port = start_listener(env, workdir / f"mllp-{name}.log")
+        try:
+            jobs = [(name, message) for message in messages]
+            threads = max(1, args.connections // 2)
+            session = functools.partial(MllpSession, port)
+            saturated = common.run_load(session, jobs, 2, threads)
+            steady = common.run_load(session, [(name, m) for m in paced], 2, 2, rate=PACED_RATE)
+        finally:
+            os.killpg(listener.pid, signal.SIGTERM)
+            listener.wait(timeout=30)
+    finally:
+        common.drop_database(DATABASE_NAME)
+    return figures(name, messages, saturated, steady, 2 * threads)
+
+
+def figures(name: str, messages: list[bytes], saturated: common.LoadResult, steady: common.LoadResult,
+            connections: int) -> list[common.Figure]:
+    acked = [r for r in saturated.records if common.is_success(r.status)]
+    rate = len(acked) / saturated.wall_seconds
+    latencies = [r.seconds * 1000 for r in steady.records if common.is_success(r.status)]
+    parse = parse_rate(messages)
+    sizes = sorted(len(m) for m in messages)
+    typical = name == "typical"
+    print(f"[{name}] {len(acked):,} of {len(messages):,} AA in {saturated.wall_seconds:.1f} s")
+    failed = len(saturated.records) - len(acked) + len(steady.records) - len(latencies)
+    return [
+        common.Figure(f"{name}: message size p50 / max", "postgresql", sizes[len(sizes) // 2], f"B (max {sizes[-1]:,} B)"),
+        common.Figure(f"{name}: messages/s over {connections} connections, AA after commit", "postgresql", rate, "/s", ">= 500" if typical else "—", rate >= TARGET_RATE if typical else None),
+        common.Figure(f"{name}: python-hl7 parse only, one core", "postgresql", parse, "/s"),
+        common.Figure(f"{name}: end to end / parse only", "postgresql", rate / parse, "x"),
+        common.Figure(f"{name}: ACK p50 at {PACED_RATE:.0f}/s", "postgresql", common.percentile(latencies, 0.5), "ms"),
+        common.Figure(f"{name}: ACK p99 at {PACED_RATE:.0f}/s", "postgresql", common.percentile(latencies, 0.99), "ms",
+                      "< 50 ms" if typical else "—", common.percentile(latencies, 0.99) < TARGET_P99_MS if typical else None),
+        common.Figure(f"{name}: steady rate reached", "postgresql", len(steady.records) / steady.wall_seconds, "/s"),
+        common.Figure(f"{name}: messages not acknowledged AA", "postgresql", failed, "", "0", failed == 0),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=4000, help="typical messages at saturation (large: a tenth)")
+    parser.add_argument("--paced", type=int, default=2000, help="typical messages at the steady 200/s (large: a tenth)")
+    parser.add_argument("--connections", type=int, default=8, help="concurrent MLLP connections at saturation")
+    parser.add_argument("--patients", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS")
+    parser.add_argument("--quick", action="store_true", help="small sizes for a smoke test")
+    args = parser.parse_args()
+    if args.quick:
+        args.messages, args.paced = 400, 200
+    workdir = Path(os.environ.get("TMPDIR", "/tmp")) / "ehr-bench-hl7"
+    workdir.mkdir(parents=True, exist_ok=True)
+    factory = MessageFactory(args.seed, args.patients)
+    results = []
+    for name, make, share in (("typical", factory.typical, 1), ("large", factory.large, LARGE_SHARE)):
+        results += run_mix(name, make(int(args.messages * share)), make(int(args.paced * share)), args, workdir)
+    print("\n## Machine\n")
+    for key, value in common.describe_machine().items():
+        print(f"- {key}: {value}")
+    print("\n## Results\n")
+    print("\n".join(common.table_lines(results)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Acknowledgements (HL7 v2.5.1 chapter 2.9): MSA echoes MSH-10, sender and receiver swap, version kept.
+
+Original mode (MSH-15 and MSH-16 empty) answers AA, AE or AR once the message is applied
+or kept in error. Enhanced mode answers on the same connection with the accept
+acknowledgement CA, CE or CR that MSH-15 asks for (AL always, NE never, ER on error only,
+SU on success only); the application outcome stays in the message store.
+
+python-hl7's Message.create_ack fails on an MSH-9 without components and writes no ERR
+segment, so the ACK is assembled here from the message's own separators and raw fields.
+"""
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import hl7
+
+# MSA-1 in original mode -> in enhanced mode (accept acknowledgement)
+ENHANCED_CODES = {"AA": "CA", "AE": "CE", "AR": "CR"}
+ERROR_TEXTS = {  # HL7 table 0357
+    100: "Segment sequence error", 101: "Required field missing", 102: "Data type error",
+    103: "Table value not found", 200: "Unsupported message type", 201: "Unsupported event code",
+    203: "Unsupported version id", 207: "Application internal error",
+}
+FIRST_VERSION_WITH_ERR_2 = (2, 5)
+
+
+@dataclass(frozen=True)
+class ErrorDetail:
+    """What an ERR segment says: the HL7 error code and where in the message (segment, its sequence, field)."""
+
+    code: int
+    text: str
+    segment: str | None = None
+    sequence: int | None = None
+    field: int | None = None
+
+
+@dataclass(frozen=True)
+class Header:
+    """The MSH fields an acknowledgement needs, as raw (still escaped) field text."""
+
+    field_separator: str
+    encoding_characters: str
+    sending_application: str
+    sending_facility: str
+    receiving_application: str
+    receiving_facility: str
+    message_type: str
+    control_id: str
+    processing_id: str
+    version: str
+    accept_ack_type: str
+    application_ack_type: str
+    character_set: str
+
+    @classmethod
+    def of(cls, message: hl7.Message) -> "Header":
+        msh = message.segment("MSH")
+        return cls(*(raw_field(msh, number) for number in (1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 15, 16, 18)))
+
+    @property
+    def enhanced_mode(self) -> bool:
+        return bool(self.accept_ack_type or self.application_ack_type)
+
+    @property
+    def version_tuple(self) -> tuple[int, ...]:
+        digits = self.version.split(self.encoding_characters[:1] or "^")[0].split(".")
+        return tuple(int(part) for part in digits if part.isdigit())
+
+
+def raw_field(segment, number: int) -> str:
+    """Field `number` of a segment as sent (escapes kept), '' when the segment is shorter."""
+    return str(segment[number]) if len(segment) > number else ""
+
+
+def acknowledgement(header: Header, code: str, error: ErrorDetail | None = None, ack_id: str | None = None) -> str | None:
+    """The ACK for a message, or None when its MSH-15 asks for none in this case (enhanced mode)."""
+    if header.enhanced_mode:
+        code = ENHANCED_CODES[code]
+        if not wants_accept_ack(header.accept_ack_type, code):
+            return None
+    separator = header.field_separator
+    segments = [msh_segment(header, ack_id or control_id_now()), separator.join(["MSA", code, header.control_id])]
+    if error is not None:
+        segments.append(err_segment(header, error))
+    return "\r".join(segments) + "\r"
+
+
+def wants_accept_ack(accept_ack_type: str, code: str) -> bool:
+    """MSH-15 (table 0155): AL always, NE never, ER only on error or reject, SU only on success; empty means AL."""
+    kind = accept_ack_type.upper() or "AL"
+    return kind == "AL" or (kind == "ER" and code != "CA") or (kind == "SU" and code == "CA")
+
+
+def msh_segment(header: Header, ack_id: str) -> str:
+    component = header.encoding_characters[:1] or "^"
+    event = header.message_type.split(component)[1] if component in header.message_type else ""
+    fields = [
+        "MSH", header.encoding_characters, header.receiving_application, header.receiving_facility,
+        header.sending_application, header.sending_facility, datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S%z"), "",
+        component.join(["ACK", event, "ACK"]) if event else "ACK", ack_id, header.processing_id or "P", header.version,
+        "", "", "", "", "", header.character_set,
+    ]
+    return header.field_separator.join(fields).rstrip(header.field_separator)
+
+
+def err_segment(header: Header, error: ErrorDetail) -> str:
+    """ERR-2 location and ERR-3 code from v2.5 on; ERR-1 (segment^sequence^field^code&text) before it."""
+    component = header.encoding_characters[:1] or "^"
+    subcomponent = header.encoding_characters[3:4] or "&"
+    location = [error.segment or "", str(error.sequence or ""), str(error.field or "")]
+    text = escape(error.text, header)
+    if header.version_tuple and header.version_tuple < FIRST_VERSION_WITH_ERR_2:
+        code = subcomponent.join([str(error.code), ERROR_TEXTS.get(error.code, ""), "HL70357"])
+        return header.field_separator.join(["ERR", component.join([*location, code])])
+    code = component.join([str(error.code), ERROR_TEXTS.get(error.code, ""), "HL70357"])
+    return header.field_separator.join(["ERR", "", component.join(location).rstrip(component), code, "E", "", "", text])
+
+
+def escape(text: str, header: Header) -> str:
+    """Free text in a field: the message's own delimiters escaped (\\F\\ \\S\\ \\T\\ \\R\\ \\E\\), line breaks as \\.br\\."""
+    escape_character = header.encoding_characters[2:3] or "\\"
+    replacements = [(escape_character, "E"), (header.field_separator, "F")] + list(
+        zip(header.encoding_characters[:1] + header.encoding_characters[1:2] + header.encoding_characters[3:4], "SRT")
+    )
+    escaped = "".join(
+        next((f"{escape_character}{name}{escape_character}" for special, name in replacements if char == special), char)
+        for char in text
+    )
+    return escaped.replace("\r\n", "\n").replace("\r", "\n").replace("\n", f"{escape_character}.br{escape_character}")
+
+
+def control_id_now() -> str:
+    return datetime.now(timezone.utc).strftime("ACK%Y%m%d%H%M%S%f")

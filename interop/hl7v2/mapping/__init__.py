@@ -1,0 +1,39 @@
+"""HL7 v2 messages to FHIR R4 resources: pure functions, driven by the HL7 v2-to-FHIR IG tables.
+
+The service applies what `upserts_for` returns in one database transaction; nothing here
+touches the database. docs/hl7v2-mapping.md lists the tables this package implements.
+"""
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Upsert:
+    """One resource to create or update by its business key, in the message's transaction."""
+
+    local_ref: str  # "urn:uuid:<uuid4>"; other upserts' references to this resource use it (the service rewrites them)
+    type: str  # "Patient"
+    criteria: str  # FHIR search criteria of the business key, e.g. "identifier=urn:oid:1.2.3|12345" (URL-encoded values as in a conditional update)
+    body: dict  # the full FHIR R4 resource (no id, no meta: the service sets meta.source)
+    keep: tuple[str, ...] = ()  # top-level elements an existing resource keeps (A08 never changes Encounter.status)
+
+
+class MappingError(Exception):
+    """The message cannot be applied; becomes an AE with ERR (HL7 table 0357 code and location)."""
+
+    def __init__(self, text: str, code: int = 207, segment: str | None = None, sequence: int | None = None, field: int | None = None):
+        super().__init__(text)
+        self.text = text
+        self.code = code
+        self.segment = segment
+        self.sequence = sequence
+        self.field = field
+
+
+class UnsupportedMessage(MappingError):
+    """A message type (ERR code 200) or trigger event (201) we do not map: answered AR, kept for replay."""
+
+
+# The mappers import the contract above, so they come after it.
+from interop.hl7v2.mapping.messages import upserts_for  # noqa: E402
+
+__all__ = ["MappingError", "UnsupportedMessage", "Upsert", "upserts_for"]

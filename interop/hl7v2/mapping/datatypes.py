@@ -1,0 +1,254 @@
+"""HL7 v2 data types as FHIR R4 data types (v2-to-FHIR IG, mappings/datatypes and mappings/codesystems).
+
+Each function takes a `FieldValue` (one field repetition) and returns the FHIR JSON element,
+or None when the repetition holds nothing to map. Values that break their v2 type raise
+MappingError 102 at the field's location.
+"""
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import quote
+
+from interop.hl7v2.mapping.fields import FieldValue, SegmentView
+
+AUTHORITY_NAMESPACE = "urn:ehr:hl7v2:authority:"  # + HD.1, for assigning authorities without a universal id
+CODE_SYSTEM_NAMESPACE = "urn:ehr:hl7v2:codesystem:"  # + CWE.3, for coding systems without a known URI
+V2_TABLE = "http://terminology.hl7.org/CodeSystem/v2-"  # + the four-digit table number
+IDENTIFIER_TYPES = V2_TABLE + "0203"
+
+CODING_SYSTEMS = {  # HL7 table 0396 names -> FHIR code system URIs
+    "LN": "http://loinc.org",
+    "SCT": "http://snomed.info/sct",
+    "SNOMEDCT": "http://snomed.info/sct",
+    "UCUM": "http://unitsofmeasure.org",
+    "I10": "http://hl7.org/fhir/sid/icd-10",
+    "ICD10": "http://hl7.org/fhir/sid/icd-10",
+    "I10C": "http://hl7.org/fhir/sid/icd-10-cm",
+    "ICD10CM": "http://hl7.org/fhir/sid/icd-10-cm",
+    "I9C": "http://hl7.org/fhir/sid/icd-9-cm",
+    "C4": "http://www.ama-assn.org/go/cpt",
+    "CPT": "http://www.ama-assn.org/go/cpt",
+    "RXNORM": "http://www.nlm.nih.gov/research/umls/rxnorm",
+    "NDC": "http://hl7.org/fhir/sid/ndc",
+    "CVX": "http://hl7.org/fhir/sid/cvx",
+}
+HL7_TABLE_NAME = re.compile(r"HL7(\d{3,4})")
+NAME_USES = {  # HL7 table 0200 -> name-use (IG NameType)
+    "L": "official", "R": "official", "D": "usual", "M": "maiden", "N": "nickname",
+    "BAD": "old", "MSK": "anonymous", "NAV": "temp", "TEMP": "temp",
+}
+ADDRESS_USES = {"H": "home", "B": "work", "O": "work", "C": "temp", "BA": "old", "BI": "billing"}  # table 0190
+ADDRESS_TYPES = {"M": "postal", "SH": "postal"}
+TELECOM_USES = {"PRN": "home", "WPN": "work", "PRS": "mobile"}  # table 0201 (ORN, VHN, EMR...: no FHIR use)
+TELECOM_EQUIPMENT = {  # table 0202 -> (ContactPoint.system, use it implies)
+    "PH": ("phone", None), "CP": ("phone", "mobile"), "FX": ("fax", None), "BP": ("pager", None),
+    "INTERNET": ("email", None), "X.400": ("email", None),
+    "MD": ("other", None), "SAT": ("other", None), "TDD": ("other", None), "TTY": ("other", None),
+}
+DTM = re.compile(r"(?P<date>\d{4}(?:\d{2}){0,2})(?P<time>\d{2}(?:\d{2}(?:\d{2}(?:\.\d{1,4})?)?)?)?(?P<offset>[+-]\d{4})?")
+
+
+@dataclass(frozen=True)
+class MessageDefaults:
+    """What a field leaves to its message: who assigned an unqualified identifier, which time zone a time is in."""
+
+    authority: str | None  # identifier system for CX/XCN/EI without an assigning authority: the sender's
+    utc_offset: str  # "+01:00"; "Z" when MSH-7 names no offset either
+
+
+def defaults_of(msh: SegmentView) -> MessageDefaults:
+    """Unqualified identifiers belong to the sending facility (MSH-4, else MSH-3); times without offset are in MSH-7's."""
+    sender = msh.field(4) if msh.field(4)() else msh.field(3)
+    match = DTM.fullmatch(msh.field(7)())
+    offset = match["offset"] if match and match["offset"] else None
+    return MessageDefaults(hd_system(sender), fhir_offset(offset) if offset else "Z")
+
+
+def authority_system(namespace_id: str, universal_id: str, universal_id_type: str) -> str | None:
+    """An HD (assigning authority) as an identifier system: urn:oid: for ISO, the URI itself, else our namespace."""
+    kind = universal_id_type.upper()
+    if universal_id and kind == "ISO":
+        return f"urn:oid:{universal_id}"
+    if universal_id and kind == "UUID":
+        return f"urn:uuid:{universal_id.lower()}"
+    if universal_id and (kind in ("URI", "URL") or "://" in universal_id):
+        return universal_id
+    name = namespace_id or universal_id
+    return AUTHORITY_NAMESPACE + quote(name, safe="") if name else None
+
+
+def hd_system(hd: FieldValue, component: int = 1) -> str | None:
+    """authority_system of an HD held in a field (component 1) or in a component's subcomponents."""
+    if component == 1:
+        return authority_system(hd(1), hd(2), hd(3))
+    return authority_system(*(hd(component, part) for part in (1, 2, 3)))
+
+
+def coding_system(name: str, default_table: str | None = None) -> str | None:
+    """The URI of a v2 coding system name (CWE.3), or of `default_table` when the name is empty."""
+    if not name:
+        return V2_TABLE + default_table if default_table else None
+    known = CODING_SYSTEMS.get(name.upper())
+    if known:
+        return known
+    table = HL7_TABLE_NAME.fullmatch(name.upper())
+    if table:
+        return V2_TABLE + table[1].zfill(4)
+    return CODE_SYSTEM_NAMESPACE + quote(name, safe="")
+
+
+def coding(cwe: FieldValue, first: int = 1, default_table: str | None = None) -> dict | None:
+    """The coding in the CWE triplet starting at component `first` (code, display, coding system)."""
+    code = cwe(first)
+    if not code:
+        return None
+    return compact({"system": coding_system(cwe(first + 2), default_table), "code": code, "display": cwe(first + 1)})
+
+
+def codeable_concept(cwe: FieldValue, default_table: str | None = None) -> dict | None:
+    """CE/CWE/CNE: the identifier and alternate identifier triplets as codings; CWE.9, else a code-less CWE.2, as text."""
+    codings = [c for c in (coding(cwe, 1, default_table), coding(cwe, 4)) if c]
+    text = cwe(9) or ("" if codings else cwe(2))
+    return compact({"coding": codings, "text": text}) or None
+
+
+def identifier(cx: FieldValue, defaults: MessageDefaults) -> dict | None:
+    """CX: CX.1 value, CX.4 assigning authority as system (else the sender's), CX.5 type (table 0203), CX.7/8 period."""
+    value = cx(1)
+    if not value:
+        return None
+    return compact({
+        "type": identifier_type(cx(5)),
+        "system": hd_system(cx, 4) or defaults.authority,
+        "value": value,
+        "period": period(date_value(cx, 7), date_value(cx, 8)),
+    })
+
+
+def entity_identifier(ei: FieldValue, defaults: MessageDefaults, type_code: str) -> dict | None:
+    """EI (order numbers): EI.1 value, EI.2-4 namespace as system (else the sender's), type from table 0203."""
+    value = ei(1)
+    if not value:
+        return None
+    system = authority_system(ei(2), ei(3), ei(4)) or defaults.authority
+    return compact({"type": identifier_type(type_code), "system": system, "value": value})
+
+
+def identifier_type(code: str) -> dict | None:
+    return {"coding": [{"system": IDENTIFIER_TYPES, "code": code}]} if code else None
+
+
+def human_name(name: FieldValue, family_at: int = 1) -> dict | None:
+    """XPN (family_at=1) or the name part of XCN (family_at=2): family, given + middle, suffix + degree, prefix, use."""
+    family, given, middle, suffix, prefix, degree = (name(family_at + offset) for offset in range(6))
+    parts = compact({
+        "family": family,
+        "given": [part for part in (given, middle) if part],
+        "prefix": [prefix] if prefix else [],
+        "suffix": [part for part in (suffix, degree) if part],
+    })
+    name_type = name(family_at + 6) if family_at == 1 else name(10)
+    return compact({"use": NAME_USES.get(name_type.upper()), **parts}) if parts else None
+
+
+def address(xad: FieldValue) -> dict | None:
+    """XAD: street lines, city, state, postal code, country, county (XAD.9) as district, type XAD.7 as use/type."""
+    kind = xad(7).upper()
+    return compact({
+        "use": ADDRESS_USES.get(kind),
+        "type": ADDRESS_TYPES.get(kind),
+        "line": [line for line in (xad(1), xad(2)) if line],
+        "city": xad(3),
+        "district": xad(9),
+        "state": xad(4),
+        "postalCode": xad(5),
+        "country": xad(6),
+    }) or None
+
+
+def contact_point(xtn: FieldValue, default_use: str | None = None) -> dict | None:
+    """XTN, v2.3 formatted number (XTN.1) or v2.5 parts: equipment XTN.3 -> system, use code XTN.2 -> use."""
+    system, implied_use = TELECOM_EQUIPMENT.get(xtn(3).upper(), (None, None))
+    use_code = xtn(2).upper()
+    if system is None:
+        system = "email" if use_code == "NET" or "@" in xtn(1) else "phone"
+    value = (xtn(4) or xtn(1)) if system == "email" else (xtn(12) or telephone_number(xtn) or xtn(1))
+    if not value:
+        return None
+    use = implied_use or TELECOM_USES.get(use_code) or (None if use_code else default_use)
+    return compact({"system": system, "value": value, "use": use})
+
+
+def telephone_number(xtn: FieldValue) -> str:
+    """XTN.5 country code, XTN.6 area code, XTN.7 local number, XTN.8 extension, as one dialable text."""
+    if not xtn(7):
+        return ""
+    parts = (f"+{xtn(5)}" if xtn(5) else "", f"({xtn(6)})" if xtn(6) else "", xtn(7), f"ext. {xtn(8)}" if xtn(8) else "")
+    return " ".join(part for part in parts if part)
+
+
+def date_value(value: FieldValue, component: int = 1) -> str | None:
+    """DT/DTM/TS as a FHIR date: the date part at its precision (YYYY, YYYY-MM or YYYY-MM-DD)."""
+    parts = dtm_parts(value, component)
+    return fhir_date(parts["date"]) if parts else None
+
+
+def date_time(value: FieldValue, defaults: MessageDefaults) -> str | None:
+    """DTM/TS as a FHIR dateTime: a time needs a zone in FHIR, so one without offset takes MSH-7's (else UTC)."""
+    parts = dtm_parts(value)
+    if not parts:
+        return None
+    if not parts["time"]:
+        return fhir_date(parts["date"])
+    offset = fhir_offset(parts["offset"]) if parts["offset"] else defaults.utc_offset
+    return f"{fhir_date(parts['date'])}T{fhir_time(parts['time'])}{offset}"
+
+
+def instant(value: FieldValue, defaults: MessageDefaults) -> str | None:
+    """DTM as a FHIR instant, which needs a time: None for a date alone."""
+    parts = dtm_parts(value)
+    return date_time(value, defaults) if parts and parts["time"] else None
+
+
+def dtm_parts(value: FieldValue, component: int = 1) -> dict | None:
+    """The date, time and offset texts of a DTM (TS.1 in v2.3-2.5), checked to be a real moment; 102 otherwise."""
+    text = value(component)
+    if not text:
+        return None
+    match = DTM.fullmatch(text)
+    if not match or not is_real_moment(match["date"], match["time"] or "", match["offset"] or "+0000"):
+        raise value.error(f"'{text}' is not a date/time of the form YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ]", 102)
+    return match.groupdict()
+
+
+def is_real_moment(date: str, time: str, offset: str) -> bool:
+    """A calendar date and clock time that exist, with an offset FHIR accepts (at most 14 hours)."""
+    digits = (date + "0101")[:8] + (time + "000000")[:6]
+    try:
+        datetime.strptime(digits, "%Y%m%d%H%M%S")
+    except ValueError:
+        return False
+    return int(offset[1:3]) * 60 + int(offset[3:]) <= 14 * 60 and int(offset[3:]) < 60
+
+
+def fhir_date(digits: str) -> str:
+    return "-".join(part for part in (digits[:4], digits[4:6], digits[6:8]) if part)
+
+
+def fhir_time(digits: str) -> str:
+    """HH[MM[SS[.S]]] as hh:mm:ss[.s]: FHIR times carry seconds, so missing minutes and seconds are 00."""
+    return f"{digits[:2]}:{digits[2:4] or '00'}:{digits[4:6] or '00'}{digits[6:]}"
+
+
+def fhir_offset(offset: str) -> str:
+    """+HHMM as +HH:MM; a zero offset as Z."""
+    return "Z" if int(offset[1:]) == 0 else f"{offset[:3]}:{offset[3:]}"
+
+
+def period(start: str | None, end: str | None) -> dict | None:
+    return compact({"start": start, "end": end}) or None
+
+
+def compact(element: dict) -> dict:
+    """The element without its empty values: FHIR JSON has no empty strings, lists or objects."""
+    return {key: value for key, value in element.items() if value not in (None, "", [], {})}

@@ -1,0 +1,32 @@
+"""Upserts by business key: a fresh local reference, conditional-update criteria, and what an update keeps."""
+from urllib.parse import quote
+from uuid import uuid4
+
+from interop.hl7v2.mapping import Upsert
+from interop.hl7v2.mapping.fields import SegmentView
+
+SEARCH_SPECIAL = str.maketrans({"\\": "\\\\", ",": "\\,", "$": "\\$", "|": "\\|"})  # FHIR search escaping
+
+
+def upsert_by_identifier(body: dict, key: dict, keep: tuple[str, ...] = ()) -> Upsert:
+    """An Upsert of `body` found by its identifier `key` (one of body's identifiers)."""
+    return Upsert(f"urn:uuid:{uuid4()}", body["resourceType"], identifier_criteria(key), body, keep)
+
+
+def identifier_criteria(key: dict) -> str:
+    """`identifier=system|value`, escaped for FHIR search and URL-encoded as a conditional update's query."""
+    value = key["value"].translate(SEARCH_SPECIAL)
+    token = f"{key['system'].translate(SEARCH_SPECIAL)}|{value}" if key.get("system") else value
+    return "identifier=" + quote(token, safe=":/|")
+
+
+def unsent_elements(segment: SegmentView | None, sources: dict[str, tuple[int, ...]]) -> tuple[str, ...]:
+    """The elements whose every source field was not sent: v2 says an empty field leaves the receiver's value as it is
+    (only the null value "" deletes it), so an update keeps them."""
+    if segment is None:
+        return tuple(sources)
+    return tuple(element for element, fields in sources.items() if all(segment.is_unvalued(field) for field in fields))
+
+
+def reference(upsert: Upsert) -> dict:
+    return {"reference": upsert.local_ref}

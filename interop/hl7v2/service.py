@@ -1,0 +1,224 @@
+"""Receiving one HL7 v2 message, for every entrance (MLLP, HTTP, replay): store, then apply, then acknowledge.
+
+1. The raw bytes are stored (status `received`) and committed before anything else.
+   A message whose sending application, facility and control id were seen before is a
+   re-send: it gets the ACK it got then and is not applied again.
+2. The mapper turns the message into upserts by business key (interop/hl7v2/mapping);
+   they are written in one transaction through the same write path as REST, with
+   meta.source and a Provenance naming the message, and the message becomes `applied`
+   in that same transaction. Only then is AA sent.
+3. A message that cannot be mapped or applied is kept with status `error` (AE) or
+   `rejected` (AR, e.g. an unsupported type) and its reason, for `ehr hl7 replay`.
+"""
+import logging
+from dataclasses import dataclass
+
+import hl7
+from sqlalchemy import Engine, Row, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from app.errors import FhirError
+from app.model.instants import format_instant, utc_now
+from app.model.references import rewrite_references
+from app.search.conditional import update_target
+from app.store.db import write_unit
+from app.store.resources import StoredResource, insert_new_resources, new_resource, read_resource, update_resource
+from app.store.schema import hl7_message
+from interop.hl7v2.ack import ErrorDetail, Header, acknowledgement
+from interop.hl7v2.mapping import MappingError, UnsupportedMessage, Upsert, upserts_for
+from interop.hl7v2.text import UnreadableMessage, parse
+
+log = logging.getLogger("ehr.hl7v2")
+FINAL_STATUSES = ("applied", "error", "rejected")
+MESSAGE_IDENTIFIER_SYSTEM = "urn:ehr:hl7v2:message"
+
+
+@dataclass(frozen=True)
+class Receipt:
+    message_id: int | None
+    status: str
+    ack: str | None  # None: nothing to send (no MSH to answer, or MSH-15 asks for no accept ACK)
+    codec: str = "utf-8"  # the ACK goes back in the message's character set
+    unreadable: bool = False  # not an HL7 message at all
+
+
+@dataclass(frozen=True)
+class Senders:
+    """An allow-list of sending applications and facilities (MSH-3, MSH-4); empty sets allow all."""
+
+    applications: frozenset[str] = frozenset()
+    facilities: frozenset[str] = frozenset()
+
+    def allow(self, header: Header) -> bool:
+        return (not self.applications or header.sending_application in self.applications) and (
+            not self.facilities or header.sending_facility in self.facilities
+        )
+
+
+def receive(engine: Engine, raw: bytes, peer: str, senders: Senders = Senders()) -> Receipt:
+    try:
+        message, decoded = parse(raw)
+        header = Header.of(message)
+    except UnreadableMessage as error:
+        message_id = store_unreadable(engine, raw, peer, str(error))
+        log.warning("hl7 message %s from %s rejected: %s", message_id, peer, error)
+        return Receipt(message_id, "rejected", None, unreadable=True)
+    stored = store_or_find(engine, raw, peer, header, decoded.codec)
+    if stored.status in FINAL_STATUSES:
+        log.info("hl7 message %s from %s is a re-send of %s; answered with its first ACK", header.control_id, peer, stored.id)
+        return Receipt(stored.id, stored.status, stored.ack, decoded.codec)
+    if not senders.allow(header):
+        return finish(engine, stored.id, header, "rejected", "AR", ErrorDetail(207, f"Sender {header.sending_application}|{header.sending_facility} is not allowed."), decoded.codec)
+    return process(engine, stored.id, message, header, decoded.codec)
+
+
+def process(engine: Engine, message_id: int, message: hl7.Message, header: Header, codec: str) -> Receipt:
+    """Map and apply a stored message; its outcome and ACK are stored with it."""
+    try:
+        upserts = upserts_for(message)
+        with write_unit(engine) as connection:
+            if locked_status(connection, message_id) == "applied":
+                return Receipt(message_id, "applied", stored_ack(connection, message_id), codec)
+            apply(connection, upserts, message_id, header)
+            ack = acknowledgement(header, "AA")
+            mark(connection, message_id, "applied", None, ack)
+        return Receipt(message_id, "applied", ack, codec)
+    except UnsupportedMessage as error:
+        return finish(engine, message_id, header, "rejected", "AR", error_detail(error), codec)
+    except MappingError as error:
+        return finish(engine, message_id, header, "error", "AE", error_detail(error), codec)
+    except FhirError as error:
+        return finish(engine, message_id, header, "error", "AE", ErrorDetail(207, error.diagnostics), codec)
+
+
+def finish(engine: Engine, message_id: int, header: Header, status: str, code: str, error: ErrorDetail, codec: str) -> Receipt:
+    ack = acknowledgement(header, code, error)
+    with write_unit(engine) as connection:
+        mark(connection, message_id, status, error.text, ack)
+    log.warning("hl7 message %s (%s %s) %s: %s", message_id, header.message_type, header.control_id, status, error.text)
+    return Receipt(message_id, status, ack, codec)
+
+
+def error_detail(error: MappingError) -> ErrorDetail:
+    return ErrorDetail(error.code, str(error), error.segment, error.sequence, error.field)
+
+
+def apply(connection, upserts: list[Upsert], message_id: int, header: Header) -> None:
+    """Write each upsert by its business key, references between them resolved, then one Provenance.
+
+    Updates are written one by one; new resources are validated one by one and inserted together
+    at the end (a result message mostly creates), under the ids their references already use."""
+    source = f"{MESSAGE_IDENTIFIER_SYSTEM}:{message_id}"
+    targets: dict[str, str] = {}
+    created: dict[tuple[str, str], StoredResource] = {}  # (type, criteria) of the new ones: a key may recur
+    for upsert in upserts:
+        body = with_source(rewrite_references(upsert.body, targets), source)
+        key = (upsert.type, upsert.criteria)
+        if key in created:
+            targets[upsert.local_ref] = f"{upsert.type}/{created[key].id}"
+            continue
+        existing_id = update_target(connection, body, upsert.type, upsert.criteria)
+        if existing_id is None:
+            created[key] = new_resource(body, upsert.type)
+            targets[upsert.local_ref] = f"{upsert.type}/{created[key].id}"
+        else:
+            targets[upsert.local_ref] = f"{upsert.type}/{update_keeping(connection, upsert, existing_id, body)}"
+    if targets:
+        record = new_resource(provenance(list(targets.values()), message_id, header, source), "Provenance")
+        insert_new_resources(connection, [*created.values(), record])
+
+
+def update_keeping(connection, upsert: Upsert, existing_id: str, body: dict) -> str:
+    """Update the resource the business key found, keeping the elements `upsert.keep` names."""
+    current = read_resource(connection, upsert.type, existing_id).body
+    kept = {name: current[name] for name in upsert.keep if name in current}
+    return update_resource(connection, upsert.type, existing_id, {**body, **kept, "id": existing_id}).stored.id
+
+
+def with_source(body: dict, source: str) -> dict:
+    return {**body, "meta": {**(body.get("meta") or {}), "source": source}}
+
+
+def provenance(targets: list[str], message_id: int, header: Header, source: str) -> dict:
+    return {
+        "resourceType": "Provenance",
+        "meta": {"source": source},
+        "target": [{"reference": target} for target in targets],
+        "recorded": format_instant(utc_now()),
+        "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "UPDATE"}]},
+        "agent": [{
+            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "author"}]},
+            "who": {"display": f"{header.sending_application} at {header.sending_facility}".strip()},
+        }],
+        "entity": [{
+            "role": "source",
+            "what": {
+                "identifier": {"system": MESSAGE_IDENTIFIER_SYSTEM, "value": str(message_id)},
+                "display": f"HL7 v2 {header.message_type} {header.control_id}",
+            },
+        }],
+    }
+
+
+# The message store.
+
+def store_or_find(engine: Engine, raw: bytes, peer: str, header: Header, codec: str) -> Row:
+    """The message's row: new with status `received`, or the earlier row of the same sender and control id."""
+    values = {
+        **new_row(raw, peer, "received"), "sending_application": header.sending_application,
+        "sending_facility": header.sending_facility, "control_id": header.control_id,
+        "message_type": header.message_type, "version": header.version, "codec": codec,
+    }
+    with write_unit(engine) as connection:
+        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+        connection.execute(dialect.insert(hl7_message).values(values).on_conflict_do_nothing())
+        key = (hl7_message.c.sending_application == header.sending_application) & (
+            hl7_message.c.sending_facility == header.sending_facility) & (hl7_message.c.control_id == header.control_id)
+        return connection.execute(select(hl7_message).where(key)).one()
+
+
+def store_unreadable(engine: Engine, raw: bytes, peer: str, reason: str) -> int:
+    with write_unit(engine) as connection:
+        return connection.execute(hl7_message.insert().values({**new_row(raw, peer, "rejected"), "error": reason}).returning(hl7_message.c.id)).scalar()
+
+
+def new_row(raw: bytes, peer: str, status: str) -> dict:
+    moment = utc_now()
+    return {"received_at": moment, "updated_at": moment, "peer": peer[:200], "status": status, "raw": raw}
+
+
+def locked_status(connection, message_id: int) -> str:
+    return connection.execute(select(hl7_message.c.status).where(hl7_message.c.id == message_id).with_for_update()).scalar_one()
+
+
+def stored_ack(connection, message_id: int) -> str | None:
+    return connection.execute(select(hl7_message.c.ack).where(hl7_message.c.id == message_id)).scalar()
+
+
+def mark(connection, message_id: int, status: str, error: str | None, ack: str | None) -> None:
+    connection.execute(
+        update(hl7_message).where(hl7_message.c.id == message_id).values(status=status, error=error, ack=ack, updated_at=utc_now())
+    )
+
+
+def stored_messages(engine: Engine, status: str | None = None, limit: int = 50) -> list[Row]:
+    """The newest stored messages first, optionally of one status; without their raw bytes."""
+    columns = [column for column in hl7_message.c if column.name not in ("raw", "ack")]
+    query = select(*columns).order_by(hl7_message.c.id.desc()).limit(limit)
+    with write_unit(engine) as connection:
+        return connection.execute(query.where(hl7_message.c.status == status) if status else query).all()
+
+
+def stored_message(engine: Engine, message_id: int) -> Row | None:
+    with write_unit(engine) as connection:
+        return connection.execute(select(hl7_message).where(hl7_message.c.id == message_id)).first()
+
+
+def replay(engine: Engine, message_id: int) -> Receipt:
+    """Map and apply a stored message again (after a mapping fix); an applied one is left as it is."""
+    row = stored_message(engine, message_id)
+    try:
+        message, decoded = parse(row.raw)
+    except UnreadableMessage:
+        return Receipt(message_id, row.status, row.ack)  # not a message: nothing to apply
+    return process(engine, message_id, message, Header.of(message), decoded.codec)

@@ -1,0 +1,82 @@
+"""From the bytes a sender framed to a parsed message: character set, segment endings, then python-hl7.
+
+python-hl7 splits segments on `\\r` only and its MLLP reader decodes strict ASCII; real
+feeds send `\\n` or `\\r\\n`, a UTF-8 byte-order mark, and Latin-1 or UTF-8 text. So the
+raw block is decoded here by the character set MSH-18 declares, its segment endings are
+made `\\r`, and only then is it parsed.
+"""
+from dataclasses import dataclass
+
+import hl7
+
+BYTE_ORDER_MARK = b"\xef\xbb\xbf"
+# MSH-18 values (HL7 table 0211) -> Python codecs. An absent MSH-18 means ASCII in the standard;
+# senders that omit it mostly send UTF-8, which ASCII text also is.
+CHARACTER_SETS = {
+    "": "utf-8", "ASCII": "ascii", "UNICODE UTF-8": "utf-8", "UNICODE": "utf-8", "UTF-8": "utf-8",
+    "8859/1": "latin-1", "8859/2": "iso8859-2", "8859/3": "iso8859-3", "8859/4": "iso8859-4",
+    "8859/5": "iso8859-5", "8859/6": "iso8859-6", "8859/7": "iso8859-7", "8859/8": "iso8859-8",
+    "8859/9": "iso8859-9", "8859/15": "iso8859-15", "UNICODE UTF-16": "utf-16",
+}
+# Text that is not valid in the declared (or default) set is read as Windows-1252, which decodes
+# any byte, rather than refused: the message is kept and mapped, and the charset used is recorded.
+FALLBACK_CODEC = "cp1252"
+
+
+class UnreadableMessage(ValueError):
+    """Bytes that are not an HL7 v2 message at all: no MSH segment to answer."""
+
+
+@dataclass(frozen=True)
+class DecodedMessage:
+    text: str  # segments separated by \r
+    codec: str  # the Python codec the bytes were read with
+
+
+def decode(raw: bytes) -> DecodedMessage:
+    """The message's text, read with the character set its MSH-18 names."""
+    raw = raw.removeprefix(BYTE_ORDER_MARK).strip(b"\r\n\t \x00")
+    if not raw.startswith((b"MSH", b"FHS", b"BHS")) or len(raw) < 8:
+        raise UnreadableMessage("The data does not start with an MSH segment.")
+    codec = CHARACTER_SETS.get(declared_character_set(raw), "utf-8")
+    try:
+        text = raw.decode(codec)
+    except UnicodeDecodeError:
+        codec, text = FALLBACK_CODEC, raw.decode(FALLBACK_CODEC, errors="replace")
+    return DecodedMessage(with_carriage_returns(text), codec)
+
+
+def declared_character_set(raw: bytes) -> str:
+    """MSH-18 read from the bytes (its name is ASCII in every character set); the first repetition."""
+    header = raw.split(b"\r", 1)[0].split(b"\n", 1)[0]
+    fields = header.split(header[3:4])  # MSH-1, the field separator, is the byte after "MSH"
+    if len(fields) <= 17:
+        return ""
+    repetition = header[5:6] if len(header) > 5 else b"~"
+    return fields[17].split(repetition)[0].decode("ascii", errors="replace").strip().upper()
+
+
+def with_carriage_returns(text: str) -> str:
+    """Segments separated by \\r alone, whatever line endings the sender used."""
+    return "\r".join(line for line in text.replace("\r\n", "\r").replace("\n", "\r").split("\r") if line.strip())
+
+
+def parse(raw: bytes) -> tuple[hl7.Message, DecodedMessage]:
+    decoded = decode(raw)
+    try:
+        return hl7.parse(decoded.text), decoded
+    except (hl7.ParseException, IndexError, ValueError) as error:
+        raise UnreadableMessage(f"The message cannot be parsed: {error}") from None
+
+
+def patient_key(raw: bytes) -> bytes:
+    """PID-3's first identifier as bytes, b"" without one: the key that keeps one patient's messages in order.
+
+    Read from the bytes with two splits, because parsing a whole message only to choose its
+    worker would double the listener's dearest step."""
+    for separator in (b"\rPID", b"\nPID"):
+        _, found, rest = raw.partition(separator)
+        if found and len(rest) > 1:
+            fields = rest.split(rest[0:1], 4)
+            return fields[3].split(b"~")[0].split(b"^")[0] if len(fields) > 3 else b""
+    return b""

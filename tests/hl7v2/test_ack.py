@@ -1,0 +1,57 @@
+"""ACKs: MSA-2 echoes MSH-10, sender and receiver swap, version and character set kept, ERR by version, MSH-15."""
+import hl7
+import pytest
+
+from interop.hl7v2.ack import ErrorDetail, Header, acknowledgement
+
+
+def header(version: str = "2.5.1", accept: str = "", application: str = "", charset: str = "") -> Header:
+    msh = f"MSH|^~\\&|LAB|NORTH|EHR|CENTRAL|20250102030405||ORU^R01^ORU_R01|MSG00042|P|{version}|||{accept}|{application}||{charset}"
+    return Header.of(hl7.parse(msh + "\rPID|1||1^^^H^MR"))
+
+
+def segments(ack: str) -> dict[str, list[str]]:
+    return {line.split("|")[0]: line.split("|") for line in ack.strip("\r").split("\r")}
+
+
+def test_aa_echoes_the_control_id_and_swaps_sender_and_receiver():
+    ack = segments(acknowledgement(header(), "AA"))
+    assert ack["MSA"][1:3] == ["AA", "MSG00042"]
+    assert ack["MSH"][2:6] == ["EHR", "CENTRAL", "LAB", "NORTH"]
+    assert ack["MSH"][8] == "ACK^R01^ACK"
+    assert ack["MSH"][11] == "2.5.1"
+    assert "ERR" not in ack
+
+
+def test_the_ack_keeps_the_character_set():
+    assert segments(acknowledgement(header(charset="8859/1"), "AA"))["MSH"][17] == "8859/1"
+
+
+def test_ae_in_v251_carries_err2_location_and_err3_code():
+    error = ErrorDetail(101, "PID-3 has no identifier", "PID", 1, 3)
+    err = segments(acknowledgement(header(), "AE", error))["ERR"]
+    assert err[2] == "PID^1^3"
+    assert err[3] == "101^Required field missing^HL70357"
+    assert err[4] == "E"
+    assert err[7] == "PID-3 has no identifier"
+
+
+def test_ae_before_v25_carries_err1():
+    err = segments(acknowledgement(header("2.3"), "AE", ErrorDetail(101, "missing", "PID", 1, 3)))["ERR"]
+    assert err[1] == "PID^1^3^101&Required field missing&HL70357"
+
+
+def test_error_text_is_escaped_with_the_messages_delimiters():
+    err = segments(acknowledgement(header(), "AE", ErrorDetail(207, "a|b^c&d~e\\f\nline")))["ERR"]
+    assert err[7] == "a\\F\\b\\S\\c\\T\\d\\R\\e\\E\\f\\.br\\line"
+
+
+@pytest.mark.parametrize(("accept", "code", "expected"), [
+    ("AL", "AA", "CA"), ("AL", "AE", "CE"), ("AL", "AR", "CR"),
+    ("NE", "AA", None), ("NE", "AR", None),
+    ("ER", "AA", None), ("ER", "AE", "CE"),
+    ("SU", "AA", "CA"), ("SU", "AR", None),
+])
+def test_enhanced_mode_answers_with_the_accept_ack_msh15_asks_for(accept, code, expected):
+    ack = acknowledgement(header(accept=accept, application="NE"), code, ErrorDetail(207, "x") if code != "AA" else None)
+    assert (segments(ack)["MSA"][1] if ack else None) == expected

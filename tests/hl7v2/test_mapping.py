@@ -1,0 +1,496 @@
+"""HL7 v2 messages to FHIR upserts: the sample feed in messages/, mapped field by field (pure, no database)."""
+import re
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+import hl7
+import pytest
+
+from app.model.validation import validate_resource
+from interop.hl7v2.mapping import MappingError, UnsupportedMessage, upserts_for
+
+MESSAGES = Path(__file__).parent / "messages"
+GENHOSP = "urn:oid:2.16.840.1.113883.19.4.6"
+LAB = "urn:oid:2.16.840.1.113883.19.4.9"
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+UCUM = "http://unitsofmeasure.org"
+LOCAL_REF = re.compile(r"urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+DEPENDENCY_ORDER = ["Practitioner", "Patient", "Encounter", "Observation", "DiagnosticReport"]
+
+
+def text_of(name: str) -> str:
+    return (MESSAGES / name).read_text()
+
+
+def parse(text: str) -> hl7.Message:
+    return hl7.parse(text.replace("\n", "\r"))
+
+
+def mapped(name: str, *replacements: tuple[str, str]):
+    text = text_of(name)
+    for old, new in replacements:
+        assert old in text, f"{old!r} is not in {name}"
+        text = text.replace(old, new)
+    return upserts_for(parse(text))
+
+
+def of_type(upserts, type_name: str):
+    return [upsert for upsert in upserts if upsert.type == type_name]
+
+
+def only(upserts, type_name: str):
+    (found,) = of_type(upserts, type_name)
+    return found
+
+
+def refused(name: str, *replacements: tuple[str, str]) -> MappingError:
+    with pytest.raises(MappingError) as raised:
+        mapped(name, *replacements)
+    return raised.value
+
+
+def location_of(error: MappingError):
+    return error.code, error.segment, error.sequence, error.field
+
+
+def codes(concepts) -> list[tuple[str, str]]:
+    return [(coding.get("system"), coding["code"]) for concept in concepts for coding in concept["coding"]]
+
+
+MAPPED_SAMPLES = sorted(path.name for path in MESSAGES.glob("*.hl7") if path.name != "adt_a40_v251.hl7")
+
+
+@pytest.mark.parametrize("name", MAPPED_SAMPLES)
+def test_every_sample_message_maps_to_valid_r4_resources_with_local_refs_and_identifier_criteria(name):
+    upserts = upserts_for(parse(text_of(name)))
+    assert upserts
+    for upsert in upserts:
+        validate_resource(upsert.body)
+        assert upsert.body["resourceType"] == upsert.type
+        assert LOCAL_REF.fullmatch(upsert.local_ref)
+        assert upsert.criteria.startswith("identifier=")
+        assert "id" not in upsert.body and "meta" not in upsert.body
+    assert len({upsert.local_ref for upsert in upserts}) == len(upserts)
+    assert len({(upsert.type, upsert.criteria) for upsert in upserts}) == len(upserts)
+
+
+@pytest.mark.parametrize("name", ["adt_a01_v251.hl7", "oru_r01_v251.hl7", "oru_r01_v28.hl7"])
+def test_upserts_come_in_dependency_order_and_refer_only_to_earlier_upserts(name):
+    upserts = upserts_for(parse(text_of(name)))
+    seen = set()
+    for upsert in upserts:
+        refs = set(re.findall(r"urn:uuid:[0-9a-f-]{36}", str(upsert.body)))
+        assert refs <= seen, f"{upsert.type} refers to a later upsert"
+        seen.add(upsert.local_ref)
+    if name != "oru_r01_v28.hl7":  # two patient groups there: each group in order after the other
+        ranks = [DEPENDENCY_ORDER.index(upsert.type) for upsert in upserts]
+        assert ranks == sorted(ranks)
+
+
+# ADT: Patient
+
+
+def test_a01_patient_keeps_every_pid3_repetition_and_is_keyed_by_the_medical_record_number():
+    patient = only(mapped("adt_a01_v251.hl7"), "Patient")
+    assert [(i["type"]["coding"][0]["code"], i["system"], i["value"]) for i in patient.body["identifier"]] == [
+        ("MR", GENHOSP, "100234"),
+        ("SS", "urn:oid:2.16.840.1.113883.4.1", "123-45-6789"),
+        ("NH", "urn:ehr:hl7v2:authority:NHS", "A778899"),
+    ]
+    assert patient.body["identifier"][0]["type"]["coding"][0]["system"] == "http://terminology.hl7.org/CodeSystem/v2-0203"
+    assert patient.criteria == f"identifier={GENHOSP}|100234"
+
+
+def test_a01_patient_names_unescape_hex_and_map_name_types():
+    patient = only(mapped("adt_a01_v251.hl7"), "Patient")
+    assert patient.body["name"] == [
+        {"use": "official", "family": "Müller", "given": ["Hans", "Peter"], "prefix": ["Herr"], "suffix": ["Jr"]},
+        {"use": "nickname", "family": "Müller", "given": ["Hansi"]},
+    ]
+
+
+def test_a01_patient_demographics_telecom_and_addresses():
+    body = only(mapped("adt_a01_v251.hl7"), "Patient").body
+    assert body["gender"] == "male"
+    assert body["birthDate"] == "1965-04-12"
+    assert body["deceasedBoolean"] is False
+    assert body["telecom"] == [
+        {"system": "phone", "value": "+49 (30) 1234567", "use": "home"},
+        {"system": "phone", "value": "+49 (170) 5551234", "use": "mobile"},
+        {"system": "email", "value": "hans.mueller@example.org"},
+        {"system": "phone", "value": "+49 (30) 7654321 ext. 22", "use": "work"},
+    ]
+    assert body["address"] == [
+        {"use": "home", "line": ["Hauptstraße 12", "Apt 3"], "city": "Berlin", "state": "BE", "postalCode": "10115", "country": "DEU"},
+        {"type": "postal", "line": ["Postfach 44"], "city": "Berlin", "state": "BE", "postalCode": "10001", "country": "DEU"},
+    ]
+
+
+def test_a01_next_of_kin_become_contacts_with_relationship_and_role_codes():
+    spouse, employer = only(mapped("adt_a01_v251.hl7"), "Patient").body["contact"]
+    assert codes(spouse["relationship"]) == [
+        ("http://terminology.hl7.org/CodeSystem/v2-0063", "SPO"), ("http://terminology.hl7.org/CodeSystem/v2-0131", "C"),
+    ]
+    assert spouse["name"] == {"family": "Müller", "given": ["Greta"]}
+    assert spouse["telecom"] == [{"system": "phone", "value": "+49 (30) 1234567", "use": "home"}]
+    assert spouse["address"]["line"] == ["Hauptstraße 12"]
+    assert spouse["gender"] == "female"
+    assert codes(employer["relationship"]) == [("http://terminology.hl7.org/CodeSystem/v2-0063", "EMR")]
+    assert employer["organization"] == {"display": "Schmidt & Söhne GmbH"}
+    assert employer["telecom"] == [{"system": "phone", "value": "+49 (30) 9990000", "use": "work"}]
+
+
+def test_a01_general_practitioner_is_a_practitioner_upserted_by_xcn_id_and_authority():
+    upserts = mapped("adt_a01_v251.hl7")
+    patient = only(upserts, "Patient")
+    (gp,) = [upsert for upsert in of_type(upserts, "Practitioner") if upsert.criteria.endswith("|30011")]
+    assert gp.criteria == f"identifier={GENHOSP}|30011"
+    assert gp.body == {"resourceType": "Practitioner", "identifier": [{"system": GENHOSP, "value": "30011"}],
+                       "name": [{"family": "Weber", "given": ["Klaus"], "prefix": ["Dr."]}]}
+    assert patient.body["generalPractitioner"] == [{"reference": gp.local_ref, "display": "Dr. Klaus Weber"}]
+
+
+def test_a01_allergies_diagnoses_and_z_segments_are_ignored():
+    text = text_of("adt_a01_v251.hl7")
+    without = "\n".join(line for line in text.splitlines() if not line.startswith(("AL1", "DG1", "ZPI")))
+    assert [strip_refs(upsert.body) for upsert in upserts_for(parse(text))] == [strip_refs(upsert.body) for upsert in upserts_for(parse(without))]
+
+
+def strip_refs(body: dict) -> str:
+    return re.sub(r"urn:uuid:[0-9a-f-]{36}", "ref", str(body))
+
+
+# ADT: Encounter
+
+
+def test_a01_encounter_is_in_progress_inpatient_at_its_bed_keyed_by_visit_number():
+    upserts = mapped("adt_a01_v251.hl7")
+    encounter, patient = only(upserts, "Encounter"), only(upserts, "Patient")
+    assert encounter.criteria == f"identifier={GENHOSP}|V2024031501"
+    assert encounter.body["identifier"][0]["type"]["coding"][0]["code"] == "VN"
+    assert encounter.body["status"] == "in-progress"
+    assert encounter.body["class"] == {"system": ACT_CODE, "code": "IMP", "display": "inpatient encounter"}
+    assert encounter.body["subject"] == {"reference": patient.local_ref}
+    assert encounter.body["location"] == [{"location": {"display": "GENHOSP/4N/401/B"}, "status": "active"}]
+    assert encounter.body["period"] == {"start": "2024-03-15T08:00:00+01:00"}
+    assert codes(encounter.body["type"]) == [("http://terminology.hl7.org/CodeSystem/v2-0007", "E")]
+    assert codes([encounter.body["serviceType"]]) == [("http://terminology.hl7.org/CodeSystem/v2-0069", "MED")]
+    assert encounter.keep == ()
+
+
+def test_a01_participants_reference_one_practitioner_per_id_and_name_only_doctors_by_display():
+    upserts = mapped("adt_a01_v251.hl7")
+    practitioners = {upsert.criteria.rsplit("|", 1)[1]: upsert for upsert in of_type(upserts, "Practitioner")}
+    assert sorted(practitioners) == ["30011", "40021", "40077"]  # Dr. Okafor (no id) is not created
+    participants = [(p["type"][0]["coding"][0]["code"], p["individual"]) for p in only(upserts, "Encounter").body["participant"]]
+    attending = {"reference": practitioners["40021"].local_ref, "display": "Dr. Eva M Hartmann MD"}
+    assert participants == [
+        ("ATND", attending),
+        ("REF", {"display": "Dr. Chidi Okafor"}),
+        ("CON", {"reference": practitioners["40077"].local_ref, "display": "Dr. Sven Lindqvist"}),
+        ("ADM", attending),
+    ]
+    assert practitioners["40021"].body["identifier"][0]["type"]["coding"][0]["code"] == "EI"
+
+
+def test_a02_transfer_moves_the_patient_and_keeps_the_prior_bed_as_completed():
+    encounter = only(mapped("adt_a02_v24.hl7"), "Encounter")
+    assert encounter.body["status"] == "in-progress"
+    assert encounter.body["location"] == [
+        {"location": {"display": "GENHOSP/ICU/12/A"}, "status": "active"},
+        {"location": {"display": "GENHOSP/4N/401/B"}, "status": "completed"},
+    ]
+
+
+def test_a02_patient_keeps_what_the_transfer_does_not_send():
+    patient = only(mapped("adt_a02_v24.hl7"), "Patient")
+    assert set(patient.keep) == {"telecom", "address", "deceasedBoolean", "deceasedDateTime", "contact", "generalPractitioner"}
+    assert "telecom" not in patient.body and "name" not in patient.keep
+
+
+def test_a03_v23_discharge_finishes_the_visit_with_its_end_in_utc_when_msh7_has_no_offset():
+    upserts = mapped("adt_a03_v23.hl7")
+    encounter = only(upserts, "Encounter")
+    assert encounter.body["status"] == "finished"
+    assert encounter.body["period"] == {"start": "2009-03-18T10:20:00Z", "end": "2009-03-22T16:00:00Z"}
+    assert encounter.body["location"][0]["status"] == "completed"
+    assert encounter.criteria == "identifier=urn:ehr:hl7v2:authority:STMARY|5501234"
+    assert encounter.body["identifier"][0]["type"]["coding"][0]["code"] == "VN"  # CX.5 empty: PV1-19 is a visit number
+
+
+def test_a03_v23_patient_reads_the_old_telephone_format_and_pid2():
+    patient = only(mapped("adt_a03_v23.hl7"), "Patient").body
+    assert patient["telecom"] == [{"system": "phone", "value": "(217)555-0100", "use": "home"}]
+    assert [i["value"] for i in patient["identifier"]] == ["88123", "556677"]
+    assert patient["name"] == [{"family": "O'NEIL", "given": ["MARY", "K"]}]
+    assert patient["birthDate"] == "1945-03-15"
+
+
+def test_a04_v28_registration_is_planned_outpatient_with_pid40_telecom_and_coded_fields():
+    upserts = mapped("adt_a04_v28.hl7")
+    encounter, patient = only(upserts, "Encounter").body, only(upserts, "Patient").body
+    assert encounter["status"] == "planned"
+    assert encounter["class"]["code"] == "AMB"
+    assert encounter["period"] == {"start": "2024-04-02T09:30:00-05:00"}
+    assert codes([encounter["serviceType"]]) == [("http://terminology.hl7.org/CodeSystem/v2-0069", "CAR")]
+    assert patient["gender"] == "female"
+    assert patient["telecom"] == [
+        {"system": "phone", "value": "+13125550199", "use": "mobile"},
+        {"system": "email", "value": "linh.nguyen@example.com"},
+    ]
+    assert patient["address"][0]["district"] == "Cook"
+    assert patient["identifier"][0]["system"] == "urn:oid:2.16.840.1.113883.19.7"
+
+
+def test_a04_v28_attending_doctor_is_keyed_by_npi():
+    practitioner = only(mapped("adt_a04_v28.hl7"), "Practitioner")
+    assert practitioner.criteria == "identifier=urn:oid:2.16.840.1.113883.4.6|77001"
+    assert practitioner.body["identifier"][0]["type"]["coding"][0]["code"] == "NPI"
+
+
+def test_a05_preadmission_is_planned_at_a_planned_location():
+    encounter = only(mapped("adt_a05_v251.hl7"), "Encounter").body
+    assert encounter["status"] == "planned"
+    assert encounter["class"]["code"] == "PRENC"
+    assert encounter["location"][0]["status"] == "planned"
+
+
+def test_a08_keeps_the_encounter_status_and_writes_unknown_only_for_a_new_encounter():
+    encounter = only(mapped("adt_a08_v251.hl7"), "Encounter")
+    assert "status" in encounter.keep
+    assert encounter.body["status"] == "unknown"
+    assert "period" in encounter.keep  # PV1-44/45 not sent: the admit time stays
+    assert encounter.body["location"][0]["location"]["display"] == "GENHOSP/4N/402/A"
+
+
+def test_a08_unsent_fields_are_kept_and_the_null_value_deletes():
+    patient = only(mapped("adt_a08_v251.hl7"), "Patient")
+    assert "telecom" in patient.keep  # PID-13 empty
+    assert "address" not in patient.keep and "address" not in patient.body  # PID-11 is ""
+    assert patient.body["name"][0]["family"] == "Müller-Schmidt"
+
+
+@pytest.mark.parametrize("name, status", [("adt_a11_v24.hl7", "cancelled"), ("adt_a12_v251.hl7", "in-progress"), ("adt_a13_v251.hl7", "in-progress")])
+def test_cancellations_set_the_status_the_ig_gives_their_event(name, status):
+    assert only(mapped(name), "Encounter").body["status"] == status
+
+
+def test_a12_cancel_transfer_puts_the_patient_back_without_the_cancelled_location():
+    encounter = only(mapped("adt_a12_v251.hl7"), "Encounter").body
+    assert encounter["location"] == [{"location": {"display": "GENHOSP/4N/401/B"}, "status": "active"}]
+
+
+def test_a13_cancel_discharge_removes_the_period_end_even_when_pv1_45_is_sent():
+    encounter = only(mapped("adt_a13_v251.hl7"), "Encounter")
+    assert encounter.body["period"] == {"start": "2024-03-15T08:00:00+01:00"}
+    assert "period" not in encounter.keep
+
+
+def test_a28_without_visit_number_creates_no_encounter_and_maps_partial_birth_date_and_death():
+    upserts = mapped("adt_a28_v251.hl7")
+    assert [upsert.type for upsert in upserts] == ["Patient"]
+    body = upserts[0].body
+    assert body["birthDate"] == "2001"
+    assert body["deceasedDateTime"] == "2024-03-01T02:30:00+01:00"  # no offset in PID-29: MSH-7's
+
+
+def test_a31_v23_updates_the_person_only():
+    (patient,) = mapped("adt_a31_v23.hl7")
+    assert patient.type == "Patient"
+    assert patient.body["telecom"] == [{"system": "phone", "value": "(217)555-0111", "use": "home"}]
+    assert "address" in patient.keep
+
+
+# Dispatch
+
+
+def test_a40_merge_is_not_mapped_yet_and_is_rejected_with_code_201():
+    with pytest.raises(UnsupportedMessage) as raised:
+        mapped("adt_a40_v251.hl7")
+    assert location_of(raised.value) == (201, "MSH", 1, 9)
+    assert "merge" in raised.value.text
+
+
+@pytest.mark.parametrize("msh9, code", [
+    ("BAR^P01^BAR_P01", 200), ("SIU^S12^SIU_S12", 200), ("ADT^A06^ADT_A06", 201), ("ADT^A01^ADT_A99", 200), ("ORU^R30^ORU_R30", 201),
+])
+def test_unmapped_types_events_and_structures_are_unsupported(msh9, code):
+    with pytest.raises(UnsupportedMessage) as raised:
+        mapped("adt_a01_v251.hl7", ("ADT^A01^ADT_A01", msh9))
+    assert location_of(raised.value) == (code, "MSH", 1, 9)
+
+
+def test_an_event_sent_with_another_structure_of_its_family_is_mapped():
+    assert only(mapped("adt_a01_v251.hl7", ("ADT^A01^ADT_A01", "ADT^A01^ADT_A05")), "Encounter").body["status"] == "in-progress"
+
+
+# ORU
+
+
+def test_oru_maps_one_report_per_obr_referring_to_the_observations_of_its_obx():
+    upserts = mapped("oru_r01_v251.hl7")
+    observations, reports = of_type(upserts, "Observation"), of_type(upserts, "DiagnosticReport")
+    assert [report.criteria for report in reports] == [f"identifier={LAB}|F-90001", f"identifier={LAB}|F-90002", f"identifier={LAB}|F-90003"]
+    refs = [[result["reference"] for result in report.body["result"]] for report in reports]
+    assert refs == [[o.local_ref for o in observations[:3]], [o.local_ref for o in observations[3:8]], [o.local_ref for o in observations[8:]]]
+    patient, encounter = only(upserts, "Patient"), only(upserts, "Encounter")
+    for upsert in observations + reports:
+        assert upsert.body["subject"] == {"reference": patient.local_ref}
+        assert upsert.body["encounter"] == {"reference": encounter.local_ref}
+
+
+def test_oru_report_fields_come_from_obr():
+    report = of_type(mapped("oru_r01_v251.hl7"), "DiagnosticReport")[0].body
+    assert [(i["type"]["coding"][0]["code"], i["system"], i["value"]) for i in report["identifier"]] == [
+        ("FILL", LAB, "F-90001"), ("PLAC", "urn:ehr:hl7v2:authority:EPIC", "PL-5511"),
+    ]
+    assert report["status"] == "final"
+    assert codes([report["code"]]) == [("http://loinc.org", "58410-2")]
+    assert codes(report["category"]) == [("http://terminology.hl7.org/CodeSystem/v2-0074", "HM")]
+    assert report["effectiveDateTime"] == "2024-03-15T09:00:00+01:00"
+    assert report["issued"] == "2024-03-15T14:25:00+01:00"
+
+
+def test_oru_report_with_an_end_time_has_an_effective_period():
+    report = of_type(mapped("oru_r01_v251.hl7"), "DiagnosticReport")[1].body
+    assert report["effectivePeriod"] == {"start": "2024-03-15T09:00:00+01:00", "end": "2024-03-15T09:10:00+01:00"}
+    assert "effectiveDateTime" not in report
+
+
+def test_oru_encounter_is_only_referenced_an_existing_one_keeps_everything():
+    encounter = only(mapped("oru_r01_v251.hl7"), "Encounter")
+    assert {"status", "class", "location", "participant", "period"} <= set(encounter.keep)
+
+
+def test_observation_is_keyed_by_filler_order_and_its_code_not_its_set_id():
+    leukocytes = of_type(mapped("oru_r01_v251.hl7"), "Observation")[0]
+    assert leukocytes.criteria == f"identifier={LAB}|F-90001/6690-2"
+    assert leukocytes.body["identifier"] == [{"system": LAB, "value": "F-90001/6690-2"}]
+
+
+def test_nm_with_ucum_units_is_a_ucum_quantity_with_reference_range_and_interpretation():
+    body = of_type(mapped("oru_r01_v251.hl7"), "Observation")[0].body
+    quantity = {"unit": "thousand per microliter", "system": UCUM, "code": "10*3/uL"}
+    assert body["status"] == "final"
+    assert codes([body["code"]]) == [("http://loinc.org", "6690-2")]
+    assert body["valueQuantity"] == {"value": 12.4, **quantity}
+    assert body["referenceRange"] == [{"low": {"value": 4.0, **quantity}, "high": {"value": 11.0, **quantity}, "text": "4.0-11.0"}]
+    assert codes(body["interpretation"]) == [("http://terminology.hl7.org/CodeSystem/v2-0078", "H")]
+    assert body["effectiveDateTime"] == "2024-03-15T09:15:00+01:00"  # OBX-14
+
+
+def test_nm_with_a_common_ucum_unit_and_no_coding_system_is_ucum_and_takes_obr7_as_effective_time():
+    body = of_type(mapped("oru_r01_v251.hl7"), "Observation")[1].body
+    assert body["valueQuantity"] == {"value": 13.8, "unit": "g/dL", "system": UCUM, "code": "g/dL"}
+    assert body["effectiveDateTime"] == "2024-03-15T09:00:00+01:00"
+
+
+def test_nm_with_local_units_keeps_their_coding_system_and_repeated_flags():
+    body = of_type(mapped("oru_r01_v251.hl7"), "Observation")[2].body
+    assert body["valueQuantity"] == {"value": 95, "unit": "thousand per microliter", "system": "urn:ehr:hl7v2:codesystem:99LAB", "code": "K/uL"}
+    assert [coding["code"] for concept in body["interpretation"] for coding in concept["coding"]] == ["L", "A"]
+
+
+def test_sn_values_become_quantity_with_comparator_ratio_and_range():
+    crp, titer, cholesterol = of_type(mapped("oru_r01_v251.hl7"), "Observation")[3:6]
+    assert crp.body["valueQuantity"] == {"value": 5, "unit": "mg/L", "system": UCUM, "code": "mg/L", "comparator": "<"}
+    assert crp.body["referenceRange"] == [{"text": "<10"}]
+    assert titer.body["valueRatio"] == {"numerator": {"value": 1}, "denominator": {"value": 128}}
+    mg_dl = {"unit": "mg/dL", "system": UCUM, "code": "mg/dL"}
+    assert cholesterol.body["valueRange"] == {"low": {"value": 180, **mg_dl}, "high": {"value": 200, **mg_dl}}
+    assert cholesterol.body["status"] == "preliminary"
+
+
+def test_sn_that_is_no_number_pair_becomes_a_string():
+    body = of_type(mapped("oru_r01_v251.hl7", ("^1^:^128", "^2^+")), "Observation")[4].body
+    assert body["valueString"] == "2 +"
+
+
+def test_cwe_and_dt_values():
+    blood_group, collected = of_type(mapped("oru_r01_v251.hl7"), "Observation")[6:8]
+    assert blood_group.body["valueCodeableConcept"] == {"coding": [{"system": "http://loinc.org", "code": "LA19710-5", "display": "Group A"}]}
+    assert collected.body["valueDateTime"] == "2024-03-01"
+
+
+def test_ft_and_tx_values_are_strings_with_line_breaks_and_unescaped_separators():
+    narrative, comment = of_type(mapped("oru_r01_v251.hl7"), "Observation")[8:]
+    assert narrative.body["valueString"] == "Skin, left forearm, biopsy:\n- Basal cell carcinoma & actinic keratosis.\n- Margins free (| 2 mm)."
+    assert comment.body["valueString"] == "Reviewed with Dr. Weber \\ tumour board."
+    assert narrative.criteria == f"identifier={LAB}|F-90003/22637-3/1"  # same code: OBX-4 sub-ids tell them apart
+    assert comment.criteria == f"identifier={LAB}|F-90003/22637-3/2"
+
+
+def test_a_correction_resending_one_result_as_set_id_1_updates_that_result_not_the_first():
+    original = of_type(mapped("oru_r01_v251.hl7"), "Observation")
+    corrected = only(mapped("oru_r01_corrected_v251.hl7"), "Observation")
+    assert corrected.criteria == original[2].criteria != original[0].criteria
+    assert corrected.body["status"] == "corrected"
+    assert corrected.body["valueQuantity"]["value"] == 182
+    report = only(mapped("oru_r01_corrected_v251.hl7"), "DiagnosticReport")
+    assert report.criteria == f"identifier={LAB}|F-90001"
+    assert report.body["status"] == "corrected"
+
+
+def test_oru_v23_takes_the_filler_number_from_orc3_and_maps_ce_st_and_unitless_nm():
+    upserts = mapped("oru_r01_v23.hl7")
+    report = only(upserts, "DiagnosticReport")
+    assert report.criteria == "identifier=urn:ehr:hl7v2:authority:QLAB|Q-55501"  # no namespace: the sending facility's
+    assert [i["value"] for i in report.body["identifier"]] == ["Q-55501", "ORD-77"]
+    color, appearance, gravity = of_type(upserts, "Observation")
+    assert color.body["valueCodeableConcept"] == {"coding": [{"system": "urn:ehr:hl7v2:codesystem:99QLB", "code": "YEL", "display": "Yellow"}]}
+    assert appearance.body["valueString"] == "Clear"
+    assert gravity.body["valueQuantity"] == {"value": 1.015}
+    assert gravity.body["referenceRange"] == [{"low": {"value": 1.005}, "high": {"value": 1.03}, "text": "1.005-1.030"}]
+    assert color.body["effectiveDateTime"] == "2009-03-19T08:30:00Z"
+
+
+def test_oru_v28_with_two_patients_gives_each_result_its_own_subject():
+    upserts = mapped("oru_r01_v28.hl7")
+    patients = of_type(upserts, "Patient")
+    assert [p.criteria for p in patients] == [
+        "identifier=urn:oid:2.16.840.1.113883.19.7|NC-20931", "identifier=urn:oid:2.16.840.1.113883.19.7|NC-30400",
+    ]
+    subjects = [upsert.body["subject"]["reference"] for upsert in upserts if upsert.type in ("Observation", "DiagnosticReport")]
+    assert subjects == [patients[0].local_ref] * 2 + [patients[1].local_ref] * 2
+    first = of_type(upserts, "Observation")[0].body
+    assert first["effectiveDateTime"] == "2024-04-02T11:29:30.5-05:00"
+    assert codes(first["interpretation"]) == [("http://terminology.hl7.org/CodeSystem/v2-0078", "H")]
+
+
+def test_an_unmapped_value_type_gives_a_data_absent_reason_instead_of_failing():
+    body = of_type(mapped("oru_r01_v251.hl7", ("OBX|2|TX|", "OBX|2|ED|")), "Observation")[9].body
+    assert body["dataAbsentReason"]["coding"][0]["code"] == "unsupported"
+    assert "valueString" not in body
+
+
+def test_identifier_values_are_escaped_for_search_and_url_encoded_in_criteria():
+    patient = only(mapped("adt_a28_v251.hl7", ("100555^^^", "A\\T\\B 7,1^^^")), "Patient")
+    assert patient.body["identifier"][0]["value"] == "A&B 7,1"
+    assert patient.criteria == f"identifier={GENHOSP}|A%26B%207%5C%2C1"
+    assert parse_qsl(patient.criteria) == [("identifier", f"{GENHOSP}|A&B 7\\,1")]
+
+
+# Errors
+
+
+@pytest.mark.parametrize("name, replacements, expected", [
+    ("adt_a01_v251.hl7", [("PID|1||100234", "XXX|1||100234")], (101, "PID", 1, None)),
+    ("adt_a01_v251.hl7", [("PID|1||" + "100234^^^GENHOSP&2.16.840.1.113883.19.4.6&ISO^MR~123-45-6789^^^SSA&2.16.840.1.113883.4.1&ISO^SS~A778899^^^NHS^NH", "PID|1||")], (101, "PID", 1, 3)),
+    ("adt_a01_v251.hl7", [("|19650412|M|", "|19651345|M|")], (102, "PID", 1, 7)),
+    ("adt_a01_v251.hl7", [("|19650412|M|", "|19650412|X|")], (103, "PID", 1, 8)),
+    ("adt_a01_v251.hl7", [("^HL70131||||||||F", "^HL70131||||||||Q")], (103, "NK1", 1, 15)),
+    ("oru_r01_v251.hl7", [("OBX|2|NM|718-7^Hemoglobin [Mass/volume] in Blood^LN", "OBX|2|NM|")], (101, "OBX", 2, 3)),
+    ("oru_r01_v251.hl7", [("||13.8|", "||13,8|")], (102, "OBX", 2, 5)),
+    ("oru_r01_v251.hl7", [("||12.4|10*3/uL^thousand per microliter^UCUM|4.0-11.0|H|||F", "||12.4|10*3/uL^thousand per microliter^UCUM|4.0-11.0|H|||Z")], (103, "OBX", 1, 11)),
+    ("oru_r01_v251.hl7", [("OBX|4|CWE|", "OBX|4|ZZ|")], (103, "OBX", 7, 2)),
+    ("oru_r01_v251.hl7", [("|20240301|", "|2024-03-01|")], (102, "OBX", 8, 5)),
+    ("oru_r01_v251.hl7", [("||HM|F", "||HM|")], (101, "OBR", 1, 25)),
+    ("oru_r01_v251.hl7", [("||SP|P", "||SP|Y")], (103, "OBR", 3, 25)),
+    ("oru_r01_v251.hl7", [("OBR|3||F-90003^LAB^2.16.840.1.113883.19.4.9^ISO|", "OBR|3|||")], (101, "OBR", 3, 3)),
+    ("oru_r01_v251.hl7", [("OBR|2||F-90002^LAB^2.16.840.1.113883.19.4.9^ISO|24323-8^Comprehensive metabolic 2000 panel^LN|", "OBR|2||F-90002^LAB^2.16.840.1.113883.19.4.9^ISO||")], (101, "OBR", 2, 4)),
+    ("oru_r01_v23.hl7", [("OBR|1|ORD-77|", "ZZZ|1|ORD-77|")], (100, "OBX", 1, None)),
+])
+def test_messages_that_cannot_be_applied_name_the_error_code_and_location(name, replacements, expected):
+    error = refused(name, *replacements)
+    assert location_of(error) == expected
+    assert not isinstance(error, UnsupportedMessage)

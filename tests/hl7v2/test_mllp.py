@@ -1,0 +1,99 @@
+"""The MLLP listener with a real MLLP client (python-hl7's), against SQLite and PostgreSQL."""
+import asyncio
+import socket
+import threading
+
+import hl7.client
+import pytest
+
+from interop.hl7v2.mllp import Listener, ListenerSettings
+from tests.hl7v2.test_receive import a01
+
+START, END = b"\x0b", b"\x1c\r"
+
+
+@pytest.fixture
+def listener(engine):
+    """A listener on a free port, run on its own event loop in a thread; yields its port."""
+    settings = ListenerSettings(port=0, max_bytes=256 * 1024, idle_seconds=2.0, workers=2)
+    server = Listener(engine, settings)
+    loop = asyncio.new_event_loop()
+    started = asyncio.run_coroutine_threadsafe(server.start(), loop)
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio_server = started.result(timeout=10)
+    yield asyncio_server.sockets[0].getsockname()[1]
+    asyncio.run_coroutine_threadsafe(shut_down(asyncio_server), loop).result(timeout=10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=10)
+    loop.close()
+    server.close()
+
+
+async def shut_down(asyncio_server: asyncio.Server) -> None:
+    """Stop listening and end the connections still open, as the process would on exit."""
+    asyncio_server.close()
+    connections = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in connections:
+        task.cancel()
+    await asyncio.gather(*connections, return_exceptions=True)
+
+
+def send(port: int, payload: bytes) -> bytes:
+    with hl7.client.MLLPClient("127.0.0.1", port) as client:
+        return client.send(payload)
+
+
+def framed(message: bytes) -> bytes:
+    return START + message + END
+
+
+def msa(ack: bytes, encoding: str = "utf-8") -> list[str]:
+    text = ack.strip(START + END).decode(encoding)
+    return next(line for line in text.split("\r") if line.startswith("MSA")).split("|")
+
+
+def test_a_utf8_message_is_acknowledged(listener):
+    ack = send(listener, framed(a01("U1", family="Müller")))
+    assert msa(ack)[1:3] == ["AA", "U1"]
+
+
+def test_a_message_over_64_kib_is_acknowledged(listener):
+    big = a01("BIG1") + b"NTE|1||" + b"x" * 100_000 + b"\r"
+    ack = send(listener, framed(big))
+    assert msa(ack)[1:3] == ["AA", "BIG1"]
+
+
+def test_many_messages_on_one_connection_each_get_their_ack(listener):
+    with socket.create_connection(("127.0.0.1", listener), timeout=10) as connection:
+        for number in range(5):
+            connection.sendall(framed(a01(f"M{number}", mrn=f"7000{number}")))
+            assert msa(read_frame(connection))[2] == f"M{number}"
+
+
+def test_a_frame_over_the_limit_closes_the_connection_and_the_listener_keeps_serving(listener):
+    with socket.create_connection(("127.0.0.1", listener), timeout=10) as connection:
+        connection.sendall(framed(a01("HUGE") + b"NTE|1||" + b"x" * 300_000 + b"\r"))
+        assert connection.recv(1024) == b""
+    assert msa(send(listener, framed(a01("AFTER"))))[2] == "AFTER"
+
+
+def test_garbage_closes_the_connection(listener):
+    with socket.create_connection(("127.0.0.1", listener), timeout=10) as connection:
+        connection.sendall(b"GET / HTTP/1.1\r\n\r\n" + END)
+        assert connection.recv(1024) == b""
+    assert msa(send(listener, framed(a01("OK1"))))[2] == "OK1"
+
+
+def test_an_idle_connection_is_closed(listener):
+    with socket.create_connection(("127.0.0.1", listener), timeout=10) as connection:
+        assert connection.recv(1024) == b""  # idle_seconds=2: the listener hangs up
+
+
+def read_frame(connection: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(END):
+        chunk = connection.recv(65536)
+        assert chunk, "connection closed before the ACK"
+        data += chunk
+    return data
