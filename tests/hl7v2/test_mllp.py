@@ -2,6 +2,7 @@
 import asyncio
 import socket
 import threading
+import time
 
 import hl7.client
 import pytest
@@ -97,3 +98,51 @@ def read_frame(connection: socket.socket) -> bytes:
         assert chunk, "connection closed before the ACK"
         data += chunk
     return data
+
+
+def test_messages_about_one_patient_are_applied_in_the_order_received(listener, client):
+    """An A08 sent on another connection right after its A01 always wins, for many patients at once."""
+    patients = range(12)
+    first = [socket.create_connection(("127.0.0.1", listener), timeout=30) for _ in patients]
+    second = [socket.create_connection(("127.0.0.1", listener), timeout=30) for _ in patients]
+    try:
+        for number in patients:
+            first[number].sendall(framed(a01(f"O1-{number}", mrn=f"6600{number:02d}", family="Before")))
+            second[number].sendall(framed(a08(f"O2-{number}", mrn=f"6600{number:02d}", family="After")))
+        for connection in first + second:
+            assert msa(read_frame(connection))[1] == "AA"
+    finally:
+        for connection in first + second:
+            connection.close()
+    for number in patients:
+        entry = client.get(f"/fhir/Patient?identifier=6600{number:02d}").get_json()["entry"]
+        assert [item["resource"]["name"][0]["family"] for item in entry] == ["After"]
+
+
+def a08(control: str, mrn: str, family: str) -> bytes:
+    return a01(control, mrn, family).replace(b"ADT^A01^ADT_A01", b"ADT^A08^ADT_A01").replace(b"EVN|A01", b"EVN|A08")
+
+
+def test_connections_over_the_cap_are_closed_and_the_others_served(engine):
+    settings = ListenerSettings(port=0, idle_seconds=5.0, max_connections=2, workers=1)
+    server = Listener(engine, settings)
+    loop = asyncio.new_event_loop()
+    asyncio_server = loop.run_until_complete(server.start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    port = asyncio_server.sockets[0].getsockname()[1]
+    try:
+        held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+        time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as refused:
+            assert refused.recv(1024) == b""
+        held[0].sendall(framed(a01("CAP1")))
+        assert msa(read_frame(held[0]))[2] == "CAP1"
+        for connection in held:
+            connection.close()
+    finally:
+        asyncio.run_coroutine_threadsafe(shut_down(asyncio_server), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+        server.close()
