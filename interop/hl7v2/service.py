@@ -3,10 +3,10 @@
 1. The raw bytes are stored (status `received`) and committed before anything else.
    A message whose sending application, facility and control id were seen before is a
    re-send: it gets the ACK it got then and is not applied again.
-2. The mapper turns the message into upserts by business key (interop/hl7v2/mapping);
-   they are written in one transaction through the same write path as REST, with
-   meta.source and a Provenance naming the message, and the message becomes `applied`
-   in that same transaction. Only then is AA sent.
+2. The mapper turns the message into upserts by business key (interop/hl7v2/mapping),
+   and an A40 also into merges; they are written in one transaction through the same
+   write path as REST, with meta.source and a Provenance naming the message, and the
+   message becomes `applied` in that same transaction. Only then is AA sent.
 3. A message that cannot be mapped or applied is kept with status `error` (AE) or
    `rejected` (AR, e.g. an unsupported type) and its reason, for `ehr hl7 replay`.
 """
@@ -14,18 +14,19 @@ import logging
 from dataclasses import dataclass
 
 import hl7
-from sqlalchemy import Engine, Row, select, update
+from sqlalchemy import Engine, Row, false, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.errors import FhirError
 from app.model.instants import format_instant, utc_now
 from app.model.references import rewrite_references
-from app.search.conditional import update_target
+from app.search.conditional import matching, single_match, update_target
 from app.store.db import write_unit
-from app.store.resources import StoredResource, insert_new_resources, new_resource, read_resource, update_resource
-from app.store.schema import hl7_message
+from app.store.resources import (StoredResource, insert_new_resources, new_resource, read_resource, stored_from_row,
+                                 update_resource)
+from app.store.schema import hl7_message, resource, search_reference
 from interop.hl7v2.ack import ErrorDetail, Header, acknowledgement
-from interop.hl7v2.mapping import MappingError, UnsupportedMessage, Upsert, upserts_for
+from interop.hl7v2.mapping import MappingError, Merge, UnsupportedMessage, Upsert, upserts_for
 from interop.hl7v2.text import UnreadableMessage, parse
 
 log = logging.getLogger("ehr.hl7v2")
@@ -75,11 +76,11 @@ def receive(engine: Engine, raw: bytes, peer: str, senders: Senders = Senders())
 def process(engine: Engine, message_id: int, message: hl7.Message, header: Header, codec: str) -> Receipt:
     """Map and apply a stored message; its outcome and ACK are stored with it."""
     try:
-        upserts = upserts_for(message)
+        instructions = upserts_for(message)
         with write_unit(engine) as connection:
             if locked_status(connection, message_id) == "applied":
                 return Receipt(message_id, "applied", stored_ack(connection, message_id), codec)
-            apply(connection, upserts, message_id, header)
+            apply(connection, instructions, message_id, header)
             ack = acknowledgement(header, "AA")
             mark(connection, message_id, "applied", None, ack)
         return Receipt(message_id, "applied", ack, codec)
@@ -103,12 +104,27 @@ def error_detail(error: MappingError) -> ErrorDetail:
     return ErrorDetail(error.code, str(error), error.segment, error.sequence, error.field)
 
 
-def apply(connection, upserts: list[Upsert], message_id: int, header: Header) -> None:
-    """Write each upsert by its business key, references between them resolved, then one Provenance.
+def apply(connection, instructions: list[Upsert | Merge], message_id: int, header: Header) -> None:
+    """Write each upsert by its business key, references between them resolved, then the merges, then one Provenance.
 
     Updates are written one by one; new resources are validated one by one and inserted together
-    at the end (a result message mostly creates), under the ids their references already use."""
+    (a result message mostly creates), under the ids their references already use."""
     source = f"{MESSAGE_IDENTIFIER_SYSTEM}:{message_id}"
+    upserts = [instruction for instruction in instructions if isinstance(instruction, Upsert)]
+    merges = [instruction for instruction in instructions if isinstance(instruction, Merge)]
+    targets, pending = write_upserts(connection, upserts, source)
+    written = list(targets.values())
+    if merges:  # a merge writes to its survivor, which must exist by then
+        insert_new_resources(connection, pending)
+        pending = []
+        written += [reference for merge in merges for reference in apply_merge(connection, merge, targets[merge.survivor_ref], source)]
+    if written:
+        pending.append(new_resource(provenance(list(dict.fromkeys(written)), message_id, header, source), "Provenance"))
+    insert_new_resources(connection, pending)
+
+
+def write_upserts(connection, upserts: list[Upsert], source: str) -> tuple[dict[str, str], list[StoredResource]]:
+    """Update what the business keys find; the new resources, not yet inserted. Returns local_ref -> `Type/id` and those."""
     targets: dict[str, str] = {}
     created: dict[tuple[str, str], StoredResource] = {}  # (type, criteria) of the new ones: a key may recur
     for upsert in upserts:
@@ -123,9 +139,7 @@ def apply(connection, upserts: list[Upsert], message_id: int, header: Header) ->
             targets[upsert.local_ref] = f"{upsert.type}/{created[key].id}"
         else:
             targets[upsert.local_ref] = f"{upsert.type}/{update_keeping(connection, upsert, existing_id, body)}"
-    if targets:
-        record = new_resource(provenance(list(targets.values()), message_id, header, source), "Provenance")
-        insert_new_resources(connection, [*created.values(), record])
+    return targets, list(created.values())
 
 
 def update_keeping(connection, upsert: Upsert, existing_id: str, body: dict) -> str:
@@ -158,6 +172,64 @@ def provenance(targets: list[str], message_id: int, header: Header, source: str)
             },
         }],
     }
+
+
+# Merges (ADT^A40).
+
+def apply_merge(connection, merge: Merge, survivor: str, source: str) -> list[str]:
+    """Merge the Patient `merge.criteria` finds into `survivor` (`Patient/<id>`): it becomes inactive and `replaced-by`
+    the survivor, the survivor `replaces` it, and other resources' references to it move to the survivor.
+
+    Returns the resources written (`Type/id`): none when no other patient is found, and none again on a replay."""
+    found = single_match(matching(connection, merge.type, merge.criteria), merge.type, merge.criteria)
+    if found is None or f"{merge.type}/{found.id}" == survivor:
+        return []
+    merged = f"{merge.type}/{found.id}"
+    moved = move_references(connection, merged, survivor, source)
+    return [
+        *add_link(connection, merged, "replaced-by", survivor, {"active": False}, source),
+        *add_link(connection, survivor, "replaces", merged, {}, source),
+        *moved,
+    ]
+
+
+def add_link(connection, patient: str, link_type: str, other: str, changes: dict, source: str) -> list[str]:
+    """Give `patient` a link of `link_type` to `other` (unless it has one) and `changes`: [patient], or [] if it had both."""
+    type_name, resource_id = patient.split("/")
+    current = read_resource(connection, type_name, resource_id)
+    link = {"other": {"reference": other}, "type": link_type}
+    links = current.body.get("link", [])
+    body = {**current.body, **changes, "link": links if link in links else [*links, link]}
+    if body == current.body:
+        return []
+    update_resource(connection, type_name, resource_id, with_source(body, source), current.etag)
+    return [patient]
+
+
+def move_references(connection, merged: str, survivor: str, source: str) -> list[str]:
+    """Point every live resource that refers to `merged` (as its search index says) at `survivor` instead.
+
+    A Provenance keeps what it recorded, and a Patient its links: they say who replaced whom."""
+    moved = []
+    for referrer in referring_resources(connection, *merged.split("/")):
+        body = rewrite_references(referrer.body, {merged: survivor})
+        if referrer.type == "Patient" and "link" in referrer.body:
+            body["link"] = referrer.body["link"]
+        if body != referrer.body:
+            update_resource(connection, referrer.type, referrer.id, with_source(body, source), referrer.etag)
+            moved.append(f"{referrer.type}/{referrer.id}")
+    return moved
+
+
+def referring_resources(connection, type_name: str, resource_id: str) -> list[StoredResource]:
+    """The live resources, Provenance aside, with a reference index row pointing at `type_name/resource_id`."""
+    pointing = select(search_reference.c.res_pk).where(
+        search_reference.c.target_type == type_name, search_reference.c.target_id == resource_id,
+    )
+    query = select(resource).where(
+        resource.c.pk.in_(pointing), resource.c.deleted == false(), resource.c.res_type != "Provenance",
+    ).order_by(resource.c.pk)
+    return [stored_from_row(row) for row in connection.execute(query)]
 
 
 # The message store.

@@ -7,7 +7,7 @@ import hl7
 import pytest
 
 from app.model.validation import validate_resource
-from interop.hl7v2.mapping import MappingError, UnsupportedMessage, upserts_for
+from interop.hl7v2.mapping import MappingError, Merge, UnsupportedMessage, Upsert, upserts_for
 
 MESSAGES = Path(__file__).parent / "messages"
 GENHOSP = "urn:oid:2.16.840.1.113883.19.4.6"
@@ -35,7 +35,7 @@ def mapped(name: str, *replacements: tuple[str, str]):
 
 
 def of_type(upserts, type_name: str):
-    return [upsert for upsert in upserts if upsert.type == type_name]
+    return [upsert for upsert in upserts if isinstance(upsert, Upsert) and upsert.type == type_name]
 
 
 def only(upserts, type_name: str):
@@ -57,12 +57,12 @@ def codes(concepts) -> list[tuple[str, str]]:
     return [(coding.get("system"), coding["code"]) for concept in concepts for coding in concept["coding"]]
 
 
-MAPPED_SAMPLES = sorted(path.name for path in MESSAGES.glob("*.hl7") if path.name != "adt_a40_v251.hl7")
+MAPPED_SAMPLES = sorted(path.name for path in MESSAGES.glob("*.hl7"))
 
 
 @pytest.mark.parametrize("name", MAPPED_SAMPLES)
 def test_every_sample_message_maps_to_valid_r4_resources_with_local_refs_and_identifier_criteria(name):
-    upserts = upserts_for(parse(text_of(name)))
+    upserts = [upsert for upsert in upserts_for(parse(text_of(name))) if isinstance(upsert, Upsert)]
     assert upserts
     for upsert in upserts:
         validate_resource(upsert.body)
@@ -204,7 +204,7 @@ def test_a02_transfer_moves_the_patient_and_keeps_the_prior_bed_as_completed():
 
 def test_a02_patient_keeps_what_the_transfer_does_not_send():
     patient = only(mapped("adt_a02_v24.hl7"), "Patient")
-    assert set(patient.keep) == {"telecom", "address", "deceasedBoolean", "deceasedDateTime", "contact", "generalPractitioner"}
+    assert set(patient.keep) == {"telecom", "address", "deceasedBoolean", "deceasedDateTime", "contact", "generalPractitioner", "active", "link"}
     assert "telecom" not in patient.body and "name" not in patient.keep
 
 
@@ -304,11 +304,25 @@ def test_a31_v23_updates_the_person_only():
 # Dispatch
 
 
-def test_a40_merge_is_not_mapped_yet_and_is_rejected_with_code_201():
-    with pytest.raises(UnsupportedMessage) as raised:
-        mapped("adt_a40_v251.hl7")
-    assert location_of(raised.value) == (201, "MSH", 1, 9)
-    assert "merge" in raised.value.text
+# ADT: merge
+
+
+def test_a40_upserts_the_surviving_patient_once_and_merges_each_mrg1_patient_into_it():
+    instructions = mapped("adt_a40_v251.hl7")
+    patient = only(instructions, "Patient")
+    assert [type(instruction) for instruction in instructions] == [Upsert, Merge, Merge]
+    assert patient.criteria == f"identifier={GENHOSP}|100234"
+    assert patient.body["name"][0]["family"] == "Müller"
+    assert {"active", "link"} <= set(patient.keep)  # an update never undoes an earlier merge
+    assert instructions[1:] == [
+        Merge(patient.local_ref, "Patient", f"identifier={GENHOSP}|100999"),
+        Merge(patient.local_ref, "Patient", f"identifier={GENHOSP}|100998"),  # MRG-1's MR repetition, as for PID-3
+    ]
+
+
+def test_a40_mrg1_without_assigning_authority_belongs_to_the_sender_like_pid3():
+    merge = mapped("adt_a40_v251.hl7", ("MRG|100999^^^GENHOSP&2.16.840.1.113883.19.4.6&ISO^MR", "MRG|100999"))[1]
+    assert merge.criteria == "identifier=urn:ehr:hl7v2:authority:GENHOSP|100999"
 
 
 @pytest.mark.parametrize("msh9, code", [
@@ -489,6 +503,8 @@ def test_identifier_values_are_escaped_for_search_and_url_encoded_in_criteria():
     ("oru_r01_v251.hl7", [("OBR|3||F-90003^LAB^2.16.840.1.113883.19.4.9^ISO|", "OBR|3|||")], (101, "OBR", 3, 3)),
     ("oru_r01_v251.hl7", [("OBR|2||F-90002^LAB^2.16.840.1.113883.19.4.9^ISO|24323-8^Comprehensive metabolic 2000 panel^LN|", "OBR|2||F-90002^LAB^2.16.840.1.113883.19.4.9^ISO||")], (101, "OBR", 2, 4)),
     ("oru_r01_v23.hl7", [("OBR|1|ORD-77|", "ZZZ|1|ORD-77|")], (100, "OBX", 1, None)),
+    ("adt_a40_v251.hl7", [("MRG|100999", "ZMG|100999")], (101, "MRG", 1, 1)),
+    ("adt_a40_v251.hl7", [("MRG|A778899^^^NHS^NH~100998^^^GENHOSP&2.16.840.1.113883.19.4.6&ISO^MR|", "MRG||")], (101, "MRG", 2, 1)),
 ])
 def test_messages_that_cannot_be_applied_name_the_error_code_and_location(name, replacements, expected):
     error = refused(name, *replacements)

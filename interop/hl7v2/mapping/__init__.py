@@ -1,7 +1,7 @@
 """HL7 v2 messages to FHIR R4 resources: pure functions, driven by the HL7 v2-to-FHIR IG tables.
 
-The service applies what `upserts_for` returns in one database transaction; nothing here
-touches the database. docs/hl7v2-mapping.md lists the tables this package implements.
+The service applies what `upserts_for` returns (upserts, then merges) in one database
+transaction; nothing here touches the database. docs/hl7v2-mapping.md lists the tables this package implements.
 """
 from dataclasses import dataclass
 
@@ -15,6 +15,19 @@ class Upsert:
     criteria: str  # FHIR search criteria of the business key, e.g. "identifier=urn:oid:1.2.3|12345" (URL-encoded values as in a conditional update)
     body: dict  # the full FHIR R4 resource (no id, no meta: the service sets meta.source)
     keep: tuple[str, ...] = ()  # top-level elements an existing resource keeps (A08 never changes Encounter.status)
+
+
+@dataclass(frozen=True)
+class Merge:
+    """The resource found by `criteria` is merged into the upsert whose local_ref is `survivor_ref` (ADT^A40).
+
+    For Patients: the merged one becomes inactive with a `replaced-by` link, the survivor gains a
+    `replaces` link, and every other resource's references move to the survivor. When `criteria`
+    finds nothing, or finds the survivor itself, there is nothing to merge."""
+
+    survivor_ref: str  # the local_ref of an Upsert of the same message
+    type: str  # "Patient"
+    criteria: str  # as Upsert.criteria: the merged resource's business key, e.g. MRG-1's identifier
 
 
 class MappingError(Exception):
@@ -36,4 +49,4 @@ class UnsupportedMessage(MappingError):
 # The mappers import the contract above, so they come after it.
 from interop.hl7v2.mapping.messages import upserts_for  # noqa: E402
 
-__all__ = ["MappingError", "UnsupportedMessage", "Upsert", "upserts_for"]
+__all__ = ["MappingError", "Merge", "UnsupportedMessage", "Upsert", "upserts_for"]

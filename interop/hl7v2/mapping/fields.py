@@ -102,3 +102,13 @@ def segment_views(message: hl7.Message) -> list[SegmentView]:
 
 def first_segment(views: list[SegmentView], segment_id: str) -> SegmentView | None:
     return next((view for view in views if view.id == segment_id), None)
+
+
+def patient_groups(segments: list[SegmentView]) -> list[list[SegmentView]]:
+    """Patient groups (ORU PATIENT_RESULT, ADT_A39 PATIENT): each PID with the segments up to the next PID.
+
+    At least one group: without any PID, the whole message, so that the patient mapper reports the missing PID."""
+    starts = [index for index, segment in enumerate(segments) if segment.id == "PID"]
+    if not starts:
+        return [segments]
+    return [segments[start:end] for start, end in zip(starts, [*starts[1:], len(segments)])]

@@ -3,24 +3,22 @@ from collections.abc import Callable
 
 import hl7
 
-from interop.hl7v2.mapping import UnsupportedMessage, Upsert
-from interop.hl7v2.mapping.adt import ADT_EVENTS, adt_upserts
+from interop.hl7v2.mapping import Merge, UnsupportedMessage, Upsert
+from interop.hl7v2.mapping.adt import ADT_EVENTS, MERGE_EVENTS, adt_upserts
 from interop.hl7v2.mapping.datatypes import MessageDefaults, defaults_of
 from interop.hl7v2.mapping.fields import SegmentView, segment_views
 from interop.hl7v2.mapping.oru import ORU_EVENTS, oru_upserts
 
-Mapper = Callable[[list[SegmentView], MessageDefaults, str], list[Upsert]]
+Mapper = Callable[[list[SegmentView], MessageDefaults, str], list[Upsert | Merge]]
 MAPPERS: dict[str, tuple[dict[str, str], Mapper]] = {  # MSH-9.1 -> (trigger event -> its message structure, the mapper of those structures)
-    "ADT": ({event: adt.structure for event, adt in ADT_EVENTS.items()}, adt_upserts),
+    "ADT": ({**{event: adt.structure for event, adt in ADT_EVENTS.items()}, **MERGE_EVENTS}, adt_upserts),
     "ORU": (ORU_EVENTS, oru_upserts),
 }
-NOT_YET_MAPPED = {
-    ("ADT", "A40"): "ADT^A40 (merge patient) is not mapped yet: it needs references moved to the surviving patient.",
-}
 
 
-def upserts_for(message: hl7.Message) -> list[Upsert]:
-    """The upserts that apply `message`, in dependency order (Practitioners, Patient, Encounter, Observations, DiagnosticReports).
+def upserts_for(message: hl7.Message) -> list[Upsert | Merge]:
+    """What applies `message`: upserts in dependency order (Practitioners, Patient, Encounter, Observations,
+    DiagnosticReports), then the merges of an A40, each into a Patient upserted before it.
 
     >>> text = "MSH|^~\\\\&|ADT|HOSP|EHR|EHR|202401021230+0100||ADT^A28^ADT_A05|1|P|2.5.1\\rPID|1||12345^^^HOSP^MR||Doe^Jane"
     >>> [(upsert.type, upsert.criteria) for upsert in upserts_for(hl7.parse(text))]
@@ -31,8 +29,7 @@ def upserts_for(message: hl7.Message) -> list[Upsert]:
     message_type, event, structure = (msh.field(9)(component).upper() for component in (1, 2, 3))
     events, mapper = mapped_events(message_type)
     if event not in events:
-        reason = NOT_YET_MAPPED.get((message_type, event), f"Trigger event {message_type}^{event} is not mapped.")
-        raise UnsupportedMessage(reason, 201, "MSH", 1, 9)
+        raise UnsupportedMessage(f"Trigger event {message_type}^{event} is not mapped.", 201, "MSH", 1, 9)
     if structure and structure not in events.values():
         raise UnsupportedMessage(f"Message structure {structure} is not mapped for {message_type}.", 200, "MSH", 1, 9)
     return mapper(segments, defaults_of(msh), event)

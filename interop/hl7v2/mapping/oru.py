@@ -11,7 +11,7 @@ from interop.hl7v2.mapping import Upsert
 from interop.hl7v2.mapping.datatypes import (CODING_SYSTEMS, MessageDefaults, codeable_concept, coding_system, compact,
                                              date_time, entity_identifier, instant)
 from interop.hl7v2.mapping.encounter import RESULT_CONTEXT, encounter_upsert, has_visit_number
-from interop.hl7v2.mapping.fields import FieldValue, SegmentView, first_segment
+from interop.hl7v2.mapping.fields import FieldValue, SegmentView, first_segment, patient_groups
 from interop.hl7v2.mapping.patient import patient_upsert
 from interop.hl7v2.mapping.practitioners import PractitionerUpserts
 from interop.hl7v2.mapping.upserts import reference, upsert_by_identifier
@@ -59,14 +59,6 @@ def oru_upserts(segments: list[SegmentView], defaults: MessageDefaults, event: s
     practitioners = PractitionerUpserts(defaults)
     groups = [patient_result(group, defaults, practitioners) for group in patient_groups(segments)]
     return [*practitioners.upserts, *(upsert for group in groups for upsert in group)]
-
-
-def patient_groups(segments: list[SegmentView]) -> list[list[SegmentView]]:
-    """The PATIENT_RESULT groups: each PID with the segments up to the next PID. At least one, or 101 (no PID)."""
-    starts = [index for index, segment in enumerate(segments) if segment.id == "PID"]
-    if not starts:
-        return [segments]  # patient_upsert reports the missing PID
-    return [segments[start:end] for start, end in zip(starts, [*starts[1:], len(segments)])]
 
 
 def patient_result(group: list[SegmentView], defaults: MessageDefaults, practitioners: PractitionerUpserts) -> list[Upsert]:

@@ -14,6 +14,7 @@ PID_SOURCES = {  # Patient element -> PID fields it comes from; an update keeps 
     "deceasedBoolean": (29, 30), "deceasedDateTime": (29, 30), "address": (11,),
 }
 TELECOM_FIELDS = {13: "home", 14: "work", 40: None}  # PID field -> ContactPoint.use when XTN.2 is empty
+MERGE_ELEMENTS = ("active", "link")  # no PID field carries them: an A40 merge sets them, and later updates keep them
 
 
 def patient_upsert(segments: list[SegmentView], defaults: MessageDefaults, practitioners: PractitionerUpserts) -> Upsert:
@@ -22,7 +23,7 @@ def patient_upsert(segments: list[SegmentView], defaults: MessageDefaults, pract
     if pid is None:
         raise MappingError("The message has no PID segment: there is no patient to apply it to.", 101, "PID", 1)
     identifiers = [found for field in (2, 3, 4) for cx in pid.repetitions(field) if (found := identifier(cx, defaults))]
-    key = key_identifier(pid, defaults)
+    key = key_identifier(pid, 3, defaults)
     pd1 = first_segment(segments, "PD1")
     contacts = [found for nk1 in segments if nk1.id == "NK1" and (found := contact(nk1, defaults))]
     body = compact({
@@ -38,14 +39,15 @@ def patient_upsert(segments: list[SegmentView], defaults: MessageDefaults, pract
         "generalPractitioner": [found for xcn in pd1.repetitions(4) if (found := practitioners.reference(xcn))] if pd1 else [],
     })
     keep = unsent_elements(pid, PID_SOURCES) + unsent_elements(pd1, {"generalPractitioner": (4,)})
-    return upsert_by_identifier(body, key, keep + (() if contacts else ("contact",)))
+    return upsert_by_identifier(body, key, keep + (() if contacts else ("contact",)) + MERGE_ELEMENTS)
 
 
-def key_identifier(pid: SegmentView, defaults: MessageDefaults) -> dict:
-    """The PID-3 repetition typed MR, else the first: the Patient's business key."""
-    candidates = [found for cx in pid.repetitions(3) if (found := identifier(cx, defaults))]
+def key_identifier(segment: SegmentView, field: int, defaults: MessageDefaults) -> dict:
+    """The repetition typed MR, else the first, of a patient identifier list (PID-3, MRG-1): a Patient's business key."""
+    candidates = [found for cx in segment.repetitions(field) if (found := identifier(cx, defaults))]
     if not candidates:
-        raise pid.error("PID-3 (patient identifier list) has no identifier: the patient cannot be matched.", 101, 3)
+        name = segment.field(field).name
+        raise segment.error(f"{name} (patient identifier list) has no identifier: the patient cannot be matched.", 101, field)
     typed = [candidate for candidate in candidates if identifier_type_code(candidate) == KEY_IDENTIFIER_TYPE]
     return (typed or candidates)[0]
 
