@@ -1,6 +1,6 @@
 """The `ehr` command line: database migrations, the development server, loading files, the demo."""
 import asyncio
-import logging
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -17,7 +17,7 @@ from app.store import migrate
 from app.store.db import make_engine, read_unit
 from app.store.resources import has_resources
 from app.web import create_app
-from interop.hl7v2.mllp import Listener, ListenerSettings
+from interop.hl7v2.mllp import Listener, ListenerSettings, configure_logging
 from interop.hl7v2.service import Senders, replay, stored_message, stored_messages
 
 DEFAULT_HOST = "127.0.0.1"
@@ -110,23 +110,24 @@ def reindex_command(type_name):
 @click.option("--max-bytes", default=16 * 1024 * 1024, show_default=True, type=int, help="Largest message accepted.")
 @click.option("--idle-seconds", default=300.0, show_default=True, type=float, help="Close a connection silent this long.")
 @click.option("--max-connections", default=200, show_default=True, type=int)
+@click.option("--workers", default=os.cpu_count() or 2, show_default=True, type=int, help="Worker processes applying messages.")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="PEM certificate: serve MLLP over TLS.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM private key of --tls-cert.")
 @click.option("--allow-app", multiple=True, help="Accept only these sending applications (MSH-3); repeatable.")
 @click.option("--allow-facility", multiple=True, help="Accept only these sending facilities (MSH-4); repeatable.")
-def mllp(host, port, max_bytes, idle_seconds, max_connections, tls_cert, tls_key, allow_app, allow_facility):
+def mllp(host, port, max_bytes, idle_seconds, max_connections, workers, tls_cert, tls_key, allow_app, allow_facility):
     """Receive HL7 v2 messages over MLLP: store each, apply it, then acknowledge it."""
     settings = ListenerSettings(
-        host=host, port=port, max_bytes=max_bytes, idle_seconds=idle_seconds, max_connections=max_connections,
+        host=host, port=port, max_bytes=max_bytes, idle_seconds=idle_seconds, max_connections=max_connections, workers=workers,
         tls_certificate=tls_cert, tls_key=tls_key, senders=Senders(frozenset(allow_app), frozenset(allow_facility)),
     )
-    engine = settings_engine()
+    database_url = load_settings().database_url
     try:
-        migrate.check_schema_current(engine)
+        migrate.check_schema_current(make_engine(database_url))
     except migrate.SchemaNotCurrent as error:
         raise click.ClickException(str(error)) from None
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    listener = Listener(engine, settings)
+    configure_logging()
+    listener = Listener(database_url, settings)
     try:
         asyncio.run(listener.serve_forever())
     except KeyboardInterrupt:

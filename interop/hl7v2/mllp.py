@@ -1,22 +1,27 @@
 """The MLLP listener (`ehr mllp`): python-hl7's asyncio MLLP framing, our decoding, the shared service.
 
-Connections are served on one asyncio loop; each message is applied on a worker thread
+Connections are served on one asyncio loop; each message is applied in a worker process
 chosen by its patient (PID-3), so one patient's messages are applied in the order they
-arrived while other patients' run in parallel. A connection that sends garbage, a frame
+arrived while other patients' run in parallel, on every core (threads would share one). A connection that sends garbage, a frame
 over the size limit, or nothing for `idle_seconds` is logged and closed; the listener
 keeps serving every other connection.
 """
 import asyncio
 import hashlib
 import logging
+import multiprocessing
+import os
 import ssl
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from functools import cache
 
 from hl7.mllp import InvalidBlockError, start_hl7_server
 from sqlalchemy import Engine
 
-from interop.hl7v2.service import Senders, receive
+from app.store.db import make_engine
+from interop.hl7v2.service import Receipt, Senders, receive
 from interop.hl7v2.text import patient_key
 
 log = logging.getLogger("ehr.mllp")
@@ -29,7 +34,7 @@ class ListenerSettings:
     max_bytes: int = 16 * 1024 * 1024  # a lab report with an embedded PDF is several MB; python-hl7's default is 64 KiB
     idle_seconds: float = 300.0
     max_connections: int = 200
-    workers: int = 4
+    workers: int = field(default_factory=lambda: os.cpu_count() or 2)  # worker processes, each a queue of patients
     senders: Senders = field(default_factory=Senders)
     tls_certificate: str | None = None
     tls_key: str | None = None
@@ -43,10 +48,10 @@ class ListenerSettings:
 
 
 class Listener:
-    def __init__(self, engine: Engine, settings: ListenerSettings):
-        self.engine, self.settings = engine, settings
-        # one single-thread executor per partition: a FIFO queue per group of patients
-        self.partitions = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"hl7-{n}") for n in range(settings.workers)]
+    def __init__(self, database_url: str, settings: ListenerSettings):
+        self.database_url, self.settings = database_url, settings
+        # one single-process executor per partition: a FIFO queue per group of patients
+        self.partitions = [new_partition() for _ in range(settings.workers)]
         self.connections = 0
 
     async def serve_forever(self) -> None:
@@ -80,10 +85,8 @@ class Listener:
             block = await self.next_block(reader, peer)
             if block is None:
                 return
-            receipt = await asyncio.get_running_loop().run_in_executor(
-                self.partition_of(block), receive, self.engine, block, peer, self.settings.senders,
-            )
-            if receipt.unreadable:
+            receipt = await self.applied(block, peer)
+            if receipt is None or receipt.unreadable:
                 return  # not HL7: there is no MSH to answer, and what follows cannot be trusted either
             if receipt.ack is not None:
                 writer.writeblock(receipt.ack.encode(receipt.codec, errors="replace"))
@@ -106,9 +109,21 @@ class Listener:
             log.warning("connection from %s failed: %s", peer, error)
         return None
 
-    def partition_of(self, block: bytes) -> ThreadPoolExecutor:
+    async def applied(self, block: bytes, peer: str) -> Receipt | None:
+        """The message received by its patient's worker; None (no ACK: the sender will re-send) if the worker died."""
+        number = self.partition_of(block)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self.partitions[number], receive_in_worker, self.database_url, block, peer, self.settings.senders,
+            )
+        except BrokenProcessPool:
+            log.error("worker %d died applying a message from %s; closing the connection unacknowledged", number, peer)
+            self.partitions[number] = new_partition()
+            return None
+
+    def partition_of(self, block: bytes) -> int:
         digest = hashlib.blake2b(patient_key(block), digest_size=4).digest()
-        return self.partitions[int.from_bytes(digest, "big") % len(self.partitions)]
+        return int.from_bytes(digest, "big") % len(self.partitions)
 
     def close(self) -> None:
         for partition in self.partitions:
@@ -119,3 +134,21 @@ def format_peer(peername) -> str:
     if isinstance(peername, tuple) and len(peername) >= 2:
         return f"mllp:{peername[0]}:{peername[1]}"
     return f"mllp:{peername}"
+
+
+def new_partition() -> ProcessPoolExecutor:
+    """A worker process of its own (spawned: forking a process with an event loop and threads is unsafe)."""
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=configure_logging)
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+@cache
+def worker_engine(database_url: str) -> Engine:
+    return make_engine(database_url)
+
+
+def receive_in_worker(database_url: str, raw: bytes, peer: str, senders: Senders) -> Receipt:
+    return receive(worker_engine(database_url), raw, peer, senders)

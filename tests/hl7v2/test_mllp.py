@@ -14,10 +14,10 @@ START, END = b"\x0b", b"\x1c\r"
 
 
 @pytest.fixture
-def listener(engine):
+def listener(database_url):
     """A listener on a free port, run on its own event loop in a thread; yields its port."""
     settings = ListenerSettings(port=0, max_bytes=256 * 1024, idle_seconds=2.0, workers=2)
-    server = Listener(engine, settings)
+    server = Listener(database_url, settings)
     loop = asyncio.new_event_loop()
     started = asyncio.run_coroutine_threadsafe(server.start(), loop)
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -123,9 +123,9 @@ def a08(control: str, mrn: str, family: str) -> bytes:
     return a01(control, mrn, family).replace(b"ADT^A01^ADT_A01", b"ADT^A08^ADT_A01").replace(b"EVN|A01", b"EVN|A08")
 
 
-def test_connections_over_the_cap_are_closed_and_the_others_served(engine):
+def test_connections_over_the_cap_are_closed_and_the_others_served(database_url):
     settings = ListenerSettings(port=0, idle_seconds=5.0, max_connections=2, workers=1)
-    server = Listener(engine, settings)
+    server = Listener(database_url, settings)
     loop = asyncio.new_event_loop()
     asyncio_server = loop.run_until_complete(server.start())
     thread = threading.Thread(target=loop.run_forever, daemon=True)
