@@ -235,18 +235,22 @@ def referring_resources(connection, type_name: str, resource_id: str) -> list[St
 # The message store.
 
 def store_or_find(engine: Engine, raw: bytes, peer: str, header: Header, codec: str) -> Row:
-    """The message's row: new with status `received`, or the earlier row of the same sender and control id."""
+    """The message's row (id, status, ack): new with status `received`, or the earlier row of the same sender and
+    control id. One statement for a new message: the insert returns its row unless the key was there."""
     values = {
         **new_row(raw, peer, "received"), "sending_application": header.sending_application,
         "sending_facility": header.sending_facility, "control_id": header.control_id,
         "message_type": header.message_type, "version": header.version, "codec": codec,
     }
+    outcome = (hl7_message.c.id, hl7_message.c.status, hl7_message.c.ack)
     with write_unit(engine) as connection:
         dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-        connection.execute(dialect.insert(hl7_message).values(values).on_conflict_do_nothing())
+        inserted = connection.execute(dialect.insert(hl7_message).values(values).on_conflict_do_nothing().returning(*outcome)).first()
+        if inserted is not None:
+            return inserted
         key = (hl7_message.c.sending_application == header.sending_application) & (
             hl7_message.c.sending_facility == header.sending_facility) & (hl7_message.c.control_id == header.control_id)
-        return connection.execute(select(hl7_message).where(key)).one()
+        return connection.execute(select(*outcome).where(key)).one()
 
 
 def store_unreadable(engine: Engine, raw: bytes, peer: str, reason: str) -> int:
