@@ -141,10 +141,11 @@ def parse_rate(messages: list[bytes]) -> float:
     return len(texts) / (time.process_time() - started)
 
 
-def start_listener(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen, int]:
+def start_listener(env: dict[str, str], log_path: Path, workers: int) -> tuple[subprocess.Popen, int]:
     port = common.free_port()
+    command = [str(common.VENV_BIN / "ehr"), "mllp", "--port", str(port), "--workers", str(workers)]
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([str(common.VENV_BIN / "ehr"), "mllp", "--port", str(port)], env=env,
+        process = subprocess.Popen(command, env=env,
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -163,7 +164,7 @@ def run_mix(name: str, messages: list[bytes], paced: list[bytes], args, workdir:
     env = common.server_env(common.sqlalchemy_postgres_url(DATABASE_NAME))
     try:
         common.run_ehr(["db", "upgrade"], env)
-        listener, port = start_listener(env, workdir / f"mllp-{name}.log")
+        listener, port = start_listener(env, workdir / f"mllp-{name}.log", args.workers)
         try:
             jobs = [(name, message) for message in messages]
             threads = max(1, args.connections // 2)
@@ -206,6 +207,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=4000, help="typical messages at saturation (large: a tenth)")
     parser.add_argument("--paced", type=int, default=2000, help="typical messages at the steady 200/s (large: a tenth)")
     parser.add_argument("--connections", type=int, default=8, help="concurrent MLLP connections at saturation")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="`ehr mllp --workers`: worker processes")
     parser.add_argument("--patients", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS")
