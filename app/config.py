@@ -13,12 +13,24 @@ def default_database_url(var_dir: str) -> str:
 
 
 @dataclass(frozen=True)
+class PageSizes:
+    """How many matches a page holds when the client does not say (`_count`), and at most."""
+
+    default: int = 50
+    maximum: int = 1000
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str
     max_body_bytes: int = 64 * MiB
-    default_page_size: int = 50
-    max_page_size: int = 1000
+    default_page_size: int = PageSizes.default
+    max_page_size: int = PageSizes.maximum
     base_url: str | None = None
+
+    @property
+    def page_sizes(self) -> PageSizes:
+        return PageSizes(self.default_page_size, self.max_page_size)
 
     @property
     def is_sqlite(self) -> bool:
@@ -30,8 +42,8 @@ def load_settings() -> Settings:
     return Settings(
         database_url=os.environ.get("EHR_DATABASE_URL") or default_database_url(var_dir),
         max_body_bytes=int(os.environ.get("EHR_MAX_BODY_BYTES", 64 * MiB)),
-        default_page_size=int(os.environ.get("EHR_PAGE_SIZE", 50)),
-        max_page_size=int(os.environ.get("EHR_MAX_PAGE_SIZE", 1000)),
+        default_page_size=int(os.environ.get("EHR_PAGE_SIZE", PageSizes.default)),
+        max_page_size=int(os.environ.get("EHR_MAX_PAGE_SIZE", PageSizes.maximum)),
         base_url=os.environ.get("EHR_BASE_URL") or None,
     )
 

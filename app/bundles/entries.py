@@ -2,6 +2,7 @@
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode
 
+from app.config import PageSizes
 from app.errors import BadRequest
 from app.store.resources import StoredResource
 
@@ -59,6 +60,7 @@ class EntryRequest:
     criteria: str | None = None
     match: StoredResource | None = None
     assigned_id: str | None = None
+    page_sizes: PageSizes = PageSizes()  # of a GET search or history entry: the server's configured ones
 
     @property
     def type(self) -> str:
@@ -108,7 +110,7 @@ def entry_label(index: int, entry) -> str:
     return f"Bundle.entry[{index}]"
 
 
-def parse_entry(index: int, entry, base: str) -> EntryRequest:
+def parse_entry(index: int, entry, base: str, page_sizes: PageSizes) -> EntryRequest:
     request = entry.get("request") if isinstance(entry, dict) else None
     if not isinstance(request, dict):
         raise BadRequest("The entry has no request; every entry of a transaction or batch needs request.method and request.url.")
@@ -118,7 +120,7 @@ def parse_entry(index: int, entry, base: str) -> EntryRequest:
     return EntryRequest(
         index, entry_label(index, entry), method, interaction, path, query,
         resource=entry.get("resource"), full_url=optional_string(entry, "fullUrl"), if_match=optional_string(request, "ifMatch"),
-        criteria=entry_criteria(request, interaction, path[0], url),
+        criteria=entry_criteria(request, interaction, path[0], url), page_sizes=page_sizes,
     )
 
 

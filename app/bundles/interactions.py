@@ -7,7 +7,6 @@ from sqlalchemy import Connection
 
 from app.bundles.entries import READ_INTERACTIONS, EntryRequest
 from app.bundles.responses import Written, bundle_read_entry, version_entry, write_entry
-from app.config import Settings
 from app.errors import BadRequest, NotSupported
 from app.model.media_types import JSON_PATCH
 from app.model.bundles import bundle, history_entry, search_entry
@@ -91,7 +90,8 @@ def read_entry(connection: Connection, request: EntryRequest, base: str) -> dict
 
 def search_bundle(connection: Connection, request: EntryRequest, base: str) -> dict:
     """The first page of a search (R4 lets servers ignore _summary and _elements here)."""
-    search, _ = search_request(request.type, list(request.query), False, Settings.default_page_size, Settings.max_page_size)
+    sizes = request.page_sizes
+    search, _ = search_request(request.type, list(request.query), False, sizes.default, sizes.maximum)
     result = run_search(connection, search)
     entries = [search_entry(base, stored) for stored in result.matches]
     entries += [search_entry(base, stored, mode="include") for stored in result.included]
@@ -104,4 +104,4 @@ def history_bundle(connection: Connection, request: EntryRequest, base: str) -> 
 
 
 def page_size(request: EntryRequest) -> int:
-    return page_count(dict(request.query).get("_count"), Settings.default_page_size, Settings.max_page_size)
+    return page_count(dict(request.query).get("_count"), request.page_sizes.default, request.page_sizes.maximum)

@@ -9,6 +9,7 @@ from app.bundles.conditional import BODY_WRITES, conditional_reference_targets, 
 from app.bundles.entries import READ_INTERACTIONS, EntryRequest, bundle_entries, entry_label, in_processing_order, parse_entry
 from app.bundles.interactions import created, perform
 from app.bundles.responses import failure_entry, write_entry
+from app.config import PageSizes
 from app.errors import BadRequest, FhirError, Issue
 from app.model.bundles import bundle as response_bundle
 from app.model.references import rewrite_references
@@ -16,25 +17,26 @@ from app.store.db import read_unit, write_unit
 from app.store.resources import insert_new_resources, new_resource
 
 
-def process_bundle(engine: Engine, bundle, base: str, prefer_return: str = "minimal") -> dict:
+def process_bundle(engine: Engine, bundle, base: str, prefer_return: str = "minimal", page_sizes: PageSizes = PageSizes()) -> dict:
     """The transaction-response or batch-response to a transaction or batch Bundle, entries in request order.
 
-    `prefer_return` (minimal, representation or OperationOutcome) shapes the write entries' responses.
+    `prefer_return` (minimal, representation or OperationOutcome) shapes the write entries' responses;
+    `page_sizes` are those of GET search and history entries.
     A transaction that fails raises the failing entry's FhirError, naming the entry, and writes nothing.
     """
     entries = bundle_entries(bundle)
     base = base.rstrip("/")
     if bundle["type"] == "transaction":
-        responses = transaction_responses(engine, entries, base, prefer_return)
+        responses = transaction_responses(engine, entries, base, prefer_return, page_sizes)
     else:
-        responses = batch_responses(engine, entries, base, prefer_return)
+        responses = batch_responses(engine, entries, base, prefer_return, page_sizes)
     return response_bundle(f"{bundle['type']}-response", responses)
 
 
-def transaction_responses(engine: Engine, entries: list, base: str, prefer_return: str) -> list[dict]:
+def transaction_responses(engine: Engine, entries: list, base: str, prefer_return: str, page_sizes: PageSizes) -> list[dict]:
     """DELETEs first, so that conditional creates and references no longer find what they delete; then the other
     entries' targets are searched and their references resolved before POST, PUT/PATCH and GET run (http.html#trules)."""
-    requests = parsed_requests(entries, base)
+    requests = parsed_requests(entries, base, page_sizes)
     with write_unit(engine) as connection:
         deletes = resolved_requests(connection, [request for request in requests if request.method == "DELETE"], entries)
         responses = performed(connection, deletes, entries, base, prefer_return)
@@ -44,11 +46,11 @@ def transaction_responses(engine: Engine, entries: list, base: str, prefer_retur
     return [responses[index] for index in range(len(requests))]
 
 
-def parsed_requests(entries: list, base: str) -> list[EntryRequest]:
+def parsed_requests(entries: list, base: str, page_sizes: PageSizes) -> list[EntryRequest]:
     requests = []
     for index, entry in enumerate(entries):
         with errors_named_for(index, entry):
-            requests.append(parse_entry(index, entry, base))
+            requests.append(parse_entry(index, entry, base, page_sizes))
     return requests
 
 
@@ -160,14 +162,14 @@ def entry_expression(path: str, index: int, type_name: str | None) -> str:
     return path
 
 
-def batch_responses(engine: Engine, entries: list, base: str, prefer_return: str) -> list[dict]:
+def batch_responses(engine: Engine, entries: list, base: str, prefer_return: str, page_sizes: PageSizes) -> list[dict]:
     """Each entry on its own, so one failure leaves the others done; references between entries are not resolved,
     conditional references only by search."""
     responses = [None] * len(entries)
     requests = []
     for index, entry in enumerate(entries):
         try:
-            requests.append(parse_entry(index, entry, base))
+            requests.append(parse_entry(index, entry, base, page_sizes))
         except FhirError as error:
             responses[index] = failure_entry(error)
     for request in in_processing_order(requests):

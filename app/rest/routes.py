@@ -41,7 +41,8 @@ def metadata():
 @fhir.post("", strict_slashes=False)
 def transaction_or_batch():
     body = read_json_body()
-    return fhir_response(process_bundle(engine(), body, fhir_base(), prefer_return=bundle_prefer_return()))
+    page_sizes = current_app.config["EHR_SETTINGS"].page_sizes
+    return fhir_response(process_bundle(engine(), body, fhir_base(), bundle_prefer_return(), page_sizes))
 
 
 def bundle_prefer_return() -> str:
