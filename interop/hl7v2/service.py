@@ -22,8 +22,8 @@ from app.model.instants import format_instant, utc_now
 from app.model.references import rewrite_references
 from app.search.conditional import matching, single_match, update_target
 from app.store.db import write_unit
-from app.store.resources import (StoredResource, insert_new_resources, new_resource, read_resource, stored_from_row,
-                                 update_resource)
+from app.store.resources import (StoredResource, insert_new_resources, new_resource, read_resource, same_content,
+                                 stored_from_row, update_resource)
 from app.store.schema import hl7_message, resource, search_reference
 from interop.hl7v2.ack import ErrorDetail, Header, acknowledgement
 from interop.hl7v2.mapping import MappingError, Merge, UnsupportedMessage, Upsert, upserts_for
@@ -143,10 +143,20 @@ def write_upserts(connection, upserts: list[Upsert], source: str) -> tuple[dict[
 
 
 def update_keeping(connection, upsert: Upsert, existing_id: str, body: dict) -> str:
-    """Update the resource the business key found, keeping the elements `upsert.keep` names."""
+    """Update the resource the business key found, keeping the elements `upsert.keep` names.
+
+    Content the resource already has writes no version: most results repeat their patient's
+    demographics, and a new version for a new meta.source alone would only fill the history."""
     current = read_resource(connection, upsert.type, existing_id).body
     kept = {name: current[name] for name in upsert.keep if name in current}
-    return update_resource(connection, upsert.type, existing_id, {**body, **kept, "id": existing_id}).stored.id
+    updated = {**body, **kept, "id": existing_id}
+    if same_content(without_source(current), without_source(updated)):
+        return existing_id
+    return update_resource(connection, upsert.type, existing_id, updated).stored.id
+
+
+def without_source(body: dict) -> dict:
+    return {**body, "meta": {name: value for name, value in (body.get("meta") or {}).items() if name != "source"}}
 
 
 def with_source(body: dict, source: str) -> dict:

@@ -81,3 +81,11 @@ def test_a_mapping_error_is_kept_with_its_reason_and_replays_after_a_fix(engine)
     assert "|PID^1^3|101^" in receipt.ack
     assert stored_message(engine, receipt.message_id).error
     assert replay(engine, receipt.message_id).status == "error"  # the same message fails the same way
+
+
+def test_a_message_that_repeats_what_is_stored_writes_no_new_version(client, engine):
+    first = receive(engine, a01("R1"), "test")
+    assert receive(engine, a01("R2"), "test").status == "applied"  # the same content under a new control id
+    patient = client.get("/fhir/Patient?identifier=55501").get_json()["entry"][0]["resource"]
+    assert patient["meta"]["versionId"] == "1"
+    assert patient["meta"]["source"] == f"urn:ehr:hl7v2:message:{first.message_id}"  # still the message that wrote it
