@@ -8,28 +8,19 @@ then finds its resource; SQLite's single writer (BEGIN IMMEDIATE) does the same.
 """
 from urllib.parse import parse_qsl
 
-from sqlalchemy import Connection, bindparam, false, select, text
+from sqlalchemy import Connection, false, select, text
 
 from app.errors import BadRequest, PreconditionFailed
 from app.model.validation import check_resource_type
-from app.search.index import hash64
-from app.search.parameters import parameters_of
+from app.search.index import hash64, is_indexed
+from app.search.criteria import token_value_condition
+from app.search.parameters import SearchParameter, parameters_of
 from app.search.service import SearchRequest, is_result_parameter, run_search, search_request
 from app.store.db import is_postgresql
 from app.store.resources import StoredResource, WriteResult, create_resource, delete_resource, stored_from_row, update_resource
 from app.store.schema import resource, search_token
 
 MATCH_LIMIT = 2  # enough to tell one match from many
-# `identifier=system|value`: the token rows hashed as app/search/index.token_row hashes them.
-BY_IDENTIFIER = (
-    select(resource)
-    .where(
-        resource.c.pk.in_(select(search_token.c.res_pk).where(search_token.c.h_sys_code == bindparam("hash"))),
-        resource.c.res_type == bindparam("type"), resource.c.deleted == false(),
-    )
-    .order_by(resource.c.pk)
-    .limit(MATCH_LIMIT)
-)
 
 
 def criteria_pairs(query: str) -> list[tuple[str, str]]:
@@ -46,24 +37,35 @@ def matching(connection: Connection, type_name: str, query: str) -> list[StoredR
     """Up to two live resources of `type_name` matching `query`, after taking the lock on these criteria."""
     pairs = criteria_pairs(query)
     lock_criteria(connection, type_name, pairs)
-    identifier = business_identifier(type_name, pairs)
-    if identifier is not None:
-        rows = connection.execute(BY_IDENTIFIER, {"type": type_name, "hash": hash64(type_name, "identifier", *identifier)})
-        return [stored_from_row(row) for row in rows]
+    token = single_token_criterion(type_name, pairs)
+    if token is not None:
+        return [stored_from_row(row) for row in connection.execute(token_matches(type_name, *token))]
     search, _ = search_request(type_name, pairs, lenient=False, default_count=MATCH_LIMIT, max_count=MATCH_LIMIT)
     return run_search(connection, SearchRequest(search.type, search.criteria, count=MATCH_LIMIT)).matches
 
 
-def business_identifier(type_name: str, pairs: list[tuple[str, str]]) -> tuple[str, str] | None:
-    """(system, value) when the criteria are one `identifier=system|value`, the business key of nearly every
-    conditional write (feeds, Synthea bundles): looked up with one prepared statement instead of a search."""
-    if len(pairs) != 1 or pairs[0][0] != "identifier" or "\\" in pairs[0][1] or "," in pairs[0][1]:
+def single_token_criterion(type_name: str, pairs: list[tuple[str, str]]) -> tuple[SearchParameter, str] | None:
+    """(parameter, value) when the criteria are one plain indexed token (no modifier, escape or OR), such as
+    `identifier=system|value`, the business key of nearly every conditional write (feeds, Synthea bundles):
+    then one index lookup serves instead of a whole search."""
+    if len(pairs) != 1:
         return None
-    system, separator, value = pairs[0][1].partition("|")
-    parameter = parameters_of(type_name).get("identifier")
-    if not (separator and system and value) or parameter is None or parameter.type != "token":
+    (name, value), = pairs
+    parameter = parameters_of(type_name).get(name)
+    if parameter is None or parameter.type != "token" or not is_indexed(type_name, parameter) or "\\" in value or "," in value:
         return None
-    return system, value
+    return parameter, value
+
+
+def token_matches(type_name: str, parameter: SearchParameter, value: str):
+    """The live resources whose token rows match `value`, by the search's own token condition."""
+    condition = token_value_condition(search_token, (type_name,), parameter, None, value)
+    return (
+        select(resource)
+        .where(resource.c.pk.in_(select(search_token.c.res_pk).where(condition)), resource.c.res_type == type_name, resource.c.deleted == false())
+        .order_by(resource.c.pk)
+        .limit(MATCH_LIMIT)
+    )
 
 
 def lock_criteria(connection: Connection, type_name: str, pairs: list[tuple[str, str]]) -> None:

@@ -38,6 +38,16 @@ def test_conditional_create_with_unknown_criteria_is_400(client):
     assert response.status_code == 400 and "shoe-size" in response.json["issue"][0]["diagnostics"]
 
 
+def test_one_token_criterion_finds_by_the_token_rows_and_id_by_the_resource_row(client):
+    """Single-token criteria take a short path; _id, a token answered from the resource row, must not."""
+    created = conditional_create(client, "1").json
+    for criteria in (f"identifier={MRN}|1", "identifier=1", f"identifier={MRN}|", f"_id={created['id']}"):
+        again = client.post("/fhir/Patient", json=patient("1"), headers={**FHIR_JSON, "If-None-Exist": criteria})
+        assert (again.status_code, again.json["id"]) == (200, created["id"]), criteria
+    other = client.post("/fhir/Patient", json=patient("1"), headers={**FHIR_JSON, "If-None-Exist": f"identifier={MRN}|2"})
+    assert other.status_code == 201
+
+
 def test_conditional_update_updates_the_one_match(client):
     created = conditional_create(client, "1").json
     response = client.put(f"/fhir/Patient?identifier={MRN}|1", json=patient("1", gender="female"), headers=FHIR_JSON)
