@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from app.errors import FhirError
 from app.model.instants import format_instant, utc_now
 from app.model.references import rewrite_references
-from app.search.conditional import matching, single_match, update_target
+from app.search.conditional import matching, single_match
 from app.store.db import write_unit
 from app.store.resources import (StoredResource, insert_new_resources, new_resource, read_resource, same_content,
                                  stored_from_row, update_resource)
@@ -133,26 +133,25 @@ def write_upserts(connection, upserts: list[Upsert], source: str) -> tuple[dict[
         if key in created:
             targets[upsert.local_ref] = f"{upsert.type}/{created[key].id}"
             continue
-        existing_id = update_target(connection, body, upsert.type, upsert.criteria)
-        if existing_id is None:
+        existing = single_match(matching(connection, upsert.type, upsert.criteria), upsert.type, upsert.criteria)
+        if existing is None:
             created[key] = new_resource(body, upsert.type)
             targets[upsert.local_ref] = f"{upsert.type}/{created[key].id}"
         else:
-            targets[upsert.local_ref] = f"{upsert.type}/{update_keeping(connection, upsert, existing_id, body)}"
+            targets[upsert.local_ref] = f"{upsert.type}/{update_keeping(connection, upsert, existing, body)}"
     return targets, list(created.values())
 
 
-def update_keeping(connection, upsert: Upsert, existing_id: str, body: dict) -> str:
+def update_keeping(connection, upsert: Upsert, existing: StoredResource, body: dict) -> str:
     """Update the resource the business key found, keeping the elements `upsert.keep` names.
 
     Content the resource already has writes no version: most results repeat their patient's
     demographics, and a new version for a new meta.source alone would only fill the history."""
-    current = read_resource(connection, upsert.type, existing_id).body
-    kept = {name: current[name] for name in upsert.keep if name in current}
-    updated = {**body, **kept, "id": existing_id}
-    if same_content(without_source(current), without_source(updated)):
-        return existing_id
-    return update_resource(connection, upsert.type, existing_id, updated).stored.id
+    kept = {name: existing.body[name] for name in upsert.keep if name in existing.body}
+    updated = {**body, **kept, "id": existing.id}
+    if same_content(without_source(existing.body), without_source(updated)):
+        return existing.id
+    return update_resource(connection, upsert.type, existing.id, updated).stored.id
 
 
 def without_source(body: dict) -> dict:
