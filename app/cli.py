@@ -1,6 +1,5 @@
 """The `ehr` command line: database migrations, the development server, loading files, the demo."""
 import asyncio
-import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -17,7 +16,7 @@ from app.store import migrate
 from app.store.db import make_engine, read_unit
 from app.store.resources import has_resources
 from app.web import create_app
-from interop.hl7v2.mllp import Listener, ListenerSettings, configure_logging
+from interop.hl7v2.mllp import DEFAULT_WORKERS, Listener, ListenerSettings, configure_logging
 from interop.hl7v2.service import Senders, replay, stored_message, stored_messages
 
 DEFAULT_HOST = "127.0.0.1"
@@ -110,7 +109,7 @@ def reindex_command(type_name):
 @click.option("--max-bytes", default=16 * 1024 * 1024, show_default=True, type=int, help="Largest message accepted.")
 @click.option("--idle-seconds", default=300.0, show_default=True, type=float, help="Close a connection silent this long.")
 @click.option("--max-connections", default=200, show_default=True, type=int)
-@click.option("--workers", default=os.cpu_count() or 2, show_default=True, type=int, help="Worker processes applying messages.")
+@click.option("--workers", default=DEFAULT_WORKERS, show_default=True, type=int, help="Worker processes applying messages.")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="PEM certificate: serve MLLP over TLS.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM private key of --tls-cert.")
 @click.option("--allow-app", multiple=True, help="Accept only these sending applications (MSH-3); repeatable.")

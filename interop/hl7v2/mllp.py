@@ -25,6 +25,7 @@ from interop.hl7v2.service import Receipt, Senders, receive
 from interop.hl7v2.text import patient_key
 
 log = logging.getLogger("ehr.mllp")
+DEFAULT_WORKERS = os.cpu_count() or 2  # one per core: the work is CPU-bound
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class ListenerSettings:
     max_bytes: int = 16 * 1024 * 1024  # a lab report with an embedded PDF is several MB; python-hl7's default is 64 KiB
     idle_seconds: float = 300.0
     max_connections: int = 200
-    workers: int = field(default_factory=lambda: os.cpu_count() or 2)  # worker processes, each a queue of patients
+    workers: int = DEFAULT_WORKERS  # worker processes, each a queue of patients
     senders: Senders = field(default_factory=Senders)
     tls_certificate: str | None = None
     tls_key: str | None = None
