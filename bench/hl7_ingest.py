@@ -29,6 +29,7 @@ START, END = b"\x0b", b"\x1c\r"
 PACED_RATE = 200.0
 TARGET_RATE = 500.0
 TARGET_P99_MS = 50.0
+WARM_UP = 20  # messages sent before the measured phases
 LARGE_SHARE = 0.1  # a large message costs about ten typical ones
 FAMILIES = ("Berg", "Kowalski", "Müller", "Nguyen", "Okafor", "Silva", "Haddad", "Lindqvist", "Tanaka", "O'Brien")
 GIVEN = ("Anna", "Jürgen", "Maria", "Chen", "Amara", "João", "Leila", "Sven", "Yuki", "Siobhan")
@@ -141,7 +142,14 @@ def parse_rate(messages: list[bytes]) -> float:
     return len(texts) / (time.process_time() - started)
 
 
-def start_listener(env: dict[str, str], log_path: Path, workers: int) -> tuple[subprocess.Popen, int]:
+class Listener(common.Server):
+    """`ehr mllp`: its CPU is the main process's (framing, the event loop) and its worker processes'."""
+
+    def worker_pids(self) -> list[int]:
+        return [self.process.pid, *common.child_pids(self.process.pid)]
+
+
+def start_listener(env: dict[str, str], log_path: Path, workers: int) -> Listener:
     port = common.free_port()
     command = [str(common.VENV_BIN / "ehr"), "mllp", "--port", str(port), "--workers", str(workers)]
     with open(log_path, "wb") as log:
@@ -151,29 +159,30 @@ def start_listener(env: dict[str, str], log_path: Path, workers: int) -> tuple[s
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return process, port
+            return Listener(process, port, log_path)
         except OSError:
             time.sleep(0.2)
     process.kill()
     raise RuntimeError(f"ehr mllp did not start; see {log_path}")
 
 
-def run_mix(name: str, messages: list[bytes], paced: list[bytes], args, workdir: Path) -> list[common.Figure]:
+def run_mix(name: str, warm_up: list[bytes], messages: list[bytes], paced: list[bytes], args, workdir: Path) -> list[common.Figure]:
     common.wait_for_quiet_machine(args.wait_quiet)
     common.create_database(DATABASE_NAME)
     env = common.server_env(common.sqlalchemy_postgres_url(DATABASE_NAME))
     try:
         common.run_ehr(["db", "upgrade"], env)
-        listener, port = start_listener(env, workdir / f"mllp-{name}.log", args.workers)
+        listener = start_listener(env, workdir / f"mllp-{name}.log", args.workers)
         try:
             jobs = [(name, message) for message in messages]
             threads = max(1, args.connections // 2)
-            session = functools.partial(MllpSession, port)
-            saturated = common.run_load(session, jobs, 2, threads)
-            steady = common.run_load(session, [(name, m) for m in paced], 2, 2, rate=PACED_RATE)
+            session = functools.partial(MllpSession, listener.port)
+            common.run_load(session, [(name, message) for message in warm_up], 1, 2)  # starts the workers
+            saturated = common.run_load(session, jobs, 2, threads, server=listener)
+            steady = common.run_load(session, [(name, m) for m in paced], 2, 2, rate=PACED_RATE, server=listener)
         finally:
-            os.killpg(listener.pid, signal.SIGTERM)
-            listener.wait(timeout=30)
+            os.killpg(listener.process.pid, signal.SIGTERM)
+            listener.process.wait(timeout=30)
     finally:
         common.drop_database(DATABASE_NAME)
     return figures(name, messages, saturated, steady, 2 * threads)
@@ -188,6 +197,9 @@ def figures(name: str, messages: list[bytes], saturated: common.LoadResult, stea
     sizes = sorted(len(m) for m in messages)
     typical = name == "typical"
     print(f"[{name}] {len(acked):,} of {len(messages):,} AA in {saturated.wall_seconds:.1f} s")
+    print(f"[{name}] CPU per message at saturation: listener {cpu_ms(saturated.server_cpu_seconds, acked):.2f} ms "
+          f"(main and workers: {', '.join(f'{s:.1f}' for s in saturated.worker_cpu_seconds)} s), "
+          f"postgres {cpu_ms(saturated.postgres_cpu_seconds, acked):.2f} ms, clients {cpu_ms(saturated.client_cpu_seconds, acked):.2f} ms")
     failed = len(saturated.records) - len(acked) + len(steady.records) - len(latencies)
     return [
         common.Figure(f"{name}: message size p50 / max", "postgresql", sizes[len(sizes) // 2], f"B (max {sizes[-1]:,} B)"),
@@ -200,6 +212,10 @@ def figures(name: str, messages: list[bytes], saturated: common.LoadResult, stea
         common.Figure(f"{name}: steady rate reached", "postgresql", len(steady.records) / steady.wall_seconds, "/s"),
         common.Figure(f"{name}: messages not acknowledged AA", "postgresql", failed, "", "0", failed == 0),
     ]
+
+
+def cpu_ms(seconds: float, acked: list) -> float:
+    return 1000 * seconds / max(1, len(acked))
 
 
 def main() -> None:
@@ -220,7 +236,7 @@ def main() -> None:
     factory = MessageFactory(args.seed, args.patients)
     results = []
     for name, make, share in (("typical", factory.typical, 1), ("large", factory.large, LARGE_SHARE)):
-        results += run_mix(name, make(int(args.messages * share)), make(int(args.paced * share)), args, workdir)
+        results += run_mix(name, make(WARM_UP), make(int(args.messages * share)), make(int(args.paced * share)), args, workdir)
     print("\n## Machine\n")
     for key, value in common.describe_machine().items():
         print(f"- {key}: {value}")

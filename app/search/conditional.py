@@ -6,6 +6,7 @@ advisory lock keyed by a hash of (type, normalised criteria) is taken before the
 search, so a second writer with the same criteria waits until the first commits and
 then finds its resource; SQLite's single writer (BEGIN IMMEDIATE) does the same.
 """
+from collections import defaultdict
 from urllib.parse import parse_qsl
 
 from sqlalchemy import Connection, false, select, text
@@ -13,14 +14,16 @@ from sqlalchemy import Connection, false, select, text
 from app.errors import BadRequest, PreconditionFailed
 from app.model.validation import check_resource_type
 from app.search.index import hash64, is_indexed
-from app.search.criteria import token_value_condition
+from app.search.criteria import token_hash_parts
 from app.search.parameters import SearchParameter, parameters_of
 from app.search.service import SearchRequest, is_result_parameter, run_search, search_request
-from app.store.db import is_postgresql
+from app.store.db import column_in, is_postgresql
 from app.store.resources import StoredResource, WriteResult, create_resource, delete_resource, stored_from_row, update_resource
 from app.store.schema import resource, search_token
 
 MATCH_LIMIT = 2  # enough to tell one match from many
+# unnest keeps the array's order, so the locks are taken in the order given
+LOCK_KEYS = text("SELECT pg_advisory_xact_lock(key) FROM unnest(CAST(:keys AS bigint[])) AS key")
 
 
 def criteria_pairs(query: str) -> list[tuple[str, str]]:
@@ -35,11 +38,33 @@ def criteria_pairs(query: str) -> list[tuple[str, str]]:
 
 def matching(connection: Connection, type_name: str, query: str) -> list[StoredResource]:
     """Up to two live resources of `type_name` matching `query`, after taking the lock on these criteria."""
-    pairs = criteria_pairs(query)
-    lock_criteria(connection, type_name, pairs)
-    token = single_token_criterion(type_name, pairs)
-    if token is not None:
-        return [stored_from_row(row) for row in connection.execute(token_matches(type_name, *token))]
+    return matching_each(connection, [(type_name, query)])[(type_name, query)]
+
+
+def matching_each(connection: Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[StoredResource]]:
+    """`matching` for many (type, criteria) at once, as a feed's batch of messages needs: every lock in one
+    statement, in one order (so two such batches cannot deadlock), and the criteria that are one plain
+    token looked up together, one statement per token column."""
+    pairs = {key: criteria_pairs(key[1]) for key in dict.fromkeys(keys)}
+    lock_criteria(connection, [hash64(type_name, *(f"{name}={value}" for name, value in key_pairs)) for (type_name, _), key_pairs in pairs.items()])
+    found: dict[tuple[str, str], list[StoredResource]] = {}
+    by_hash: dict[str, dict[int, list[tuple[str, str]]]] = defaultdict(lambda: defaultdict(list))  # column -> hash -> keys
+    for key, key_pairs in pairs.items():
+        token = single_token_criterion(key[0], key_pairs)
+        if token is None:
+            found[key] = searched(connection, key[0], key_pairs)
+            continue
+        column, parts = token_hash_parts(token[0].code, token[1])
+        by_hash[column][hash64(key[0], *parts)].append(key)
+        found[key] = []
+    for column, keys_by_hash in by_hash.items():
+        for row in connection.execute(token_matches(connection, column, list(keys_by_hash))):
+            for key in keys_by_hash[row.matched_hash]:
+                found[key].append(stored_from_row(row))
+    return found
+
+
+def searched(connection: Connection, type_name: str, pairs: list[tuple[str, str]]) -> list[StoredResource]:
     search, _ = search_request(type_name, pairs, lenient=False, default_count=MATCH_LIMIT, max_count=MATCH_LIMIT)
     return run_search(connection, SearchRequest(search.type, search.criteria, count=MATCH_LIMIT)).matches
 
@@ -57,21 +82,22 @@ def single_token_criterion(type_name: str, pairs: list[tuple[str, str]]) -> tupl
     return parameter, value
 
 
-def token_matches(type_name: str, parameter: SearchParameter, value: str):
-    """The live resources whose token rows match `value`, by the search's own token condition."""
-    condition = token_value_condition(search_token, (type_name,), parameter, None, value)
+def token_matches(connection: Connection, column: str, hashes: list[int]):
+    """The live resources with a token row whose `column` holds one of `hashes` (see token_hash_parts), each
+    with the hash it matched as `matched_hash`. A hash names its type and parameter, so one statement serves all."""
+    hashed = search_token.c[column]
     return (
-        select(resource)
-        .where(resource.c.pk.in_(select(search_token.c.res_pk).where(condition)), resource.c.res_type == type_name, resource.c.deleted == false())
+        select(hashed.label("matched_hash"), resource)
+        .join(resource, resource.c.pk == search_token.c.res_pk)
+        .where(column_in(connection, hashed, hashes), resource.c.deleted == false())
         .order_by(resource.c.pk)
-        .limit(MATCH_LIMIT)
     )
 
 
-def lock_criteria(connection: Connection, type_name: str, pairs: list[tuple[str, str]]) -> None:
-    if is_postgresql(connection):
-        key = hash64(type_name, *(f"{name}={value}" for name, value in pairs))
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+def lock_criteria(connection: Connection, keys: list[int]) -> None:
+    """Transaction-scoped advisory locks on criteria hashes, taken in ascending order."""
+    if is_postgresql(connection) and keys:
+        connection.execute(LOCK_KEYS, {"keys": sorted(set(keys))})
 
 
 def single_match(matches: list[StoredResource], type_name: str, query: str) -> StoredResource | None:

@@ -229,12 +229,19 @@ def token_value_condition(index, type_names, parameter, modifier, value: str) ->
     if modifier == "text":
         folded = fold(value)
         return and_(index.c.text >= folded, index.c.text < folded + "\uffff")
+    column, parts = token_hash_parts(parameter.code, value)
+    return hash_condition(getattr(index.c, column), type_names, *parts)
+
+
+def token_hash_parts(code: str, value: str) -> tuple[str, tuple[str | None, ...]]:
+    """The token column a plain token value is looked up in, and the parts hashed with the type into it:
+    `code` alone by h_code, `system|` by h_sys, `system|code` and `|code` by h_sys_code."""
     if "|" not in value:
-        return hash_condition(index.c.h_code, type_names, parameter.code, None, value)
-    system, _, code = value.partition("|")
-    if not code:
-        return hash_condition(index.c.h_sys, type_names, parameter.code, system)
-    return hash_condition(index.c.h_sys_code, type_names, parameter.code, system or None, code)
+        return "h_code", (code, None, value)
+    system, _, token_code = value.partition("|")
+    if not token_code:
+        return "h_sys", (code, system)
+    return "h_sys_code", (code, system or None, token_code)
 
 
 def date_value_condition(index, type_names, parameter, modifier, value: str) -> ColumnElement:

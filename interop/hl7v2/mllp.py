@@ -2,9 +2,11 @@
 
 Connections are served on one asyncio loop; each message is applied in a worker process
 chosen by its patient (PID-3), so one patient's messages are applied in the order they
-arrived while other patients' run in parallel, on every core (threads would share one). A connection that sends garbage, a frame
-over the size limit, or nothing for `idle_seconds` is logged and closed; the listener
-keeps serving every other connection.
+arrived while other patients' run in parallel, on every core (threads would share one).
+The messages waiting for a worker when it becomes free go to it together, as one batch
+and one commit (group commit): under load a worker's batches grow, and the cost of each
+message falls. A connection that sends garbage, a frame over the size limit, or nothing
+for `idle_seconds` is logged and closed; the listener keeps serving every other connection.
 """
 import asyncio
 import hashlib
@@ -21,11 +23,13 @@ from hl7.mllp import InvalidBlockError, start_hl7_server
 from sqlalchemy import Engine
 
 from app.store.db import make_engine
-from interop.hl7v2.service import Receipt, Senders, receive
+from interop.hl7v2.service import Receipt, Senders, receive_all
 from interop.hl7v2.text import patient_key
 
 log = logging.getLogger("ehr.mllp")
 DEFAULT_WORKERS = os.cpu_count() or 2  # one per core: the work is CPU-bound
+MAX_BATCH_MESSAGES = 64
+MAX_BATCH_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,7 @@ class ListenerSettings:
 class Listener:
     def __init__(self, database_url: str, settings: ListenerSettings):
         self.database_url, self.settings = database_url, settings
-        # one single-process executor per partition: a FIFO queue per group of patients
-        self.partitions = [new_partition() for _ in range(settings.workers)]
+        self.partitions = [Partition(database_url, settings.senders) for _ in range(settings.workers)]
         self.connections = 0
 
     async def serve_forever(self) -> None:
@@ -111,15 +114,11 @@ class Listener:
         return None
 
     async def applied(self, block: bytes, peer: str) -> Receipt | None:
-        """The message received by its patient's worker; None (no ACK: the sender will re-send) if the worker died."""
-        number = self.partition_of(block)
+        """The message received by its patient's worker; None (no ACK: the sender will re-send) if that failed."""
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self.partitions[number], receive_in_worker, self.database_url, block, peer, self.settings.senders,
-            )
-        except BrokenProcessPool:
-            log.error("worker %d died applying a message from %s; closing the connection unacknowledged", number, peer)
-            self.partitions[number] = new_partition()
+            return await self.partitions[self.partition_of(block)].received(block, peer)
+        except Exception:
+            log.exception("applying a message from %s failed; closing the connection unacknowledged", peer)
             return None
 
     def partition_of(self, block: bytes) -> int:
@@ -128,7 +127,57 @@ class Listener:
 
     def close(self) -> None:
         for partition in self.partitions:
-            partition.shutdown(wait=True)
+            partition.executor.shutdown(wait=True)
+
+
+class Partition:
+    """A worker process and the FIFO queue of messages waiting for it: a group of patients."""
+
+    def __init__(self, database_url: str, senders: Senders):
+        self.database_url, self.senders = database_url, senders
+        self.executor = new_worker()
+        self.waiting: list[tuple[bytes, str, asyncio.Future]] = []
+        self.pumping = False
+
+    async def received(self, block: bytes, peer: str) -> Receipt | None:
+        receipt = asyncio.get_running_loop().create_future()
+        self.waiting.append((block, peer, receipt))
+        if not self.pumping:
+            self.pumping = True
+            asyncio.create_task(self.pump())
+        return await receipt
+
+    async def pump(self) -> None:
+        """Pass what waits to the worker, batch after batch, until nothing waits."""
+        try:
+            while self.waiting:
+                batch = self.next_batch()
+                try:
+                    receipts = await asyncio.get_running_loop().run_in_executor(
+                        self.executor, receive_in_worker, self.database_url, [(block, peer) for block, peer, _ in batch], self.senders,
+                    )
+                except BrokenProcessPool:
+                    log.error("a worker died applying %d messages; their connections close unacknowledged", len(batch))
+                    self.executor = new_worker()
+                    receipts = [None] * len(batch)
+                except Exception as error:
+                    for _, _, receipt in batch:
+                        receipt.set_exception(error)
+                    continue
+                for (_, _, receipt), outcome in zip(batch, receipts):
+                    receipt.set_result(outcome)
+        finally:
+            self.pumping = False
+
+    def next_batch(self) -> list[tuple[bytes, str, asyncio.Future]]:
+        """The oldest waiting messages, up to MAX_BATCH_MESSAGES and MAX_BATCH_BYTES (at least one)."""
+        count = size = 0
+        for block, _, _ in self.waiting[:MAX_BATCH_MESSAGES]:
+            if count and size + len(block) > MAX_BATCH_BYTES:
+                break
+            count, size = count + 1, size + len(block)
+        batch, self.waiting = self.waiting[:count], self.waiting[count:]
+        return batch
 
 
 def format_peer(peername) -> str:
@@ -137,7 +186,7 @@ def format_peer(peername) -> str:
     return f"mllp:{peername}"
 
 
-def new_partition() -> ProcessPoolExecutor:
+def new_worker() -> ProcessPoolExecutor:
     """A worker process of its own (spawned: forking a process with an event loop and threads is unsafe)."""
     return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=configure_logging)
 
@@ -151,5 +200,5 @@ def worker_engine(database_url: str) -> Engine:
     return make_engine(database_url)
 
 
-def receive_in_worker(database_url: str, raw: bytes, peer: str, senders: Senders) -> Receipt:
-    return receive(worker_engine(database_url), raw, peer, senders)
+def receive_in_worker(database_url: str, arrivals: list[tuple[bytes, str]], senders: Senders) -> list[Receipt]:
+    return receive_all(worker_engine(database_url), arrivals, senders)

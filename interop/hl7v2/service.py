@@ -1,26 +1,31 @@
-"""Receiving one HL7 v2 message, for every entrance (MLLP, HTTP, replay): store, then apply, then acknowledge.
+"""Receiving HL7 v2 messages, for every entrance (MLLP, HTTP, replay): store, apply, then acknowledge.
 
-1. The raw bytes are stored (status `received`) and committed before anything else.
-   A message whose sending application, facility and control id were seen before is a
-   re-send: it gets the ACK it got then and is not applied again.
-2. The mapper turns the message into upserts by business key (interop/hl7v2/mapping),
-   and an A40 also into merges; they are written in one transaction through the same
-   write path as REST, with meta.source and a Provenance naming the message, and the
-   message becomes `applied` in that same transaction. Only then is AA sent.
-3. A message that cannot be mapped or applied is kept with status `error` (AE) or
-   `rejected` (AR, e.g. an unsupported type) and its reason, for `ehr hl7 replay`.
+1. Each message is read without the database: decoded, parsed, checked against the allowed
+   senders and mapped into upserts by business key (interop/hl7v2/mapping), and an A40 also
+   into merges. What cannot be read or mapped already has its outcome (AR or AE).
+2. In one transaction the raw bytes are stored with that outcome and the mapped messages are
+   applied through the same write path as REST, with meta.source and a Provenance naming the
+   message. A message whose sending application, facility and control id were seen before is a
+   re-send: it gets the ACK it got then and is not applied again. Only after the commit does
+   the caller send the ACKs, so an acknowledged message is never lost, and one that was not
+   acknowledged is re-sent by its sender.
+3. The listener passes the messages waiting for one worker as one batch: their business keys
+   are locked and looked up together and their new resources inserted together, in one commit.
+   When a write fails, the batch is rolled back and each message recorded again alone, so only
+   the failing one is kept with status `error` (AE) and its reason, for `ehr hl7 replay`.
 """
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import NamedTuple
 
-import hl7
 from sqlalchemy import Engine, Row, false, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.errors import FhirError
 from app.model.instants import format_instant, utc_now
 from app.model.references import rewrite_references
-from app.search.conditional import matching, single_match
+from app.search.conditional import matching, matching_each, single_match
 from app.store.db import write_unit
 from app.store.resources import (StoredResource, insert_new_resources, new_resource, read_resource, same_content,
                                  stored_from_row, update_resource)
@@ -56,102 +61,195 @@ class Senders:
         )
 
 
+@dataclass(frozen=True)
+class Reading:
+    """A received message as read without the database: the outcome it will be stored with (status, error,
+    ACK) and, when it is to be applied, what applies it."""
+
+    raw: bytes
+    peer: str
+    header: Header | None  # None: not an HL7 message
+    codec: str
+    status: str
+    ack: str | None
+    error: str | None = None
+    instructions: tuple[Upsert | Merge, ...] | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str] | None:
+        """Sending application, facility and control id: the same for a re-send. None without a control id."""
+        if self.header is None or not self.header.control_id:
+            return None
+        return self.header.sending_application[:227], self.header.sending_facility[:227], self.header.control_id[:199]
+
+    def failed(self, code: str, status: str, error: ErrorDetail) -> "Reading":
+        return replace(self, status=status, ack=acknowledgement(self.header, code, error), error=error.text, instructions=None)
+
+    def receipt(self, row: "MessageRow") -> Receipt:
+        return Receipt(row.id, row.status, row.ack, self.codec, unreadable=self.header is None)
+
+
 def receive(engine: Engine, raw: bytes, peer: str, senders: Senders = Senders()) -> Receipt:
+    return receive_all(engine, [(raw, peer)], senders)[0]
+
+
+def receive_all(engine: Engine, arrivals: list[tuple[bytes, str]], senders: Senders = Senders()) -> list[Receipt]:
+    """Store, apply and answer messages (raw bytes, peer) in the order given; the receipts in that order."""
+    readings = [read(raw, peer, senders) for raw, peer in arrivals]
+    receipts = record(engine, readings)
+    for reading, receipt in zip(readings, receipts):
+        if receipt.status != "applied":
+            log.warning("hl7 message %s from %s %s: %s", receipt.message_id, reading.peer, receipt.status, reading.error)
+    return receipts
+
+
+def read(raw: bytes, peer: str, senders: Senders) -> Reading:
     try:
         message, decoded = parse(raw)
         header = Header.of(message)
     except UnreadableMessage as error:
-        message_id = store_unreadable(engine, raw, peer, str(error))
-        log.warning("hl7 message %s from %s rejected: %s", message_id, peer, error)
-        return Receipt(message_id, "rejected", None, unreadable=True)
-    stored = store_or_find(engine, raw, peer, header, decoded.codec)
-    if stored.status in FINAL_STATUSES:
-        log.info("hl7 message %s from %s is a re-send of %s; answered with its first ACK", header.control_id, peer, stored.id)
-        return Receipt(stored.id, stored.status, stored.ack, decoded.codec)
+        return Reading(raw, peer, None, "utf-8", "rejected", None, str(error))
+    reading = Reading(raw, peer, header, decoded.codec, "applied", acknowledgement(header, "AA"))
     if not senders.allow(header):
-        return finish(engine, stored.id, header, "rejected", "AR", ErrorDetail(207, f"Sender {header.sending_application}|{header.sending_facility} is not allowed."), decoded.codec)
-    return process(engine, stored.id, message, header, decoded.codec)
-
-
-def process(engine: Engine, message_id: int, message: hl7.Message, header: Header, codec: str) -> Receipt:
-    """Map and apply a stored message; its outcome and ACK are stored with it."""
+        return reading.failed("AR", "rejected", ErrorDetail(207, f"Sender {header.sending_application}|{header.sending_facility} is not allowed."))
     try:
-        instructions = upserts_for(message)
-        with write_unit(engine) as connection:
-            if locked_status(connection, message_id) == "applied":
-                return Receipt(message_id, "applied", stored_ack(connection, message_id), codec)
-            apply(connection, instructions, message_id, header)
-            ack = acknowledgement(header, "AA")
-            mark(connection, message_id, "applied", None, ack)
-        return Receipt(message_id, "applied", ack, codec)
+        return replace(reading, instructions=tuple(upserts_for(message)))
     except UnsupportedMessage as error:
-        return finish(engine, message_id, header, "rejected", "AR", error_detail(error), codec)
+        return reading.failed("AR", "rejected", error_detail(error))
     except MappingError as error:
-        return finish(engine, message_id, header, "error", "AE", error_detail(error), codec)
-    except FhirError as error:
-        return finish(engine, message_id, header, "error", "AE", ErrorDetail(207, error.diagnostics), codec)
-
-
-def finish(engine: Engine, message_id: int, header: Header, status: str, code: str, error: ErrorDetail, codec: str) -> Receipt:
-    ack = acknowledgement(header, code, error)
-    with write_unit(engine) as connection:
-        mark(connection, message_id, status, error.text, ack)
-    log.warning("hl7 message %s (%s %s) %s: %s", message_id, header.message_type, header.control_id, status, error.text)
-    return Receipt(message_id, status, ack, codec)
+        return reading.failed("AE", "error", error_detail(error))
+    except Exception as error:  # a mapper's bug must not lose the message: it is kept for replay after the fix
+        log.exception("mapping hl7 message %s failed", header.control_id)
+        return reading.failed("AE", "error", ErrorDetail(207, f"Internal error while mapping: {error!r}"))
 
 
 def error_detail(error: MappingError) -> ErrorDetail:
     return ErrorDetail(error.code, str(error), error.segment, error.sequence, error.field)
 
 
-def apply(connection, instructions: list[Upsert | Merge], message_id: int, header: Header) -> None:
-    """Write each upsert by its business key, references between them resolved, then the merges, then one Provenance.
+def record(engine: Engine, readings: list[Reading]) -> list[Receipt]:
+    """Store and apply `readings` in one transaction. When a write fails, each is recorded again alone, so that only
+    the failing message is kept in error."""
+    try:
+        with write_unit(engine) as connection:
+            return store_and_apply(connection, readings)
+    except Exception as error:
+        if len(readings) > 1:
+            return [receipt for reading in readings for receipt in record(engine, [reading])]
+        failed = failed_write(readings[0], error)
+        with write_unit(engine) as connection:
+            return store_and_apply(connection, [failed])
 
-    Updates are written one by one; new resources are validated one by one and inserted together
-    (a result message mostly creates), under the ids their references already use."""
+
+def failed_write(reading: Reading, error: Exception) -> Reading:
+    """The message, to be kept with status `error` (AE), after its write failed. When the database itself is
+    unavailable or busy, the error again instead: nothing is kept or answered, and the sender re-sends."""
+    if reading.header is None or isinstance(error, (OperationalError, InterfaceError)):
+        raise error
+    log.warning("hl7 message %s from %s could not be applied: %s", reading.header.control_id, reading.peer, error)
+    return reading.failed("AE", "error", ErrorDetail(207, failure_text(error)))
+
+
+def failure_text(error: Exception) -> str:
+    if isinstance(error, FhirError):
+        return error.diagnostics
+    first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return f"The message's resources could not be stored: {first_line}"
+
+
+def store_and_apply(connection, readings: list[Reading]) -> list[Receipt]:
+    """Store each message with its outcome; apply those mapped, unless they are re-sends of stored ones."""
+    rows = store(connection, readings)
+    apply_messages(connection, [(row.id, reading) for reading, (row, new) in zip(readings, rows) if reading.instructions is not None and (
+        new or row.status not in FINAL_STATUSES)])
+    receipts = []
+    for reading, (row, new) in zip(readings, rows):
+        if not new:
+            log.info("hl7 message %s from %s is a re-send of message %s", reading.key[2], reading.peer, row.id)
+        if not new and row.status not in FINAL_STATUSES:  # stored but left unapplied by an earlier version: now it is
+            mark(connection, row.id, reading.status, reading.error, reading.ack)
+            row = row._replace(status=reading.status, ack=reading.ack)
+        receipts.append(reading.receipt(row))
+    return receipts
+
+
+def apply_messages(connection, messages: list[tuple[int, Reading]]) -> None:
+    """Apply mapped messages (message id, reading) in order, their business keys looked up together."""
+    writer = UpsertWriter(connection)
+    writer.look_up([(upsert.type, upsert.criteria) for _, reading in messages for upsert in reading.instructions if isinstance(upsert, Upsert)])
+    for message_id, reading in messages:
+        apply(writer, reading.instructions, message_id, reading.header)
+    writer.flush()
+
+
+def apply(writer: "UpsertWriter", instructions: tuple[Upsert | Merge, ...], message_id: int, header: Header) -> None:
+    """Write each upsert by its business key, references between them resolved, then the merges, then one Provenance."""
     source = f"{MESSAGE_IDENTIFIER_SYSTEM}:{message_id}"
-    upserts = [instruction for instruction in instructions if isinstance(instruction, Upsert)]
-    merges = [instruction for instruction in instructions if isinstance(instruction, Merge)]
-    targets, pending = write_upserts(connection, upserts, source)
+    targets: dict[str, str] = {}  # local_ref -> Type/id
+    for upsert in (instruction for instruction in instructions if isinstance(instruction, Upsert)):
+        targets[upsert.local_ref] = writer.upsert(upsert, with_source(rewrite_references(upsert.body, targets), source))
     written = list(targets.values())
-    if merges:  # a merge writes to its survivor, which must exist by then
-        insert_new_resources(connection, pending)
-        pending = []
-        written += [reference for merge in merges for reference in apply_merge(connection, merge, targets[merge.survivor_ref], source)]
+    merges = [instruction for instruction in instructions if isinstance(instruction, Merge)]
+    if merges:  # a merge writes to its survivor, which must exist by then, and to resources the writer may hold
+        writer.flush()
+        written += [reference for merge in merges for reference in apply_merge(writer.connection, merge, targets[merge.survivor_ref], source)]
+        writer.forget()
     if written:
-        pending.append(new_resource(provenance(list(dict.fromkeys(written)), message_id, header, source), "Provenance"))
-    insert_new_resources(connection, pending)
+        writer.create(provenance(list(dict.fromkeys(written)), message_id, header, source))
 
 
-def write_upserts(connection, upserts: list[Upsert], source: str) -> tuple[dict[str, str], list[StoredResource]]:
-    """Update what the business keys find; the new resources, not yet inserted. Returns local_ref -> `Type/id` and those."""
-    targets: dict[str, str] = {}
-    created: dict[tuple[str, str], StoredResource] = {}  # (type, criteria) of the new ones: a key may recur
-    for upsert in upserts:
-        body = with_source(rewrite_references(upsert.body, targets), source)
+class UpsertWriter:
+    """Upserts by business key for a run of messages in one transaction.
+
+    The keys are locked and looked up together; new resources wait to be inserted together (a
+    result message mostly creates), under the ids their references already use. An update is
+    written at once; one to a resource still waiting first inserts those waiting, so each
+    message's change stays its own version."""
+
+    def __init__(self, connection):
+        self.connection = connection
+        self.current: dict[tuple[str, str], StoredResource | None] = {}  # (type, criteria) -> what they find now
+        self.waiting: list[StoredResource] = []
+
+    def look_up(self, keys: list[tuple[str, str]]) -> None:
+        for (type_name, criteria), matches in matching_each(self.connection, keys).items():
+            self.current[(type_name, criteria)] = single_match(matches, type_name, criteria)
+
+    def upsert(self, upsert: Upsert, body: dict) -> str:
+        """Create or update the resource the upsert's key finds; its `Type/id`."""
         key = (upsert.type, upsert.criteria)
-        if key in created:
-            targets[upsert.local_ref] = f"{upsert.type}/{created[key].id}"
-            continue
-        existing = single_match(matching(connection, upsert.type, upsert.criteria), upsert.type, upsert.criteria)
+        if key not in self.current:
+            self.look_up([key])
+        existing = self.current[key]
         if existing is None:
-            created[key] = new_resource(body, upsert.type)
-            targets[upsert.local_ref] = f"{upsert.type}/{created[key].id}"
-        else:
-            targets[upsert.local_ref] = f"{upsert.type}/{update_keeping(connection, upsert, existing, body)}"
-    return targets, list(created.values())
+            self.current[key] = existing = self.create(body)
+        elif (changed := changed_body(upsert, existing, body)) is not None:
+            if any(stored is existing for stored in self.waiting):
+                self.flush()
+            self.current[key] = existing = update_resource(self.connection, upsert.type, existing.id, changed).stored
+        return f"{upsert.type}/{existing.id}"
+
+    def create(self, body: dict) -> StoredResource:
+        stored = new_resource(body, body["resourceType"])
+        self.waiting.append(stored)
+        return stored
+
+    def flush(self) -> None:
+        insert_new_resources(self.connection, self.waiting)
+        self.waiting = []
+
+    def forget(self) -> None:
+        """Drop what the keys found: a merge changed resources behind them."""
+        self.current.clear()
 
 
-def update_keeping(connection, upsert: Upsert, existing: StoredResource, body: dict) -> str:
-    """Update the resource the business key found, keeping the elements `upsert.keep` names.
-
-    Content the resource already has writes no version: most results repeat their patient's
-    demographics, and a new version for a new meta.source alone would only fill the history."""
+def changed_body(upsert: Upsert, existing: StoredResource, body: dict) -> dict | None:
+    """The update of the resource the business key found, keeping the elements `upsert.keep` names; None when
+    the resource already has that content: most results repeat their patient's demographics, and a new
+    version for a new meta.source alone would only fill the history."""
     kept = {name: existing.body[name] for name in upsert.keep if name in existing.body}
     updated = {**body, **kept, "id": existing.id}
-    if same_content(without_source(existing.body), without_source(updated)):
-        return existing.id
-    return update_resource(connection, upsert.type, existing.id, updated).stored.id
+    return None if same_content(without_source(existing.body), without_source(updated)) else updated
 
 
 def without_source(body: dict) -> dict:
@@ -243,33 +341,50 @@ def referring_resources(connection, type_name: str, resource_id: str) -> list[St
 
 # The message store.
 
-def store_or_find(engine: Engine, raw: bytes, peer: str, header: Header, codec: str) -> Row:
-    """The message's row (id, status, ack): new with status `received`, or the earlier row of the same sender and
-    control id. One statement for a new message: the insert returns its row unless the key was there."""
-    values = {
-        **new_row(raw, peer, "received"), "sending_application": header.sending_application,
-        "sending_facility": header.sending_facility, "control_id": header.control_id,
-        "message_type": header.message_type, "version": header.version, "codec": codec,
-    }
-    outcome = (hl7_message.c.id, hl7_message.c.status, hl7_message.c.ack)
-    with write_unit(engine) as connection:
+KEY_COLUMNS = (hl7_message.c.sending_application, hl7_message.c.sending_facility, hl7_message.c.control_id)
+OUTCOME_COLUMNS = (hl7_message.c.id, hl7_message.c.status, hl7_message.c.ack)
+
+
+class MessageRow(NamedTuple):
+    id: int
+    status: str
+    ack: str | None
+
+
+def store(connection, readings: list[Reading]) -> list[tuple[MessageRow, bool]]:
+    """Each message's row (id, status, ack) and whether it is new: a re-send's row is the earlier one. The messages
+    with a control id go in one statement that skips those already stored."""
+    keyed = [reading for reading in readings if reading.key]
+    inserted = {}
+    if keyed:
         dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-        inserted = connection.execute(dialect.insert(hl7_message).values(values).on_conflict_do_nothing().returning(*outcome)).first()
-        if inserted is not None:
-            return inserted
-        key = (hl7_message.c.sending_application == header.sending_application) & (
-            hl7_message.c.sending_facility == header.sending_facility) & (hl7_message.c.control_id == header.control_id)
-        return connection.execute(select(*outcome).where(key)).one()
+        statement = dialect.insert(hl7_message).values([row_values(reading) for reading in keyed]).on_conflict_do_nothing()
+        inserted = {tuple(row[:3]): MessageRow(*row[3:]) for row in connection.execute(statement.returning(*KEY_COLUMNS, *OUTCOME_COLUMNS))}
+    rows = []
+    for reading in readings:
+        if reading.key is None:
+            rows.append((MessageRow(*connection.execute(hl7_message.insert().values(row_values(reading)).returning(*OUTCOME_COLUMNS)).one()), True))
+        elif reading.key in inserted:
+            rows.append((inserted.pop(reading.key), True))  # popped: the same key later in the batch is a re-send
+        else:
+            sent_before = (column == value for column, value in zip(KEY_COLUMNS, reading.key))
+            rows.append((MessageRow(*connection.execute(select(*OUTCOME_COLUMNS).where(*sent_before)).one()), False))
+    return rows
 
 
-def store_unreadable(engine: Engine, raw: bytes, peer: str, reason: str) -> int:
-    with write_unit(engine) as connection:
-        return connection.execute(hl7_message.insert().values({**new_row(raw, peer, "rejected"), "error": reason}).returning(hl7_message.c.id)).scalar()
-
-
-def new_row(raw: bytes, peer: str, status: str) -> dict:
+def row_values(reading: Reading) -> dict:
     moment = utc_now()
-    return {"received_at": moment, "updated_at": moment, "peer": peer[:200], "status": status, "raw": raw}
+    header = reading.header
+    if header is None:
+        application = facility = control_id = None
+    else:
+        application, facility, control_id = reading.key or (header.sending_application[:227], header.sending_facility[:227], None)
+    return {
+        "received_at": moment, "updated_at": moment, "peer": reading.peer[:200], "raw": reading.raw,
+        "sending_application": application, "sending_facility": facility, "control_id": control_id,
+        "message_type": header.message_type[:50] if header else None, "version": header.version[:60] if header else None,
+        "codec": reading.codec if header else None, "status": reading.status, "error": reading.error, "ack": reading.ack,
+    }
 
 
 def locked_status(connection, message_id: int) -> str:
@@ -302,8 +417,22 @@ def stored_message(engine: Engine, message_id: int) -> Row | None:
 def replay(engine: Engine, message_id: int) -> Receipt:
     """Map and apply a stored message again (after a mapping fix); an applied one is left as it is."""
     row = stored_message(engine, message_id)
+    reading = read(row.raw, row.peer, Senders())
+    if reading.header is None:
+        return Receipt(message_id, row.status, row.ack, unreadable=True)  # not a message: nothing to apply
     try:
-        message, decoded = parse(row.raw)
-    except UnreadableMessage:
-        return Receipt(message_id, row.status, row.ack)  # not a message: nothing to apply
-    return process(engine, message_id, message, Header.of(message), decoded.codec)
+        with write_unit(engine) as connection:
+            return replayed(connection, message_id, reading)
+    except Exception as error:
+        failed = failed_write(reading, error)
+        with write_unit(engine) as connection:
+            return replayed(connection, message_id, failed)
+
+
+def replayed(connection, message_id: int, reading: Reading) -> Receipt:
+    if locked_status(connection, message_id) == "applied":
+        return Receipt(message_id, "applied", stored_ack(connection, message_id), reading.codec)
+    if reading.instructions is not None:
+        apply_messages(connection, [(message_id, reading)])
+    mark(connection, message_id, reading.status, reading.error, reading.ack)
+    return Receipt(message_id, reading.status, reading.ack, reading.codec)
