@@ -23,7 +23,6 @@ SQLITE_WRITER_TURNS: dict[str, threading.Lock] = {}
 # PostgreSQL may then plan it once for all values: blind to how selective a code or date is, such
 # generic plans made searches 4-7 times slower (docs/benchmarks.md). Planning a search costs 0.3-2 ms.
 POSTGRESQL_OPTIONS = "-c plan_cache_mode=force_custom_plan"
-COPY_MIN_ROWS = 50
 
 
 def json_dumps(value) -> str:
@@ -99,10 +98,11 @@ def read_unit(engine: Engine):
 
 
 def insert_rows(connection: Connection, table: Table, rows: list[dict]) -> None:
-    """Insert many rows with the same keys. On PostgreSQL many rows go as one COPY stream: no statement
-    to parse, plan and execute per row, which made index rows the larger part of a bulk load's cost.
-    A few rows go as one pipelined executemany, which takes one round trip where COPY takes two."""
-    if len(rows) >= COPY_MIN_ROWS and is_postgresql(connection):
+    """Insert many rows with the same keys. On PostgreSQL they go as one COPY stream: no statement to
+    parse, plan and execute per row, which made index rows the larger part of a bulk load's cost, and
+    none for SQLAlchemy to build, which made the few rows of one write cost more CPU than COPY's
+    second round trip costs time."""
+    if rows and is_postgresql(connection):
         copy_rows(connection, table, rows)
     elif rows:
         connection.execute(insert_statement(table), rows)
@@ -119,9 +119,9 @@ def insert_returning_key(table: Table) -> Insert:
 
 
 def insert_rows_returning_keys(connection: Connection, table: Table, rows: list[dict]) -> list[int]:
-    """insert_rows for a table with an identity key; returns the new rows' keys in order. Many rows on
-    PostgreSQL take their keys from the identity's sequence first, then go as COPY."""
-    if len(rows) < COPY_MIN_ROWS or not is_postgresql(connection):
+    """insert_rows for a table with an identity key; returns the new rows' keys in order. On PostgreSQL
+    the keys come from the identity's sequence first, then the rows go as COPY."""
+    if not rows or not is_postgresql(connection):
         return connection.execute(insert_returning_key(table), rows).scalars().all() if rows else []
     keys = connection.exec_driver_sql(
         f"SELECT nextval(pg_get_serial_sequence('{table.name}', 'pk')) FROM generate_series(1, %(count)s)", {"count": len(rows)}

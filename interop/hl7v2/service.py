@@ -16,6 +16,7 @@
 """
 import logging
 from dataclasses import dataclass, replace
+from functools import cache
 from typing import NamedTuple
 
 from sqlalchemy import Engine, Row, false, select, update
@@ -357,9 +358,8 @@ def store(connection, readings: list[Reading]) -> list[tuple[MessageRow, bool]]:
     keyed = [reading for reading in readings if reading.key]
     inserted = {}
     if keyed:
-        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-        statement = dialect.insert(hl7_message).values([row_values(reading) for reading in keyed]).on_conflict_do_nothing()
-        inserted = {tuple(row[:3]): MessageRow(*row[3:]) for row in connection.execute(statement.returning(*KEY_COLUMNS, *OUTCOME_COLUMNS))}
+        statement = insert_new_messages(connection.dialect.name)
+        inserted = {tuple(row[:3]): MessageRow(*row[3:]) for row in connection.execute(statement, [row_values(reading) for reading in keyed])}
     rows = []
     for reading in readings:
         if reading.key is None:
@@ -370,6 +370,13 @@ def store(connection, readings: list[Reading]) -> list[tuple[MessageRow, bool]]:
             sent_before = (column == value for column, value in zip(KEY_COLUMNS, reading.key))
             rows.append((MessageRow(*connection.execute(select(*OUTCOME_COLUMNS).where(*sent_before)).one()), False))
     return rows
+
+
+@cache  # built once: compiling it costs more than running it
+def insert_new_messages(dialect_name: str):
+    """INSERT of messages that skips those whose key is stored, returning the key and outcome of those inserted."""
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    return dialect.insert(hl7_message).on_conflict_do_nothing().returning(*KEY_COLUMNS, *OUTCOME_COLUMNS)
 
 
 def row_values(reading: Reading) -> dict:

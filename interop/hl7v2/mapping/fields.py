@@ -1,7 +1,8 @@
 """Reading a parsed message through python-hl7: segments with their occurrence number, fields by repetition.
 
-python-hl7's `extract_field` unescapes each value (\\F\\ \\S\\ \\T\\ \\R\\ \\E\\ \\.br\\ \\Xhh\\) but raises
-IndexError when a path goes below a value that has no components; here an absent part reads as "".
+A value is read as python-hl7's `Segment.extract_field` reads it, and unescaped by its `unescape`
+(\\F\\ \\S\\ \\T\\ \\R\\ \\E\\ \\.br\\ \\Xhh\\), but an absent part reads as "" where extract_field raises
+IndexError, and without extract_field's per-call bookkeeping: the mappers read some 200 values a message.
 """
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ from hl7.util import unescape
 from interop.hl7v2.mapping import MappingError
 
 HL7_NULL = '""'  # "delete this value" in v2; for a full-body upsert it means "no value"
+at = list.__getitem__  # python-hl7's containers are lists; their own __getitem__ only adds slicing, at a cost per call
 
 
 @dataclass(frozen=True)
@@ -19,10 +21,7 @@ class SegmentView:
 
     segment: hl7.Segment
     sequence: int
-
-    @property
-    def id(self) -> str:
-        return str(self.segment[0])
+    id: str  # "PID"
 
     def field(self, number: int, repetition: int = 1) -> "FieldValue":
         return FieldValue(self, number, repetition)
@@ -48,10 +47,10 @@ class FieldValue:
     repetition: int = 1
 
     def __call__(self, component: int = 1, subcomponent: int = 1) -> str:
-        try:
-            value = self.owner.segment.extract_field(1, self.number, self.repetition, component, subcomponent)
-        except IndexError:
-            return ""
+        segment = self.owner.segment
+        value = leaf(segment, self.number, self.repetition, component, subcomponent)
+        if segment.esc in value and not (self.number <= 2 and self.owner.id == "MSH"):  # MSH-1 and MSH-2 are the separators
+            value = unescape(segment, value)
         return "" if value == HL7_NULL else value.strip()
 
     def text(self) -> str:
@@ -84,6 +83,21 @@ class FieldValue:
         return value
 
 
+def leaf(segment: hl7.Segment, number: int, repetition: int, component: int, subcomponent: int) -> str:
+    """The text at a position, "" when absent; below a value without components, only position 1 reaches it."""
+    if number >= len(segment) or repetition > len(at(segment, number)):
+        return ""
+    value = at(at(segment, number), repetition - 1)
+    if isinstance(value, str):
+        return value if component == subcomponent == 1 else ""
+    if component > len(value):
+        return ""
+    value = at(value, component - 1)
+    if isinstance(value, str):
+        return value if subcomponent == 1 else ""
+    return at(value, subcomponent - 1) if subcomponent <= len(value) else ""
+
+
 def is_blank(raw: str, segment: hl7.Segment) -> bool:
     """True for field text made of separators (repetition, component, subcomponent) and spaces only."""
     return not raw.strip(segment.separators[2:] + " ")
@@ -96,7 +110,7 @@ def segment_views(message: hl7.Message) -> list[SegmentView]:
     for segment in message:
         segment_id = str(segment[0])
         seen[segment_id] = seen.get(segment_id, 0) + 1
-        views.append(SegmentView(segment, seen[segment_id]))
+        views.append(SegmentView(segment, seen[segment_id], segment_id))
     return views
 
 
