@@ -159,7 +159,8 @@ INDEX_TABLES = {
 }
 
 # HL7 v2 messages as received (interop/hl7v2/service.py): stored before any ACK, with their outcome.
-# status: received (stored, not yet applied), applied, error (AE, replayable), rejected (AR).
+# status: applied, error (AE, replayable), rejected (AR); received (stored but not applied) only from earlier versions,
+# which committed the bytes before applying them: a re-send or `ehr hl7 replay --status received` applies those.
 hl7_message = Table(
     "hl7_message",
     metadata,

@@ -2,6 +2,7 @@
 transaction, and still each message's own outcome, on SQLite and PostgreSQL."""
 from sqlalchemy import select
 
+from app.model.instants import utc_now
 from app.store.schema import hl7_message
 from interop.hl7v2 import service
 from interop.hl7v2.service import receive_all, stored_message
@@ -86,3 +87,15 @@ def test_a_mapper_that_fails_unexpectedly_keeps_the_message_in_error(engine, mon
     assert (receipt.status, msa(receipt.ack)[1]) == ("error", "AE")
     row = stored_message(engine, receipt.message_id)
     assert "Internal error while mapping" in row.error and row.raw == a01("M1")
+
+
+def test_a_resend_of_a_message_stored_but_never_applied_applies_it(client, engine):
+    """Earlier versions committed the bytes (status `received`) before applying them; a crash could leave them so."""
+    with engine.begin() as connection:
+        connection.execute(hl7_message.insert().values(
+            received_at=utc_now(), updated_at=utc_now(), peer="test", sending_application="ADT1", sending_facility="NORTH",
+            control_id="L1", status="received", raw=a01("L1", mrn="901")))
+    receipt, = receive_all(engine, [(a01("L1", mrn="901"), "test")])
+    assert (receipt.status, msa(receipt.ack)[1]) == ("applied", "AA")
+    assert stored_message(engine, receipt.message_id).status == "applied"
+    assert len(entries(client, "Patient?identifier=901")) == 1
