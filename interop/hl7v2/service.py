@@ -81,7 +81,7 @@ class Reading:
         """Sending application, facility and control id: the same for a re-send. None without a control id."""
         if self.header is None or not self.header.control_id:
             return None
-        return self.header.sending_application[:227], self.header.sending_facility[:227], self.header.control_id[:199]
+        return stored_text(self.header.sending_application, 227), stored_text(self.header.sending_facility, 227), stored_text(self.header.control_id, 199)
 
     def failed(self, code: str, status: str, error: ErrorDetail) -> "Reading":
         return replace(self, status=status, ack=acknowledgement(self.header, code, error), error=error.text, instructions=None)
@@ -385,13 +385,20 @@ def row_values(reading: Reading) -> dict:
     if header is None:
         application = facility = control_id = None
     else:
-        application, facility, control_id = reading.key or (header.sending_application[:227], header.sending_facility[:227], None)
+        application, facility, control_id = reading.key or (stored_text(header.sending_application, 227), stored_text(header.sending_facility, 227), None)
     return {
-        "received_at": moment, "updated_at": moment, "peer": reading.peer[:200], "raw": reading.raw,
+        "received_at": moment, "updated_at": moment, "peer": stored_text(reading.peer, 200), "raw": reading.raw,
         "sending_application": application, "sending_facility": facility, "control_id": control_id,
-        "message_type": header.message_type[:50] if header else None, "version": header.version[:60] if header else None,
-        "codec": reading.codec if header else None, "status": reading.status, "error": reading.error, "ack": reading.ack,
+        "message_type": stored_text(header.message_type, 50) if header else None,
+        "version": stored_text(header.version, 60) if header else None, "codec": reading.codec if header else None,
+        "status": reading.status, "error": stored_text(reading.error), "ack": stored_text(reading.ack),
     }
+
+
+def stored_text(value: str | None, limit: int | None = None) -> str | None:
+    """Text as its column keeps it: cut to the column's size, and without NUL characters, which PostgreSQL's
+    text cannot hold (one sent in MSH, and echoed in the ACK, would otherwise refuse the message for good)."""
+    return None if value is None else value.replace("\x00", "")[:limit]
 
 
 def locked_status(connection, message_id: int) -> str:

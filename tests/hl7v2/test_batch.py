@@ -99,3 +99,11 @@ def test_a_resend_of_a_message_stored_but_never_applied_applies_it(client, engin
     assert (receipt.status, msa(receipt.ack)[1]) == ("applied", "AA")
     assert stored_message(engine, receipt.message_id).status == "applied"
     assert len(entries(client, "Patient?identifier=901")) == 1
+
+
+def test_a_nul_character_in_the_header_does_not_refuse_the_message(engine):
+    with_nul = a01("N1", mrn="902").replace(b"|ADT1|", b"|ADT\x001|")
+    receipt, = receive_all(engine, [(with_nul, "test")])
+    assert receipt.status in ("applied", "error") and receipt.ack
+    row = stored_message(engine, receipt.message_id)
+    assert (row.raw, row.sending_application) == (with_nul, "ADT1")
