@@ -411,7 +411,9 @@ def stored_ack(connection, message_id: int) -> str | None:
 
 def mark(connection, message_id: int, status: str, error: str | None, ack: str | None) -> None:
     connection.execute(
-        update(hl7_message).where(hl7_message.c.id == message_id).values(status=status, error=error, ack=ack, updated_at=utc_now())
+        update(hl7_message).where(hl7_message.c.id == message_id).values(
+            status=status, error=stored_text(error), ack=stored_text(ack), updated_at=utc_now(),
+        )
     )
 
 

@@ -5,7 +5,7 @@ from sqlalchemy import select
 from app.model.instants import utc_now
 from app.store.schema import hl7_message
 from interop.hl7v2 import service
-from interop.hl7v2.service import receive_all, stored_message
+from interop.hl7v2.service import receive_all, replay, stored_message
 from tests.hl7v2.test_receive import a01 as a01_without_visit, msa
 
 ORU = "\r".join([
@@ -107,3 +107,10 @@ def test_a_nul_character_in_the_header_does_not_refuse_the_message(engine):
     assert receipt.status in ("applied", "error") and receipt.ack
     row = stored_message(engine, receipt.message_id)
     assert (row.raw, row.sending_application) == (with_nul, "ADT1")
+
+
+def test_a_message_with_a_nul_in_its_header_can_be_replayed(engine):
+    without_identifier = a01("N2", mrn="903").replace(b"|ADT1|", b"|ADT\x001|").replace(b"PID|1||903^^^NORTH&1.2.840.114350&ISO^MR|", b"PID|1|||")
+    receipt, = receive_all(engine, [(without_identifier, "test")])
+    assert receipt.status == "error"
+    assert replay(engine, receipt.message_id).status == "error"  # its AE, with the NUL echoed, is stored again
