@@ -17,6 +17,8 @@ from app.store.db import make_engine, read_unit
 from app.store.resources import has_resources
 from app.web import create_app
 from interop.hl7v2.mllp import DEFAULT_WORKERS, Listener, ListenerSettings, configure_logging
+from interop.hl7v2.outbox import (DEFAULT_INTERVAL_SECONDS, Deliverer, Destination, Sender, destinations, queued_acks,
+                                   register_destination, remove_destination, resend)
 from interop.hl7v2.service import Senders, replay, stored_message, stored_messages
 
 DEFAULT_HOST = "127.0.0.1"
@@ -114,17 +116,14 @@ def reindex_command(type_name):
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM private key of --tls-cert.")
 @click.option("--allow-app", multiple=True, help="Accept only these sending applications (MSH-3); repeatable.")
 @click.option("--allow-facility", multiple=True, help="Accept only these sending facilities (MSH-4); repeatable.")
-def mllp(host, port, max_bytes, idle_seconds, max_connections, workers, tls_cert, tls_key, allow_app, allow_facility):
+@click.option("--deliver/--no-deliver", default=True, show_default=True, help="Send queued application ACKs (MSH-16) from this process.")
+def mllp(host, port, max_bytes, idle_seconds, max_connections, workers, tls_cert, tls_key, allow_app, allow_facility, deliver):
     """Receive HL7 v2 messages over MLLP: store each, apply it, then acknowledge it."""
     settings = ListenerSettings(
         host=host, port=port, max_bytes=max_bytes, idle_seconds=idle_seconds, max_connections=max_connections, workers=workers,
-        tls_certificate=tls_cert, tls_key=tls_key, senders=Senders(frozenset(allow_app), frozenset(allow_facility)),
+        tls_certificate=tls_cert, tls_key=tls_key, senders=Senders(frozenset(allow_app), frozenset(allow_facility)), deliver=deliver,
     )
-    database_url = load_settings().database_url
-    try:
-        migrate.check_schema_current(make_engine(database_url))
-    except migrate.SchemaNotCurrent as error:
-        raise click.ClickException(str(error)) from None
+    database_url = current_database_url()
     configure_logging()
     listener = Listener(database_url, settings)
     try:
@@ -165,6 +164,95 @@ def hl7_show(message_id):
     click.echo("ack:\n" + (row.ack or "(none)").replace("\r", "\n"))
 
 
+@hl7.group()
+def destination():
+    """Where each sender's application ACKs (MSH-16) go: its own MLLP listener."""
+
+
+@destination.command("add")
+@click.argument("application")
+@click.argument("address")
+@click.option("--facility", default="", help="Only the messages from this sending facility (MSH-4); default: every facility.")
+@click.option("--tls", is_flag=True, help="Connect with TLS.")
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="PEM certificates to trust (with --tls).")
+def destination_add(application, address, facility, tls, ca_file):
+    """Send the application ACKs of messages from APPLICATION (MSH-3) to ADDRESS, host:port; replaces an earlier one."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.BadParameter("expected host:port", param_hint="ADDRESS")
+    register_destination(settings_engine(), Sender(application, facility), Destination(host, int(port), tls or bool(ca_file), ca_file))
+    click.echo(f"Application ACKs for {application}|{facility or '*'} go to {address}.")
+
+
+@destination.command("list")
+def destination_list():
+    """Sender (application|facility) and where its application ACKs go."""
+    for row in destinations(settings_engine()):
+        click.echo(f"{row.sending_application}|{row.sending_facility or '*'}\t{Destination(row.host, row.port, row.tls, row.ca_file)}")
+
+
+@destination.command("remove")
+@click.argument("application")
+@click.option("--facility", default="")
+def destination_remove(application, facility):
+    """Stop sending the application ACKs of APPLICATION (and --facility) anywhere; they wait in the outbox."""
+    if not remove_destination(settings_engine(), Sender(application, facility)):
+        raise click.ClickException(f"No destination for {application}|{facility or '*'}.")
+    click.echo(f"Removed the destination of {application}|{facility or '*'}.")
+
+
+@hl7.group()
+def acks():
+    """The outbox of application ACKs (MSH-16): list them, send refused ones again."""
+
+
+@acks.command("list")
+@click.option("--status", type=click.Choice(["pending", "sent", "failed"]))
+@click.option("--limit", default=50, show_default=True, type=int)
+def acks_list(status, limit):
+    """The newest first: id, message id, status, sender, attempts, next attempt or sent time, last error."""
+    for row in queued_acks(settings_engine(), status, limit):
+        when = row.sent_at if row.status == "sent" else row.next_attempt_at
+        click.echo(f"{row.id}\t{row.message_id}\t{row.status}\t{row.sending_application or '-'}|{row.sending_facility or '-'}\t"
+                   f"{row.attempts}\t{when:%Y-%m-%d %H:%M:%S}\t{row.last_error or ''}")
+
+
+@acks.command("resend")
+@click.argument("ack_ids", nargs=-1, type=int, required=True)
+def acks_resend(ack_ids):
+    """Queue application ACKs again, e.g. refused ones after the peer is fixed."""
+    click.echo(f"Queued {resend(settings_engine(), list(ack_ids))} ACKs again.")
+
+
+@hl7.command("deliver")
+@click.option("--once", is_flag=True, help="Send what is due once, then exit; default: keep delivering.")
+@click.option("--interval", default=DEFAULT_INTERVAL_SECONDS, show_default=True, type=float, help="Seconds between looks at the outbox.")
+def hl7_deliver(once, interval):
+    """Send queued application ACKs to their senders' destinations (`ehr mllp` does this too, unless --no-deliver)."""
+    configure_logging()
+    deliverer = Deliverer(make_engine(current_database_url()))
+    try:
+        if once:
+            attempts = asyncio.run(deliverer.deliver_due())
+            click.echo(f"Delivery attempts: {counted(attempt.status for attempt in attempts)}.")
+        else:
+            asyncio.run(deliverer.run_forever(interval))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        deliverer.engine.dispose()
+
+
+def current_database_url() -> str:
+    """The configured database's URL, once its schema is known to be current."""
+    database_url = load_settings().database_url
+    try:
+        migrate.check_schema_current(make_engine(database_url))
+    except migrate.SchemaNotCurrent as error:
+        raise click.ClickException(str(error)) from None
+    return database_url
+
+
 @hl7.command("replay")
 @click.argument("message_ids", nargs=-1, type=int)
 @click.option("--status", type=click.Choice(["error", "rejected", "received"]), help="Replay every message of this status.")
@@ -174,8 +262,12 @@ def hl7_replay(message_ids, status):
         raise click.UsageError("Give message ids or --status, not both.")
     engine = settings_engine()
     ids = message_ids or [row.id for row in reversed(stored_messages(engine, status, limit=1_000_000))]
-    outcomes = Counter(replay(engine, message_id).status for message_id in tqdm(ids, unit=" messages", file=sys.stderr))
-    click.echo("Replayed: " + (", ".join(f"{count} {name}" for name, count in sorted(outcomes.items())) or "nothing") + ".")
+    click.echo(f"Replayed: {counted(replay(engine, message_id).status for message_id in tqdm(ids, unit=' messages', file=sys.stderr))}.")
+
+
+def counted(statuses) -> str:
+    """'2 applied, 1 error' for statuses applied, error, applied; 'nothing' for none."""
+    return ", ".join(f"{count} {name}" for name, count in sorted(Counter(statuses).items())) or "nothing"
 
 
 @main.command()

@@ -16,7 +16,9 @@ from sqlalchemy.engine import make_url
 from app.demo import demo_bundle
 from app.store import migrate
 from app.store.db import make_engine
+from interop.hl7v2.service import receive
 from tests.conftest import ADMIN_URL, libpq_url
+from tests.hl7v2.test_outbox import Peer, a01, enhanced
 
 EHR = Path(sys.executable).with_name("ehr")
 COMMAND_TIMEOUT_SECONDS = 300
@@ -268,3 +270,24 @@ def test_load_of_a_missing_file_says_so_and_loads_nothing(database_url, client, 
     assert result.returncode == 2
     assert "nowhere.ndjson" in result.stderr and "does not exist" in result.stderr
     assert total(client, "Patient") == 0
+
+
+def test_hl7_destination_acks_and_deliver_as_an_operator_runs_them(database_url, engine, tmp_path):
+    peer = Peer(answer="CR")
+    try:
+        added = ehr(database_url, "hl7", "destination", "add", "ADT1", f"127.0.0.1:{peer.port}", cwd=tmp_path)
+        assert added.returncode == 0, added.stderr
+        assert f"ADT1|*\tmllp://127.0.0.1:{peer.port}" in ehr(database_url, "hl7", "destination", "list", cwd=tmp_path).stdout
+        receive(engine, enhanced(a01("CLI1")), "test")
+        delivered = ehr(database_url, "hl7", "deliver", "--once", cwd=tmp_path)
+        assert delivered.stdout.strip() == "Delivery attempts: 1 failed."
+        listed = ehr(database_url, "hl7", "acks", "list", "--status", "failed", cwd=tmp_path).stdout
+        ack_id = listed.split("\t")[0]
+        assert "The peer answered CR." in listed
+        peer.answer = "CA"
+        assert ehr(database_url, "hl7", "acks", "resend", ack_id, cwd=tmp_path).stdout.strip() == "Queued 1 ACKs again."
+        assert ehr(database_url, "hl7", "deliver", "--once", cwd=tmp_path).stdout.strip() == "Delivery attempts: 1 sent."
+        assert ehr(database_url, "hl7", "destination", "remove", "ADT1", cwd=tmp_path).returncode == 0
+        assert ehr(database_url, "hl7", "destination", "list", cwd=tmp_path).stdout == ""
+    finally:
+        peer.stop()

@@ -181,3 +181,36 @@ hl7_message = Table(
     UniqueConstraint("sending_application", "sending_facility", "control_id", name="uq_hl7_message_sender_control_id"),
     Index("ix_hl7_message_status_id", "status", "id"),
 )
+
+hl7_destination = Table(  # where a sender's application acknowledgements go: its own MLLP listener
+    "hl7_destination",
+    metadata,
+    Column("id", Sequence, Identity(), primary_key=True),
+    Column("sending_application", String(227), nullable=False),  # MSH-3 of the messages it sends us
+    Column("sending_facility", String(227), nullable=False),  # MSH-4; '' for every facility of the application
+    Column("host", String(255), nullable=False),
+    Column("port", Integer, nullable=False),
+    Column("tls", Boolean, nullable=False),
+    Column("ca_file", String(1000)),  # PEM certificates to trust for TLS; the system's when empty
+    UniqueConstraint("sending_application", "sending_facility", name="uq_hl7_destination_sender"),
+)
+
+hl7_outbox = Table(  # application acknowledgements, queued in the transaction that records the outcome they report
+    "hl7_outbox",
+    metadata,
+    Column("id", Sequence, Identity(), primary_key=True),
+    Column("message_id", Sequence, nullable=False),  # the hl7_message acknowledged
+    Column("sending_application", String(227)),  # the message's MSH-3 and MSH-4: the route to its destination
+    Column("sending_facility", String(227)),
+    Column("payload", Text, nullable=False),
+    Column("codec", String(20), nullable=False),
+    Column("status", String(16), nullable=False),  # pending, sent, failed (refused by the peer)
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("claimed_until", DateTime(timezone=True)),  # a deliverer is sending it until then
+    Column("sent_at", DateTime(timezone=True)),
+    Column("last_error", Text),
+    Column("reply", Text),  # the peer's accept acknowledgement
+    Index("ix_hl7_outbox_status_sender_id", "status", "sending_application", "sending_facility", "id"),
+)

@@ -1,15 +1,19 @@
 """Acknowledgements (HL7 v2.5.1 chapter 2.9): MSA echoes MSH-10, sender and receiver swap, version kept.
 
-Original mode (MSH-15 and MSH-16 empty) answers AA, AE or AR once the message is applied
-or kept in error. Enhanced mode answers on the same connection with the accept
-acknowledgement CA, CE or CR that MSH-15 asks for (AL always, NE never, ER on error only,
-SU on success only); the application outcome stays in the message store.
+Original mode (MSH-15 and MSH-16 empty) answers AA, AE or AR on the message's connection once
+it is applied or kept in error. Enhanced mode answers there with the accept acknowledgement
+CA, CE or CR that MSH-15 asks for, and sends the application acknowledgement AA, AE or AR
+that MSH-16 asks for as a message of its own, on the sender's outbound channel (outbox.py).
+Both use table 0155: AL always, NE never, ER on error only, SU on success only. A sender that
+asks for no accept acknowledgement (MSH-15 NE) but for an application one gets the latter on
+its connection: HL7 v2.8.2 chapter 2 notes that this is original mode.
 
 python-hl7's Message.create_ack fails on an MSH-9 without components and writes no ERR
 segment, so the ACK is assembled here from the message's own separators and raw fields.
 """
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 import hl7
 
@@ -72,33 +76,50 @@ def raw_field(segment, number: int) -> str:
     return str(segment[number]) if len(segment) > number else ""
 
 
-def acknowledgement(header: Header, code: str, error: ErrorDetail | None = None, ack_id: str | None = None) -> str | None:
-    """The ACK for a message, or None when its MSH-15 asks for none in this case (enhanced mode)."""
-    if header.enhanced_mode:
-        code = ENHANCED_CODES[code]
-        if not wants_accept_ack(header.accept_ack_type, code):
-            return None
+class Acknowledgements(NamedTuple):
+    """What a message's outcome sends back: None each where nothing is to be sent."""
+
+    answer: str | None  # on the message's own connection (or HTTP response)
+    application: str | None  # an application ACK for the sender's outbound channel
+
+
+def acknowledgements(header: Header, code: str, error: ErrorDetail | None = None) -> Acknowledgements:
+    """The acknowledgements for a message whose outcome is `code` (AA, AE or AR), by its MSH-15 and MSH-16."""
+    if not header.enhanced_mode:
+        return Acknowledgements(acknowledgement(header, code, error), None)
+    succeeded = code == "AA"
+    wants_application = wanted(header.application_ack_type or "NE", succeeded)
+    if header.accept_ack_type.upper() == "NE":
+        return Acknowledgements(acknowledgement(header, code, error) if wants_application else None, None)
+    accept = acknowledgement(header, ENHANCED_CODES[code], error) if wanted(header.accept_ack_type or "AL", succeeded) else None
+    application = acknowledgement(header, code, error, asks_accept_ack=True) if wants_application else None
+    return Acknowledgements(accept, application)
+
+
+def acknowledgement(header: Header, code: str, error: ErrorDetail | None = None, asks_accept_ack: bool = False) -> str:
+    """An ACK message with MSA-1 `code`; one sent on its own channel asks for an accept ACK (MSH-15 AL), so that
+    its delivery is confirmed, and for no application ACK (MSH-16 NE): acknowledging it would never end."""
     separator = header.field_separator
-    segments = [msh_segment(header, ack_id or control_id_now()), separator.join(["MSA", code, header.control_id])]
+    segments = [msh_segment(header, control_id_now(), asks_accept_ack), separator.join(["MSA", code, header.control_id])]
     if error is not None:
         segments.append(err_segment(header, error))
     return "\r".join(segments) + "\r"
 
 
-def wants_accept_ack(accept_ack_type: str, code: str) -> bool:
-    """MSH-15 (table 0155): AL always, NE never, ER only on error or reject, SU only on success; empty means AL."""
-    kind = accept_ack_type.upper() or "AL"
-    return kind == "AL" or (kind == "ER" and code != "CA") or (kind == "SU" and code == "CA")
+def wanted(ack_type: str, succeeded: bool) -> bool:
+    """Table 0155: AL always, NE never, ER only on error or reject, SU only on success."""
+    kind = ack_type.upper()
+    return kind == "AL" or (kind == "ER" and not succeeded) or (kind == "SU" and succeeded)
 
 
-def msh_segment(header: Header, ack_id: str) -> str:
+def msh_segment(header: Header, ack_id: str, asks_accept_ack: bool = False) -> str:
     component = header.encoding_characters[:1] or "^"
     event = header.message_type.split(component)[1] if component in header.message_type else ""
     fields = [
         "MSH", header.encoding_characters, header.receiving_application, header.receiving_facility,
         header.sending_application, header.sending_facility, datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S%z"), "",
         component.join(["ACK", event, "ACK"]) if event else "ACK", ack_id, header.processing_id or "P", header.version,
-        "", "", "", "", "", header.character_set,
+        "", "", *(("AL", "NE") if asks_accept_ack else ("", "")), "", header.character_set,
     ]
     return header.field_separator.join(fields).rstrip(header.field_separator)
 

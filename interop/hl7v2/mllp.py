@@ -7,6 +7,8 @@ The messages waiting for a worker when it becomes free go to it together, as one
 and one commit (group commit): under load a worker's batches grow, and the cost of each
 message falls. A connection that sends garbage, a frame over the size limit, or nothing
 for `idle_seconds` is logged and closed; the listener keeps serving every other connection.
+The listener also runs a deliverer of the application ACKs queued in the outbox (outbox.py),
+woken as soon as a message queues one.
 """
 import asyncio
 import hashlib
@@ -23,6 +25,7 @@ from hl7.mllp import InvalidBlockError, start_hl7_server
 from sqlalchemy import Engine
 
 from app.store.db import make_engine
+from interop.hl7v2.outbox import Deliverer
 from interop.hl7v2.service import Receipt, Senders, receive_all
 from interop.hl7v2.text import patient_key
 
@@ -43,6 +46,7 @@ class ListenerSettings:
     senders: Senders = field(default_factory=Senders)
     tls_certificate: str | None = None
     tls_key: str | None = None
+    deliver: bool = True  # send the outbox's application ACKs from this process
 
     def ssl_context(self) -> ssl.SSLContext | None:
         if not self.tls_certificate:
@@ -57,6 +61,8 @@ class Listener:
         self.database_url, self.settings = database_url, settings
         self.partitions = [Partition(database_url, settings.senders) for _ in range(settings.workers)]
         self.connections = 0
+        self.deliverer = Deliverer(make_engine(database_url)) if settings.deliver else None
+        self.delivering: asyncio.Task | None = None
 
     async def serve_forever(self) -> None:
         server = await self.start()
@@ -69,6 +75,8 @@ class Listener:
             self.handle_connection, settings.host, settings.port, limit=settings.max_bytes, ssl=settings.ssl_context(),
         )
         log.info("MLLP listener on %s", ", ".join(str(socket.getsockname()) for socket in server.sockets))
+        if self.deliverer:
+            self.delivering = asyncio.create_task(self.deliverer.run_forever())
         return server
 
     async def handle_connection(self, reader, writer) -> None:
@@ -92,6 +100,8 @@ class Listener:
             receipt = await self.applied(block, peer)
             if receipt is None or receipt.unreadable:
                 return  # not HL7: there is no MSH to answer, and what follows cannot be trusted either
+            if receipt.queued_application_ack and self.deliverer:
+                self.deliverer.wake.set()
             if receipt.ack is not None:
                 writer.writeblock(receipt.ack.encode(receipt.codec, errors="replace"))
                 await writer.drain()
@@ -128,6 +138,8 @@ class Listener:
     def close(self) -> None:
         for partition in self.partitions:
             partition.executor.shutdown(wait=True)
+        if self.deliverer:
+            self.deliverer.engine.dispose()
 
 
 class Partition:

@@ -8,7 +8,8 @@
    message. A message whose sending application, facility and control id were seen before is a
    re-send: it gets the ACK it got then and is not applied again. Only after the commit does
    the caller send the ACKs, so an acknowledged message is never lost, and one that was not
-   acknowledged is re-sent by its sender.
+   acknowledged is re-sent by its sender. An application ACK that MSH-16 asks for is queued
+   in the same transaction, for delivery on the sender's own channel (outbox.py).
 3. The listener passes the messages waiting for one worker as one batch: their business keys
    are locked and looked up together and their new resources inserted together, in one commit.
    When a write fails, the batch is rolled back and each message recorded again alone, so only
@@ -31,8 +32,9 @@ from app.store.db import write_unit
 from app.store.resources import (StoredResource, insert_new_resources, new_resource, read_resource, same_content,
                                  stored_from_row, update_resource)
 from app.store.schema import hl7_message, resource, search_reference
-from interop.hl7v2.ack import ErrorDetail, Header, acknowledgement
+from interop.hl7v2.ack import Acknowledgements, ErrorDetail, Header, acknowledgements
 from interop.hl7v2.mapping import MappingError, Merge, UnsupportedMessage, Upsert, upserts_for
+from interop.hl7v2.outbox import QueuedAck, queue
 from interop.hl7v2.text import UnreadableMessage, parse
 
 log = logging.getLogger("ehr.hl7v2")
@@ -44,9 +46,10 @@ MESSAGE_IDENTIFIER_SYSTEM = "urn:ehr:hl7v2:message"
 class Receipt:
     message_id: int | None
     status: str
-    ack: str | None  # None: nothing to send (no MSH to answer, or MSH-15 asks for no accept ACK)
+    ack: str | None  # None: nothing to send (no MSH to answer, or MSH-15 and MSH-16 ask for nothing here)
     codec: str = "utf-8"  # the ACK goes back in the message's character set
     unreadable: bool = False  # not an HL7 message at all
+    queued_application_ack: bool = False  # an application ACK waits in the outbox
 
 
 @dataclass(frozen=True)
@@ -72,22 +75,33 @@ class Reading:
     header: Header | None  # None: not an HL7 message
     codec: str
     status: str
-    ack: str | None
+    acks: Acknowledgements
     error: str | None = None
     instructions: tuple[Upsert | Merge, ...] | None = None
+
+    @property
+    def ack(self) -> str | None:
+        return self.acks.answer
+
+    @property
+    def sender(self) -> tuple[str | None, str | None]:
+        """Sending application and facility as stored; None each for bytes that are not a message."""
+        if self.header is None:
+            return None, None
+        return stored_text(self.header.sending_application, 227), stored_text(self.header.sending_facility, 227)
 
     @property
     def key(self) -> tuple[str, str, str] | None:
         """Sending application, facility and control id: the same for a re-send. None without a control id."""
         if self.header is None or not self.header.control_id:
             return None
-        return stored_text(self.header.sending_application, 227), stored_text(self.header.sending_facility, 227), stored_text(self.header.control_id, 199)
+        return *self.sender, stored_text(self.header.control_id, 199)
 
     def failed(self, code: str, status: str, error: ErrorDetail) -> "Reading":
-        return replace(self, status=status, ack=acknowledgement(self.header, code, error), error=error.text, instructions=None)
+        return replace(self, status=status, acks=acknowledgements(self.header, code, error), error=error.text, instructions=None)
 
-    def receipt(self, row: "MessageRow") -> Receipt:
-        return Receipt(row.id, row.status, row.ack, self.codec, unreadable=self.header is None)
+    def receipt(self, row: "MessageRow", queued: bool = False) -> Receipt:
+        return Receipt(row.id, row.status, row.ack, self.codec, unreadable=self.header is None, queued_application_ack=queued)
 
 
 def receive(engine: Engine, raw: bytes, peer: str, senders: Senders = Senders()) -> Receipt:
@@ -109,8 +123,8 @@ def read(raw: bytes, peer: str, senders: Senders) -> Reading:
         message, decoded = parse(raw)
         header = Header.of(message)
     except UnreadableMessage as error:
-        return Reading(raw, peer, None, "utf-8", "rejected", None, str(error))
-    reading = Reading(raw, peer, header, decoded.codec, "applied", acknowledgement(header, "AA"))
+        return Reading(raw, peer, None, "utf-8", "rejected", Acknowledgements(None, None), str(error))
+    reading = Reading(raw, peer, header, decoded.codec, "applied", acknowledgements(header, "AA"))
     if not senders.allow(header):
         return reading.failed("AR", "rejected", ErrorDetail(207, f"Sender {header.sending_application}|{header.sending_facility} is not allowed."))
     try:
@@ -161,8 +175,9 @@ def failure_text(error: Exception) -> str:
 def store_and_apply(connection, readings: list[Reading]) -> list[Receipt]:
     """Store each message with its outcome; apply those mapped, unless they are re-sends of stored ones."""
     rows = store(connection, readings)
-    apply_messages(connection, [(row.id, reading) for reading, (row, new) in zip(readings, rows) if reading.instructions is not None and (
-        new or row.status not in FINAL_STATUSES)])
+    outcomes = [(row, reading) for reading, (row, new) in zip(readings, rows) if new or row.status not in FINAL_STATUSES]
+    apply_messages(connection, [(row.id, reading) for row, reading in outcomes if reading.instructions is not None])
+    queued = queue_application_acks(connection, [(row.id, reading) for row, reading in outcomes])
     receipts = []
     for reading, (row, new) in zip(readings, rows):
         if not new:
@@ -170,8 +185,16 @@ def store_and_apply(connection, readings: list[Reading]) -> list[Receipt]:
         if not new and row.status not in FINAL_STATUSES:  # stored but left unapplied by an earlier version: now it is
             mark(connection, row.id, reading.status, reading.error, reading.ack)
             row = row._replace(status=reading.status, ack=reading.ack)
-        receipts.append(reading.receipt(row))
+        receipts.append(reading.receipt(row, row.id in queued))
     return receipts
+
+
+def queue_application_acks(connection, outcomes: list[tuple[int, Reading]]) -> set[int]:
+    """Queue the application ACKs that outcomes (message id, reading) call for; the ids of their messages."""
+    acks = [QueuedAck(message_id, *reading.sender, stored_text(reading.acks.application), reading.codec)
+            for message_id, reading in outcomes if reading.acks.application]
+    queue(connection, acks)
+    return {ack.message_id for ack in acks}
 
 
 def apply_messages(connection, messages: list[tuple[int, Reading]]) -> None:
@@ -382,10 +405,7 @@ def insert_new_messages(dialect_name: str):
 def row_values(reading: Reading) -> dict:
     moment = utc_now()
     header = reading.header
-    if header is None:
-        application = facility = control_id = None
-    else:
-        application, facility, control_id = reading.key or (stored_text(header.sending_application, 227), stored_text(header.sending_facility, 227), None)
+    application, facility, control_id = reading.key or (*reading.sender, None)
     return {
         "received_at": moment, "updated_at": moment, "peer": stored_text(reading.peer, 200), "raw": reading.raw,
         "sending_application": application, "sending_facility": facility, "control_id": control_id,
@@ -451,4 +471,5 @@ def replayed(connection, message_id: int, reading: Reading) -> Receipt:
     if reading.instructions is not None:
         apply_messages(connection, [(message_id, reading)])
     mark(connection, message_id, reading.status, reading.error, reading.ack)
-    return Receipt(message_id, reading.status, reading.ack, reading.codec)
+    queued = queue_application_acks(connection, [(message_id, reading)])
+    return Receipt(message_id, reading.status, reading.ack, reading.codec, queued_application_ack=bool(queued))

@@ -1,8 +1,8 @@
-"""ACKs: MSA-2 echoes MSH-10, sender and receiver swap, version and character set kept, ERR by version, MSH-15."""
+"""ACKs: MSA-2 echoes MSH-10, sender and receiver swap, version and character set kept, ERR by version, MSH-15/16."""
 import hl7
 import pytest
 
-from interop.hl7v2.ack import ErrorDetail, Header, acknowledgement
+from interop.hl7v2.ack import ErrorDetail, Header, acknowledgement, acknowledgements
 
 
 def header(version: str = "2.5.1", accept: str = "", application: str = "", charset: str = "") -> Header:
@@ -53,5 +53,39 @@ def test_error_text_is_escaped_with_the_messages_delimiters():
     ("SU", "AA", "CA"), ("SU", "AR", None),
 ])
 def test_enhanced_mode_answers_with_the_accept_ack_msh15_asks_for(accept, code, expected):
-    ack = acknowledgement(header(accept=accept, application="NE"), code, ErrorDetail(207, "x") if code != "AA" else None)
-    assert (segments(ack)["MSA"][1] if ack else None) == expected
+    acks = acknowledgements(header(accept=accept, application="NE"), code, ErrorDetail(207, "x") if code != "AA" else None)
+    assert (msa_code(acks.answer), acks.application) == (expected, None)
+
+
+def msa_code(ack: str | None) -> str | None:
+    return segments(ack)["MSA"][1] if ack else None
+
+
+def test_original_mode_answers_on_the_connection_and_queues_nothing():
+    acks = acknowledgements(header(), "AE", ErrorDetail(207, "x"))
+    assert (msa_code(acks.answer), acks.application) == ("AE", None)
+
+
+@pytest.mark.parametrize(("application", "code", "expected"), [
+    ("AL", "AA", "AA"), ("AL", "AE", "AE"), ("AL", "AR", "AR"),
+    ("NE", "AA", None), ("", "AA", None),
+    ("ER", "AA", None), ("ER", "AE", "AE"),
+    ("SU", "AA", "AA"), ("SU", "AR", None),
+])
+def test_enhanced_mode_queues_the_application_ack_msh16_asks_for(application, code, expected):
+    acks = acknowledgements(header(accept="AL", application=application), code, ErrorDetail(207, "x") if code != "AA" else None)
+    assert msa_code(acks.answer) == {"AA": "CA", "AE": "CE", "AR": "CR"}[code]
+    assert msa_code(acks.application) == expected
+
+
+def test_an_application_ack_on_its_own_channel_asks_for_an_accept_ack_and_no_application_ack():
+    msh = segments(acknowledgements(header(accept="AL", application="AL"), "AA").application)["MSH"]
+    assert (msh[14], msh[15]) == ("AL", "NE")
+    assert msh[2:6] == ["EHR", "CENTRAL", "LAB", "NORTH"]
+
+
+def test_no_accept_ack_but_an_application_ack_is_answered_on_the_connection_as_in_original_mode():
+    acks = acknowledgements(header(accept="NE", application="AL"), "AE", ErrorDetail(101, "missing", "PID", 1, 3))
+    assert (msa_code(acks.answer), acks.application) == ("AE", None)
+    assert segments(acks.answer)["ERR"][2] == "PID^1^3"
+    assert "AL" not in segments(acks.answer)["MSH"][14:16]  # an ACK on the connection asks for nothing back

@@ -1,8 +1,10 @@
 """The MLLP listener with a real MLLP client (python-hl7's), against SQLite and PostgreSQL."""
 import asyncio
 import socket
+import ssl
 import threading
 import time
+from contextlib import contextmanager
 
 import hl7.client
 import pytest
@@ -15,20 +17,28 @@ START, END = b"\x0b", b"\x1c\r"
 
 @pytest.fixture
 def listener(database_url):
-    """A listener on a free port, run on its own event loop in a thread; yields its port."""
-    settings = ListenerSettings(port=0, max_bytes=256 * 1024, idle_seconds=2.0, workers=2)
+    """A listener on a free port; yields its port."""
+    with running_listener(database_url, ListenerSettings(port=0, max_bytes=256 * 1024, idle_seconds=2.0, workers=2)) as port:
+        yield port
+
+
+@contextmanager
+def running_listener(database_url: str, settings: ListenerSettings):
+    """The listener run on its own event loop in a thread; yields its port."""
     server = Listener(database_url, settings)
     loop = asyncio.new_event_loop()
     started = asyncio.run_coroutine_threadsafe(server.start(), loop)
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     asyncio_server = started.result(timeout=10)
-    yield asyncio_server.sockets[0].getsockname()[1]
-    asyncio.run_coroutine_threadsafe(shut_down(asyncio_server), loop).result(timeout=10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(timeout=10)
-    loop.close()
-    server.close()
+    try:
+        yield asyncio_server.sockets[0].getsockname()[1]
+    finally:
+        asyncio.run_coroutine_threadsafe(shut_down(asyncio_server), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+        server.close()
 
 
 async def shut_down(asyncio_server: asyncio.Server) -> None:
@@ -124,14 +134,7 @@ def a08(control: str, mrn: str, family: str) -> bytes:
 
 
 def test_connections_over_the_cap_are_closed_and_the_others_served(database_url):
-    settings = ListenerSettings(port=0, idle_seconds=5.0, max_connections=2, workers=1)
-    server = Listener(database_url, settings)
-    loop = asyncio.new_event_loop()
-    asyncio_server = loop.run_until_complete(server.start())
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    port = asyncio_server.sockets[0].getsockname()[1]
-    try:
+    with running_listener(database_url, ListenerSettings(port=0, idle_seconds=5.0, max_connections=2, workers=1)) as port:
         held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
         time.sleep(0.2)
         with socket.create_connection(("127.0.0.1", port), timeout=10) as refused:
@@ -140,9 +143,13 @@ def test_connections_over_the_cap_are_closed_and_the_others_served(database_url)
         assert msa(read_frame(held[0]))[2] == "CAP1"
         for connection in held:
             connection.close()
-    finally:
-        asyncio.run_coroutine_threadsafe(shut_down(asyncio_server), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
-        server.close()
+
+
+def test_the_listener_serves_mllp_over_tls(database_url, tls_certificate):
+    certificate, key = tls_certificate
+    settings = ListenerSettings(port=0, idle_seconds=5.0, workers=1, tls_certificate=str(certificate), tls_key=str(key))
+    with running_listener(database_url, settings) as port:
+        context = ssl.create_default_context(cafile=str(certificate))
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as plain, context.wrap_socket(plain, server_hostname="127.0.0.1") as connection:
+            connection.sendall(framed(a01("TLS1")))
+            assert msa(read_frame(connection))[1:3] == ["AA", "TLS1"]

@@ -1,0 +1,284 @@
+"""Application acknowledgements (MSH-16) on the sender's own channel: a transactional outbox and its deliverer.
+
+An application ACK is queued in the transaction that records the outcome it reports, so it is
+never lost, nor sent for an outcome that was rolled back. A deliverer sends each sender's
+queued ACKs, oldest first, over MLLP to the destination registered for that sender
+(`ehr hl7 destination add`) and waits for the peer's accept ACK: CA or AA marks it `sent`;
+CR or AR marks it `failed`, refused for good (`ehr hl7 acks resend` queues it again); no
+destination, no connection, no answer, CE or AE leave it `pending`, retried with a growing
+delay, and the sender's later ACKs wait behind it, so they arrive in order. A deliverer claims
+an ACK before sending it, so that several (every listener, `ehr hl7 deliver`) never send one
+at the same time.
+"""
+import asyncio
+import logging
+import ssl
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import NamedTuple
+
+from hl7.mllp import open_hl7_connection
+from sqlalchemy import Engine, Row, delete, or_, select, update
+
+from app.model.instants import utc_now
+from app.store.db import insert_rows, write_unit
+from app.store.schema import hl7_destination, hl7_outbox
+from interop.hl7v2.text import UnreadableMessage, parse
+
+log = logging.getLogger("ehr.hl7v2.outbox")
+DEFAULT_TIMEOUT_SECONDS = 10.0  # to connect, and again for the peer's answer
+DEFAULT_INTERVAL_SECONDS = 2.0  # between looks at the outbox when nothing wakes the deliverer
+FIRST_RETRY_SECONDS, LAST_RETRY_SECONDS = 5, 600  # doubling from the first to at most the last
+DELIVERED, REFUSED = ("CA", "AA"), ("CR", "AR")  # MSA-1 of the peer's answer
+MAX_REPLY_BYTES = 1024 * 1024
+
+
+class QueuedAck(NamedTuple):
+    message_id: int
+    sending_application: str | None
+    sending_facility: str | None
+    payload: str
+    codec: str
+
+
+class Sender(NamedTuple):
+    application: str | None
+    facility: str | None
+
+
+@dataclass(frozen=True)
+class Destination:
+    host: str
+    port: int
+    tls: bool = False
+    ca_file: str | None = None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        return ssl.create_default_context(cafile=self.ca_file) if self.tls else None
+
+    def __str__(self) -> str:
+        return f"{'mllps' if self.tls else 'mllp'}://{self.host}:{self.port}"
+
+
+class Claim(NamedTuple):
+    """An ACK a deliverer holds for sending, and where it goes (None: no destination registered)."""
+
+    id: int
+    message_id: int
+    payload: str
+    codec: str
+    attempts: int
+    sender: Sender
+    destination: Destination | None
+
+
+class Attempt(NamedTuple):
+    status: str  # sent, failed or pending
+    error: str | None = None
+    reply: str | None = None
+
+
+def queue(connection, acks: list[QueuedAck]) -> None:
+    """Queue application ACKs, in the caller's transaction, for delivery as soon as a deliverer sees them."""
+    if not acks:
+        return
+    now = utc_now()
+    insert_rows(connection, hl7_outbox, [
+        {**ack._asdict(), "status": "pending", "attempts": 0, "created_at": now, "next_attempt_at": now,
+         "claimed_until": None, "sent_at": None, "last_error": None, "reply": None}
+        for ack in acks
+    ])
+
+
+# Destinations
+
+
+def register_destination(engine: Engine, sender: Sender, destination: Destination) -> None:
+    """Send the application ACKs of `sender` (facility '' for each of the application's) to `destination`,
+    beginning with those waiting for it now."""
+    with write_unit(engine) as connection:
+        connection.execute(delete(hl7_destination).where(*sender_is(hl7_destination, sender)))
+        connection.execute(hl7_destination.insert().values(
+            sending_application=sender.application, sending_facility=sender.facility, host=destination.host,
+            port=destination.port, tls=destination.tls, ca_file=destination.ca_file,
+        ))
+        waiting = [hl7_outbox.c.status == "pending", hl7_outbox.c.sending_application == sender.application]
+        if sender.facility:
+            waiting.append(hl7_outbox.c.sending_facility == sender.facility)
+        connection.execute(update(hl7_outbox).where(*waiting).values(next_attempt_at=utc_now()))
+
+
+def remove_destination(engine: Engine, sender: Sender) -> bool:
+    with write_unit(engine) as connection:
+        return connection.execute(delete(hl7_destination).where(*sender_is(hl7_destination, sender))).rowcount > 0
+
+
+def destinations(engine: Engine) -> list[Row]:
+    with write_unit(engine) as connection:
+        return connection.execute(select(hl7_destination).order_by(hl7_destination.c.sending_application, hl7_destination.c.sending_facility)).all()
+
+
+def destination_for(connection, sender: Sender) -> Destination | None:
+    """The destination registered for the sender's application and facility, else for every facility of it."""
+    rows = connection.execute(select(hl7_destination).where(
+        hl7_destination.c.sending_application == (sender.application or ""),
+        hl7_destination.c.sending_facility.in_([sender.facility or "", ""]),
+    )).all()
+    row = max(rows, key=lambda row: row.sending_facility != "", default=None)
+    return row and Destination(row.host, row.port, row.tls, row.ca_file)
+
+
+def sender_is(table, sender: Sender) -> list:
+    return [table.c.sending_application == sender.application, table.c.sending_facility == sender.facility]
+
+
+# The outbox
+
+
+def queued_acks(engine: Engine, status: str | None = None, limit: int = 50) -> list[Row]:
+    """The newest queued ACKs first, optionally of one status, without their payload."""
+    columns = [column for column in hl7_outbox.c if column.name not in ("payload", "reply")]
+    query = select(*columns).order_by(hl7_outbox.c.id.desc()).limit(limit)
+    with write_unit(engine) as connection:
+        return connection.execute(query.where(hl7_outbox.c.status == status) if status else query).all()
+
+
+def resend(engine: Engine, ack_ids: list[int]) -> int:
+    """Queue ACKs again (refused ones, say, after the peer is fixed); the number queued."""
+    with write_unit(engine) as connection:
+        return connection.execute(update(hl7_outbox).where(hl7_outbox.c.id.in_(ack_ids), hl7_outbox.c.status != "pending").values(
+            status="pending", attempts=0, next_attempt_at=utc_now(), claimed_until=None, last_error=None,
+        )).rowcount
+
+
+def due_senders(engine: Engine, now: datetime) -> list[Sender]:
+    query = select(hl7_outbox.c.sending_application, hl7_outbox.c.sending_facility).where(
+        hl7_outbox.c.status == "pending", hl7_outbox.c.next_attempt_at <= now,
+    ).distinct()
+    with write_unit(engine) as connection:
+        return [Sender(*row) for row in connection.execute(query)]
+
+
+def claim_next(engine: Engine, sender: Sender, now: datetime, hold_seconds: float) -> Claim | None:
+    """The sender's oldest pending ACK, claimed until `now` + `hold_seconds`, if it is due and nobody holds it.
+    Only the oldest is ever claimed, so one sender's ACKs go one after the other, in order."""
+    oldest = select(hl7_outbox.c.id).where(hl7_outbox.c.status == "pending", *sender_matches(sender)).order_by(hl7_outbox.c.id).limit(1)
+    claim = update(hl7_outbox).where(
+        hl7_outbox.c.id == oldest.scalar_subquery(), hl7_outbox.c.status == "pending", hl7_outbox.c.next_attempt_at <= now,
+        or_(hl7_outbox.c.claimed_until.is_(None), hl7_outbox.c.claimed_until <= now),
+    ).values(claimed_until=now + timedelta(seconds=hold_seconds), attempts=hl7_outbox.c.attempts + 1)
+    with write_unit(engine) as connection:
+        row = connection.execute(claim.returning(
+            hl7_outbox.c.id, hl7_outbox.c.message_id, hl7_outbox.c.payload, hl7_outbox.c.codec, hl7_outbox.c.attempts,
+        )).first()
+        return row and Claim(*row, sender, destination_for(connection, sender))
+
+
+def sender_matches(sender: Sender) -> list:
+    """NULL-safe: a message without MSH-3 or MSH-4 is routed by the empty value."""
+    return [
+        column.is_(None) if value is None else column == value
+        for column, value in ((hl7_outbox.c.sending_application, sender.application), (hl7_outbox.c.sending_facility, sender.facility))
+    ]
+
+
+def record_attempt(engine: Engine, claim: Claim, attempt: Attempt, now: datetime) -> None:
+    values = {"status": attempt.status, "claimed_until": None, "last_error": attempt.error, "reply": attempt.reply}
+    if attempt.status == "sent":
+        values["sent_at"] = now
+    if attempt.status == "pending":
+        values["next_attempt_at"] = now + timedelta(seconds=retry_delay(claim.attempts))
+    with write_unit(engine) as connection:
+        connection.execute(update(hl7_outbox).where(hl7_outbox.c.id == claim.id).values(values))
+
+
+def retry_delay(attempts: int) -> float:
+    return min(FIRST_RETRY_SECONDS * 2 ** (attempts - 1), LAST_RETRY_SECONDS)
+
+
+# Delivery
+
+
+class Deliverer:
+    """Sends the outbox's due ACKs: each sender's in order, different senders' at the same time."""
+
+    def __init__(self, engine: Engine, timeout: float = DEFAULT_TIMEOUT_SECONDS):
+        self.engine, self.timeout = engine, timeout
+        self.wake = asyncio.Event()  # set when an ACK was queued, so that it goes without waiting for the interval
+
+    async def run_forever(self, interval: float = DEFAULT_INTERVAL_SECONDS) -> None:
+        while True:
+            self.wake.clear()
+            try:
+                await self.deliver_due()
+            except Exception:  # the database may be away for a while: the outbox keeps, try again later
+                log.exception("delivering application acknowledgements failed")
+            try:
+                await asyncio.wait_for(self.wake.wait(), interval)
+            except asyncio.TimeoutError:
+                pass
+
+    async def deliver_due(self) -> list[Attempt]:
+        """Send every due ACK once; the attempts made."""
+        senders = await asyncio.to_thread(due_senders, self.engine, utc_now())
+        per_sender = await asyncio.gather(*(self.deliver_for(sender) for sender in senders))
+        return [attempt for attempts in per_sender for attempt in attempts]
+
+    async def deliver_for(self, sender: Sender) -> list[Attempt]:
+        """The sender's due ACKs, oldest first, until one has to wait for a retry."""
+        attempts = []
+        while claim := await asyncio.to_thread(claim_next, self.engine, sender, utc_now(), 3 * self.timeout):
+            attempt = await self.attempt(claim)
+            await asyncio.to_thread(record_attempt, self.engine, claim, attempt, utc_now())
+            attempts.append(attempt)
+            if attempt.status == "pending":
+                log.warning("application ACK %s for message %s not delivered (attempt %d): %s",
+                            claim.id, claim.message_id, claim.attempts, attempt.error)
+                break
+        return attempts
+
+    async def attempt(self, claim: Claim) -> Attempt:
+        if claim.destination is None:
+            sender = f"{claim.sender.application or ''}|{claim.sender.facility or ''}"
+            return Attempt("pending", f"No destination registered for sender {sender} (ehr hl7 destination add).")
+        try:
+            reply = await self.exchange(claim.destination, claim.payload.encode(claim.codec, errors="replace"))
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, ssl.SSLError) as error:
+            return Attempt("pending", f"{claim.destination}: {describe(error)}")
+        return judged(reply, claim)
+
+    async def exchange(self, destination: Destination, payload: bytes) -> bytes:
+        """Send one framed message and read the one frame answering it."""
+        reader, writer = await asyncio.wait_for(open_hl7_connection(
+            destination.host, destination.port, limit=MAX_REPLY_BYTES, ssl=destination.ssl_context(),
+        ), self.timeout)
+        try:
+            writer.writeblock(payload)
+            await writer.drain()
+            return await asyncio.wait_for(reader.readblock(), self.timeout)
+        finally:
+            writer.close()
+
+
+def judged(reply: bytes, claim: Claim) -> Attempt:
+    """The peer's accept ACK read: delivered, refused, or to be sent again."""
+    text = reply.decode(claim.codec, errors="replace")
+    try:
+        message, _ = parse(reply)
+        code, answered = str(message.segment("MSA")[1]), str(message.segment("MSA")[2])
+    except (UnreadableMessage, KeyError, IndexError, ValueError):
+        return Attempt("pending", "The answer is not an HL7 acknowledgement.", text)
+    if answered != control_id(claim.payload):
+        return Attempt("pending", f"The answer acknowledges {answered!r}, not this ACK.", text)
+    if code in DELIVERED:
+        return Attempt("sent", None, text)
+    return Attempt("failed" if code in REFUSED else "pending", f"The peer answered {code}.", text)
+
+
+def control_id(payload: str) -> str:
+    """MSH-10 of an ACK we built: its field separator is MSH-1."""
+    return payload.split("\r", 1)[0].split(payload[3])[9]
+
+
+def describe(error: Exception) -> str:
+    return str(error) or type(error).__name__
