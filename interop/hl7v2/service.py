@@ -268,11 +268,13 @@ class UpsertWriter:
 
 
 def changed_body(upsert: Upsert, existing: StoredResource, body: dict) -> dict | None:
-    """The update of the resource the business key found, keeping the elements `upsert.keep` names; None when
-    the resource already has that content: most results repeat their patient's demographics, and a new
-    version for a new meta.source alone would only fill the history."""
+    """The update of the resource the business key found, keeping the elements `upsert.keep` names, combined with
+    the stored body as `upsert.combine` says; None when the resource already has that content: most results
+    repeat their patient's demographics, and a new version for a new meta.source alone would only fill the history."""
     kept = {name: existing.body[name] for name in upsert.keep if name in existing.body}
     updated = {**body, **kept, "id": existing.id}
+    if upsert.combine:
+        updated = upsert.combine(existing.body, updated)
     return None if same_content(without_source(existing.body), without_source(updated)) else updated
 
 

@@ -57,9 +57,9 @@ def test_cx_without_assigning_authority_belongs_to_the_sender_and_without_value_
 
 def test_the_sender_is_msh4_and_the_default_offset_msh7s():
     views = segment_views(hl7.parse("MSH|^~\\&|APP|NORTH^2.16.840.1^ISO|||202401021200-0500||ADT^A01|1|P|2.5.1"))
-    assert defaults_of(views[0]) == MessageDefaults("urn:oid:2.16.840.1", "-05:00")
+    assert defaults_of(views[0]) == MessageDefaults("urn:oid:2.16.840.1", "-05:00", "NORTH")
     views = segment_views(hl7.parse("MSH|^~\\&|APP||||202401021200||ADT^A01|1|P|2.5.1"))
-    assert defaults_of(views[0]) == MessageDefaults("urn:ehr:hl7v2:authority:APP", "Z")
+    assert defaults_of(views[0]) == MessageDefaults("urn:ehr:hl7v2:authority:APP", "Z", "APP")
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -15,7 +15,7 @@ LAB = "urn:oid:2.16.840.1.113883.19.4.9"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 UCUM = "http://unitsofmeasure.org"
 LOCAL_REF = re.compile(r"urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
-DEPENDENCY_ORDER = ["Practitioner", "Patient", "Encounter", "Observation", "DiagnosticReport"]
+DEPENDENCY_ORDER = ["Practitioner", "Location", "Patient", "Encounter", "Observation", "DiagnosticReport"]
 
 
 def text_of(name: str) -> str:
@@ -171,7 +171,7 @@ def test_a01_encounter_is_in_progress_inpatient_at_its_bed_keyed_by_visit_number
     assert encounter.body["status"] == "in-progress"
     assert encounter.body["class"] == {"system": ACT_CODE, "code": "IMP", "display": "inpatient encounter"}
     assert encounter.body["subject"] == {"reference": patient.local_ref}
-    assert encounter.body["location"] == [{"location": {"display": "GENHOSP/4N/401/B"}, "status": "active"}]
+    assert located(upserts, encounter) == [("GENHOSP/4N/401/B", "GENHOSP/4N/401/B", "active")]
     assert encounter.body["period"] == {"start": "2024-03-15T08:00:00+01:00"}
     assert codes(encounter.body["type"]) == [("http://terminology.hl7.org/CodeSystem/v2-0007", "E")]
     assert codes([encounter.body["serviceType"]]) == [("http://terminology.hl7.org/CodeSystem/v2-0069", "MED")]
@@ -194,12 +194,48 @@ def test_a01_participants_reference_one_practitioner_per_id_and_name_only_doctor
 
 
 def test_a02_transfer_moves_the_patient_and_keeps_the_prior_bed_as_completed():
-    encounter = only(mapped("adt_a02_v24.hl7"), "Encounter")
+    upserts = mapped("adt_a02_v24.hl7")
+    encounter = only(upserts, "Encounter")
     assert encounter.body["status"] == "in-progress"
-    assert encounter.body["location"] == [
-        {"location": {"display": "GENHOSP/ICU/12/A"}, "status": "active"},
-        {"location": {"display": "GENHOSP/4N/401/B"}, "status": "completed"},
+    assert located(upserts, encounter) == [
+        ("GENHOSP/ICU/12/A", "GENHOSP/ICU/12/A", "active"), ("GENHOSP/4N/401/B", "GENHOSP/4N/401/B", "completed"),
     ]
+
+
+def located(upserts, encounter) -> list[tuple[str, str, str]]:
+    """Per Encounter.location: the business key of the Location upsert it references, its display, its status."""
+    keys = {upsert.local_ref: upsert.body["identifier"][0]["value"] for upsert in of_type(upserts, "Location")}
+    return [(keys[entry["location"]["reference"]], entry["location"]["display"], entry["status"]) for entry in encounter.body["location"]]
+
+
+def test_a_location_is_a_chain_of_locations_from_the_bed_up_to_the_facility():
+    upserts = mapped("adt_a01_v251.hl7")
+    locations = {upsert.local_ref: upsert for upsert in of_type(upserts, "Location")}
+    chain, ref = [], only(upserts, "Encounter").body["location"][0]["location"]["reference"]
+    while ref:
+        body = locations[ref].body
+        chain.append((body["identifier"][0]["value"], body["name"], body["physicalType"]["coding"][0]["code"], body["mode"]))
+        ref = body.get("partOf", {}).get("reference")
+    assert chain == [
+        ("GENHOSP/4N/401/B", "B", "bd", "instance"), ("GENHOSP/4N/401", "401", "ro", "instance"),
+        ("GENHOSP/4N", "4N", "wa", "instance"), ("GENHOSP", "GENHOSP", "si", "instance"),
+    ]
+    assert {locations[ref].criteria for ref in locations} == {
+        f"identifier=urn:ehr:hl7v2:location|{path}" for path in ("GENHOSP", "GENHOSP/4N", "GENHOSP/4N/401", "GENHOSP/4N/401/B")
+    }
+
+
+def test_a_location_without_a_facility_is_in_the_sending_facility_and_pl9_names_it():
+    upserts = mapped("adt_a01_v251.hl7", ("|4N^401^B^GENHOSP|", "|4N^401^^^^^^^North wing 401|"))
+    (entry,) = only(upserts, "Encounter").body["location"]
+    paths = sorted(upsert.body["identifier"][0]["value"] for upsert in of_type(upserts, "Location"))
+    assert paths == ["GENHOSP/4N", "GENHOSP/4N/401"]  # MSH-4 is GENHOSP; no facility Location of its own
+    assert entry["location"]["display"] == "North wing 401"
+
+
+def test_a_location_names_each_location_once_however_often_the_message_names_it():
+    upserts = mapped("adt_a02_v24.hl7")
+    assert len(of_type(upserts, "Location")) == len({upsert.criteria for upsert in of_type(upserts, "Location")}) == 7  # 1 facility, 2 x 3 levels
 
 
 def test_a02_patient_keeps_what_the_transfer_does_not_send():
@@ -276,8 +312,8 @@ def test_cancellations_set_the_status_the_ig_gives_their_event(name, status):
 
 
 def test_a12_cancel_transfer_puts_the_patient_back_without_the_cancelled_location():
-    encounter = only(mapped("adt_a12_v251.hl7"), "Encounter").body
-    assert encounter["location"] == [{"location": {"display": "GENHOSP/4N/401/B"}, "status": "active"}]
+    upserts = mapped("adt_a12_v251.hl7")
+    assert located(upserts, only(upserts, "Encounter")) == [("GENHOSP/4N/401/B", "GENHOSP/4N/401/B", "active")]
 
 
 def test_a13_cancel_discharge_removes_the_period_end_even_when_pv1_45_is_sent():

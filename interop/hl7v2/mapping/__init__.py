@@ -3,6 +3,7 @@
 The service applies what `upserts_for` returns (upserts, then merges) in one database
 transaction; nothing here touches the database. docs/hl7v2-mapping.md lists the tables this package implements.
 """
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -15,6 +16,8 @@ class Upsert:
     criteria: str  # FHIR search criteria of the business key, e.g. "identifier=urn:oid:1.2.3|12345" (URL-encoded values as in a conditional update)
     body: dict  # the full FHIR R4 resource (no id, no meta: the service sets meta.source)
     keep: tuple[str, ...] = ()  # top-level elements an existing resource keeps (A08 never changes Encounter.status)
+    # the body an update writes, from the stored body and the new one (references resolved, `keep` applied)
+    combine: Callable[[dict, dict], dict] | None = None
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from interop.hl7v2.mapping.datatypes import MessageDefaults
 from interop.hl7v2.mapping.encounter import STATUS_UPDATE, VisitEvent, encounter_upsert, has_visit_number
 from interop.hl7v2.mapping.fields import SegmentView, first_segment, patient_groups
 from interop.hl7v2.mapping.patient import key_identifier, patient_upsert
-from interop.hl7v2.mapping.practitioners import PractitionerUpserts
+from interop.hl7v2.mapping.shared import SharedUpserts
 from interop.hl7v2.mapping.upserts import identifier_criteria, reference
 
 
@@ -25,7 +25,7 @@ ADT_EVENTS = {  # Encounter.status per event: IG Event[EncounterStatus]; A12 and
     "A05": AdtEvent("ADT_A05", VisitEvent("planned")),
     "A08": AdtEvent("ADT_A01", STATUS_UPDATE),
     "A11": AdtEvent("ADT_A09", VisitEvent("cancelled")),
-    "A12": AdtEvent("ADT_A12", VisitEvent("in-progress")),
+    "A12": AdtEvent("ADT_A12", VisitEvent("in-progress", keeps_location_history=False)),
     "A13": AdtEvent("ADT_A01", VisitEvent("in-progress", removes_end=True)),
     "A28": AdtEvent("ADT_A05", STATUS_UPDATE),
     "A31": AdtEvent("ADT_A05", STATUS_UPDATE),
@@ -37,27 +37,27 @@ def adt_upserts(segments: list[SegmentView], defaults: MessageDefaults, event: s
     """Practitioners, the Patient, and the Encounter when PV1 carries a visit number (PV1-19); merges for A40."""
     if event in MERGE_EVENTS:
         return merge_upserts(segments, defaults)
-    practitioners = PractitionerUpserts(defaults)
-    patient = patient_upsert(segments, defaults, practitioners)
+    shared = SharedUpserts(defaults)
+    patient = patient_upsert(segments, shared)
     pv1 = first_segment(segments, "PV1")
     encounters = []
     if has_visit_number(pv1):
-        encounters.append(encounter_upsert(pv1, reference(patient), defaults, practitioners, ADT_EVENTS[event].visit))
-    return [*practitioners.upserts, patient, *encounters]
+        encounters.append(encounter_upsert(pv1, reference(patient), shared, ADT_EVENTS[event].visit))
+    return [*shared.upserts, patient, *encounters]
 
 
 def merge_upserts(segments: list[SegmentView], defaults: MessageDefaults) -> list[Upsert | Merge]:
     """Per PATIENT group (PID, PD1, MRG): the surviving Patient of PID, updated as by an A08, and a Merge of MRG-1's into it.
 
     PV1 is read past: a merge moves the merged patient's visits along with everything else."""
-    practitioners = PractitionerUpserts(defaults)
+    shared = SharedUpserts(defaults)
     survivors: dict[str, Upsert] = {}  # criteria -> the first upsert of that patient, when several groups merge into it
     merges = []
     for number, group in enumerate(patient_groups(segments), 1):
-        patient = patient_upsert(group, defaults, practitioners)
+        patient = patient_upsert(group, shared)
         survivor = survivors.setdefault(patient.criteria, patient)
         merges.append(Merge(survivor.local_ref, "Patient", merged_criteria(group, number, defaults)))
-    return [*practitioners.upserts, *survivors.values(), *merges]
+    return [*shared.upserts, *survivors.values(), *merges]
 
 
 def merged_criteria(group: list[SegmentView], number: int, defaults: MessageDefaults) -> str:

@@ -54,6 +54,7 @@ class MessageDefaults:
 
     authority: str | None  # identifier system for CX/XCN/EI without an assigning authority: the sender's
     utc_offset: str  # "+01:00"; "Z" when MSH-7 names no offset either
+    facility: str = ""  # the sending facility's name (MSH-4, else MSH-3): where a location without PL.4 is
 
 
 def defaults_of(msh: SegmentView) -> MessageDefaults:
@@ -61,7 +62,7 @@ def defaults_of(msh: SegmentView) -> MessageDefaults:
     sender = msh.field(4) if msh.field(4)() else msh.field(3)
     match = DTM.fullmatch(msh.field(7)())
     offset = match["offset"] if match and match["offset"] else None
-    return MessageDefaults(hd_system(sender), fhir_offset(offset) if offset else "Z")
+    return MessageDefaults(hd_system(sender), fhir_offset(offset) if offset else "Z", sender(1) or sender(2))
 
 
 def authority_system(namespace_id: str, universal_id: str, universal_id_type: str) -> str | None:

@@ -5,7 +5,9 @@ from interop.hl7v2.mapping import Upsert
 from interop.hl7v2.mapping.datatypes import (V2_TABLE, MessageDefaults, codeable_concept, compact, date_time, identifier,
                                              identifier_type, period)
 from interop.hl7v2.mapping.fields import FieldValue, SegmentView
-from interop.hl7v2.mapping.practitioners import PractitionerUpserts
+from interop.hl7v2.mapping.locations import location_reference
+from interop.hl7v2.mapping.practitioners import practitioner_reference
+from interop.hl7v2.mapping.shared import SharedUpserts
 from interop.hl7v2.mapping.upserts import unsent_elements, upsert_by_identifier
 
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
@@ -35,6 +37,7 @@ class VisitEvent:
     keep: tuple[str, ...] = ()  # elements an existing Encounter keeps whatever the message says
     prior_location: bool = False  # PV1-6 joins Encounter.location as completed (A02 transfer)
     removes_end: bool = False  # period.end is dropped, PV1-45 ignored (A13 cancel discharge)
+    keeps_location_history: bool = True  # earlier locations stay, completed; not when the event undoes a move (A12)
 
 
 STATUS_UPDATE = VisitEvent("unknown", keep=("status",))  # A08, A28, A31: new data, same state
@@ -45,9 +48,9 @@ def has_visit_number(pv1: SegmentView | None) -> bool:
     return pv1 is not None and bool(pv1.field(19)())
 
 
-def encounter_upsert(pv1: SegmentView, subject: dict, defaults: MessageDefaults, practitioners: PractitionerUpserts,
-                     event: VisitEvent) -> Upsert:
+def encounter_upsert(pv1: SegmentView, subject: dict, shared: SharedUpserts, event: VisitEvent) -> Upsert:
     """The Encounter of a PV1 that has a visit number (PV1-19), for `subject`, as `event` leaves it."""
+    defaults = shared.defaults
     key = visit_identifier(pv1.field(19), defaults)
     body = compact({
         "resourceType": "Encounter",
@@ -57,13 +60,13 @@ def encounter_upsert(pv1: SegmentView, subject: dict, defaults: MessageDefaults,
         "type": [admission_type] if (admission_type := codeable_concept(pv1.field(4), "0007")) else [],
         "serviceType": codeable_concept(pv1.field(10), "0069"),
         "subject": subject,
-        "participant": participants(pv1, practitioners),
+        "participant": participants(pv1, shared),
         "period": period(date_time(pv1.field(44), defaults), None if event.removes_end else date_time(pv1.field(45), defaults)),
-        "location": locations(pv1, event),
+        "location": locations(pv1, event, shared),
     })
     keep = tuple(element for element in unsent_elements(pv1, PV1_SOURCES) + event.keep
                  if not (event.removes_end and element == "period"))
-    return upsert_by_identifier(body, key, tuple(dict.fromkeys(keep)))
+    return upsert_by_identifier(body, key, tuple(dict.fromkeys(keep)), with_location_history if event.keeps_location_history else None)
 
 
 def visit_identifier(cx: FieldValue, defaults: MessageDefaults) -> dict:
@@ -79,27 +82,37 @@ def encounter_class(value: FieldValue) -> dict:
     return compact({"system": system, "code": fhir_code, "display": display})
 
 
-def participants(pv1: SegmentView, practitioners: PractitionerUpserts) -> list[dict]:
+def participants(pv1: SegmentView, shared: SharedUpserts) -> list[dict]:
     found = []
     for field, (code, display) in PARTICIPANTS.items():
         for xcn in pv1.repetitions(field):
-            individual = practitioners.reference(xcn)
+            individual = practitioner_reference(xcn, shared)
             if individual:
                 kind = {"coding": [{"system": PARTICIPATION_TYPE, "code": code, "display": display}]}
                 found.append({"type": [kind], "individual": individual})
     return found
 
 
-def locations(pv1: SegmentView, event: VisitEvent) -> list[dict]:
+def locations(pv1: SegmentView, event: VisitEvent, shared: SharedUpserts) -> list[dict]:
     """PV1-3 as the current location; on a transfer PV1-6, the prior location, as completed."""
     status = LOCATION_STATUSES.get(event.status) or ("planned" if pv1.field(2)().upper() == "P" else "active")
-    current = location(pv1.field(3), status)
-    prior = location(pv1.field(6), "completed") if event.prior_location else None
+    current = location(pv1.field(3), status, shared)
+    prior = location(pv1.field(6), "completed", shared) if event.prior_location else None
     return [found for found in (current, prior) if found]
 
 
-def location(pl: FieldValue, status: str) -> dict | None:
-    """A PL as a display-only Location reference: facility/point of care/room/bed, or PL.9's description."""
-    parts = [pl(4), pl(1), pl(2), pl(3)]
-    name = pl(9) or "/".join(part for part in parts if part)
-    return {"location": {"display": name}, "status": status} if name else None
+def location(pl: FieldValue, status: str, shared: SharedUpserts) -> dict | None:
+    found = location_reference(pl, shared)
+    return {"location": found, "status": status} if found else None
+
+
+def with_location_history(stored: dict, body: dict) -> dict:
+    """The update's locations, then the stored ones it does not name, as completed: each message names the current
+    location (and an A02 the prior one), while the Encounter keeps where the patient has been."""
+    named = {location_key(entry) for entry in body.get("location", [])}
+    earlier = [{**entry, "status": "completed"} for entry in stored.get("location", []) if location_key(entry) not in named]
+    return {**body, "location": body.get("location", []) + earlier} if earlier else body
+
+
+def location_key(entry: dict) -> str | None:
+    return entry["location"].get("reference") or entry["location"].get("display")

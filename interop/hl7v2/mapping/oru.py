@@ -13,7 +13,7 @@ from interop.hl7v2.mapping.datatypes import (CODING_SYSTEMS, MessageDefaults, co
 from interop.hl7v2.mapping.encounter import RESULT_CONTEXT, encounter_upsert, has_visit_number
 from interop.hl7v2.mapping.fields import FieldValue, SegmentView, first_segment, patient_groups
 from interop.hl7v2.mapping.patient import patient_upsert
-from interop.hl7v2.mapping.practitioners import PractitionerUpserts
+from interop.hl7v2.mapping.shared import SharedUpserts
 from interop.hl7v2.mapping.upserts import reference, upsert_by_identifier
 
 ORU_EVENTS = {"R01": "ORU_R01"}
@@ -56,18 +56,18 @@ class Order:
 
 def oru_upserts(segments: list[SegmentView], defaults: MessageDefaults, event: str) -> list[Upsert]:
     """Practitioners, then per patient group its Patient, Encounter, Observations, and DiagnosticReports."""
-    practitioners = PractitionerUpserts(defaults)
-    groups = [patient_result(group, defaults, practitioners) for group in patient_groups(segments)]
-    return [*practitioners.upserts, *(upsert for group in groups for upsert in group)]
+    shared = SharedUpserts(defaults)
+    groups = [patient_result(group, defaults, shared) for group in patient_groups(segments)]
+    return [*shared.upserts, *(upsert for group in groups for upsert in group)]
 
 
-def patient_result(group: list[SegmentView], defaults: MessageDefaults, practitioners: PractitionerUpserts) -> list[Upsert]:
-    patient = patient_upsert(group, defaults, practitioners)
+def patient_result(group: list[SegmentView], defaults: MessageDefaults, shared: SharedUpserts) -> list[Upsert]:
+    patient = patient_upsert(group, shared)
     context = {"subject": reference(patient)}
     pv1 = first_segment(group, "PV1")
     encounters = []
     if has_visit_number(pv1):
-        encounters.append(encounter_upsert(pv1, context["subject"], defaults, practitioners, RESULT_CONTEXT))
+        encounters.append(encounter_upsert(pv1, context["subject"], shared, RESULT_CONTEXT))
         context["encounter"] = reference(encounters[0])
     observations, reports = [], []
     for order in orders(group):

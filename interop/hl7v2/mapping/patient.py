@@ -3,7 +3,8 @@ from interop.hl7v2.mapping import MappingError, Upsert
 from interop.hl7v2.mapping.datatypes import (MessageDefaults, address, codeable_concept, compact, contact_point,
                                              date_time, date_value, human_name, identifier, period)
 from interop.hl7v2.mapping.fields import FieldValue, SegmentView, first_segment
-from interop.hl7v2.mapping.practitioners import PractitionerUpserts
+from interop.hl7v2.mapping.practitioners import practitioner_reference
+from interop.hl7v2.mapping.shared import SharedUpserts
 from interop.hl7v2.mapping.upserts import unsent_elements, upsert_by_identifier
 
 GENDERS = {"F": "female", "M": "male", "O": "other", "U": "unknown", "A": "other", "N": "other"}  # table 0001
@@ -17,8 +18,9 @@ TELECOM_FIELDS = {13: "home", 14: "work", 40: None}  # PID field -> ContactPoint
 MERGE_ELEMENTS = ("active", "link")  # no PID field carries them: an A40 merge sets them, and later updates keep them
 
 
-def patient_upsert(segments: list[SegmentView], defaults: MessageDefaults, practitioners: PractitionerUpserts) -> Upsert:
+def patient_upsert(segments: list[SegmentView], shared: SharedUpserts) -> Upsert:
     """The Patient of the PID in `segments` (a message, or one ORU patient group) with its NK1 contacts and PD1-4 doctors."""
+    defaults = shared.defaults
     pid = first_segment(segments, "PID")
     if pid is None:
         raise MappingError("The message has no PID segment: there is no patient to apply it to.", 101, "PID", 1)
@@ -36,7 +38,7 @@ def patient_upsert(segments: list[SegmentView], defaults: MessageDefaults, pract
         **deceased(pid, defaults),
         "address": [found for xad in pid.repetitions(11) if (found := address(xad))],
         "contact": contacts,
-        "generalPractitioner": [found for xcn in pd1.repetitions(4) if (found := practitioners.reference(xcn))] if pd1 else [],
+        "generalPractitioner": [found for xcn in pd1.repetitions(4) if (found := practitioner_reference(xcn, shared))] if pd1 else [],
     })
     keep = unsent_elements(pid, PID_SOURCES) + unsent_elements(pd1, {"generalPractitioner": (4,)})
     return upsert_by_identifier(body, key, keep + (() if contacts else ("contact",)) + MERGE_ELEMENTS)

@@ -3,35 +3,20 @@
 Two doctors can share a name, so a name alone never becomes a business key: an XCN without
 an id (XCN.1) is referenced by display name only, and no Practitioner is created for it.
 """
-from interop.hl7v2.mapping import Upsert
 from interop.hl7v2.mapping.datatypes import MessageDefaults, compact, hd_system, human_name, identifier_type
 from interop.hl7v2.mapping.fields import FieldValue
-from interop.hl7v2.mapping.upserts import identifier_criteria, upsert_by_identifier
+from interop.hl7v2.mapping.shared import SharedUpserts
 
 
-class PractitionerUpserts:
-    """The Practitioner upserts of one message, deduplicated by identifier, in the order first named."""
-
-    def __init__(self, defaults: MessageDefaults):
-        self.defaults = defaults
-        self.by_criteria: dict[str, Upsert] = {}
-
-    @property
-    def upserts(self) -> list[Upsert]:
-        return list(self.by_criteria.values())
-
-    def reference(self, xcn: FieldValue) -> dict | None:
-        """A reference to the practitioner an XCN names: to its upsert when XCN.1 identifies it, else its name as display."""
-        name = human_name(xcn, family_at=2)
-        key = practitioner_identifier(xcn, self.defaults)
-        if key is None:
-            return {"display": display_name(name)} if name else None
-        upsert = self.by_criteria.get(identifier_criteria(key))
-        if upsert is None:
-            body = compact({"resourceType": "Practitioner", "identifier": [key], "name": [name] if name else []})
-            upsert = upsert_by_identifier(body, key, keep=() if name else ("name",))
-            self.by_criteria[upsert.criteria] = upsert
-        return compact({"reference": upsert.local_ref, "display": display_name(name) if name else None})
+def practitioner_reference(xcn: FieldValue, shared: SharedUpserts) -> dict | None:
+    """A reference to the practitioner an XCN names: to its upsert when XCN.1 identifies it, else its name as display."""
+    name = human_name(xcn, family_at=2)
+    key = practitioner_identifier(xcn, shared.defaults)
+    if key is None:
+        return {"display": display_name(name)} if name else None
+    body = compact({"resourceType": "Practitioner", "identifier": [key], "name": [name] if name else []})
+    upsert = shared.upsert(body, key, keep=() if name else ("name",))
+    return compact({"reference": upsert.local_ref, "display": display_name(name) if name else None})
 
 
 def practitioner_identifier(xcn: FieldValue, defaults: MessageDefaults) -> dict | None:

@@ -8,9 +8,9 @@ from interop.hl7v2.mapping.fields import SegmentView
 SEARCH_SPECIAL = str.maketrans({"\\": "\\\\", ",": "\\,", "$": "\\$", "|": "\\|"})  # FHIR search escaping
 
 
-def upsert_by_identifier(body: dict, key: dict, keep: tuple[str, ...] = ()) -> Upsert:
+def upsert_by_identifier(body: dict, key: dict, keep: tuple[str, ...] = (), combine=None) -> Upsert:
     """An Upsert of `body` found by its identifier `key` (one of body's identifiers)."""
-    return Upsert(f"urn:uuid:{uuid4()}", body["resourceType"], identifier_criteria(key), body, keep)
+    return Upsert(f"urn:uuid:{uuid4()}", body["resourceType"], identifier_criteria(key), body, keep, combine)
 
 
 def identifier_criteria(key: dict) -> str:
