@@ -174,10 +174,12 @@ def destination():
 @click.argument("address")
 @click.option("--facility", default="", help="Only the messages from this sending facility (MSH-4); default: every facility.")
 @click.option("--tls", is_flag=True, help="Connect with TLS.")
-@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="PEM certificates to trust (with --tls).")
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False, resolve_path=True), help="PEM certificates to trust (with --tls).")
 def destination_add(application, address, facility, tls, ca_file):
-    """Send the application ACKs of messages from APPLICATION (MSH-3) to ADDRESS, host:port; replaces an earlier one."""
+    """Send the application ACKs of messages from APPLICATION (MSH-3 as sent, components included) to ADDRESS,
+    host:port or [IPv6]:port; replaces an earlier destination of the same sender."""
     host, _, port = address.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
     if not host or not port.isdigit():
         raise click.BadParameter("expected host:port", param_hint="ADDRESS")
     register_destination(settings_engine(), Sender(application, facility), Destination(host, int(port), tls or bool(ca_file), ca_file))
@@ -210,11 +212,11 @@ def acks():
 @click.option("--status", type=click.Choice(["pending", "sent", "failed"]))
 @click.option("--limit", default=50, show_default=True, type=int)
 def acks_list(status, limit):
-    """The newest first: id, message id, status, sender, attempts, next attempt or sent time, last error."""
+    """The newest first: id, message id, status, sender, attempts, when sent (or next tried), last error."""
     for row in queued_acks(settings_engine(), status, limit):
-        when = row.sent_at if row.status == "sent" else row.next_attempt_at
-        click.echo(f"{row.id}\t{row.message_id}\t{row.status}\t{row.sending_application or '-'}|{row.sending_facility or '-'}\t"
-                   f"{row.attempts}\t{when:%Y-%m-%d %H:%M:%S}\t{row.last_error or ''}")
+        when = {"sent": row.sent_at, "pending": row.next_attempt_at}.get(row.status)
+        click.echo(f"{row.id}\t{row.message_id}\t{row.status}\t{row.sending_application}|{row.sending_facility}\t"
+                   f"{row.attempts}\t{f'{when:%Y-%m-%d %H:%M:%S}' if when else '-'}\t{row.last_error or ''}")
 
 
 @acks.command("resend")

@@ -2,11 +2,14 @@
 
 Original mode (MSH-15 and MSH-16 empty) answers AA, AE or AR on the message's connection once
 it is applied or kept in error. Enhanced mode answers there with the accept acknowledgement
-CA, CE or CR that MSH-15 asks for, and sends the application acknowledgement AA, AE or AR
-that MSH-16 asks for as a message of its own, on the sender's outbound channel (outbox.py).
-Both use table 0155: AL always, NE never, ER on error only, SU on success only. A sender that
-asks for no accept acknowledgement (MSH-15 NE) but for an application one gets the latter on
-its connection: HL7 v2.8.2 chapter 2 notes that this is original mode.
+that MSH-15 asks for: CA once the message is committed to the store, whatever its mapping
+gave, or CR for what is refused at accept level (a type, event or sender we do not take). CE
+(not stored) is never sent: then nothing is, and the sender re-sends. The application
+acknowledgement AA or AE that MSH-16 asks for follows as a message of its own, on the
+sender's outbound channel (outbox.py); none follows a CR. Both use table 0155: AL always,
+NE never, ER on error only, SU on success only. A sender that asks for no accept
+acknowledgement (MSH-15 NE) but for an application one gets the latter (AA, AE or AR) on its
+connection: HL7 v2.8.2 chapter 2 notes that this is original mode.
 
 python-hl7's Message.create_ack fails on an MSH-9 without components and writes no ERR
 segment, so the ACK is assembled here from the message's own separators and raw fields.
@@ -14,11 +17,11 @@ segment, so the ACK is assembled here from the message's own separators and raw 
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import NamedTuple
+from uuid import uuid4
 
 import hl7
 
-# MSA-1 in original mode -> in enhanced mode (accept acknowledgement)
-ENHANCED_CODES = {"AA": "CA", "AE": "CE", "AR": "CR"}
+REFUSED = "AR"  # the outcome of what is refused before it is applied: answered CR in enhanced mode
 ERROR_TEXTS = {  # HL7 table 0357
     100: "Segment sequence error", 101: "Required field missing", 102: "Data type error",
     103: "Table value not found", 200: "Unsupported message type", 201: "Unsupported event code",
@@ -87,12 +90,13 @@ def acknowledgements(header: Header, code: str, error: ErrorDetail | None = None
     """The acknowledgements for a message whose outcome is `code` (AA, AE or AR), by its MSH-15 and MSH-16."""
     if not header.enhanced_mode:
         return Acknowledgements(acknowledgement(header, code, error), None)
-    succeeded = code == "AA"
-    wants_application = wanted(header.application_ack_type or "NE", succeeded)
+    wants_application = wanted(header.application_ack_type or "NE", code == "AA")
     if header.accept_ack_type.upper() == "NE":
         return Acknowledgements(acknowledgement(header, code, error) if wants_application else None, None)
-    accept = acknowledgement(header, ENHANCED_CODES[code], error) if wanted(header.accept_ack_type or "AL", succeeded) else None
-    application = acknowledgement(header, code, error, asks_accept_ack=True) if wants_application else None
+    accepted = code != REFUSED
+    wants_accept = wanted(header.accept_ack_type or "AL", accepted)
+    accept = (acknowledgement(header, "CA") if accepted else acknowledgement(header, "CR", error)) if wants_accept else None
+    application = acknowledgement(header, code, error, asks_accept_ack=True) if wants_application and accepted else None
     return Acknowledgements(accept, application)
 
 
@@ -100,7 +104,7 @@ def acknowledgement(header: Header, code: str, error: ErrorDetail | None = None,
     """An ACK message with MSA-1 `code`; one sent on its own channel asks for an accept ACK (MSH-15 AL), so that
     its delivery is confirmed, and for no application ACK (MSH-16 NE): acknowledging it would never end."""
     separator = header.field_separator
-    segments = [msh_segment(header, control_id_now(), asks_accept_ack), separator.join(["MSA", code, header.control_id])]
+    segments = [msh_segment(header, new_control_id(), asks_accept_ack), separator.join(["MSA", code, header.control_id])]
     if error is not None:
         segments.append(err_segment(header, error))
     return "\r".join(segments) + "\r"
@@ -150,5 +154,6 @@ def escape(text: str, header: Header) -> str:
     return escaped.replace("\r\n", "\n").replace("\r", "\n").replace("\n", f"{escape_character}.br{escape_character}")
 
 
-def control_id_now() -> str:
-    return datetime.now(timezone.utc).strftime("ACK%Y%m%d%H%M%S%f")
+def new_control_id() -> str:
+    """Unique across processes (several workers acknowledge at once), and within MSH-10's 20 characters."""
+    return "A" + uuid4().hex[:19]

@@ -100,11 +100,11 @@ class Listener:
             receipt = await self.applied(block, peer)
             if receipt is None or receipt.unreadable:
                 return  # not HL7: there is no MSH to answer, and what follows cannot be trusted either
-            if receipt.queued_application_ack and self.deliverer:
-                self.deliverer.wake.set()
             if receipt.ack is not None:
                 writer.writeblock(receipt.ack.encode(receipt.codec, errors="replace"))
                 await writer.drain()
+            if receipt.queued_application_ack and self.deliverer:  # after the accept ACK, which it must not overtake
+                self.deliverer.wake.set()
 
     async def next_block(self, reader, peer: str) -> bytes | None:
         """The next framed message, or None when the connection is done (closed, idle, or sending garbage)."""

@@ -35,15 +35,15 @@ MAX_REPLY_BYTES = 1024 * 1024
 
 class QueuedAck(NamedTuple):
     message_id: int
-    sending_application: str | None
-    sending_facility: str | None
+    sending_application: str  # MSH-3 and MSH-4 as sent ('' when empty): the route to the sender's destination
+    sending_facility: str
     payload: str
     codec: str
 
 
 class Sender(NamedTuple):
-    application: str | None
-    facility: str | None
+    application: str
+    facility: str
 
 
 @dataclass(frozen=True)
@@ -61,13 +61,14 @@ class Destination:
 
 
 class Claim(NamedTuple):
-    """An ACK a deliverer holds for sending, and where it goes (None: no destination registered)."""
+    """An ACK a deliverer holds for sending until `until`, and where it goes (None: no destination registered)."""
 
     id: int
     message_id: int
     payload: str
     codec: str
     attempts: int
+    until: datetime
     sender: Sender
     destination: Destination | None
 
@@ -121,8 +122,8 @@ def destinations(engine: Engine) -> list[Row]:
 def destination_for(connection, sender: Sender) -> Destination | None:
     """The destination registered for the sender's application and facility, else for every facility of it."""
     rows = connection.execute(select(hl7_destination).where(
-        hl7_destination.c.sending_application == (sender.application or ""),
-        hl7_destination.c.sending_facility.in_([sender.facility or "", ""]),
+        hl7_destination.c.sending_application == sender.application,
+        hl7_destination.c.sending_facility.in_([sender.facility, ""]),
     )).all()
     row = max(rows, key=lambda row: row.sending_facility != "", default=None)
     return row and Destination(row.host, row.port, row.tls, row.ca_file)
@@ -144,10 +145,10 @@ def queued_acks(engine: Engine, status: str | None = None, limit: int = 50) -> l
 
 
 def resend(engine: Engine, ack_ids: list[int]) -> int:
-    """Queue ACKs again (refused ones, say, after the peer is fixed); the number queued."""
+    """Queue ACKs again (refused ones after the peer is fixed, sent ones it lost); the number queued."""
     with write_unit(engine) as connection:
         return connection.execute(update(hl7_outbox).where(hl7_outbox.c.id.in_(ack_ids), hl7_outbox.c.status != "pending").values(
-            status="pending", attempts=0, next_attempt_at=utc_now(), claimed_until=None, last_error=None,
+            status="pending", attempts=0, next_attempt_at=utc_now(), claimed_until=None, last_error=None, sent_at=None, reply=None,
         )).rowcount
 
 
@@ -162,34 +163,30 @@ def due_senders(engine: Engine, now: datetime) -> list[Sender]:
 def claim_next(engine: Engine, sender: Sender, now: datetime, hold_seconds: float) -> Claim | None:
     """The sender's oldest pending ACK, claimed until `now` + `hold_seconds`, if it is due and nobody holds it.
     Only the oldest is ever claimed, so one sender's ACKs go one after the other, in order."""
-    oldest = select(hl7_outbox.c.id).where(hl7_outbox.c.status == "pending", *sender_matches(sender)).order_by(hl7_outbox.c.id).limit(1)
+    oldest = select(hl7_outbox.c.id).where(hl7_outbox.c.status == "pending", *sender_is(hl7_outbox, sender)).order_by(hl7_outbox.c.id).limit(1)
+    until = now + timedelta(seconds=hold_seconds)
     claim = update(hl7_outbox).where(
         hl7_outbox.c.id == oldest.scalar_subquery(), hl7_outbox.c.status == "pending", hl7_outbox.c.next_attempt_at <= now,
         or_(hl7_outbox.c.claimed_until.is_(None), hl7_outbox.c.claimed_until <= now),
-    ).values(claimed_until=now + timedelta(seconds=hold_seconds), attempts=hl7_outbox.c.attempts + 1)
+    ).values(claimed_until=until, attempts=hl7_outbox.c.attempts + 1)
     with write_unit(engine) as connection:
         row = connection.execute(claim.returning(
             hl7_outbox.c.id, hl7_outbox.c.message_id, hl7_outbox.c.payload, hl7_outbox.c.codec, hl7_outbox.c.attempts,
         )).first()
-        return row and Claim(*row, sender, destination_for(connection, sender))
+        return row and Claim(*row, until, sender, destination_for(connection, sender))
 
 
-def sender_matches(sender: Sender) -> list:
-    """NULL-safe: a message without MSH-3 or MSH-4 is routed by the empty value."""
-    return [
-        column.is_(None) if value is None else column == value
-        for column, value in ((hl7_outbox.c.sending_application, sender.application), (hl7_outbox.c.sending_facility, sender.facility))
-    ]
-
-
-def record_attempt(engine: Engine, claim: Claim, attempt: Attempt, now: datetime) -> None:
+def record_attempt(engine: Engine, claim: Claim, attempt: Attempt, now: datetime) -> bool:
+    """Record what became of a claimed ACK; False, recording nothing, when the claim had expired and another
+    deliverer may have taken the ACK since."""
     values = {"status": attempt.status, "claimed_until": None, "last_error": attempt.error, "reply": attempt.reply}
     if attempt.status == "sent":
         values["sent_at"] = now
     if attempt.status == "pending":
         values["next_attempt_at"] = now + timedelta(seconds=retry_delay(claim.attempts))
+    still_ours = (hl7_outbox.c.id == claim.id, hl7_outbox.c.status == "pending", hl7_outbox.c.claimed_until == claim.until)
     with write_unit(engine) as connection:
-        connection.execute(update(hl7_outbox).where(hl7_outbox.c.id == claim.id).values(values))
+        return connection.execute(update(hl7_outbox).where(*still_ours).values(values)).rowcount == 1
 
 
 def retry_delay(attempts: int) -> float:
@@ -200,26 +197,36 @@ def retry_delay(attempts: int) -> float:
 
 
 class Deliverer:
-    """Sends the outbox's due ACKs: each sender's in order, different senders' at the same time."""
+    """Sends the outbox's due ACKs: each sender's in order, one task per sender, so that a slow or absent
+    destination holds up only its own sender's ACKs."""
 
     def __init__(self, engine: Engine, timeout: float = DEFAULT_TIMEOUT_SECONDS):
         self.engine, self.timeout = engine, timeout
+        self.hold_seconds = 3 * timeout  # a claim outlives the longest attempt: connect, then send and be answered
         self.wake = asyncio.Event()  # set when an ACK was queued, so that it goes without waiting for the interval
+        self.sending: dict[Sender, asyncio.Task] = {}
 
     async def run_forever(self, interval: float = DEFAULT_INTERVAL_SECONDS) -> None:
         while True:
             self.wake.clear()
             try:
-                await self.deliver_due()
+                self.start_due(await asyncio.to_thread(due_senders, self.engine, utc_now()))
             except Exception:  # the database may be away for a while: the outbox keeps, try again later
-                log.exception("delivering application acknowledgements failed")
+                log.exception("looking for application acknowledgements to deliver failed")
             try:
                 await asyncio.wait_for(self.wake.wait(), interval)
             except asyncio.TimeoutError:
                 pass
 
+    def start_due(self, senders: list[Sender]) -> None:
+        """A delivery task for each of these senders that has none running."""
+        for sender in senders:
+            if sender not in self.sending:
+                self.sending[sender] = asyncio.create_task(self.deliver_for(sender))
+                self.sending[sender].add_done_callback(lambda _, sender=sender: self.sending.pop(sender, None))
+
     async def deliver_due(self) -> list[Attempt]:
-        """Send every due ACK once; the attempts made."""
+        """Send every due ACK once, and wait for that; the attempts made."""
         senders = await asyncio.to_thread(due_senders, self.engine, utc_now())
         per_sender = await asyncio.gather(*(self.deliver_for(sender) for sender in senders))
         return [attempt for attempts in per_sender for attempt in attempts]
@@ -227,37 +234,46 @@ class Deliverer:
     async def deliver_for(self, sender: Sender) -> list[Attempt]:
         """The sender's due ACKs, oldest first, until one has to wait for a retry."""
         attempts = []
-        while claim := await asyncio.to_thread(claim_next, self.engine, sender, utc_now(), 3 * self.timeout):
-            attempt = await self.attempt(claim)
-            await asyncio.to_thread(record_attempt, self.engine, claim, attempt, utc_now())
-            attempts.append(attempt)
-            if attempt.status == "pending":
-                log.warning("application ACK %s for message %s not delivered (attempt %d): %s",
-                            claim.id, claim.message_id, claim.attempts, attempt.error)
-                break
+        try:
+            while claim := await asyncio.to_thread(claim_next, self.engine, sender, utc_now(), self.hold_seconds):
+                attempt = await self.attempt(claim)
+                if not await asyncio.to_thread(record_attempt, self.engine, claim, attempt, utc_now()):
+                    log.warning("application ACK %s: its claim expired before its outcome (%s) was recorded", claim.id, attempt.status)
+                attempts.append(attempt)
+                if attempt.status == "pending":
+                    log.warning("application ACK %s for message %s not delivered (attempt %d): %s",
+                                claim.id, claim.message_id, claim.attempts, attempt.error)
+                    break
+        except Exception:  # the database went away: what was claimed is taken again once its claim expires
+            log.exception("delivering the application acknowledgements of %s|%s failed", *sender)
         return attempts
 
     async def attempt(self, claim: Claim) -> Attempt:
         if claim.destination is None:
-            sender = f"{claim.sender.application or ''}|{claim.sender.facility or ''}"
+            sender = f"{claim.sender.application}|{claim.sender.facility}"
             return Attempt("pending", f"No destination registered for sender {sender} (ehr hl7 destination add).")
         try:
             reply = await self.exchange(claim.destination, claim.payload.encode(claim.codec, errors="replace"))
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, ssl.SSLError) as error:
+        except Exception as error:  # whatever the peer or the network does, the ACK is tried again later
             return Attempt("pending", f"{claim.destination}: {describe(error)}")
         return judged(reply, claim)
 
     async def exchange(self, destination: Destination, payload: bytes) -> bytes:
-        """Send one framed message and read the one frame answering it."""
+        """Send one framed message and read the one frame answering it: at most `timeout` to connect, and again
+        to send and be answered."""
         reader, writer = await asyncio.wait_for(open_hl7_connection(
             destination.host, destination.port, limit=MAX_REPLY_BYTES, ssl=destination.ssl_context(),
         ), self.timeout)
         try:
-            writer.writeblock(payload)
-            await writer.drain()
-            return await asyncio.wait_for(reader.readblock(), self.timeout)
+            return await asyncio.wait_for(sent_and_answered(reader, writer, payload), self.timeout)
         finally:
             writer.close()
+
+
+async def sent_and_answered(reader, writer, payload: bytes) -> bytes:
+    writer.writeblock(payload)
+    await writer.drain()
+    return await reader.readblock()
 
 
 def judged(reply: bytes, claim: Claim) -> Attempt:

@@ -47,10 +47,10 @@ def test_error_text_is_escaped_with_the_messages_delimiters():
 
 
 @pytest.mark.parametrize(("accept", "code", "expected"), [
-    ("AL", "AA", "CA"), ("AL", "AE", "CE"), ("AL", "AR", "CR"),
+    ("AL", "AA", "CA"), ("AL", "AE", "CA"), ("AL", "AR", "CR"),  # kept in error is still committed: CA
     ("NE", "AA", None), ("NE", "AR", None),
-    ("ER", "AA", None), ("ER", "AE", "CE"),
-    ("SU", "AA", "CA"), ("SU", "AR", None),
+    ("ER", "AA", None), ("ER", "AE", None), ("ER", "AR", "CR"),
+    ("SU", "AA", "CA"), ("SU", "AE", "CA"), ("SU", "AR", None),
 ])
 def test_enhanced_mode_answers_with_the_accept_ack_msh15_asks_for(accept, code, expected):
     acks = acknowledgements(header(accept=accept, application="NE"), code, ErrorDetail(207, "x") if code != "AA" else None)
@@ -67,15 +67,25 @@ def test_original_mode_answers_on_the_connection_and_queues_nothing():
 
 
 @pytest.mark.parametrize(("application", "code", "expected"), [
-    ("AL", "AA", "AA"), ("AL", "AE", "AE"), ("AL", "AR", "AR"),
+    ("AL", "AA", "AA"), ("AL", "AE", "AE"), ("AL", "AR", None),  # no application ACK follows a CR
     ("NE", "AA", None), ("", "AA", None),
-    ("ER", "AA", None), ("ER", "AE", "AE"),
-    ("SU", "AA", "AA"), ("SU", "AR", None),
+    ("ER", "AA", None), ("ER", "AE", "AE"), ("ER", "AR", None),
+    ("SU", "AA", "AA"), ("SU", "AE", None),
 ])
 def test_enhanced_mode_queues_the_application_ack_msh16_asks_for(application, code, expected):
     acks = acknowledgements(header(accept="AL", application=application), code, ErrorDetail(207, "x") if code != "AA" else None)
-    assert msa_code(acks.answer) == {"AA": "CA", "AE": "CE", "AR": "CR"}[code]
+    assert msa_code(acks.answer) == ("CR" if code == "AR" else "CA")
     assert msa_code(acks.application) == expected
+
+
+def test_the_accept_ack_of_a_message_kept_in_error_has_no_err_and_a_refusal_has_one():
+    error = ErrorDetail(200, "Unsupported message type")
+    assert "ERR" not in segments(acknowledgements(header(accept="AL"), "AE", ErrorDetail(101, "missing")).answer)
+    assert segments(acknowledgements(header(accept="AL"), "AR", error).answer)["ERR"][3].startswith("200^")
+
+
+def test_every_ack_has_its_own_control_id():
+    assert len({segments(acknowledgement(header(), "AA"))["MSH"][9] for _ in range(1000)}) == 1000
 
 
 def test_an_application_ack_on_its_own_channel_asks_for_an_accept_ack_and_no_application_ack():

@@ -1,9 +1,12 @@
 """Application ACKs (MSH-16) on the sender's own channel: queued with the outcome, delivered over MLLP to a
 real peer (python-hl7's MLLP server), in order, retried, never sent twice at once; on SQLite and PostgreSQL."""
 import asyncio
+import socket
 import ssl
 import threading
 import time
+from contextlib import suppress
+from datetime import timedelta
 
 import pytest
 from hl7.mllp import start_hl7_server
@@ -12,8 +15,10 @@ from sqlalchemy import select, update
 from app.model.instants import utc_now
 from app.store.schema import hl7_outbox
 from interop.hl7v2.mllp import ListenerSettings
-from interop.hl7v2.outbox import Claim, Deliverer, Destination, Sender, claim_next, judged, register_destination, resend
-from interop.hl7v2.service import receive, replay
+from interop.hl7v2 import service
+from interop.hl7v2.outbox import (Attempt, Claim, Deliverer, Destination, Sender, claim_next, judged, record_attempt, register_destination,
+                                  resend, retry_delay)
+from interop.hl7v2.service import receive, receive_all, replay
 from tests.hl7v2.test_crash import free_port
 from tests.hl7v2.test_mllp import framed, msa, running_listener, send
 from tests.hl7v2.test_receive import a01
@@ -103,7 +108,7 @@ def test_the_application_ack_is_queued_with_the_outcome_and_delivered_to_the_sen
 def test_an_error_outcome_sends_ae_with_its_err_segment(engine, peer):
     register_destination(engine, ADT1, Destination("127.0.0.1", peer.port))
     without_identifier = enhanced(a01("E2")).replace(b"PID|1||55501^^^NORTH&1.2.840.114350&ISO^MR|", b"PID|1|||")
-    assert msa_of(receive(engine, without_identifier, "test").ack)[1] == "CE"
+    assert msa_of(receive(engine, without_identifier, "test").ack)[1] == "CA"  # stored: committed, though in error
     deliver(engine)
     assert msa_of(peer.received[0])[1:3] == ["AE", "E2"]
     assert "\rERR||PID^1^3|101^" in peer.received[0]
@@ -204,23 +209,102 @@ def test_a_destination_for_every_facility_serves_when_none_names_the_senders(eng
     assert deliver(engine) == ["sent"]
 
 
-def test_an_ack_claimed_by_one_deliverer_is_not_claimed_by_another(engine):
+def test_an_ack_claimed_by_one_deliverer_is_not_claimed_by_another_until_the_claim_expires(engine):
     receive(engine, enhanced(a01("E11")), "test")
     receive(engine, enhanced(a01("E12")), "test")
     now = utc_now()
     first = claim_next(engine, ADT1, now, 30)
-    assert first is not None
+    assert msa_of(first.payload)[2] == "E11"
     assert claim_next(engine, ADT1, now, 30) is None  # neither the held one nor the one after it
+    later = now + timedelta(seconds=31)
+    again = claim_next(engine, ADT1, later, 30)
+    assert (again.id, again.attempts) == (first.id, 2)
+    assert not record_attempt(engine, first, Attempt("sent"), later)  # the first deliverer's claim is gone
+    assert record_attempt(engine, again, Attempt("sent"), later)
+    assert [row.status for row in outbox(engine)] == ["sent", "pending"]
 
 
-def test_a_replayed_message_queues_the_application_ack_of_its_new_outcome(engine):
-    receipt = receive(engine, enhanced(a01("E13")).replace(b"PID|1||55501^^^NORTH&1.2.840.114350&ISO^MR|", b"PID|1|||"), "test")
-    replayed = replay(engine, receipt.message_id)
-    assert replayed.queued_application_ack
-    assert [msa_of(row.payload)[1] for row in outbox(engine)] == ["AE", "AE"]
+def test_claims_from_many_threads_take_each_ack_once_and_in_order(engine):
+    for number in range(20):
+        receive(engine, enhanced(a01(f"C{number}")), "test")
+    taken = []
+
+    def take_all():
+        while claim := claim_next(engine, ADT1, utc_now(), 30):
+            taken.append(claim.id)
+            record_attempt(engine, claim, Attempt("sent"), utc_now())
+
+    threads = [threading.Thread(target=take_all) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert taken == sorted(taken) and len(taken) == len(set(taken)) == 20
 
 
-def test_the_listener_delivers_the_application_ack_after_the_accept_ack(database_url, engine, peer):
+def test_retry_delays_double_from_5_seconds_to_at_most_10_minutes():
+    assert [retry_delay(attempt) for attempt in (1, 2, 3, 7, 8, 20)] == [5, 10, 20, 320, 600, 600]
+
+
+def test_a_peer_answering_without_mllp_framing_gets_the_ack_again_later(engine):
+    peer = RawPeer(b"MSA|CA|whatever\r")
+    try:
+        register_destination(engine, ADT1, Destination("127.0.0.1", peer.port))
+        receive(engine, enhanced(a01("E15")), "test")
+        assert deliver(engine) == ["pending"]
+        assert outbox(engine)[0].attempts == 1
+    finally:
+        peer.close()
+
+
+class RawPeer:
+    """A TCP server that answers any connection with `answer` as is, unframed."""
+
+    def __init__(self, answer: bytes):
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.port = self.socket.getsockname()[1]
+        threading.Thread(target=self.serve, args=(answer,), daemon=True).start()
+
+    def serve(self, answer: bytes) -> None:
+        with suppress(OSError):
+            while True:
+                connection, _ = self.socket.accept()
+                with connection:
+                    connection.recv(65536)
+                    connection.sendall(answer)
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+def test_a_replay_queues_an_application_ack_only_when_the_outcome_changed(engine, monkeypatch):
+    monkeypatch.setattr(service, "upserts_for", broken_mapper)
+    receipt = receive(engine, enhanced(a01("E13")), "test")
+    assert not replay(engine, receipt.message_id).queued_application_ack  # still failing: no second AE
+    monkeypatch.undo()  # the mapping fixed
+    assert replay(engine, receipt.message_id).queued_application_ack
+    assert [msa_of(row.payload)[1:3] for row in outbox(engine)] == [["AE", "E13"], ["AA", "E13"]]
+
+
+def broken_mapper(message):
+    raise KeyError("PV1")
+
+
+def test_an_unsupported_message_is_refused_with_cr_and_no_application_ack_follows(engine):
+    receipt = receive(engine, enhanced(a01("E14")).replace(b"ADT^A01^ADT_A01", b"BAR^P01^BAR_P01"), "test")
+    assert (receipt.status, msa_of(receipt.ack)[1]) == ("rejected", "CR")
+    assert outbox(engine) == []
+
+
+def test_a_batch_whose_write_fails_queues_one_application_ack_per_message(client, engine):
+    for _ in range(2):  # two patients with the same MRN: the second message's business key matches both
+        client.post("/fhir/Patient", json={"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.840.114350", "value": "777"}]})
+    receipts = receive_all(engine, [(enhanced(a01(f"F{mrn}", mrn=mrn)), "test") for mrn in ("701", "777", "702")])
+    assert [receipt.status for receipt in receipts] == ["applied", "error", "applied"]
+    assert [msa_of(row.payload)[1:3] for row in outbox(engine)] == [["AA", "F701"], ["AE", "F777"], ["AA", "F702"]]
+
+
+def test_the_listener_answers_ca_and_delivers_the_application_ack(database_url, engine, peer):
     register_destination(engine, ADT1, Destination("127.0.0.1", peer.port))
     with running_listener(database_url, ListenerSettings(port=0, workers=1)) as port:
         ack = send(port, framed(enhanced(a01("L1"))))
@@ -280,9 +364,9 @@ OUR_ACK = "MSH|^~\\&|EHR|CENTRAL|ADT1|NORTH|20250102||ACK^A01^ACK|ACK42|P|2.5.1|
 ])
 def test_the_peers_answer_decides_what_becomes_of_the_ack(answer, status):
     reply = b"MSH|^~\\&|ADT1|NORTH|EHR|CENTRAL|20250102||ACK|R1|P|2.5.1\r" + answer + b"\r"
-    assert judged(reply, Claim(1, 1, OUR_ACK, "utf-8", 1, ADT1, None)).status == status
+    assert judged(reply, Claim(1, 1, OUR_ACK, "utf-8", 1, utc_now(), ADT1, None)).status == status
 
 
 def test_an_answer_that_is_not_hl7_gets_the_ack_sent_again():
-    attempt = judged(b"hello", Claim(1, 1, OUR_ACK, "utf-8", 1, ADT1, None))
+    attempt = judged(b"hello", Claim(1, 1, OUR_ACK, "utf-8", 1, utc_now(), ADT1, None))
     assert (attempt.status, attempt.error, attempt.reply) == ("pending", "The answer is not an HL7 acknowledgement.", "hello")
