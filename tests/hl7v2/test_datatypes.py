@@ -117,3 +117,15 @@ def test_cwe_maps_both_triplets_and_original_text():
     }
     assert codeable_concept(field("^free text only")) == {"text": "free text only"}
     assert codeable_concept(field('""')) is None
+
+
+@pytest.mark.parametrize("character_set, text, expected", [
+    ("UNICODE UTF-8", "M\\XC3BC\\ller", "Müller"),  # two bytes, one character
+    ("", "M\\XC3BC\\ller", "Müller"),  # no MSH-18: UTF-8, as for the message's own bytes
+    ("8859/1", "M\\XFC\\ller", "Müller"),
+    ("UNICODE UTF-8", "M\\XFC\\ller", "Müller"),  # not UTF-8: read as Windows-1252, as undeclared text is
+    ("8859/1", "A\\X41\\\\F\\B", "AA|B"),
+])
+def test_hex_escapes_are_bytes_in_the_messages_character_set(character_set, text, expected):
+    message = f"MSH|^~\\&|APP|HOSP|||20240102||ADT^A01|1|P|2.5.1|||||||{character_set}\rZZZ|{text}"
+    assert segment_views(hl7.parse(message))[1].field(1)() == expected

@@ -4,14 +4,51 @@ A value is read as python-hl7's `Segment.extract_field` reads it, and unescaped 
 (\\F\\ \\S\\ \\T\\ \\R\\ \\E\\ \\.br\\ \\Xhh\\), but an absent part reads as "" where extract_field raises
 IndexError, and without extract_field's per-call bookkeeping: the mappers read some 200 values a message.
 """
-from dataclasses import dataclass
+import string
+from dataclasses import dataclass, field
+from functools import cache
 
 import hl7
 from hl7.util import unescape
 
 from interop.hl7v2.mapping import MappingError
+from interop.hl7v2.text import CHARACTER_SETS, FALLBACK_CODEC
 
 HL7_NULL = '""'  # "delete this value" in v2; for a full-body upsert it means "no value"
+
+
+class HexEscapes:
+    """\\Xhh..\\ (v2.5.1 2.7.5) as bytes in the message's character set: python-hl7's unescape reads each byte as
+    a character of its own, which makes a UTF-8 "\\XC3BC\\" "Ã¼" instead of "ü". Handed to unescape as its
+    application map, which it consults before its own rules. Bytes not valid in that set are read as UTF-8,
+    then as Windows-1252, as undeclared text is (text.py)."""
+
+    def __init__(self, codec: str):
+        self.codec = codec
+
+    def __bool__(self) -> bool:  # unescape skips an empty-looking map
+        return True
+
+    def __contains__(self, sequence: str) -> bool:
+        digits = sequence[1:]
+        return sequence[:1] == "X" and len(digits) % 2 == 0 and bool(digits) and all(digit in string.hexdigits for digit in digits)
+
+    def __getitem__(self, sequence: str) -> str:
+        data = bytes.fromhex(sequence[1:])
+        for codec in dict.fromkeys((self.codec, "utf-8")):
+            try:
+                return data.decode(codec)
+            except UnicodeDecodeError:
+                pass
+        return data.decode(FALLBACK_CODEC, errors="replace")
+
+
+@cache
+def hex_escapes(character_set: str) -> HexEscapes:
+    """For a message whose MSH-18 is `character_set`."""
+    return HexEscapes(CHARACTER_SETS.get(character_set.strip().upper(), "utf-8"))
+
+
 at = list.__getitem__  # python-hl7's containers are lists; their own __getitem__ only adds slicing, at a cost per call
 
 
@@ -22,6 +59,7 @@ class SegmentView:
     segment: hl7.Segment
     sequence: int
     id: str  # "PID"
+    escapes: HexEscapes = field(default_factory=lambda: hex_escapes(""))
 
     def field(self, number: int, repetition: int = 1) -> "FieldValue":
         return FieldValue(self, number, repetition)
@@ -50,13 +88,13 @@ class FieldValue:
         segment = self.owner.segment
         value = leaf(segment, self.number, self.repetition, component, subcomponent)
         if segment.esc in value and not (self.number <= 2 and self.owner.id == "MSH"):  # MSH-1 and MSH-2 are the separators
-            value = unescape(segment, value)
+            value = unescape(segment, value, self.owner.escapes)
         return "" if value == HL7_NULL else value.strip()
 
     def text(self) -> str:
         """The whole repetition unescaped, separators included: for free text a sender forgot to escape."""
         raw = self.raw()
-        return "" if raw == HL7_NULL else unescape(self.owner.segment, raw).strip()
+        return "" if raw == HL7_NULL else unescape(self.owner.segment, raw, self.owner.escapes).strip()
 
     def has_content(self) -> bool:
         """True when some component holds a value (the null value "" holds none)."""
@@ -107,10 +145,12 @@ def segment_views(message: hl7.Message) -> list[SegmentView]:
     """Every segment in message order, numbered per segment id from 1."""
     seen: dict[str, int] = {}
     views = []
+    msh = message.segment("MSH")
+    escapes = hex_escapes(leaf(msh, 18, 1, 1, 1))  # MSH-18's first repetition names the character set
     for segment in message:
         segment_id = str(segment[0])
         seen[segment_id] = seen.get(segment_id, 0) + 1
-        views.append(SegmentView(segment, seen[segment_id], segment_id))
+        views.append(SegmentView(segment, seen[segment_id], segment_id, escapes))
     return views
 
 
