@@ -89,3 +89,11 @@ def test_a_message_that_repeats_what_is_stored_writes_no_new_version(client, eng
     patient = client.get("/fhir/Patient?identifier=55501").get_json()["entry"][0]["resource"]
     assert patient["meta"]["versionId"] == "1"
     assert patient["meta"]["source"] == f"urn:ehr:hl7v2:message:{first.message_id}"  # still the message that wrote it
+
+
+def test_a_batch_is_stored_and_refused_with_a_reason_naming_it(engine):
+    batch = b"BHS|^~\\&|ADT1|NORTH|EHR|CENTRAL|20250102\r" + a01("B1") + b"BTS|1\r"
+    receipt = receive(engine, batch, "test")
+    assert (receipt.status, msa(receipt.ack)[1:3]) == ("rejected", ["AR", "B1"])
+    assert "|BHS^1|200^Unsupported message type^HL70357|E|||An HL7 batch (BHS) is not taken" in receipt.ack
+    assert stored_message(engine, receipt.message_id).raw == batch

@@ -26,6 +26,8 @@ def upserts_for(message: hl7.Message) -> list[Upsert | Merge]:
     """
     segments = segment_views(message)
     msh = segments[0]
+    if msh.id != "MSH":
+        raise UnsupportedMessage(f"An HL7 batch ({msh.id}) is not taken: send each message in a frame or request of its own.", 200, msh.id, 1)
     message_type, event, structure = (msh.field(9)(component).upper() for component in (1, 2, 3))
     events, mapper = mapped_events(message_type)
     if event not in events:
