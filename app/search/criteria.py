@@ -41,6 +41,7 @@ MODIFIERS = {
 }
 MAX_CHAIN_DEPTH = 4
 UNESCAPED_COMMA = re.compile(r"(?<!\\),")
+SEARCH_ESCAPE = re.compile(r"\\([\\,|$])")
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,8 @@ class Query:
 
 
 def split_values(value: str) -> list[str]:
-    """`a,b` is a OR b; `\\,` is a literal comma (R4 search.html#escaping)."""
-    return [part.replace("\\,", ",").replace("\\|", "|").replace("\\$", "$") for part in UNESCAPED_COMMA.split(value)]
+    """`a,b` is a OR b; `\\,` `\\|` `\\$` `\\\\` are a literal comma, bar, dollar and backslash (R4 search.html#escaping)."""
+    return [SEARCH_ESCAPE.sub(r"\1", part) for part in UNESCAPED_COMMA.split(value)]
 
 
 def condition_across_types(type_names: tuple[str, ...], query: Query) -> ColumnElement:

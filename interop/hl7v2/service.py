@@ -246,7 +246,7 @@ class UpsertWriter:
             self.look_up([key])
         existing = self.current[key]
         if existing is None:
-            self.current[key] = existing = self.create(body)
+            self.current[key] = existing = self.create(upsert.combine({}, body) if upsert.combine else body)
         elif (changed := changed_body(upsert, existing, body)) is not None:
             if any(stored is existing for stored in self.waiting):
                 self.flush()

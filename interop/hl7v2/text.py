@@ -64,9 +64,12 @@ def with_carriage_returns(text: str) -> str:
 def parse(raw: bytes) -> tuple[hl7.Message, DecodedMessage]:
     decoded = decode(raw)
     try:
-        return hl7.parse(decoded.text), decoded
+        message = hl7.parse(decoded.text)
     except (hl7.ParseException, IndexError, ValueError) as error:
         raise UnreadableMessage(f"The message cannot be parsed: {error}") from None
+    if not any(str(segment[0]) == "MSH" for segment in message):  # a batch header with no message in it
+        raise UnreadableMessage("The data holds no MSH segment.")
+    return message, decoded
 
 
 def patient_key(raw: bytes) -> bytes:

@@ -124,8 +124,10 @@ def test_cwe_maps_both_triplets_and_original_text():
     ("", "M\\XC3BC\\ller", "Müller"),  # no MSH-18: UTF-8, as for the message's own bytes
     ("8859/1", "M\\XFC\\ller", "Müller"),
     ("UNICODE UTF-8", "M\\XFC\\ller", "Müller"),  # not UTF-8: read as Windows-1252, as undeclared text is
+    ("8859/7", "\\XFC\\", "ό"),  # Greek
+    ("UNICODE UTF-8", "M\\XC3\\\\XBC\\ller", "Müller"),  # one character's bytes in two escapes
     ("8859/1", "A\\X41\\\\F\\B", "AA|B"),
 ])
 def test_hex_escapes_are_bytes_in_the_messages_character_set(character_set, text, expected):
-    message = f"MSH|^~\\&|APP|HOSP|||20240102||ADT^A01|1|P|2.5.1|||||||{character_set}\rZZZ|{text}"
+    message = f"MSH|^~\\&|APP|HOSP|||20240102||ADT^A01|1|P|2.5.1||||||{character_set}\rZZZ|{text}"  # MSH-18
     assert segment_views(hl7.parse(message))[1].field(1)() == expected

@@ -65,7 +65,7 @@ def test_every_sample_message_maps_to_valid_r4_resources_with_local_refs_and_ide
     upserts = [upsert for upsert in upserts_for(parse(text_of(name))) if isinstance(upsert, Upsert)]
     assert upserts
     for upsert in upserts:
-        validate_resource(upsert.body)
+        validate_resource(upsert.combine({}, upsert.body) if upsert.combine else upsert.body)  # as created
         assert upsert.body["resourceType"] == upsert.type
         assert LOCAL_REF.fullmatch(upsert.local_ref)
         assert upsert.criteria.startswith("identifier=")
@@ -171,7 +171,7 @@ def test_a01_encounter_is_in_progress_inpatient_at_its_bed_keyed_by_visit_number
     assert encounter.body["status"] == "in-progress"
     assert encounter.body["class"] == {"system": ACT_CODE, "code": "IMP", "display": "inpatient encounter"}
     assert encounter.body["subject"] == {"reference": patient.local_ref}
-    assert located(upserts, encounter) == [("GENHOSP/4N/401/B", "GENHOSP/4N/401/B", "active")]
+    assert located(upserts, encounter) == [(BED_401B, "GENHOSP/4N/401/B", "active")]
     assert encounter.body["period"] == {"start": "2024-03-15T08:00:00+01:00"}
     assert codes(encounter.body["type"]) == [("http://terminology.hl7.org/CodeSystem/v2-0007", "E")]
     assert codes([encounter.body["serviceType"]]) == [("http://terminology.hl7.org/CodeSystem/v2-0069", "MED")]
@@ -198,8 +198,11 @@ def test_a02_transfer_moves_the_patient_and_keeps_the_prior_bed_as_completed():
     encounter = only(upserts, "Encounter")
     assert encounter.body["status"] == "in-progress"
     assert located(upserts, encounter) == [
-        ("GENHOSP/ICU/12/A", "GENHOSP/ICU/12/A", "active"), ("GENHOSP/4N/401/B", "GENHOSP/4N/401/B", "completed"),
+        ("si:GENHOSP/wa:ICU/ro:12/bd:A", "GENHOSP/ICU/12/A", "active"), (BED_401B, "GENHOSP/4N/401/B", "completed"),
     ]
+
+
+BED_401B = "si:GENHOSP/wa:4N/ro:401/bd:B"
 
 
 def located(upserts, encounter) -> list[tuple[str, str, str]]:
@@ -217,20 +220,41 @@ def test_a_location_is_a_chain_of_locations_from_the_bed_up_to_the_facility():
         chain.append((body["identifier"][0]["value"], body["name"], body["physicalType"]["coding"][0]["code"], body["mode"]))
         ref = body.get("partOf", {}).get("reference")
     assert chain == [
-        ("GENHOSP/4N/401/B", "B", "bd", "instance"), ("GENHOSP/4N/401", "401", "ro", "instance"),
-        ("GENHOSP/4N", "4N", "wa", "instance"), ("GENHOSP", "GENHOSP", "si", "instance"),
+        (BED_401B, "B", "bd", "instance"), ("si:GENHOSP/wa:4N/ro:401", "401", "ro", "instance"),
+        ("si:GENHOSP/wa:4N", "4N", "wa", "instance"), ("si:GENHOSP", "GENHOSP", "si", "instance"),
     ]
     assert {locations[ref].criteria for ref in locations} == {
-        f"identifier=urn:ehr:hl7v2:location|{path}" for path in ("GENHOSP", "GENHOSP/4N", "GENHOSP/4N/401", "GENHOSP/4N/401/B")
+        f"identifier=urn:ehr:hl7v2:location|{path}" for path in ("si:GENHOSP", "si:GENHOSP/wa:4N", "si:GENHOSP/wa:4N/ro:401", BED_401B)
     }
 
 
-def test_a_location_without_a_facility_is_in_the_sending_facility_and_pl9_names_it():
+def test_a_location_without_a_facility_is_in_the_sending_facility_and_pl9_describes_it():
     upserts = mapped("adt_a01_v251.hl7", ("|4N^401^B^GENHOSP|", "|4N^401^^^^^^^North wing 401|"))
     (entry,) = only(upserts, "Encounter").body["location"]
-    paths = sorted(upsert.body["identifier"][0]["value"] for upsert in of_type(upserts, "Location"))
-    assert paths == ["GENHOSP/4N", "GENHOSP/4N/401"]  # MSH-4 is GENHOSP; no facility Location of its own
+    locations = {upsert.body["identifier"][0]["value"]: upsert.body for upsert in of_type(upserts, "Location")}
+    assert sorted(locations) == ["si:GENHOSP", "si:GENHOSP/wa:4N", "si:GENHOSP/wa:4N/ro:401"]  # MSH-4 is GENHOSP
     assert entry["location"]["display"] == "North wing 401"
+    assert locations["si:GENHOSP/wa:4N/ro:401"]["description"] == "North wing 401"
+    assert "description" not in locations["si:GENHOSP/wa:4N"]
+
+
+def test_a_room_and_a_bed_of_the_same_name_are_different_locations():
+    room = mapped("adt_a01_v251.hl7", ("|4N^401^B^GENHOSP|", "|4N^1^^GENHOSP|"))
+    bed = mapped("adt_a01_v251.hl7", ("|4N^401^B^GENHOSP|", "|4N^^1^GENHOSP|"))
+    assert located(room, only(room, "Encounter"))[0][0] == "si:GENHOSP/wa:4N/ro:1"
+    assert located(bed, only(bed, "Encounter"))[0][0] == "si:GENHOSP/wa:4N/bd:1"
+
+
+def test_a_slash_in_a_location_name_cannot_make_two_locations_one():
+    first = mapped("adt_a01_v251.hl7", ("|4N^401^B^GENHOSP|", "|4N/A^401^^GENHOSP|"))
+    second = mapped("adt_a01_v251.hl7", ("|4N^401^B^GENHOSP|", "|4N^A/401^^GENHOSP|"))
+    assert located(first, only(first, "Encounter"))[0][0] != located(second, only(second, "Encounter"))[0][0]
+
+
+def test_a_location_with_only_a_description_is_referenced_by_display():
+    upserts = mapped("adt_a01_v251.hl7", ("|4N^401^B^GENHOSP|", "|^^^^^^^^Ambulance bay|"))
+    assert only(upserts, "Encounter").body["location"] == [{"location": {"display": "Ambulance bay"}, "status": "active"}]
+    assert of_type(upserts, "Location") == []
 
 
 def test_a_location_names_each_location_once_however_often_the_message_names_it():
@@ -313,7 +337,10 @@ def test_cancellations_set_the_status_the_ig_gives_their_event(name, status):
 
 def test_a12_cancel_transfer_puts_the_patient_back_without_the_cancelled_location():
     upserts = mapped("adt_a12_v251.hl7")
-    assert located(upserts, only(upserts, "Encounter")) == [("GENHOSP/4N/401/B", "GENHOSP/4N/401/B", "active")]
+    encounter = only(upserts, "Encounter")
+    assert [status for _, _, status in located(upserts, encounter)] == ["active", "cancelled"]  # PV1-3, then PV1-6 to drop
+    assert located(upserts, encounter)[0][0] == BED_401B
+    assert encounter.combine({}, encounter.body)["location"] == [encounter.body["location"][0]]
 
 
 def test_a13_cancel_discharge_removes_the_period_end_even_when_pv1_45_is_sent():

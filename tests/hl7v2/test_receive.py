@@ -97,3 +97,9 @@ def test_a_batch_is_stored_and_refused_with_a_reason_naming_it(engine):
     assert (receipt.status, msa(receipt.ack)[1:3]) == ("rejected", ["AR", "B1"])
     assert "|BHS^1|200^Unsupported message type^HL70357|E|||An HL7 batch (BHS) is not taken" in receipt.ack
     assert stored_message(engine, receipt.message_id).raw == batch
+
+
+def test_a_batch_holding_no_message_is_stored_as_not_hl7(engine):
+    receipt = receive(engine, b"BHS|^~\\&|ADT1|NORTH|EHR|CENTRAL|20250102\rBTS|0\r", "test")
+    assert (receipt.status, receipt.ack, receipt.unreadable) == ("rejected", None, True)
+    assert stored_message(engine, receipt.message_id).error == "The data holds no MSH segment."

@@ -1,4 +1,6 @@
 """:of-type on identifiers, :identifier on references, and versioned references, on both databases."""
+from urllib.parse import quote
+
 import pytest
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
@@ -45,3 +47,13 @@ def test_a_versioned_reference_finds_what_refers_to_that_resource(seeded):
 def test_the_keyed_rows_do_not_leak_into_plain_token_searches(seeded):
     assert ids(seeded, "/fhir/Patient?identifier=123") == ["p1", "p2"]
     assert ids(seeded, "/fhir/Patient?identifier=http://mrn|123") == ["p1", "p2"]
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("a\\,b", ["comma"]), ("a\\|b", ["bar"]), ("a\\$b", ["dollar"]), ("a\\\\b", ["backslash"]), ("a\\b", ["backslash"]),  # a lone backslash escapes nothing: itself
+])
+def test_escaped_characters_in_a_token_value_match_themselves(client, value, expected):
+    for name, literal in (("comma", "a,b"), ("bar", "a|b"), ("dollar", "a$b"), ("backslash", "a\\b")):
+        body = {"resourceType": "Patient", "id": name, "identifier": [{"system": "http://mrn", "value": literal}]}
+        assert client.put(f"/fhir/Patient/{name}", json=body, headers=FHIR_JSON).status_code == 201
+    assert ids(client, "/fhir/Patient?identifier=" + quote(f"http://mrn|{value}")) == expected

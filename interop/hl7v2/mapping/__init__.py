@@ -16,7 +16,7 @@ class Upsert:
     criteria: str  # FHIR search criteria of the business key, e.g. "identifier=urn:oid:1.2.3|12345" (URL-encoded values as in a conditional update)
     body: dict  # the full FHIR R4 resource (no id, no meta: the service sets meta.source)
     keep: tuple[str, ...] = ()  # top-level elements an existing resource keeps (A08 never changes Encounter.status)
-    # the body an update writes, from the stored body and the new one (references resolved, `keep` applied)
+    # the body written, from the stored body ({} for a create) and the new one (references resolved, `keep` applied)
     combine: Callable[[dict, dict], dict] | None = None
 
 

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from interop.hl7v2.mapping import MappingError, Merge, Upsert
 from interop.hl7v2.mapping.datatypes import MessageDefaults
-from interop.hl7v2.mapping.encounter import STATUS_UPDATE, VisitEvent, encounter_upsert, has_visit_number
+from interop.hl7v2.mapping.encounter import CANCELLED, STATUS_UPDATE, VisitEvent, encounter_upsert, has_visit_number
 from interop.hl7v2.mapping.fields import SegmentView, first_segment, patient_groups
 from interop.hl7v2.mapping.patient import key_identifier, patient_upsert
 from interop.hl7v2.mapping.shared import SharedUpserts
@@ -19,13 +19,13 @@ class AdtEvent:
 
 ADT_EVENTS = {  # Encounter.status per event: IG Event[EncounterStatus]; A12 and the keep rules are ours
     "A01": AdtEvent("ADT_A01", VisitEvent("in-progress")),
-    "A02": AdtEvent("ADT_A02", VisitEvent("in-progress", prior_location=True)),
+    "A02": AdtEvent("ADT_A02", VisitEvent("in-progress", prior_location="completed")),
     "A03": AdtEvent("ADT_A03", VisitEvent("finished")),
     "A04": AdtEvent("ADT_A01", VisitEvent("planned")),
     "A05": AdtEvent("ADT_A05", VisitEvent("planned")),
     "A08": AdtEvent("ADT_A01", STATUS_UPDATE),
     "A11": AdtEvent("ADT_A09", VisitEvent("cancelled")),
-    "A12": AdtEvent("ADT_A12", VisitEvent("in-progress", keeps_location_history=False)),
+    "A12": AdtEvent("ADT_A12", VisitEvent("in-progress", prior_location=CANCELLED)),
     "A13": AdtEvent("ADT_A01", VisitEvent("in-progress", removes_end=True)),
     "A28": AdtEvent("ADT_A05", STATUS_UPDATE),
     "A31": AdtEvent("ADT_A05", STATUS_UPDATE),

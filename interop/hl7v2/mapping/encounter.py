@@ -22,6 +22,8 @@ ENCOUNTER_CLASSES = {  # PV1-2 (table 0004) -> Encounter.class (IG PatientClass[
 }
 PARTICIPANTS = {7: ("ATND", "attender"), 8: ("REF", "referrer"), 9: ("CON", "consultant"), 17: ("ADM", "admitter")}
 LOCATION_STATUSES = {"planned": "planned", "finished": "completed", "cancelled": "completed"}  # by Encounter.status
+ENDED = ("finished", "cancelled")  # an Encounter with this status is at none of its locations
+CANCELLED = "cancelled"  # marks a mapped location to drop from the history (never stored: not an R4 status)
 PV1_SOURCES = {  # Encounter element -> PV1 fields it comes from; an update keeps the element when none was sent
     "class": (2,), "type": (4,), "serviceType": (10,), "location": (3, 6),
     "participant": tuple(PARTICIPANTS), "period": (44, 45),
@@ -35,9 +37,8 @@ class VisitEvent:
 
     status: str  # Encounter.status written; "unknown" where the event conveys none
     keep: tuple[str, ...] = ()  # elements an existing Encounter keeps whatever the message says
-    prior_location: bool = False  # PV1-6 joins Encounter.location as completed (A02 transfer)
+    prior_location: str | None = None  # what PV1-6 is: "completed" (A02 transfer), CANCELLED (A12 cancel transfer)
     removes_end: bool = False  # period.end is dropped, PV1-45 ignored (A13 cancel discharge)
-    keeps_location_history: bool = True  # earlier locations stay, completed; not when the event undoes a move (A12)
 
 
 STATUS_UPDATE = VisitEvent("unknown", keep=("status",))  # A08, A28, A31: new data, same state
@@ -66,7 +67,7 @@ def encounter_upsert(pv1: SegmentView, subject: dict, shared: SharedUpserts, eve
     })
     keep = tuple(element for element in unsent_elements(pv1, PV1_SOURCES) + event.keep
                  if not (event.removes_end and element == "period"))
-    return upsert_by_identifier(body, key, tuple(dict.fromkeys(keep)), with_location_history if event.keeps_location_history else None)
+    return upsert_by_identifier(body, key, tuple(dict.fromkeys(keep)), with_location_history)
 
 
 def visit_identifier(cx: FieldValue, defaults: MessageDefaults) -> dict:
@@ -94,10 +95,12 @@ def participants(pv1: SegmentView, shared: SharedUpserts) -> list[dict]:
 
 
 def locations(pv1: SegmentView, event: VisitEvent, shared: SharedUpserts) -> list[dict]:
-    """PV1-3 as the current location; on a transfer PV1-6, the prior location, as completed."""
+    """PV1-3 as the current location; PV1-6 as the event says (a transfer's prior location, a cancelled one's)."""
     status = LOCATION_STATUSES.get(event.status) or ("planned" if pv1.field(2)().upper() == "P" else "active")
     current = location(pv1.field(3), status, shared)
-    prior = location(pv1.field(6), "completed", shared) if event.prior_location else None
+    prior = location(pv1.field(6), event.prior_location, shared) if event.prior_location else None
+    if current and prior and same_location(current, prior):
+        prior = None
     return [found for found in (current, prior) if found]
 
 
@@ -107,12 +110,25 @@ def location(pl: FieldValue, status: str, shared: SharedUpserts) -> dict | None:
 
 
 def with_location_history(stored: dict, body: dict) -> dict:
-    """The update's locations, then the stored ones it does not name, as completed: each message names the current
-    location (and an A02 the prior one), while the Encounter keeps where the patient has been."""
-    named = {location_key(entry) for entry in body.get("location", [])}
-    earlier = [{**entry, "status": "completed"} for entry in stored.get("location", []) if location_key(entry) not in named]
-    return {**body, "location": body.get("location", []) + earlier} if earlier else body
+    """The Encounter's locations after a message (Upsert.combine, on create with nothing stored): the message's own,
+    then the stored ones it does not name, as completed, since each message names only the current location (and an
+    A02 the prior one) while the Encounter keeps where the patient has been. A planned location the message does not
+    name was never occupied and goes; so does one an A12 cancels. An ended Encounter's locations are all completed."""
+    named = body.get("location", [])
+    earlier = [entry for entry in stored.get("location", []) if entry["status"] != "planned" and not any(same_location(entry, other) for other in named)]
+    entries = [entry for entry in named if entry["status"] != CANCELLED] + [{**entry, "status": "completed"} for entry in earlier]
+    if body.get("status") in ENDED:
+        entries = [{**entry, "status": "completed"} for entry in entries]
+    return {**without_locations(body), **({"location": entries} if entries else {})}
 
 
-def location_key(entry: dict) -> str | None:
-    return entry["location"].get("reference") or entry["location"].get("display")
+def without_locations(body: dict) -> dict:
+    return {name: value for name, value in body.items() if name != "location"}
+
+
+def same_location(entry: dict, other: dict) -> bool:
+    """By reference; by display where one of them has none (stored before Locations were resources)."""
+    mine, theirs = entry["location"], other["location"]
+    if "reference" in mine and "reference" in theirs:
+        return mine["reference"] == theirs["reference"]
+    return mine.get("display") == theirs.get("display")

@@ -4,6 +4,7 @@ A value is read as python-hl7's `Segment.extract_field` reads it, and unescaped 
 (\\F\\ \\S\\ \\T\\ \\R\\ \\E\\ \\.br\\ \\Xhh\\), but an absent part reads as "" where extract_field raises
 IndexError, and without extract_field's per-call bookkeeping: the mappers read some 200 values a message.
 """
+import re
 import string
 from dataclasses import dataclass, field
 from functools import cache
@@ -43,10 +44,29 @@ class HexEscapes:
         return data.decode(FALLBACK_CODEC, errors="replace")
 
 
-@cache
 def hex_escapes(character_set: str) -> HexEscapes:
     """For a message whose MSH-18 is `character_set`."""
-    return HexEscapes(CHARACTER_SETS.get(character_set.strip().upper(), "utf-8"))
+    return escapes_in(CHARACTER_SETS.get(character_set.strip().upper(), "utf-8"))
+
+
+@cache  # by codec, not by what senders write in MSH-18: a few entries at most
+def escapes_in(codec: str) -> HexEscapes:
+    return HexEscapes(codec)
+
+
+def joined_hex_runs(value: str, escape: str) -> str:
+    """`\\XC3\\\\XBC\\` as `\\XC3BC\\`: a character's bytes may come in escapes of their own."""
+    if value.count(f"{escape}X") < 2:
+        return value
+    adjacent = re.compile(rf"{re.escape(escape)}X([0-9A-Fa-f]+){re.escape(escape * 2)}X([0-9A-Fa-f]+){re.escape(escape)}")
+    while (joined := adjacent.sub(lambda match: f"{escape}X{match[1]}{match[2]}{escape}", value)) != value:
+        value = joined
+    return value
+    e = re.escape(escape)
+    adjacent = re.compile(rf"{e}X([0-9A-Fa-f]+){e}{e}X([0-9A-Fa-f]+){e}")
+    while (joined := adjacent.sub(rf"{escape}X\1\2{escape}".replace("\\", "\\\\") if False else lambda m: f"{escape}X{m[1]}{m[2]}{escape}", value)) != value:
+        value = joined
+    return value
 
 
 at = list.__getitem__  # python-hl7's containers are lists; their own __getitem__ only adds slicing, at a cost per call
@@ -88,13 +108,13 @@ class FieldValue:
         segment = self.owner.segment
         value = leaf(segment, self.number, self.repetition, component, subcomponent)
         if segment.esc in value and not (self.number <= 2 and self.owner.id == "MSH"):  # MSH-1 and MSH-2 are the separators
-            value = unescape(segment, value, self.owner.escapes)
+            value = unescape(segment, joined_hex_runs(value, segment.esc), self.owner.escapes)
         return "" if value == HL7_NULL else value.strip()
 
     def text(self) -> str:
         """The whole repetition unescaped, separators included: for free text a sender forgot to escape."""
         raw = self.raw()
-        return "" if raw == HL7_NULL else unescape(self.owner.segment, raw, self.owner.escapes).strip()
+        return "" if raw == HL7_NULL else unescape(self.owner.segment, joined_hex_runs(raw, self.owner.segment.esc), self.owner.escapes).strip()
 
     def has_content(self) -> bool:
         """True when some component holds a value (the null value "" holds none)."""

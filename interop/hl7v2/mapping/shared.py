@@ -16,9 +16,9 @@ class SharedUpserts:
     def upserts(self) -> list[Upsert]:
         return list(self.by_criteria.values())
 
-    def upsert(self, body: dict, key: dict, keep: tuple[str, ...] = ()) -> Upsert:
+    def upsert(self, body: dict, key: dict, keep: tuple[str, ...] = (), combine=None) -> Upsert:
         """The upsert of `body` by its identifier `key`: the one made when the message first named it, if it did."""
         criteria = identifier_criteria(key)
         if criteria not in self.by_criteria:
-            self.by_criteria[criteria] = upsert_by_identifier(body, key, keep)
+            self.by_criteria[criteria] = upsert_by_identifier(body, key, keep, combine)
         return self.by_criteria[criteria]

@@ -28,5 +28,10 @@ def unsent_elements(segment: SegmentView | None, sources: dict[str, tuple[int, .
     return tuple(element for element, fields in sources.items() if all(segment.is_unvalued(field) for field in fields))
 
 
+def keeping_unmapped(stored: dict, body: dict) -> dict:
+    """An Upsert.combine: the stored elements the mapping does not write stay as they are."""
+    return {**stored, **body}
+
+
 def reference(upsert: Upsert) -> dict:
     return {"reference": upsert.local_ref}
