@@ -175,14 +175,19 @@ def destination():
 @click.option("--facility", default="", help="Only the messages from this sending facility (MSH-4); default: every facility.")
 @click.option("--tls", is_flag=True, help="Connect with TLS.")
 @click.option("--ca-file", type=click.Path(exists=True, dir_okay=False, resolve_path=True), help="PEM certificates to trust (with --tls).")
-def destination_add(application, address, facility, tls, ca_file):
+@click.option("--cert-file", type=click.Path(exists=True, dir_okay=False, resolve_path=True), help="PEM client certificate, for a peer that asks for one.")
+@click.option("--key-file", type=click.Path(exists=True, dir_okay=False, resolve_path=True), help="PEM private key of --cert-file.")
+def destination_add(application, address, facility, tls, ca_file, cert_file, key_file):
     """Send the application ACKs of messages from APPLICATION (MSH-3 as sent, components included) to ADDRESS,
     host:port or [IPv6]:port; replaces an earlier destination of the same sender."""
     host, _, port = address.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
     if not host or not port.isdigit():
         raise click.BadParameter("expected host:port", param_hint="ADDRESS")
-    register_destination(settings_engine(), Sender(application, facility), Destination(host, int(port), tls or bool(ca_file), ca_file))
+    if bool(cert_file) != bool(key_file):
+        raise click.UsageError("--cert-file and --key-file go together.")
+    destination = Destination(host, int(port), tls or bool(ca_file or cert_file), ca_file, cert_file, key_file)
+    register_destination(settings_engine(), Sender(application, facility), destination)
     click.echo(f"Application ACKs for {application}|{facility or '*'} go to {address}.")
 
 
@@ -190,7 +195,7 @@ def destination_add(application, address, facility, tls, ca_file):
 def destination_list():
     """Sender (application|facility) and where its application ACKs go."""
     for row in destinations(settings_engine()):
-        click.echo(f"{row.sending_application}|{row.sending_facility or '*'}\t{Destination(row.host, row.port, row.tls, row.ca_file)}")
+        click.echo(f"{row.sending_application}|{row.sending_facility or '*'}\t{Destination.of(row)}")
 
 
 @destination.command("remove")

@@ -192,6 +192,8 @@ hl7_destination = Table(  # where a sender's application acknowledgements go: it
     Column("port", Integer, nullable=False),
     Column("tls", Boolean, nullable=False),
     Column("ca_file", String(1000)),  # PEM certificates to trust for TLS; the system's when empty
+    Column("cert_file", String(1000)),  # a client certificate and its key (PEM), for peers that ask for one
+    Column("key_file", String(1000)),
     UniqueConstraint("sending_application", "sending_facility", name="uq_hl7_destination_sender"),
 )
 

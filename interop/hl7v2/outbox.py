@@ -51,10 +51,21 @@ class Destination:
     host: str
     port: int
     tls: bool = False
-    ca_file: str | None = None
+    ca_file: str | None = None  # PEM certificates to trust; the system's when None
+    cert_file: str | None = None  # our client certificate (PEM, its key in key_file), for peers that ask for one
+    key_file: str | None = None
+
+    @classmethod
+    def of(cls, row) -> "Destination":
+        return cls(row.host, row.port, row.tls, row.ca_file, row.cert_file, row.key_file)
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        return ssl.create_default_context(cafile=self.ca_file) if self.tls else None
+        if not self.tls:
+            return None
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.cert_file:
+            context.load_cert_chain(self.cert_file, self.key_file)
+        return context
 
     def __str__(self) -> str:
         return f"{'mllps' if self.tls else 'mllp'}://{self.host}:{self.port}"
@@ -101,7 +112,8 @@ def register_destination(engine: Engine, sender: Sender, destination: Destinatio
         connection.execute(delete(hl7_destination).where(*sender_is(hl7_destination, sender)))
         connection.execute(hl7_destination.insert().values(
             sending_application=sender.application, sending_facility=sender.facility, host=destination.host,
-            port=destination.port, tls=destination.tls, ca_file=destination.ca_file,
+            port=destination.port, tls=destination.tls, ca_file=destination.ca_file, cert_file=destination.cert_file,
+            key_file=destination.key_file,
         ))
         waiting = [hl7_outbox.c.status == "pending", hl7_outbox.c.sending_application == sender.application]
         if sender.facility:
@@ -126,7 +138,7 @@ def destination_for(connection, sender: Sender) -> Destination | None:
         hl7_destination.c.sending_facility.in_([sender.facility, ""]),
     )).all()
     row = max(rows, key=lambda row: row.sending_facility != "", default=None)
-    return row and Destination(row.host, row.port, row.tls, row.ca_file)
+    return row and Destination.of(row)
 
 
 def sender_is(table, sender: Sender) -> list:

@@ -25,6 +25,8 @@ def upgrade() -> None:
         sa.Column("port", sa.Integer, nullable=False),
         sa.Column("tls", sa.Boolean, nullable=False),
         sa.Column("ca_file", sa.String(1000)),
+        sa.Column("cert_file", sa.String(1000)),
+        sa.Column("key_file", sa.String(1000)),
         sa.UniqueConstraint("sending_application", "sending_facility", name="uq_hl7_destination_sender"),
     )
     op.create_table(

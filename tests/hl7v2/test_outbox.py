@@ -334,6 +334,24 @@ def test_an_application_ack_goes_over_tls_to_a_destination_that_asks_for_it(engi
     assert msa_of(peer.received[0])[2] == "T1"
 
 
+def test_a_peer_that_asks_for_a_client_certificate_gets_the_one_registered(engine, tls_certificate, client_certificate):
+    certificate, key = tls_certificate
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(client_certificate[0]))
+    context.load_cert_chain(certificate, key)
+    context.verify_mode = ssl.CERT_REQUIRED
+    peer = Peer(ssl_context=context)
+    try:
+        register_destination(engine, ADT1, Destination("127.0.0.1", peer.port, tls=True, ca_file=str(certificate)))
+        receive(engine, enhanced(a01("T3")), "test")
+        assert deliver(engine) == ["pending"]  # no client certificate: the handshake fails
+        client_cert, client_key = map(str, client_certificate)
+        register_destination(engine, ADT1, Destination("127.0.0.1", peer.port, True, str(certificate), client_cert, client_key))
+        assert deliver(engine) == ["sent"]
+        assert msa_of(peer.received[0])[2] == "T3"
+    finally:
+        peer.stop()
+
+
 def test_a_tls_destination_with_an_untrusted_certificate_is_not_sent_to(engine, tls_peer):
     peer, _ = tls_peer
     register_destination(engine, ADT1, Destination("127.0.0.1", peer.port, tls=True))  # the system's CAs only
