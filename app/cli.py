@@ -1,5 +1,6 @@
 """The `ehr` command line: database migrations, the development server, loading files, the demo."""
 import asyncio
+import ssl
 import sys
 from collections import Counter
 from pathlib import Path
@@ -187,6 +188,10 @@ def destination_add(application, address, facility, tls, ca_file, cert_file, key
     if bool(cert_file) != bool(key_file):
         raise click.UsageError("--cert-file and --key-file go together.")
     destination = Destination(host, int(port), tls or bool(ca_file or cert_file), ca_file, cert_file, key_file)
+    try:
+        destination.ssl_context()  # a certificate that does not load is said now, not at each delivery
+    except (OSError, ssl.SSLError) as error:
+        raise click.ClickException(f"The TLS files cannot be used: {error}") from None
     register_destination(settings_engine(), Sender(application, facility), destination)
     click.echo(f"Application ACKs for {application}|{facility or '*'} go to {address}.")
 

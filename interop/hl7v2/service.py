@@ -469,12 +469,13 @@ def replay(engine: Engine, message_id: int) -> Receipt:
 
 def replayed(connection, message_id: int, reading: Reading) -> Receipt:
     """The replay's outcome; a new application ACK only when the outcome changed, so that replaying what still
-    fails does not send its sender the same AE again."""
+    fails does not send its sender the same AE again, and never for a message refused at first (CR)."""
     earlier = locked_status(connection, message_id)
     if earlier == "applied":
         return Receipt(message_id, "applied", stored_ack(connection, message_id), reading.codec)
     if reading.instructions is not None:
         apply_messages(connection, [(message_id, reading)])
     mark(connection, message_id, reading.status, reading.error, reading.ack)
-    queued = queue_application_acks(connection, [(message_id, reading)]) if reading.status != earlier else set()
+    changed = reading.status != earlier and earlier != "rejected"  # no application ACK follows a CR, even later
+    queued = queue_application_acks(connection, [(message_id, reading)]) if changed else set()
     return Receipt(message_id, reading.status, reading.ack, reading.codec, queued_application_ack=bool(queued))

@@ -93,7 +93,28 @@ def test_a_location_stored_before_locations_were_resources_is_not_kept_twice(cli
 def test_what_an_operator_adds_to_a_location_stays_when_the_feed_names_it_again(client, engine):
     receive(engine, a01("L18"), "test")
     (bed,) = entries(client, f"Location?identifier=urn:ehr:hl7v2:location|{BED}")
-    assert client.put(f"/fhir/Location/{bed['id']}", json={**bed, "status": "suspended", "alias": ["Window bed"]}).status_code == 200
+    added = {"status": "suspended", "alias": ["Window bed"], "identifier": [*bed["identifier"], {"system": "urn:beds", "value": "17"}],
+             "meta": {"tag": [{"system": "urn:tags", "code": "audited"}]}}
+    assert client.put(f"/fhir/Location/{bed['id']}", json={**bed, **added}).status_code == 200
     receive(engine, adt("A08", "L19", "W1^101^1^^^^^^Window bed by the garden"), "test")
     (bed,) = entries(client, f"Location?identifier=urn:ehr:hl7v2:location|{BED}")
     assert (bed["status"], bed["alias"], bed["description"]) == ("suspended", ["Window bed"], "Window bed by the garden")
+    assert [identifier["value"] for identifier in bed["identifier"]] == [BED, "17"]
+    assert bed["meta"]["tag"] == [{"system": "urn:tags", "code": "audited"}]
+
+
+def test_a_location_entry_without_a_status_does_not_stop_the_feed(client, engine):
+    created = client.post("/fhir/Encounter", json={
+        "resourceType": "Encounter", "status": "in-progress", "class": {"code": "IMP"},
+        "identifier": [{"system": "urn:ehr:hl7v2:authority:NORTH", "value": VISIT}],
+        "location": [{"location": {"display": "Old ward"}}],  # Encounter.location.status is optional
+    })
+    assert created.status_code == 201
+    assert receive(engine, a01("L20"), "test").status == "applied"
+    assert encounter_locations(client) == [("W1/101/1", "active"), ("Old ward", "completed")]
+
+
+def test_a_location_naming_only_its_facility_is_that_facility(client, engine):
+    receive(engine, adt("A01", "L21", "^^^SOUTH"), "test")
+    (encounter,) = entries(client, f"Encounter?identifier={VISIT}")
+    assert location_path(client, encounter["location"][0]["location"]["reference"]) == ["si:SOUTH"]

@@ -16,6 +16,7 @@ from app.model.instants import utc_now
 from app.store.schema import hl7_outbox
 from interop.hl7v2.mllp import ListenerSettings
 from interop.hl7v2 import service
+from interop.hl7v2.mapping import UnsupportedMessage
 from interop.hl7v2.outbox import (Attempt, Claim, Deliverer, Destination, Sender, claim_next, judged, record_attempt, register_destination,
                                   resend, retry_delay)
 from interop.hl7v2.service import receive, receive_all, replay
@@ -288,6 +289,19 @@ def test_a_replay_queues_an_application_ack_only_when_the_outcome_changed(engine
 
 def broken_mapper(message):
     raise KeyError("PV1")
+
+
+def test_a_message_refused_with_cr_queues_no_application_ack_when_replayed_later(engine, monkeypatch):
+    monkeypatch.setattr(service, "upserts_for", refusing_mapper)
+    receipt = receive(engine, enhanced(a01("E16")), "test")
+    assert (receipt.status, msa_of(receipt.ack)[1]) == ("rejected", "CR")
+    monkeypatch.undo()  # a mapper for the type added
+    assert replay(engine, receipt.message_id).status == "applied"
+    assert outbox(engine) == []
+
+
+def refusing_mapper(message):
+    raise UnsupportedMessage("Trigger event ADT^A01 is not mapped.", 201, "MSH", 1, 9)
 
 
 def test_an_unsupported_message_is_refused_with_cr_and_no_application_ack_follows(engine):

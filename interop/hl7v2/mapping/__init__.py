@@ -14,7 +14,7 @@ class Upsert:
     local_ref: str  # "urn:uuid:<uuid4>"; other upserts' references to this resource use it (the service rewrites them)
     type: str  # "Patient"
     criteria: str  # FHIR search criteria of the business key, e.g. "identifier=urn:oid:1.2.3|12345" (URL-encoded values as in a conditional update)
-    body: dict  # the full FHIR R4 resource (no id, no meta: the service sets meta.source)
+    body: dict  # the full FHIR R4 resource (no id, no meta: the service sets meta.source), as `combine` leaves it
     keep: tuple[str, ...] = ()  # top-level elements an existing resource keeps (A08 never changes Encounter.status)
     # the body written, from the stored body ({} for a create) and the new one (references resolved, `keep` applied)
     combine: Callable[[dict, dict], dict] | None = None

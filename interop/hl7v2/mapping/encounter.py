@@ -115,8 +115,8 @@ def with_location_history(stored: dict, body: dict) -> dict:
     A02 the prior one) while the Encounter keeps where the patient has been. A planned location the message does not
     name was never occupied and goes; so does one an A12 cancels. An ended Encounter's locations are all completed."""
     named = body.get("location", [])
-    earlier = [entry for entry in stored.get("location", []) if entry["status"] != "planned" and not any(same_location(entry, other) for other in named)]
-    entries = [entry for entry in named if entry["status"] != CANCELLED] + [{**entry, "status": "completed"} for entry in earlier]
+    earlier = [entry for entry in stored.get("location", []) if entry.get("status") != "planned" and not any(same_location(entry, other) for other in named)]
+    entries = [entry for entry in named if entry.get("status") != CANCELLED] + [{**entry, "status": "completed"} for entry in earlier]
     if body.get("status") in ENDED:
         entries = [{**entry, "status": "completed"} for entry in entries]
     return {**without_locations(body), **({"location": entries} if entries else {})}

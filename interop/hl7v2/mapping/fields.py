@@ -62,11 +62,6 @@ def joined_hex_runs(value: str, escape: str) -> str:
     while (joined := adjacent.sub(lambda match: f"{escape}X{match[1]}{match[2]}{escape}", value)) != value:
         value = joined
     return value
-    e = re.escape(escape)
-    adjacent = re.compile(rf"{e}X([0-9A-Fa-f]+){e}{e}X([0-9A-Fa-f]+){e}")
-    while (joined := adjacent.sub(rf"{escape}X\1\2{escape}".replace("\\", "\\\\") if False else lambda m: f"{escape}X{m[1]}{m[2]}{escape}", value)) != value:
-        value = joined
-    return value
 
 
 at = list.__getitem__  # python-hl7's containers are lists; their own __getitem__ only adds slicing, at a cost per call

@@ -39,11 +39,10 @@ def location_reference(pl: FieldValue, shared: SharedUpserts) -> dict | None:
     display alone; None for an empty PL."""
     sent = [(level, name) for level in LEVELS if (name := level_name(pl, level))]
     display = pl(9) or "/".join(name for _, name in sent)
-    below_facility = [(level, name) for level, name in sent if level is not FACILITY]
-    if not below_facility:
+    if not sent:
         return {"display": display} if display else None
     facility = next((name for level, name in sent if level is FACILITY), shared.defaults.facility)
-    chain = ([(FACILITY, facility)] if facility else []) + below_facility
+    chain = ([(FACILITY, facility)] if facility else []) + [(level, name) for level, name in sent if level is not FACILITY]
     path, parent = [], None
     for number, (level, name) in enumerate(chain, 1):
         path.append(f"{level.code}:{quote(name, safe='')}")

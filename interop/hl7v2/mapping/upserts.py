@@ -29,8 +29,16 @@ def unsent_elements(segment: SegmentView | None, sources: dict[str, tuple[int, .
 
 
 def keeping_unmapped(stored: dict, body: dict) -> dict:
-    """An Upsert.combine: the stored elements the mapping does not write stay as they are."""
-    return {**stored, **body}
+    """An Upsert.combine: what the mapping does not write stays as stored: other elements, other identifiers
+    (after the mapped ones) and meta (tags, profiles; the mapping's meta.source replaces the stored one)."""
+    identifiers = body.get("identifier", [])
+    kept_identifiers = [found for found in stored.get("identifier", []) if found not in identifiers]
+    combined = {**stored, **body}
+    if meta := {**stored.get("meta", {}), **body.get("meta", {})}:
+        combined["meta"] = meta
+    if identifiers or kept_identifiers:
+        combined["identifier"] = identifiers + kept_identifiers
+    return combined
 
 
 def reference(upsert: Upsert) -> dict:
