@@ -166,7 +166,9 @@ def start_listener(env: dict[str, str], log_path: Path, workers: int) -> Listene
     raise RuntimeError(f"ehr mllp did not start; see {log_path}")
 
 
-def run_mix(name: str, warm_up: list[bytes], messages: list[bytes], paced: list[bytes], args, workdir: Path) -> list[common.Figure]:
+def run_mix(name: str, warm_up: list[bytes], messages: list[bytes], paced: list[bytes], relaxed: list[bytes], args,
+            workdir: Path) -> list[common.Figure]:
+    """Saturation, then the steady 200/s, then half the saturated rate: the latency of a listener with headroom."""
     common.wait_for_quiet_machine(args.wait_quiet)
     common.create_database(DATABASE_NAME)
     env = common.server_env(common.sqlalchemy_postgres_url(DATABASE_NAME))
@@ -180,12 +182,14 @@ def run_mix(name: str, warm_up: list[bytes], messages: list[bytes], paced: list[
             common.run_load(session, [(name, message) for message in warm_up], 1, 2)  # starts the workers
             saturated = common.run_load(session, jobs, 2, threads, server=listener)
             steady = common.run_load(session, [(name, m) for m in paced], 2, 2, rate=PACED_RATE, server=listener)
+            half_rate = saturated_rate(saturated) / 2
+            calm = common.run_load(session, [(name, m) for m in relaxed], 2, 2, rate=half_rate, server=listener)
         finally:
             os.killpg(listener.process.pid, signal.SIGTERM)
             listener.process.wait(timeout=30)
     finally:
         common.drop_database(DATABASE_NAME)
-    return figures(name, messages, saturated, steady, 2 * threads)
+    return figures(name, messages, saturated, steady, 2 * threads) + calm_figures(name, calm, half_rate)
 
 
 def figures(name: str, messages: list[bytes], saturated: common.LoadResult, steady: common.LoadResult,
@@ -214,6 +218,23 @@ def figures(name: str, messages: list[bytes], saturated: common.LoadResult, stea
     ]
 
 
+def saturated_rate(result: common.LoadResult) -> float:
+    return sum(1 for r in result.records if common.is_success(r.status)) / result.wall_seconds
+
+
+def calm_figures(name: str, calm: common.LoadResult, asked: float) -> list[common.Figure]:
+    latencies = [r.seconds * 1000 for r in calm.records if common.is_success(r.status)]
+    reached = len(calm.records) / calm.wall_seconds
+    return [
+        common.Figure(f"{name}: ACK p50 at half the saturated rate", "postgresql", common.percentile(latencies, 0.5), "ms"),
+        common.Figure(f"{name}: ACK p99 at half the saturated rate", "postgresql", common.percentile(latencies, 0.99), "ms"),
+        common.Figure(f"{name}: half the saturated rate, asked", "postgresql", asked, "/s"),
+        common.Figure(f"{name}: half the saturated rate, reached", "postgresql", reached, "/s"),
+        common.Figure(f"{name}: messages not acknowledged AA at half rate", "postgresql", len(calm.records) - len(latencies), "", "0",
+                      len(calm.records) == len(latencies)),
+    ]
+
+
 def cpu_ms(seconds: float, acked: list) -> float:
     return 1000 * seconds / max(1, len(acked))
 
@@ -236,7 +257,8 @@ def main() -> None:
     factory = MessageFactory(args.seed, args.patients)
     results = []
     for name, make, share in (("typical", factory.typical, 1), ("large", factory.large, LARGE_SHARE)):
-        results += run_mix(name, make(WARM_UP), make(int(args.messages * share)), make(int(args.paced * share)), args, workdir)
+        paced = int(args.paced * share)
+        results += run_mix(name, make(WARM_UP), make(int(args.messages * share)), make(paced), make(paced), args, workdir)
     print("\n## Machine\n")
     for key, value in common.describe_machine().items():
         print(f"- {key}: {value}")
