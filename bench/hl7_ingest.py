@@ -168,7 +168,8 @@ def start_listener(env: dict[str, str], log_path: Path, workers: int) -> Listene
 
 def run_mix(name: str, warm_up: list[bytes], messages: list[bytes], paced: list[bytes], relaxed: list[bytes], args,
             workdir: Path) -> list[common.Figure]:
-    """Saturation, then the steady 200/s, then half the saturated rate: the latency of a listener with headroom."""
+    """Saturation, then the steady 200/s, then half the saturated rate (the latency of a listener with headroom),
+    then one message at a time on one connection (the latency of a message alone)."""
     common.wait_for_quiet_machine(args.wait_quiet)
     common.create_database(DATABASE_NAME)
     env = common.server_env(common.sqlalchemy_postgres_url(DATABASE_NAME))
@@ -183,13 +184,14 @@ def run_mix(name: str, warm_up: list[bytes], messages: list[bytes], paced: list[
             saturated = common.run_load(session, jobs, 2, threads, server=listener)
             steady = common.run_load(session, [(name, m) for m in paced], 2, 2, rate=PACED_RATE, server=listener)
             half_rate = saturated_rate(saturated) / 2
-            calm = common.run_load(session, [(name, m) for m in relaxed], 2, 2, rate=half_rate, server=listener)
+            calm = common.run_load(session, [(name, m) for m in relaxed[:len(relaxed) // 2]], 2, 2, rate=half_rate, server=listener)
+            alone = common.run_load(session, [(name, m) for m in relaxed[len(relaxed) // 2:]], 1, 1, server=listener)
         finally:
             os.killpg(listener.process.pid, signal.SIGTERM)
             listener.process.wait(timeout=30)
     finally:
         common.drop_database(DATABASE_NAME)
-    return figures(name, messages, saturated, steady, 2 * threads) + calm_figures(name, calm, half_rate)
+    return figures(name, messages, saturated, steady, 2 * threads) + calm_figures(name, calm, half_rate) + alone_figures(name, alone)
 
 
 def figures(name: str, messages: list[bytes], saturated: common.LoadResult, steady: common.LoadResult,
@@ -232,6 +234,14 @@ def calm_figures(name: str, calm: common.LoadResult, asked: float) -> list[commo
         common.Figure(f"{name}: half the saturated rate, reached", "postgresql", reached, "/s"),
         common.Figure(f"{name}: messages not acknowledged AA at half rate", "postgresql", len(calm.records) - len(latencies), "", "0",
                       len(calm.records) == len(latencies)),
+    ]
+
+
+def alone_figures(name: str, alone: common.LoadResult) -> list[common.Figure]:
+    latencies = [r.seconds * 1000 for r in alone.records if common.is_success(r.status)]
+    return [
+        common.Figure(f"{name}: ACK p50 one message at a time", "postgresql", common.percentile(latencies, 0.5), "ms"),
+        common.Figure(f"{name}: ACK p99 one message at a time", "postgresql", common.percentile(latencies, 0.99), "ms"),
     ]
 
 
