@@ -192,15 +192,16 @@ def destination_add(application, address, facility, tls, ca_file, cert_file, key
         destination.ssl_context()  # a certificate that does not load is said now, not at each delivery
     except (OSError, ssl.SSLError) as error:
         raise click.ClickException(f"The TLS files cannot be used: {error}") from None
-    register_destination(settings_engine(), Sender(application, facility), destination)
-    click.echo(f"Application ACKs for {application}|{facility or '*'} go to {address}.")
+    sender = Sender(application, facility)
+    register_destination(settings_engine(), sender, destination)
+    click.echo(f"Application ACKs for {sender} go to {address}.")
 
 
 @destination.command("list")
 def destination_list():
     """Sender (application|facility) and where its application ACKs go."""
     for row in destinations(settings_engine()):
-        click.echo(f"{row.sending_application}|{row.sending_facility or '*'}\t{Destination.of(row)}")
+        click.echo(f"{Sender(row.sending_application, row.sending_facility)}\t{Destination.of(row)}")
 
 
 @destination.command("remove")
@@ -208,9 +209,10 @@ def destination_list():
 @click.option("--facility", default="")
 def destination_remove(application, facility):
     """Stop sending the application ACKs of APPLICATION (and --facility) anywhere; they wait in the outbox."""
-    if not remove_destination(settings_engine(), Sender(application, facility)):
-        raise click.ClickException(f"No destination for {application}|{facility or '*'}.")
-    click.echo(f"Removed the destination of {application}|{facility or '*'}.")
+    sender = Sender(application, facility)
+    if not remove_destination(settings_engine(), sender):
+        raise click.ClickException(f"No destination for {sender}.")
+    click.echo(f"Removed the destination of {sender}.")
 
 
 @hl7.group()

@@ -198,7 +198,7 @@ def figures(name: str, messages: list[bytes], saturated: common.LoadResult, stea
             connections: int) -> list[common.Figure]:
     acked = [r for r in saturated.records if common.is_success(r.status)]
     rate = len(acked) / saturated.wall_seconds
-    latencies = [r.seconds * 1000 for r in steady.records if common.is_success(r.status)]
+    latencies = acknowledged_ms(steady)
     parse = parse_rate(messages)
     sizes = sorted(len(m) for m in messages)
     typical = name == "typical"
@@ -220,12 +220,17 @@ def figures(name: str, messages: list[bytes], saturated: common.LoadResult, stea
     ]
 
 
+def acknowledged_ms(result: common.LoadResult) -> list[float]:
+    """The ACK latencies of the messages acknowledged AA, in ms."""
+    return [r.seconds * 1000 for r in result.records if common.is_success(r.status)]
+
+
 def saturated_rate(result: common.LoadResult) -> float:
     return sum(1 for r in result.records if common.is_success(r.status)) / result.wall_seconds
 
 
 def calm_figures(name: str, calm: common.LoadResult, asked: float) -> list[common.Figure]:
-    latencies = [r.seconds * 1000 for r in calm.records if common.is_success(r.status)]
+    latencies = acknowledged_ms(calm)
     reached = len(calm.records) / calm.wall_seconds
     return [
         common.Figure(f"{name}: ACK p50 at half the saturated rate", "postgresql", common.percentile(latencies, 0.5), "ms"),
@@ -238,7 +243,7 @@ def calm_figures(name: str, calm: common.LoadResult, asked: float) -> list[commo
 
 
 def alone_figures(name: str, alone: common.LoadResult) -> list[common.Figure]:
-    latencies = [r.seconds * 1000 for r in alone.records if common.is_success(r.status)]
+    latencies = acknowledged_ms(alone)
     return [
         common.Figure(f"{name}: ACK p50 one message at a time", "postgresql", common.percentile(latencies, 0.5), "ms"),
         common.Figure(f"{name}: ACK p99 one message at a time", "postgresql", common.percentile(latencies, 0.99), "ms"),

@@ -43,7 +43,10 @@ class QueuedAck(NamedTuple):
 
 class Sender(NamedTuple):
     application: str
-    facility: str
+    facility: str  # '' for a destination: every facility of the application
+
+    def __str__(self) -> str:
+        return f"{self.application}|{self.facility or '*'}"
 
 
 @dataclass(frozen=True)
@@ -262,7 +265,7 @@ class Deliverer:
 
     async def attempt(self, claim: Claim) -> Attempt:
         if claim.destination is None:
-            sender = f"{claim.sender.application}|{claim.sender.facility}"
+            sender = f"{claim.sender.application}|{claim.sender.facility}"  # as sent: '' is no facility, not every one
             return Attempt("pending", f"No destination registered for sender {sender} (ehr hl7 destination add).")
         try:
             reply = await self.exchange(claim.destination, claim.payload.encode(claim.codec, errors="replace"))

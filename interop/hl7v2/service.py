@@ -17,7 +17,7 @@
 """
 import logging
 from dataclasses import dataclass, replace
-from functools import cache
+from functools import cache, cached_property
 from typing import NamedTuple
 
 from sqlalchemy import Engine, Row, false, select, update
@@ -39,6 +39,7 @@ from interop.hl7v2.text import UnreadableMessage, parse
 
 log = logging.getLogger("ehr.hl7v2")
 FINAL_STATUSES = ("applied", "error", "rejected")
+NEW, RESENT, UNAPPLIED = "new", "re-send", "unapplied"  # how a message arrived, as store() finds it
 MESSAGE_IDENTIFIER_SYSTEM = "urn:ehr:hl7v2:message"
 
 
@@ -83,14 +84,14 @@ class Reading:
     def ack(self) -> str | None:
         return self.acks.answer
 
-    @property
+    @cached_property  # read several times per message while it is stored: computed once
     def sender(self) -> tuple[str | None, str | None]:
         """Sending application and facility as stored; None each for bytes that are not a message."""
         if self.header is None:
             return None, None
         return stored_text(self.header.sending_application, 227), stored_text(self.header.sending_facility, 227)
 
-    @property
+    @cached_property
     def key(self) -> tuple[str, str, str] | None:
         """Sending application, facility and control id: the same for a re-send. None without a control id."""
         if self.header is None or not self.header.control_id:
@@ -145,15 +146,24 @@ def error_detail(error: MappingError) -> ErrorDetail:
 def record(engine: Engine, readings: list[Reading]) -> list[Receipt]:
     """Store and apply `readings` in one transaction. When a write fails, each is recorded again alone, so that only
     the failing message is kept in error."""
+    if len(readings) == 1:
+        return written_or_kept(engine, readings[0], lambda connection, reading: store_and_apply(connection, [reading]))
     try:
         with write_unit(engine) as connection:
             return store_and_apply(connection, readings)
-    except Exception as error:
-        if len(readings) > 1:
-            return [receipt for reading in readings for receipt in record(engine, [reading])]
-        failed = failed_write(readings[0], error)
+    except Exception:
+        return [receipt for reading in readings for receipt in record(engine, [reading])]
+
+
+def written_or_kept(engine: Engine, reading: Reading, write):
+    """`write(connection, reading)` in one transaction; when that fails, `write` of the message as kept in error."""
+    try:
         with write_unit(engine) as connection:
-            return store_and_apply(connection, [failed])
+            return write(connection, reading)
+    except Exception as error:
+        failed = failed_write(reading, error)
+        with write_unit(engine) as connection:
+            return write(connection, failed)
 
 
 def failed_write(reading: Reading, error: Exception) -> Reading:
@@ -175,14 +185,14 @@ def failure_text(error: Exception) -> str:
 def store_and_apply(connection, readings: list[Reading]) -> list[Receipt]:
     """Store each message with its outcome; apply those mapped, unless they are re-sends of stored ones."""
     rows = store(connection, readings)
-    outcomes = [(row, reading) for reading, (row, new) in zip(readings, rows) if new or row.status not in FINAL_STATUSES]
+    outcomes = [(row, reading) for reading, (row, arrival) in zip(readings, rows) if arrival != RESENT]
     apply_messages(connection, [(row.id, reading) for row, reading in outcomes if reading.instructions is not None])
     queued = queue_application_acks(connection, [(row.id, reading) for row, reading in outcomes])
     receipts = []
-    for reading, (row, new) in zip(readings, rows):
-        if not new:
+    for reading, (row, arrival) in zip(readings, rows):
+        if arrival == RESENT:
             log.info("hl7 message %s from %s is a re-send of message %s", reading.key[2], reading.peer, row.id)
-        if not new and row.status not in FINAL_STATUSES:  # stored but left unapplied by an earlier version: now it is
+        if arrival == UNAPPLIED:  # stored but left unapplied by an earlier version: now it is
             mark(connection, row.id, reading.status, reading.error, reading.ack)
             row = row._replace(status=reading.status, ack=reading.ack)
         receipts.append(reading.receipt(row, row.id in queued))
@@ -377,9 +387,10 @@ class MessageRow(NamedTuple):
     ack: str | None
 
 
-def store(connection, readings: list[Reading]) -> list[tuple[MessageRow, bool]]:
-    """Each message's row (id, status, ack) and whether it is new: a re-send's row is the earlier one. The messages
-    with a control id go in one statement that skips those already stored."""
+def store(connection, readings: list[Reading]) -> list[tuple[MessageRow, str]]:
+    """Each message's row (id, status, ack) and how it arrived: NEW, RESENT (the row is the earlier one, with its
+    outcome) or UNAPPLIED (the earlier row, which an earlier version stored but never applied). The messages with a
+    control id go in one statement that skips those already stored."""
     keyed = [reading for reading in readings if reading.key]
     inserted = {}
     if keyed:
@@ -388,12 +399,13 @@ def store(connection, readings: list[Reading]) -> list[tuple[MessageRow, bool]]:
     rows = []
     for reading in readings:
         if reading.key is None:
-            rows.append((MessageRow(*connection.execute(hl7_message.insert().values(row_values(reading)).returning(*OUTCOME_COLUMNS)).one()), True))
+            rows.append((MessageRow(*connection.execute(hl7_message.insert().values(row_values(reading)).returning(*OUTCOME_COLUMNS)).one()), NEW))
         elif reading.key in inserted:
-            rows.append((inserted.pop(reading.key), True))  # popped: the same key later in the batch is a re-send
+            rows.append((inserted.pop(reading.key), NEW))  # popped: the same key later in the batch is a re-send
         else:
             sent_before = (column == value for column, value in zip(KEY_COLUMNS, reading.key))
-            rows.append((MessageRow(*connection.execute(select(*OUTCOME_COLUMNS).where(*sent_before)).one()), False))
+            row = MessageRow(*connection.execute(select(*OUTCOME_COLUMNS).where(*sent_before)).one())
+            rows.append((row, RESENT if row.status in FINAL_STATUSES else UNAPPLIED))
     return rows
 
 
@@ -458,13 +470,7 @@ def replay(engine: Engine, message_id: int) -> Receipt:
     reading = read(row.raw, row.peer, Senders())
     if reading.header is None:
         return Receipt(message_id, row.status, row.ack, unreadable=True)  # not a message: nothing to apply
-    try:
-        with write_unit(engine) as connection:
-            return replayed(connection, message_id, reading)
-    except Exception as error:
-        failed = failed_write(reading, error)
-        with write_unit(engine) as connection:
-            return replayed(connection, message_id, failed)
+    return written_or_kept(engine, reading, lambda connection, again: replayed(connection, message_id, again))
 
 
 def replayed(connection, message_id: int, reading: Reading) -> Receipt:

@@ -38,12 +38,17 @@ def decode(raw: bytes) -> DecodedMessage:
     raw = raw.removeprefix(BYTE_ORDER_MARK).strip(b"\r\n\t \x00")
     if not raw.startswith((b"MSH", b"FHS", b"BHS")) or len(raw) < 8:
         raise UnreadableMessage("The data does not start with an MSH segment.")
-    codec = CHARACTER_SETS.get(declared_character_set(raw), "utf-8")
+    codec = codec_for(declared_character_set(raw))
     try:
         text = raw.decode(codec)
     except UnicodeDecodeError:
         codec, text = FALLBACK_CODEC, raw.decode(FALLBACK_CODEC, errors="replace")
     return DecodedMessage(with_carriage_returns(text), codec)
+
+
+def codec_for(character_set: str) -> str:
+    """The Python codec of an MSH-18 value; UTF-8 for none or one we do not know."""
+    return CHARACTER_SETS.get(character_set.strip().upper(), "utf-8")
 
 
 def declared_character_set(raw: bytes) -> str:

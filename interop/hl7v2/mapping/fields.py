@@ -6,14 +6,14 @@ IndexError, and without extract_field's per-call bookkeeping: the mappers read s
 """
 import re
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 
 import hl7
 from hl7.util import unescape
 
 from interop.hl7v2.mapping import MappingError
-from interop.hl7v2.text import CHARACTER_SETS, FALLBACK_CODEC
+from interop.hl7v2.text import FALLBACK_CODEC, codec_for
 
 HL7_NULL = '""'  # "delete this value" in v2; for a full-body upsert it means "no value"
 
@@ -44,11 +44,6 @@ class HexEscapes:
         return data.decode(FALLBACK_CODEC, errors="replace")
 
 
-def hex_escapes(character_set: str) -> HexEscapes:
-    """For a message whose MSH-18 is `character_set`."""
-    return escapes_in(CHARACTER_SETS.get(character_set.strip().upper(), "utf-8"))
-
-
 @cache  # by codec, not by what senders write in MSH-18: a few entries at most
 def escapes_in(codec: str) -> HexEscapes:
     return HexEscapes(codec)
@@ -74,7 +69,11 @@ class SegmentView:
     segment: hl7.Segment
     sequence: int
     id: str  # "PID"
-    escapes: HexEscapes = field(default_factory=lambda: hex_escapes(""))
+    escapes: HexEscapes  # the message's, by its MSH-18
+
+    def unescaped(self, text: str) -> str:
+        """Text of this segment with its escape sequences read (python-hl7's unescape, hex as bytes in the character set)."""
+        return unescape(self.segment, joined_hex_runs(text, self.segment.esc), self.escapes)
 
     def field(self, number: int, repetition: int = 1) -> "FieldValue":
         return FieldValue(self, number, repetition)
@@ -103,13 +102,13 @@ class FieldValue:
         segment = self.owner.segment
         value = leaf(segment, self.number, self.repetition, component, subcomponent)
         if segment.esc in value and not (self.number <= 2 and self.owner.id == "MSH"):  # MSH-1 and MSH-2 are the separators
-            value = unescape(segment, joined_hex_runs(value, segment.esc), self.owner.escapes)
+            value = self.owner.unescaped(value)
         return "" if value == HL7_NULL else value.strip()
 
     def text(self) -> str:
         """The whole repetition unescaped, separators included: for free text a sender forgot to escape."""
         raw = self.raw()
-        return "" if raw == HL7_NULL else unescape(self.owner.segment, joined_hex_runs(raw, self.owner.segment.esc), self.owner.escapes).strip()
+        return "" if raw == HL7_NULL else self.owner.unescaped(raw).strip()
 
     def has_content(self) -> bool:
         """True when some component holds a value (the null value "" holds none)."""
@@ -161,7 +160,7 @@ def segment_views(message: hl7.Message) -> list[SegmentView]:
     seen: dict[str, int] = {}
     views = []
     msh = message.segment("MSH")
-    escapes = hex_escapes(leaf(msh, 18, 1, 1, 1))  # MSH-18's first repetition names the character set
+    escapes = escapes_in(codec_for(leaf(msh, 18, 1, 1, 1)))  # MSH-18's first repetition names the character set
     for segment in message:
         segment_id = str(segment[0])
         seen[segment_id] = seen.get(segment_id, 0) + 1
