@@ -1,8 +1,10 @@
 """The `ehr` command line: database migrations, the development server, loading files, the demo."""
 import asyncio
+import ipaddress
 import ssl
 import sys
 from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 
 import click
@@ -20,9 +22,11 @@ from app.web import create_app
 from interop.hl7v2.mllp import DEFAULT_WORKERS, Listener, ListenerSettings, configure_logging
 from interop.hl7v2.outbox import (DEFAULT_INTERVAL_SECONDS, Deliverer, Destination, Sender, destinations, queued_acks,
                                    register_destination, remove_destination, resend)
-from interop.hl7v2.service import Senders, replay, stored_message, stored_messages
+from interop.hl7v2.service import (MESSAGE_STATUSES, MessageQuery, Senders, replay, stored_message, stored_messages,
+                                   written_resources)
 
 DEFAULT_HOST = "127.0.0.1"
+DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]
 DEFAULT_PORT = 8080
 
 
@@ -110,18 +114,30 @@ def reindex_command(type_name):
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on.")
 @click.option("--port", default=2575, show_default=True, type=int, help="2575 is the port IANA assigned to HL7 over MLLP.")
 @click.option("--max-bytes", default=16 * 1024 * 1024, show_default=True, type=int, help="Largest message accepted.")
-@click.option("--idle-seconds", default=300.0, show_default=True, type=float, help="Close a connection silent this long.")
+@click.option("--idle-seconds", default=300.0, show_default=True, type=float, help="Close a connection silent this long between frames.")
+@click.option("--frame-seconds", default=30.0, show_default=True, type=float, help="Close a connection whose frame has not ended this long after it began.")
 @click.option("--max-connections", default=200, show_default=True, type=int)
+@click.option("--max-connections-per-peer", default=50, show_default=True, type=int, help="Connections one address may hold (trusted peers aside).")
+@click.option("--reserved-connections", type=int, help="Of --max-connections, kept for known senders.  [default: a tenth]")
+@click.option("--trusted-peer", multiple=True, help="Address or network (10.0.0.0/8) of known senders; repeatable.")
 @click.option("--workers", default=DEFAULT_WORKERS, show_default=True, type=int, help="Worker processes applying messages.")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="PEM certificate: serve MLLP over TLS.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM private key of --tls-cert.")
 @click.option("--allow-app", multiple=True, help="Accept only these sending applications (MSH-3); repeatable.")
 @click.option("--allow-facility", multiple=True, help="Accept only these sending facilities (MSH-4); repeatable.")
 @click.option("--deliver/--no-deliver", default=True, show_default=True, help="Send queued application ACKs (MSH-16) from this process.")
-def mllp(host, port, max_bytes, idle_seconds, max_connections, workers, tls_cert, tls_key, allow_app, allow_facility, deliver):
+def mllp(host, port, max_bytes, idle_seconds, frame_seconds, max_connections, max_connections_per_peer, reserved_connections,
+         trusted_peer, workers, tls_cert, tls_key, allow_app, allow_facility, deliver):
     """Receive HL7 v2 messages over MLLP: store each, apply it, then acknowledge it."""
+    for network in trusted_peer:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise click.BadParameter(f"'{network}' is not an address or network", param_hint="--trusted-peer") from None
     settings = ListenerSettings(
-        host=host, port=port, max_bytes=max_bytes, idle_seconds=idle_seconds, max_connections=max_connections, workers=workers,
+        host=host, port=port, max_bytes=max_bytes, idle_seconds=idle_seconds, frame_seconds=frame_seconds,
+        max_connections=max_connections, max_connections_per_peer=max_connections_per_peer,
+        reserved_connections=reserved_connections, trusted_networks=tuple(trusted_peer), workers=workers,
         tls_certificate=tls_cert, tls_key=tls_key, senders=Senders(frozenset(allow_app), frozenset(allow_facility)), deliver=deliver,
     )
     database_url = current_database_url()
@@ -141,26 +157,51 @@ def hl7():
 
 
 @hl7.command("list")
-@click.option("--status", type=click.Choice(["received", "applied", "error", "rejected"]))
+@click.option("--status", type=click.Choice(MESSAGE_STATUSES))
+@click.option("--sender", help="Sending application (MSH-3 as sent, or its first component).")
+@click.option("--facility", help="Sending facility (MSH-4 as sent, or its first component).")
+@click.option("--type", "message_type", help="Message type as sent (MSH-9), or its first components: ADT, ADT^A01.")
+@click.option("--control-id", help="Control id (MSH-10).")
+@click.option("--since", type=click.DateTime(DATE_FORMATS), help="Received at or after (UTC).")
+@click.option("--until", type=click.DateTime(DATE_FORMATS), help="Received before (UTC).")
 @click.option("--limit", default=50, show_default=True, type=int)
-def hl7_list(status, limit):
-    """The newest messages first: id, received, status, sender, type, control id, error."""
-    for row in stored_messages(settings_engine(), status, limit):
-        sender = f"{row.sending_application or '-'}|{row.sending_facility or '-'}"
-        click.echo(f"{row.id}\t{row.received_at:%Y-%m-%d %H:%M:%S}\t{row.status}\t{sender}\t{row.message_type or '-'}\t"
-                   f"{row.control_id or '-'}\t{row.error or ''}")
+def hl7_list(status, sender, facility, message_type, control_id, since, until, limit):
+    """The newest messages first, one a line under a header: id, received (UTC), status, sender|facility, type,
+    control id, and what to know: the error, warnings, a control id reused from an earlier message."""
+    query = MessageQuery(status, sender, facility, message_type, control_id, utc(since), utc(until), limit=limit)
+    click.echo("\t".join(("ID", "RECEIVED", "STATUS", "SENDER", "TYPE", "CONTROL ID", "NOTES")))
+    for row in stored_messages(settings_engine(), query):
+        sender_text = f"{row.sending_application or '-'}|{row.sending_facility or '-'}"
+        click.echo(f"{row.id}\t{row.received_at:%Y-%m-%d %H:%M:%S}\t{row.status}\t{sender_text}\t{row.message_type or '-'}\t"
+                   f"{row.control_id or '-'}\t{message_notes(row)}")
+
+
+def message_notes(row) -> str:
+    notes = [row.error] if row.error else []
+    if row.reuses_control_id_of:
+        notes.append(f"control id reused (message {row.reuses_control_id_of} had it)")
+    if row.warnings:
+        notes += [f"warning: {warning}" for warning in row.warnings.splitlines()]
+    return "; ".join(notes)
+
+
+def utc(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=timezone.utc) if moment else None
 
 
 @hl7.command("show")
 @click.argument("message_id", type=int)
 def hl7_show(message_id):
-    """One message: its record, the message as received and the ACK it got."""
-    row = stored_message(settings_engine(), message_id)
+    """One message: its record, the resources it wrote, the message as received and the ACK it got."""
+    engine = settings_engine()
+    row = stored_message(engine, message_id)
     if row is None:
         raise click.ClickException(f"No HL7 message {message_id}.")
     for name in ("id", "received_at", "updated_at", "peer", "status", "error", "sending_application", "sending_facility",
-                 "message_type", "control_id", "version", "codec"):
+                 "message_type", "control_id", "version", "codec", "reuses_control_id_of"):
         click.echo(f"{name}: {getattr(row, name)}")
+    click.echo("warnings:" + "".join(f"\n  {warning}" for warning in (row.warnings or "").splitlines()))
+    click.echo("resources:" + "".join(f"\n  {written}" for written in written_resources(engine, message_id)))
     click.echo("message:\n" + row.raw.decode(row.codec or "utf-8", errors="replace").replace("\r", "\n"))
     click.echo("ack:\n" + (row.ack or "(none)").replace("\r", "\n"))
 
@@ -275,7 +316,7 @@ def hl7_replay(message_ids, status):
     if bool(message_ids) == bool(status):
         raise click.UsageError("Give message ids or --status, not both.")
     engine = settings_engine()
-    ids = message_ids or [row.id for row in reversed(stored_messages(engine, status, limit=1_000_000))]
+    ids = message_ids or [row.id for row in reversed(stored_messages(engine, MessageQuery(status, limit=1_000_000)))]
     click.echo(f"Replayed: {counted(replay(engine, message_id).status for message_id in tqdm(ids, unit=' messages', file=sys.stderr))}.")
 
 

@@ -27,6 +27,7 @@ class Settings:
     default_page_size: int = PageSizes.default
     max_page_size: int = PageSizes.maximum
     base_url: str | None = None
+    hl7_text_plain: bool = False  # POST /hl7v2 also takes text/plain, which a browser page can send without asking
 
     @property
     def page_sizes(self) -> PageSizes:
@@ -45,6 +46,7 @@ def load_settings() -> Settings:
         default_page_size=int(os.environ.get("EHR_PAGE_SIZE", PageSizes.default)),
         max_page_size=int(os.environ.get("EHR_MAX_PAGE_SIZE", PageSizes.maximum)),
         base_url=os.environ.get("EHR_BASE_URL") or None,
+        hl7_text_plain=os.environ.get("EHR_HL7_TEXT_PLAIN", "").lower() in ("1", "true", "yes"),
     )
 
 # Conformance data generated from the official definitions (see fhir/extract.py).

@@ -17,7 +17,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     engine = make_engine(settings.database_url)
     check_schema_current(engine)
     app = Flask(__name__)
-    app.config.update(EHR_SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_body_bytes)
+    app.config.update(EHR_SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_body_bytes + 1)  # see read_raw_body
     app.extensions["ehr.engine"] = engine
     app.register_blueprint(fhir)
     app.register_blueprint(operations)

@@ -1,6 +1,6 @@
 """Media types in and out: which bodies we accept, which responses a client can take, JSON encoding."""
 import orjson
-from flask import Response, request
+from flask import Response, current_app, request
 
 from app.errors import BadRequest, NotAcceptable, TooLarge, UnsupportedMediaType
 from app.model.media_types import FHIR_JSON, JSON_TYPES
@@ -74,10 +74,16 @@ def check_media_type(allowed_types: frozenset[str]) -> None:
 
 
 def read_raw_body() -> bytes:
-    limit = request.max_content_length
-    if limit is not None and request.content_length is not None and request.content_length > limit:
+    """The request body; 413 when it is over EHR_MAX_BODY_BYTES, whether its length was declared or it came in chunks.
+    werkzeug ends a chunked body at MAX_CONTENT_LENGTH without an error, so that is set one byte over the limit: a
+    body that reaches it is too large, never cut."""
+    limit = current_app.config["EHR_SETTINGS"].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
         raise TooLarge(f"The body of {request.content_length} bytes is over this server's limit of {limit} bytes (EHR_MAX_BODY_BYTES).")
-    return request.get_data(cache=False)
+    body = request.get_data(cache=False)
+    if len(body) > limit:
+        raise TooLarge(f"The body is over this server's limit of {limit} bytes (EHR_MAX_BODY_BYTES).")
+    return body
 
 
 def wants_pretty() -> bool:

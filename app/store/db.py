@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 from sqlalchemy import ARRAY, JSON, ColumnElement, Connection, Engine, Table, any_, bindparam, create_engine, event, insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.engine import make_url
 
@@ -64,6 +65,12 @@ def configure_sqlite_connection(dbapi_connection, _record) -> None:
 def begin_sqlite_transaction(connection: Connection) -> None:
     writing = connection.get_execution_options().get("ehr_write", False)
     connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
+
+
+def is_disconnect(error: Exception) -> bool:
+    """True for the error of a connection the database dropped (a restart): SQLAlchemy then renews the pool, so the
+    work can be tried again once."""
+    return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
 def is_postgresql(connection: Connection) -> bool:

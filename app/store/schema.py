@@ -178,7 +178,13 @@ hl7_message = Table(
     Column("error", Text),
     Column("ack", Text),
     Column("raw", LargeBinary, nullable=False),  # the bytes exactly as framed, for replay
-    UniqueConstraint("sending_application", "sending_facility", "control_id", name="uq_hl7_message_sender_control_id"),
+    # SHA-256 of the text without MSH-7 and MSH-10: a re-send has the same sender, control id and content.
+    # NULL for messages stored before it was kept; one of those is the re-send of any message with its control id.
+    Column("content_hash", String(64)),
+    Column("reuses_control_id_of", Sequence),  # the earlier message, with other content, of this sender and control id
+    Column("warnings", Text),  # what was read liberally (a value outside its table, a structure name), one per line
+    UniqueConstraint("sending_application", "sending_facility", "control_id", "content_hash",
+                     name="uq_hl7_message_sender_control_id_content"),
     Index("ix_hl7_message_status_id", "status", "id"),
 )
 
@@ -195,6 +201,15 @@ hl7_destination = Table(  # where a sender's application acknowledgements go: it
     Column("cert_file", String(1000)),  # a client certificate and its key (PEM), for peers that ask for one
     Column("key_file", String(1000)),
     UniqueConstraint("sending_application", "sending_facility", name="uq_hl7_destination_sender"),
+)
+
+hl7_authority = Table(  # assigning authorities (HD.1) and the identifier system a hospital uses for each
+    "hl7_authority",
+    metadata,
+    Column("id", Sequence, Identity(), primary_key=True),
+    Column("name", String(227), nullable=False),
+    Column("system", String(1000), nullable=False),
+    UniqueConstraint("name", name="uq_hl7_authority_name"),
 )
 
 hl7_outbox = Table(  # application acknowledgements, queued in the transaction that records the outcome they report

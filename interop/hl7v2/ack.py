@@ -3,13 +3,16 @@
 Original mode (MSH-15 and MSH-16 empty) answers AA, AE or AR on the message's connection once
 it is applied or kept in error. Enhanced mode answers there with the accept acknowledgement
 that MSH-15 asks for: CA once the message is committed to the store, whatever its mapping
-gave, or CR for what is refused at accept level (a type, event or sender we do not take). CE
-(not stored) is never sent: then nothing is, and the sender re-sends. The application
+gave, CR for what is refused at accept level (a type, event or sender we do not take, bytes
+that cannot be parsed), or CE when the store could not take it (the database failed): then
+the sender re-sends, as it does after an AR in original mode. The application
 acknowledgement AA or AE that MSH-16 asks for follows as a message of its own, on the
-sender's outbound channel (outbox.py); none follows a CR. Both use table 0155: AL always,
-NE never, ER on error only, SU on success only. A sender that asks for no accept
-acknowledgement (MSH-15 NE) but for an application one gets the latter (AA, AE or AR) on its
-connection: HL7 v2.8.2 chapter 2 notes that this is original mode.
+sender's outbound channel (outbox.py); none follows a CR or CE. Both use table 0155: AL
+always, NE never, ER on error only, SU on success only; a value outside the table is read as
+AL, so that every message is answered. A sender that asks for no accept acknowledgement
+(MSH-15 NE) but for an application one gets the latter (AA, AE or AR) on its connection: HL7
+v2.8.2 chapter 2 notes that this is original mode. Warnings (a value read liberally) go as
+ERR segments of severity W with the application outcome.
 
 python-hl7's Message.create_ack fails on an MSH-9 without components and writes no ERR
 segment, so the ACK is assembled here from the message's own separators and raw fields.
@@ -21,29 +24,36 @@ from uuid import uuid4
 
 import hl7
 
+from interop.hl7v2.text import quoted
+
 REFUSED = "AR"  # the outcome of what is refused before it is applied: answered CR in enhanced mode
+NOT_STORED = "CE"  # the outcome of what the store could not take (the database failed): AR in original mode
 ERROR_TEXTS = {  # HL7 table 0357
-    100: "Segment sequence error", 101: "Required field missing", 102: "Data type error",
-    103: "Table value not found", 200: "Unsupported message type", 201: "Unsupported event code",
-    203: "Unsupported version id", 207: "Application internal error",
+    0: "Message accepted", 100: "Segment sequence error", 101: "Required field missing", 102: "Data type error",
+    103: "Table value not found", 104: "Value too long", 200: "Unsupported message type", 201: "Unsupported event code",
+    202: "Unsupported processing id", 203: "Unsupported version id", 207: "Application internal error",
 }
+ACK_TYPES = ("AL", "NE", "ER", "SU")  # HL7 table 0155
 FIRST_VERSION_WITH_ERR_2 = (2, 5)
+STANDARD_SEPARATORS = ("|", "^~\\&")
 
 
 @dataclass(frozen=True)
 class ErrorDetail:
-    """What an ERR segment says: the HL7 error code and where in the message (segment, its sequence, field)."""
+    """What an ERR segment says: the HL7 error code, severity (table 0516: E error, W warning) and where in the
+    message (segment, its sequence, field)."""
 
     code: int
     text: str
     segment: str | None = None
     sequence: int | None = None
     field: int | None = None
+    severity: str = "E"
 
 
 @dataclass(frozen=True)
 class Header:
-    """The MSH fields an acknowledgement needs, as raw (still escaped) field text."""
+    """The MSH fields an acknowledgement needs, as raw (still escaped) field text; blank fields are empty."""
 
     field_separator: str
     encoding_characters: str
@@ -62,7 +72,20 @@ class Header:
     @classmethod
     def of(cls, message: hl7.Message) -> "Header":
         msh = message.segment("MSH")
-        return cls(*(raw_field(msh, number) for number in (1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 15, 16, 18)))
+        return cls(raw_field(msh, 1), raw_field(msh, 2), *(raw_field(msh, number).strip() for number in HEADER_FIELDS))
+
+    @classmethod
+    def salvaged(cls, text: str) -> "Header":
+        """The MSH fields of text python-hl7 cannot parse, as far as they can be read, so that it can be answered.
+        Separators that cannot be used (none, a letter, the field separator among the encoding characters) give
+        the standard ones, and then no field is echoed: split by broken separators, the fields are not the sender's."""
+        line = text.split("\r", 1)[0]
+        separator = line[3:4] if line.startswith("MSH") else ""
+        fields = line.split(separator) if usable_separators(separator, "^~\\&") else []
+        encoding = fields[1] if len(fields) > 1 else ""
+        if not usable_separators(separator, encoding):
+            return cls(*STANDARD_SEPARATORS, **{name: "" for name in ECHOED_FIELDS}, version=ANSWER_VERSION)
+        return cls(separator, encoding, *((fields[number - 1] if number - 1 < len(fields) else "").strip() for number in HEADER_FIELDS))
 
     @property
     def enhanced_mode(self) -> bool:
@@ -73,10 +96,29 @@ class Header:
         digits = self.version.split(self.encoding_characters[:1] or "^")[0].split(".")
         return tuple(int(part) for part in digits if part.isdigit())
 
+    def ack_type_warnings(self) -> list[ErrorDetail]:
+        """MSH-15 and MSH-16 values outside table 0155, which are read as AL: every message gets an answer."""
+        return [ErrorDetail(103, f"MSH-{number} {quoted(value)} is not in HL7 table 0155 (AL, NE, ER, SU): read as AL.", "MSH", 1, number, "W")
+                for number, value in ((15, self.accept_ack_type), (16, self.application_ack_type))
+                if value and value.upper() not in ACK_TYPES]
+
+
+HEADER_FIELDS = (3, 4, 5, 6, 9, 10, 11, 12, 15, 16, 18)  # the MSH fields after the separators that Header keeps
+ECHOED_FIELDS = ("sending_application", "sending_facility", "receiving_application", "receiving_facility", "message_type",
+                 "control_id", "processing_id", "accept_ack_type", "application_ack_type", "character_set")
+ANSWER_VERSION = "2.5.1"  # of the answer to bytes whose MSH cannot be read: MSH-12 is required
+
 
 def raw_field(segment, number: int) -> str:
     """Field `number` of a segment as sent (escapes kept), '' when the segment is shorter."""
     return str(segment[number]) if len(segment) > number else ""
+
+
+def usable_separators(field_separator: str, encoding_characters: str) -> bool:
+    """One field separator and two to five encoding characters, all different and none a letter, digit or space."""
+    characters = field_separator + encoding_characters
+    return (len(field_separator) == 1 and 2 <= len(encoding_characters) <= 5 and len(set(characters)) == len(characters)
+            and not any(character.isalnum() or character.isspace() for character in characters))
 
 
 class Acknowledgements(NamedTuple):
@@ -86,34 +128,36 @@ class Acknowledgements(NamedTuple):
     application: str | None  # an application ACK for the sender's outbound channel
 
 
-def acknowledgements(header: Header, code: str, error: ErrorDetail | None = None) -> Acknowledgements:
-    """The acknowledgements for a message whose outcome is `code` (AA, AE or AR), by its MSH-15 and MSH-16."""
+def acknowledgements(header: Header, code: str, details: tuple[ErrorDetail, ...] = ()) -> Acknowledgements:
+    """The acknowledgements for a message whose outcome is `code` (AA, AE, AR or NOT_STORED), by its MSH-15 and
+    MSH-16; `details` are the ERR segments of the application outcome (an error, warnings)."""
+    original = REFUSED if code == NOT_STORED else code
     if not header.enhanced_mode:
-        return Acknowledgements(acknowledgement(header, code, error), None)
+        return Acknowledgements(acknowledgement(header, original, details), None)
     wants_application = wanted(header.application_ack_type or "NE", code == "AA")
     if header.accept_ack_type.upper() == "NE":
-        return Acknowledgements(acknowledgement(header, code, error) if wants_application else None, None)
-    accepted = code != REFUSED
-    wants_accept = wanted(header.accept_ack_type or "AL", accepted)
-    accept = (acknowledgement(header, "CA") if accepted else acknowledgement(header, "CR", error)) if wants_accept else None
-    application = acknowledgement(header, code, error, asks_accept_ack=True) if wants_application and accepted else None
+        return Acknowledgements(acknowledgement(header, original, details) if wants_application else None, None)
+    accepted = code not in (REFUSED, NOT_STORED)
+    accept_code = "CA" if accepted else "CR" if code == REFUSED else "CE"
+    accept = acknowledgement(header, accept_code, () if accepted else details) if wanted(header.accept_ack_type or "AL", accepted) else None
+    application = acknowledgement(header, code, details, asks_accept_ack=True) if wants_application and accepted else None
     return Acknowledgements(accept, application)
 
 
-def acknowledgement(header: Header, code: str, error: ErrorDetail | None = None, asks_accept_ack: bool = False) -> str:
-    """An ACK message with MSA-1 `code`; one sent on its own channel asks for an accept ACK (MSH-15 AL), so that
-    its delivery is confirmed, and for no application ACK (MSH-16 NE): acknowledging it would never end."""
+def acknowledgement(header: Header, code: str, details: tuple[ErrorDetail, ...] = (), asks_accept_ack: bool = False) -> str:
+    """An ACK message with MSA-1 `code` and an ERR segment per detail; one sent on its own channel asks for an accept
+    ACK (MSH-15 AL), so that its delivery is confirmed, and for no application ACK (MSH-16 NE): acknowledging it
+    would never end."""
     separator = header.field_separator
     segments = [msh_segment(header, new_control_id(), asks_accept_ack), separator.join(["MSA", code, header.control_id])]
-    if error is not None:
-        segments.append(err_segment(header, error))
+    segments += [err_segment(header, detail) for detail in details]
     return "\r".join(segments) + "\r"
 
 
 def wanted(ack_type: str, succeeded: bool) -> bool:
-    """Table 0155: AL always, NE never, ER only on error or reject, SU only on success."""
+    """Table 0155: AL always, NE never, ER only on error or reject, SU only on success; another value as AL."""
     kind = ack_type.upper()
-    return kind == "AL" or (kind == "ER" and not succeeded) or (kind == "SU" and succeeded)
+    return kind not in ACK_TYPES or kind == "AL" or (kind == "ER" and not succeeded) or (kind == "SU" and succeeded)
 
 
 def msh_segment(header: Header, ack_id: str, asks_accept_ack: bool = False) -> str:
@@ -129,7 +173,8 @@ def msh_segment(header: Header, ack_id: str, asks_accept_ack: bool = False) -> s
 
 
 def err_segment(header: Header, error: ErrorDetail) -> str:
-    """ERR-2 location and ERR-3 code from v2.5 on; ERR-1 (segment^sequence^field^code&text) before it."""
+    """ERR-2 location, ERR-3 code and ERR-4 severity from v2.5 on; ERR-1 (segment^sequence^field^code&text) before
+    it, which has no severity."""
     component = header.encoding_characters[:1] or "^"
     subcomponent = header.encoding_characters[3:4] or "&"
     location = [error.segment or "", str(error.sequence or ""), str(error.field or "")]
@@ -138,7 +183,7 @@ def err_segment(header: Header, error: ErrorDetail) -> str:
         code = subcomponent.join([str(error.code), ERROR_TEXTS.get(error.code, ""), "HL70357"])
         return header.field_separator.join(["ERR", component.join([*location, code])])
     code = component.join([str(error.code), ERROR_TEXTS.get(error.code, ""), "HL70357"])
-    return header.field_separator.join(["ERR", "", component.join(location).rstrip(component), code, "E", "", "", text])
+    return header.field_separator.join(["ERR", "", component.join(location).rstrip(component), code, error.severity, "", "", text])
 
 
 def escape(text: str, header: Header) -> str:

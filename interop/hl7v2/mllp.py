@@ -5,28 +5,37 @@ chosen by its patient (PID-3), so one patient's messages are applied in the orde
 arrived while other patients' run in parallel, on every core (threads would share one).
 The messages waiting for a worker when it becomes free go to it together, as one batch
 and one commit (group commit): under load a worker's batches grow, and the cost of each
-message falls. A connection that sends garbage, a frame over the size limit, or nothing
-for `idle_seconds` is logged and closed; the listener keeps serving every other connection.
+message falls. Every complete frame gets one answer, whatever it holds: an ACK, or AR (CR)
+for what cannot be read, or AR (CE) when its worker or the database failed before it was
+stored. A connection that sends data outside a frame, a frame over the size limit, a frame
+that does not end within `frame_seconds`, or nothing for `idle_seconds` is logged and
+closed; the listener keeps serving every other connection. Each peer address may hold
+`max_connections_per_peer` connections, and the last `reserved_connections` are kept for
+known senders (trusted networks, and addresses whose messages were accepted), so that held
+connections from elsewhere cannot lock them out.
 The listener also runs a deliverer of the application ACKs queued in the outbox (outbox.py),
 woken as soon as a message queues one.
 """
 import asyncio
 import hashlib
+import ipaddress
 import logging
 import multiprocessing
 import os
 import ssl
+import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import cache
 
-from hl7.mllp import InvalidBlockError, start_hl7_server
+from hl7.mllp import HL7StreamProtocol, HL7StreamReader, InvalidBlockError
 from sqlalchemy import Engine
 
 from app.store.db import make_engine
 from interop.hl7v2.outbox import Deliverer
-from interop.hl7v2.service import Receipt, Senders, receive_all
+from interop.hl7v2.service import ACCEPTED_STATUSES, Receipt, Senders, receive_all, unstored_receipt
 from interop.hl7v2.text import patient_key
 
 log = logging.getLogger("ehr.mllp")
@@ -40,8 +49,12 @@ class ListenerSettings:
     host: str = "127.0.0.1"
     port: int = 2575
     max_bytes: int = 16 * 1024 * 1024  # a lab report with an embedded PDF is several MB; python-hl7's default is 64 KiB
-    idle_seconds: float = 300.0
+    idle_seconds: float = 300.0  # between frames
+    frame_seconds: float = 30.0  # from a frame's first byte to its end
     max_connections: int = 200
+    max_connections_per_peer: int = 50  # per peer address, trusted networks aside
+    reserved_connections: int | None = None  # of max_connections, kept for known senders; None: a tenth
+    trusted_networks: tuple[str, ...] = ()  # addresses or networks (10.0.0.0/8) of known senders
     workers: int = DEFAULT_WORKERS  # worker processes, each a queue of patients
     senders: Senders = field(default_factory=Senders)
     tls_certificate: str | None = None
@@ -60,7 +73,7 @@ class Listener:
     def __init__(self, database_url: str, settings: ListenerSettings):
         self.database_url, self.settings = database_url, settings
         self.partitions = [Partition(database_url, settings.senders) for _ in range(settings.workers)]
-        self.connections = 0
+        self.peers = PeerAdmission(settings)
         self.deliverer = Deliverer(make_engine(database_url)) if settings.deliver else None
         self.delivering: asyncio.Task | None = None
 
@@ -71,50 +84,51 @@ class Listener:
 
     async def start(self) -> asyncio.Server:
         settings = self.settings
-        server = await start_hl7_server(
-            self.handle_connection, settings.host, settings.port, limit=settings.max_bytes, ssl=settings.ssl_context(),
-        )
+        server = await start_server(self.handle_connection, settings.host, settings.port, settings.max_bytes, settings.ssl_context())
         log.info("MLLP listener on %s", ", ".join(str(socket.getsockname()) for socket in server.sockets))
         if self.deliverer:
             self.delivering = asyncio.create_task(self.deliverer.run_forever())
         return server
 
-    async def handle_connection(self, reader, writer) -> None:
-        peer = format_peer(writer.get_extra_info("peername"))
-        if self.connections >= self.settings.max_connections:
-            log.warning("refused connection from %s: %d connections open", peer, self.connections)
+    async def handle_connection(self, reader: "FrameReader", writer) -> None:
+        peername = writer.get_extra_info("peername")
+        peer, address = format_peer(peername), peer_address(peername)
+        refusal = self.peers.refusal(address)
+        if refusal:
+            log.warning("refused connection from %s: %s", peer, refusal)
             writer.close()
             return
-        self.connections += 1
+        self.peers.opened(address)
         try:
-            await self.serve_connection(reader, writer, peer)
+            await self.serve_connection(reader, writer, peer, address)
         finally:
-            self.connections -= 1
+            self.peers.closed(address)
             writer.close()
 
-    async def serve_connection(self, reader, writer, peer: str) -> None:
+    async def serve_connection(self, reader: "FrameReader", writer, peer: str, address: str) -> None:
         while True:
             block = await self.next_block(reader, peer)
             if block is None:
                 return
             receipt = await self.applied(block, peer)
-            if receipt is None or receipt.unreadable:
-                return  # not HL7: there is no MSH to answer, and what follows cannot be trusted either
+            if receipt.status in ACCEPTED_STATUSES:
+                self.peers.known.add(address)
             if receipt.ack is not None:
                 writer.writeblock(receipt.ack.encode(receipt.codec, errors="replace"))
                 await writer.drain()
             if receipt.queued_application_ack and self.deliverer:  # after the accept ACK, which it must not overtake
                 self.deliverer.wake.set()
 
-    async def next_block(self, reader, peer: str) -> bytes | None:
-        """The next framed message, or None when the connection is done (closed, idle, or sending garbage)."""
+    async def next_block(self, reader: "FrameReader", peer: str) -> bytes | None:
+        """The next framed message, or None when the connection is done (closed, idle, a frame that does not end,
+        or data outside a frame)."""
         try:
-            return await asyncio.wait_for(reader.readblock(), self.settings.idle_seconds)
+            return await self.block_in_time(reader)
         except asyncio.IncompleteReadError as error:
             if error.partial.strip():
                 log.warning("connection from %s closed inside a frame (%d bytes unframed)", peer, len(error.partial))
-        except asyncio.TimeoutError:
-            log.info("closing connection from %s: idle for %.0f s", peer, self.settings.idle_seconds)
+        except FrameTimeout as timeout:
+            log.info("closing connection from %s: %s", peer, timeout)
         except InvalidBlockError:
             log.warning("closing connection from %s: data without an MLLP start block", peer)
         except ValueError:
@@ -123,13 +137,32 @@ class Listener:
             log.warning("connection from %s failed: %s", peer, error)
         return None
 
-    async def applied(self, block: bytes, peer: str) -> Receipt | None:
-        """The message received by its patient's worker; None (no ACK: the sender will re-send) if that failed."""
+    async def block_in_time(self, reader: "FrameReader") -> bytes:
+        """reader.readblock(), within `idle_seconds` of the last frame, and within `frame_seconds` of the first byte of
+        this one. Each wait lasts at most `frame_seconds`, so that a frame begun during one is cut off in time."""
+        settings = self.settings
+        reading = asyncio.ensure_future(reader.readblock())
+        try:
+            while not reading.done():
+                now = time.monotonic()
+                if reader.frame_started_at is not None and now >= reader.frame_started_at + settings.frame_seconds:
+                    raise FrameTimeout(f"a frame unfinished after {settings.frame_seconds:.0f} s")
+                if reader.frame_started_at is None and now >= reader.idle_since + settings.idle_seconds:
+                    raise FrameTimeout(f"idle for {settings.idle_seconds:.0f} s")
+                deadline = (reader.frame_started_at + settings.frame_seconds) if reader.frame_started_at is not None else (
+                    min(reader.idle_since + settings.idle_seconds, now + settings.frame_seconds))
+                await asyncio.wait({reading}, timeout=max(deadline - now, 0.01))
+            return reading.result()
+        finally:
+            reading.cancel()
+
+    async def applied(self, block: bytes, peer: str) -> Receipt:
+        """The message received by its patient's worker; when that failed, the answer of a message not stored."""
         try:
             return await self.partitions[self.partition_of(block)].received(block, peer)
-        except Exception:
-            log.exception("applying a message from %s failed; closing the connection unacknowledged", peer)
-            return None
+        except Exception as error:  # noqa: BLE001 - the sender gets its answer and sends the message again
+            log.exception("applying a message from %s failed; answering it as not stored", peer)
+            return unstored_receipt(block, peer, error)
 
     def partition_of(self, block: bytes) -> int:
         digest = hashlib.blake2b(patient_key(block), digest_size=4).digest()
@@ -142,6 +175,90 @@ class Listener:
             self.deliverer.engine.dispose()
 
 
+class FrameTimeout(Exception):
+    """A connection idle too long, or a frame not ended in time."""
+
+
+class FrameReader(HL7StreamReader):
+    """python-hl7's MLLP reader that also knows since when the bytes of an unfinished frame have been arriving, so that
+    a peer that starts a frame and never ends it is cut off long before an idle one."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.received = self.taken = 0  # bytes fed by the connection, and bytes of the frames read
+        self.frame_started_at: float | None = None
+        self.idle_since = time.monotonic()
+
+    def feed_data(self, data: bytes) -> None:
+        if data and self.received == self.taken:
+            self.frame_started_at = time.monotonic()
+        self.received += len(data)
+        super().feed_data(data)
+
+    async def readblock(self) -> bytes:
+        block = await super().readblock()
+        self.taken += len(block) + 3  # the start block, and the end block with its carriage return
+        self.idle_since = time.monotonic()
+        self.frame_started_at = self.idle_since if self.received > self.taken else None
+        return block
+
+
+async def start_server(connected, host: str, port: int, limit: int, ssl_context: ssl.SSLContext | None) -> asyncio.Server:
+    """python-hl7's start_hl7_server, with a FrameReader for each connection."""
+    loop = asyncio.get_running_loop()
+
+    def protocol() -> HL7StreamProtocol:
+        return HL7StreamProtocol(FrameReader(limit=limit, loop=loop), connected, loop=loop)
+
+    return await loop.create_server(protocol, host, port, ssl=ssl_context)
+
+
+class PeerAdmission:
+    """Which connections a listener takes: at most `max_connections`, `max_connections_per_peer` per address (trusted
+    networks aside), and the last `reserved_connections` only from known senders: trusted networks, and addresses
+    whose messages this listener accepted (not refused as from a sender it does not take)."""
+
+    def __init__(self, settings: ListenerSettings):
+        self.settings = settings
+        self.trusted = [ipaddress.ip_network(network, strict=False) for network in settings.trusted_networks]
+        self.open: Counter[str] = Counter()
+        self.known: set[str] = set()
+
+    def refusal(self, address: str) -> str | None:
+        """Why a connection from `address` is refused now; None to take it."""
+        settings, total, reserved = self.settings, sum(self.open.values()), self.reserved
+        if total >= settings.max_connections:
+            return f"{total} connections open"
+        if self.open[address] >= settings.max_connections_per_peer and not self.is_trusted(address):
+            return f"{self.open[address]} connections open from this address"
+        if total >= settings.max_connections - reserved and not self.is_known(address):
+            return f"{total} connections open; the last {reserved} are kept for known senders"
+        return None
+
+    @property
+    def reserved(self) -> int:
+        reserved = self.settings.reserved_connections
+        return self.settings.max_connections // 10 if reserved is None else reserved
+
+    def is_trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trusted)
+
+    def is_known(self, address: str) -> bool:
+        return address in self.known or self.is_trusted(address)
+
+    def opened(self, address: str) -> None:
+        self.open[address] += 1
+
+    def closed(self, address: str) -> None:
+        self.open[address] -= 1
+        if not self.open[address]:
+            del self.open[address]
+
+
 class Partition:
     """A worker process and the FIFO queue of messages waiting for it: a group of patients."""
 
@@ -151,7 +268,7 @@ class Partition:
         self.waiting: list[tuple[bytes, str, asyncio.Future]] = []
         self.pumping = False
 
-    async def received(self, block: bytes, peer: str) -> Receipt | None:
+    async def received(self, block: bytes, peer: str) -> Receipt:
         receipt = asyncio.get_running_loop().create_future()
         self.waiting.append((block, peer, receipt))
         if not self.pumping:
@@ -168,14 +285,13 @@ class Partition:
                     receipts = await asyncio.get_running_loop().run_in_executor(
                         self.executor, receive_in_worker, self.database_url, [(block, peer) for block, peer, _ in batch], self.senders,
                     )
-                except BrokenProcessPool:
-                    log.error("a worker died applying %d messages; their connections close unacknowledged", len(batch))
+                except BrokenProcessPool as error:
+                    log.error("a worker died applying %d messages; each is answered as not stored", len(batch))
                     self.executor = new_worker()
-                    receipts = [None] * len(batch)
-                except Exception as error:
-                    for _, _, receipt in batch:
-                        receipt.set_exception(error)
-                    continue
+                    receipts = [unstored_receipt(block, peer, error) for block, peer, _ in batch]
+                except Exception as error:  # noqa: BLE001 - each message of the batch is answered
+                    log.exception("a worker failed applying %d messages; each is answered as not stored", len(batch))
+                    receipts = [unstored_receipt(block, peer, error) for block, peer, _ in batch]
                 for (_, _, receipt), outcome in zip(batch, receipts):
                     receipt.set_result(outcome)
         finally:
@@ -190,6 +306,10 @@ class Partition:
             count, size = count + 1, size + len(block)
         batch, self.waiting = self.waiting[:count], self.waiting[count:]
         return batch
+
+
+def peer_address(peername) -> str:
+    return str(peername[0]) if isinstance(peername, tuple) and peername else str(peername)
 
 
 def format_peer(peername) -> str:

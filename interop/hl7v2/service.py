@@ -17,10 +17,11 @@
 """
 import logging
 from dataclasses import dataclass, replace
+from datetime import datetime
 from functools import cache, cached_property
 from typing import NamedTuple
 
-from sqlalchemy import Engine, Row, false, select, update
+from sqlalchemy import Engine, Row, false, func, literal, null, or_, select, tuple_, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -28,18 +29,22 @@ from app.errors import FhirError
 from app.model.instants import format_instant, utc_now
 from app.model.references import rewrite_references
 from app.search.conditional import matching, matching_each, single_match
-from app.store.db import write_unit
+from app.search.service import run_search, search_request
+from app.store.db import is_disconnect, read_unit, write_unit
 from app.store.resources import (StoredResource, insert_new_resources, new_resource, read_resource, same_content,
                                  stored_from_row, update_resource)
 from app.store.schema import hl7_message, resource, search_reference
-from interop.hl7v2.ack import Acknowledgements, ErrorDetail, Header, acknowledgements
+from interop.hl7v2.ack import NOT_STORED, Acknowledgements, ErrorDetail, Header, acknowledgements
 from interop.hl7v2.mapping import MappingError, Merge, UnsupportedMessage, Upsert, upserts_for
 from interop.hl7v2.outbox import QueuedAck, queue
-from interop.hl7v2.text import UnreadableMessage, parse
+from interop.hl7v2.text import DecodedMessage, MalformedMessage, UnreadableMessage, content_hash, decode, parse
 
 log = logging.getLogger("ehr.hl7v2")
+MESSAGE_STATUSES = ("received", "applied", "error", "rejected")  # received: stored, not applied, by an earlier version
 FINAL_STATUSES = ("applied", "error", "rejected")
+ACCEPTED_STATUSES = ("applied", "error")  # stored from a sender and of a type we take
 NEW, RESENT, UNAPPLIED = "new", "re-send", "unapplied"  # how a message arrived, as store() finds it
+NOT_STORED_STATUS = "not-stored"  # a receipt's status when the database failed: nothing kept, the sender re-sends
 MESSAGE_IDENTIFIER_SYSTEM = "urn:ehr:hl7v2:message"
 
 
@@ -69,7 +74,7 @@ class Senders:
 @dataclass(frozen=True)
 class Reading:
     """A received message as read without the database: the outcome it will be stored with (status, error,
-    ACK) and, when it is to be applied, what applies it."""
+    warnings, ACK) and, when it is to be applied, what applies it."""
 
     raw: bytes
     peer: str
@@ -79,6 +84,8 @@ class Reading:
     acks: Acknowledgements
     error: str | None = None
     instructions: tuple[Upsert | Merge, ...] | None = None
+    content_hash: str | None = None  # text.content_hash: a re-send has the key and this hash of an earlier message
+    warnings: tuple[ErrorDetail, ...] = ()  # values read liberally, answered as ERR segments of severity W
 
     @property
     def ack(self) -> str | None:
@@ -99,10 +106,21 @@ class Reading:
         return *self.sender, stored_text(self.header.control_id, 199)
 
     def failed(self, code: str, status: str, error: ErrorDetail) -> "Reading":
-        return replace(self, status=status, acks=acknowledgements(self.header, code, error), error=error.text, instructions=None)
+        return replace(self, status=status, acks=answers(self.header, code, (error, *self.warnings)), error=error.text, instructions=None)
 
     def receipt(self, row: "MessageRow", queued: bool = False) -> Receipt:
         return Receipt(row.id, row.status, row.ack, self.codec, unreadable=self.header is None, queued_application_ack=queued)
+
+    def not_stored(self, error: Exception) -> Receipt:
+        """The receipt of a message the store could not take: nothing kept, answered AR (CE in enhanced mode), so
+        that the sender sends it again."""
+        detail = ErrorDetail(207, f"The message could not be stored ({type(error).__name__}); send it again.")
+        return Receipt(None, NOT_STORED_STATUS, answers(self.header, NOT_STORED, (detail,)).answer, self.codec, unreadable=self.header is None)
+
+
+def answers(header: Header | None, code: str, details: tuple[ErrorDetail, ...] = ()) -> Acknowledgements:
+    """The acknowledgements of an outcome; bytes that are no message are answered with the standard separators."""
+    return acknowledgements(header or Header.salvaged(""), code, details)
 
 
 def receive(engine: Engine, raw: bytes, peer: str, senders: Senders = Senders()) -> Receipt:
@@ -110,7 +128,8 @@ def receive(engine: Engine, raw: bytes, peer: str, senders: Senders = Senders())
 
 
 def receive_all(engine: Engine, arrivals: list[tuple[bytes, str]], senders: Senders = Senders()) -> list[Receipt]:
-    """Store, apply and answer messages (raw bytes, peer) in the order given; the receipts in that order."""
+    """Store, apply and answer messages (raw bytes, peer) in the order given; the receipts in that order. Never
+    raises: each message has its own outcome, and a failing one takes no other with it."""
     readings = [read(raw, peer, senders) for raw, peer in arrivals]
     receipts = record(engine, readings)
     for reading, receipt in zip(readings, receipts):
@@ -120,12 +139,25 @@ def receive_all(engine: Engine, arrivals: list[tuple[bytes, str]], senders: Send
 
 
 def read(raw: bytes, peer: str, senders: Senders) -> Reading:
+    """The message's reading; never raises, so that whatever a frame holds, it is stored and answered."""
+    try:
+        return read_message(raw, peer, senders)
+    except Exception as error:  # a defect of ours must not lose the frame, nor take its batch with it
+        log.exception("reading an hl7 message from %s failed", peer)
+        return refused(raw, peer, None, ErrorDetail(207, f"Internal error while reading the message: {error!r}"))
+
+
+def read_message(raw: bytes, peer: str, senders: Senders) -> Reading:
     try:
         message, decoded = parse(raw)
-        header = Header.of(message)
+    except MalformedMessage as error:
+        return refused(raw, peer, error.decoded, ErrorDetail(102, str(error), "MSH", 1, 2))
     except UnreadableMessage as error:
-        return Reading(raw, peer, None, "utf-8", "rejected", Acknowledgements(None, None), str(error))
-    reading = Reading(raw, peer, header, decoded.codec, "applied", acknowledgements(header, "AA"))
+        return refused(raw, peer, None, ErrorDetail(100, str(error)))
+    header = Header.of(message)
+    warnings = tuple(header.ack_type_warnings())
+    reading = Reading(raw, peer, header, decoded.codec, "applied", answers(header, "AA", warnings),
+                      content_hash=content_hash(decoded.text), warnings=warnings)
     if not senders.allow(header):
         return reading.failed("AR", "rejected", ErrorDetail(207, f"Sender {header.sending_application}|{header.sending_facility} is not allowed."))
     try:
@@ -139,20 +171,50 @@ def read(raw: bytes, peer: str, senders: Senders) -> Reading:
         return reading.failed("AE", "error", ErrorDetail(207, f"Internal error while mapping: {error!r}"))
 
 
+def unstored_receipt(raw: bytes, peer: str, error: Exception) -> Receipt:
+    """The answer to a message whose worker failed before it was stored, read no further than its MSH."""
+    try:
+        decoded = decode(raw)
+    except UnreadableMessage:
+        return Reading(raw, peer, None, "utf-8", NOT_STORED_STATUS, Acknowledgements(None, None)).not_stored(error)
+    return Reading(raw, peer, Header.salvaged(decoded.text), decoded.codec, NOT_STORED_STATUS, Acknowledgements(None, None)).not_stored(error)
+
+
+def refused(raw: bytes, peer: str, decoded: DecodedMessage | None, error: ErrorDetail) -> Reading:
+    """The reading of a frame that is not a message python-hl7 can parse: rejected, answered AR (CR) from its MSH as far
+    as it can be read; bytes without any MSH are answered with an empty one."""
+    header = Header.salvaged(decoded.text) if decoded else None
+    text_hash = content_hash(decoded.text) if decoded else None
+    return Reading(raw, peer, header, decoded.codec if decoded else "utf-8", "rejected", answers(header, "AR", (error,)),
+                   error.text, content_hash=text_hash)
+
+
 def error_detail(error: MappingError) -> ErrorDetail:
     return ErrorDetail(error.code, str(error), error.segment, error.sequence, error.field)
 
 
 def record(engine: Engine, readings: list[Reading]) -> list[Receipt]:
     """Store and apply `readings` in one transaction. When a write fails, each is recorded again alone, so that only
-    the failing message is kept in error."""
-    if len(readings) == 1:
-        return written_or_kept(engine, readings[0], lambda connection, reading: store_and_apply(connection, [reading]))
-    try:
-        with write_unit(engine) as connection:
-            return store_and_apply(connection, readings)
-    except Exception:
-        return [receipt for reading in readings for receipt in record(engine, [reading])]
+    the failing message is kept in error; when the database fails, what was not stored is answered so (not_stored).
+    A pooled connection the database dropped (it restarted) fails once, and the pool is renewed: tried again."""
+    if len(readings) > 1:
+        try:
+            with write_unit(engine) as connection:
+                return store_and_apply(connection, readings)
+        except Exception as error:  # noqa: BLE001 - each is recorded alone below
+            log.info("a batch of %d hl7 messages failed (%s); recording each alone", len(readings), error)
+    return [recorded_alone(engine, reading) for reading in readings]
+
+
+def recorded_alone(engine: Engine, reading: Reading) -> Receipt:
+    for attempt in (1, 2):
+        try:
+            return written_or_kept(engine, reading, lambda connection, written: store_and_apply(connection, [written])[0])
+        except Exception as error:  # noqa: BLE001 - the database failed: answered, not lost
+            if attempt == 1 and is_disconnect(error):
+                continue
+            log.error("hl7 message from %s could not be stored: %s", reading.peer, error)
+            return reading.not_stored(error)
 
 
 def written_or_kept(engine: Engine, reading: Reading, write):
@@ -168,8 +230,8 @@ def written_or_kept(engine: Engine, reading: Reading, write):
 
 def failed_write(reading: Reading, error: Exception) -> Reading:
     """The message, to be kept with status `error` (AE), after its write failed. When the database itself is
-    unavailable or busy, the error again instead: nothing is kept or answered, and the sender re-sends."""
-    if reading.header is None or isinstance(error, (OperationalError, InterfaceError)):
+    unavailable or busy, the error again instead: nothing can be kept."""
+    if reading.instructions is None or isinstance(error, (OperationalError, InterfaceError)):
         raise error
     log.warning("hl7 message %s from %s could not be applied: %s", reading.header.control_id, reading.peer, error)
     return reading.failed("AE", "error", ErrorDetail(207, failure_text(error)))
@@ -192,8 +254,11 @@ def store_and_apply(connection, readings: list[Reading]) -> list[Receipt]:
     for reading, (row, arrival) in zip(readings, rows):
         if arrival == RESENT:
             log.info("hl7 message %s from %s is a re-send of message %s", reading.key[2], reading.peer, row.id)
+        elif row.reuses_control_id_of:
+            log.warning("hl7 message %s from %s reuses the control id %s of message %s with other content: stored and applied as new",
+                        row.id, reading.peer, reading.key[2], row.reuses_control_id_of)
         if arrival == UNAPPLIED:  # stored but left unapplied by an earlier version: now it is
-            mark(connection, row.id, reading.status, reading.error, reading.ack)
+            mark(connection, row.id, reading)
             row = row._replace(status=reading.status, ack=reading.ack)
         receipts.append(reading.receipt(row, row.id in queued))
     return receipts
@@ -378,42 +443,100 @@ def referring_resources(connection, type_name: str, resource_id: str) -> list[St
 # The message store.
 
 KEY_COLUMNS = (hl7_message.c.sending_application, hl7_message.c.sending_facility, hl7_message.c.control_id)
-OUTCOME_COLUMNS = (hl7_message.c.id, hl7_message.c.status, hl7_message.c.ack)
+OUTCOME_COLUMNS = (hl7_message.c.id, hl7_message.c.status, hl7_message.c.ack, hl7_message.c.reuses_control_id_of)
 
 
 class MessageRow(NamedTuple):
     id: int
     status: str
     ack: str | None
+    reuses_control_id_of: int | None = None  # the earlier message, with other content, under this control id
+
+
+class EarlierMessages(NamedTuple):
+    """What the store holds under the keys of a batch: the rows with the same content (by key and content hash; None
+    for rows stored before hashes were kept), and the newest message of each key."""
+
+    same: dict[tuple, MessageRow]
+    newest: dict[tuple, int]
+
+    def sent_before(self, reading: Reading) -> MessageRow | None:
+        return self.same.get((reading.key, reading.content_hash)) or self.same.get((reading.key, None))
 
 
 def store(connection, readings: list[Reading]) -> list[tuple[MessageRow, str]]:
-    """Each message's row (id, status, ack) and how it arrived: NEW, RESENT (the row is the earlier one, with its
-    outcome) or UNAPPLIED (the earlier row, which an earlier version stored but never applied). The messages with a
-    control id go in one statement that skips those already stored."""
+    """Each message's row (id, status, ack, reuse) and how it arrived: NEW, RESENT (the row is the earlier one, with
+    its outcome) or UNAPPLIED (the earlier row, which an earlier version stored but never applied).
+
+    A re-send has the sender, control id and content (text.content_hash) of a stored message. Another message under
+    a stored control id is new: a sender's counter restarts after an engine restart. The stored messages of the
+    batch's keys are read with one statement, and the new ones inserted with one more, which skips any that another
+    worker stored meanwhile."""
     keyed = [reading for reading in readings if reading.key]
-    inserted = {}
-    if keyed:
-        statement = insert_new_messages(connection.dialect.name)
-        inserted = {tuple(row[:3]): MessageRow(*row[3:]) for row in connection.execute(statement, [row_values(reading) for reading in keyed])}
+    earlier = earlier_messages(connection, keyed) if keyed else EarlierMessages({}, {})
+    inserted = insert_keyed(connection, [reading for reading in keyed if earlier.sent_before(reading) is None], earlier.newest)
+    first_in_batch: dict[tuple, int] = {}
     rows = []
     for reading in readings:
         if reading.key is None:
             rows.append((MessageRow(*connection.execute(hl7_message.insert().values(row_values(reading)).returning(*OUTCOME_COLUMNS)).one()), NEW))
-        elif reading.key in inserted:
-            rows.append((inserted.pop(reading.key), NEW))  # popped: the same key later in the batch is a re-send
-        else:
-            sent_before = (column == value for column, value in zip(KEY_COLUMNS, reading.key))
-            row = MessageRow(*connection.execute(select(*OUTCOME_COLUMNS).where(*sent_before)).one())
+        elif (found := earlier.sent_before(reading)) is not None:
+            rows.append((found, RESENT if found.status in FINAL_STATUSES else UNAPPLIED))
+        elif (identity := (reading.key, reading.content_hash)) in inserted:
+            row = reused_in_batch(connection, inserted.pop(identity), first_in_batch.get(reading.key))
+            earlier.same[identity] = row  # the same message later in the batch is its re-send
+            first_in_batch.setdefault(reading.key, row.id)
+            rows.append((row, NEW))
+        else:  # stored by another worker since earlier_messages looked
+            row = MessageRow(*connection.execute(select(*OUTCOME_COLUMNS).where(*same_message(reading))).one())
             rows.append((row, RESENT if row.status in FINAL_STATUSES else UNAPPLIED))
     return rows
+
+
+def earlier_messages(connection, keyed: list[Reading]) -> EarlierMessages:
+    keys, hashes = list({reading.key for reading in keyed}), list({reading.content_hash for reading in keyed})
+    of_keys = tuple_(*KEY_COLUMNS).in_(keys)
+    same = select(literal("same"), *KEY_COLUMNS, hl7_message.c.content_hash, *OUTCOME_COLUMNS).where(
+        of_keys, or_(hl7_message.c.content_hash.in_(hashes), hl7_message.c.content_hash.is_(None)),
+    )
+    newest = select(literal("newest"), *KEY_COLUMNS, null(), func.max(hl7_message.c.id), null(), null(), null()).where(of_keys).group_by(*KEY_COLUMNS)
+    found = EarlierMessages({}, {})
+    for row in connection.execute(union_all(same, newest)):
+        kind, key, text_hash, outcome = row[0], tuple(row[1:4]), row[4], row[5:]
+        if kind == "same":
+            found.same[(key, text_hash)] = MessageRow(*outcome)
+        else:
+            found.newest[key] = outcome[0]
+    return found
+
+
+def insert_keyed(connection, readings: list[Reading], newest: dict[tuple, int]) -> dict[tuple, MessageRow]:
+    """Insert messages with a control id, each marked as reusing the newest stored message of its key if there is one;
+    their rows by (key, content hash), without those another worker stored meanwhile."""
+    if not readings:
+        return {}
+    values = [{**row_values(reading), "reuses_control_id_of": newest.get(reading.key)} for reading in readings]
+    returned = connection.execute(insert_new_messages(connection.dialect.name), values)
+    return {(tuple(row[:3]), row[3]): MessageRow(*row[4:]) for row in returned}
+
+
+def reused_in_batch(connection, row: MessageRow, first_id: int | None) -> MessageRow:
+    """The row of a message whose control id an earlier message of the same batch, with other content, has."""
+    if first_id is None or row.reuses_control_id_of is not None:
+        return row
+    connection.execute(update(hl7_message).where(hl7_message.c.id == row.id).values(reuses_control_id_of=first_id))
+    return row._replace(reuses_control_id_of=first_id)
+
+
+def same_message(reading: Reading) -> tuple:
+    return (*(column == value for column, value in zip(KEY_COLUMNS, reading.key)), hl7_message.c.content_hash == reading.content_hash)
 
 
 @cache  # built once: compiling it costs more than running it
 def insert_new_messages(dialect_name: str):
     """INSERT of messages that skips those whose key is stored, returning the key and outcome of those inserted."""
     dialect = postgresql if dialect_name == "postgresql" else sqlite
-    return dialect.insert(hl7_message).on_conflict_do_nothing().returning(*KEY_COLUMNS, *OUTCOME_COLUMNS)
+    return dialect.insert(hl7_message).on_conflict_do_nothing().returning(*KEY_COLUMNS, hl7_message.c.content_hash, *OUTCOME_COLUMNS)
 
 
 def row_values(reading: Reading) -> dict:
@@ -426,7 +549,12 @@ def row_values(reading: Reading) -> dict:
         "message_type": stored_text(header.message_type, 50) if header else None,
         "version": stored_text(header.version, 60) if header else None, "codec": reading.codec if header else None,
         "status": reading.status, "error": stored_text(reading.error), "ack": stored_text(reading.ack),
+        "content_hash": reading.content_hash, "warnings": warnings_text(reading.warnings),
     }
+
+
+def warnings_text(warnings: tuple[ErrorDetail, ...]) -> str | None:
+    return stored_text("\n".join(warning.text for warning in warnings)) if warnings else None
 
 
 def stored_text(value: str | None, limit: int | None = None) -> str | None:
@@ -443,25 +571,70 @@ def stored_ack(connection, message_id: int) -> str | None:
     return connection.execute(select(hl7_message.c.ack).where(hl7_message.c.id == message_id)).scalar()
 
 
-def mark(connection, message_id: int, status: str, error: str | None, ack: str | None) -> None:
+def mark(connection, message_id: int, reading: Reading) -> None:
+    """Record a stored message's new outcome (a replay, or the apply of one an earlier version left unapplied)."""
     connection.execute(
         update(hl7_message).where(hl7_message.c.id == message_id).values(
-            status=status, error=stored_text(error), ack=stored_text(ack), updated_at=utc_now(),
+            status=reading.status, error=stored_text(reading.error), ack=stored_text(reading.ack),
+            warnings=warnings_text(reading.warnings), updated_at=utc_now(),
         )
     )
 
 
-def stored_messages(engine: Engine, status: str | None = None, limit: int = 50) -> list[Row]:
-    """The newest stored messages first, optionally of one status; without their raw bytes."""
+@dataclass(frozen=True)
+class MessageQuery:
+    """Which stored messages to list, newest first: each filter given must hold."""
+
+    status: str | None = None
+    application: str | None = None  # MSH-3 as sent, or its first component
+    facility: str | None = None  # MSH-4 likewise
+    message_type: str | None = None  # MSH-9 as sent, or its first components: ADT, ADT^A01
+    control_id: str | None = None
+    since: datetime | None = None  # received at or after
+    until: datetime | None = None  # received before
+    before_id: int | None = None  # the next page: messages older than this one
+    limit: int = 50
+
+    def conditions(self) -> list:
+        column = hl7_message.c
+        given = [
+            (self.status, lambda: column.status == self.status),
+            (self.application, lambda: named(column.sending_application, self.application)),
+            (self.facility, lambda: named(column.sending_facility, self.facility)),
+            (self.message_type, lambda: named(column.message_type, self.message_type)),
+            (self.control_id, lambda: column.control_id == self.control_id),
+            (self.since, lambda: column.received_at >= self.since),
+            (self.until, lambda: column.received_at < self.until),
+            (self.before_id, lambda: column.id < self.before_id),
+        ]
+        return [condition() for value, condition in given if value is not None]
+
+
+def named(column, value: str):
+    """A field as sent, or its first components: `LAB` finds `LAB` and `LAB^1.2.3^ISO`."""
+    return or_(column == value, column.startswith(value + "^", autoescape=True))
+
+
+def stored_messages(engine: Engine, query: MessageQuery = MessageQuery()) -> list[Row]:
+    """The stored messages `query` asks for, newest first; without their raw bytes and ACKs."""
     columns = [column for column in hl7_message.c if column.name not in ("raw", "ack")]
-    query = select(*columns).order_by(hl7_message.c.id.desc()).limit(limit)
-    with write_unit(engine) as connection:
-        return connection.execute(query.where(hl7_message.c.status == status) if status else query).all()
+    statement = select(*columns).where(*query.conditions()).order_by(hl7_message.c.id.desc()).limit(query.limit)
+    with read_unit(engine) as connection:
+        return connection.execute(statement).all()
 
 
 def stored_message(engine: Engine, message_id: int) -> Row | None:
-    with write_unit(engine) as connection:
+    with read_unit(engine) as connection:
         return connection.execute(select(hl7_message).where(hl7_message.c.id == message_id)).first()
+
+
+def written_resources(engine: Engine, message_id: int) -> list[str]:
+    """`Type/id` of each resource a message wrote (or found already as it says), as its Provenances record them:
+    one per apply, a replay's included."""
+    request, _ = search_request("Provenance", [("_source", f"{MESSAGE_IDENTIFIER_SYSTEM}:{message_id}")], False, 100, 100)
+    with read_unit(engine) as connection:
+        provenances = run_search(connection, request).matches
+    return list(dict.fromkeys(target["reference"] for provenance in provenances for target in provenance.body["target"]))
 
 
 def replay(engine: Engine, message_id: int) -> Receipt:
@@ -481,7 +654,7 @@ def replayed(connection, message_id: int, reading: Reading) -> Receipt:
         return Receipt(message_id, "applied", stored_ack(connection, message_id), reading.codec)
     if reading.instructions is not None:
         apply_messages(connection, [(message_id, reading)])
-    mark(connection, message_id, reading.status, reading.error, reading.ack)
+    mark(connection, message_id, reading)
     changed = reading.status != earlier and earlier != "rejected"  # no application ACK follows a CR, even later
     queued = queue_application_acks(connection, [(message_id, reading)]) if changed else set()
     return Receipt(message_id, reading.status, reading.ack, reading.codec, queued_application_ack=bool(queued))

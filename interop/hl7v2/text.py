@@ -5,6 +5,7 @@ feeds send `\\n` or `\\r\\n`, a UTF-8 byte-order mark, and Latin-1 or UTF-8 text
 raw block is decoded here by the character set MSH-18 declares, its segment endings are
 made `\\r`, and only then is it parsed.
 """
+import hashlib
 from dataclasses import dataclass
 
 import hl7
@@ -27,6 +28,15 @@ class UnreadableMessage(ValueError):
     """Bytes that are not an HL7 v2 message at all: no MSH segment to answer."""
 
 
+class MalformedMessage(UnreadableMessage):
+    """Text that starts as an HL7 v2 message but that python-hl7 cannot parse (broken separators, say): its MSH is
+    answered as far as it can be read."""
+
+    def __init__(self, reason: str, decoded: "DecodedMessage"):
+        super().__init__(reason)
+        self.decoded = decoded
+
+
 @dataclass(frozen=True)
 class DecodedMessage:
     text: str  # segments separated by \r
@@ -36,7 +46,7 @@ class DecodedMessage:
 def decode(raw: bytes) -> DecodedMessage:
     """The message's text, read with the character set its MSH-18 names."""
     raw = raw.removeprefix(BYTE_ORDER_MARK).strip(b"\r\n\t \x00")
-    if not raw.startswith((b"MSH", b"FHS", b"BHS")) or len(raw) < 8:
+    if not raw.startswith((b"MSH", b"FHS", b"BHS")):
         raise UnreadableMessage("The data does not start with an MSH segment.")
     codec = codec_for(declared_character_set(raw))
     try:
@@ -54,7 +64,8 @@ def codec_for(character_set: str) -> str:
 def declared_character_set(raw: bytes) -> str:
     """MSH-18 read from the bytes (its name is ASCII in every character set); the first repetition."""
     header = raw.split(b"\r", 1)[0].split(b"\n", 1)[0]
-    fields = header.split(header[3:4])  # MSH-1, the field separator, is the byte after "MSH"
+    separator = header[3:4]  # MSH-1, the field separator, is the byte after "MSH"
+    fields = header.split(separator) if separator else []
     if len(fields) <= 17:
         return ""
     repetition = header[5:6] if len(header) > 5 else b"~"
@@ -67,14 +78,34 @@ def with_carriage_returns(text: str) -> str:
 
 
 def parse(raw: bytes) -> tuple[hl7.Message, DecodedMessage]:
+    """The parsed message; UnreadableMessage for bytes that are not HL7, MalformedMessage for a message python-hl7
+    cannot parse (it raises assertion, index and value errors on broken separators, among others)."""
     decoded = decode(raw)
     try:
         message = hl7.parse(decoded.text)
-    except (hl7.ParseException, IndexError, ValueError) as error:
-        raise UnreadableMessage(f"The message cannot be parsed: {error}") from None
-    if not any(str(segment[0]) == "MSH" for segment in message):  # a batch header with no message in it
+        has_msh = any(str(segment[0]) == "MSH" for segment in message)
+    except Exception as error:  # noqa: BLE001 - whatever the parser raises, the frame is answered, not lost
+        raise MalformedMessage(f"The message cannot be parsed ({type(error).__name__}: {error}); check MSH-1 and MSH-2, the separators.", decoded) from None
+    if not has_msh:  # a batch header with no message in it
         raise UnreadableMessage("The data holds no MSH segment.")
     return message, decoded
+
+
+def content_hash(text: str) -> str:
+    """SHA-256 of a message's text with MSH-7 (its time) and MSH-10 (its control id) left out: the same for a re-send,
+    which a sender may build again at another time, and different for another message under a reused control id."""
+    first, _, rest = text.partition("\r")
+    fields = first.split(first[3:4]) if len(first) > 3 else [first]
+    for number in (7, 10):  # MSH-n is fields[n - 1]: fields[1] is MSH-2
+        if len(fields) > number - 1:
+            fields[number - 1] = ""
+    return hashlib.sha256((first[3:4].join(fields) + "\r" + rest).encode("utf-8", errors="surrogatepass")).hexdigest()
+
+
+def quoted(value: str, limit: int = 200) -> str:
+    """A sender's value quoted in an error text: at most `limit` characters of it, so that one huge bad field does not
+    make a huge error."""
+    return f"'{value}'" if len(value) <= limit else f"'{value[:limit]}...' ({len(value)} characters)"
 
 
 def patient_key(raw: bytes) -> bytes:

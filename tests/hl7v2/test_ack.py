@@ -29,7 +29,7 @@ def test_the_ack_keeps_the_character_set():
 
 def test_ae_in_v251_carries_err2_location_and_err3_code():
     error = ErrorDetail(101, "PID-3 has no identifier", "PID", 1, 3)
-    err = segments(acknowledgement(header(), "AE", error))["ERR"]
+    err = segments(acknowledgement(header(), "AE", (error,)))["ERR"]
     assert err[2] == "PID^1^3"
     assert err[3] == "101^Required field missing^HL70357"
     assert err[4] == "E"
@@ -37,12 +37,12 @@ def test_ae_in_v251_carries_err2_location_and_err3_code():
 
 
 def test_ae_before_v25_carries_err1():
-    err = segments(acknowledgement(header("2.3"), "AE", ErrorDetail(101, "missing", "PID", 1, 3)))["ERR"]
+    err = segments(acknowledgement(header("2.3"), "AE", (ErrorDetail(101, "missing", "PID", 1, 3),)))["ERR"]
     assert err[1] == "PID^1^3^101&Required field missing&HL70357"
 
 
 def test_error_text_is_escaped_with_the_messages_delimiters():
-    err = segments(acknowledgement(header(), "AE", ErrorDetail(207, "a|b^c&d~e\\f\nline")))["ERR"]
+    err = segments(acknowledgement(header(), "AE", (ErrorDetail(207, "a|b^c&d~e\\f\nline"),)))["ERR"]
     assert err[7] == "a\\F\\b\\S\\c\\T\\d\\R\\e\\E\\f\\.br\\line"
 
 
@@ -53,7 +53,7 @@ def test_error_text_is_escaped_with_the_messages_delimiters():
     ("SU", "AA", "CA"), ("SU", "AE", "CA"), ("SU", "AR", None),
 ])
 def test_enhanced_mode_answers_with_the_accept_ack_msh15_asks_for(accept, code, expected):
-    acks = acknowledgements(header(accept=accept, application="NE"), code, ErrorDetail(207, "x") if code != "AA" else None)
+    acks = acknowledgements(header(accept=accept, application="NE"), code, (ErrorDetail(207, "x"),) if code != "AA" else ())
     assert (msa_code(acks.answer), acks.application) == (expected, None)
 
 
@@ -62,7 +62,7 @@ def msa_code(ack: str | None) -> str | None:
 
 
 def test_original_mode_answers_on_the_connection_and_queues_nothing():
-    acks = acknowledgements(header(), "AE", ErrorDetail(207, "x"))
+    acks = acknowledgements(header(), "AE", (ErrorDetail(207, "x"),))
     assert (msa_code(acks.answer), acks.application) == ("AE", None)
 
 
@@ -73,15 +73,15 @@ def test_original_mode_answers_on_the_connection_and_queues_nothing():
     ("SU", "AA", "AA"), ("SU", "AE", None),
 ])
 def test_enhanced_mode_queues_the_application_ack_msh16_asks_for(application, code, expected):
-    acks = acknowledgements(header(accept="AL", application=application), code, ErrorDetail(207, "x") if code != "AA" else None)
+    acks = acknowledgements(header(accept="AL", application=application), code, (ErrorDetail(207, "x"),) if code != "AA" else ())
     assert msa_code(acks.answer) == ("CR" if code == "AR" else "CA")
     assert msa_code(acks.application) == expected
 
 
 def test_the_accept_ack_of_a_message_kept_in_error_has_no_err_and_a_refusal_has_one():
     error = ErrorDetail(200, "Unsupported message type")
-    assert "ERR" not in segments(acknowledgements(header(accept="AL"), "AE", ErrorDetail(101, "missing")).answer)
-    assert segments(acknowledgements(header(accept="AL"), "AR", error).answer)["ERR"][3].startswith("200^")
+    assert "ERR" not in segments(acknowledgements(header(accept="AL"), "AE", (ErrorDetail(101, "missing"),)).answer)
+    assert segments(acknowledgements(header(accept="AL"), "AR", (error,)).answer)["ERR"][3].startswith("200^")
 
 
 def test_every_ack_has_its_own_control_id():
@@ -95,7 +95,7 @@ def test_an_application_ack_on_its_own_channel_asks_for_an_accept_ack_and_no_app
 
 
 def test_no_accept_ack_but_an_application_ack_is_answered_on_the_connection_as_in_original_mode():
-    acks = acknowledgements(header(accept="NE", application="AL"), "AE", ErrorDetail(101, "missing", "PID", 1, 3))
+    acks = acknowledgements(header(accept="NE", application="AL"), "AE", (ErrorDetail(101, "missing", "PID", 1, 3),))
     assert (msa_code(acks.answer), acks.application) == ("AE", None)
     assert segments(acks.answer)["ERR"][2] == "PID^1^3"
     assert "AL" not in segments(acks.answer)["MSH"][14:16]  # an ACK on the connection asks for nothing back

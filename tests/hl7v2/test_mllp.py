@@ -153,3 +153,55 @@ def test_the_listener_serves_mllp_over_tls(database_url, tls_certificate):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as plain, context.wrap_socket(plain, server_hostname="127.0.0.1") as connection:
             connection.sendall(framed(a01("TLS1")))
             assert msa(read_frame(connection))[1:3] == ["AA", "TLS1"]
+
+
+def test_a_frame_that_never_ends_is_cut_off_long_before_the_idle_timeout(database_url):
+    with running_listener(database_url, ListenerSettings(port=0, idle_seconds=60.0, frame_seconds=1.0, workers=1)) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as held, \
+                socket.create_connection(("127.0.0.1", port), timeout=20) as idle:
+            held.sendall(START + a01("HELD")[:40])  # a frame begun, never ended
+            started = time.monotonic()
+            assert held.recv(1024) == b""
+            assert time.monotonic() - started < 15  # cut off by the frame limit, not the 60 s idle limit
+            idle.sendall(framed(a01("IDLE1")))  # a connection that only waited is still served
+            assert msa(read_frame(idle))[2] == "IDLE1"
+
+
+def test_connections_per_peer_address_are_limited(database_url):
+    settings = ListenerSettings(port=0, idle_seconds=30.0, max_connections_per_peer=2, workers=1)
+    with running_listener(database_url, settings) as port:
+        held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+        time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as refused:
+            assert refused.recv(1024) == b""
+        held[0].sendall(framed(a01("PEER1")))
+        assert msa(read_frame(held[0]))[2] == "PEER1"
+        for connection in held:
+            connection.close()
+
+
+def test_the_last_connections_are_kept_for_senders_whose_messages_were_accepted(database_url):
+    settings = ListenerSettings(port=0, idle_seconds=30.0, max_connections=3, reserved_connections=1, workers=1)
+    with running_listener(database_url, settings) as port:
+        held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+        time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as unknown:
+            assert unknown.recv(1024) == b""  # 127.0.0.1 has sent nothing yet
+        held[0].sendall(framed(a01("KNOWN1")))
+        assert msa(read_frame(held[0]))[1] == "AA"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as known:
+            known.sendall(framed(a01("KNOWN2")))
+            assert msa(read_frame(known))[2] == "KNOWN2"
+        for connection in held:
+            connection.close()
+
+
+def test_a_trusted_network_is_known_from_its_first_connection(database_url):
+    settings = ListenerSettings(port=0, idle_seconds=30.0, max_connections=2, reserved_connections=1,
+                                max_connections_per_peer=1, trusted_networks=("127.0.0.0/8",), workers=1)
+    with running_listener(database_url, settings) as port:
+        held = socket.create_connection(("127.0.0.1", port), timeout=10)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as trusted:
+            trusted.sendall(framed(a01("TRUST1")))
+            assert msa(read_frame(trusted))[2] == "TRUST1"
+        held.close()
