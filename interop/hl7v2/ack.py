@@ -1,18 +1,19 @@
 """Acknowledgements (HL7 v2.5.1 chapter 2.9): MSA echoes MSH-10, sender and receiver swap, version kept.
 
-Original mode (MSH-15 and MSH-16 empty) answers AA, AE or AR on the message's connection once
-it is applied or kept in error. Enhanced mode answers there with the accept acknowledgement
-that MSH-15 asks for: CA once the message is committed to the store, whatever its mapping
-gave, CR for what is refused at accept level (a type, event or sender we do not take, bytes
-that cannot be parsed), or CE when the store could not take it (the database failed): then
-the sender re-sends, as it does after an AR in original mode. The application
-acknowledgement AA or AE that MSH-16 asks for follows as a message of its own, on the
-sender's outbound channel (outbox.py); none follows a CR or CE. Both use table 0155: AL
-always, NE never, ER on error only, SU on success only; a value outside the table is read as
-AL, so that every message is answered. A sender that asks for no accept acknowledgement
-(MSH-15 NE) but for an application one gets the latter (AA, AE or AR) on its connection: HL7
-v2.8.2 chapter 2 notes that this is original mode. Warnings (a value read liberally) go as
-ERR segments of severity W with the application outcome.
+Every message gets one answer on its connection, whatever MSH-15 says: MLLP is a request and
+answer protocol, and real senders wait for an answer to each frame. Original mode (MSH-15 and
+MSH-16 empty) answers AA, AE or AR once the message is applied or kept in error. Enhanced mode
+answers with the accept acknowledgement: CA once the message is committed to the store,
+whatever its mapping gave, CR for what is refused at accept level (a type, event or sender we
+do not take, bytes that cannot be parsed), or CE when the store could not take it (the
+database failed): then the sender re-sends, as it does after an AR in original mode. A sender
+that asks for no accept acknowledgement (MSH-15 NE) gets the application outcome (AA, AE or
+AR) instead: HL7 v2.8.2 chapter 2 notes that NE with an application acknowledgement is
+original mode. The application acknowledgement AA or AE that MSH-16 asks for (table 0155: AL
+always, NE never, ER on error only, SU on success only; a value outside the table as AL)
+follows, when MSH-15 is not NE, as a message of its own on the sender's outbound channel
+(outbox.py); none follows a CR or CE. Warnings (a value read liberally) go as ERR segments of
+severity W with the application outcome.
 
 python-hl7's Message.create_ack fails on an MSH-9 without components and writes no ERR
 segment, so the ACK is assembled here from the message's own separators and raw fields.
@@ -122,26 +123,31 @@ def usable_separators(field_separator: str, encoding_characters: str) -> bool:
 
 
 class Acknowledgements(NamedTuple):
-    """What a message's outcome sends back: None each where nothing is to be sent."""
+    """What a message's outcome sends back."""
 
-    answer: str | None  # on the message's own connection (or HTTP response)
-    application: str | None  # an application ACK for the sender's outbound channel
+    answer: str  # on the message's own connection (or HTTP response)
+    application: str | None  # an application ACK for the sender's outbound channel; None: none is due
+    requested: bool = True  # False: MSH-15 asked for no answer on the connection, which gets one all the same
 
 
 def acknowledgements(header: Header, code: str, details: tuple[ErrorDetail, ...] = ()) -> Acknowledgements:
     """The acknowledgements for a message whose outcome is `code` (AA, AE, AR or NOT_STORED), by its MSH-15 and
-    MSH-16; `details` are the ERR segments of the application outcome (an error, warnings)."""
+    MSH-16; `details` are the ERR segments of the application outcome (an error, warnings).
+
+    The connection always gets one answer: MLLP is a request and answer protocol, and real senders wait for an
+    answer to each frame whatever MSH-15 says. MSH-15 chooses its kind: the application outcome (AA, AE, AR) in
+    original mode and when MSH-15 is NE, else the accept outcome (CA, CR, CE)."""
     original = REFUSED if code == NOT_STORED else code
-    if not header.enhanced_mode:
-        return Acknowledgements(acknowledgement(header, original, details), None)
-    wants_application = wanted(header.application_ack_type or "NE", code == "AA")
-    if header.accept_ack_type.upper() == "NE":
-        return Acknowledgements(acknowledgement(header, original, details) if wants_application else None, None)
+    accept_type = header.accept_ack_type.upper()
+    if not header.enhanced_mode or accept_type == "NE":
+        wants_answer = not header.enhanced_mode or wanted(header.application_ack_type or "NE", code == "AA")
+        return Acknowledgements(acknowledgement(header, original, details), None, wants_answer)
     accepted = code not in (REFUSED, NOT_STORED)
     accept_code = "CA" if accepted else "CR" if code == REFUSED else "CE"
-    accept = acknowledgement(header, accept_code, () if accepted else details) if wanted(header.accept_ack_type or "AL", accepted) else None
+    accept = acknowledgement(header, accept_code, () if accepted else details)
+    wants_application = wanted(header.application_ack_type or "NE", code == "AA")
     application = acknowledgement(header, code, details, asks_accept_ack=True) if wants_application and accepted else None
-    return Acknowledgements(accept, application)
+    return Acknowledgements(accept, application, wanted(accept_type or "AL", accepted))
 
 
 def acknowledgement(header: Header, code: str, details: tuple[ErrorDetail, ...] = (), asks_accept_ack: bool = False) -> str:

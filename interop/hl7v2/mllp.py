@@ -115,7 +115,8 @@ class Listener:
                 self.peers.known.add(address)
             if receipt.ack is not None:
                 writer.writeblock(receipt.ack.encode(receipt.codec, errors="replace"))
-                await writer.drain()
+                if receipt.requested:  # a sender that asked for no answer may never read one: waiting on it would stall
+                    await writer.drain()
             if receipt.queued_application_ack and self.deliverer:  # after the accept ACK, which it must not overtake
                 self.deliverer.wake.set()
 

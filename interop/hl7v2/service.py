@@ -52,10 +52,11 @@ MESSAGE_IDENTIFIER_SYSTEM = "urn:ehr:hl7v2:message"
 class Receipt:
     message_id: int | None
     status: str
-    ack: str | None  # None: nothing to send (no MSH to answer, or MSH-15 and MSH-16 ask for nothing here)
+    ack: str | None  # the answer on the connection; None only for a message stored, unanswered, by an earlier version
     codec: str = "utf-8"  # the ACK goes back in the message's character set
     unreadable: bool = False  # not an HL7 message at all
     queued_application_ack: bool = False  # an application ACK waits in the outbox
+    requested: bool = True  # False: MSH-15 asked for no answer, so the sender may not read it
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ class Reading:
         return replace(self, status=status, acks=answers(self.header, code, (error, *self.warnings)), error=error.text, instructions=None)
 
     def receipt(self, row: "MessageRow", queued: bool = False) -> Receipt:
-        return Receipt(row.id, row.status, row.ack, self.codec, unreadable=self.header is None, queued_application_ack=queued)
+        return Receipt(row.id, row.status, row.ack, self.codec, self.header is None, queued, self.acks.requested)
 
     def not_stored(self, error: Exception) -> Receipt:
         """The receipt of a message the store could not take: nothing kept, answered AR (CE in enhanced mode), so

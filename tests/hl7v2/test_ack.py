@@ -46,15 +46,22 @@ def test_error_text_is_escaped_with_the_messages_delimiters():
     assert err[7] == "a\\F\\b\\S\\c\\T\\d\\R\\e\\E\\f\\.br\\line"
 
 
-@pytest.mark.parametrize(("accept", "code", "expected"), [
-    ("AL", "AA", "CA"), ("AL", "AE", "CA"), ("AL", "AR", "CR"),  # kept in error is still committed: CA
-    ("NE", "AA", None), ("NE", "AR", None),
-    ("ER", "AA", None), ("ER", "AE", None), ("ER", "AR", "CR"),
-    ("SU", "AA", "CA"), ("SU", "AE", "CA"), ("SU", "AR", None),
+@pytest.mark.parametrize(("accept", "code", "expected", "requested"), [
+    ("AL", "AA", "CA", True), ("AL", "AE", "CA", True), ("AL", "AR", "CR", True),  # kept in error is still committed: CA
+    ("AL", "CE", "CE", True),  # the store failed
+    ("ER", "AA", "CA", False), ("ER", "AE", "CA", False), ("ER", "AR", "CR", True),
+    ("SU", "AA", "CA", True), ("SU", "AE", "CA", True), ("SU", "AR", "CR", False),
+    ("ZZ", "AA", "CA", True),  # outside table 0155: as AL
 ])
-def test_enhanced_mode_answers_with_the_accept_ack_msh15_asks_for(accept, code, expected):
+def test_enhanced_mode_always_answers_with_the_accept_ack_and_notes_whether_msh15_asked_for_it(accept, code, expected, requested):
     acks = acknowledgements(header(accept=accept, application="NE"), code, (ErrorDetail(207, "x"),) if code != "AA" else ())
-    assert (msa_code(acks.answer), acks.application) == (expected, None)
+    assert (msa_code(acks.answer), acks.application, acks.requested) == (expected, None, requested)
+
+
+@pytest.mark.parametrize(("code", "expected"), [("AA", "AA"), ("AE", "AE"), ("AR", "AR"), ("CE", "AR")])
+def test_msh15_ne_with_msh16_ne_still_gets_the_application_outcome_on_the_connection(code, expected):
+    acks = acknowledgements(header(accept="NE", application="NE"), code)
+    assert (msa_code(acks.answer), acks.application, acks.requested) == (expected, None, False)
 
 
 def msa_code(ack: str | None) -> str | None:

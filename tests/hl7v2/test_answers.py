@@ -32,6 +32,8 @@ REFUSALS = {  # what a sender may send that is not applied -> MSA-1 it gets
     "MSH-15 a single space": (message("R6", "ADT^A01", " ", " "), "AA"),
     "MSH-15 outside table 0155": (message("R7", "ADT^A01", "ZZ"), "CA"),
     "MSH-15 ER on a refusal": (message("R8", "SIU^S12", "ER", "NE"), "CR"),
+    "MSH-15 ER on a success": (message("R9", "ADT^A01", "ER", "NE"), "CA"),
+    "MSH-15 and MSH-16 NE": (message("R10", "ADT^A01", "NE", "NE"), "AA"),
 }
 
 
