@@ -19,6 +19,7 @@ from app.store import migrate
 from app.store.db import make_engine, read_unit
 from app.store.resources import has_resources
 from app.web import create_app
+from interop.hl7v2.authorities import authority_systems, remove_authority, set_authority
 from interop.hl7v2.mllp import DEFAULT_WORKERS, Listener, ListenerSettings, configure_logging
 from interop.hl7v2.outbox import (DEFAULT_INTERVAL_SECONDS, Deliverer, Destination, Sender, destinations, queued_acks,
                                    register_destination, remove_destination, resend)
@@ -204,6 +205,47 @@ def hl7_show(message_id):
     click.echo("resources:" + "".join(f"\n  {written}" for written in written_resources(engine, message_id)))
     click.echo("message:\n" + row.raw.decode(row.codec or "utf-8", errors="replace").replace("\r", "\n"))
     click.echo("ack:\n" + (row.ack or "(none)").replace("\r", "\n"))
+
+
+@hl7.group()
+def authority():
+    """Identifier systems per assigning authority: CX.4 NORTH as http://hospital.example/mrn instead of the default
+    urn:ehr:hl7v2:authority:NORTH."""
+
+
+@authority.command("add")
+@click.argument("name")
+@click.argument("system")
+def authority_add(name, system):
+    """Map the assigning authority NAME (HD.1 namespace id or HD.2 universal id, any case) to the identifier SYSTEM
+    (a URI) for the messages received from now on; replaces an earlier mapping of NAME. Running listeners see it
+    within seconds."""
+    if not is_uri(system):
+        raise click.BadParameter(f"'{system}' is not an absolute URI (http://..., urn:oid:..., urn:...)", param_hint="SYSTEM")
+    set_authority(settings_engine(), name, system)
+    click.echo(f"Identifiers assigned by {name.upper()} now have the system {system}.")
+
+
+@authority.command("list")
+def authority_list():
+    """Each assigning authority and its identifier system."""
+    click.echo("AUTHORITY\tSYSTEM")
+    for name, system in sorted(authority_systems(settings_engine()).items()):
+        click.echo(f"{name}\t{system}")
+
+
+@authority.command("remove")
+@click.argument("name")
+def authority_remove(name):
+    """Forget the mapping of NAME: its identifiers get the default system again."""
+    if not remove_authority(settings_engine(), name):
+        raise click.ClickException(f"No identifier system is set for {name.upper()}.")
+    click.echo(f"Identifiers assigned by {name.upper()} have the default system again.")
+
+
+def is_uri(text: str) -> bool:
+    scheme, _, rest = text.partition(":")
+    return bool(scheme) and scheme.isascii() and scheme[0].isalpha() and bool(rest) and not any(character.isspace() for character in text)
 
 
 @hl7.group()

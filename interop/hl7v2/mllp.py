@@ -34,6 +34,7 @@ from hl7.mllp import HL7StreamProtocol, HL7StreamReader, InvalidBlockError
 from sqlalchemy import Engine
 
 from app.store.db import make_engine
+from interop.hl7v2.authorities import AuthorityTable
 from interop.hl7v2.outbox import Deliverer
 from interop.hl7v2.service import ACCEPTED_STATUSES, Receipt, Senders, receive_all, unstored_receipt
 from interop.hl7v2.text import patient_key
@@ -333,5 +334,15 @@ def worker_engine(database_url: str) -> Engine:
     return make_engine(database_url)
 
 
+@cache
+def worker_authorities(database_url: str) -> AuthorityTable:
+    return AuthorityTable(worker_engine(database_url))
+
+
 def receive_in_worker(database_url: str, arrivals: list[tuple[bytes, str]], senders: Senders) -> list[Receipt]:
-    return receive_all(worker_engine(database_url), arrivals, senders)
+    engine = worker_engine(database_url)
+    try:
+        systems = worker_authorities(database_url).systems()
+    except Exception:  # noqa: BLE001 - then the store fails too, and each message is answered so
+        systems = {}
+    return receive_all(engine, arrivals, senders, systems)

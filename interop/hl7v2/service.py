@@ -16,6 +16,7 @@
    the failing one is kept with status `error` (AE) and its reason, for `ehr hl7 replay`.
 """
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cache, cached_property
@@ -34,8 +35,10 @@ from app.store.db import is_disconnect, read_unit, write_unit
 from app.store.resources import (StoredResource, insert_new_resources, new_resource, read_resource, same_content,
                                  stored_from_row, update_resource)
 from app.store.schema import hl7_message, resource, search_reference
+from interop.hl7v2.authorities import authority_systems
 from interop.hl7v2.ack import NOT_STORED, Acknowledgements, ErrorDetail, Header, acknowledgements
-from interop.hl7v2.mapping import MappingError, Merge, UnsupportedMessage, Upsert, upserts_for
+from interop.hl7v2.mapping import IdentifierChange, Instruction, MappingError, Merge, UnsupportedMessage, Upsert, map_message
+from interop.hl7v2.mapping.upserts import identifier_criteria
 from interop.hl7v2.outbox import QueuedAck, queue
 from interop.hl7v2.text import DecodedMessage, MalformedMessage, UnreadableMessage, content_hash, decode, parse
 
@@ -84,7 +87,7 @@ class Reading:
     status: str
     acks: Acknowledgements
     error: str | None = None
-    instructions: tuple[Upsert | Merge, ...] | None = None
+    instructions: tuple[Instruction, ...] | None = None
     content_hash: str | None = None  # text.content_hash: a re-send has the key and this hash of an earlier message
     warnings: tuple[ErrorDetail, ...] = ()  # values read liberally, answered as ERR segments of severity W
 
@@ -128,27 +131,42 @@ def receive(engine: Engine, raw: bytes, peer: str, senders: Senders = Senders())
     return receive_all(engine, [(raw, peer)], senders)[0]
 
 
-def receive_all(engine: Engine, arrivals: list[tuple[bytes, str]], senders: Senders = Senders()) -> list[Receipt]:
+def receive_all(engine: Engine, arrivals: list[tuple[bytes, str]], senders: Senders = Senders(),
+                systems: Mapping[str, str] | None = None) -> list[Receipt]:
     """Store, apply and answer messages (raw bytes, peer) in the order given; the receipts in that order. Never
-    raises: each message has its own outcome, and a failing one takes no other with it."""
-    readings = [read(raw, peer, senders) for raw, peer in arrivals]
-    receipts = record(engine, readings)
+    raises: each message has its own outcome, and a failing one takes no other with it. `systems` are the identifier
+    systems set per assigning authority (authorities.py); read from the database when not given."""
+    systems = current_systems(engine) if systems is None else systems
+    readings = [read(raw, peer, senders, systems) for raw, peer in arrivals]
+    try:
+        receipts = record(engine, readings)
+    except Exception as error:  # a defect of ours: each message is still answered, as not stored, and re-sent
+        log.exception("recording %d hl7 messages failed", len(readings))
+        receipts = [reading.not_stored(error) for reading in readings]
     for reading, receipt in zip(readings, receipts):
         if receipt.status != "applied":
             log.warning("hl7 message %s from %s %s: %s", receipt.message_id, reading.peer, receipt.status, reading.error)
     return receipts
 
 
-def read(raw: bytes, peer: str, senders: Senders) -> Reading:
+def current_systems(engine: Engine) -> Mapping[str, str]:
+    """The authority systems now; none when the database cannot say, as then nothing is stored either."""
+    try:
+        return authority_systems(engine)
+    except Exception:  # noqa: BLE001 - the store's own failure is answered per message
+        return {}
+
+
+def read(raw: bytes, peer: str, senders: Senders, systems: Mapping[str, str] = {}) -> Reading:  # noqa: B006 - never mutated
     """The message's reading; never raises, so that whatever a frame holds, it is stored and answered."""
     try:
-        return read_message(raw, peer, senders)
+        return read_message(raw, peer, senders, systems)
     except Exception as error:  # a defect of ours must not lose the frame, nor take its batch with it
         log.exception("reading an hl7 message from %s failed", peer)
         return refused(raw, peer, None, ErrorDetail(207, f"Internal error while reading the message: {error!r}"))
 
 
-def read_message(raw: bytes, peer: str, senders: Senders) -> Reading:
+def read_message(raw: bytes, peer: str, senders: Senders, systems: Mapping[str, str]) -> Reading:
     try:
         message, decoded = parse(raw)
     except MalformedMessage as error:
@@ -162,7 +180,7 @@ def read_message(raw: bytes, peer: str, senders: Senders) -> Reading:
     if not senders.allow(header):
         return reading.failed("AR", "rejected", ErrorDetail(207, f"Sender {header.sending_application}|{header.sending_facility} is not allowed."))
     try:
-        return replace(reading, instructions=tuple(upserts_for(message)))
+        mapped = map_message(message, systems)
     except UnsupportedMessage as error:
         return reading.failed("AR", "rejected", error_detail(error))
     except MappingError as error:
@@ -170,6 +188,8 @@ def read_message(raw: bytes, peer: str, senders: Senders) -> Reading:
     except Exception as error:  # a mapper's bug must not lose the message: it is kept for replay after the fix
         log.exception("mapping hl7 message %s failed", header.control_id)
         return reading.failed("AE", "error", ErrorDetail(207, f"Internal error while mapping: {error!r}"))
+    warnings = reading.warnings + tuple(error_detail(warning, "W") for warning in mapped.warnings)
+    return replace(reading, instructions=mapped.instructions, warnings=warnings, acks=answers(header, "AA", warnings))
 
 
 def unstored_receipt(raw: bytes, peer: str, error: Exception) -> Receipt:
@@ -190,8 +210,8 @@ def refused(raw: bytes, peer: str, decoded: DecodedMessage | None, error: ErrorD
                    error.text, content_hash=text_hash)
 
 
-def error_detail(error: MappingError) -> ErrorDetail:
-    return ErrorDetail(error.code, str(error), error.segment, error.sequence, error.field)
+def error_detail(error: MappingError, severity: str = "E") -> ErrorDetail:
+    return ErrorDetail(error.code, str(error), error.segment, error.sequence, error.field, severity)
 
 
 def record(engine: Engine, readings: list[Reading]) -> list[Receipt]:
@@ -235,7 +255,8 @@ def failed_write(reading: Reading, error: Exception) -> Reading:
     if reading.instructions is None or isinstance(error, (OperationalError, InterfaceError)):
         raise error
     log.warning("hl7 message %s from %s could not be applied: %s", reading.header.control_id, reading.peer, error)
-    return reading.failed("AE", "error", ErrorDetail(207, failure_text(error)))
+    detail = error_detail(error) if isinstance(error, MappingError) else ErrorDetail(207, failure_text(error))
+    return reading.failed("AE", "error", detail)
 
 
 def failure_text(error: Exception) -> str:
@@ -282,13 +303,20 @@ def apply_messages(connection, messages: list[tuple[int, Reading]]) -> None:
     writer.flush()
 
 
-def apply(writer: "UpsertWriter", instructions: tuple[Upsert | Merge, ...], message_id: int, header: Header) -> None:
-    """Write each upsert by its business key, references between them resolved, then the merges, then one Provenance."""
+def apply(writer: "UpsertWriter", instructions: tuple[Instruction, ...], message_id: int, header: Header) -> None:
+    """Make the identifier changes, write each upsert by its business key, references between them resolved, then the
+    merges, then one Provenance."""
     source = f"{MESSAGE_IDENTIFIER_SYSTEM}:{message_id}"
+    changed = []
+    changes = [instruction for instruction in instructions if isinstance(instruction, IdentifierChange)]
+    if changes:  # the upserts that follow find the changed resources by their new identifiers
+        writer.flush()
+        changed = [reference for change in changes for reference in apply_identifier_change(writer.connection, change, source)]
+        writer.forget()
     targets: dict[str, str] = {}  # local_ref -> Type/id
     for upsert in (instruction for instruction in instructions if isinstance(instruction, Upsert)):
         targets[upsert.local_ref] = writer.upsert(upsert, with_source(rewrite_references(upsert.body, targets), source))
-    written = list(targets.values())
+    written = changed + list(targets.values())
     merges = [instruction for instruction in instructions if isinstance(instruction, Merge)]
     if merges:  # a merge writes to its survivor, which must exist by then, and to resources the writer may hold
         writer.flush()
@@ -381,6 +409,26 @@ def provenance(targets: list[str], message_id: int, header: Header, source: str)
             },
         }],
     }
+
+
+# Identifier changes (ADT^A47).
+
+def apply_identifier_change(connection, change: IdentifierChange, source: str) -> list[str]:
+    """Give the resource `change.criteria` finds `change.new_key` in place of `change.old_key`: [Type/id], or [] when
+    none is found (the upsert by the new key then creates it). MappingError 205 when another resource has the new key."""
+    found = single_match(matching(connection, change.type, change.criteria), change.type, change.criteria)
+    if found is None:
+        return []
+    new_criteria = identifier_criteria(change.new_key)
+    holder = single_match(matching(connection, change.type, new_criteria), change.type, new_criteria)
+    if holder is not None and holder.id != found.id:
+        raise MappingError(f"{change.type}/{holder.id} already has the identifier {change.new_key['value']} that {change.type}/{found.id} "
+                           f"is to take: two records of one patient are merged with an A40, not an A47.", 205, "PID", 1, 3)
+    old = (change.old_key.get("system"), change.old_key["value"])
+    kept = [entry for entry in found.body.get("identifier", []) if (entry.get("system"), entry.get("value")) != old]
+    body = {**found.body, "identifier": [change.new_key, *[entry for entry in kept if entry != change.new_key]]}
+    update_resource(connection, change.type, found.id, with_source(body, source), found.etag)
+    return [f"{change.type}/{found.id}"]
 
 
 # Merges (ADT^A40).
@@ -641,7 +689,7 @@ def written_resources(engine: Engine, message_id: int) -> list[str]:
 def replay(engine: Engine, message_id: int) -> Receipt:
     """Map and apply a stored message again (after a mapping fix); an applied one is left as it is."""
     row = stored_message(engine, message_id)
-    reading = read(row.raw, row.peer, Senders())
+    reading = read(row.raw, row.peer, Senders(), authority_systems(engine))
     if reading.header is None:
         return Receipt(message_id, row.status, row.ack, unreadable=True)  # not a message: nothing to apply
     return written_or_kept(engine, reading, lambda connection, again: replayed(connection, message_id, again))

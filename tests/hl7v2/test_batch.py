@@ -79,10 +79,10 @@ def test_messages_without_a_control_id_are_each_applied(client, engine):
 
 
 def test_a_mapper_that_fails_unexpectedly_keeps_the_message_in_error(engine, monkeypatch):
-    def broken_mapper(message):
+    def broken_mapper(message, systems):
         raise KeyError("PV1")
 
-    monkeypatch.setattr(service, "upserts_for", broken_mapper)
+    monkeypatch.setattr(service, "map_message", broken_mapper)
     receipt, = receive_all(engine, [(a01("M1"), "test")])
     assert (receipt.status, msa(receipt.ack)[1]) == ("error", "AE")
     row = stored_message(engine, receipt.message_id)

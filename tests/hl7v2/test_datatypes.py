@@ -3,11 +3,16 @@ import hl7
 import pytest
 
 from interop.hl7v2.mapping import MappingError
-from interop.hl7v2.mapping.datatypes import (MessageDefaults, authority_system, codeable_concept, coding_system, contact_point,
-                                             date_time, date_value, defaults_of, human_name, identifier, instant)
+from interop.hl7v2.mapping.datatypes import (MessageContext, authority_system, codeable_concept, coding_system, contact_point,
+                                             context_of, date_time, date_value, human_name, identifier, instant, time_value)
 from interop.hl7v2.mapping.fields import segment_views
 
-DEFAULTS = MessageDefaults(authority="urn:ehr:hl7v2:authority:HOSP", utc_offset="+02:00")
+
+def context(**systems: str) -> MessageContext:
+    return MessageContext(authority="urn:ehr:hl7v2:authority:HOSP", utc_offset="+02:00", facility="HOSP", systems=systems)
+
+
+DEFAULTS = context()
 
 
 def field(text: str, msh7: str = "20240102120000"):
@@ -40,7 +45,15 @@ def test_an_empty_coding_system_takes_the_fields_table_or_none():
     (("", "", ""), None),
 ])
 def test_assigning_authorities_become_identifier_systems(hd, system):
-    assert authority_system(*hd) == system
+    assert authority_system(*hd, DEFAULTS) == system
+
+
+def test_an_operator_sets_the_system_of_an_assigning_authority_by_its_namespace_or_universal_id():
+    hospital = context(NORTH="http://hospital.example/mrn", **{"1.2.3": "http://hospital.example/other"})
+    assert authority_system("North", "", "", hospital) == "http://hospital.example/mrn"  # names match whatever their case
+    assert authority_system("", "1.2.3", "ISO", hospital) == "http://hospital.example/other"
+    assert identifier(field("123^^^NORTH^MR"), hospital)["system"] == "http://hospital.example/mrn"
+    assert authority_system("SOUTH", "", "", hospital) == "urn:ehr:hl7v2:authority:SOUTH"
 
 
 def test_cx_maps_value_authority_type_and_period():
@@ -57,9 +70,11 @@ def test_cx_without_assigning_authority_belongs_to_the_sender_and_without_value_
 
 def test_the_sender_is_msh4_and_the_default_offset_msh7s():
     views = segment_views(hl7.parse("MSH|^~\\&|APP|NORTH^2.16.840.1^ISO|||202401021200-0500||ADT^A01|1|P|2.5.1"))
-    assert defaults_of(views[0]) == MessageDefaults("urn:oid:2.16.840.1", "-05:00", "NORTH")
+    found = context_of(views[0])
+    assert (found.authority, found.utc_offset, found.facility) == ("urn:oid:2.16.840.1", "-05:00", "NORTH")
     views = segment_views(hl7.parse("MSH|^~\\&|APP||||202401021200||ADT^A01|1|P|2.5.1"))
-    assert defaults_of(views[0]) == MessageDefaults("urn:ehr:hl7v2:authority:APP", "Z", "APP")
+    found = context_of(views[0], {"APP": "http://hospital.example/app"})
+    assert (found.authority, found.utc_offset, found.facility) == ("http://hospital.example/app", "Z", "APP")
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -73,25 +88,53 @@ def test_dtm_keeps_its_precision_and_a_time_gets_a_zone(text, expected):
 
 
 def test_a_date_field_drops_the_time_and_an_instant_needs_one():
-    assert date_value(field("196504121230")) == "1965-04-12"
+    assert date_value(field("196504121230"), DEFAULTS) == "1965-04-12"
     assert instant(field("20240315"), DEFAULTS) is None
     assert instant(field("202403150930"), DEFAULTS) == "2024-03-15T09:30:00+02:00"
 
 
-@pytest.mark.parametrize("text", ["2024-03-15", "20241301", "20240230", "2024031525", "20240315093", "202403150930+1500", "yesterday"])
-def test_a_malformed_dtm_is_a_data_type_error_at_its_field(text):
+MALFORMED = ["2024-03-15", "20241301", "20240230", "2024031525", "20240315093", "202403150930+1500", "yesterday"]
+
+
+@pytest.mark.parametrize("text", MALFORMED)
+def test_a_malformed_dtm_is_left_out_with_a_data_type_warning_at_its_field(text):
+    warned = context()
+    assert date_time(field(text), warned) is None
+    (warning,) = warned.warnings
+    assert (warning.code, warning.segment, warning.sequence, warning.field) == (102, "ZZZ", 1, 1)
+
+
+@pytest.mark.parametrize("text", MALFORMED)
+def test_a_malformed_dtm_in_a_field_that_identifies_is_a_data_type_error(text):
     with pytest.raises(MappingError) as raised:
-        date_time(field(text), DEFAULTS)
+        date_time(field(text), context(), strict=True)
     assert (raised.value.code, raised.value.segment, raised.value.sequence, raised.value.field) == (102, "ZZZ", 1, 1)
 
 
+def test_a_warning_quotes_at_most_200_characters_of_the_bad_value():
+    warned = context()
+    date_time(field("9" * 5000), warned)
+    assert "9" * 200 + "...' (5000 characters)" in str(warned.warnings[0])
+    assert len(str(warned.warnings[0])) < 400
+
+
+@pytest.mark.parametrize("text, expected", [("0930", "09:30:00"), ("093015.5", "09:30:15.5"), ("09+0100", "09:00:00"), ("2561", None)])
+def test_tm_is_a_fhir_time(text, expected):
+    assert time_value(field(text), context()) == expected
+
+
 def test_xpn_maps_parts_and_name_type():
-    assert human_name(field("Smith&Van^John^Q^III^Dr^PhD^L")) == {
+    assert human_name(field("Smith&Van^John^Q^III^Dr^PhD^L"), DEFAULTS) == {
         "use": "official", "family": "Smith", "given": ["John", "Q"], "prefix": ["Dr"], "suffix": ["III", "PhD"],
     }
-    assert human_name(field("Smith^John^^^^^A"))["given"] == ["John"]
-    assert "use" not in human_name(field("Smith^John^^^^^A"))  # alias: the IG maps no use
-    assert human_name(field("^^^^^^L")) is None
+    assert human_name(field("Smith^John^^^^^A"), DEFAULTS)["given"] == ["John"]
+    assert "use" not in human_name(field("Smith^John^^^^^A"), DEFAULTS)  # alias: the IG maps no use
+    assert human_name(field("^^^^^^L"), DEFAULTS) is None
+
+
+def test_xpn_validity_is_its_period():
+    assert human_name(field("Smith^John^^^^^L^^^^^20200101^20231231"), DEFAULTS)["period"] == {"start": "2020-01-01", "end": "2023-12-31"}
+    assert human_name(field("Smith^John^^^^^L^^^20200101&20231231"), DEFAULTS)["period"] == {"start": "2020-01-01", "end": "2023-12-31"}
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -104,7 +147,12 @@ def test_xpn_maps_parts_and_name_type():
     ("^PRN^BP^^^^5550199", {"system": "pager", "value": "5550199", "use": "home"}),
 ])
 def test_xtn_old_and_new_forms_become_contact_points(text, expected):
-    assert contact_point(field(text), default_use="home") == expected
+    assert contact_point(field(text), DEFAULTS, default_use="home") == expected
+
+
+def test_xtn_preference_order_is_rank_and_its_dates_a_period():
+    found = contact_point(field("^PRN^PH^^^555^5551234^^^^^^20200101^20301231^^^^2"), DEFAULTS)
+    assert (found["rank"], found["period"]) == (2, {"start": "2020-01-01", "end": "2030-12-31"})
 
 
 def test_cwe_maps_both_triplets_and_original_text():

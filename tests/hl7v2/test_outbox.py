@@ -279,7 +279,7 @@ class RawPeer:
 
 
 def test_a_replay_queues_an_application_ack_only_when_the_outcome_changed(engine, monkeypatch):
-    monkeypatch.setattr(service, "upserts_for", broken_mapper)
+    monkeypatch.setattr(service, "map_message", broken_mapper)
     receipt = receive(engine, enhanced(a01("E13")), "test")
     assert not replay(engine, receipt.message_id).queued_application_ack  # still failing: no second AE
     monkeypatch.undo()  # the mapping fixed
@@ -287,12 +287,12 @@ def test_a_replay_queues_an_application_ack_only_when_the_outcome_changed(engine
     assert [msa_of(row.payload)[1:3] for row in outbox(engine)] == [["AE", "E13"], ["AA", "E13"]]
 
 
-def broken_mapper(message):
+def broken_mapper(message, systems):
     raise KeyError("PV1")
 
 
 def test_a_message_refused_with_cr_queues_no_application_ack_when_replayed_later(engine, monkeypatch):
-    monkeypatch.setattr(service, "upserts_for", refusing_mapper)
+    monkeypatch.setattr(service, "map_message", refusing_mapper)
     receipt = receive(engine, enhanced(a01("E16")), "test")
     assert (receipt.status, msa_of(receipt.ack)[1]) == ("rejected", "CR")
     monkeypatch.undo()  # a mapper for the type added
@@ -300,7 +300,7 @@ def test_a_message_refused_with_cr_queues_no_application_ack_when_replayed_later
     assert outbox(engine) == []
 
 
-def refusing_mapper(message):
+def refusing_mapper(message, systems):
     raise UnsupportedMessage("Trigger event ADT^A01 is not mapped.", 201, "MSH", 1, 9)
 
 

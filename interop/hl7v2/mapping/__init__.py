@@ -1,10 +1,12 @@
 """HL7 v2 messages to FHIR R4 resources: pure functions, driven by the HL7 v2-to-FHIR IG tables.
 
-The service applies what `upserts_for` returns (upserts, then merges) in one database
-transaction; nothing here touches the database. docs/hl7v2-mapping.md lists the tables this package implements.
+The service applies what `map_message` returns (identifier changes, upserts, then merges) in one
+database transaction; nothing here touches the database. docs/hl7v2-mapping.md lists the tables
+this package implements.
 """
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -33,8 +35,22 @@ class Merge:
     criteria: str  # as Upsert.criteria: the merged resource's business key, e.g. MRG-1's identifier
 
 
+@dataclass(frozen=True)
+class IdentifierChange:
+    """The resource `criteria` finds takes the identifier `new_key` in place of the one `criteria` names (ADT^A47): the
+    upsert whose local_ref is `upsert_ref` then finds it by `new_key`. When `criteria` finds nothing there is nothing
+    to change; when another resource already holds `new_key`, the change is refused (205, duplicate key)."""
+
+    upsert_ref: str  # the local_ref of the Upsert, by the new identifier, that follows
+    type: str  # "Patient"
+    criteria: str  # the old identifier's criteria (MRG-1)
+    old_key: dict  # the old identifier (system, value): removed
+    new_key: dict  # the new identifier (PID-3): added
+
+
 class MappingError(Exception):
-    """The message cannot be applied; becomes an AE with ERR (HL7 table 0357 code and location)."""
+    """The message cannot be applied; becomes an AE with ERR (HL7 table 0357 code and location). Kept in
+    MessageContext.warnings instead of raised, it is a warning about a value read liberally (ERR severity W)."""
 
     def __init__(self, text: str, code: int = 207, segment: str | None = None, sequence: int | None = None, field: int | None = None):
         super().__init__(text)
@@ -49,7 +65,15 @@ class UnsupportedMessage(MappingError):
     """A message type (ERR code 200) or trigger event (201) we do not map: answered AR, kept for replay."""
 
 
-# The mappers import the contract above, so they come after it.
-from interop.hl7v2.mapping.messages import upserts_for  # noqa: E402
+Instruction = Upsert | Merge | IdentifierChange
 
-__all__ = ["MappingError", "Merge", "UnsupportedMessage", "Upsert", "upserts_for"]
+
+class MappedMessage(NamedTuple):
+    instructions: tuple[Instruction, ...]  # identifier changes, upserts in dependency order, then merges
+    warnings: tuple[MappingError, ...]  # values read liberally: the message is applied, answered with ERR severity W
+
+
+# The mappers import the contract above, so they come after it.
+from interop.hl7v2.mapping.messages import map_message  # noqa: E402
+
+__all__ = ["IdentifierChange", "Instruction", "MappedMessage", "MappingError", "Merge", "UnsupportedMessage", "Upsert", "map_message"]

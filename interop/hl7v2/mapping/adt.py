@@ -1,68 +1,110 @@
-"""ADT messages: Practitioners, Patient, and the Encounter of PV1-19 (structures ADT_A01, A02, A03, A05, A09, A12);
-patient merges (ADT_A39)."""
-from dataclasses import dataclass
+"""ADT messages: Practitioners, Organizations, Locations, the Patient, its RelatedPersons, AllergyIntolerances and
+Conditions, and the Encounter of the PV1; patient merges (A34, A40) and identifier changes (A47).
 
-from interop.hl7v2.mapping import MappingError, Merge, Upsert
-from interop.hl7v2.mapping.datatypes import MessageDefaults
-from interop.hl7v2.mapping.encounter import CANCELLED, STATUS_UPDATE, VisitEvent, encounter_upsert, has_visit_number
+Encounter.status per event: IG Event[EncounterStatus] for A01, A02, A03, A05, A08, A11, A13;
+A04 in-progress (the patient has arrived: a registration is a visit under way); the rest ours.
+"""
+from interop.hl7v2.mapping import IdentifierChange, Instruction, MappingError, Merge, Upsert
+from interop.hl7v2.mapping.clinical import allergy_upserts, condition_upserts
+from interop.hl7v2.mapping.datatypes import MessageContext
+from interop.hl7v2.mapping.encounter import CANCELLED, STATUS_UPDATE, VisitEvent, diagnosis_entry, encounter_upsert, visit_key
+from interop.hl7v2.mapping.events import MessageEvent
 from interop.hl7v2.mapping.fields import SegmentView, first_segment, patient_groups
 from interop.hl7v2.mapping.patient import key_identifier, patient_upsert
+from interop.hl7v2.mapping.related import related_person_upserts
 from interop.hl7v2.mapping.shared import SharedUpserts
 from interop.hl7v2.mapping.upserts import identifier_criteria, reference
 
-
-@dataclass(frozen=True)
-class AdtEvent:
-    structure: str  # its message structure (MSH-9.3, HL7 table 0354)
-    visit: VisitEvent
-
-
-ADT_EVENTS = {  # Encounter.status per event: IG Event[EncounterStatus]; A12 and the keep rules are ours
-    "A01": AdtEvent("ADT_A01", VisitEvent("in-progress")),
-    "A02": AdtEvent("ADT_A02", VisitEvent("in-progress", prior_location="completed")),
-    "A03": AdtEvent("ADT_A03", VisitEvent("finished")),
-    "A04": AdtEvent("ADT_A01", VisitEvent("planned")),
-    "A05": AdtEvent("ADT_A05", VisitEvent("planned")),
-    "A08": AdtEvent("ADT_A01", STATUS_UPDATE),
-    "A11": AdtEvent("ADT_A09", VisitEvent("cancelled")),
-    "A12": AdtEvent("ADT_A12", VisitEvent("in-progress", prior_location=CANCELLED)),
-    "A13": AdtEvent("ADT_A01", VisitEvent("in-progress", removes_end=True)),
-    "A28": AdtEvent("ADT_A05", STATUS_UPDATE),
-    "A31": AdtEvent("ADT_A05", STATUS_UPDATE),
+VISIT_EVENTS = {  # trigger event -> (its structures, newest first, as table 0354 gives them from v2.3.1 to v2.8; what it does)
+    "A01": (("ADT_A01",), VisitEvent("in-progress")),
+    "A02": (("ADT_A02",), VisitEvent("in-progress", locations={6: "completed"})),
+    "A03": (("ADT_A03",), VisitEvent("finished")),
+    "A04": (("ADT_A01",), VisitEvent("in-progress")),
+    "A05": (("ADT_A05", "ADT_A01"), VisitEvent("planned")),
+    "A06": (("ADT_A06",), VisitEvent("in-progress")),  # outpatient to inpatient: PV1-2 gives the new class
+    "A07": (("ADT_A06",), VisitEvent("in-progress")),  # inpatient to outpatient
+    "A08": (("ADT_A01",), STATUS_UPDATE),
+    "A09": (("ADT_A09",), VisitEvent("unknown", keep=("status",), locations={43: "completed"})),  # departing: to PV1-11
+    "A10": (("ADT_A09",), VisitEvent("unknown", keep=("status",), locations={6: "completed", 43: "completed"})),  # arriving
+    "A11": (("ADT_A09",), VisitEvent("cancelled")),
+    "A12": (("ADT_A12", "ADT_A09"), VisitEvent("in-progress", locations={6: CANCELLED})),
+    "A13": (("ADT_A01",), VisitEvent("in-progress", removes_end=True)),
+    "A14": (("ADT_A05", "ADT_A01"), VisitEvent("planned")),
+    "A15": (("ADT_A15", "ADT_A09"), VisitEvent("unknown", keep=("status",))),  # pending transfer: PV1-42 reserved
+    "A16": (("ADT_A16",), VisitEvent("unknown", keep=("status",))),  # pending discharge: PV2-9 the expected end
+    "A25": (("ADT_A21", "ADT_A02"), VisitEvent("unknown", keep=("status",), drops_planned_end=True)),
+    "A26": (("ADT_A21", "ADT_A02"), VisitEvent("unknown", keep=("status",), locations={42: CANCELLED})),
+    "A27": (("ADT_A21", "ADT_A02"), VisitEvent("cancelled")),
+    "A28": (("ADT_A05", "ADT_A01"), STATUS_UPDATE),
+    "A31": (("ADT_A05", "ADT_A01"), STATUS_UPDATE),
+    "A32": (("ADT_A21", "ADT_A02"), VisitEvent("unknown", keep=("status",), locations={6: CANCELLED})),  # cancel arriving
+    "A33": (("ADT_A21", "ADT_A02"), VisitEvent("unknown", keep=("status",), locations={11: CANCELLED})),  # cancel departing
 }
-MERGE_EVENTS = {"A40": "ADT_A39"}  # event -> its structure; the IG maps no merge message, this mapping is ours
+PERSON_EVENTS = ("A28", "A29", "A31")  # about the person, not a visit: a PV1 without a key is no loss
 
 
-def adt_upserts(segments: list[SegmentView], defaults: MessageDefaults, event: str) -> list[Upsert | Merge]:
-    """Practitioners, the Patient, and the Encounter when PV1 carries a visit number (PV1-19); merges for A40."""
-    if event in MERGE_EVENTS:
-        return merge_upserts(segments, defaults)
-    shared = SharedUpserts(defaults)
+def adt_upserts(segments: list[SegmentView], context: MessageContext, event: str) -> list[Instruction]:
+    """Practitioners, Organizations, Locations, the Patient, its RelatedPersons, allergies and diagnoses, and the
+    Encounter of the PV1."""
+    shared = SharedUpserts(context)
+    if event == "A29":  # delete person information: *ours*, the patient is made inactive, its record and history kept
+        patient = patient_upsert(segments, shared, {"active": False})
+        return [*shared.upserts, patient]
     patient = patient_upsert(segments, shared)
-    pv1 = first_segment(segments, "PV1")
+    patient_key = key_identifier(first_segment(segments, "PID"), 3, context)
+    subject = reference(patient)
+    pv1, pv2 = first_segment(segments, "PV1"), first_segment(segments, "PV2")
+    key = visit_key(pv1, patient_key, context)
+    if pv1 is not None and key is None and event not in PERSON_EVENTS and pv1.field(2)().upper() != "N":
+        context.lenient(pv1.error("PV1 has no visit number (PV1-19, PV1-50) nor admit time (PV1-44): no Encounter is written", 101, 19))
+    related = related_person_upserts(segments, patient, patient_key, shared)
+    allergies = allergy_upserts(segments, subject, patient_key, context)
+    conditions = condition_upserts(segments, subject, key or patient_key, shared)
     encounters = []
-    if has_visit_number(pv1):
-        encounters.append(encounter_upsert(pv1, reference(patient), shared, ADT_EVENTS[event].visit))
-    return [*shared.upserts, patient, *encounters]
+    if key is not None:
+        diagnoses = [diagnosis_entry(reference(condition), dg1, context) for dg1, condition in conditions]
+        encounters.append(encounter_upsert(pv1, pv2, key, subject, shared, VISIT_EVENTS[event][1], diagnoses))
+    return [*shared.upserts, patient, *related, *allergies, *(condition for _, condition in conditions), *encounters]
 
 
-def merge_upserts(segments: list[SegmentView], defaults: MessageDefaults) -> list[Upsert | Merge]:
-    """Per PATIENT group (PID, PD1, MRG): the surviving Patient of PID, updated as by an A08, and a Merge of MRG-1's into it.
+def merge_upserts(segments: list[SegmentView], context: MessageContext, event: str) -> list[Instruction]:
+    """Per PATIENT group (PID, PD1, MRG): the surviving Patient of PID, updated as by an A08, and a Merge of MRG-1's into
+    it (A40 and its ADT_A39 groups; A34 with its one PID and MRG).
 
     PV1 is read past: a merge moves the merged patient's visits along with everything else."""
-    shared = SharedUpserts(defaults)
+    shared = SharedUpserts(context)
     survivors: dict[str, Upsert] = {}  # criteria -> the first upsert of that patient, when several groups merge into it
     merges = []
     for number, group in enumerate(patient_groups(segments), 1):
         patient = patient_upsert(group, shared)
         survivor = survivors.setdefault(patient.criteria, patient)
-        merges.append(Merge(survivor.local_ref, "Patient", merged_criteria(group, number, defaults)))
+        merges.append(Merge(survivor.local_ref, "Patient", identifier_criteria(merged_key(group, number, context))))
     return [*shared.upserts, *survivors.values(), *merges]
 
 
-def merged_criteria(group: list[SegmentView], number: int, defaults: MessageDefaults) -> str:
-    """The business key of the patient merged away: MRG-1 read as PID-3 is (the MR repetition, else the first)."""
+def identifier_change_upserts(segments: list[SegmentView], context: MessageContext, event: str) -> list[Instruction]:
+    """A47 (change patient identifier list): the Patient MRG-1 identifies takes PID-3's identifier in place of it, then
+    is updated from the PID as by an A08."""
+    shared = SharedUpserts(context)
+    patient = patient_upsert(segments, shared)
+    new_key = key_identifier(first_segment(segments, "PID"), 3, context)
+    old_key = merged_key(segments, 1, context)
+    change = IdentifierChange(patient.local_ref, "Patient", identifier_criteria(old_key), old_key, new_key)
+    return [change, *shared.upserts, patient]
+
+
+def merged_key(group: list[SegmentView], number: int, context: MessageContext) -> dict:
+    """The identifier MRG-1 names, read as PID-3 is (the MR repetition, else the first)."""
     mrg = first_segment(group, "MRG")
     if mrg is None:
-        raise MappingError(f"Patient group {number} has no MRG segment: there is no patient to merge.", 101, "MRG", number, 1)
-    return identifier_criteria(key_identifier(mrg, 1, defaults))
+        raise MappingError(f"Patient group {number} has no MRG segment: there is no patient to merge or change.", 101, "MRG", number, 1)
+    return key_identifier(mrg, 1, context)
+
+
+ADT_EVENTS = {
+    **{code: MessageEvent(structures, ("PID",), adt_upserts) for code, (structures, _) in VISIT_EVENTS.items()},
+    "A29": MessageEvent(("ADT_A21", "ADT_A02"), ("PID",), adt_upserts),
+    "A34": MessageEvent(("ADT_A30",), ("PID", "MRG"), merge_upserts),
+    "A40": MessageEvent(("ADT_A39",), ("PID", "MRG"), merge_upserts),  # the IG maps no merge message: this mapping is ours
+    "A47": MessageEvent(("ADT_A44", "ADT_A30"), ("PID", "MRG"), identifier_change_upserts),
+}

@@ -33,21 +33,23 @@ LEVELS = (  # least granular first; the point of care (a nursing unit) as a ward
 )
 
 
-def location_reference(pl: FieldValue, shared: SharedUpserts) -> dict | None:
+def location_reference(pl: FieldValue, shared: SharedUpserts, operational_status: dict | None = None) -> dict | None:
     """A reference to the most granular Location the PL names, after upserts of it and of the levels above it,
     displayed as PL.9's description, else the levels sent. A PL with only a description is referenced by
-    display alone; None for an empty PL."""
+    display alone; None for an empty PL. `operational_status` (PV1-40, bed status) goes on a bed or room."""
     sent = [(level, name) for level in LEVELS if (name := level_name(pl, level))]
     display = pl(9) or "/".join(name for _, name in sent)
     if not sent:
         return {"display": display} if display else None
-    facility = next((name for level, name in sent if level is FACILITY), shared.defaults.facility)
+    facility = next((name for level, name in sent if level is FACILITY), shared.context.facility)
     chain = ([(FACILITY, facility)] if facility else []) + [(level, name) for level, name in sent if level is not FACILITY]
     path, parent = [], None
     for number, (level, name) in enumerate(chain, 1):
         path.append(f"{level.code}:{quote(name, safe='')}")
-        description = pl(9) if number == len(chain) else ""  # IG: PL.9 describes the most granular level
-        parent = location_upsert(level, name, "/".join(path), parent, description, shared)
+        most_granular = number == len(chain)
+        description = pl(9) if most_granular else ""  # IG: PL.9 describes the most granular level
+        status = operational_status if most_granular and level.code in ("bd", "ro") else None
+        parent = location_upsert(level, name, "/".join(path), parent, description, status, shared)
     return compact({**reference(parent), "display": display})
 
 
@@ -56,7 +58,8 @@ def level_name(pl: FieldValue, level: Level) -> str:
     return pl(level.component) or (pl(level.component, 2) if level is FACILITY else "")
 
 
-def location_upsert(level: Level, name: str, path: str, parent: Upsert | None, description: str, shared: SharedUpserts) -> Upsert:
+def location_upsert(level: Level, name: str, path: str, parent: Upsert | None, description: str, operational_status: dict | None,
+                    shared: SharedUpserts) -> Upsert:
     """The Location of one level; an update keeps what the feed does not map (status, address...), as set over REST."""
     key = {"system": LOCATION_SYSTEM, "value": path}
     return shared.upsert(compact({
@@ -64,6 +67,7 @@ def location_upsert(level: Level, name: str, path: str, parent: Upsert | None, d
         "identifier": [key],
         "name": name,
         "description": description,
+        "operationalStatus": operational_status,
         "mode": "instance",
         "physicalType": {"coding": [{"system": PHYSICAL_TYPE, "code": level.code, "display": level.display}]},
         "partOf": reference(parent) if parent else None,

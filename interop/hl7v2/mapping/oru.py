@@ -1,35 +1,36 @@
-"""ORU^R01 results: one Observation per OBX and one DiagnosticReport per OBR (IG OBR[DiagnosticReport], OBX[Observation]).
+"""ORU^R01 results: one Observation per OBX and one DiagnosticReport per OBR (IG OBR[DiagnosticReport], OBX[Observation],
+NTE[Observation]).
 
-Business keys: a report is its filler order number (OBR-3, else ORC-3); an observation is that
-filler number with OBX-3's code and OBX-4's sub-id, which v2 requires to be unique under an OBR.
-OBX-1 is not used: it is a position, and a correction message that resends one result numbers it 1.
+Business keys: a report is its filler order number (OBR-3, else ORC-3), else its placer order
+number (OBR-2, else ORC-2); an observation is OBX-21 (its own identifier) when sent, else that
+order number with OBX-3's code and OBX-4's sub-id, which v2 requires to be unique under an OBR.
+OBX-1 is not used: it is a position, and a correction message that resends one result numbers
+it 1. An OBX before any OBR (a result without an order) is an Observation without a report,
+keyed by the patient, OBX-3, OBX-4 and its time (OBX-14, else MSH-7) (*ours*).
 """
+import base64
 import re
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 from interop.hl7v2.mapping import Upsert
-from interop.hl7v2.mapping.datatypes import (CODING_SYSTEMS, MessageDefaults, codeable_concept, coding_system, compact,
-                                             date_time, entity_identifier, instant)
-from interop.hl7v2.mapping.encounter import RESULT_CONTEXT, encounter_upsert, has_visit_number
+from interop.hl7v2.mapping.datatypes import (CODING_SYSTEMS, MessageContext, codeable_concept, coding_system, compact, date_time,
+                                             entity_identifier, instant, time_value)
+from interop.hl7v2.mapping.encounter import RESULT_CONTEXT, encounter_upsert, visit_key
+from interop.hl7v2.mapping.events import MessageEvent
 from interop.hl7v2.mapping.fields import FieldValue, SegmentView, first_segment, patient_groups
-from interop.hl7v2.mapping.patient import patient_upsert
+from interop.hl7v2.mapping.organizations import organization_reference
+from interop.hl7v2.mapping.patient import key_identifier, patient_upsert
+from interop.hl7v2.mapping.practitioners import interpreter_reference, practitioner_reference
 from interop.hl7v2.mapping.shared import SharedUpserts
 from interop.hl7v2.mapping.upserts import reference, upsert_by_identifier
+from interop.hl7v2.mapping.vocabulary import INTERPRETATION, OBSERVATION_STATUS, REPORT_STATUS, mapped_concept, required_code
+from interop.hl7v2.text import quoted
 
-ORU_EVENTS = {"R01": "ORU_R01"}
 UCUM = CODING_SYSTEMS["UCUM"]
-REPORT_STATUSES = {  # OBR-25 (table 0123) -> DiagnosticReport.status (IG ResultStatus[Non-Queries]; A, M, N ours)
-    "O": "registered", "I": "registered", "S": "registered", "A": "partial", "P": "preliminary", "R": "partial",
-    "N": "partial", "C": "corrected", "M": "corrected", "F": "final", "X": "cancelled",
-}
-OBSERVATION_STATUSES = {  # OBX-11 (table 0085) -> Observation.status (IG; B, I, N, O, R, S, U, V ours: FHIR needs one)
-    "A": "amended", "B": "amended", "C": "corrected", "D": "entered-in-error", "W": "entered-in-error",
-    "F": "final", "U": "final", "V": "final", "P": "preliminary", "R": "preliminary", "S": "preliminary",
-    "I": "registered", "O": "registered", "X": "cancelled", "N": "cancelled",
-}
-UNMAPPED_VALUE_TYPES = {  # in table 0125 but not mapped yet: the Observation gets dataAbsentReason "unsupported"
-    "AD", "CF", "CK", "CN", "CP", "CX", "DR", "ED", "EI", "ID", "IS", "MA", "MO", "NA", "NR", "PN", "RP", "TM", "TN",
-    "XAD", "XCN", "XON", "XPN", "XTN",
+RESULT_SYSTEM = "urn:ehr:hl7v2:result"  # identifier values of results without an order: patient / code / sub-id / time
+UNMAPPED_VALUE_TYPES = {  # in table 0125 but not mapped: the Observation gets dataAbsentReason "unsupported"
+    "AD", "CK", "CN", "CP", "CX", "EI", "MA", "MO", "NA", "PN", "XAD", "XCN", "XON", "XPN", "XTN",
 }
 COMMON_UCUM_UNITS = frozenset({  # unit codes sent without a coding system that are valid, unambiguous UCUM
     "%", "/uL", "10*3/uL", "10*6/uL", "10*9/L", "10*12/L", "fL", "pg", "g/dL", "g/L", "mg/dL", "mg/L", "ug/L",
@@ -41,45 +42,53 @@ NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)")
 RANGE = re.compile(r"\s*([+-]?(?:\d+\.?\d*|\.\d+))\s*-\s*([+-]?(?:\d+\.?\d*|\.\d+))\s*")
 COMPARATORS = {"<": "<", ">": ">", "<=": "<=", ">=": ">=", "=": None, "": None}  # SN.1 -> Quantity.comparator
 DATA_ABSENT_REASON = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
-INTERPRETATION_TABLE = "0078"
-DIAGNOSTIC_SECTION_TABLE = "0074"
+EXTENSION = "http://hl7.org/fhir/StructureDefinition/"
+VALUE_ATTACHMENT = "http://hl7.org/fhir/5.0/StructureDefinition/extension-Observation.valueAttachment"  # IG OBX-5 ED/RP
+MEDIA_TYPES = {"PDF": "application/pdf", "RTF": "application/rtf", "HTML": "text/html", "XML": "application/xml",
+               "JPEG": "image/jpeg", "JPG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "TIFF": "image/tiff",
+               "TEXT": "text/plain", "PLAIN": "text/plain"}  # ED.3 data subtypes (table 0291) -> media types
 
 
 @dataclass
 class Order:
-    """One ORDER_OBSERVATION group: its optional ORC, its OBR and the OBX results under it."""
+    """One ORDER_OBSERVATION group: its optional ORC, its OBR and the OBX results under it, each with its NTEs."""
 
     orc: SegmentView | None
-    obr: SegmentView
-    results: list[SegmentView] = field(default_factory=list)
+    obr: SegmentView | None  # None: results sent before any OBR
+    results: list[tuple[SegmentView, list[SegmentView]]] = field(default_factory=list)
 
 
-def oru_upserts(segments: list[SegmentView], defaults: MessageDefaults, event: str) -> list[Upsert]:
-    """Practitioners, then per patient group its Patient, Encounter, Observations, and DiagnosticReports."""
-    shared = SharedUpserts(defaults)
-    groups = [patient_result(group, defaults, shared) for group in patient_groups(segments)]
+def oru_upserts(segments: list[SegmentView], context: MessageContext, event: str) -> list[Upsert]:
+    """Practitioners, Organizations, Locations, then per patient group its Patient, Encounter, Observations and
+    DiagnosticReports."""
+    shared = SharedUpserts(context)
+    groups = [patient_result(group, shared) for group in patient_groups(segments)]
     return [*shared.upserts, *(upsert for group in groups for upsert in group)]
 
 
-def patient_result(group: list[SegmentView], defaults: MessageDefaults, shared: SharedUpserts) -> list[Upsert]:
+def patient_result(group: list[SegmentView], shared: SharedUpserts) -> list[Upsert]:
+    context = shared.context
     patient = patient_upsert(group, shared)
-    context = {"subject": reference(patient)}
+    patient_key = key_identifier(first_segment(group, "PID"), 3, context)
+    links = {"subject": reference(patient)}
     pv1 = first_segment(group, "PV1")
     encounters = []
-    if has_visit_number(pv1):
-        encounters.append(encounter_upsert(pv1, context["subject"], shared, RESULT_CONTEXT))
-        context["encounter"] = reference(encounters[0])
+    if (key := visit_key(pv1, patient_key, context)) is not None:
+        encounters.append(encounter_upsert(pv1, first_segment(group, "PV2"), key, links["subject"], shared, RESULT_CONTEXT))
+        links["encounter"] = reference(encounters[0])
     observations, reports = [], []
     for order in orders(group):
-        filler = filler_identifier(order, defaults)
-        results = [observation_upsert(order, obx, filler, context, defaults) for obx in order.results]
+        number = order_key(order, patient_key, context)
+        results = [observation_upsert(order, obx, notes, number, links, shared) for obx, notes in order.results]
         observations.extend(results)
-        reports.append(report_upsert(order, filler, results, context, defaults))
+        if order.obr is not None:
+            reports.append(report_upsert(order, number, results, links, shared))
     return [patient, *encounters, *observations, *reports]
 
 
 def orders(group: list[SegmentView]) -> list[Order]:
-    """OBR groups in order: an ORC applies to the OBR after it, an OBX to the OBR before it (else 100)."""
+    """OBR groups in order: an ORC applies to the OBR after it, an OBX and its NTEs to the OBR before it; OBXs before any
+    OBR form an order without an OBR."""
     found: list[Order] = []
     orc = None
     for segment in group:
@@ -90,67 +99,130 @@ def orders(group: list[SegmentView]) -> list[Order]:
             orc = None
         elif segment.id == "OBX":
             if not found:
-                raise segment.error("An OBX comes before any OBR: its order is unknown.", 100)
-            found[-1].results.append(segment)
+                found.append(Order(None, None))
+            found[-1].results.append((segment, []))
+        elif segment.id == "NTE" and found and found[-1].results:
+            found[-1].results[-1][1].append(segment)
     return found
 
 
-def filler_identifier(order: Order, defaults: MessageDefaults) -> dict:
-    """OBR-3, else ORC-3, typed FILL: the report's business key."""
-    found = order_number(order, 3, "FILL", defaults)
+def order_key(order: Order, patient_key: dict, context: MessageContext) -> dict:
+    """The report's business key: the filler order number (OBR-3, else ORC-3) typed FILL, else the placer's (OBR-2,
+    else ORC-2) typed PLAC, else (*ours*, with a warning) the patient, the service (OBR-4) and its time (OBR-7); for
+    results without an OBR, the patient's key."""
+    patient = f"{patient_key.get('system', '')}|{patient_key['value']}"
+    if order.obr is None:
+        return {"system": RESULT_SYSTEM, "value": patient}
+    found = order_number(order, 3, "FILL", context) or order_number(order, 2, "PLAC", context)
     if found is None:
-        raise order.obr.field(3).error("no filler order number (OBR-3 or ORC-3): the results cannot be matched", 101)
+        context.lenient(order.obr.field(3).error("no filler or placer order number (OBR-3, OBR-2, ORC-3, ORC-2): the report is keyed "
+                                                 "by the patient, OBR-4 and OBR-7", 101))
+        service = quote(f"{order.obr.field(4)(3)}|{order.obr.field(4)()}", safe="|")
+        return {"system": RESULT_SYSTEM, "value": f"{patient}/{service}/{order.obr.field(7)()}"}
     return found
 
 
-def order_number(order: Order, field_number: int, type_code: str, defaults: MessageDefaults) -> dict | None:
+def order_number(order: Order, field_number: int, type_code: str, context: MessageContext) -> dict | None:
     """The order number in OBR's field, else in the ORC's same field (2 placer, 3 filler), typed `type_code`."""
     for ei in (order.obr.field(field_number), order.orc.field(field_number) if order.orc else None):
-        found = ei and entity_identifier(ei, defaults, type_code)
+        found = ei and entity_identifier(ei, context, type_code)
         if found:
             return found
     return None
 
 
-def report_upsert(order: Order, filler: dict, results: list[Upsert], context: dict, defaults: MessageDefaults) -> Upsert:
+def report_upsert(order: Order, key: dict, results: list[Upsert], links: dict, shared: SharedUpserts) -> Upsert:
+    """OBR-2/3 identifiers, OBR-4 code, OBR-7/8 effective time, OBR-22 issued, OBR-24 category, OBR-25 status, OBR-32
+    results interpreter, OBR-34/35 performers (IG OBR[DiagnosticReport])."""
+    context = shared.context
     obr = order.obr
-    start, end = date_time(obr.field(7), defaults), date_time(obr.field(8), defaults)
+    start, end = date_time(obr.field(7), context), date_time(obr.field(8), context)
+    identifiers = [key] + [found for number, code in ((3, "FILL"), (2, "PLAC")) if (found := order_number(order, number, code, context)) and found != key]
     body = compact({
         "resourceType": "DiagnosticReport",
-        "identifier": [found for found in (filler, order_number(order, 2, "PLAC", defaults)) if found],
-        "status": coded_status(obr.field(25), REPORT_STATUSES, "result status (HL7 table 0123)"),
-        "category": [category] if (category := codeable_concept(obr.field(24), DIAGNOSTIC_SECTION_TABLE)) else [],
-        "code": required_concept(obr.field(4), "the universal service identifier"),
-        **context,
+        "identifier": identifiers,
+        **status(obr.field(25), REPORT_STATUS, context),
+        "category": [category] if (category := codeable_concept(obr.field(24), "0074")) else [],
+        "code": service_code(obr.field(4), context),
+        **links,
         "effectivePeriod": compact({"start": start, "end": end}) if end else None,
         "effectiveDateTime": None if end else start,
-        "issued": instant(obr.field(22), defaults),
+        "issued": instant(obr.field(22), context),
+        "performer": [found for number in (34, 35) for ndl in obr.repetitions(number) if (found := interpreter_reference(ndl, shared))],
+        "resultsInterpreter": [found for ndl in obr.repetitions(32) if (found := interpreter_reference(ndl, shared))],
         "result": [reference(result) for result in results],
     })
-    return upsert_by_identifier(body, filler)
+    return upsert_by_identifier(body, key)
 
 
-def observation_upsert(order: Order, obx: SegmentView, filler: dict, context: dict, defaults: MessageDefaults) -> Upsert:
+def observation_upsert(order: Order, obx: SegmentView, notes: list[SegmentView], order_key_: dict, links: dict,
+                       shared: SharedUpserts) -> Upsert:
+    """IG OBX[Observation]: OBX-3 code, OBX-5 value of type OBX-2 with OBX-6 units, OBX-7 reference range, OBX-8
+    interpretation, OBX-11 status, OBX-14 effective time, OBX-15/23 performing organization, OBX-16 responsible
+    observer, OBX-17 method, OBX-18 device, OBX-19 analysis time, OBX-20 body site, OBX-21 identifier; NTE notes."""
+    context = shared.context
     code = required_concept(obx.field(3), "the observation identifier")
-    key = compact({"system": filler.get("system"), "value": observation_key(filler["value"], obx)})
+    effective = date_time(obx.field(14), context) or (date_time(order.obr.field(7), context) if order.obr else None)
+    key = result_key(obx, order_key_, effective, context)
+    analysed = date_time(obx.field(19), context)
     body = compact({
         "resourceType": "Observation",
         "identifier": [key],
-        "status": coded_status(obx.field(11), OBSERVATION_STATUSES, "observation result status (HL7 table 0085)"),
+        "extension": [{"url": EXTENSION + "observation-analysis-date-time", "valueDateTime": analysed}] if analysed else [],
+        **status(obx.field(11), OBSERVATION_STATUS, context),
         "code": code,
-        **context,
-        "effectiveDateTime": date_time(obx.field(14), defaults) or date_time(order.obr.field(7), defaults),
-        **observation_value(obx, defaults),
-        "interpretation": [found for rep in obx.repetitions(8) if (found := codeable_concept(rep, INTERPRETATION_TABLE))],
+        **links,
+        "effectiveDateTime": effective,
+        "performer": performers(obx, shared),
+        **observation_value(obx, context),
+        "interpretation": [found for rep in obx.repetitions(8) if (found := mapped_concept(rep, INTERPRETATION, context))],
+        "note": [found for nte in notes if (found := note(nte, shared))],
+        "bodySite": codeable_concept(obx.field(20)),
+        "method": codeable_concept(obx.field(17)),
+        "device": {"identifier": device} if (device := entity_identifier(obx.field(18), context, "")) else None,
         "referenceRange": reference_ranges(obx),
     })
     return upsert_by_identifier(body, key)
 
 
-def observation_key(filler: str, obx: SegmentView) -> str:
-    """filler/OBX-3 code[/OBX-4 sub-id]."""
-    sub_id = obx.field(4)()
-    return "/".join(part for part in (filler, obx.field(3).required(1, "an observation identifier code"), sub_id) if part)
+def result_key(obx: SegmentView, order_key_: dict, effective: str | None, context: MessageContext) -> dict:
+    """OBX-21 when sent (typed FILL, IG); else the order number / OBX-3 code [/ OBX-4 sub-id], and for a result without
+    an order also / its time."""
+    own = entity_identifier(obx.field(21), context, "FILL")
+    if own:
+        return own
+    parts = [order_key_["value"], obx.field(3).required(1, "an observation identifier code"), obx.field(4)()]
+    if order_key_.get("system") == RESULT_SYSTEM:
+        parts.append(quote(effective or obx.field(14)() or "", safe=":+-"))
+    return compact({"system": order_key_.get("system"), "value": "/".join(part for part in parts if part)})
+
+
+def performers(obx: SegmentView, shared: SharedUpserts) -> list[dict]:
+    """OBX-16 responsible observers (Practitioners), OBX-23 performing organization (with OBX-24 its address), else
+    OBX-15 producer's id."""
+    found = [found for xcn in obx.repetitions(16) if (found := practitioner_reference(xcn, shared))]
+    organization = organization_reference(obx.field(23), shared, obx.field(24)) or (
+        {"display": obx.field(15)(2) or obx.field(15)()} if obx.field(15)() else None)
+    return found + ([organization] if organization else [])
+
+
+def note(nte: SegmentView, shared: SharedUpserts) -> dict | None:
+    """NTE-3 comment (repetitions as lines), NTE-5 entered by, NTE-6 entered at (IG NTE[Observation])."""
+    text = "\n".join(value.text().replace("\r\n", "\n").replace("\r", "\n") for value in nte.repetitions(3)).strip()
+    if not text:
+        return None
+    author = practitioner_reference(nte.field(5), shared)
+    author_element = {"authorReference": author} if author and "reference" in author else {"authorString": author["display"]} if author else {}
+    return compact({**author_element, "time": date_time(nte.field(6), shared.context), "text": text})
+
+
+def service_code(cwe: FieldValue, context: MessageContext) -> dict:
+    """OBR-4, which R4 requires of a report: when it is empty, the data-absent-reason code unknown, with a warning."""
+    concept = codeable_concept(cwe)
+    if concept is None:
+        context.lenient(cwe.error("the universal service identifier is empty: the report's code is unknown", 101))
+        return {"coding": [{"system": DATA_ABSENT_REASON, "code": "unknown", "display": "Unknown"}]}
+    return concept
 
 
 def required_concept(cwe: FieldValue, what: str) -> dict:
@@ -160,15 +232,18 @@ def required_concept(cwe: FieldValue, what: str) -> dict:
     return concept
 
 
-def coded_status(value: FieldValue, statuses: dict[str, str], table: str) -> str:
-    code = value.required(1, "a status").upper()
-    if code not in statuses:
-        raise value.error(f"'{code}' is not a {table} code we can map", 103)
-    return statuses[code]
+def status(value: FieldValue, table_, context: MessageContext) -> dict:
+    """A required FHIR status from OBX-11 or OBR-25; an empty or unknown one is `unknown` (the code kept), warned about."""
+    if not value():
+        context.lenient(value.error(f"a status is required ({table_.described()}): read as unknown", 101))
+        return {"status": "unknown"}
+    code, original = required_code(value, table_, context, "unknown")
+    return compact({"status": code, "_status": original})
 
 
-def observation_value(obx: SegmentView, defaults: MessageDefaults) -> dict:
-    """OBX-5 as the value[x] its type OBX-2 calls for (IG OBX[Observation] rows for OBX-5)."""
+def observation_value(obx: SegmentView, context: MessageContext) -> dict:
+    """OBX-5 as the value[x] its type OBX-2 calls for (IG OBX[Observation] rows for OBX-5); OBX-5 and OBX-2 identify
+    what was observed, so a value that breaks its type refuses the message."""
     values = [rep for rep in obx.repetitions(5) if rep.has_content()]
     if not values:
         return {}
@@ -176,41 +251,93 @@ def observation_value(obx: SegmentView, defaults: MessageDefaults) -> dict:
     if value_type in UNMAPPED_VALUE_TYPES:
         return {"dataAbsentReason": {"coding": [{"system": DATA_ABSENT_REASON, "code": "unsupported"}]}}
     if value_type not in VALUE_MAPPERS:
-        raise obx.field(2).error(f"'{value_type}' is not a value type of HL7 table 0125", 103)
-    return VALUE_MAPPERS[value_type](values, obx.field(6), defaults)
+        raise obx.field(2).error(f"{quoted(obx.field(2)())} is not a value type of HL7 table 0125", 103)
+    return VALUE_MAPPERS[value_type](values, obx.field(6), context)
 
 
-def numeric_value(values: list[FieldValue], units: FieldValue, defaults: MessageDefaults) -> dict:
+def numeric_value(values: list[FieldValue], units: FieldValue, context: MessageContext) -> dict:
     return {"valueQuantity": quantity(number(values[0], 1), units)}
 
 
-def structured_numeric_value(values: list[FieldValue], units: FieldValue, defaults: MessageDefaults) -> dict:
+def structured_numeric_value(values: list[FieldValue], units: FieldValue, context: MessageContext) -> dict:
     return structured_numeric(values[0], units)
 
 
-def coded_value(values: list[FieldValue], units: FieldValue, defaults: MessageDefaults) -> dict:
+def coded_value(values: list[FieldValue], units: FieldValue, context: MessageContext) -> dict:
     return {"valueCodeableConcept": codeable_concept(values[0])}
 
 
-def date_time_value(values: list[FieldValue], units: FieldValue, defaults: MessageDefaults) -> dict:
-    return {"valueDateTime": date_time(values[0], defaults)}
+def date_time_value(values: list[FieldValue], units: FieldValue, context: MessageContext) -> dict:
+    return {"valueDateTime": date_time(values[0], context, strict=True)}
 
 
-def text_value(values: list[FieldValue], units: FieldValue, defaults: MessageDefaults) -> dict:
+def time_of_day_value(values: list[FieldValue], units: FieldValue, context: MessageContext) -> dict:
+    return {"valueTime": time_value(values[0], context, strict=True)}
+
+
+def period_value(values: list[FieldValue], units: FieldValue, context: MessageContext) -> dict:
+    """DR: range start ^ range end, each a DTM."""
+    return {"valuePeriod": compact({"start": date_time(values[0], context, 1, strict=True), "end": date_time(values[0], context, 2, strict=True)})}
+
+
+def numeric_range_value(values: list[FieldValue], units: FieldValue, context: MessageContext) -> dict:
+    """NR: low ^ high."""
+    low, high = (values[0](component) for component in (1, 2))
+    return {"valueRange": compact({"low": quantity(number(values[0], 1), units) if low else None,
+                                   "high": quantity(number(values[0], 2), units) if high else None})}
+
+
+def text_value(values: list[FieldValue], units: FieldValue, context: MessageContext) -> dict:
     """ST/TX/FT, repetitions as lines; python-hl7 turns \\.br\\ into \\r, which FHIR strings carry as \\n."""
     return {"valueString": "\n".join(value.text().replace("\r\n", "\n").replace("\r", "\n") for value in values)}
 
 
+def identifier_value(values: list[FieldValue], units: FieldValue, context: MessageContext) -> dict:
+    """ID and IS: a code of some table, as text."""
+    return {"valueString": values[0]()}
+
+
+def attachment_value(values: list[FieldValue], units: FieldValue, context: MessageContext) -> dict:
+    """ED (source ^ type ^ subtype ^ encoding ^ data) and RP (pointer ^ application ^ type ^ subtype) as the R5
+    valueAttachment extension (IG). Base64 data is taken without the line breaks and spaces senders wrap it with; data
+    that is not Base64 after all is left out with a warning (dataAbsentReason error); A (plain text) is encoded."""
+    ed = values[0]
+    if ed(4).upper() in ("BASE64", "A") and ed(5):
+        media = MEDIA_TYPES.get(ed(3).upper()) or ("text/plain" if ed(2).upper() == "TEXT" else "application/octet-stream")
+        data = base64_data(ed, context) if ed(4).upper() == "BASE64" else base64.b64encode(ed(5).encode()).decode()
+        if data is None:
+            return {"dataAbsentReason": {"coding": [{"system": DATA_ABSENT_REASON, "code": "error"}]}}
+        attachment = {"contentType": media, "data": data}
+    else:
+        attachment = compact({"url": ed(1), "contentType": MEDIA_TYPES.get(ed(4).upper())})
+    return {"extension": [{"url": VALUE_ATTACHMENT, "valueAttachment": attachment}]} if attachment else {}
+
+
+def base64_data(ed: FieldValue, context: MessageContext) -> str | None:
+    """ED.5 as Base64 without white space, with the padding senders leave off."""
+    data = "".join(ed(5).split())
+    data += "=" * (-len(data) % 4)
+    try:
+        base64.b64decode(data, validate=True)
+    except ValueError:
+        context.lenient(ed.error(f"the encapsulated data {quoted(data, 40)} is not Base64: left out", 102))
+        return None
+    return data
+
+
 VALUE_MAPPERS = {  # OBX-2 (table 0125) -> its value[x]
-    "NM": numeric_value, "SN": structured_numeric_value, "CE": coded_value, "CWE": coded_value, "CNE": coded_value,
-    "DT": date_time_value, "DTM": date_time_value, "TS": date_time_value, "ST": text_value, "TX": text_value, "FT": text_value,
+    "NM": numeric_value, "SN": structured_numeric_value,
+    "CE": coded_value, "CWE": coded_value, "CNE": coded_value, "CF": coded_value,
+    "DT": date_time_value, "DTM": date_time_value, "TS": date_time_value, "TM": time_of_day_value, "DR": period_value,
+    "NR": numeric_range_value, "ST": text_value, "TX": text_value, "FT": text_value, "ID": identifier_value, "IS": identifier_value,
+    "ED": attachment_value, "RP": attachment_value,
 }
 
 
 def number(value: FieldValue, component: int) -> int | float:
     text = value(component)
     if not NUMBER.fullmatch(text):
-        raise value.error(f"'{text}' is not a number", 102)
+        raise value.error(f"{quoted(text)} is not a number", 102)
     return json_number(text)
 
 
@@ -255,3 +382,6 @@ def reference_ranges(obx: SegmentView) -> list[dict]:
         return [{"text": text}]
     low, high = (quantity(json_number(bound), obx.field(6)) for bound in bounds.groups())
     return [{"low": low, "high": high, "text": text}]
+
+
+ORU_EVENTS = {"R01": MessageEvent(("ORU_R01",), ("PID",), oru_upserts)}

@@ -1,6 +1,6 @@
-"""Resources that several segments of one message may name (Practitioners, Locations): one upsert each."""
+"""Resources that several segments of one message may name (Practitioners, Organizations, Locations): one upsert each."""
 from interop.hl7v2.mapping import Upsert
-from interop.hl7v2.mapping.datatypes import MessageDefaults
+from interop.hl7v2.mapping.datatypes import MessageContext
 from interop.hl7v2.mapping.upserts import identifier_criteria, upsert_by_identifier
 
 
@@ -8,8 +8,8 @@ class SharedUpserts:
     """The shared upserts of one message, deduplicated by business key, in the order first named: a resource
     they reference (a Location's partOf) is named, and so written, before them."""
 
-    def __init__(self, defaults: MessageDefaults):
-        self.defaults = defaults
+    def __init__(self, context: MessageContext):
+        self.context = context
         self.by_criteria: dict[str, Upsert] = {}
 
     @property

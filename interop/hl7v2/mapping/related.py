@@ -1,0 +1,75 @@
+"""NK1 and PID-21 to RelatedPerson (IG NK1[RelatedPerson], CX[RelatedPerson-Mother]).
+
+An NK1 about a person (not an employer or agency) becomes a RelatedPerson of the patient, keyed
+by NK1-12 (else NK1-33); one without an identifier is keyed by the patient, the relationship and
+the name (*ours*: the IG gives no key). PID-21 (mother's identifier) becomes the mother.
+"""
+from urllib.parse import quote
+
+from interop.hl7v2.mapping import Upsert
+from interop.hl7v2.mapping.datatypes import (address, codeable_concept, compact, date_value, human_name, identifier,
+                                             identifier_type, period)
+from interop.hl7v2.mapping.fields import SegmentView, first_segment
+from interop.hl7v2.mapping.patient import SSN_SYSTEM, gender, is_organization, relationships, telecom
+from interop.hl7v2.mapping.shared import SharedUpserts
+from interop.hl7v2.mapping.upserts import enriching, reference, upsert_by_identifier
+from interop.hl7v2.mapping.vocabulary import V3
+
+RELATED_PERSON_SYSTEM = "urn:ehr:hl7v2:related-person"  # identifier values: patient key / relationship / name
+RELATED_PERSON_ELEMENTS = frozenset({
+    "identifier", "patient", "relationship", "name", "telecom", "gender", "_gender", "birthDate", "address", "period", "communication",
+})
+
+
+def related_person_upserts(segments: list[SegmentView], patient: Upsert, patient_key: dict, shared: SharedUpserts) -> list[Upsert]:
+    """The RelatedPersons of a patient: one per NK1 about a person, and the mother PID-21 identifies."""
+    found = [related_person(nk1, patient, patient_key, shared) for nk1 in segments if nk1.id == "NK1" and not is_organization(nk1)]
+    pid = first_segment(segments, "PID")
+    mothers = [mother(cx, patient, shared) for cx in pid.repetitions(21)] if pid else []
+    return [upsert for upsert in found + mothers if upsert is not None]
+
+
+def related_person(nk1: SegmentView, patient: Upsert, patient_key: dict, shared: SharedUpserts) -> Upsert | None:
+    context = shared.context
+    names = [found for field in (2, 30) if (found := human_name(nk1.field(field), context))]
+    identifiers = [found for field in (12, 33) for cx in nk1.repetitions(field) if (found := identifier(cx, context))]
+    if ssn := nk1.field(37)():
+        identifiers.append({"type": identifier_type("SS"), "system": SSN_SYSTEM, "value": ssn})
+    if not names and not identifiers:
+        return None
+    key = identifiers[0] if identifiers else {"system": RELATED_PERSON_SYSTEM, "value": synthetic_value(patient_key, nk1, names[0])}
+    language = codeable_concept(nk1.field(20), "0296")
+    body = compact({
+        "resourceType": "RelatedPerson",
+        "identifier": identifiers or [key],
+        "active": True,
+        "patient": reference(patient),
+        "relationship": relationships(nk1, context),
+        "name": names,
+        "telecom": telecom(nk1, {5: None, 6: "work", 31: None, 40: None, 41: None}, context),
+        **gender(nk1.field(15), context),
+        "birthDate": date_value(nk1.field(16), context),
+        "address": [found for field in (4, 32) for xad in nk1.repetitions(field) if (found := address(xad, context))],
+        "period": period(date_value(nk1.field(8), context), date_value(nk1.field(9), context)),
+        "communication": [{"language": language}] if language else [],
+    })
+    return upsert_by_identifier(body, key, combine=enriching(RELATED_PERSON_ELEMENTS))
+
+
+def synthetic_value(patient_key: dict, nk1: SegmentView, name: dict) -> str:
+    """patient system|value / relationship code / family / given: stable while the sender names the person the same."""
+    parts = [f"{patient_key.get('system', '')}|{patient_key['value']}", nk1.field(3)().upper() or nk1.field(7)().upper(),
+             name.get("family", ""), " ".join(name.get("given", []))]
+    return "/".join(quote(part, safe="|:") for part in parts)
+
+
+def mother(cx, patient: Upsert, shared: SharedUpserts) -> Upsert | None:
+    """PID-21: the mother, by her identifier, relationship MTH (IG CX[RelatedPerson-Mother])."""
+    key = identifier(cx, shared.context)
+    if key is None:
+        return None
+    body = {
+        "resourceType": "RelatedPerson", "identifier": [key], "active": True, "patient": reference(patient),
+        "relationship": [{"coding": [{"system": V3 + "RoleCode", "code": "MTH", "display": "mother"}]}],
+    }
+    return upsert_by_identifier(body, key, combine=enriching(RELATED_PERSON_ELEMENTS))
