@@ -20,6 +20,7 @@ class Upsert:
     keep: tuple[str, ...] = ()  # top-level elements an existing resource keeps (A08 never changes Encounter.status)
     # the body written, from the stored body ({} for a create) and the new one (references resolved, `keep` applied)
     combine: Callable[[dict, dict], dict] | None = None
+    key: dict | None = None  # the identifier `criteria` searches for
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ def adt_upserts(segments: list[SegmentView], context: MessageContext, event: str
         patient = patient_upsert(segments, shared, {"active": False})
         return [*shared.upserts, patient]
     patient = patient_upsert(segments, shared)
-    patient_key = key_identifier(first_segment(segments, "PID"), 3, context)
+    patient_key = patient.key
     subject = reference(patient)
     pv1, pv2 = first_segment(segments, "PV1"), first_segment(segments, "PV2")
     key = visit_key(pv1, patient_key, context)
@@ -87,7 +87,7 @@ def identifier_change_upserts(segments: list[SegmentView], context: MessageConte
     is updated from the PID as by an A08."""
     shared = SharedUpserts(context)
     patient = patient_upsert(segments, shared)
-    new_key = key_identifier(first_segment(segments, "PID"), 3, context)
+    new_key = patient.key
     old_key = merged_key(segments, 1, context)
     change = IdentifierChange(patient.local_ref, "Patient", identifier_criteria(old_key), old_key, new_key)
     return [change, *shared.upserts, patient]

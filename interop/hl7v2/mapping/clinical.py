@@ -5,19 +5,17 @@ allergy is the patient and the allergen (AL1-3); a diagnosis is DG1-20, else the
 patient) and the diagnosis code (DG1-3). An ADT message that lists no AL1 or DG1 leaves the
 stored ones as they are; one that no longer lists an allergy does not remove it.
 """
-from urllib.parse import quote
-
 from interop.hl7v2.mapping import Upsert
 from interop.hl7v2.mapping.datatypes import (MessageContext, codeable_concept, compact, date_time, entity_identifier)
 from interop.hl7v2.mapping.fields import SegmentView
 from interop.hl7v2.mapping.practitioners import practitioner_reference
 from interop.hl7v2.mapping.shared import SharedUpserts
-from interop.hl7v2.mapping.upserts import keeping_unmapped, upsert_by_identifier
+from interop.hl7v2.mapping.upserts import composite_key, keeping_unmapped, upsert_by_identifier
 from interop.hl7v2.mapping.vocabulary import (ALLERGEN_TYPE, ALLERGY_SEVERITY, CRITICALITY, REACTION_SEVERITY, sent_code)
 from interop.hl7v2.text import quoted
 
-ALLERGY_SYSTEM = "urn:ehr:hl7v2:allergy"  # identifier values: patient system|value / allergen system|code
-DIAGNOSIS_SYSTEM = "urn:ehr:hl7v2:diagnosis"  # identifier values: visit (or patient) system|value / code system|code
+ALLERGY_SYSTEM = "urn:ehr:hl7v2:allergy"  # identifier values: patient system / value / allergen system / code
+DIAGNOSIS_SYSTEM = "urn:ehr:hl7v2:diagnosis"  # identifier values: visit (or patient) system / value / code system / code
 CLINICAL_STATUS = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
 CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
 VERIFICATION_STATUS = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
@@ -35,7 +33,7 @@ def allergy_upsert(al1: SegmentView, patient: dict, patient_key: dict, context: 
     if allergen is None:
         context.lenient(al1.field(3).error("an allergen (AL1-3) is required: the allergy is left out", 101))
         return None
-    key = {"system": ALLERGY_SYSTEM, "value": f"{key_text(patient_key)}/{concept_key(allergen)}"}
+    key = composite_key(ALLERGY_SYSTEM, patient_key.get("system", ""), patient_key["value"], *concept_key(allergen))
     body = compact({
         "resourceType": "AllergyIntolerance",
         "identifier": [key],
@@ -87,7 +85,7 @@ def condition_upsert(dg1: SegmentView, patient: dict, owner_key: dict, shared: S
         context.lenient(dg1.field(3).error("a diagnosis code (DG1-3) or description (DG1-4) is required: the diagnosis is left out", 101))
         return None
     identifier = entity_identifier(dg1.field(20), context, "")
-    key = identifier or {"system": DIAGNOSIS_SYSTEM, "value": f"{key_text(owner_key)}/{concept_key(code)}"}
+    key = identifier or composite_key(DIAGNOSIS_SYSTEM, owner_key.get("system", ""), owner_key["value"], *concept_key(code))
     recorded = date_time(dg1.field(19), context)
     body = compact({
         "resourceType": "Condition",
@@ -104,12 +102,7 @@ def condition_upsert(dg1: SegmentView, patient: dict, owner_key: dict, shared: S
     return upsert_by_identifier(body, key, combine=keeping_unmapped)
 
 
-def key_text(key: dict) -> str:
-    return f"{key.get('system', '')}|{key['value']}"
-
-
-def concept_key(concept: dict) -> str:
-    """A concept's first coding as system|code, else its text: what tells two allergies or diagnoses apart."""
+def concept_key(concept: dict) -> tuple[str, str]:
+    """A concept's first coding as (system, code), else ("", its text): what tells two allergies or diagnoses apart."""
     first = (concept.get("coding") or [{}])[0]
-    text = f"{first.get('system', '')}|{first['code']}" if "code" in first else concept.get("text", "")
-    return quote(text, safe="|:")
+    return (first.get("system", ""), first["code"]) if "code" in first else ("", concept.get("text", ""))

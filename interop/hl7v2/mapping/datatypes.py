@@ -129,20 +129,25 @@ def coding_system(name: str, default_table: str | None = None) -> str | None:
     return CODE_SYSTEM_NAMESPACE + quote(name, safe="")
 
 
-def coding(cwe: FieldValue, first: int = 1, default_table: str | None = None) -> dict | None:
+def coding(cwe: FieldValue, first: int = 1, default_table: str | None = None, width: int = 99) -> dict | None:
     """The coding in the CWE triplet starting at component `first` (code, display, coding system); CWE.7 (CWE.8
-    for the second triplet) as its version."""
+    for the second triplet) as its version. `width`: the CWE's component count, when known."""
     code = cwe(first)
     if not code:
         return None
-    version = cwe(7) if first == 1 else cwe(8) if first == 4 else ""
+    version_at = 7 if first == 1 else 8 if first == 4 else 0
+    version = cwe(version_at) if version_at and width >= version_at else ""
     return compact({"system": coding_system(cwe(first + 2), default_table), "version": version, "code": code, "display": cwe(first + 1)})
 
 
 def codeable_concept(cwe: FieldValue, default_table: str | None = None) -> dict | None:
     """CE/CWE/CNE: the triplets 1-3, 4-6 and 10-12 as codings; CWE.9, else a code-less CWE.2, as text."""
-    codings = [found for found in (coding(cwe, 1, default_table), coding(cwe, 4), coding(cwe, 10)) if found]
-    text = cwe(9) or ("" if codings else cwe(2))
+    width = cwe.width()
+    if not width:
+        return None
+    triplets = (1, 4, 10)[: 1 + (width >= 4) + (width >= 10)]
+    codings = [found for first in triplets if (found := coding(cwe, first, default_table if first == 1 else None, width))]
+    text = (cwe(9) if width >= 9 else "") or ("" if codings else cwe(2))
     return compact({"coding": codings, "text": text}) or None
 
 
@@ -155,7 +160,7 @@ def identifier(cx: FieldValue, context: MessageContext) -> dict | None:
         "type": identifier_type(cx(5)),
         "system": hd_system(cx, context, 4) or context.authority,
         "value": value,
-        "period": period(date_value(cx, context, 7), date_value(cx, context, 8)),
+        "period": period(date_value(cx, context, 7), date_value(cx, context, 8)) if cx.width() >= 7 else None,
     })
 
 
@@ -175,6 +180,9 @@ def identifier_type(code: str) -> dict | None:
 def human_name(name: FieldValue, context: MessageContext, family_at: int = 1) -> dict | None:
     """XPN (family_at=1) or the name part of XCN (family_at=2): family, given + middle, suffix + degree, prefix, use,
     and for an XPN its validity (XPN.12-13, else XPN.10)."""
+    width = name.width()
+    if width < family_at:
+        return None
     family, given, middle, suffix, prefix, degree = (name(family_at + offset) for offset in range(6))
     parts = compact({
         "family": family,
@@ -186,17 +194,20 @@ def human_name(name: FieldValue, context: MessageContext, family_at: int = 1) ->
         return None
     name_type = name(family_at + 6) if family_at == 1 else name(10)
     valid = (period(date_time(name, context, 12), date_time(name, context, 13))
-             or period(date_time(name, context, 10, 1), date_time(name, context, 10, 2))) if family_at == 1 else None
+             or period(date_time(name, context, 10, 1), date_time(name, context, 10, 2))) if family_at == 1 and width >= 10 else None
     return compact({"use": NAME_USES.get(name_type.upper()), **parts, "period": valid})
 
 
 def address(xad: FieldValue, context: MessageContext) -> dict | None:
     """XAD: street lines (XAD.1.1-3, XAD.2, XAD.19), city, state, postal code, country, county (XAD.9) as district,
     type XAD.7 as use or type, validity XAD.13-14 (else XAD.12)."""
+    width = xad.width()
+    if not width:
+        return None
     kind = xad(7).upper()
     lines = [line for line in (xad(1), xad(1, 2), xad(1, 3), xad(2), xad(19)) if line]
     valid = period(date_time(xad, context, 13), date_time(xad, context, 14)) or period(
-        date_time(xad, context, 12, 1), date_time(xad, context, 12, 2))
+        date_time(xad, context, 12, 1), date_time(xad, context, 12, 2)) if width >= 12 else None
     found = compact({
         "use": ADDRESS_USES.get(kind), "type": ADDRESS_TYPES.get(kind), "line": lines, "city": xad(3), "district": xad(9),
         "state": xad(4), "postalCode": xad(5), "country": xad(6),
@@ -215,8 +226,9 @@ def contact_point(xtn: FieldValue, context: MessageContext, default_use: str | N
     if not value:
         return None
     use = implied_use or TELECOM_USES.get(use_code) or (None if use_code else default_use)
-    rank = int(xtn(18)) if xtn(18).isdigit() and int(xtn(18)) > 0 else None
-    valid = period(date_time(xtn, context, 13), date_time(xtn, context, 14))
+    wide = xtn.width() >= 13
+    rank = int(xtn(18)) if wide and xtn(18).isdigit() and int(xtn(18)) > 0 else None
+    valid = period(date_time(xtn, context, 13), date_time(xtn, context, 14)) if wide else None
     return compact({"system": system, "value": value, "use": use, "rank": rank, "period": valid})
 
 
@@ -315,4 +327,4 @@ def original_text(text: str) -> dict:
 
 def compact(element: dict) -> dict:
     """The element without its empty values: FHIR JSON has no empty strings, lists or objects."""
-    return {key: value for key, value in element.items() if value not in (None, "", [], {})}
+    return {key: value for key, value in element.items() if value or value is False or value == 0}

@@ -14,7 +14,7 @@ from interop.hl7v2.mapping.fields import FieldValue, SegmentView
 from interop.hl7v2.mapping.locations import location_reference
 from interop.hl7v2.mapping.practitioners import practitioner_reference
 from interop.hl7v2.mapping.shared import SharedUpserts
-from interop.hl7v2.mapping.upserts import unsent_elements, upsert_by_identifier
+from interop.hl7v2.mapping.upserts import composite_key, unsent_elements, upsert_by_identifier
 from interop.hl7v2.mapping.vocabulary import BED_STATUS, DIAGNOSIS_TYPE, PATIENT_CLASS, PRIORITY, mapped_concept, table_coding
 
 PARTICIPATION_TYPE = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
@@ -34,7 +34,7 @@ PV1_SOURCES = {  # Encounter element -> PV1 fields it comes from; an update keep
 }
 PV2_SOURCES = {"reasonCode": (3,), "length": (11,), "priority": (25,), "text": (12,)}
 VISIT_NUMBER_TYPE = "VN"
-ADMISSION_SYSTEM = "urn:ehr:hl7v2:admission"  # identifier values: patient system|value@PV1-44, when there is no visit number
+ADMISSION_SYSTEM = "urn:ehr:hl7v2:admission"  # identifier values: patient system / value / PV1-44, when there is no visit number
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def visit_key(pv1: SegmentView | None, patient_key: dict, context: MessageContex
         if found:
             return found if "type" in found else {"type": identifier_type(VISIT_NUMBER_TYPE), **found}
     admitted = pv1.field(44)()
-    return {"system": ADMISSION_SYSTEM, "value": f"{patient_key.get('system', '')}|{patient_key['value']}@{admitted}"} if admitted else None
+    return composite_key(ADMISSION_SYSTEM, patient_key.get("system", ""), patient_key["value"], admitted) if admitted else None
 
 
 def encounter_upsert(pv1: SegmentView, pv2: SegmentView | None, key: dict, subject: dict, shared: SharedUpserts, event: VisitEvent,

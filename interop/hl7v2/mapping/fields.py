@@ -8,6 +8,7 @@ import re
 import string
 from dataclasses import dataclass
 from functools import cache
+from typing import NamedTuple
 
 import hl7
 from hl7.util import unescape
@@ -90,9 +91,9 @@ class SegmentView:
         return MappingError(text, code, self.id, self.sequence, field)
 
 
-@dataclass(frozen=True)
-class FieldValue:
-    """One repetition of one field; call it with a component (and subcomponent) number for its text."""
+class FieldValue(NamedTuple):
+    """One repetition of one field; call it with a component (and subcomponent) number for its text. A tuple: the
+    mappers make some 200 of them a message, and a frozen dataclass costs several times more to build."""
 
     owner: SegmentView
     number: int
@@ -100,6 +101,8 @@ class FieldValue:
 
     def __call__(self, component: int = 1, subcomponent: int = 1) -> str:
         segment = self.owner.segment
+        if self.number >= len(segment):  # most optional fields are not sent: the cheapest answer first
+            return ""
         value = leaf(segment, self.number, self.repetition, component, subcomponent)
         if segment.esc in value and not (self.number <= 2 and self.owner.id == "MSH"):  # MSH-1 and MSH-2 are the separators
             value = self.owner.unescaped(value)
@@ -114,6 +117,15 @@ class FieldValue:
         """True when some component holds a value (the null value "" holds none)."""
         raw = self.raw()
         return raw != HL7_NULL and not is_blank(raw, self.owner.segment)
+
+    def width(self) -> int:
+        """How many components the repetition has (0 when absent): readers of wide types (CWE, XPN, XAD, XTN) skip
+        the components a short value cannot have."""
+        segment = self.owner.segment
+        if self.number >= len(segment) or self.repetition > len(at(segment, self.number)):
+            return 0
+        value = at(at(segment, self.number), self.repetition - 1)
+        return 1 if isinstance(value, str) else len(value)
 
     def raw(self) -> str:
         segment = self.owner.segment

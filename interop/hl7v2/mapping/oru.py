@@ -11,7 +11,6 @@ keyed by the patient, OBX-3, OBX-4 and its time (OBX-14, else MSH-7) (*ours*).
 import base64
 import re
 from dataclasses import dataclass, field
-from urllib.parse import quote
 
 from interop.hl7v2.mapping import Upsert
 from interop.hl7v2.mapping.datatypes import (CODING_SYSTEMS, MessageContext, codeable_concept, coding_system, compact, date_time,
@@ -20,15 +19,15 @@ from interop.hl7v2.mapping.encounter import RESULT_CONTEXT, encounter_upsert, vi
 from interop.hl7v2.mapping.events import MessageEvent
 from interop.hl7v2.mapping.fields import FieldValue, SegmentView, first_segment, patient_groups
 from interop.hl7v2.mapping.organizations import organization_reference
-from interop.hl7v2.mapping.patient import key_identifier, patient_upsert
+from interop.hl7v2.mapping.patient import patient_upsert
 from interop.hl7v2.mapping.practitioners import interpreter_reference, practitioner_reference
 from interop.hl7v2.mapping.shared import SharedUpserts
-from interop.hl7v2.mapping.upserts import reference, upsert_by_identifier
+from interop.hl7v2.mapping.upserts import composite_key, reference, upsert_by_identifier
 from interop.hl7v2.mapping.vocabulary import INTERPRETATION, OBSERVATION_STATUS, REPORT_STATUS, mapped_concept, required_code
 from interop.hl7v2.text import quoted
 
 UCUM = CODING_SYSTEMS["UCUM"]
-RESULT_SYSTEM = "urn:ehr:hl7v2:result"  # identifier values of results without an order: patient / code / sub-id / time
+RESULT_SYSTEM = "urn:ehr:hl7v2:result"  # identifier values of results without an order number: the patient's, and more
 UNMAPPED_VALUE_TYPES = {  # in table 0125 but not mapped: the Observation gets dataAbsentReason "unsupported"
     "AD", "CK", "CN", "CP", "CX", "EI", "MA", "MO", "NA", "PN", "XAD", "XCN", "XON", "XPN", "XTN",
 }
@@ -69,7 +68,7 @@ def oru_upserts(segments: list[SegmentView], context: MessageContext, event: str
 def patient_result(group: list[SegmentView], shared: SharedUpserts) -> list[Upsert]:
     context = shared.context
     patient = patient_upsert(group, shared)
-    patient_key = key_identifier(first_segment(group, "PID"), 3, context)
+    patient_key = patient.key
     links = {"subject": reference(patient)}
     pv1 = first_segment(group, "PV1")
     encounters = []
@@ -110,15 +109,14 @@ def order_key(order: Order, patient_key: dict, context: MessageContext) -> dict:
     """The report's business key: the filler order number (OBR-3, else ORC-3) typed FILL, else the placer's (OBR-2,
     else ORC-2) typed PLAC, else (*ours*, with a warning) the patient, the service (OBR-4) and its time (OBR-7); for
     results without an OBR, the patient's key."""
-    patient = f"{patient_key.get('system', '')}|{patient_key['value']}"
+    patient = (patient_key.get("system", ""), patient_key["value"])
     if order.obr is None:
-        return {"system": RESULT_SYSTEM, "value": patient}
+        return composite_key(RESULT_SYSTEM, *patient)
     found = order_number(order, 3, "FILL", context) or order_number(order, 2, "PLAC", context)
     if found is None:
         context.lenient(order.obr.field(3).error("no filler or placer order number (OBR-3, OBR-2, ORC-3, ORC-2): the report is keyed "
                                                  "by the patient, OBR-4 and OBR-7", 101))
-        service = quote(f"{order.obr.field(4)(3)}|{order.obr.field(4)()}", safe="|")
-        return {"system": RESULT_SYSTEM, "value": f"{patient}/{service}/{order.obr.field(7)()}"}
+        return composite_key(RESULT_SYSTEM, *patient, order.obr.field(4)(3), order.obr.field(4)(), order.obr.field(7)())
     return found
 
 
@@ -191,10 +189,10 @@ def result_key(obx: SegmentView, order_key_: dict, effective: str | None, contex
     own = entity_identifier(obx.field(21), context, "FILL")
     if own:
         return own
-    parts = [order_key_["value"], obx.field(3).required(1, "an observation identifier code"), obx.field(4)()]
+    code, sub_id = obx.field(3).required(1, "an observation identifier code"), obx.field(4)()
     if order_key_.get("system") == RESULT_SYSTEM:
-        parts.append(quote(effective or obx.field(14)() or "", safe=":+-"))
-    return compact({"system": order_key_.get("system"), "value": "/".join(part for part in parts if part)})
+        return composite_key(RESULT_SYSTEM, order_key_["value"], code, sub_id, effective or "")
+    return compact({"system": order_key_.get("system"), "value": "/".join(part for part in (order_key_["value"], code, sub_id) if part)})
 
 
 def performers(obx: SegmentView, shared: SharedUpserts) -> list[dict]:

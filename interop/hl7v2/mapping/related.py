@@ -4,18 +4,16 @@ An NK1 about a person (not an employer or agency) becomes a RelatedPerson of the
 by NK1-12 (else NK1-33); one without an identifier is keyed by the patient, the relationship and
 the name (*ours*: the IG gives no key). PID-21 (mother's identifier) becomes the mother.
 """
-from urllib.parse import quote
-
 from interop.hl7v2.mapping import Upsert
 from interop.hl7v2.mapping.datatypes import (address, codeable_concept, compact, date_value, human_name, identifier,
                                              identifier_type, period)
 from interop.hl7v2.mapping.fields import SegmentView, first_segment
 from interop.hl7v2.mapping.patient import SSN_SYSTEM, gender, is_organization, relationships, telecom
 from interop.hl7v2.mapping.shared import SharedUpserts
-from interop.hl7v2.mapping.upserts import enriching, reference, upsert_by_identifier
+from interop.hl7v2.mapping.upserts import composite_key, enriching, reference, upsert_by_identifier
 from interop.hl7v2.mapping.vocabulary import V3
 
-RELATED_PERSON_SYSTEM = "urn:ehr:hl7v2:related-person"  # identifier values: patient key / relationship / name
+RELATED_PERSON_SYSTEM = "urn:ehr:hl7v2:related-person"  # identifier values: patient system / value / relationship / family / given
 RELATED_PERSON_ELEMENTS = frozenset({
     "identifier", "patient", "relationship", "name", "telecom", "gender", "_gender", "birthDate", "address", "period", "communication",
 })
@@ -37,7 +35,9 @@ def related_person(nk1: SegmentView, patient: Upsert, patient_key: dict, shared:
         identifiers.append({"type": identifier_type("SS"), "system": SSN_SYSTEM, "value": ssn})
     if not names and not identifiers:
         return None
-    key = identifiers[0] if identifiers else {"system": RELATED_PERSON_SYSTEM, "value": synthetic_value(patient_key, nk1, names[0])}
+    relationship = nk1.field(3)().upper() or nk1.field(7)().upper()
+    key = identifiers[0] if identifiers else composite_key(
+        RELATED_PERSON_SYSTEM, patient_key.get("system", ""), patient_key["value"], relationship, names[0].get("family", ""), " ".join(names[0].get("given", [])))
     language = codeable_concept(nk1.field(20), "0296")
     body = compact({
         "resourceType": "RelatedPerson",
@@ -54,13 +54,6 @@ def related_person(nk1: SegmentView, patient: Upsert, patient_key: dict, shared:
         "communication": [{"language": language}] if language else [],
     })
     return upsert_by_identifier(body, key, combine=enriching(RELATED_PERSON_ELEMENTS))
-
-
-def synthetic_value(patient_key: dict, nk1: SegmentView, name: dict) -> str:
-    """patient system|value / relationship code / family / given: stable while the sender names the person the same."""
-    parts = [f"{patient_key.get('system', '')}|{patient_key['value']}", nk1.field(3)().upper() or nk1.field(7)().upper(),
-             name.get("family", ""), " ".join(name.get("given", []))]
-    return "/".join(quote(part, safe="|:") for part in parts)
 
 
 def mother(cx, patient: Upsert, shared: SharedUpserts) -> Upsert | None:

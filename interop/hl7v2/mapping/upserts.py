@@ -10,7 +10,7 @@ SEARCH_SPECIAL = str.maketrans({"\\": "\\\\", ",": "\\,", "$": "\\$", "|": "\\|"
 
 def upsert_by_identifier(body: dict, key: dict, keep: tuple[str, ...] = (), combine=None) -> Upsert:
     """An Upsert of `body` found by its identifier `key` (one of body's identifiers)."""
-    return Upsert(f"urn:uuid:{uuid4()}", body["resourceType"], identifier_criteria(key), body, keep, combine)
+    return Upsert(f"urn:uuid:{uuid4()}", body["resourceType"], identifier_criteria(key), body, keep, combine, key)
 
 
 def identifier_criteria(key: dict) -> str:
@@ -18,6 +18,12 @@ def identifier_criteria(key: dict) -> str:
     value = key["value"].translate(SEARCH_SPECIAL)
     token = f"{key['system'].translate(SEARCH_SPECIAL)}|{value}" if key.get("system") else value
     return "identifier=" + quote(token, safe=":/|")
+
+
+def composite_key(system: str, *parts: str) -> dict:
+    """A business key made of parts where v2 sends no identifier (*ours*): each part percent-encoded, so that a '/'
+    in one cannot join two and no search separator (| , $ \\) needs escaping, and the parts joined by '/'."""
+    return {"system": system, "value": "/".join(quote(part, safe=":@") for part in parts)}
 
 
 def unsent_elements(segment: SegmentView | None, sources: dict[str, tuple[int, ...]]) -> tuple[str, ...]:
