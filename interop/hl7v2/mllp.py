@@ -43,6 +43,7 @@ log = logging.getLogger("ehr.mllp")
 DEFAULT_WORKERS = os.cpu_count() or 2  # one per core: the work is CPU-bound
 MAX_BATCH_MESSAGES = 64
 MAX_BATCH_BYTES = 4 * 1024 * 1024
+BETWEEN_FRAMES = b"\r\n\t "  # what senders write between frames besides nothing
 
 
 @dataclass(frozen=True)
@@ -183,15 +184,20 @@ class FrameTimeout(Exception):
 
 class FrameReader(HL7StreamReader):
     """python-hl7's MLLP reader that also knows since when the bytes of an unfinished frame have been arriving, so that
-    a peer that starts a frame and never ends it is cut off long before an idle one."""
+    a peer that starts a frame and never ends it is cut off long before an idle one; and that reads past line breaks
+    and spaces between frames (senders that end each frame with <FS><CR><LF>), as MLLP release 2 tells receivers to
+    ignore what comes before a start block. Other bytes there still close the connection: they cannot be framed."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.received = self.taken = 0  # bytes fed by the connection, and bytes of the frames read
+        self.received = self.taken = 0  # bytes fed by the connection, and bytes read past or of the frames read
         self.frame_started_at: float | None = None
         self.idle_since = time.monotonic()
 
     def feed_data(self, data: bytes) -> None:
+        if self.received == self.taken:  # between frames: blank bytes are no frame's
+            blank = len(data) - len(data.lstrip(BETWEEN_FRAMES))
+            self.received, self.taken, data = self.received + blank, self.taken + blank, data[blank:]
         if data and self.received == self.taken:
             self.frame_started_at = time.monotonic()
         self.received += len(data)
@@ -200,9 +206,16 @@ class FrameReader(HL7StreamReader):
     async def readblock(self) -> bytes:
         block = await super().readblock()
         self.taken += len(block) + 3  # the start block, and the end block with its carriage return
+        self.skip_blank_between_frames()
         self.idle_since = time.monotonic()
         self.frame_started_at = self.idle_since if self.received > self.taken else None
         return block
+
+    def skip_blank_between_frames(self) -> None:
+        """Drop the line breaks and spaces that came with the frame just read (StreamReader's own buffer)."""
+        blank = len(self._buffer) - len(self._buffer.lstrip(BETWEEN_FRAMES))
+        del self._buffer[:blank]
+        self.taken += blank
 
 
 async def start_server(connected, host: str, port: int, limit: int, ssl_context: ssl.SSLContext | None) -> asyncio.Server:

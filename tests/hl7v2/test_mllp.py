@@ -205,3 +205,14 @@ def test_a_trusted_network_is_known_from_its_first_connection(database_url):
             trusted.sendall(framed(a01("TRUST1")))
             assert msa(read_frame(trusted))[2] == "TRUST1"
         held.close()
+
+
+def test_line_breaks_after_each_frame_are_read_past(listener):
+    """Some senders end a frame with <FS><CR><LF>, or put a line break before the next start block."""
+    with socket.create_connection(("127.0.0.1", listener), timeout=10) as connection:
+        connection.sendall(framed(a01("LF1")) + b"\n")
+        assert msa(read_frame(connection))[2] == "LF1"
+        connection.sendall(b"\r\n" + framed(a01("LF2", mrn="70010")) + b"\r\n")
+        assert msa(read_frame(connection))[2] == "LF2"
+        connection.sendall(framed(a01("LF3", mrn="70011")))
+        assert msa(read_frame(connection))[2] == "LF3"
