@@ -1,6 +1,7 @@
 """The `ehr` command line: database migrations, the development server, loading files, the demo."""
 import asyncio
 import ipaddress
+import signal
 import ssl
 import sys
 from collections import Counter
@@ -20,6 +21,7 @@ from app.store.db import make_engine, read_unit
 from app.store.resources import has_resources
 from app.web import create_app
 from interop.hl7v2.authorities import authority_systems, remove_authority, set_authority
+from interop.hl7v2.text import with_carriage_returns
 from interop.hl7v2.mllp import DEFAULT_WORKERS, Listener, ListenerSettings, configure_logging
 from interop.hl7v2.outbox import (DEFAULT_INTERVAL_SECONDS, Deliverer, Destination, Sender, destinations, queued_acks,
                                    register_destination, remove_destination, resend)
@@ -143,6 +145,7 @@ def mllp(host, port, max_bytes, idle_seconds, frame_seconds, max_connections, ma
     )
     database_url = current_database_url()
     configure_logging()
+    stop_on_sigterm()
     listener = Listener(database_url, settings)
     try:
         asyncio.run(listener.serve_forever())
@@ -203,7 +206,7 @@ def hl7_show(message_id):
         click.echo(f"{name}: {getattr(row, name)}")
     click.echo("warnings:" + "".join(f"\n  {warning}" for warning in (row.warnings or "").splitlines()))
     click.echo("resources:" + "".join(f"\n  {written}" for written in written_resources(engine, message_id)))
-    click.echo("message:\n" + row.raw.decode(row.codec or "utf-8", errors="replace").replace("\r", "\n"))
+    click.echo("message:\n" + with_carriage_returns(row.raw.decode(row.codec or "utf-8", errors="replace")).replace("\r", "\n"))
     click.echo("ack:\n" + (row.ack or "(none)").replace("\r", "\n"))
 
 
@@ -308,6 +311,7 @@ def acks():
 @click.option("--limit", default=50, show_default=True, type=int)
 def acks_list(status, limit):
     """The newest first: id, message id, status, sender, attempts, when sent (or next tried), last error."""
+    click.echo("\t".join(("ID", "MESSAGE", "STATUS", "SENDER", "ATTEMPTS", "WHEN", "LAST ERROR")))
     for row in queued_acks(settings_engine(), status, limit):
         when = {"sent": row.sent_at, "pending": row.next_attempt_at}.get(row.status)
         click.echo(f"{row.id}\t{row.message_id}\t{row.status}\t{row.sending_application}|{row.sending_facility}\t"
@@ -327,6 +331,7 @@ def acks_resend(ack_ids):
 def hl7_deliver(once, interval):
     """Send queued application ACKs to their senders' destinations (`ehr mllp` does this too, unless --no-deliver)."""
     configure_logging()
+    stop_on_sigterm()
     deliverer = Deliverer(make_engine(current_database_url()))
     try:
         if once:
@@ -338,6 +343,16 @@ def hl7_deliver(once, interval):
         pass
     finally:
         deliverer.engine.dispose()
+
+
+def stop_on_sigterm() -> None:
+    """End on SIGTERM (kill, systemd, container stop) as on Ctrl-C, so that the command's `finally` runs: `ehr mllp`
+    shuts its worker processes down instead of leaving them behind."""
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def interrupt(signal_number, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def current_database_url() -> str:
@@ -354,10 +369,14 @@ def current_database_url() -> str:
 @click.argument("message_ids", nargs=-1, type=int)
 @click.option("--status", type=click.Choice(["error", "rejected", "received"]), help="Replay every message of this status.")
 def hl7_replay(message_ids, status):
-    """Map and apply stored messages again, e.g. after a mapping fix: by id, or all of one status."""
+    """Map and apply stored messages again, e.g. after a mapping fix: by id, or all of one status. A message already
+    applied is left as it is (and counted applied)."""
     if bool(message_ids) == bool(status):
         raise click.UsageError("Give message ids or --status, not both.")
     engine = settings_engine()
+    missing = [str(message_id) for message_id in message_ids if stored_message(engine, message_id) is None]
+    if missing:
+        raise click.ClickException(f"No HL7 message {', '.join(missing)}.")
     ids = message_ids or [row.id for row in reversed(stored_messages(engine, MessageQuery(status, limit=1_000_000)))]
     click.echo(f"Replayed: {counted(replay(engine, message_id).status for message_id in tqdm(ids, unit=' messages', file=sys.stderr))}.")
 

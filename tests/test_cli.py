@@ -281,7 +281,8 @@ def test_hl7_destination_acks_and_deliver_as_an_operator_runs_them(database_url,
         receive(engine, enhanced(a01("CLI1")), "test")
         delivered = ehr(database_url, "hl7", "deliver", "--once", cwd=tmp_path)
         assert delivered.stdout.strip() == "Delivery attempts: 1 failed."
-        listed = ehr(database_url, "hl7", "acks", "list", "--status", "failed", cwd=tmp_path).stdout
+        header, listed = ehr(database_url, "hl7", "acks", "list", "--status", "failed", cwd=tmp_path).stdout.split("\n", 1)
+        assert header.startswith("ID\tMESSAGE\tSTATUS")
         ack_id = listed.split("\t")[0]
         assert "The peer answered CR." in listed
         peer.answer = "CA"

@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from app.errors import BadRequest, NotFound, UnsupportedMediaType
+from app.model.instants import format_instant
 from app.rest.negotiation import media_type_and_params, read_raw_body
 from interop.hl7v2.service import (MESSAGE_STATUSES, NOT_STORED_STATUS, MessageQuery, receive, stored_message, stored_messages,
                                    written_resources)
@@ -73,11 +74,12 @@ def message_query() -> MessageQuery:
 
 
 def moment_argument(name: str) -> datetime | None:
+    """An ISO 8601 moment; a '+' sent unencoded before an offset arrives as a space, and is read as '+'."""
     text = request.args.get(name)
     if text is None:
         return None
     try:
-        moment = datetime.fromisoformat(text)
+        moment = datetime.fromisoformat(text.strip().replace(" ", "+") if "T" in text else text)
     except ValueError:
         raise BadRequest(f"{name}={text} is not an ISO 8601 date or date and time.") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
@@ -94,7 +96,7 @@ def whole_number(name: str, maximum: int | None = None) -> int | None:
 
 def message_summary(row) -> dict:
     return {
-        "id": row.id, "receivedAt": row.received_at.isoformat(), "status": row.status,
+        "id": row.id, "receivedAt": format_instant(row.received_at), "status": row.status,
         "sendingApplication": row.sending_application, "sendingFacility": row.sending_facility,
         "type": row.message_type, "controlId": row.control_id, "error": row.error,
         "warnings": (row.warnings or "").splitlines(), "reusesControlIdOf": row.reuses_control_id_of,

@@ -25,14 +25,15 @@ from uuid import uuid4
 
 import hl7
 
-from interop.hl7v2.text import quoted
+from interop.hl7v2.text import declared_separators, quoted, usable_separators
 
 REFUSED = "AR"  # the outcome of what is refused before it is applied: answered CR in enhanced mode
 NOT_STORED = "CE"  # the outcome of what the store could not take (the database failed): AR in original mode
 ERROR_TEXTS = {  # HL7 table 0357
     0: "Message accepted", 100: "Segment sequence error", 101: "Required field missing", 102: "Data type error",
     103: "Table value not found", 104: "Value too long", 200: "Unsupported message type", 201: "Unsupported event code",
-    202: "Unsupported processing id", 203: "Unsupported version id", 207: "Application internal error",
+    202: "Unsupported processing id", 203: "Unsupported version id", 204: "Unknown key identifier",
+    205: "Duplicate key identifier", 206: "Application record locked", 207: "Application internal error",
 }
 ACK_TYPES = ("AL", "NE", "ER", "SU")  # HL7 table 0155
 FIRST_VERSION_WITH_ERR_2 = (2, 5)
@@ -77,16 +78,24 @@ class Header:
 
     @classmethod
     def salvaged(cls, text: str) -> "Header":
-        """The MSH fields of text python-hl7 cannot parse, as far as they can be read, so that it can be answered.
-        Separators that cannot be used (none, a letter, the field separator among the encoding characters) give
-        the standard ones, and then no field is echoed: split by broken separators, the fields are not the sender's."""
+        """The MSH fields of text python-hl7 cannot parse, as far as they can be read, so that it can be answered. The
+        fields are split by the sender's field separator when it can be one; encoding characters that cannot be used
+        give the standard ones. A field separator that cannot be used (none, a letter, one of ^~\\&) echoes nothing:
+        split by it, the fields would not be the sender's."""
         line = text.split("\r", 1)[0]
-        separator = line[3:4] if line.startswith("MSH") else ""
-        fields = line.split(separator) if usable_separators(separator, "^~\\&") else []
-        encoding = fields[1] if len(fields) > 1 else ""
+        separator, encoding = declared_separators(line) if line.startswith("MSH") else ("", "")
         if not usable_separators(separator, encoding):
-            return cls(*STANDARD_SEPARATORS, **{name: "" for name in ECHOED_FIELDS}, version=ANSWER_VERSION)
+            encoding = STANDARD_SEPARATORS[1]
+        if not usable_separators(separator, encoding):
+            return cls(*STANDARD_SEPARATORS, *("" for _ in HEADER_FIELDS))
+        fields = line.split(separator)
         return cls(separator, encoding, *((fields[number - 1] if number - 1 < len(fields) else "").strip() for number in HEADER_FIELDS))
+
+    @property
+    def type_name(self) -> str:
+        """MSH-9 with its components joined by ^ whatever the sender's separator: ADT^A01^ADT_A01."""
+        component = self.encoding_characters[:1] or "^"
+        return "^".join(self.message_type.split(component))
 
     @property
     def enhanced_mode(self) -> bool:
@@ -105,21 +114,12 @@ class Header:
 
 
 HEADER_FIELDS = (3, 4, 5, 6, 9, 10, 11, 12, 15, 16, 18)  # the MSH fields after the separators that Header keeps
-ECHOED_FIELDS = ("sending_application", "sending_facility", "receiving_application", "receiving_facility", "message_type",
-                 "control_id", "processing_id", "accept_ack_type", "application_ack_type", "character_set")
-ANSWER_VERSION = "2.5.1"  # of the answer to bytes whose MSH cannot be read: MSH-12 is required
+ANSWER_VERSION = "2.5.1"  # of the answer to a message that names none (or bytes whose MSH cannot be read): MSH-12 is required
 
 
 def raw_field(segment, number: int) -> str:
     """Field `number` of a segment as sent (escapes kept), '' when the segment is shorter."""
     return str(segment[number]) if len(segment) > number else ""
-
-
-def usable_separators(field_separator: str, encoding_characters: str) -> bool:
-    """One field separator and two to five encoding characters, all different and none a letter, digit or space."""
-    characters = field_separator + encoding_characters
-    return (len(field_separator) == 1 and 2 <= len(encoding_characters) <= 5 and len(set(characters)) == len(characters)
-            and not any(character.isalnum() or character.isspace() for character in characters))
 
 
 class Acknowledgements(NamedTuple):
@@ -155,7 +155,11 @@ def acknowledgement(header: Header, code: str, details: tuple[ErrorDetail, ...] 
     ACK (MSH-15 AL), so that its delivery is confirmed, and for no application ACK (MSH-16 NE): acknowledging it
     would never end."""
     separator = header.field_separator
-    segments = [msh_segment(header, new_control_id(), asks_accept_ack), separator.join(["MSA", code, header.control_id])]
+    msa = ["MSA", code, header.control_id]
+    errors = [detail for detail in details if detail.severity == "E"]
+    if errors and header.version_tuple and header.version_tuple < FIRST_VERSION_WITH_ERR_2:  # ERR-1 has no text: MSA-3 does
+        msa.append(escape(errors[0].text, header))
+    segments = [msh_segment(header, new_control_id(), asks_accept_ack), separator.join(msa)]
     segments += [err_segment(header, detail) for detail in details]
     return "\r".join(segments) + "\r"
 
@@ -172,7 +176,7 @@ def msh_segment(header: Header, ack_id: str, asks_accept_ack: bool = False) -> s
     fields = [
         "MSH", header.encoding_characters, header.receiving_application, header.receiving_facility,
         header.sending_application, header.sending_facility, datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S%z"), "",
-        component.join(["ACK", event, "ACK"]) if event else "ACK", ack_id, header.processing_id or "P", header.version,
+        component.join(["ACK", event, "ACK"]) if event else "ACK", ack_id, header.processing_id or "P", header.version or ANSWER_VERSION,
         "", "", *(("AL", "NE") if asks_accept_ack else ("", "")), "", header.character_set,
     ]
     return header.field_separator.join(fields).rstrip(header.field_separator)

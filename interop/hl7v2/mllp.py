@@ -22,6 +22,7 @@ import ipaddress
 import logging
 import multiprocessing
 import os
+import signal
 import ssl
 import time
 from collections import Counter
@@ -44,6 +45,7 @@ DEFAULT_WORKERS = os.cpu_count() or 2  # one per core: the work is CPU-bound
 MAX_BATCH_MESSAGES = 64
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 BETWEEN_FRAMES = b"\r\n\t "  # what senders write between frames besides nothing
+MAX_KNOWN_PEERS = 10_000
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,8 @@ class Listener:
         settings = self.settings
         server = await start_server(self.handle_connection, settings.host, settings.port, settings.max_bytes, settings.ssl_context())
         log.info("MLLP listener on %s", ", ".join(str(socket.getsockname()) for socket in server.sockets))
+        for partition in self.partitions:  # started now: a worker's first message would wait seconds for it
+            partition.executor.submit(prepare_worker, self.database_url)
         if self.deliverer:
             self.delivering = asyncio.create_task(self.deliverer.run_forever())
         return server
@@ -112,15 +116,29 @@ class Listener:
             block = await self.next_block(reader, peer)
             if block is None:
                 return
-            receipt = await self.applied(block, peer)
+            receipt = await self.receipt_of(block, peer)
             if receipt.status in ACCEPTED_STATUSES:
-                self.peers.known.add(address)
-            if receipt.ack is not None:
-                writer.writeblock(receipt.ack.encode(receipt.codec, errors="replace"))
-                if receipt.requested:  # a sender that asked for no answer may never read one: waiting on it would stall
-                    await writer.drain()
+                self.peers.learn(address)
+            if receipt.ack is not None and not await self.answered(writer, receipt, peer):
+                return
             if receipt.queued_application_ack and self.deliverer:  # after the accept ACK, which it must not overtake
                 self.deliverer.wake.set()
+
+    async def answered(self, writer, receipt: Receipt, peer: str) -> bool:
+        """Write the answer; False when the peer does not read it within `idle_seconds` or is gone. A sender that asked
+        for no answer may never read one: its answer is not waited on."""
+        writer.writeblock(receipt.ack.encode(receipt.codec, errors="replace"))
+        if not receipt.requested:
+            return True
+        try:
+            await asyncio.wait_for(writer.drain(), self.settings.idle_seconds)
+        except asyncio.TimeoutError:
+            log.info("closing connection from %s: its answers unread for %.0f s", peer, self.settings.idle_seconds)
+            return False
+        except (ConnectionError, ssl.SSLError) as error:
+            log.warning("connection from %s failed: %s", peer, error)
+            return False
+        return True
 
     async def next_block(self, reader: "FrameReader", peer: str) -> bytes | None:
         """The next framed message, or None when the connection is done (closed, idle, a frame that does not end,
@@ -142,24 +160,28 @@ class Listener:
 
     async def block_in_time(self, reader: "FrameReader") -> bytes:
         """reader.readblock(), within `idle_seconds` of the last frame, and within `frame_seconds` of the first byte of
-        this one. Each wait lasts at most `frame_seconds`, so that a frame begun during one is cut off in time."""
+        this one. Both clocks run from the last frame or first byte, or from now if later: the time spent applying and
+        answering the previous frame is not the sender's, and a frame that arrived meanwhile is read, not cut off.
+        Each wait lasts at most `frame_seconds`, so that a frame begun during one is cut off in time."""
         settings = self.settings
+        waiting_since = time.monotonic()
         reading = asyncio.ensure_future(reader.readblock())
         try:
             while not reading.done():
                 now = time.monotonic()
-                if reader.frame_started_at is not None and now >= reader.frame_started_at + settings.frame_seconds:
+                started = reader.frame_started_at
+                if started is not None and now >= max(started, waiting_since) + settings.frame_seconds:
                     raise FrameTimeout(f"a frame unfinished after {settings.frame_seconds:.0f} s")
-                if reader.frame_started_at is None and now >= reader.idle_since + settings.idle_seconds:
+                if started is None and now >= max(reader.idle_since, waiting_since) + settings.idle_seconds:
                     raise FrameTimeout(f"idle for {settings.idle_seconds:.0f} s")
-                deadline = (reader.frame_started_at + settings.frame_seconds) if reader.frame_started_at is not None else (
-                    min(reader.idle_since + settings.idle_seconds, now + settings.frame_seconds))
+                deadline = (max(started, waiting_since) + settings.frame_seconds) if started is not None else (
+                    min(max(reader.idle_since, waiting_since) + settings.idle_seconds, now + settings.frame_seconds))
                 await asyncio.wait({reading}, timeout=max(deadline - now, 0.01))
             return reading.result()
         finally:
             reading.cancel()
 
-    async def applied(self, block: bytes, peer: str) -> Receipt:
+    async def receipt_of(self, block: bytes, peer: str) -> Receipt:
         """The message received by its patient's worker; when that failed, the answer of a message not stored."""
         try:
             return await self.partitions[self.partition_of(block)].received(block, peer)
@@ -260,7 +282,12 @@ class PeerAdmission:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return False
+        ip = getattr(ip, "ipv4_mapped", None) or ip  # ::ffff:10.0.0.7 on a dual-stack listener is 10.0.0.7
         return any(ip in network for network in self.trusted)
+
+    def learn(self, address: str) -> None:
+        if len(self.known) < MAX_KNOWN_PEERS:  # a bound: addresses are cheap to make
+            self.known.add(address)
 
     def is_known(self, address: str) -> bool:
         return address in self.known or self.is_trusted(address)
@@ -335,7 +362,14 @@ def format_peer(peername) -> str:
 
 def new_worker() -> ProcessPoolExecutor:
     """A worker process of its own (spawned: forking a process with an event loop and threads is unsafe)."""
-    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=configure_logging)
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=start_worker)
+
+
+def start_worker() -> None:
+    """A worker logs as the listener does, and leaves Ctrl-C (SIGINT to the terminal's process group) to the listener,
+    which then shuts it down after its batch."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    configure_logging()
 
 
 def configure_logging() -> None:
@@ -350,6 +384,15 @@ def worker_engine(database_url: str) -> Engine:
 @cache
 def worker_authorities(database_url: str) -> AuthorityTable:
     return AuthorityTable(worker_engine(database_url))
+
+
+def prepare_worker(database_url: str) -> None:
+    """Start a worker process and open its pooled connection, before its first message."""
+    try:
+        with worker_engine(database_url).connect():
+            pass
+    except Exception as error:  # noqa: BLE001 - the first message answers for the database, as not stored
+        log.warning("a worker could not reach the database yet: %s", error)
 
 
 def receive_in_worker(database_url: str, arrivals: list[tuple[bytes, str]], senders: Senders) -> list[Receipt]:

@@ -1,15 +1,18 @@
 """Receiving HL7 v2 messages, for every entrance (MLLP, HTTP, replay): store, apply, then acknowledge.
 
 1. Each message is read without the database: decoded, parsed, checked against the allowed
-   senders and mapped into upserts by business key (interop/hl7v2/mapping), and an A40 also
-   into merges. What cannot be read or mapped already has its outcome (AR or AE).
+   senders and mapped into upserts by business key (interop/hl7v2/mapping), an A40 also into
+   merges, an A47 into an identifier change. What cannot be read or mapped already has its
+   outcome (AR or AE); whatever a frame holds, it has one, and an answer.
 2. In one transaction the raw bytes are stored with that outcome and the mapped messages are
    applied through the same write path as REST, with meta.source and a Provenance naming the
-   message. A message whose sending application, facility and control id were seen before is a
-   re-send: it gets the ACK it got then and is not applied again. Only after the commit does
-   the caller send the ACKs, so an acknowledged message is never lost, and one that was not
-   acknowledged is re-sent by its sender. An application ACK that MSH-16 asks for is queued
-   in the same transaction, for delivery on the sender's own channel (outbox.py).
+   message. A message with the sending application, facility, control id and content
+   (text.content_hash) of a stored one is a re-send: it gets the ACK it got then and is not
+   applied again; another message under a stored control id is new, and marked as reusing it.
+   Only after the commit does the caller send the ACKs, so an acknowledged message is never
+   lost. When the database fails, each message is answered as not stored (AR, CE), and its
+   sender re-sends it. An application ACK that MSH-16 asks for is queued in the same
+   transaction, for delivery on the sender's own channel (outbox.py).
 3. The listener passes the messages waiting for one worker as one batch: their business keys
    are locked and looked up together and their new resources inserted together, in one commit.
    When a write fails, the batch is rolled back and each message recorded again alone, so only
@@ -27,7 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.errors import FhirError
-from app.model.instants import format_instant, utc_now
+from app.model.instants import as_utc, format_instant, utc_now
 from app.model.references import rewrite_references
 from app.search.conditional import matching, matching_each, single_match
 from app.search.service import run_search, search_request
@@ -113,7 +116,9 @@ class Reading:
         return replace(self, status=status, acks=answers(self.header, code, (error, *self.warnings)), error=error.text, instructions=None)
 
     def receipt(self, row: "MessageRow", queued: bool = False) -> Receipt:
-        return Receipt(row.id, row.status, row.ack, self.codec, self.header is None, queued, self.acks.requested)
+        """The receipt of the message's row: its stored ACK, or this reading's when an earlier version stored none
+        (MSH-15 NE then meant no answer, and the sender of a re-send waits for one)."""
+        return Receipt(row.id, row.status, row.ack or self.ack, self.codec, self.header is None, queued, self.acks.requested)
 
     def not_stored(self, error: Exception) -> Receipt:
         """The receipt of a message the store could not take: nothing kept, answered AR (CE in enhanced mode), so
@@ -144,7 +149,7 @@ def receive_all(engine: Engine, arrivals: list[tuple[bytes, str]], senders: Send
         log.exception("recording %d hl7 messages failed", len(readings))
         receipts = [reading.not_stored(error) for reading in readings]
     for reading, receipt in zip(readings, receipts):
-        if receipt.status != "applied":
+        if receipt.status != "applied" and reading.error:  # a write that failed is logged where it failed
             log.warning("hl7 message %s from %s %s: %s", receipt.message_id, reading.peer, receipt.status, reading.error)
     return receipts
 
@@ -510,7 +515,7 @@ class EarlierMessages(NamedTuple):
     newest: dict[tuple, int]
 
     def sent_before(self, reading: Reading) -> MessageRow | None:
-        return self.same.get((reading.key, reading.content_hash)) or self.same.get((reading.key, None))
+        return self.same.get((reading.key, reading.content_hash))
 
 
 def store(connection, readings: list[Reading]) -> list[tuple[MessageRow, str]]:
@@ -553,10 +558,22 @@ def earlier_messages(connection, keyed: list[Reading]) -> EarlierMessages:
     for row in connection.execute(union_all(same, newest)):
         kind, key, text_hash, outcome = row[0], tuple(row[1:4]), row[4], row[5:]
         if kind == "same":
-            found.same[(key, text_hash)] = MessageRow(*outcome)
+            found.same[(key, text_hash or hashed_now(connection, outcome[0]))] = MessageRow(*outcome)
         else:
             found.newest[key] = outcome[0]
     return found
+
+
+def hashed_now(connection, message_id: int) -> str | None:
+    """The content hash of a message stored before hashes were kept, computed from its bytes and stored: then a message
+    under its control id is its re-send only if it has its content, as for every other. None for bytes not HL7."""
+    raw = connection.execute(select(hl7_message.c.raw).where(hl7_message.c.id == message_id)).scalar_one()
+    try:
+        text_hash = content_hash(decode(raw).text)
+    except UnreadableMessage:
+        return None
+    connection.execute(update(hl7_message).where(hl7_message.c.id == message_id).values(content_hash=text_hash))
+    return text_hash
 
 
 def insert_keyed(connection, readings: list[Reading], newest: dict[tuple, int]) -> dict[tuple, MessageRow]:
@@ -595,7 +612,7 @@ def row_values(reading: Reading) -> dict:
     return {
         "received_at": moment, "updated_at": moment, "peer": stored_text(reading.peer, 200), "raw": reading.raw,
         "sending_application": application, "sending_facility": facility, "control_id": control_id,
-        "message_type": stored_text(header.message_type, 50) if header else None,
+        "message_type": stored_text(header.type_name, 50) if header else None,
         "version": stored_text(header.version, 60) if header else None, "codec": reading.codec if header else None,
         "status": reading.status, "error": stored_text(reading.error), "ack": stored_text(reading.ack),
         "content_hash": reading.content_hash, "warnings": warnings_text(reading.warnings),
@@ -652,8 +669,8 @@ class MessageQuery:
             (self.facility, lambda: named(column.sending_facility, self.facility)),
             (self.message_type, lambda: named(column.message_type, self.message_type)),
             (self.control_id, lambda: column.control_id == self.control_id),
-            (self.since, lambda: column.received_at >= self.since),
-            (self.until, lambda: column.received_at < self.until),
+            (self.since, lambda: column.received_at >= as_utc(self.since)),  # SQLite compares the UTC text
+            (self.until, lambda: column.received_at < as_utc(self.until)),
             (self.before_id, lambda: column.id < self.before_id),
         ]
         return [condition() for value, condition in given if value is not None]

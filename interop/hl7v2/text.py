@@ -19,9 +19,16 @@ CHARACTER_SETS = {
     "8859/5": "iso8859-5", "8859/6": "iso8859-6", "8859/7": "iso8859-7", "8859/8": "iso8859-8",
     "8859/9": "iso8859-9", "8859/15": "iso8859-15", "UNICODE UTF-16": "utf-16",
 }
+# Control characters other than tab and line breaks are no text FHIR can hold: a NUL (padding) is read as nothing, the
+# others (a form feed between a report's pages) as a space. The raw bytes are stored as received.
+CONTROL_CHARACTERS = {0x00: None, **{code: " " for code in (*range(0x01, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20))}}
 # Text that is not valid in the declared (or default) set is read as Windows-1252, which decodes
 # any byte, rather than refused: the message is kept and mapped, and the charset used is recorded.
 FALLBACK_CODEC = "cp1252"
+
+
+NO_SEPARATORS = ("MSH-1 and MSH-2 name no usable separators: a field separator and four encoding characters are needed, "
+                 "all different and none a letter, digit or space, as the standard's bar, caret, tilde, backslash and ampersand.")
 
 
 class UnreadableMessage(ValueError):
@@ -53,7 +60,7 @@ def decode(raw: bytes) -> DecodedMessage:
         text = raw.decode(codec)
     except UnicodeDecodeError:
         codec, text = FALLBACK_CODEC, raw.decode(FALLBACK_CODEC, errors="replace")
-    return DecodedMessage(with_carriage_returns(text), codec)
+    return DecodedMessage(with_carriage_returns(text.translate(CONTROL_CHARACTERS)), codec)
 
 
 def codec_for(character_set: str) -> str:
@@ -78,17 +85,37 @@ def with_carriage_returns(text: str) -> str:
 
 
 def parse(raw: bytes) -> tuple[hl7.Message, DecodedMessage]:
-    """The parsed message; UnreadableMessage for bytes that are not HL7, MalformedMessage for a message python-hl7
-    cannot parse (it raises assertion, index and value errors on broken separators, among others)."""
+    """The parsed message; UnreadableMessage for bytes that are not HL7, MalformedMessage for a message whose MSH-1 and
+    MSH-2 name no usable separators, or that python-hl7 cannot parse (it raises assertion, index and value errors)."""
     decoded = decode(raw)
+    separator, encoding = declared_separators(decoded.text)
+    if decoded.text.startswith("MSH") and not usable_separators(separator, encoding):
+        raise MalformedMessage(NO_SEPARATORS, decoded)
     try:
         message = hl7.parse(decoded.text)
         has_msh = any(str(segment[0]) == "MSH" for segment in message)
     except Exception as error:  # noqa: BLE001 - whatever the parser raises, the frame is answered, not lost
-        raise MalformedMessage(f"The message cannot be parsed ({type(error).__name__}: {error}); check MSH-1 and MSH-2, the separators.", decoded) from None
+        raise MalformedMessage(f"The message cannot be parsed: {type(error).__name__} {error}".strip(), decoded) from None
     if not has_msh:  # a batch header with no message in it
         raise UnreadableMessage("The data holds no MSH segment.")
+    msh = message.segment("MSH")
+    if decoded.text.startswith("MSH") and (len(msh) < 3 or str(msh[2]) != encoding):  # python-hl7 misreads an MSH ending at MSH-2
+        raise MalformedMessage("The MSH segment ends at MSH-2: it names no sender, message type or control id.", decoded)
     return message, decoded
+
+
+def declared_separators(text: str) -> tuple[str, str]:
+    """MSH-1 and MSH-2 as the first line of `text` declares them: python-hl7 misreads an MSH that ends at MSH-2."""
+    first = text.split("\r", 1)[0]
+    separator = first[3:4]
+    return separator, (first[4:].split(separator, 1)[0] if separator else "")
+
+
+def usable_separators(field_separator: str, encoding_characters: str) -> bool:
+    """One field separator and two to five encoding characters, all different and none a letter, digit or space."""
+    characters = field_separator + encoding_characters
+    return (len(field_separator) == 1 and 2 <= len(encoding_characters) <= 5 and len(set(characters)) == len(characters)
+            and not any(character.isalnum() or character.isspace() for character in characters))
 
 
 def content_hash(text: str) -> str:

@@ -106,3 +106,9 @@ def test_no_accept_ack_but_an_application_ack_is_answered_on_the_connection_as_i
     assert (msa_code(acks.answer), acks.application) == ("AE", None)
     assert segments(acks.answer)["ERR"][2] == "PID^1^3"
     assert "AL" not in segments(acks.answer)["MSH"][14:16]  # an ACK on the connection asks for nothing back
+
+
+def test_before_v25_the_error_text_goes_in_msa3():
+    ack = segments(acknowledgement(header("2.3"), "AE", (ErrorDetail(101, "PID-3 | missing", "PID", 1, 3),)))
+    assert ack["MSA"][1:4] == ["AE", "MSG00042", "PID-3 \\F\\ missing"]
+    assert len(segments(acknowledgement(header("2.5.1"), "AE", (ErrorDetail(101, "x"),)))["MSA"]) == 3

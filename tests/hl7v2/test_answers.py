@@ -85,7 +85,7 @@ def test_a_poison_frame_is_stored_as_rejected_with_its_bytes(engine):
     with engine.connect() as connection:
         row = connection.execute(select(hl7_message).where(hl7_message.c.id == receipt.message_id)).one()
     assert (row.status, row.raw) == ("rejected", POISON[0])
-    assert "cannot be parsed" in row.error
+    assert "no usable separators" in row.error
 
 
 @pytest.mark.parametrize("frame", POISON)
@@ -143,3 +143,19 @@ def test_after_the_database_dropped_its_connections_the_next_message_is_applied(
         assert (receipt.status, msa(receipt.ack)[1]) == ("applied", "AA")
     finally:
         engine.dispose()
+
+
+def test_an_unparseable_frame_echoes_what_its_msh_says_when_its_field_separator_can_be_read(engine):
+    frame = b"MSH|^^^^|BROKEN|SITE|EHR|HOSP|202605140103||ADT^A01|MRN-DIRTY|P|2.5\rPID|1\r"
+    receipt = receive(engine, frame, "test")
+    ack = receipt.ack.split("\r")
+    assert ack[0].split("|")[2:6] == ["EHR", "HOSP", "BROKEN", "SITE"] and ack[0].split("|")[11] == "2.5"
+    assert ack[1] == "MSA|AR|MRN-DIRTY"
+    assert receive(engine, frame, "test").message_id == receipt.message_id  # its re-send is recognised
+
+
+@pytest.mark.parametrize("frame", [b"MSH|^~\\&", b"MSH|^~", b"MSH"])
+def test_an_msh_that_ends_at_its_separators_is_answered_ar(engine, frame):
+    receipt = receive(engine, frame, "test")
+    assert (receipt.status, msa(receipt.ack)[1]) == ("rejected", "AR")
+    assert receipt.ack.split("\r")[0].split("|")[2:6] == ["", "", "", ""]  # python-hl7 read MSH-3 as 'MSH'

@@ -179,3 +179,8 @@ def test_cwe_maps_both_triplets_and_original_text():
 def test_hex_escapes_are_bytes_in_the_messages_character_set(character_set, text, expected):
     message = f"MSH|^~\\&|APP|HOSP|||20240102||ADT^A01|1|P|2.5.1||||||{character_set}\rZZZ|{text}"  # MSH-18
     assert segment_views(hl7.parse(message))[1].field(1)() == expected
+
+
+def test_an_hd_typed_iso_that_is_no_oid_is_a_name():
+    assert authority_system("HOSP", "r2.3", "ISO", DEFAULTS) == "urn:ehr:hl7v2:authority:HOSP"
+    assert authority_system("", "1.2.840.114350", "ISO", DEFAULTS) == "urn:oid:1.2.840.114350"

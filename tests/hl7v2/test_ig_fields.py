@@ -59,7 +59,8 @@ def report(obr: dict) -> dict:
 # PID[Patient]
 
 @pytest.mark.parametrize("fields, element, expected", [
-    ({"f2": "A-1"}, "identifier", {"system": "urn:ehr:hl7v2:authority:NORTH", "value": "A-1"}),
+    ({"f2": "A-1"}, "identifier", {"value": "A-1"}),  # no authority: not the MRNs' system, where it would match an MRN
+    ({"f2": "A-1^^^EXT"}, "identifier", {"system": "urn:ehr:hl7v2:authority:EXT", "value": "A-1"}),
     ({"f4": "ALT-1^^^OTHER"}, "identifier", {"system": "urn:ehr:hl7v2:authority:OTHER", "value": "ALT-1"}),
     ({"f19": "123-45-6789"}, "identifier", {"type": {"coding": [{"system": V2 + "0203", "code": "SS"}]}, "system": "http://hl7.org/fhir/sid/us-ssn", "value": "123-45-6789"}),
     ({"f20": "D123^MA^20301231"}, "identifier", {"type": {"coding": [{"system": V2 + "0203", "code": "DL"}]}, "system": "urn:ehr:hl7v2:driver-licence:MA", "value": "D123", "period": {"end": "2030-12-31"}}),
@@ -118,8 +119,9 @@ def test_nk1_person_fields_map_to_a_related_person():
     nk1 = segment("NK1", {1: "1", 2: "Berg^Olaf", 3: "FTH^Father^HL70063", 4: "1 Main St^^Town", 5: "^PRN^PH^^^555^1", 6: "^WPN^PH^^^555^2",
                           7: "N^Next-of-Kin^HL70131", 8: "20200101", 12: "NK-77^^^NORTH", 15: "M", 16: "19500101", 20: "de^German^ISO639", 37: "987-65-4321"})
     body = resource("RelatedPerson", "ADT^A01^ADT_A01", segment("PID", PID), nk1, segment("PV1", PV1))
-    assert body["identifier"][0] == {"system": "urn:ehr:hl7v2:authority:NORTH", "value": "NK-77"}
-    assert body["identifier"][1]["system"] == "http://hl7.org/fhir/sid/us-ssn"
+    assert body["identifier"][0]["system"] == "urn:ehr:hl7v2:related-person"  # the patient's relation: keyed by both
+    assert body["identifier"][1] == {"system": "urn:ehr:hl7v2:authority:NORTH", "value": "NK-77"}
+    assert body["identifier"][2]["system"] == "http://hl7.org/fhir/sid/us-ssn"
     assert [coding["code"] for concept in body["relationship"] for coding in concept["coding"]] == ["FTH", "N"]
     assert body["relationship"][0]["coding"][0]["system"] == V3 + "RoleCode"
     assert (body["gender"], body["birthDate"], body["period"]) == ("male", "1950-01-01", {"start": "2020-01-01"})
@@ -137,7 +139,13 @@ def test_nk1_about_an_employer_is_a_contact_with_its_organization_not_a_related_
 
 def test_pid21_is_the_mother():
     body = resource("RelatedPerson", "ADT^A28^ADT_A05", segment("PID", {**PID, 21: "M-1^^^NORTH^MR"}))
-    assert (body["identifier"][0]["value"], body["relationship"][0]["coding"][0]["code"]) == ("M-1", "MTH")
+    assert (body["identifier"][1]["value"], body["relationship"][0]["coding"][0]["code"]) == ("M-1", "MTH")
+
+
+def test_siblings_with_one_mother_have_a_mother_each():
+    first = resource("RelatedPerson", "ADT^A28^ADT_A05", segment("PID", {**PID, 3: "BABY1^^^NORTH^MR", 21: "MOM^^^NORTH^MR"}))
+    second = resource("RelatedPerson", "ADT^A28^ADT_A05", segment("PID", {**PID, 3: "BABY2^^^NORTH^MR", 21: "MOM^^^NORTH^MR"}))
+    assert first["identifier"][0] != second["identifier"][0] and first["identifier"][1] == second["identifier"][1]
 
 
 # PV1[Encounter], PV2[Encounter]
@@ -287,3 +295,16 @@ def test_a47_changes_the_identifier_mrg1_names_into_pid3s():
     assert isinstance(change, IdentifierChange) and change.upsert_ref == patient.local_ref
     assert (change.old_key["value"], change.new_key["value"], change.criteria) == ("OLD", "NEW", "identifier=urn:ehr:hl7v2:authority:NORTH|OLD")
     assert patient.criteria == "identifier=urn:ehr:hl7v2:authority:NORTH|NEW"
+
+
+def test_a_code_repeated_without_sub_id_keeps_every_result():
+    results = [segment("OBX", {**OBX, 1: str(number), 2: "TX", 5: f"line {number}"}) for number in (1, 2, 3)]
+    mapped_message = mapped("ORU^R01^ORU_R01", segment("PID", PID), segment("OBR", OBR), *results)
+    observations = [upsert for upsert in mapped_message.instructions if upsert.type == "Observation"]
+    assert [upsert.body["valueString"] for upsert in observations] == ["line 1", "line 2", "line 3"]
+    assert len({upsert.criteria for upsert in observations}) == 3
+    assert observations[0].criteria == "identifier=urn:ehr:hl7v2:authority:LAB|F1/2345-7"  # the first as before
+    (warning,) = mapped_message.warnings
+    assert (warning.segment, warning.sequence, warning.field) == ("OBX", 2, 4)
+    (report_body,) = [upsert.body for upsert in mapped_message.instructions if upsert.type == "DiagnosticReport"]
+    assert [result["reference"] for result in report_body["result"]] == [upsert.local_ref for upsert in observations]

@@ -104,6 +104,13 @@ def test_a47_to_an_identifier_another_patient_has_is_an_ae_205(engine, client):
     assert len(search(client, "Patient?identifier=OLD-2")) == 1
 
 
+def test_an_external_id_without_authority_never_matches_another_patients_mrn(engine, client):
+    receive(engine, message("ADT^A08^ADT_A01", "X1", segment("PID", {1: "1", 2: "222", 3: "111^^^NORTH^MR", 5: "Berg^Anna"})), "test")
+    receive(engine, message("ADT^A08^ADT_A01", "X2", segment("PID", {1: "1", 3: "222^^^NORTH^MR", 5: "Olsen^Bob"})), "test")
+    assert search(client, "Patient?identifier=111")[0]["name"][0]["family"] == "Berg"
+    assert search(client, "Patient?identifier=urn:ehr:hl7v2:authority:NORTH|222")[0]["name"][0]["family"] == "Olsen"
+
+
 def test_a_later_message_with_fewer_name_components_keeps_the_middle_name_and_the_identifiers(engine, client):
     receive(engine, message("ADT^A08^ADT_A01", "F1", pid(f5="Berg^Anna^Maria", f19="123-45-6789")), "test")
     oru = message("ORU^R01^ORU_R01", "F2", pid(f5="Berg^Anna"), segment("OBR", {2: "P1", 3: "F1", 4: "1^Panel^LN", 7: "20250102", 25: "F"}),
@@ -123,8 +130,18 @@ def test_a_visit_without_a_visit_number_is_keyed_by_the_patient_and_its_admit_ti
     assert (encounter["status"], encounter["period"]["end"]) == ("finished", "2025-01-05T09:00:00Z")
 
 
-def test_a_visit_without_visit_number_nor_admit_time_is_a_warning(engine, client):
-    receipt = receive(engine, message("ADT^A01^ADT_A01", "N3", pid(), segment("PV1", {2: "I", 3: "W1^1^A"})), "test")
+def test_a_visit_that_starts_without_visit_number_nor_admit_time_is_kept_by_its_event_time_with_a_warning(engine, client):
+    admit = message("ADT^A01^ADT_A01", "N3", segment("EVN", {1: "A01", 2: "202501020300"}), pid(), segment("PV1", {2: "I", 3: "W1^1^A", 7: "77^Doc^Dora"}))
+    receipt = receive(engine, admit, "test")
+    assert (receipt.status, msa(receipt.ack)[1]) == ("applied", "AA")
+    assert err_segments(receipt.ack)[0][2] == "PV1^1^19"
+    (encounter,) = search(client, "Encounter")
+    assert encounter["participant"][0]["individual"]["display"] == "Dora Doc"
+    assert encounter["identifier"][0]["system"] == "urn:ehr:hl7v2:admission"
+
+
+def test_a_later_event_without_visit_number_nor_admit_time_writes_no_encounter_with_a_warning(engine, client):
+    receipt = receive(engine, message("ADT^A02^ADT_A02", "N4", pid(), segment("PV1", {2: "I", 3: "W1^1^A"})), "test")
     assert (receipt.status, msa(receipt.ack)[1]) == ("applied", "AA")
     assert err_segments(receipt.ack)[0][2] == "PV1^1^19"
     assert search(client, "Encounter") == []
@@ -231,3 +248,85 @@ def test_the_message_list_says_a_control_id_was_reused(database_url, engine, tmp
     shown = ehr(database_url, "hl7", "show", str(stored_messages(engine)[0].id), cwd=tmp_path).stdout
     assert "resources:\n  Patient/" in shown and "reuses_control_id_of: " in shown
     assert stored_message(engine, stored_messages(engine)[0].id).reuses_control_id_of == stored_messages(engine)[1].id
+
+
+# What the review of this change found
+
+
+def test_two_obrs_under_one_placer_number_without_filler_numbers_are_two_reports(engine, client):
+    oru = message("ORU^R01^ORU_R01", "R1", pid(), segment("ORC", {1: "RE", 2: "ORD-9"}),
+                  segment("OBR", {1: "1", 2: "ORD-9", 4: "24323-8^CMP^LN", 7: "20250102", 25: "F"}), segment("OBX", {2: "NM", 3: "2345-7^Glucose^LN", 5: "5", 11: "F"}),
+                  segment("OBR", {1: "2", 2: "ORD-9", 4: "58410-2^CBC^LN", 7: "20250102", 25: "F"}), segment("OBX", {2: "NM", 3: "718-7^Hb^LN", 5: "13", 11: "F"}))
+    receipt = receive(engine, oru, "test")
+    assert (receipt.status, msa(receipt.ack)[1]) == ("applied", "AA")
+    assert sorted(report["code"]["coding"][0]["code"] for report in search(client, "DiagnosticReport")) == ["24323-8", "58410-2"]
+
+
+def test_results_without_order_nor_time_on_two_days_are_two_observations(engine, client):
+    result = segment("OBX", {2: "NM", 3: "8867-4^Heart rate^LN", 5: "72", 11: "F"})
+    receive(engine, message("ORU^R01^ORU_R01", "H1", pid(), result, time="20250101080000"), "test")
+    receive(engine, message("ORU^R01^ORU_R01", "H2", pid(), result.replace("|72|", "|80|"), time="20250102080000"), "test")
+    assert sorted(found["valueQuantity"]["value"] for found in search(client, "Observation?code=8867-4")) == [72, 80]
+
+
+def test_control_characters_and_doubled_spaces_in_codes_do_not_refuse_the_message(engine, client):
+    oru = message("ORU^R01^ORU_R01", "CC1", pid(), segment("OBR", {1: "1", 3: "F7", 4: "1^Panel^LN", 7: "20250102", 25: "F"}),
+                  segment("OBX", {2: "TX", 3: "11526-1^Report^LN", 5: "Page 1\x0cPage 2", 8: "H  H", 11: "F"}))
+    receipt = receive(engine, oru, "test")
+    assert (receipt.status, msa(receipt.ack)[1]) == ("applied", "AA")
+    (observation,) = search(client, "Observation?code=11526-1")
+    assert observation["valueString"] == "Page 1 Page 2"
+
+
+def test_hex_encapsulated_data_is_kept_as_base64_and_a_reference_pointer_as_a_url(engine, client):
+    oru = message("ORU^R01^ORU_R01", "ED1", pid(), segment("OBR", {1: "1", 3: "F8", 4: "1^Panel^LN", 7: "20250102", 25: "F"}),
+                  segment("OBX", {1: "1", 2: "ED", 3: "11502-2^Report^LN", 5: "LAB^AP^PDF^Hex^255044462D", 11: "F"}),
+                  segment("OBX", {1: "2", 2: "RP", 3: "18748-4^Image^LN", 5: "http://pacs.example/1^PACS^IM^JPEG", 11: "F"}))
+    assert receive(engine, oru, "test").status == "applied"
+    (pdf,) = search(client, "Observation?code=11502-2")
+    assert pdf["extension"][0]["valueAttachment"] == {"contentType": "application/pdf", "data": "JVBERi0="}
+    (image,) = search(client, "Observation?code=18748-4")
+    assert image["extension"][0]["valueAttachment"] == {"url": "http://pacs.example/1", "contentType": "image/jpeg"}
+
+
+def test_a_diagnosis_and_an_allergy_are_replaced_by_what_the_next_message_says(engine, client):
+    visit = segment("PV1", {2: "I", 19: "V8"})
+    receive(engine, message("ADT^A01^ADT_A01", "DX1", pid(), visit, segment("AL1", {1: "1", 2: "DA", 3: "PEN^Penicillin", 4: "SV", 5: "Hives"}),
+                            segment("DG1", {1: "1", 3: "J18.9^Pneumonia^I10", 5: "20250101", 21: "D"})), "test")
+    receive(engine, message("ADT^A08^ADT_A01", "DX2", pid(), visit, segment("AL1", {1: "1", 2: "DA", 3: "PEN^Penicillin", 4: "MI"}),
+                            segment("DG1", {1: "1", 3: "J18.9^Pneumonia^I10", 5: '""', 21: "A"})), "test")
+    (condition,) = search(client, "Condition")
+    assert "verificationStatus" not in condition and "onsetDateTime" not in condition
+    (allergy,) = search(client, "AllergyIntolerance")
+    assert allergy.get("criticality") == "low" and "reaction" not in allergy
+
+
+def test_a_cancelled_discharge_without_admit_time_keeps_the_visits_start(engine, client):
+    visit = {2: "I", 19: "V13"}
+    receive(engine, message("ADT^A01^ADT_A01", "E1", pid(), segment("PV1", {**visit, 44: "202501020800"})), "test")
+    receive(engine, message("ADT^A03^ADT_A03", "E2", pid(), segment("PV1", {**visit, 45: "202501050800"})), "test")
+    receive(engine, message("ADT^A13^ADT_A01", "E3", pid(), segment("PV1", visit)), "test")
+    (encounter,) = search(client, "Encounter?identifier=V13")
+    assert (encounter["status"], encounter["period"]) == ("in-progress", {"start": "2025-01-02T08:00:00Z"})
+
+
+def test_the_null_value_in_a_component_deletes_that_part(engine, client):
+    receive(engine, message("ADT^A08^ADT_A01", "ND1", pid(f5="Berg^Anna^Maria")), "test")
+    receive(engine, message("ADT^A08^ADT_A01", "ND2", pid(f5='Berg^Anna^""')), "test")
+    assert search(client, "Patient?identifier=9001")[0]["name"][0]["given"] == ["Anna"]
+
+
+def test_a_result_keeps_the_visits_other_identifiers(engine, client):
+    receive(engine, message("ADT^A01^ADT_A01", "V1", pid(), segment("PV1", {2: "I", 19: "V100", 50: "ALT-77"})), "test")
+    receive(engine, message("ORU^R01^ORU_R01", "V2", pid(), segment("PV1", {2: "I", 19: "V100"}),
+                            segment("OBR", {1: "1", 3: "F9", 4: "1^Panel^LN", 7: "20250102", 25: "F"}),
+                            segment("OBX", {2: "NM", 3: "2^X^LN", 5: "1", 11: "F"})), "test")
+    (encounter,) = search(client, "Encounter?identifier=V100")
+    assert [found["value"] for found in encounter["identifier"]] == ["V100", "ALT-77"]
+
+
+def test_a_multiple_birth_indicator_read_liberally_then_sent_right_leaves_no_stale_original_text(engine, client):
+    receive(engine, message("ADT^A28^ADT_A05", "MB1", pid(f24="MAYBE")), "test")
+    receive(engine, message("ADT^A28^ADT_A05", "MB2", pid(f24="Y")), "test")
+    (patient,) = search(client, "Patient?identifier=9001")
+    assert patient["multipleBirthBoolean"] is True and "_multipleBirthBoolean" not in patient

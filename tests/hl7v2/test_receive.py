@@ -143,11 +143,27 @@ def test_reuse_within_one_batch_is_marked_too(engine):
     assert stored_message(engine, second.message_id).reuses_control_id_of == first.message_id
 
 
-def test_a_message_stored_before_content_hashes_is_still_recognised_when_resent(engine):
-    first = receive(engine, a01("OLD1"), "test")
+def forget_content_hashes_and_acks(engine) -> None:
+    """The rows as the version before content hashes stored them: no hash, and no ACK for a message with MSH-15 NE."""
     with engine.begin() as connection:
-        connection.execute(hl7_message.update().values(content_hash=None))
-    assert receive(engine, a01("OLD1"), "test").message_id == first.message_id
+        connection.execute(hl7_message.update().values(content_hash=None, ack=None))
+
+
+def test_a_message_stored_before_content_hashes_is_still_recognised_when_resent_and_answered(engine):
+    first = receive(engine, a01("OLD1"), "test")
+    forget_content_hashes_and_acks(engine)
+    again = receive(engine, a01("OLD1"), "test")
+    assert again.message_id == first.message_id
+    assert msa(again.ack)[1:3] == ["AA", "OLD1"]  # none was stored: the re-send is answered all the same
+
+
+def test_another_message_under_the_control_id_of_one_stored_before_content_hashes_is_applied(engine, client):
+    first = receive(engine, a01("OLD2", mrn="70101", family="First"), "test")
+    forget_content_hashes_and_acks(engine)
+    second = receive(engine, a01("OLD2", mrn="70102", family="Second"), "test")
+    assert second.message_id != first.message_id
+    assert stored_message(engine, second.message_id).reuses_control_id_of == first.message_id
+    assert client.get("/fhir/Patient?identifier=70102").get_json()["entry"][0]["resource"]["name"][0]["family"] == "Second"
 
 
 # HTTP: media types and the body limit
@@ -235,5 +251,6 @@ def test_one_message_over_http_lists_the_resources_it_wrote(client, engine):
     shown = client.get(f"/hl7v2/messages/{receipt.message_id}").get_json()
     assert shown["status"] == "applied" and shown["message"].startswith("MSH|")
     patient_id = client.get("/fhir/Patient?identifier=71101").get_json()["entry"][0]["resource"]["id"]
-    assert shown["resources"] == [f"Patient/{patient_id}"]
+    assert f"Patient/{patient_id}" in shown["resources"]
+    assert {reference.split("/")[0] for reference in shown["resources"]} == {"Patient", "Practitioner", "Location", "Encounter"}
     assert client.get("/hl7v2/messages/999999").status_code == 404

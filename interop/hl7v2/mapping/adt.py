@@ -7,13 +7,14 @@ A04 in-progress (the patient has arrived: a registration is a visit under way); 
 from interop.hl7v2.mapping import IdentifierChange, Instruction, MappingError, Merge, Upsert
 from interop.hl7v2.mapping.clinical import allergy_upserts, condition_upserts
 from interop.hl7v2.mapping.datatypes import MessageContext
-from interop.hl7v2.mapping.encounter import CANCELLED, STATUS_UPDATE, VisitEvent, diagnosis_entry, encounter_upsert, visit_key
+from interop.hl7v2.mapping.encounter import (ADMISSION_SYSTEM, CANCELLED, STATUS_UPDATE, VisitEvent, diagnosis_entry,
+                                             encounter_upsert, visit_key)
 from interop.hl7v2.mapping.events import MessageEvent
 from interop.hl7v2.mapping.fields import SegmentView, first_segment, patient_groups
 from interop.hl7v2.mapping.patient import key_identifier, patient_upsert
 from interop.hl7v2.mapping.related import related_person_upserts
 from interop.hl7v2.mapping.shared import SharedUpserts
-from interop.hl7v2.mapping.upserts import identifier_criteria, reference
+from interop.hl7v2.mapping.upserts import composite_key, identifier_criteria, reference
 
 VISIT_EVENTS = {  # trigger event -> (its structures, newest first, as table 0354 gives them from v2.3.1 to v2.8; what it does)
     "A01": (("ADT_A01",), VisitEvent("in-progress")),
@@ -41,6 +42,7 @@ VISIT_EVENTS = {  # trigger event -> (its structures, newest first, as table 035
     "A33": (("ADT_A21", "ADT_A02"), VisitEvent("unknown", keep=("status",), locations={11: CANCELLED})),  # cancel departing
 }
 PERSON_EVENTS = ("A28", "A29", "A31")  # about the person, not a visit: a PV1 without a key is no loss
+VISIT_STARTS = ("A01", "A04", "A05", "A14")  # admit, register, pre-admit, pending admit
 
 
 def adt_upserts(segments: list[SegmentView], context: MessageContext, event: str) -> list[Instruction]:
@@ -54,9 +56,7 @@ def adt_upserts(segments: list[SegmentView], context: MessageContext, event: str
     patient_key = patient.key
     subject = reference(patient)
     pv1, pv2 = first_segment(segments, "PV1"), first_segment(segments, "PV2")
-    key = visit_key(pv1, patient_key, context)
-    if pv1 is not None and key is None and event not in PERSON_EVENTS and pv1.field(2)().upper() != "N":
-        context.lenient(pv1.error("PV1 has no visit number (PV1-19, PV1-50) nor admit time (PV1-44): no Encounter is written", 101, 19))
+    key = visit_key(pv1, patient_key, context) or keyless_visit(segments, pv1, patient_key, event, context)
     related = related_person_upserts(segments, patient, patient_key, shared)
     allergies = allergy_upserts(segments, subject, patient_key, context)
     conditions = condition_upserts(segments, subject, key or patient_key, shared)
@@ -65,6 +65,21 @@ def adt_upserts(segments: list[SegmentView], context: MessageContext, event: str
         diagnoses = [diagnosis_entry(reference(condition), dg1, context) for dg1, condition in conditions]
         encounters.append(encounter_upsert(pv1, pv2, key, subject, shared, VISIT_EVENTS[event][1], diagnoses))
     return [*shared.upserts, patient, *related, *allergies, *(condition for _, condition in conditions), *encounters]
+
+
+def keyless_visit(segments: list[SegmentView], pv1: SegmentView | None, patient_key: dict, event: str, context: MessageContext) -> dict | None:
+    """A PV1 without visit number or admit time (*ours*): a visit that starts here is keyed by the patient and the
+    event's time (EVN-6, else EVN-2, else MSH-7), so its data is kept; a later message cannot name it, and says so."""
+    if pv1 is None or event in PERSON_EVENTS or pv1.field(2)().upper() == "N":
+        return None
+    if event not in VISIT_STARTS:
+        context.lenient(pv1.error("PV1 has no visit number (PV1-19, PV1-50) nor admit time (PV1-44): no Encounter is written", 101, 19))
+        return None
+    evn = first_segment(segments, "EVN")
+    moment = (evn.field(6)() or evn.field(2)() if evn else "") or segments[0].field(7)()
+    context.lenient(pv1.error("PV1 has no visit number (PV1-19, PV1-50) nor admit time (PV1-44): the visit is keyed by the "
+                              "patient and the event time, and later messages without them cannot update it", 101, 19))
+    return composite_key(ADMISSION_SYSTEM, patient_key.get("system", ""), patient_key["value"], moment)
 
 
 def merge_upserts(segments: list[SegmentView], context: MessageContext, event: str) -> list[Instruction]:

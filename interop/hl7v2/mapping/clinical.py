@@ -10,7 +10,7 @@ from interop.hl7v2.mapping.datatypes import (MessageContext, codeable_concept, c
 from interop.hl7v2.mapping.fields import SegmentView
 from interop.hl7v2.mapping.practitioners import practitioner_reference
 from interop.hl7v2.mapping.shared import SharedUpserts
-from interop.hl7v2.mapping.upserts import composite_key, keeping_unmapped, upsert_by_identifier
+from interop.hl7v2.mapping.upserts import composite_key, enriching, upsert_by_identifier
 from interop.hl7v2.mapping.vocabulary import (ALLERGEN_TYPE, ALLERGY_SEVERITY, CRITICALITY, REACTION_SEVERITY, sent_code)
 from interop.hl7v2.text import quoted
 
@@ -20,6 +20,12 @@ CLINICAL_STATUS = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clin
 CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
 VERIFICATION_STATUS = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 ASSERTED_DATE = "http://hl7.org/fhir/StructureDefinition/condition-assertedDate"
+ALLERGY_ELEMENTS = frozenset({  # what the mapping writes, replaced by each message; the rest (note, recorder...) stays
+    "identifier", "clinicalStatus", "type", "category", "code", "patient", "onsetDateTime", "criticality", "reaction",
+})
+CONDITION_ELEMENTS = frozenset({
+    "identifier", "extension", "verificationStatus", "category", "code", "subject", "onsetDateTime", "recordedDate", "asserter",
+})
 ALLERGY_TYPES = {"DA": "allergy", "FA": "allergy", "MA": "allergy", "EA": "allergy", "AA": "allergy", "PA": "allergy", "LA": "allergy"}
 
 
@@ -44,7 +50,7 @@ def allergy_upsert(al1: SegmentView, patient: dict, patient_key: dict, context: 
         "onsetDateTime": date_time(al1.field(6), context),
         **severity(al1, context),
     })
-    return upsert_by_identifier(body, key, combine=keeping_unmapped)
+    return upsert_by_identifier(body, key, combine=enriching(ALLERGY_ELEMENTS))
 
 
 def allergen_type(al1: SegmentView, context: MessageContext) -> dict:
@@ -99,7 +105,7 @@ def condition_upsert(dg1: SegmentView, patient: dict, owner_key: dict, shared: S
         "recordedDate": recorded,
         "asserter": practitioner_reference(dg1.field(16), shared),
     })
-    return upsert_by_identifier(body, key, combine=keeping_unmapped)
+    return upsert_by_identifier(body, key, combine=enriching(CONDITION_ELEMENTS, frozenset({ASSERTED_DATE})))
 
 
 def concept_key(concept: dict) -> tuple[str, str]:

@@ -52,6 +52,7 @@ TELECOM_EQUIPMENT = {  # table 0202 -> (ContactPoint.system, use it implies)
     "INTERNET": ("email", None), "X.400": ("email", None),
     "MD": ("other", None), "SAT": ("other", None), "TDD": ("other", None), "TTY": ("other", None),
 }
+OID = re.compile(r"[0-2](\.(0|[1-9]\d*))+")  # what urn:oid: takes: an HD.2 typed ISO that is no OID is a name
 DTM = re.compile(r"(?P<date>\d{4}(?:\d{2}){0,2})(?P<time>\d{2}(?:\d{2}(?:\d{2}(?:\.\d{1,4})?)?)?)?(?P<offset>[+-]\d{4})?")
 TIME = re.compile(r"(?P<time>\d{2}(?:\d{2}(?:\d{2}(?:\.\d{1,4})?)?)?)(?P<offset>[+-]\d{4})?")
 ORIGINAL_TEXT = "http://hl7.org/fhir/StructureDefinition/originalText"
@@ -66,6 +67,7 @@ class MessageContext:
     authority: str | None  # identifier system for CX/XCN/EI without an assigning authority: the sender's
     utc_offset: str  # "+01:00"; "Z" when MSH-7 names no offset either
     facility: str = ""  # the sending facility's name (MSH-4, else MSH-3): where a location without PL.4 is
+    message_time: str = ""  # MSH-7 as sent
     systems: Mapping[str, str] = field(default_factory=dict)  # assigning authority (upper case) -> identifier system
     warnings: list[MappingError] = field(default_factory=list)
 
@@ -87,7 +89,7 @@ def context_of(msh: SegmentView, systems: Mapping[str, str] = {}) -> MessageCont
     sender = msh.field(4) if msh.field(4)() else msh.field(3)
     match = DTM.fullmatch(msh.field(7)())
     offset = match["offset"] if match and match["offset"] and valid_offset(match["offset"]) else None
-    context = MessageContext(None, fhir_offset(offset) if offset else "Z", sender(1) or sender(2), systems)
+    context = MessageContext(None, fhir_offset(offset) if offset else "Z", sender(1) or sender(2), msh.field(7)(), systems)
     context.authority = hd_system(sender, context)
     return context
 
@@ -99,7 +101,7 @@ def authority_system(namespace_id: str, universal_id: str, universal_id_type: st
         if name and name.upper() in context.systems:
             return context.systems[name.upper()]
     kind = universal_id_type.upper()
-    if universal_id and kind == "ISO":
+    if universal_id and kind == "ISO" and OID.fullmatch(universal_id):
         return f"urn:oid:{universal_id}"
     if universal_id and kind == "UUID":
         return f"urn:uuid:{universal_id.lower()}"
@@ -132,12 +134,17 @@ def coding_system(name: str, default_table: str | None = None) -> str | None:
 def coding(cwe: FieldValue, first: int = 1, default_table: str | None = None, width: int = 99) -> dict | None:
     """The coding in the CWE triplet starting at component `first` (code, display, coding system); CWE.7 (CWE.8
     for the second triplet) as its version. `width`: the CWE's component count, when known."""
-    code = cwe(first)
+    code = code_of(cwe, first)
     if not code:
         return None
     version_at = 7 if first == 1 else 8 if first == 4 else 0
     version = cwe(version_at) if version_at and width >= version_at else ""
     return compact({"system": coding_system(cwe(first + 2), default_table), "version": version, "code": code, "display": cwe(first + 1)})
+
+
+def code_of(value: FieldValue, component: int = 1) -> str:
+    """A component as a FHIR code, which has single spaces inside at most."""
+    return " ".join(value(component).split())
 
 
 def codeable_concept(cwe: FieldValue, default_table: str | None = None) -> dict | None:
@@ -151,14 +158,16 @@ def codeable_concept(cwe: FieldValue, default_table: str | None = None) -> dict 
     return compact({"coding": codings, "text": text}) or None
 
 
-def identifier(cx: FieldValue, context: MessageContext) -> dict | None:
-    """CX: CX.1 value, CX.4 assigning authority as system (else the sender's), CX.5 type (table 0203), CX.7/8 period."""
+def identifier(cx: FieldValue, context: MessageContext, senders: bool = True) -> dict | None:
+    """CX: CX.1 value, CX.4 assigning authority as system, CX.5 type (table 0203), CX.7/8 period. Without CX.4 the
+    system is the sender's when `senders` (a business key: an MRN is local to who sent it), else none: an external or
+    alternate id is no MRN, and in the MRNs' system it would match another patient's."""
     value = cx(1)
     if not value:
         return None
     return compact({
         "type": identifier_type(cx(5)),
-        "system": hd_system(cx, context, 4) or context.authority,
+        "system": hd_system(cx, context, 4) or (context.authority if senders else None),
         "value": value,
         "period": period(date_value(cx, context, 7), date_value(cx, context, 8)) if cx.width() >= 7 else None,
     })

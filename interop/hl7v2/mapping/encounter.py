@@ -14,7 +14,7 @@ from interop.hl7v2.mapping.fields import FieldValue, SegmentView
 from interop.hl7v2.mapping.locations import location_reference
 from interop.hl7v2.mapping.practitioners import practitioner_reference
 from interop.hl7v2.mapping.shared import SharedUpserts
-from interop.hl7v2.mapping.upserts import composite_key, unsent_elements, upsert_by_identifier
+from interop.hl7v2.mapping.upserts import composite_key, enriching, unsent_elements, upsert_by_identifier
 from interop.hl7v2.mapping.vocabulary import BED_STATUS, DIAGNOSIS_TYPE, PATIENT_CLASS, PRIORITY, mapped_concept, table_coding
 
 PARTICIPATION_TYPE = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
@@ -33,6 +33,10 @@ PV1_SOURCES = {  # Encounter element -> PV1 fields it comes from; an update keep
     "period": (44, 45), "hospitalization": (5, 13, 14, 15, 16, 36, 37, 38),
 }
 PV2_SOURCES = {"reasonCode": (3,), "length": (11,), "priority": (25,), "text": (12,)}
+ENCOUNTER_ELEMENTS = frozenset({  # what the mapping writes; the rest (serviceProvider, episodeOfCare, account...) stays
+    "identifier", "extension", "status", "class", "type", "serviceType", "priority", "subject", "participant", "period",
+    "length", "reasonCode", "diagnosis", "hospitalization", "location", "text",
+})
 VISIT_NUMBER_TYPE = "VN"
 ADMISSION_SYSTEM = "urn:ehr:hl7v2:admission"  # identifier values: patient system / value / PV1-44, when there is no visit number
 
@@ -49,7 +53,7 @@ class VisitEvent:
 
 
 STATUS_UPDATE = VisitEvent("unknown", keep=("status",))  # A08, A28, A31 and the like: new data, same state
-RESULT_CONTEXT = VisitEvent("unknown", keep=("status", *PV1_SOURCES, *PV2_SOURCES, "extension", "diagnosis"))  # ORU
+RESULT_CONTEXT = VisitEvent("unknown", keep=("status", *PV1_SOURCES, *PV2_SOURCES, "diagnosis"))  # ORU
 
 
 def visit_key(pv1: SegmentView | None, patient_key: dict, context: MessageContext) -> dict | None:
@@ -94,12 +98,39 @@ def encounter_upsert(pv1: SegmentView, pv2: SegmentView | None, key: dict, subje
         "text": narrative(pv2.field(12).text()) if pv2 and pv2.field(12)() else None,
     })
     keep = unsent_elements(pv1, PV1_SOURCES) + unsent_elements(pv2, PV2_SOURCES) + (("diagnosis",) if not diagnoses else ())
-    if pv2 is None or (pv2.is_unvalued(8) and pv2.is_unvalued(9)):
-        keep += ("extension",)
     keep += tuple(element for element in event.keep if element != "status" or keep_status)
-    keep = tuple(element for element in keep if not (event.removes_end and element == "period")
-                 and not (event.drops_planned_end and element == "extension"))
-    return upsert_by_identifier(body, key, tuple(dict.fromkeys(keep)), with_location_history)
+    keep = tuple(element for element in keep if not (event.removes_end and element == "period"))
+    period_sent = (not pv1.is_unvalued(44) or start is not None, not pv1.is_unvalued(45) and not event.removes_end)
+    return upsert_by_identifier(body, key, tuple(dict.fromkeys(keep)), visit_update(planned_urls(pv2, event), event.removes_end, period_sent))
+
+
+def planned_urls(pv2: SegmentView | None, event: VisitEvent) -> frozenset[str]:
+    """The planned-date extensions the message sets (PV2-8, PV2-9 sent) or removes (A25): the others stay."""
+    if event is RESULT_CONTEXT:
+        return frozenset()
+    sent = {url for url, number in ((PLANNED_START, 8), (PLANNED_END, 9)) if pv2 is not None and not pv2.is_unvalued(number)}
+    return frozenset(sent | ({PLANNED_END} if event.drops_planned_end else set()))
+
+
+def visit_update(extension_urls: frozenset[str], removes_end: bool, period_sent: tuple[bool, bool]):
+    """The Encounter's Upsert.combine: what the feed does not map or the message does not name stays (identifiers such
+    as PV1-50, elements set over REST), the location history is kept (with_location_history), and the period is kept
+    by its parts: a discharge without PV1-44 keeps the admission's start, an update without PV1-45 the stored end; a
+    cancelled discharge (A13) drops the end."""
+    enrich = enriching(ENCOUNTER_ELEMENTS, extension_urls)
+
+    def combine(stored: dict, body: dict) -> dict:
+        combined = enrich(stored, body)
+        period = dict(body.get("period", {}))
+        for part, sent in zip(("start", "end"), period_sent):
+            if not sent and part not in period and part in stored.get("period", {}):
+                period[part] = stored["period"][part]
+        if removes_end:
+            period.pop("end", None)
+        combined.pop("period", None)
+        return with_location_history(stored, {**combined, **({"period": period} if period else {})})
+
+    return combine
 
 
 def encounter_status(pv1: SegmentView, event: VisitEvent) -> tuple[str, bool]:
@@ -123,8 +154,9 @@ def visit_identifiers(pv1: SegmentView, key: dict, context: MessageContext) -> l
 
 
 def planned_dates(pv2: SegmentView | None, context: MessageContext, event: VisitEvent) -> list[dict]:
-    """PV2-8 expected admit and PV2-9 expected discharge, as the R5 plannedStartDate and plannedEndDate (IG)."""
-    if pv2 is None:
+    """PV2-8 expected admit and PV2-9 expected discharge, as the R5 plannedStartDate and plannedEndDate (IG); a result
+    message's are not written: results never change a visit."""
+    if pv2 is None or event is RESULT_CONTEXT:
         return []
     dates = ((PLANNED_START, date_time(pv2.field(8), context)),
              (PLANNED_END, None if event.drops_planned_end else date_time(pv2.field(9), context)))

@@ -118,6 +118,14 @@ class FieldValue(NamedTuple):
         raw = self.raw()
         return raw != HL7_NULL and not is_blank(raw, self.owner.segment)
 
+    def has_null_component(self) -> bool:
+        """True when a component or subcomponent is sent as the null value "" (v2: delete it)."""
+        separators = self.owner.segment.separators[3:5]  # python-hl7's: segment, field, repetition, component, subcomponent
+        raw = self.raw()
+        for separator in separators:
+            raw = raw.replace(separator, "\x00")
+        return HL7_NULL in raw.split("\x00")
+
     def width(self) -> int:
         """How many components the repetition has (0 when absent): readers of wide types (CWE, XPN, XAD, XTN) skip
         the components a short value cannot have."""

@@ -6,7 +6,7 @@ number (OBR-2, else ORC-2); an observation is OBX-21 (its own identifier) when s
 order number with OBX-3's code and OBX-4's sub-id, which v2 requires to be unique under an OBR.
 OBX-1 is not used: it is a position, and a correction message that resends one result numbers
 it 1. An OBX before any OBR (a result without an order) is an Observation without a report,
-keyed by the patient, OBX-3, OBX-4 and its time (OBX-14, else MSH-7) (*ours*).
+keyed by the patient, OBX-3, OBX-4 and its time (OBX-14, else the message's, MSH-7) (*ours*).
 """
 import base64
 import re
@@ -75,10 +75,12 @@ def patient_result(group: list[SegmentView], shared: SharedUpserts) -> list[Upse
     if (key := visit_key(pv1, patient_key, context)) is not None:
         encounters.append(encounter_upsert(pv1, first_segment(group, "PV2"), key, links["subject"], shared, RESULT_CONTEXT))
         links["encounter"] = reference(encounters[0])
-    observations, reports = [], []
+    observations, reports, numbers = [], [], set()
     for order in orders(group):
-        number = order_key(order, patient_key, context)
-        results = [observation_upsert(order, obx, notes, number, links, shared) for obx, notes in order.results]
+        number = distinct_key(order, order_key(order, patient_key, context), numbers, context)
+        occurrences = occurrence_numbers(order, context)
+        results = [observation_upsert(order, obx, notes, number, occurrence, links, shared)
+                   for (obx, notes), occurrence in zip(order.results, occurrences)]
         observations.extend(results)
         if order.obr is not None:
             reports.append(report_upsert(order, number, results, links, shared))
@@ -103,6 +105,33 @@ def orders(group: list[SegmentView]) -> list[Order]:
         elif segment.id == "NTE" and found and found[-1].results:
             found[-1].results[-1][1].append(segment)
     return found
+
+
+def occurrence_numbers(order: Order, context: MessageContext) -> list[int]:
+    """Each result's occurrence among the order's results with its OBX-3 code and OBX-4 sub-id: v2 says OBX-4 tells
+    them apart, but senders repeat a code without it (a narrative in lines, a series). The second and later are kept
+    as results of their own, keyed by their occurrence, with a warning, instead of overwriting the first."""
+    seen: dict[tuple[str, str], int] = {}
+    numbers = []
+    for obx, _ in order.results:
+        identity = (obx.field(3)(), obx.field(4)())
+        seen[identity] = seen.get(identity, 0) + 1
+        numbers.append(seen[identity])
+        if seen[identity] == 2:
+            context.lenient(obx.field(4).error(f"OBX-3 {quoted(identity[0])} comes again under this OBR without an OBX-4 sub-id that "
+                                               f"tells the results apart: each is kept as a result of its own, by its occurrence", 101))
+    return numbers
+
+
+def distinct_key(order: Order, key: dict, taken: set, context: MessageContext) -> dict:
+    """The order's key, or, when an OBR before it in the message has it (several OBRs under one placer number and no
+    filler numbers), a key of its own with OBR-4, with a warning: two reports must not become one."""
+    if order.obr is not None and (key.get("system"), key["value"]) in taken:
+        context.lenient(order.obr.field(3).error("another OBR of this message has the same order number: this report is keyed by "
+                                                 "its order number and OBR-4", 101))
+        key = composite_key(RESULT_SYSTEM, key.get("system", ""), key["value"], order.obr.field(4)(3), order.obr.field(4)())
+    taken.add((key.get("system"), key["value"]))
+    return key
 
 
 def order_key(order: Order, patient_key: dict, context: MessageContext) -> dict:
@@ -153,7 +182,7 @@ def report_upsert(order: Order, key: dict, results: list[Upsert], links: dict, s
     return upsert_by_identifier(body, key)
 
 
-def observation_upsert(order: Order, obx: SegmentView, notes: list[SegmentView], order_key_: dict, links: dict,
+def observation_upsert(order: Order, obx: SegmentView, notes: list[SegmentView], order_key_: dict, occurrence: int, links: dict,
                        shared: SharedUpserts) -> Upsert:
     """IG OBX[Observation]: OBX-3 code, OBX-5 value of type OBX-2 with OBX-6 units, OBX-7 reference range, OBX-8
     interpretation, OBX-11 status, OBX-14 effective time, OBX-15/23 performing organization, OBX-16 responsible
@@ -161,7 +190,7 @@ def observation_upsert(order: Order, obx: SegmentView, notes: list[SegmentView],
     context = shared.context
     code = required_concept(obx.field(3), "the observation identifier")
     effective = date_time(obx.field(14), context) or (date_time(order.obr.field(7), context) if order.obr else None)
-    key = result_key(obx, order_key_, effective, context)
+    key = result_key(obx, order_key_, effective or context.message_time, occurrence, context)
     analysed = date_time(obx.field(19), context)
     body = compact({
         "resourceType": "Observation",
@@ -183,16 +212,18 @@ def observation_upsert(order: Order, obx: SegmentView, notes: list[SegmentView],
     return upsert_by_identifier(body, key)
 
 
-def result_key(obx: SegmentView, order_key_: dict, effective: str | None, context: MessageContext) -> dict:
-    """OBX-21 when sent (typed FILL, IG); else the order number / OBX-3 code [/ OBX-4 sub-id], and for a result without
-    an order also / its time."""
+def result_key(obx: SegmentView, order_key_: dict, moment: str, occurrence: int, context: MessageContext) -> dict:
+    """OBX-21 when sent (typed FILL, IG); else the order number / OBX-3 code [/ OBX-4 sub-id] [/ #occurrence from the
+    second on], and for a result without an order also / its time (OBX-14, else the message's, MSH-7): yesterday's
+    heart rate is not today's."""
     own = entity_identifier(obx.field(21), context, "FILL")
     if own:
         return own
     code, sub_id = obx.field(3).required(1, "an observation identifier code"), obx.field(4)()
+    again = f"#{occurrence}" if occurrence > 1 else ""
     if order_key_.get("system") == RESULT_SYSTEM:
-        return composite_key(RESULT_SYSTEM, order_key_["value"], code, sub_id, effective or "")
-    return compact({"system": order_key_.get("system"), "value": "/".join(part for part in (order_key_["value"], code, sub_id) if part)})
+        return composite_key(RESULT_SYSTEM, order_key_["value"], code, sub_id, moment, again)
+    return compact({"system": order_key_.get("system"), "value": "/".join(part for part in (order_key_["value"], code, sub_id, again) if part)})
 
 
 def performers(obx: SegmentView, shared: SharedUpserts) -> list[dict]:
@@ -295,32 +326,44 @@ def identifier_value(values: list[FieldValue], units: FieldValue, context: Messa
     return {"valueString": values[0]()}
 
 
-def attachment_value(values: list[FieldValue], units: FieldValue, context: MessageContext) -> dict:
-    """ED (source ^ type ^ subtype ^ encoding ^ data) and RP (pointer ^ application ^ type ^ subtype) as the R5
-    valueAttachment extension (IG). Base64 data is taken without the line breaks and spaces senders wrap it with; data
-    that is not Base64 after all is left out with a warning (dataAbsentReason error); A (plain text) is encoded."""
+def encapsulated_value(values: list[FieldValue], units: FieldValue, context: MessageContext) -> dict:
+    """ED (source application ^ type of data ^ subtype ^ encoding ^ data) as the R5 valueAttachment extension (IG),
+    with the media type of ED.3 (else of ED.2). Base64 (without the line breaks and spaces senders wrap it with, and
+    with the padding they leave off), Hex and A (plain text) data become Base64; data that is none of them, or does not
+    decode, is left out with a warning (dataAbsentReason error)."""
     ed = values[0]
-    if ed(4).upper() in ("BASE64", "A") and ed(5):
-        media = MEDIA_TYPES.get(ed(3).upper()) or ("text/plain" if ed(2).upper() == "TEXT" else "application/octet-stream")
-        data = base64_data(ed, context) if ed(4).upper() == "BASE64" else base64.b64encode(ed(5).encode()).decode()
-        if data is None:
-            return {"dataAbsentReason": {"coding": [{"system": DATA_ABSENT_REASON, "code": "error"}]}}
-        attachment = {"contentType": media, "data": data}
-    else:
-        attachment = compact({"url": ed(1), "contentType": MEDIA_TYPES.get(ed(4).upper())})
-    return {"extension": [{"url": VALUE_ATTACHMENT, "valueAttachment": attachment}]} if attachment else {}
+    data = attachment_data(ed, context)
+    if data is None:
+        return {"dataAbsentReason": {"coding": [{"system": DATA_ABSENT_REASON, "code": "error"}]}}
+    media = MEDIA_TYPES.get(ed(3).upper()) or ("text/plain" if ed(2).upper() == "TEXT" else "application/octet-stream")
+    return attachment({"contentType": media, "data": data})
 
 
-def base64_data(ed: FieldValue, context: MessageContext) -> str | None:
-    """ED.5 as Base64 without white space, with the padding senders leave off."""
-    data = "".join(ed(5).split())
-    data += "=" * (-len(data) % 4)
+def attachment_data(ed: FieldValue, context: MessageContext) -> str | None:
+    encoding, text = ed(4).upper(), ed(5)
     try:
-        base64.b64decode(data, validate=True)
+        if encoding == "BASE64":
+            padded = "".join(text.split())
+            padded += "=" * (-len(padded) % 4)
+            return base64.b64encode(base64.b64decode(padded, validate=True)).decode() if padded else None
+        if encoding == "HEX":
+            return base64.b64encode(bytes.fromhex("".join(text.split()))).decode() if text else None
+        if encoding == "A":
+            return base64.b64encode(text.encode()).decode() if text else None
     except ValueError:
-        context.lenient(ed.error(f"the encapsulated data {quoted(data, 40)} is not Base64: left out", 102))
-        return None
-    return data
+        pass
+    context.lenient(ed.error(f"the encapsulated data ({quoted(encoding, 20)}: {quoted(text, 40)}) is not Base64, Hex or A text: left out", 102))
+    return None
+
+
+def reference_pointer_value(values: list[FieldValue], units: FieldValue, context: MessageContext) -> dict:
+    """RP (pointer ^ application id ^ type of data ^ subtype) as the R5 valueAttachment extension (IG): its url."""
+    rp = values[0]
+    return attachment(compact({"url": rp(1), "contentType": MEDIA_TYPES.get(rp(4).upper())})) if rp(1) else {}
+
+
+def attachment(value: dict) -> dict:
+    return {"extension": [{"url": VALUE_ATTACHMENT, "valueAttachment": value}]}
 
 
 VALUE_MAPPERS = {  # OBX-2 (table 0125) -> its value[x]
@@ -328,7 +371,7 @@ VALUE_MAPPERS = {  # OBX-2 (table 0125) -> its value[x]
     "CE": coded_value, "CWE": coded_value, "CNE": coded_value, "CF": coded_value,
     "DT": date_time_value, "DTM": date_time_value, "TS": date_time_value, "TM": time_of_day_value, "DR": period_value,
     "NR": numeric_range_value, "ST": text_value, "TX": text_value, "FT": text_value, "ID": identifier_value, "IS": identifier_value,
-    "ED": attachment_value, "RP": attachment_value,
+    "ED": encapsulated_value, "RP": reference_pointer_value,
 }
 
 

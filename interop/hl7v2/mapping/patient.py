@@ -1,5 +1,7 @@
 """PID and PD1 to one Patient, upserted by its PID-3 identifier, with NK1 as its contacts (IG PID[Patient],
 PD1[Patient], NK1[Patient])."""
+from urllib.parse import quote
+
 from interop.hl7v2.mapping import MappingError, Upsert
 from interop.hl7v2.mapping.datatypes import (MessageContext, address, codeable_concept, compact, contact_point, date_time,
                                              date_value, human_name, identifier, identifier_type, period)
@@ -10,7 +12,9 @@ from interop.hl7v2.mapping.shared import SharedUpserts
 from interop.hl7v2.mapping.upserts import enriching, unsent_elements, upsert_by_identifier
 from interop.hl7v2.mapping.vocabulary import (ADMINISTRATIVE_SEX, MARITAL_STATUS, RELATIONSHIP, CONTACT_ROLE, mapped_concept,
                                               required_code, yes_no)
+from interop.hl7v2.text import quoted
 
+MAX_INTEGER = 2**31 - 1  # FHIR's integer
 KEY_IDENTIFIER_TYPE = "MR"  # the medical record number is the business key when PID-3 repeats
 SSN_SYSTEM = "http://hl7.org/fhir/sid/us-ssn"  # IG: PID-19; outside the US, send the number in PID-3 with its authority
 EXTENSION = "http://hl7.org/fhir/StructureDefinition/"
@@ -18,7 +22,8 @@ BIRTH_TIME = EXTENSION + "patient-birthTime"
 PID_SOURCES = {  # Patient element -> PID fields it comes from; an update keeps the element when none was sent
     "name": (5, 9), "telecom": (13, 14, 40), "gender": (8,), "_gender": (8,), "birthDate": (7,), "_birthDate": (7,),
     "deceasedBoolean": (29, 30), "_deceasedBoolean": (29, 30), "deceasedDateTime": (29, 30), "address": (11, 12),
-    "communication": (15,), "maritalStatus": (16,), "multipleBirthBoolean": (24, 25), "multipleBirthInteger": (24, 25),
+    "communication": (15,), "maritalStatus": (16,), "multipleBirthBoolean": (24, 25), "_multipleBirthBoolean": (24, 25),
+    "multipleBirthInteger": (24, 25),
 }
 PID_EXTENSIONS = {  # extension URL -> (PID fields it comes from, how)
     EXTENSION + "patient-mothersMaidenName": (6,), EXTENSION + "patient-religion": (17,), EXTENSION + "patient-birthPlace": (23,),
@@ -45,7 +50,7 @@ def patient_upsert(segments: list[SegmentView], shared: SharedUpserts, changes: 
     extensions = patient_extensions(pid, pd1, context)
     body = compact({
         "resourceType": "Patient",
-        "identifier": patient_identifiers(pid, context),
+        "identifier": patient_identifiers(pid, key, context),
         "extension": extensions,
         "name": [found for field in (5, 9) for xpn in pid.repetitions(field) if (found := human_name(xpn, context))],
         "telecom": telecom(pid, TELECOM_FIELDS, context),
@@ -61,10 +66,23 @@ def patient_upsert(segments: list[SegmentView], shared: SharedUpserts, changes: 
         **(changes or {}),
     })
     keep = unsent_elements(pid, PID_SOURCES) + unsent_elements(pd1, {"generalPractitioner": (3, 4)})
-    sent_urls = frozenset(url for url, fields in {**PID_EXTENSIONS}.items() if not all(pid.is_unvalued(number) for number in fields)) | frozenset(
-        url for url, fields in PD1_EXTENSIONS.items() if pd1 is not None and not all(pd1.is_unvalued(number) for number in fields))
-    combine = enriching(PATIENT_ELEMENTS, sent_urls | ({BIRTH_TIME} if not pid.is_unvalued(7) else frozenset()))
+    sent_urls = sent(pid, PID_EXTENSIONS) | sent(pd1, PD1_EXTENSIONS)
+    combine = enriching(PATIENT_ELEMENTS, sent_urls, replaced_in(pid, {"name": (5, 9), "address": (11,), "telecom": (13, 14, 40)}))
     return upsert_by_identifier(body, key, keep + (() if contacts else ("contact",)), combine)
+
+
+def sent(segment: SegmentView | None, sources: dict[str, tuple[int, ...]]) -> frozenset[str]:
+    """The elements (extension URLs) of `sources` whose fields the segment sent, valued or as the null value."""
+    if segment is None:
+        return frozenset()
+    return frozenset(element for element, fields in sources.items() if not all(segment.is_unvalued(number) for number in fields))
+
+
+def replaced_in(segment: SegmentView, sources: dict[str, tuple[int, ...]]) -> frozenset[str]:
+    """The elements whose fields send a component as the null value "": the sender deletes a part (a middle name, an
+    address line), so the stored value that says more is not kept."""
+    return frozenset(element for element, fields in sources.items()
+                     if any(value.has_null_component() for number in fields for value in segment.repetitions(number)))
 
 
 def key_identifier(segment: SegmentView, field: int, context: MessageContext) -> dict:
@@ -81,15 +99,17 @@ def identifier_type_code(found: dict) -> str:
     return found.get("type", {}).get("coding", [{}])[0].get("code", "")
 
 
-def patient_identifiers(pid: SegmentView, context: MessageContext) -> list[dict]:
-    """PID-2, every PID-3, PID-4, PID-19 (SSN, type SS) and PID-20 (driver's licence, type DL)."""
-    found = [found for field in (2, 3, 4) for cx in pid.repetitions(field) if (found := identifier(cx, context))]
+def patient_identifiers(pid: SegmentView, key: dict, context: MessageContext) -> list[dict]:
+    """PID-2, every PID-3, PID-4, PID-19 (SSN, type SS) and PID-20 (driver's licence, type DL); only the key takes the
+    sender's system when it names no assigning authority."""
+    found = [key if identifier(cx, context) == key else own for field in (2, 3, 4) for cx in pid.repetitions(field)
+             if (own := identifier(cx, context, senders=False))]
     if ssn := pid.field(19)():
         found.append({"type": identifier_type("SS"), "system": SSN_SYSTEM, "value": ssn})
     licence = pid.field(20)
     if licence():
         issuer = licence(2)
-        system = context.systems.get(issuer.upper()) or (f"urn:ehr:hl7v2:driver-licence:{issuer}" if issuer else context.authority)
+        system = context.systems.get(issuer.upper()) or (f"urn:ehr:hl7v2:driver-licence:{quote(issuer, safe='')}" if issuer else None)
         found.append(compact({"type": identifier_type("DL"), "system": system, "value": licence(), "period": compact({"end": date_value(licence, context, 3)})}))
     return found
 
@@ -141,10 +161,10 @@ def deceased(pid: SegmentView, context: MessageContext) -> dict:
 def multiple_birth(pid: SegmentView, context: MessageContext) -> dict:
     """PID-25 birth order as multipleBirthInteger, else PID-24 (Y/N) as multipleBirthBoolean."""
     order = pid.field(25)()
-    if order.isdigit():
+    if order.isdigit() and 0 < int(order) <= MAX_INTEGER:
         return {"multipleBirthInteger": int(order)}
     if order:
-        context.lenient(pid.field(25).error(f"'{order[:200]}' is not a whole number", 102))
+        context.lenient(pid.field(25).error(f"{quoted(order)} is not a birth order (a whole number from 1)", 102))
     indicator, original = yes_no(pid.field(24), context)
     return compact({"multipleBirthBoolean": indicator, "_multipleBirthBoolean": original})
 

@@ -1,8 +1,9 @@
 """NK1 and PID-21 to RelatedPerson (IG NK1[RelatedPerson], CX[RelatedPerson-Mother]).
 
-An NK1 about a person (not an employer or agency) becomes a RelatedPerson of the patient, keyed
-by NK1-12 (else NK1-33); one without an identifier is keyed by the patient, the relationship and
-the name (*ours*: the IG gives no key). PID-21 (mother's identifier) becomes the mother.
+An NK1 about a person (not an employer or agency) becomes a RelatedPerson of the patient (*ours*:
+the IG gives no key): keyed by the patient and NK1-12 (else NK1-33), or without an identifier by
+the patient, the relationship and the name. A RelatedPerson is one patient's relation, so two
+patients with one mother have a RelatedPerson each. PID-21 (mother's identifier) is the mother.
 """
 from interop.hl7v2.mapping import Upsert
 from interop.hl7v2.mapping.datatypes import (address, codeable_concept, compact, date_value, human_name, identifier,
@@ -23,7 +24,7 @@ def related_person_upserts(segments: list[SegmentView], patient: Upsert, patient
     """The RelatedPersons of a patient: one per NK1 about a person, and the mother PID-21 identifies."""
     found = [related_person(nk1, patient, patient_key, shared) for nk1 in segments if nk1.id == "NK1" and not is_organization(nk1)]
     pid = first_segment(segments, "PID")
-    mothers = [mother(cx, patient, shared) for cx in pid.repetitions(21)] if pid else []
+    mothers = [mother(cx, patient, patient_key, shared) for cx in pid.repetitions(21)] if pid else []
     return [upsert for upsert in found + mothers if upsert is not None]
 
 
@@ -36,12 +37,13 @@ def related_person(nk1: SegmentView, patient: Upsert, patient_key: dict, shared:
     if not names and not identifiers:
         return None
     relationship = nk1.field(3)().upper() or nk1.field(7)().upper()
-    key = identifiers[0] if identifiers else composite_key(
-        RELATED_PERSON_SYSTEM, patient_key.get("system", ""), patient_key["value"], relationship, names[0].get("family", ""), " ".join(names[0].get("given", [])))
+    person = (identifiers[0].get("system", ""), identifiers[0]["value"]) if identifiers else (
+        relationship, names[0].get("family", ""), " ".join(names[0].get("given", [])))
+    key = composite_key(RELATED_PERSON_SYSTEM, patient_key.get("system", ""), patient_key["value"], *person)
     language = codeable_concept(nk1.field(20), "0296")
     body = compact({
         "resourceType": "RelatedPerson",
-        "identifier": identifiers or [key],
+        "identifier": [key, *identifiers],
         "active": True,
         "patient": reference(patient),
         "relationship": relationships(nk1, context),
@@ -56,13 +58,15 @@ def related_person(nk1: SegmentView, patient: Upsert, patient_key: dict, shared:
     return upsert_by_identifier(body, key, combine=enriching(RELATED_PERSON_ELEMENTS))
 
 
-def mother(cx, patient: Upsert, shared: SharedUpserts) -> Upsert | None:
-    """PID-21: the mother, by her identifier, relationship MTH (IG CX[RelatedPerson-Mother])."""
-    key = identifier(cx, shared.context)
-    if key is None:
+def mother(cx, patient: Upsert, patient_key: dict, shared: SharedUpserts) -> Upsert | None:
+    """PID-21: the mother, by her identifier, relationship MTH (IG CX[RelatedPerson-Mother]): one RelatedPerson per
+    child, since a RelatedPerson is one patient's relation (siblings share a mother, not a RelatedPerson)."""
+    own = identifier(cx, shared.context)
+    if own is None:
         return None
+    key = composite_key(RELATED_PERSON_SYSTEM, patient_key.get("system", ""), patient_key["value"], own.get("system", ""), own["value"])
     body = {
-        "resourceType": "RelatedPerson", "identifier": [key], "active": True, "patient": reference(patient),
+        "resourceType": "RelatedPerson", "identifier": [key, own], "active": True, "patient": reference(patient),
         "relationship": [{"coding": [{"system": V3 + "RoleCode", "code": "MTH", "display": "mother"}]}],
     }
     return upsert_by_identifier(body, key, combine=enriching(RELATED_PERSON_ELEMENTS))

@@ -47,18 +47,20 @@ def keeping_unmapped(stored: dict, body: dict) -> dict:
     return combined
 
 
-def enriching(mapped: frozenset[str], extension_urls: frozenset[str] = frozenset()):
-    """The Upsert.combine for people (Patient, Practitioner, RelatedPerson): a later message never erases what it does
-    not carry. Elements the mapping never writes (not in `mapped`) and extensions it never writes (URLs not in
-    `extension_urls`) stay as stored, set over REST say; identifiers the message does not name stay, after its own;
-    a name, address or telecom that says less than a stored one and nothing else (`Doe^Jane` after `Doe^Jane^Marie`)
-    keeps the stored one. What the message sends as the null value "" is not in the body, and goes."""
+def enriching(mapped: frozenset[str], extension_urls: frozenset[str] = frozenset(), replaced: frozenset[str] = frozenset()):
+    """The Upsert.combine of resources the feed keeps up to date (people, their allergies, diagnoses, visits): a later
+    message never erases what it does not carry. Elements the mapping never writes (not in `mapped`) and extensions
+    it does not write now (URLs not in `extension_urls`) stay as stored, set over REST say; identifiers the message
+    does not name stay, after its own; a name, address or telecom that says less than a stored one and nothing else
+    (`Doe^Jane` after `Doe^Jane^Marie`) keeps the stored one, unless the message deletes a part of it with the null
+    value "" (the element is in `replaced`). A field sent as "" is not in the body, and goes."""
 
     def combine(stored: dict, body: dict) -> dict:
         combined = {**{name: value for name, value in stored.items() if name not in mapped and name != "extension"}, **body}
         if meta := {**stored.get("meta", {}), **body.get("meta", {})}:
             combined["meta"] = meta
-        extensions = body.get("extension", []) + [found for found in stored.get("extension", []) if found.get("url") not in extension_urls]
+        written = extension_urls | {found.get("url") for found in body.get("extension", [])}
+        extensions = body.get("extension", []) + [found for found in stored.get("extension", []) if found.get("url") not in written]
         named = {(found.get("system"), found.get("value")) for found in body.get("identifier", [])}
         identifiers = body.get("identifier", []) + [found for found in stored.get("identifier", []) if (found.get("system"), found.get("value")) not in named]
         for name, values in (("extension", extensions), ("identifier", identifiers)):
@@ -66,7 +68,7 @@ def enriching(mapped: frozenset[str], extension_urls: frozenset[str] = frozenset
             if values:
                 combined[name] = values
         for name in ("name", "address", "telecom"):
-            if name in body and name in stored:
+            if name in body and name in stored and name not in replaced:
                 combined[name] = [next((old for old in stored[name] if covers(old, new)), new) for new in body[name]]
         return combined
 

@@ -6,7 +6,7 @@ hold it) and a warning (103) names the field; the message is applied all the sam
 """
 from dataclasses import dataclass, field
 
-from interop.hl7v2.mapping.datatypes import V2_TABLE, MessageContext, codeable_concept, coding_system, compact, original_text
+from interop.hl7v2.mapping.datatypes import V2_TABLE, MessageContext, code_of, codeable_concept, coding_system, compact, original_text
 from interop.hl7v2.mapping.fields import FieldValue
 from interop.hl7v2.text import quoted
 
@@ -126,10 +126,10 @@ def mapped_concept(cwe: FieldValue, table_: Table, context: MessageContext) -> d
         system, fhir_code, display = table_.to_fhir[code]
         first = compact({"system": system, "code": fhir_code, "display": cwe(2) or display})
     elif table_.knows(code):
-        first = compact({"system": V2_TABLE + table_.number, "code": cwe(1), "display": cwe(2)})
+        first = compact({"system": V2_TABLE + table_.number, "code": code_of(cwe), "display": cwe(2)})
     else:
         context.lenient(cwe.error(f"{quoted(cwe())} is not a code of {table_.described()}: kept as the sender's own code", 103))
-        first = compact({"system": context.local_system(table_.number), "code": cwe(1), "display": cwe(2)})
+        first = compact({"system": context.local_system(table_.number), "code": code_of(cwe), "display": cwe(2)})
     return compact({**concept, "coding": [first, *concept.get("coding", [])[1:]]})
 
 
