@@ -92,8 +92,12 @@ class MessageFactory:
                 f"^PRN^PH^^1^217^555{rng.randrange(1000, 9999)}")
 
     def pv1(self, number: int) -> str:
-        return (f"PV1|1|I|W{number % 9}^{number % 40}^1||||{1000 + number % 50}^Jones^Robert^^^Dr^^^NPI&2.16.840.1.113883.4.6&ISO|||||||||||"
-                f"V{number:08d}|||||||||||||||||||||||||20250301080000")
+        """PV1-2 class, PV1-3 bed, PV1-7 attending doctor, PV1-19 visit number, PV1-44 admit time."""
+        fields = [""] * 44
+        fields[:3] = ["1", "I", f"W{number % 9}^{number % 40}^1"]
+        fields[6] = f"{1000 + number % 50}^Jones^Robert^^^Dr^^^NPI&2.16.840.1.113883.4.6&ISO"
+        fields[18], fields[43] = f"V{number:08d}", "20250301080000"
+        return "|".join(["PV1", *fields])
 
     def adt(self, event: str, number: int) -> bytes:
         segments = [self.header(f"ADT^{event}^ADT_A01", "2.5.1"), f"EVN|{event}|20250301080000", self.pid(number),

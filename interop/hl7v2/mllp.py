@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import signal
 import ssl
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -46,6 +47,7 @@ MAX_BATCH_MESSAGES = 64
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 BETWEEN_FRAMES = b"\r\n\t "  # what senders write between frames besides nothing
 MAX_KNOWN_PEERS = 10_000
+ORPHAN_CHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -366,10 +368,18 @@ def new_worker() -> ProcessPoolExecutor:
 
 
 def start_worker() -> None:
-    """A worker logs as the listener does, and leaves Ctrl-C (SIGINT to the terminal's process group) to the listener,
-    which then shuts it down after its batch."""
+    """A worker logs as the listener does, leaves Ctrl-C (SIGINT to the terminal's process group) to the listener,
+    which then shuts it down after its batch, and ends when the listener is gone (killed with SIGKILL, say), instead
+    of waiting for work forever."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_logging()
+    threading.Thread(target=end_when_orphaned, args=(os.getppid(),), daemon=True).start()
+
+
+def end_when_orphaned(listener_pid: int) -> None:
+    while os.getppid() == listener_pid:
+        time.sleep(ORPHAN_CHECK_SECONDS)
+    os._exit(0)
 
 
 def configure_logging() -> None:

@@ -25,7 +25,7 @@ from datetime import datetime
 from functools import cache, cached_property
 from typing import NamedTuple
 
-from sqlalchemy import Engine, Row, false, func, literal, null, or_, select, tuple_, union_all, update
+from sqlalchemy import Engine, Row, bindparam, false, func, literal, null, or_, select, tuple_, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -549,19 +549,26 @@ def store(connection, readings: list[Reading]) -> list[tuple[MessageRow, str]]:
 
 def earlier_messages(connection, keyed: list[Reading]) -> EarlierMessages:
     keys, hashes = list({reading.key for reading in keyed}), list({reading.content_hash for reading in keyed})
-    of_keys = tuple_(*KEY_COLUMNS).in_(keys)
-    same = select(literal("same"), *KEY_COLUMNS, hl7_message.c.content_hash, *OUTCOME_COLUMNS).where(
-        of_keys, or_(hl7_message.c.content_hash.in_(hashes), hl7_message.c.content_hash.is_(None)),
-    )
-    newest = select(literal("newest"), *KEY_COLUMNS, null(), func.max(hl7_message.c.id), null(), null(), null()).where(of_keys).group_by(*KEY_COLUMNS)
     found = EarlierMessages({}, {})
-    for row in connection.execute(union_all(same, newest)):
+    for row in connection.execute(earlier_messages_statement(), {"keys": keys, "hashes": hashes}):
         kind, key, text_hash, outcome = row[0], tuple(row[1:4]), row[4], row[5:]
         if kind == "same":
             found.same[(key, text_hash or hashed_now(connection, outcome[0]))] = MessageRow(*outcome)
         else:
             found.newest[key] = outcome[0]
     return found
+
+
+@cache  # built once: building it cost more than running it
+def earlier_messages_statement():
+    """The stored messages under the batch's keys (`keys`) with its content (`hashes`) or stored without a hash, and the
+    newest message of each key: one statement."""
+    of_keys = tuple_(*KEY_COLUMNS).in_(bindparam("keys", expanding=True))
+    same = select(literal("same"), *KEY_COLUMNS, hl7_message.c.content_hash, *OUTCOME_COLUMNS).where(
+        of_keys, or_(hl7_message.c.content_hash.in_(bindparam("hashes", expanding=True)), hl7_message.c.content_hash.is_(None)),
+    )
+    newest = select(literal("newest"), *KEY_COLUMNS, null(), func.max(hl7_message.c.id), null(), null(), null()).where(of_keys).group_by(*KEY_COLUMNS)
+    return union_all(same, newest)
 
 
 def hashed_now(connection, message_id: int) -> str | None:

@@ -227,6 +227,8 @@ def address(xad: FieldValue, context: MessageContext) -> dict | None:
 def contact_point(xtn: FieldValue, context: MessageContext, default_use: str | None = None) -> dict | None:
     """XTN, v2.3 formatted number (XTN.1) or v2.5 parts: equipment XTN.3 -> system, use code XTN.2 -> use,
     XTN.13-14 validity, XTN.18 rank."""
+    if not xtn.width():
+        return None
     system, implied_use = TELECOM_EQUIPMENT.get(xtn(3).upper(), (None, None))
     use_code = xtn(2).upper()
     if system is None:

@@ -104,6 +104,8 @@ class FieldValue(NamedTuple):
         if self.number >= len(segment):  # most optional fields are not sent: the cheapest answer first
             return ""
         value = leaf(segment, self.number, self.repetition, component, subcomponent)
+        if not value:
+            return ""
         if segment.esc in value and not (self.number <= 2 and self.owner.id == "MSH"):  # MSH-1 and MSH-2 are the separators
             value = self.owner.unescaped(value)
         return "" if value == HL7_NULL else value.strip()

@@ -37,6 +37,8 @@ def location_reference(pl: FieldValue, shared: SharedUpserts, operational_status
     """A reference to the most granular Location the PL names, after upserts of it and of the levels above it,
     displayed as PL.9's description, else the levels sent. A PL with only a description is referenced by
     display alone; None for an empty PL. `operational_status` (PV1-40, bed status) goes on a bed or room."""
+    if not pl.width():
+        return None
     sent = [(level, name) for level in LEVELS if (name := level_name(pl, level))]
     display = pl(9) or "/".join(name for _, name in sent)
     if not sent:

@@ -8,6 +8,8 @@ from interop.hl7v2.mapping.upserts import keeping_unmapped
 def organization_reference(xon: FieldValue, shared: SharedUpserts, xad: FieldValue | None = None) -> dict | None:
     """A reference to the organization an XON names: to its upsert when XON.10 (else XON.3) identifies it, else by
     its name XON.1 as display; `xad` is its address where the segment sends one (OBX-24)."""
+    if not xon.width():
+        return None
     name = xon(1)
     value = xon(10) or xon(3)
     if not value:

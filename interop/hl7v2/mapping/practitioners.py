@@ -15,6 +15,8 @@ PRACTITIONER_ELEMENTS = frozenset({"identifier", "name", "qualification"})  # wh
 
 def practitioner_reference(xcn: FieldValue, shared: SharedUpserts) -> dict | None:
     """A reference to the practitioner an XCN names: to its upsert when XCN.1 identifies it, else its name as display."""
+    if not xcn.width():
+        return None
     context = shared.context
     name = human_name(xcn, context, family_at=2)
     key = practitioner_identifier(xcn(1), hd_system(xcn, context, 9), xcn(13), context)
