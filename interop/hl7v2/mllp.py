@@ -364,16 +364,17 @@ def format_peer(peername) -> str:
 
 def new_worker() -> ProcessPoolExecutor:
     """A worker process of its own (spawned: forking a process with an event loop and threads is unsafe)."""
-    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=start_worker)
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=start_worker,
+                               initargs=(os.getpid(),))
 
 
-def start_worker() -> None:
+def start_worker(listener_pid: int) -> None:
     """A worker logs as the listener does, leaves Ctrl-C (SIGINT to the terminal's process group) to the listener,
     which then shuts it down after its batch, and ends when the listener is gone (killed with SIGKILL, say), instead
-    of waiting for work forever."""
+    of waiting for work forever. The listener passes its pid: it may be gone before the worker has started."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_logging()
-    threading.Thread(target=end_when_orphaned, args=(os.getppid(),), daemon=True).start()
+    threading.Thread(target=end_when_orphaned, args=(listener_pid,), daemon=True).start()
 
 
 def end_when_orphaned(listener_pid: int) -> None:

@@ -74,3 +74,47 @@ def test_acknowledged_messages_survive_a_kill_and_resends_apply_once(database_ur
     for number in range(MESSAGES):
         bundle = client.get(f"/fhir/Patient?identifier=8800{number:02d}").get_json()
         assert len(bundle.get("entry", [])) == 1, f"message K{number}"
+
+
+def children_of(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def is_running(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until_gone(pids: list[int], seconds: float) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while (running := [pid for pid in pids if is_running(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return running
+
+
+def test_workers_end_when_their_listener_is_killed(database_url):
+    port = free_port()
+    listener = start_listener(database_url, port)
+    workers = children_of(listener.pid)
+    assert workers, "the listener starts its workers with it"
+    os.kill(listener.pid, signal.SIGKILL)
+    listener.wait()
+    assert wait_until_gone(workers, 15) == []
+
+
+def test_sigterm_stops_the_listener_and_its_workers(database_url):
+    port = free_port()
+    listener = start_listener(database_url, port)
+    workers = children_of(listener.pid)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(message(90))
+        assert msa(read_frame(connection))[1] == "AA"
+    listener.send_signal(signal.SIGTERM)
+    assert listener.wait(timeout=30) == 0  # a clean exit, not death by the signal (-15)
+    assert wait_until_gone(workers, 5) == []
