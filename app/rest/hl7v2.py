@@ -1,5 +1,6 @@
 """`POST /hl7v2`: an HL7 v2 message over HTTP, answered with its ACK; the same service as the MLLP listener.
 `GET /hl7v2/messages`: the message store, as `ehr hl7 list` and `ehr hl7 show` give it."""
+import codecs
 from datetime import datetime, timezone
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
@@ -13,6 +14,7 @@ from interop.hl7v2.service import (MESSAGE_STATUSES, NOT_STORED_STATUS, MessageQ
 hl7v2 = Blueprint("hl7v2", __name__)
 ER7_MEDIA_TYPE = "x-application/hl7-v2+er7"
 HL7_MEDIA_TYPES = frozenset({ER7_MEDIA_TYPE, "application/hl7-v2"})
+IANA_CHARSETS = {"cp1252": "windows-1252", "latin-1": "ISO-8859-1", "ascii": "US-ASCII"}
 
 
 @hl7v2.post("/hl7v2")
@@ -28,7 +30,13 @@ def receive_message():
         status = 400
     elif receipt.status == NOT_STORED_STATUS:
         status, headers = 503, {"Retry-After": "5"}
-    return Response(body, status, headers, content_type=f"{ER7_MEDIA_TYPE}; charset={receipt.codec}")
+    return Response(body, status, headers, content_type=f"{ER7_MEDIA_TYPE}; charset={http_charset(receipt.codec)}")
+
+
+def http_charset(codec: str) -> str:
+    """The IANA name of a Python codec, which HTTP clients know: cp1252 is windows-1252, latin-1 ISO-8859-1."""
+    name = codecs.lookup(codec).name
+    return IANA_CHARSETS.get(name) or name.upper().replace("ISO8859-", "ISO-8859-")
 
 
 def check_hl7_media_type() -> None:

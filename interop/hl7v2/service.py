@@ -179,7 +179,7 @@ def read_message(raw: bytes, peer: str, senders: Senders, systems: Mapping[str, 
     except UnreadableMessage as error:
         return refused(raw, peer, None, ErrorDetail(100, str(error)))
     header = Header.of(message)
-    warnings = tuple(header.ack_type_warnings())
+    warnings = (*(ErrorDetail(102, repair, "MSH", 1, 2, "W") for repair in decoded.repairs), *header.ack_type_warnings())
     reading = Reading(raw, peer, header, decoded.codec, "applied", answers(header, "AA", warnings),
                       content_hash=content_hash(decoded.text), warnings=warnings)
     if not senders.allow(header):

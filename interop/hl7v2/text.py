@@ -48,6 +48,7 @@ class MalformedMessage(UnreadableMessage):
 class DecodedMessage:
     text: str  # segments separated by \r
     codec: str  # the Python codec the bytes were read with
+    repairs: tuple[str, ...] = ()  # what was read other than as sent, for warnings
 
 
 def decode(raw: bytes) -> DecodedMessage:
@@ -90,7 +91,7 @@ def parse(raw: bytes) -> tuple[hl7.Message, DecodedMessage]:
     decoded = decode(raw)
     separator, encoding = declared_separators(decoded.text)
     if decoded.text.startswith("MSH") and not usable_separators(separator, encoding):
-        raise MalformedMessage(NO_SEPARATORS, decoded)
+        decoded, encoding = with_doubled_characters_read_once(decoded, separator, encoding)
     try:
         message = hl7.parse(decoded.text)
         has_msh = any(str(segment[0]) == "MSH" for segment in message)
@@ -109,6 +110,18 @@ def declared_separators(text: str) -> tuple[str, str]:
     first = text.split("\r", 1)[0]
     separator = first[3:4]
     return separator, (first[4:].split(separator, 1)[0] if separator else "")
+
+
+def with_doubled_characters_read_once(decoded: DecodedMessage, separator: str, encoding: str) -> tuple[DecodedMessage, str]:
+    """A sender whose configuration escaped its backslash sends MSH-2 as ^~\\\\&: an encoding character written twice
+    in a row is read once, with a warning, when the four encoding characters remain. Any other unusable MSH-1 or MSH-2
+    is refused."""
+    single = "".join(character for index, character in enumerate(encoding) if not index or character != encoding[index - 1])
+    if single == encoding or len(single) < 4 or not usable_separators(separator, single):
+        raise MalformedMessage(NO_SEPARATORS, decoded)
+    text = "MSH" + separator + single + decoded.text[4 + len(encoding):]
+    repair = f"MSH-2 {quoted(encoding)} repeats an encoding character: read as {quoted(single)}."
+    return DecodedMessage(text, decoded.codec, (*decoded.repairs, repair)), single
 
 
 def usable_separators(field_separator: str, encoding_characters: str) -> bool:

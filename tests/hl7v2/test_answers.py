@@ -88,6 +88,13 @@ def test_a_poison_frame_is_stored_as_rejected_with_its_bytes(engine):
     assert "no usable separators" in row.error
 
 
+def test_a_message_whose_msh2_doubles_its_backslash_is_applied_with_a_warning(engine, client):
+    receipt = receive(engine, message("DB1", mrn="3001").replace(b"^~\\&", b"^~\\\\&"), "test")
+    assert msa(receipt.ack)[1:3] == ["AA", "DB1"]
+    assert any(segment.startswith("ERR|") and "|W|" in segment and "MSH-2" in segment for segment in receipt.ack.split("\r"))
+    assert len(client.get("/fhir/Patient?identifier=3001").get_json().get("entry", [])) == 1
+
+
 @pytest.mark.parametrize("frame", POISON)
 def test_a_poison_frame_over_http_is_answered_ar_not_500(client, frame):
     response = client.post("/hl7v2", data=frame, content_type="x-application/hl7-v2+er7")

@@ -177,6 +177,16 @@ def test_an_hl7_media_type_is_required_over_http(client):
     assert client.post("/hl7v2", data=a01("CT2"), content_type="application/hl7-v2; charset=utf-8").status_code == 200
 
 
+@pytest.mark.parametrize("msh18, raw_name, http_name", [("8859/1", "Müller", "ISO-8859-1"), ("", "M\xfcller", "windows-1252")])
+def test_the_ack_over_http_names_its_charset_as_http_clients_know_it(client, msh18, raw_name, http_name):
+    """A Latin-1 message is answered in Latin-1; bytes not valid in the declared set (UTF-8 by default) are read as
+    Windows-1252, and the answer says so with the IANA names, not Python's (latin-1, cp1252)."""
+    text = a01("CS1", family="Berg").decode().replace("|P|2.5.1", "|P|2.5.1||||||" + msh18).replace("Berg", raw_name)
+    response = client.post("/hl7v2", data=text.encode("latin-1"), content_type="x-application/hl7-v2+er7")
+    assert response.mimetype_params["charset"] == http_name
+    assert msa(response.data.decode(http_name))[1] == "AA"
+
+
 def test_text_plain_is_taken_where_configured(database_url):
     app = create_app(Settings(database_url=database_url, hl7_text_plain=True))
     try:

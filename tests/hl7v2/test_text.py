@@ -1,7 +1,7 @@
 """Decoding what senders really send: byte-order marks, \\n and \\r\\n segment endings, MSH-18 character sets."""
 import pytest
 
-from interop.hl7v2.text import UnreadableMessage, decode, parse, patient_key
+from interop.hl7v2.text import MalformedMessage, UnreadableMessage, decode, parse, patient_key
 
 HEADER = "MSH|^~\\&|LAB|HOSP|EHR|HOSP|20250102030405||ADT^A08^ADT_A01|C1|P|2.5.1"
 
@@ -55,3 +55,16 @@ def test_patient_key_is_the_first_pid3_identifier(separator):
 
 def test_patient_key_of_a_message_without_pid_is_empty():
     assert patient_key((HEADER + "\r").encode()) == b""
+
+
+def test_a_backslash_written_twice_in_msh2_is_read_once_with_a_note():
+    parsed, decoded = parse(message().replace("^~\\&", "^~\\\\&").encode())
+    assert str(parsed.segment("MSH")[2]) == "^~\\&"
+    assert str(parsed.segment("PID")[5][0][1]) == "Jürgen"  # components split by the caret, as the sender meant
+    assert decoded.repairs and "'^~\\\\&'" in decoded.repairs[0]
+
+
+@pytest.mark.parametrize("encoding", ["^^\\&", "^~\\\\\\", "^~&&"])
+def test_msh2_that_loses_an_encoding_character_when_read_once_is_still_refused(encoding):
+    with pytest.raises(MalformedMessage):
+        parse(message().replace("^~\\&", encoding, 1).encode())
