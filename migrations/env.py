@@ -2,7 +2,8 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from app.store.schema import metadata
+from app.store import metadata
+import interop.hl7v2.tables  # noqa: F401  the feed's tables, on the same metadata
 
 
 def run_migrations(connection) -> None:

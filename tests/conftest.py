@@ -15,10 +15,10 @@ from sqlalchemy.engine import make_url
 from werkzeug.serving import make_server
 
 from app.config import Settings
-from app.store import migrate
+from app.store import metadata, migrate
 from app.store.db import make_engine
-from app.store.schema import metadata
 from app.web import create_app
+from interop.hl7v2 import tables as hl7_tables  # noqa: F401  registers the feed's tables, emptied between tests
 
 BACKENDS = ("sqlite", "postgresql")
 ADMIN_URL = os.environ.get("EHR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")

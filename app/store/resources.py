@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import jsonpatch
-from sqlalchemy import Connection, and_, bindparam, select, update
+from sqlalchemy import Connection, and_, bindparam, false, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.errors import BadRequest, Conflict, Gone, InvalidResource, NotFound, PreconditionFailed, UnprocessableResource
@@ -22,7 +22,7 @@ from app.model.registry import require_served_type
 from app.model.validation import SERVER_META, check_resource_type, validate_resource
 from app.search.index import delete_index_rows, index_mask, index_rows, write_index_rows
 from app.store.db import insert_rows, insert_rows_returning_keys
-from app.store.schema import resource, resource_history
+from app.store.schema import resource, resource_history, search_reference
 
 MIN_TICK = timedelta(milliseconds=1)
 
@@ -170,6 +170,15 @@ def live_version(row, missing_message: str) -> StoredResource:
     if stored.deleted:
         raise gone(stored)
     return stored
+
+
+def live_referrers(connection: Connection, type_name: str, resource_id: str, excluding: str | None = None) -> list[StoredResource]:
+    """The live resources (but those of type `excluding`) whose references, as indexed, point at `type_name/resource_id`."""
+    pointing = select(search_reference.c.res_pk).where(
+        search_reference.c.target_type == type_name, search_reference.c.target_id == resource_id,
+    )
+    query = select(resource).where(resource.c.pk.in_(pointing), resource.c.deleted == false(), resource.c.res_type != excluding)
+    return [stored_from_row(row) for row in connection.execute(query.order_by(resource.c.pk))]
 
 
 def has_resources(connection: Connection) -> bool:

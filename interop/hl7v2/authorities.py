@@ -11,7 +11,7 @@ import time
 from sqlalchemy import Engine, delete, select
 
 from app.store.db import insert_rows, read_unit, write_unit
-from app.store.schema import hl7_authority
+from interop.hl7v2.tables import hl7_authority
 
 REFRESH_SECONDS = 5.0  # how soon a running listener sees a change
 

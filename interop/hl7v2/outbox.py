@@ -22,7 +22,7 @@ from sqlalchemy import Engine, Row, delete, or_, select, update
 
 from app.model.instants import utc_now
 from app.store.db import insert_rows, write_unit
-from app.store.schema import hl7_destination, hl7_outbox
+from interop.hl7v2.tables import hl7_destination, hl7_outbox
 from interop.hl7v2.text import UnreadableMessage, parse
 
 log = logging.getLogger("ehr.hl7v2.outbox")

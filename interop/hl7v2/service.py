@@ -25,7 +25,7 @@ from datetime import datetime
 from functools import cache, cached_property
 from typing import NamedTuple
 
-from sqlalchemy import Engine, Row, bindparam, false, func, literal, null, or_, select, tuple_, union_all, update
+from sqlalchemy import Engine, Row, bindparam, func, literal, null, or_, select, tuple_, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -35,14 +35,14 @@ from app.model.references import rewrite_references
 from app.search.conditional import matching, matching_each, single_match
 from app.search.service import run_search, search_request
 from app.store.db import is_disconnect, read_unit, write_unit
-from app.store.resources import (StoredResource, insert_new_resources, new_resource, read_resource, same_content,
-                                 stored_from_row, update_resource)
-from app.store.schema import hl7_message, resource, search_reference
+from app.store.resources import (StoredResource, insert_new_resources, live_referrers, new_resource, read_resource,
+                                 same_content, update_resource)
 from interop.hl7v2.authorities import authority_systems
 from interop.hl7v2.ack import NOT_STORED, Acknowledgements, ErrorDetail, Header, acknowledgements
 from interop.hl7v2.mapping import IdentifierChange, Instruction, MappingError, Merge, UnsupportedMessage, Upsert, map_message
 from interop.hl7v2.mapping.upserts import identifier_criteria
 from interop.hl7v2.outbox import QueuedAck, queue
+from interop.hl7v2.tables import hl7_message
 from interop.hl7v2.text import DecodedMessage, MalformedMessage, UnreadableMessage, content_hash, decode, parse
 
 log = logging.getLogger("ehr.hl7v2")
@@ -473,7 +473,7 @@ def move_references(connection, merged: str, survivor: str, source: str) -> list
 
     A Provenance keeps what it recorded, and a Patient its links: they say who replaced whom."""
     moved = []
-    for referrer in referring_resources(connection, *merged.split("/")):
+    for referrer in live_referrers(connection, *merged.split("/"), excluding="Provenance"):
         body = rewrite_references(referrer.body, {merged: survivor})
         if referrer.type == "Patient" and "link" in referrer.body:
             body["link"] = referrer.body["link"]
@@ -481,17 +481,6 @@ def move_references(connection, merged: str, survivor: str, source: str) -> list
             update_resource(connection, referrer.type, referrer.id, with_source(body, source), referrer.etag)
             moved.append(f"{referrer.type}/{referrer.id}")
     return moved
-
-
-def referring_resources(connection, type_name: str, resource_id: str) -> list[StoredResource]:
-    """The live resources, Provenance aside, with a reference index row pointing at `type_name/resource_id`."""
-    pointing = select(search_reference.c.res_pk).where(
-        search_reference.c.target_type == type_name, search_reference.c.target_id == resource_id,
-    )
-    query = select(resource).where(
-        resource.c.pk.in_(pointing), resource.c.deleted == false(), resource.c.res_type != "Provenance",
-    ).order_by(resource.c.pk)
-    return [stored_from_row(row) for row in connection.execute(query)]
 
 
 # The message store.

@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import select, text
 
 from app.store.db import make_engine
-from app.store.schema import hl7_message
+from interop.hl7v2.tables import hl7_message
 from interop.hl7v2.mllp import ListenerSettings
 from interop.hl7v2.service import NOT_STORED_STATUS, Senders, receive, receive_all
 from tests.hl7v2.test_mllp import running_listener

@@ -3,7 +3,7 @@ transaction, and still each message's own outcome, on SQLite and PostgreSQL."""
 from sqlalchemy import select
 
 from app.model.instants import utc_now
-from app.store.schema import hl7_message
+from interop.hl7v2.tables import hl7_message
 from interop.hl7v2 import service
 from interop.hl7v2.service import receive_all, replay, stored_message
 from tests.hl7v2.test_receive import a01 as a01_without_visit, msa

@@ -13,7 +13,7 @@ from hl7.mllp import start_hl7_server
 from sqlalchemy import select, update
 
 from app.model.instants import utc_now
-from app.store.schema import hl7_outbox
+from interop.hl7v2.tables import hl7_outbox
 from interop.hl7v2.mllp import ListenerSettings
 from interop.hl7v2 import service
 from interop.hl7v2.mapping import UnsupportedMessage

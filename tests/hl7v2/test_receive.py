@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
 from app.config import Settings
-from app.store.schema import hl7_message
+from interop.hl7v2.tables import hl7_message
 from app.web import create_app
 from interop.hl7v2.service import receive, receive_all, replay, stored_message
 
