@@ -1,1 +1,1 @@
-"""EHR integration server: a FHIR R4 REST server with HL7 v2 and DICOM feeds."""
+"""EHR integration server: a FHIR R4 REST server with an HL7 v2 feed."""

@@ -39,7 +39,7 @@ def settings_engine():
 
 @click.group()
 def main():
-    """EHR integration server: a FHIR R4 server with HL7 v2 and DICOM feeds."""
+    """EHR integration server: a FHIR R4 server with an HL7 v2 feed."""
 
 
 @main.group()

@@ -33,10 +33,6 @@ class Settings:
     def page_sizes(self) -> PageSizes:
         return PageSizes(self.default_page_size, self.max_page_size)
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
 
 def load_settings() -> Settings:
     var_dir = os.environ.get("EHR_VAR_DIR", DEFAULT_VAR_DIR)

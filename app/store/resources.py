@@ -1,6 +1,6 @@
 """The one write path and the one read path for resources.
 
-Every entrance (REST, Bundles, the loader, later the HL7 and DICOM feeds) writes
+Every entrance (REST, Bundles, the loader, the HL7 v2 feed) writes
 through create_resource / update_resource / patch_resource / delete_resource, so
 each write is validated, versioned and kept in history the same way.
 
