@@ -1,4 +1,6 @@
 """The CapabilityStatement, generated from the routes this server really has and the types it serves."""
+from functools import cache
+
 from flask import current_app
 
 from app.model.instants import utc_now
@@ -90,7 +92,7 @@ def resource_capability(type_name: str, interactions: list[str], routes: set[tup
         capability["operation"] = operations
     if "search-type" in interactions:
         capability["searchInclude"] = [f"{type_name}:{code}" for code in reference_codes(type_name, "*")]
-        capability["searchRevInclude"] = ["*"]
+        capability["searchRevInclude"] = list(referencing_parameters().get(type_name, ()))
         capability["searchParam"] = search_parameters(type_name)
     return capability
 
@@ -101,6 +103,19 @@ def type_operations(type_name: str, routes: set[tuple[str, str]]) -> list[dict]:
         for route, (name, definition, operation_type) in TYPE_OPERATIONS.items()
         if route in routes and operation_type in (None, type_name)
     ]
+
+
+@cache
+def referencing_parameters() -> dict[str, tuple[str, ...]]:
+    """Type -> the `Source:parameter` values _revinclude takes for it: each reference parameter of a served type
+    that can point at it (Patient: Observation:subject, Encounter:patient...)."""
+    found = {}
+    for source in sorted(resource_types()):
+        references = [(code, parameter) for code, parameter in sorted(parameters_of(source).items()) if parameter.type == "reference"]
+        for code, parameter in references:
+            for target in parameter.targets:
+                found.setdefault(target, []).append(f"{source}:{code}")
+    return {target: tuple(values) for target, values in found.items()}
 
 
 def search_parameters(type_name: str) -> list[dict]:
