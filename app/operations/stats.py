@@ -90,11 +90,22 @@ def stats_request(pairs: list[tuple[str, str]], lenient: bool) -> StatsRequest:
 
 
 def requested_codes(pairs: list[tuple[str, str]], system: str | None) -> tuple[tuple[str | None, str], ...]:
-    codes = [(system, code) for name, value in pairs if name == "code" for code in split_list(value)]
+    codes = [(system, bare_code(code)) for name, value in pairs if name == "code" for code in split_list(value)]
     codes += [split_coding(value) for name, value in pairs if name == "coding" for value in split_list(value)]
     if not codes:
         raise BadRequest("$stats needs the codes to evaluate: code (with system), or coding=system|code.")
     return tuple(dict.fromkeys(codes))
+
+
+def bare_code(code: str) -> str:
+    """A `code` as $stats defines it: the code alone, its system in `system`. A system|code here would match nothing."""
+    if "|" in code:
+        system, _, bare = code.rpartition("|")
+        raise BadRequest(
+            f"code={code} holds a system; $stats takes the code alone with its system (system={system}&code={bare}), "
+            f"or the pair as coding={code}."
+        )
+    return code
 
 
 def split_coding(value: str) -> tuple[str | None, str]:

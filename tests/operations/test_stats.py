@@ -182,3 +182,17 @@ def test_stats_with_a_missing_or_wrong_parameter_is_400(client, observations, qu
     response = client.get(f"/fhir/Observation/$stats?{query}")
     assert response.status_code == 400
     assert response.get_json()["resourceType"] == "OperationOutcome"
+
+
+def test_stats_with_a_system_inside_code_is_400_naming_system_and_coding(client, observations):
+    response = client.get(f"/fhir/Observation/$stats?subject=Patient/ann&code={LOINC}|{HEART_RATE}&statistic=average")
+    assert response.status_code == 400
+    diagnostics = response.get_json()["issue"][0]["diagnostics"]
+    assert f"system={LOINC}&code={HEART_RATE}" in diagnostics and f"coding={LOINC}|{HEART_RATE}" in diagnostics
+
+
+def test_stats_with_coding_finds_the_code_in_its_system_only(client, observations):
+    assert statistics_of(stats(client, f"subject=Patient/ann&coding={LOINC}|{HEART_RATE}&statistic=count")) == {HEART_RATE: {"count": 5}}
+    assert statistics_of(stats(client, f"subject=Patient/ann&coding=http://snomed.info/sct|{HEART_RATE}&statistic=count")) == {
+        HEART_RATE: {"count": 0}
+    }
