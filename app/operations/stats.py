@@ -15,6 +15,7 @@ from sqlalchemy import Connection, select
 
 from app.errors import BadRequest, NotSupported
 from app.model.instants import format_instant, utc_now
+from app.model.references import rewritten_reference
 from app.operations.parameters import boolean, check_known_parameters, positive_integer
 from app.operations.statistics import STATISTICS
 from app.search.criteria import Query, parse_number
@@ -71,15 +72,16 @@ def same_unit(first: dict, second: dict) -> bool:
     return first.get("unit") == second.get("unit")
 
 
-def stats_request(pairs: list[tuple[str, str]], lenient: bool) -> StatsRequest:
-    """The request that $stats's pairs ask for; `subject` (Type/id) and at least one code and statistic are required."""
+def stats_request(pairs: list[tuple[str, str]], lenient: bool, base: str | None = None) -> StatsRequest:
+    """The request that $stats's pairs ask for; `subject` (Type/id, or its absolute URL under this server's
+    `base`) and at least one code and statistic are required."""
     check_known_parameters(pairs, STATS_PARAMETERS, "$stats", lenient)
     values = dict(pairs)
     if not values.get("subject"):
         raise BadRequest("$stats needs subject, e.g. ?subject=Patient/123&code=8867-4&system=http://loinc.org&statistic=average.")
     start, end = requested_period(values.get("duration"), values.get("period"))
     return StatsRequest(
-        subject=values["subject"],
+        subject=rewritten_reference(values["subject"], {}, base),
         codes=requested_codes(pairs, values.get("system")),
         statistics=requested_statistics(pairs),
         start=start,
