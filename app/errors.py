@@ -67,7 +67,15 @@ class NotSupported(FhirError):
 
 
 class MethodNotAllowed(FhirError):
+    """A known interaction or operation invoked with another method; `headers` carry Allow."""
+
     status, code = 405, "not-supported"
+
+
+class UnsupportedOperation(FhirError):
+    """A `$name` this server does not serve at the URL: 501 Not Implemented."""
+
+    status, code = 501, "not-supported"
 
 
 class UnsupportedMediaType(FhirError):

@@ -7,6 +7,7 @@ from app.rest.hl7v2 import hl7v2
 from app.rest.operations import operations
 from app.rest.outcome import register_error_handlers
 from app.rest.routes import fhir
+from app.rest.urls import configure_urls
 from app.store.db import make_engine
 from app.store.migrate import check_schema_current
 
@@ -19,6 +20,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(EHR_SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_body_bytes + 1)  # see read_raw_body
     app.extensions["ehr.engine"] = engine
+    configure_urls(app)
     app.register_blueprint(fhir)
     app.register_blueprint(operations)
     app.register_blueprint(health)

@@ -9,7 +9,7 @@ from app.store.resources import StoredResource
 BUNDLE_TYPES = ("transaction", "batch")
 PROCESSING_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}  # http.html#trules
 
-# (method, URL shape) -> FHIR interaction; in a shape each segment but `_history` reads `*`.
+# (method, URL shape) -> FHIR interaction; in a shape each segment but `_history` reads `*`, and an operation's `$name` `$`.
 # A conditional interaction (`PUT Patient?identifier=...`) becomes an instance one once its search
 # has found the target (app/bundles/conditional.py); two more interactions exist only after that search:
 # "create-matched" (ifNoneExist found the resource, nothing to create) and "delete-unmatched".
@@ -27,16 +27,18 @@ INTERACTIONS = {
     ("GET", ("*", "*", "_history")): "history-instance",
     ("GET", ("*", "*", "_history", "*")): "vread",
 }
+# An operation at system, type or instance level, whatever the method: app/operations/registry.py says which it takes.
+INTERACTIONS |= {(method, shape): "operation" for method in PROCESSING_ORDER for shape in (("$",), ("*", "$"), ("*", "*", "$"))}
 EXPECTED_URLS = {
-    "POST": "Type",
+    "POST": "Type, or an operation: Type/$name or Type/id/$name",
     "PUT": "Type/id or Type?criteria",
     "PATCH": "Type/id or Type?criteria",
     "DELETE": "Type/id or Type?criteria",
-    "GET": "Type, Type?_count=n, Type/_history, Type/id, Type/id/_history or Type/id/_history/version",
+    "GET": "Type, Type?_count=n, Type/_history, Type/id, Type/id/_history, Type/id/_history/version or an operation, Type[/id]/$name",
 }
-READ_INTERACTIONS = frozenset({"search-type", "history-type", "read", "history-instance", "vread"})
+READ_INTERACTIONS = frozenset({"search-type", "history-type", "read", "history-instance", "vread", "operation"})  # no operation served writes
 CONDITIONAL_INTERACTIONS = frozenset({"conditional-update", "conditional-patch", "conditional-delete"})
-QUERY_INTERACTIONS = frozenset({"search-type", "history-type", "history-instance"}) | CONDITIONAL_INTERACTIONS
+QUERY_INTERACTIONS = frozenset({"search-type", "history-type", "history-instance", "operation"}) | CONDITIONAL_INTERACTIONS
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,7 @@ def split_url(url: str, base: str) -> tuple[tuple[str, ...], tuple[tuple[str, st
 
 
 def interaction_of(method: str, path: tuple[str, ...], query: tuple) -> str:
-    shape = tuple(segment if segment == "_history" else "*" for segment in path)
+    shape = tuple(segment if segment == "_history" else "$" if segment.startswith("$") else "*" for segment in path)
     read_method = "GET" if method == "HEAD" else method
     interaction = INTERACTIONS.get((read_method, shape))
     if interaction is None or (query and interaction not in QUERY_INTERACTIONS) or (interaction in CONDITIONAL_INTERACTIONS and not query):

@@ -1,6 +1,7 @@
 """Performing one Bundle entry's interaction on a connection, through the one write and read paths."""
 import base64
 import binascii
+from dataclasses import replace
 
 import orjson
 from sqlalchemy import Connection
@@ -10,6 +11,8 @@ from app.bundles.responses import Written, bundle_read_entry, version_entry, wri
 from app.errors import BadRequest, NotSupported
 from app.model.media_types import JSON_PATCH
 from app.model.bundles import bundle, history_entry, search_entry
+from app.operations.parameters import body_inputs
+from app.operations.registry import Invocation, served_operation
 from app.search.service import page_count, run_search, search_request
 from app.store.history import HistoryQuery, read_history
 from app.store.resources import StoredResource, create_resource, delete_resource, patch_resource, read_resource, read_version, update_resource
@@ -78,14 +81,25 @@ def json_patch_of(binary) -> list:
 
 
 def read_entry(connection: Connection, request: EntryRequest, base: str) -> dict:
-    with_body = request.method == "GET"
+    with_body = request.method != "HEAD"  # a POST operation answers with its result too
     if request.interaction == "read":
         return version_entry(read_resource(connection, request.type, request.id), base, with_body)
     if request.interaction == "vread":
         return version_entry(read_version(connection, request.type, request.id, request.path[3]), base, with_body)
     if request.interaction == "search-type":
         return bundle_read_entry(search_bundle(connection, request, base), with_body)
+    if request.interaction == "operation":
+        return bundle_read_entry(operation_result(connection, request, base), with_body)
     return bundle_read_entry(history_bundle(connection, request, base), with_body)
+
+
+def operation_result(connection: Connection, request: EntryRequest, base: str) -> dict:
+    """What `$name` answers, its inputs read as over REST: the URL's query, and a POST entry's Parameters resource."""
+    *target, name = request.path
+    where = Invocation(name.removeprefix("$"), *target, base=base, page_sizes=request.page_sizes)
+    operation = served_operation(where, request.method)
+    body_pairs, resource = body_inputs(request.resource if request.method == "POST" else None, operation.takes_resource)
+    return operation.answer(connection, replace(where, pairs=(*request.query, *body_pairs), resource=resource))
 
 
 def search_bundle(connection: Connection, request: EntryRequest, base: str) -> dict:

@@ -3,6 +3,7 @@
 A resource is in the patient's compartment when one of its Patient-compartment
 parameters (the official CompartmentDefinition, e.g. Observation.subject and
 Observation.performer) points at the patient: one semi-join on the reference index.
+Patient/$everything, at type level, is the same for every patient (R4, as HAPI serves it).
 Pages follow a keyset on resource.pk, never OFFSET.
 """
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ SUPPORTING_TYPES = frozenset({"Practitioner", "PractitionerRole", "Organization"
 
 @dataclass(frozen=True)
 class EverythingRequest:
-    patient_id: str
+    patient_id: str | None  # None: every patient (Patient/$everything)
     types: frozenset[str] | None = None  # None: every type
     since: datetime | None = None
     count: int = 50
@@ -44,7 +45,7 @@ class EverythingPage:
     next_after_pk: int | None
 
 
-def everything_request(patient_id: str, pairs: list[tuple[str, str]], lenient: bool, default_count: int, max_count: int) -> EverythingRequest:
+def everything_request(patient_id: str | None, pairs: list[tuple[str, str]], lenient: bool, default_count: int, max_count: int) -> EverythingRequest:
     """The request that $everything's (name, value) pairs ask for: _since, _type (repeatable, comma-separated), _count."""
     check_known_parameters(pairs, EVERYTHING_PARAMETERS, "$everything", lenient)
     values = dict(pairs)
@@ -78,7 +79,8 @@ def cursor_pk(text: str | None) -> int | None:
 
 def patient_everything(connection: Connection, request: EverythingRequest) -> EverythingPage:
     """One page of the record; NotFound for an unknown patient, Gone for a deleted one."""
-    read_resource(connection, "Patient", request.patient_id)
+    if request.patient_id is not None:
+        read_resource(connection, "Patient", request.patient_id)
     statement = select(resource).where(everything_condition(request)).order_by(resource.c.pk).limit(request.count + 1)
     rows = connection.execute(statement).all()
     matches = [stored_from_row(row) for row in rows[: request.count]]
@@ -87,17 +89,21 @@ def patient_everything(connection: Connection, request: EverythingRequest) -> Ev
 
 
 def everything_condition(request: EverythingRequest) -> ColumnElement:
-    references = INDEX_TABLES["reference"]
-    pointing_at_patient = select(references.c.res_pk).where(
-        references.c.target_type == "Patient",
-        references.c.target_id == request.patient_id,
-        references.c.h_param.in_(compartment_hashes(request.types)),
-    )
-    the_patient = and_(resource.c.res_type == "Patient", resource.c.res_id == request.patient_id)
-    conditions = [resource.c.deleted == false(), or_(the_patient, resource.c.pk.in_(pointing_at_patient)), *filter_conditions(request)]
+    conditions = [resource.c.deleted == false(), in_compartment(request), *filter_conditions(request)]
     if request.after_pk is not None:
         conditions.append(resource.c.pk > request.after_pk)
     return and_(*conditions)
+
+
+def in_compartment(request: EverythingRequest) -> ColumnElement:
+    """The patient and the resources whose compartment parameters point at it; every patient's, without an id."""
+    references = INDEX_TABLES["reference"]
+    pointing = [references.c.target_type == "Patient", references.c.h_param.in_(compartment_hashes(request.types))]
+    patients = [resource.c.res_type == "Patient"]
+    if request.patient_id is not None:
+        pointing.append(references.c.target_id == request.patient_id)
+        patients.append(resource.c.res_id == request.patient_id)
+    return or_(and_(*patients), resource.c.pk.in_(select(references.c.res_pk).where(*pointing)))
 
 
 def filter_conditions(request: EverythingRequest) -> list[ColumnElement]:

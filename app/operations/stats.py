@@ -15,6 +15,7 @@ from sqlalchemy import Connection, select
 
 from app.errors import BadRequest, NotSupported
 from app.model.instants import format_instant, utc_now
+from app.model.references import rewritten_reference
 from app.operations.parameters import boolean, check_known_parameters, positive_integer
 from app.operations.statistics import STATISTICS
 from app.search.criteria import Query, parse_number
@@ -71,15 +72,16 @@ def same_unit(first: dict, second: dict) -> bool:
     return first.get("unit") == second.get("unit")
 
 
-def stats_request(pairs: list[tuple[str, str]], lenient: bool) -> StatsRequest:
-    """The request that $stats's pairs ask for; `subject` (Type/id) and at least one code and statistic are required."""
+def stats_request(pairs: list[tuple[str, str]], lenient: bool, base: str | None = None) -> StatsRequest:
+    """The request that $stats's pairs ask for; `subject` (Type/id, or its absolute URL under this server's
+    `base`) and at least one code and statistic are required."""
     check_known_parameters(pairs, STATS_PARAMETERS, "$stats", lenient)
     values = dict(pairs)
     if not values.get("subject"):
         raise BadRequest("$stats needs subject, e.g. ?subject=Patient/123&code=8867-4&system=http://loinc.org&statistic=average.")
     start, end = requested_period(values.get("duration"), values.get("period"))
     return StatsRequest(
-        subject=values["subject"],
+        subject=rewritten_reference(values["subject"], {}, base),
         codes=requested_codes(pairs, values.get("system")),
         statistics=requested_statistics(pairs),
         start=start,
@@ -90,11 +92,22 @@ def stats_request(pairs: list[tuple[str, str]], lenient: bool) -> StatsRequest:
 
 
 def requested_codes(pairs: list[tuple[str, str]], system: str | None) -> tuple[tuple[str | None, str], ...]:
-    codes = [(system, code) for name, value in pairs if name == "code" for code in split_list(value)]
+    codes = [(system, bare_code(code)) for name, value in pairs if name == "code" for code in split_list(value)]
     codes += [split_coding(value) for name, value in pairs if name == "coding" for value in split_list(value)]
     if not codes:
         raise BadRequest("$stats needs the codes to evaluate: code (with system), or coding=system|code.")
     return tuple(dict.fromkeys(codes))
+
+
+def bare_code(code: str) -> str:
+    """A `code` as $stats defines it: the code alone, its system in `system`. A system|code here would match nothing."""
+    if "|" in code:
+        system, _, bare = code.rpartition("|")
+        raise BadRequest(
+            f"code={code} holds a system; $stats takes the code alone with its system (system={system}&code={bare}), "
+            f"or the pair as coding={code}."
+        )
+    return code
 
 
 def split_coding(value: str) -> tuple[str | None, str]:

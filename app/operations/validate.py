@@ -12,7 +12,6 @@ from app.errors import BadRequest, Gone, InvalidResource, Issue, NotFound, NotSu
 from app.model.outcome import information, operation_outcome
 from app.model.registry import require_served_type
 from app.model.validation import check_resource_type, validate_resource
-from app.operations.parameters import is_parameters, parameter_pairs, parameter_resource
 from app.store.resources import read_resource
 
 MODES = ("create", "update", "delete")
@@ -29,14 +28,11 @@ class ValidateRequest:
     profile: str | None = None
 
 
-def validate_request(type_name: str, resource_id: str | None, body, pairs: list[tuple[str, str]]) -> ValidateRequest:
-    """The request a $validate body (a resource, or a Parameters with `resource`, `mode`, `profile`) and URL ask for."""
+def validate_request(type_name: str, resource_id: str | None, resource, pairs: list[tuple[str, str]]) -> ValidateRequest:
+    """The request to check `resource` (POSTed as the body, or as a Parameters' `resource`) with `mode` and `profile`."""
     require_served_type(type_name)
-    if is_parameters(body):
-        pairs = [*pairs, *parameter_pairs(body)]
-        body = parameter_resource(body, "resource")
     values = dict(pairs)
-    request = ValidateRequest(type_name, resource_id, body, values.get("mode"), values.get("profile"))
+    request = ValidateRequest(type_name, resource_id, resource, values.get("mode"), values.get("profile"))
     check_mode(request)
     check_profile(request)
     return request

@@ -1,9 +1,12 @@
 """The CapabilityStatement, generated from the routes this server really has and the types it serves."""
+from functools import cache
+
 from flask import current_app
 
 from app.model.instants import utc_now
 from app.model.media_types import FHIR_JSON, JSON_PATCH
 from app.model.registry import FHIR_VERSION, resource_types
+from app.operations.registry import operations_of
 from app.search.criteria import is_searchable
 from app.search.parameters import parameters_of, shared_parameters
 from app.search.service import reference_codes
@@ -25,14 +28,8 @@ TYPE_INTERACTIONS = {
 }
 # Interactions on a type's URL with search criteria.
 CONDITIONAL_ROUTES = {"create": ("/fhir/<type_name>", "POST"), "update": ("/fhir/<type_name>", "PUT"), "delete": ("/fhir/<type_name>", "DELETE")}
-OPERATION_DEFINITION = "http://hl7.org/fhir/OperationDefinition/"
-# (URL rule, HTTP method) -> (operation name, its official OperationDefinition, the type it runs on or None for every type).
-TYPE_OPERATIONS = {
-    ("/fhir/Patient/<resource_id>/$everything", "GET"): ("everything", "Patient-everything", "Patient"),
-    ("/fhir/Observation/$lastn", "GET"): ("lastn", "Observation-lastn", "Observation"),
-    ("/fhir/Observation/$stats", "GET"): ("stats", "Observation-stats", "Observation"),
-    ("/fhir/<type_name>/$validate", "POST"): ("validate", "Resource-validate", None),
-}
+# The routes that take every `$name` on a type or an instance; app/operations/registry.py says which are served.
+OPERATION_ROUTES = (("/fhir/<type_name>/<operation:name>", "POST"), ("/fhir/<type_name>/<resource_id>/<operation:name>", "POST"))
 SYSTEM_INTERACTIONS = {
     ("/fhir", "POST"): ("transaction", "batch"),
     ("/fhir/_history", "GET"): ("history-system",),
@@ -90,17 +87,28 @@ def resource_capability(type_name: str, interactions: list[str], routes: set[tup
         capability["operation"] = operations
     if "search-type" in interactions:
         capability["searchInclude"] = [f"{type_name}:{code}" for code in reference_codes(type_name, "*")]
-        capability["searchRevInclude"] = ["*"]
+        capability["searchRevInclude"] = list(referencing_parameters().get(type_name, ()))
         capability["searchParam"] = search_parameters(type_name)
     return capability
 
 
 def type_operations(type_name: str, routes: set[tuple[str, str]]) -> list[dict]:
-    return [
-        {"name": name, "definition": OPERATION_DEFINITION + definition}
-        for route, (name, definition, operation_type) in TYPE_OPERATIONS.items()
-        if route in routes and operation_type in (None, type_name)
-    ]
+    if not all(route in routes for route in OPERATION_ROUTES):
+        return []
+    return [{"name": operation.name, "definition": operation.canonical} for operation in operations_of(type_name)]
+
+
+@cache
+def referencing_parameters() -> dict[str, tuple[str, ...]]:
+    """Type -> the `Source:parameter` values _revinclude takes for it: each reference parameter of a served type
+    that can point at it (Patient: Observation:subject, Encounter:patient...)."""
+    found = {}
+    for source in sorted(resource_types()):
+        references = [(code, parameter) for code, parameter in sorted(parameters_of(source).items()) if parameter.type == "reference"]
+        for code, parameter in references:
+            for target in parameter.targets:
+                found.setdefault(target, []).append(f"{source}:{code}")
+    return {target: tuple(values) for target, values in found.items()}
 
 
 def search_parameters(type_name: str) -> list[dict]:

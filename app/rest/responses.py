@@ -1,10 +1,8 @@
 """Shaping FHIR responses: resource headers, Prefer handling, Bundles and their links."""
-from urllib.parse import urlencode
-
 from flask import current_app, request
 
 from app.errors import BadRequest
-from app.search.cursor import FOREIGN_CURSOR, decode_cursor, encode_cursor
+from app.search.cursor import FOREIGN_CURSOR, decode_cursor, paging_links
 from app.search.service import page_count
 from app.model.subsetting import subset
 from app.rest.negotiation import fhir_response
@@ -59,16 +57,7 @@ def prefers_lenient_handling() -> bool:
 
 def page_links(params: list[tuple[str, str]], next_cursor: dict | None, path: str | None = None) -> dict[str, str]:
     """self and, when there is more, next; the cursor is opaque to clients. `path` defaults to the request's."""
-    url = fhir_base() + (request.path.removeprefix("/fhir") if path is None else path)
-    params = [(key, value) for key, value in params if key != "_cursor"]
-    links = {"self": link_url(url, params)}
-    if next_cursor is not None:
-        links["next"] = link_url(url, [*params, ("_cursor", encode_cursor(next_cursor))])
-    return links
-
-
-def link_url(url: str, params: list[tuple[str, str]]) -> str:
-    return f"{url}?{urlencode(params)}" if params else url
+    return paging_links(fhir_base() + (request.path.removeprefix("/fhir") if path is None else path), params, next_cursor)
 
 
 def cursor_value(key: str, kind: type):

@@ -1,5 +1,6 @@
 """Opaque paging cursors: a JSON object in URL-safe base64, handed out in next links and read back."""
 import base64
+from urllib.parse import urlencode
 
 import orjson
 
@@ -20,3 +21,16 @@ def decode_cursor(text: str) -> dict:
     if not isinstance(cursor, dict):
         raise BadRequest(FOREIGN_CURSOR)
     return cursor
+
+
+def paging_links(url: str, params: list[tuple[str, str]], next_cursor: dict | None) -> dict[str, str]:
+    """self and, when there is more, next: `url` with the request's parameters, and the cursor for the next page."""
+    params = [(key, value) for key, value in params if key != "_cursor"]
+    links = {"self": link_url(url, params)}
+    if next_cursor is not None:
+        links["next"] = link_url(url, [*params, ("_cursor", encode_cursor(next_cursor))])
+    return links
+
+
+def link_url(url: str, params: list[tuple[str, str]]) -> str:
+    return f"{url}?{urlencode(params)}" if params else url

@@ -107,8 +107,7 @@ def insert_new_resources(connection: Connection, new_versions: list[StoredResour
 def update_resource(connection: Connection, type_name: str, resource_id: str, body, if_match: str | None = None) -> WriteResult:
     """PUT: a new version, or the first one under the client's id. Unchanged content writes nothing."""
     check_resource_type(body, type_name)
-    if body.get("id") != resource_id:
-        raise InvalidResource(f"The body's id '{body.get('id')}' does not match the id '{resource_id}' in the URL; a PUT body must carry the same id.")
+    check_id_of_url(body, type_name, resource_id)
     validate_resource(body)
     current = lock_current(connection, type_name, resource_id)
     if current is None:
@@ -121,6 +120,14 @@ def update_resource(connection: Connection, type_name: str, resource_id: str, bo
     if not current.deleted and same_content(current.body, body):
         return WriteResult(current, changed=False)
     return WriteResult(write_next_version(connection, current, body, "PUT"), created=current.deleted)
+
+
+def check_id_of_url(body: dict, type_name: str, resource_id: str) -> None:
+    """R4 http.html#update: the body carries the id of the URL; a body without one is a 400 too."""
+    if "id" not in body:
+        raise InvalidResource(f"The body has no id; a PUT to {type_name}/{resource_id} must carry \"id\": \"{resource_id}\", the id of the URL.")
+    if body["id"] != resource_id:
+        raise InvalidResource(f"The body's id '{body['id']}' does not match the id '{resource_id}' in the URL; a PUT body must carry the same id.")
 
 
 def patch_resource(connection: Connection, type_name: str, resource_id: str, operations, if_match: str | None = None) -> WriteResult:

@@ -146,3 +146,17 @@ def test_everything_with_a_parameter_it_cannot_honour_is_400(client, demo, param
     response = client.get(f"/fhir/Patient/{PATIENT}/$everything", query_string=params)
     assert response.status_code == 400
     assert response.get_json()["resourceType"] == "OperationOutcome"
+
+
+def test_everything_at_type_level_returns_every_patients_record(client, demo):
+    patients = {resource["id"] for resource in demo if resource["resourceType"] == "Patient"}
+    response = client.get("/fhir/Patient/$everything", query_string={"_count": 1000})
+    assert response.status_code == 200, response.get_json()
+    assert sorted(keys(response.get_json())) == sorted(set().union(*(compartment_of(demo, patient) for patient in patients)))
+
+
+def test_everything_at_type_level_by_post_takes_a_parameters_body(client, demo):
+    body = {"resourceType": "Parameters", "parameter": [{"name": "_type", "valueCode": "Patient"}]}
+    response = client.post("/fhir/Patient/$everything", json=body, content_type=FHIR_JSON)
+    assert response.status_code == 200, response.get_json()
+    assert sorted(keys(response.get_json())) == sorted(("Patient", r["id"]) for r in demo if r["resourceType"] == "Patient")

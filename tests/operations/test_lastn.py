@@ -112,3 +112,20 @@ def test_lastn_answers_over_http_with_the_dollar_percent_encoded(live_server, cl
     with urlopen(f"{live_server}/Observation/%24lastn?patient=ann&code={HEART_RATE}") as response:
         assert response.status == 200
         assert b'"hr-3"' in response.read()
+
+
+def test_lastn_by_post_with_a_parameters_body_answers_as_the_same_get(client, observations):
+    body = {"resourceType": "Parameters", "parameter": [
+        {"name": "patient", "valueReference": {"reference": "Patient/ann"}},
+        {"name": "category", "valueString": "vital-signs"},
+        {"name": "max", "valuePositiveInt": 2},
+    ]}
+    response = client.post("/fhir/Observation/$lastn", json=body, content_type=FHIR_JSON)
+    assert response.status_code == 200, response.get_json()
+    assert [entry["resource"]["id"] for entry in response.get_json()["entry"]] == lastn(client, "patient=ann&category=vital-signs&max=2")
+
+
+def test_lastn_by_post_with_a_form_body_answers_as_the_same_get(client, observations):
+    response = client.post("/fhir/Observation/$lastn", data={"patient": "ann", "max": "2"})
+    assert response.status_code == 200, response.get_json()
+    assert [entry["resource"]["id"] for entry in response.get_json()["entry"]] == lastn(client, "patient=ann&max=2")

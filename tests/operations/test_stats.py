@@ -182,3 +182,37 @@ def test_stats_with_a_missing_or_wrong_parameter_is_400(client, observations, qu
     response = client.get(f"/fhir/Observation/$stats?{query}")
     assert response.status_code == 400
     assert response.get_json()["resourceType"] == "OperationOutcome"
+
+
+def test_stats_with_a_system_inside_code_is_400_naming_system_and_coding(client, observations):
+    response = client.get(f"/fhir/Observation/$stats?subject=Patient/ann&code={LOINC}|{HEART_RATE}&statistic=average")
+    assert response.status_code == 400
+    diagnostics = response.get_json()["issue"][0]["diagnostics"]
+    assert f"system={LOINC}&code={HEART_RATE}" in diagnostics and f"coding={LOINC}|{HEART_RATE}" in diagnostics
+
+
+def test_stats_with_coding_finds_the_code_in_its_system_only(client, observations):
+    assert statistics_of(stats(client, f"subject=Patient/ann&coding={LOINC}|{HEART_RATE}&statistic=count")) == {HEART_RATE: {"count": 5}}
+    assert statistics_of(stats(client, f"subject=Patient/ann&coding=http://snomed.info/sct|{HEART_RATE}&statistic=count")) == {
+        HEART_RATE: {"count": 0}
+    }
+
+
+def test_stats_by_post_reads_coding_and_period_as_fhir_types(client, observations):
+    body = {"resourceType": "Parameters", "parameter": [
+        {"name": "subject", "valueUri": "Patient/ann"},
+        {"name": "coding", "valueCoding": {"system": LOINC, "code": HEART_RATE}},
+        {"name": "period", "valuePeriod": {"start": "2025-02-02", "end": "2025-02-03"}},
+        {"name": "statistic", "valueCode": "count"},
+        {"name": "statistic", "valueCode": "average"},
+    ]}
+    response = client.post("/fhir/Observation/$stats", json=body, content_type=FHIR_JSON)
+    assert response.status_code == 200, response.get_json()
+    assert statistics_of(response.get_json()) == {HEART_RATE: {"count": 2, "average": 80}}
+
+
+def test_stats_by_post_answers_as_the_same_get(client, observations):
+    query = f"subject=Patient/ann&code={PANEL}&system={LOINC}&statistic=count,maximum"
+    form = client.post("/fhir/Observation/$stats", data=query, content_type="application/x-www-form-urlencoded")
+    assert form.status_code == 200, form.get_json()
+    assert statistics_of(form.get_json()) == statistics_of(stats(client, query))

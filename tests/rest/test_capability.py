@@ -164,3 +164,25 @@ def test_metadata_is_served_in_fhir_json_with_pretty_printing_on_request(client)
     assert response.status_code == 200
     assert b"\n  " in response.get_data()
     assert json.loads(response.get_data())["resourceType"] == "CapabilityStatement"
+
+
+def test_metadata_lists_as_revincludes_of_patient_the_reference_parameters_that_can_point_at_it(capability):
+    revincludes = listed_resources(capability)["Patient"]["searchRevInclude"]
+    assert {"Observation:subject", "Observation:patient", "Encounter:patient", "Provenance:target", "Patient:link"} <= set(revincludes)
+    assert "*" not in revincludes
+    assert not {"Observation:specimen", "Observation:code", "Encounter:service-provider"} & set(revincludes)
+
+
+def test_metadata_lists_as_includes_the_types_own_reference_parameters(capability):
+    includes = listed_resources(capability)["Observation"]["searchInclude"]
+    assert {"Observation:subject", "Observation:patient", "Observation:performer", "Observation:encounter"} <= set(includes)
+    assert all(value.startswith("Observation:") for value in includes) and "Observation:code" not in includes
+
+
+@pytest.mark.parametrize("type_name", ["Patient", "Observation", "Encounter", "Practitioner"])
+def test_every_listed_include_and_revinclude_is_accepted_by_a_search(capability, client, type_name):
+    listed = listed_resources(capability)[type_name]
+    queries = [("_include", value) for value in listed["searchInclude"]] + [("_revinclude", value) for value in listed["searchRevInclude"]]
+    for name, value in queries:
+        response = client.get(f"/fhir/{type_name}", query_string={name: value, "_count": "1"})
+        assert response.status_code == 200, (name, value, response.json)

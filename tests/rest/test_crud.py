@@ -55,6 +55,14 @@ def test_put_to_an_existing_id_updates_it_with_200(client):
     assert client.get("/fhir/Observation/hr-1").json["valueQuantity"]["value"] == 80
 
 
+def test_put_of_a_body_without_an_id_is_400_asking_for_the_id_of_the_url(client):
+    response = client.put("/fhir/Observation/hr-1", json=OBSERVATION, headers=FHIR_JSON)
+    assert response.status_code == 400
+    diagnostics = response.json["issue"][0]["diagnostics"]
+    assert "no id" in diagnostics and '"id": "hr-1"' in diagnostics and "None" not in diagnostics
+    assert client.get("/fhir/Observation/hr-1").status_code == 404
+
+
 def test_json_patch_updates_one_element(client):
     created = create(client).json
     patch = [{"op": "replace", "path": "/valueQuantity/value", "value": 65}]

@@ -192,3 +192,35 @@ def test_failed_transaction_entry_leaves_nothing_behind(live_server):
     assert response.json()["resourceType"] == "OperationOutcome"
     for type_name in ("Patient", "Observation"):
         assert "entry" not in requests.get(f"{live_server}/{type_name}").json()
+
+
+def heart_rate(fhir, patient, value: int, day: int):
+    observation = fhir.resource(
+        "Observation", status="final", code={"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        subject={"reference": f"Patient/{patient.id}"}, effectiveDateTime=f"2025-02-0{day}T08:00:00Z",
+        valueQuantity={"value": value, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"},
+    )
+    observation.save()
+    return observation
+
+
+def test_fhirpy_invokes_stats_lastn_and_everything_by_post_with_a_parameters_body(fhir):
+    patient = new_patient(fhir)
+    first, latest = heart_rate(fhir, patient, 60, 1), heart_rate(fhir, patient, 80, 2)
+    stats = fhir.execute("Observation/$stats", method="post", data={"resourceType": "Parameters", "parameter": [
+        {"name": "subject", "valueString": f"Patient/{patient.id}"},
+        {"name": "coding", "valueCoding": {"system": "http://loinc.org", "code": "8867-4"}},
+        {"name": "statistic", "valueCode": "average"},
+    ]})
+    assert stats["parameter"][0]["resource"]["component"][0]["valueQuantity"]["value"] == 70
+    lastn = fhir.execute("Observation/$lastn", method="post", data={"resourceType": "Parameters", "parameter": [
+        {"name": "patient", "valueReference": {"reference": f"Patient/{patient.id}"}},
+    ]})
+    assert [entry["resource"]["id"] for entry in lastn["entry"]] == [latest.id]
+    everything = fhir.execute(f"Patient/{patient.id}/$everything", method="post", data={"resourceType": "Parameters"})
+    assert {entry["resource"]["id"] for entry in everything["entry"]} == {patient.id, first.id, latest.id}
+
+
+def test_fhirpy_sees_an_unsupported_operation_as_an_operation_outcome(fhir):
+    with pytest.raises(OperationOutcome, match="not an operation this server supports"):
+        fhir.execute("Patient/$export", method="get")
