@@ -11,7 +11,7 @@ from sqlalchemy import Connection
 from app.errors import BadRequest, Gone, InvalidResource, Issue, NotFound, NotSupported
 from app.model.outcome import information, operation_outcome
 from app.model.registry import require_served_type
-from app.model.validation import check_resource_type, validate_resource
+from app.model.validation import check_resource_id, check_resource_type, validate_resource
 from app.operations.parameters import is_parameters, parameter_pairs, parameter_resource
 from app.store.resources import read_resource
 
@@ -32,6 +32,8 @@ class ValidateRequest:
 def validate_request(type_name: str, resource_id: str | None, body, pairs: list[tuple[str, str]]) -> ValidateRequest:
     """The request a $validate body (a resource, or a Parameters with `resource`, `mode`, `profile`) and URL ask for."""
     require_served_type(type_name)
+    if resource_id is not None:
+        check_resource_id(resource_id)
     if is_parameters(body):
         pairs = [*pairs, *parameter_pairs(body)]
         body = parameter_resource(body, "resource")

@@ -13,11 +13,11 @@ from sqlalchemy import Connection, DateTime, Numeric, String, and_, false, func,
 from sqlalchemy.sql import ColumnElement
 
 from app.errors import BadRequest
-from app.model.instants import as_utc
+from app.model.instants import EARLIEST, LATEST, as_utc
+from app.model.numbers import whole_number
 from app.model.registry import is_served, require_served_type, resource_types
 from app.search.criteria import Query, condition_across_types, parameter_or_error
 from app.search.cursor import FOREIGN_CURSOR, decode_cursor
-from app.search.values import EARLIEST, LATEST
 from app.search.index import ROW_PARAMETERS, hash64
 from app.search.parameters import parameters_of
 from app.store.db import is_postgresql
@@ -125,9 +125,10 @@ def searched_types(request: SearchRequest) -> tuple[str, ...]:
 def page_count(text: str | None, default: int, maximum: int) -> int:
     if text is None:
         return default
-    if not text.isdigit():
+    count = whole_number(text, maximum)
+    if count is None:
         raise BadRequest(f"_count={text} is not a whole number.")
-    return min(int(text), maximum)
+    return count
 
 
 def is_result_parameter(name: str) -> bool:

@@ -8,17 +8,15 @@ precision; and so on. Values of other types are not indexed.
 """
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
 from app.config import load_settings
 from app.errors import BadRequest
-from app.model.instants import date_range
+from app.model.instants import EARLIEST, LATEST, date_range
 
 STRING_INDEX_LENGTH = 200
-EARLIEST = datetime(1, 1, 1, tzinfo=timezone.utc)
-LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
 ISO_4217 = "urn:iso:std:iso:4217"
 HUMAN_NAME_PARTS = ("text", "family", "given", "prefix", "suffix")
 ADDRESS_PARTS = ("text", "line", "city", "district", "state", "postalCode", "country")
