@@ -4,7 +4,7 @@ from urllib.parse import urlencode
 from flask import current_app, request
 
 from app.errors import BadRequest
-from app.search.cursor import FOREIGN_CURSOR, decode_cursor, encode_cursor
+from app.search.cursor import FOREIGN_CURSOR, decode_cursor, encode_cursor, is_row_key
 from app.search.service import page_count
 from app.model.subsetting import subset
 from app.rest.negotiation import fhir_response
@@ -71,13 +71,13 @@ def link_url(url: str, params: list[tuple[str, str]]) -> str:
     return f"{url}?{urlencode(params)}" if params else url
 
 
-def cursor_value(key: str, kind: type):
-    """The `key` of the request's _cursor, or None on the first page."""
+def cursor_row_key(key: str) -> int | None:
+    """The row key `key` of the request's _cursor, or None on the first page."""
     text = request.args.get("_cursor")
     if not text:
         return None
     value = decode_cursor(text).get(key)
-    if not isinstance(value, kind):
+    if not is_row_key(value):
         raise BadRequest(FOREIGN_CURSOR)
     return value
 

@@ -1,4 +1,5 @@
 """Every failure a FHIR client can provoke is an OperationOutcome with a fitting status, issue code and diagnostics."""
+import base64
 import json
 from urllib.parse import unquote
 
@@ -269,6 +270,14 @@ def test_every_interaction_on_an_id_fhir_does_not_allow_is_400_saying_what_an_id
 def test_a_version_that_cannot_exist_is_404(client, version):
     client.put("/fhir/Patient/p1", data=json.dumps({**PATIENT, "id": "p1"}), content_type=FHIR_JSON)
     outcome(client.get(f"/fhir/Patient/p1/_history/{version}"), 404, "not-found")
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+def test_an_id_holding_an_encoded_slash_is_not_redirected_to_another_resource(client, method):
+    client.put("/fhir/Patient/p1", data=json.dumps({**PATIENT, "id": "p1"}), content_type=FHIR_JSON)
+    response = client.open("/fhir/Patient/%2Fp1", method=method)
+    outcome(response, 404, "not-found")
+    assert client.get("/fhir/Patient/p1").status_code == 200
 
 
 # Media types
@@ -602,6 +611,23 @@ def test_a_cursor_the_server_did_not_issue_is_400(client, cursor):
 
 def test_a_history_cursor_the_server_did_not_issue_is_400(client):
     outcome(client.get("/fhir/_history?_cursor=garbage!"), 400)
+
+
+@pytest.mark.parametrize(("path", "cursor"), [
+    ("/fhir/Patient", {"after": [["v", True]]}),
+    ("/fhir/Patient", {"after": [["v", {"a": 1}]]}),
+    ("/fhir/Patient", {"after": [["v", 2**63]]}),
+    ("/fhir/Patient?_sort=name", {"after": [["v", "a\u0000b"], ["v", 1]]}),
+    ("/fhir/Patient?_sort=birthdate", {"after": [["v", "x"], ["v", 1]]}),
+    ("/fhir/Patient?_sort=birthdate", {"after": [["n", "1e999999"], ["v", 1]]}),
+    ("/fhir/_history", {"before": True}),
+    ("/fhir/Patient/p1/$everything", {"after_pk": -1}),
+], ids=["bool-key", "object-key", "key-beyond-64-bits", "nul-text", "text-for-a-date", "huge-number", "bool-seq", "negative-pk"])
+def test_a_forged_cursor_with_values_of_the_wrong_kind_is_400(client, path, cursor):
+    client.put("/fhir/Patient/p1", data=json.dumps({**PATIENT, "id": "p1"}), content_type=FHIR_JSON)
+    token = base64.urlsafe_b64encode(json.dumps(cursor).encode()).decode().rstrip("=")
+    document = outcome(client.get(f"{path}{'&' if '?' in path else '?'}_cursor={token}"), 400)
+    assert "_cursor" in diagnostics(document)
 
 
 @pytest.mark.parametrize("since", ["yesterday", "2024-13-01", "2024-02-30", "2024-05-17T09:30:00", "2024-05-17T25:00:00Z"])
