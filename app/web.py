@@ -18,6 +18,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     engine = make_engine(settings.database_url)
     check_schema_current(engine)
     app = Flask(__name__)
+    # An id holding %2F arrives as Patient//1; merging the slashes would redirect a DELETE of it to Patient/1.
+    app.url_map.merge_slashes = False
     app.config.update(EHR_SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_body_bytes + 1)  # see read_raw_body
     app.extensions["ehr.engine"] = engine
     configure_urls(app)

@@ -3,12 +3,13 @@ import re
 
 from pydantic import ValidationError
 
-from app.errors import InvalidResource, Issue, NotFound
+from app.errors import BadRequest, InvalidResource, Issue, NotFound
 from app.model.elements import RESOURCE, CodeSet, Element, binding_table
 from app.model.registry import is_served, model_class
 
 SERVER_META = ("versionId", "lastUpdated")
 MAX_ID_LENGTH = 64
+RESOURCE_ID = re.compile(rf"[A-Za-z0-9\-.]{{1,{MAX_ID_LENGTH}}}")  # R4 datatypes.html#id
 MAX_DEPTH = 64
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 DIV_START = re.compile(r"\s*<div[\s>/]")
@@ -27,6 +28,13 @@ def check_resource_type(body, expected: str | None = None) -> str:
     if not is_served(type_name):
         raise NotFound(f"Resource type '{type_name}' is not a FHIR R4 resource type this server serves.")
     return type_name
+
+
+def check_resource_id(resource_id: str) -> None:
+    """A URL's id must be a FHIR id: no resource can have another, and the R4 read TestScript expects 400 for a
+    badly formatted one (databases also refuse some characters, such as NUL, that a URL can carry)."""
+    if not RESOURCE_ID.fullmatch(resource_id):
+        raise BadRequest(f"'{resource_id}' is not a FHIR resource id: an id is 1 to {MAX_ID_LENGTH} letters, digits, '-' and '.'.")
 
 
 def validate_resource(body: dict) -> None:

@@ -17,7 +17,7 @@ from app.errors import BadRequest
 from app.model.instants import date_range
 from app.model.registry import is_served
 from app.operations.parameters import check_known_parameters
-from app.search.cursor import FOREIGN_CURSOR, decode_cursor
+from app.search.cursor import FOREIGN_CURSOR, decode_cursor, is_row_key
 from app.search.index import hash64
 from app.search.parameters import patient_compartment
 from app.search.service import page_count
@@ -72,7 +72,7 @@ def cursor_pk(text: str | None) -> int | None:
     if not text:
         return None
     pk = decode_cursor(text).get("after_pk")
-    if not isinstance(pk, int):
+    if not is_row_key(pk):
         raise BadRequest(FOREIGN_CURSOR)
     return pk
 

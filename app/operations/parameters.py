@@ -1,5 +1,6 @@
 """Operation inputs sent as a Parameters resource (POST), read as the (name, value) pairs a GET would carry."""
 from app.errors import BadRequest
+from app.model.numbers import whole_number
 
 PARAMETERS_ERROR = "The body must be a Parameters resource: {\"resourceType\": \"Parameters\", \"parameter\": [...]}."
 
@@ -83,10 +84,12 @@ def check_known_parameters(pairs: list[tuple[str, str]], allowed: frozenset[str]
         raise BadRequest(f"{operation} does not take {', '.join(unknown)}; it takes {', '.join(sorted(allowed))}.")
 
 
-def positive_integer(name: str, text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+def positive_integer(name: str, text: str, maximum: int = 2**31 - 1) -> int:
+    """A positive whole number; one above `maximum` counts as `maximum`."""
+    number = whole_number(text, maximum)
+    if number is None or number < 1:
         raise BadRequest(f"{name}={text} is not a positive whole number.")
-    return int(text)
+    return number
 
 
 def boolean(name: str, text: str) -> bool:

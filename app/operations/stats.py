@@ -14,7 +14,7 @@ from decimal import Decimal
 from sqlalchemy import Connection, select
 
 from app.errors import BadRequest, NotSupported
-from app.model.instants import format_instant, utc_now
+from app.model.instants import EARLIEST, format_instant, shifted, utc_now
 from app.model.references import rewritten_reference
 from app.operations.parameters import boolean, check_known_parameters, positive_integer
 from app.operations.statistics import STATISTICS
@@ -138,13 +138,21 @@ def requested_period(duration: str | None, period: str | None) -> tuple[str | No
         if hours <= 0:
             raise BadRequest(f"duration={duration} must be a positive number of hours.")
         now = utc_now()
-        return format_instant(now - timedelta(hours=float(hours))), format_instant(now)
+        return format_instant(hours_before(now, hours)), format_instant(now)
     if period:
         start, separator, end = period.partition("/")
         if not separator:
             raise BadRequest(f"period={period} is not of the form start/end, e.g. 2025-01-01/2025-03-31.")
         return start or None, end or None
     return None, None
+
+
+def hours_before(moment: datetime, hours: Decimal) -> datetime:
+    """`hours` back from `moment`; EARLIEST when that is before year 1 (timedelta holds fewer hours than a Decimal)."""
+    try:
+        return shifted(moment, -timedelta(hours=float(hours)))
+    except OverflowError:
+        return EARLIEST
 
 
 def split_list(value: str) -> list[str]:

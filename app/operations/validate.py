@@ -11,7 +11,7 @@ from sqlalchemy import Connection
 from app.errors import BadRequest, Gone, InvalidResource, Issue, NotFound, NotSupported
 from app.model.outcome import information, operation_outcome
 from app.model.registry import require_served_type
-from app.model.validation import check_resource_type, validate_resource
+from app.model.validation import check_resource_id, check_resource_type, validate_resource
 from app.store.resources import read_resource
 
 MODES = ("create", "update", "delete")
@@ -31,6 +31,8 @@ class ValidateRequest:
 def validate_request(type_name: str, resource_id: str | None, resource, pairs: list[tuple[str, str]]) -> ValidateRequest:
     """The request to check `resource` (POSTed as the body, or as a Parameters' `resource`) with `mode` and `profile`."""
     require_served_type(type_name)
+    if resource_id is not None:
+        check_resource_id(resource_id)
     values = dict(pairs)
     request = ValidateRequest(type_name, resource_id, resource, values.get("mode"), values.get("profile"))
     check_mode(request)

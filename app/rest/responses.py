@@ -2,7 +2,7 @@
 from flask import current_app, request
 
 from app.errors import BadRequest
-from app.search.cursor import FOREIGN_CURSOR, decode_cursor, paging_links
+from app.search.cursor import FOREIGN_CURSOR, decode_cursor, is_row_key, paging_links
 from app.search.service import page_count
 from app.model.subsetting import subset
 from app.rest.negotiation import fhir_response
@@ -60,13 +60,13 @@ def page_links(params: list[tuple[str, str]], next_cursor: dict | None, path: st
     return paging_links(fhir_base() + (request.path.removeprefix("/fhir") if path is None else path), params, next_cursor)
 
 
-def cursor_value(key: str, kind: type):
-    """The `key` of the request's _cursor, or None on the first page."""
+def cursor_row_key(key: str) -> int | None:
+    """The row key `key` of the request's _cursor, or None on the first page."""
     text = request.args.get("_cursor")
     if not text:
         return None
     value = decode_cursor(text).get(key)
-    if not isinstance(value, kind):
+    if not is_row_key(value):
         raise BadRequest(FOREIGN_CURSOR)
     return value
 

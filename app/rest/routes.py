@@ -9,7 +9,7 @@ from app.rest.capability import capability_statement
 from app.model.media_types import JSON_PATCH
 from app.rest.negotiation import check_acceptable, fhir_response, read_json_body
 from app.rest.responses import (
-    cursor_value, fhir_base, outcome_response, page_links, page_size, prefer_return, prefers_lenient_handling,
+    cursor_row_key, fhir_base, outcome_response, page_links, page_size, prefer_return, prefers_lenient_handling,
     read_response, version_headers, write_response,
 )
 from app.bundles import process_bundle
@@ -208,7 +208,7 @@ def history_response(scope: HistoryQuery):
     check_parameters_in(HISTORY_PARAMETERS)
     query = HistoryQuery(
         type=scope.type, id=scope.id, since=since_parameter(), at=at_parameter(), count=page_size(),
-        before_seq=cursor_value("before", int),
+        before_seq=cursor_row_key("before"),
     )
     with read_unit(engine()) as connection:
         page = read_history(connection, query)

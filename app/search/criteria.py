@@ -20,7 +20,7 @@ from sqlalchemy import and_, exists, false, not_, or_, select
 from sqlalchemy.sql import ColumnElement
 
 from app.errors import BadRequest
-from app.model.instants import date_range, utc_now
+from app.model.instants import date_range, shifted, utc_now
 from app.model.registry import is_served
 from app.search.index import ROW_PARAMETERS, composite_components, hash64, is_indexed
 from app.search.parameters import SearchParameter, parameters_of, shared_parameters
@@ -40,6 +40,9 @@ MODIFIERS = {
     "composite": {"missing"},
 }
 MAX_CHAIN_DEPTH = 4
+# Indexed numbers come from JSON, so they lie within 1e-324 and 1e309; searches with exponents past this
+# bound would only overflow Python's decimal arithmetic or PostgreSQL's numeric, never match differently.
+MAX_EXPONENT = 1000
 UNESCAPED_COMMA = re.compile(r"(?<!\\),")
 SEARCH_ESCAPE = re.compile(r"\\([\\,|$])")
 
@@ -64,12 +67,19 @@ def condition_across_types(type_names: tuple[str, ...], query: Query) -> ColumnE
     differently (Patient's and Practitioner's `name`), each group's condition applies
     to its own types' resources.
     """
+    check_no_nul(query)
     if len(type_names) > 1:
         check_shared_parameter(type_names, query)
     groups = types_defining_alike(type_names, parameter_code(query))
     if len(groups) == 1:
         return criterion_condition(type_names, query)
     return or_(*[and_(resource.c.res_type.in_(group), criterion_condition(group, query)) for group in groups])
+
+
+def check_no_nul(query: Query) -> None:
+    """No indexed value holds a NUL character, and PostgreSQL refuses it in text, so a value with one is an error."""
+    if "\x00" in query.value:
+        raise BadRequest(f"The search parameter '{query.name}' has a NUL character (%00) in its value; no value a resource holds can contain one.")
 
 
 def types_defining_alike(type_names: tuple[str, ...], code: str) -> list[tuple[str, ...]]:
@@ -355,6 +365,8 @@ def parse_number(text: str) -> Decimal:
         raise BadRequest(f"'{text}' is not a number.") from None
     if not number.is_finite():
         raise BadRequest(f"'{text}' is not a finite number.")
+    if max(abs(number.adjusted()), abs(number.as_tuple().exponent)) > MAX_EXPONENT:
+        raise BadRequest(f"'{text}' is beyond the numbers this server compares: its powers of ten must lie within 1e-{MAX_EXPONENT} and 1e{MAX_EXPONENT}.")
     return number
 
 
@@ -404,7 +416,7 @@ def range_condition(prefix: str, low_column, high_column, low: datetime, high: d
 def approximately(low_column, high_column, low: datetime, high: datetime) -> ColumnElement:
     """`ap`: within 10% of the distance from now, R4's recommendation (at least a day either way)."""
     margin = max(abs(utc_now() - low), timedelta(days=1)) / 10
-    return and_(low_column < high + margin, high_column > low - margin)
+    return and_(low_column < shifted(high, margin), high_column > shifted(low, -margin))
 
 
 def chain_condition(type_names, parameter, modifier, chain, value, table, depth) -> ColumnElement:

@@ -7,10 +7,16 @@ import orjson
 from app.errors import BadRequest
 
 FOREIGN_CURSOR = "_cursor is not a cursor this server issued for this request; follow the Bundle's next link as given."
+MAX_ROW_KEY = 2**63 - 1  # pk and seq are 64-bit on PostgreSQL
 
 
 def encode_cursor(cursor: dict) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(cursor)).decode().rstrip("=")
+
+
+def is_row_key(value) -> bool:
+    """Whether a cursor's value can be a row key (pk, seq); JSON's true is an int to Python, and cursors can be forged."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ROW_KEY
 
 
 def decode_cursor(text: str) -> dict:

@@ -7,17 +7,17 @@ to the resource table, so the same cursor pages a search across several types.
 """
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from sqlalchemy import Connection, DateTime, Numeric, String, and_, false, func, literal, or_, select, true
 from sqlalchemy.sql import ColumnElement
 
 from app.errors import BadRequest
-from app.model.instants import as_utc
+from app.model.instants import EARLIEST, LATEST, as_utc
+from app.model.numbers import whole_number
 from app.model.registry import is_served, require_served_type, resource_types
-from app.search.criteria import Query, condition_across_types, parameter_or_error
-from app.search.cursor import FOREIGN_CURSOR, decode_cursor
-from app.search.values import EARLIEST, LATEST
+from app.search.criteria import Query, condition_across_types, parameter_or_error, parse_number
+from app.search.cursor import FOREIGN_CURSOR, decode_cursor, is_row_key
 from app.search.index import ROW_PARAMETERS, hash64
 from app.search.parameters import parameters_of
 from app.store.db import is_postgresql
@@ -125,9 +125,10 @@ def searched_types(request: SearchRequest) -> tuple[str, ...]:
 def page_count(text: str | None, default: int, maximum: int) -> int:
     if text is None:
         return default
-    if not text.isdigit():
+    count = whole_number(text, maximum)
+    if count is None:
         raise BadRequest(f"_count={text} is not a whole number.")
-    return min(int(text), maximum)
+    return count
 
 
 def is_result_parameter(name: str) -> bool:
@@ -322,16 +323,27 @@ def encode_sort_value(value) -> list:
     return ["v", value]
 
 
-def decode_sort_value(item):
+def decode_sort_value(item, column: ColumnElement):
+    """A cursor's sort key value, after checking that it is of the key's type and one the database can compare."""
     if not (isinstance(item, list) and len(item) == 2 and item[0] in ("t", "n", "v")):
         raise BadRequest(FOREIGN_CURSOR)
     tag, value = item
     try:
-        if tag == "t":
-            return datetime.fromisoformat(value)
-        return Decimal(value) if tag == "n" else value
-    except (TypeError, ValueError, InvalidOperation):
+        value = datetime.fromisoformat(value) if tag == "t" else parse_number(value) if tag == "n" else value
+    except (TypeError, ValueError, BadRequest):
         raise BadRequest(FOREIGN_CURSOR) from None
+    if not comparable_to(column, value):
+        raise BadRequest(FOREIGN_CURSOR)
+    return value
+
+
+def comparable_to(column: ColumnElement, value) -> bool:
+    """A value of the column's Python type: a row key, text without NUL, a datetime or a number parse_number takes."""
+    if isinstance(value, bool) or not isinstance(value, column.type.python_type):
+        return False
+    if isinstance(value, int):
+        return is_row_key(value)
+    return not (isinstance(value, str) and "\x00" in value)
 
 
 def after_cursor(keys: list[tuple[ColumnElement, bool]], cursor: dict) -> ColumnElement:
@@ -339,7 +351,7 @@ def after_cursor(keys: list[tuple[ColumnElement, bool]], cursor: dict) -> Column
     values = cursor.get("after")
     if not isinstance(values, list) or len(values) != len(keys):
         raise BadRequest(FOREIGN_CURSOR)
-    values = [decode_sort_value(item) for item in values]
+    values = [decode_sort_value(item, column) for item, (column, _) in zip(values, keys)]
     alternatives = []
     for position, ((column, descending), value) in enumerate(zip(keys, values)):
         earlier_equal = [keys[index][0] == values[index] for index in range(position)]

@@ -8,17 +8,17 @@ precision; and so on. Values of other types are not indexed.
 """
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
+from anyascii import anyascii
+
 from app.config import load_settings
 from app.errors import BadRequest
-from app.model.instants import date_range
+from app.model.instants import EARLIEST, LATEST, date_range
 
 STRING_INDEX_LENGTH = 200
-EARLIEST = datetime(1, 1, 1, tzinfo=timezone.utc)
-LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
 ISO_4217 = "urn:iso:std:iso:4217"
 HUMAN_NAME_PARTS = ("text", "family", "given", "prefix", "suffix")
 ADDRESS_PARTS = ("text", "line", "city", "district", "state", "postalCode", "country")
@@ -76,10 +76,22 @@ class UriValue:
 
 @lru_cache(maxsize=65536)  # names, display texts and units recur across resources
 def fold(text: str) -> str:
-    """Case- and accent-insensitive form: 'Müller ' and 'muller' compare equal."""
+    """Case- and accent-insensitive form: 'Müller ' and 'muller' compare equal, and so do 'Søren' and 'soren'."""
     decomposed = unicodedata.normalize("NFKD", text)
     stripped = "".join(char for char in decomposed if not unicodedata.combining(char))
+    if not stripped.isascii():
+        stripped = "".join(map(latin_as_ascii, stripped))
     return " ".join(stripped.casefold().split())[:STRING_INDEX_LENGTH]
+
+
+def latin_as_ascii(char: str) -> str:
+    """A Latin letter that NFKD leaves whole (ł, ø, đ, æ, œ, þ, ı...) as anyascii spells it in ASCII.
+
+    Other scripts stay as they are: transliterating them would let 'wang' find 王 and 汪 alike.
+    """
+    if char.isascii() or not unicodedata.name(char, "").startswith("LATIN "):
+        return char
+    return anyascii(char)
 
 
 def string_values(value, fhir_type: str) -> list[StringValue]:

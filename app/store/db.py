@@ -23,7 +23,10 @@ SQLITE_WRITER_TURNS: dict[str, threading.Lock] = {}
 # Plan every execution with its own values. psycopg prepares a statement after 5 executions, and
 # PostgreSQL may then plan it once for all values: blind to how selective a code or date is, such
 # generic plans made searches 4-7 times slower (docs/benchmarks.md). Planning a search costs 0.3-2 ms.
-POSTGRESQL_OPTIONS = "-c plan_cache_mode=force_custom_plan"
+# Sessions also run in UTC: psycopg returns timestamptz values in the session's zone, and in one east of UTC
+# the latest instant we store (9999-12-31T23:59:59.999999Z, app/model/instants.py) falls in year 10000,
+# which Python cannot hold.
+POSTGRESQL_OPTIONS = "-c plan_cache_mode=force_custom_plan -c TimeZone=UTC"
 
 
 def json_dumps(value) -> str:

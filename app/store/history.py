@@ -6,7 +6,7 @@ from sqlalchemy import Connection, exists, or_, select
 
 from app.errors import NotFound
 from app.model.registry import require_served_type
-from app.store.resources import StoredResource, stored_from_row
+from app.store.resources import StoredResource, require_resource_key, stored_from_row
 from app.store.schema import resource, resource_history
 
 
@@ -27,7 +27,9 @@ class HistoryPage:
 
 
 def read_history(connection: Connection, query: HistoryQuery) -> HistoryPage:
-    if query.type:
+    if query.id:
+        require_resource_key(query.type, query.id)
+    elif query.type:
         require_served_type(query.type)
     if query.id and not resource_exists(connection, query.type, query.id):
         raise NotFound(f"{query.type}/{query.id} does not exist, so it has no history.")

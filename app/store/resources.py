@@ -18,13 +18,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from app.errors import BadRequest, Conflict, Gone, InvalidResource, NotFound, PreconditionFailed, UnprocessableResource
 from app.model.instants import as_utc, format_instant, utc_now
+from app.model.numbers import whole_number
 from app.model.registry import require_served_type
-from app.model.validation import SERVER_META, check_resource_type, validate_resource
+from app.model.validation import SERVER_META, check_resource_id, check_resource_type, validate_resource
 from app.search.index import delete_index_rows, index_mask, index_rows, write_index_rows
 from app.store.db import insert_rows, insert_rows_returning_keys
 from app.store.schema import resource, resource_history, search_reference
 
 MIN_TICK = timedelta(milliseconds=1)
+MAX_VERSION = 2**31 - 1  # resource.version is a 32-bit integer column
 
 # Statements built once: building them per call costs more than the database round trip.
 SWAP_VERSION = (
@@ -106,6 +108,7 @@ def insert_new_resources(connection: Connection, new_versions: list[StoredResour
 
 def update_resource(connection: Connection, type_name: str, resource_id: str, body, if_match: str | None = None) -> WriteResult:
     """PUT: a new version, or the first one under the client's id. Unchanged content writes nothing."""
+    check_resource_id(resource_id)
     check_resource_type(body, type_name)
     check_id_of_url(body, type_name, resource_id)
     validate_resource(body)
@@ -145,7 +148,7 @@ def patch_resource(connection: Connection, type_name: str, resource_id: str, ope
 
 def delete_resource(connection: Connection, type_name: str, resource_id: str, if_match: str | None = None) -> StoredResource | None:
     """Logical delete: a deletion version. Returns None when there was nothing live to delete."""
-    require_served_type(type_name)
+    require_resource_key(type_name, resource_id)
     current = lock_current(connection, type_name, resource_id)
     if current is None or current.deleted:
         return None
@@ -154,19 +157,26 @@ def delete_resource(connection: Connection, type_name: str, resource_id: str, if
 
 
 def read_resource(connection: Connection, type_name: str, resource_id: str) -> StoredResource:
-    require_served_type(type_name)
+    require_resource_key(type_name, resource_id)
     row = connection.execute(select(resource).where(resource_key(type_name, resource_id))).first()
     return live_version(row, f"{type_name}/{resource_id} does not exist.")
 
 
 def read_version(connection: Connection, type_name: str, resource_id: str, version_id: str) -> StoredResource:
-    require_served_type(type_name)
-    if not version_id.isdigit():
-        raise NotFound(f"Version '{version_id}' of {type_name}/{resource_id} does not exist: version ids are whole numbers.")
+    require_resource_key(type_name, resource_id)
+    version = whole_number(version_id, MAX_VERSION + 1)
+    if version is None or not 1 <= version <= MAX_VERSION:
+        raise NotFound(f"Version '{version_id}' of {type_name}/{resource_id} does not exist: versions are numbered 1, 2, 3...")
     query = select(resource_history).where(
-        resource_history.c.res_type == type_name, resource_history.c.res_id == resource_id, resource_history.c.version == int(version_id)
+        resource_history.c.res_type == type_name, resource_history.c.res_id == resource_id, resource_history.c.version == version
     )
     return live_version(connection.execute(query).first(), f"Version {version_id} of {type_name}/{resource_id} does not exist.")
+
+
+def require_resource_key(type_name: str, resource_id: str) -> None:
+    """A served type and an id FHIR allows: any other names no resource here."""
+    require_served_type(type_name)
+    check_resource_id(resource_id)
 
 
 def live_version(row, missing_message: str) -> StoredResource:
@@ -234,7 +244,7 @@ def lock_current(connection: Connection, type_name: str, resource_id: str) -> St
 
 
 def lock_live(connection: Connection, type_name: str, resource_id: str) -> StoredResource:
-    require_served_type(type_name)
+    require_resource_key(type_name, resource_id)
     current = lock_current(connection, type_name, resource_id)
     if current is None:
         raise NotFound(f"{type_name}/{resource_id} does not exist.")

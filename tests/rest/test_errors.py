@@ -1,5 +1,7 @@
 """Every failure a FHIR client can provoke is an OperationOutcome with a fitting status, issue code and diagnostics."""
+import base64
 import json
+from urllib.parse import unquote
 
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
@@ -231,6 +233,51 @@ def test_patching_an_id_that_does_not_exist_is_404(client):
 
 def test_history_of_an_id_that_does_not_exist_is_404(client):
     outcome(client.get("/fhir/Patient/no-such-patient/_history"), 404, "not-found")
+
+
+# Ids FHIR does not allow, versions that cannot exist
+
+BAD_IDS = {"nul": "a%00b", "underscore": "under_score", "65-chars": "x" * 65}
+ID_ROUTES = {
+    "read": ("GET", "/fhir/Patient/{}"),
+    "vread": ("GET", "/fhir/Patient/{}/_history/1"),
+    "history": ("GET", "/fhir/Patient/{}/_history"),
+    "everything": ("GET", "/fhir/Patient/{}/$everything"),
+    "delete": ("DELETE", "/fhir/Patient/{}"),
+    "patch": ("PATCH", "/fhir/Patient/{}"),
+    "update": ("PUT", "/fhir/Patient/{}"),
+    "validate": ("POST", "/fhir/Patient/{}/$validate"),
+}
+
+
+def request_to(client, method: str, path: str, resource_id: str):
+    """`method` on `path`, with the body that interaction takes (the resource carries the URL's id, decoded)."""
+    if method == "PATCH":
+        return patch(client, path, [{"op": "add", "path": "/active", "value": True}])
+    if method in ("PUT", "POST"):
+        return client.open(path, method=method, data=json.dumps({**PATIENT, "id": unquote(resource_id)}), content_type=FHIR_JSON)
+    return client.open(path, method=method)
+
+
+@pytest.mark.parametrize("resource_id", BAD_IDS.values(), ids=BAD_IDS.keys())
+@pytest.mark.parametrize(("method", "path"), ID_ROUTES.values(), ids=ID_ROUTES.keys())
+def test_every_interaction_on_an_id_fhir_does_not_allow_is_400_saying_what_an_id_is(client, method, path, resource_id):
+    document = outcome(request_to(client, method, path.format(resource_id), resource_id), 400)
+    assert "is not a FHIR resource id" in diagnostics(document)
+
+
+@pytest.mark.parametrize("version", ["0", "2147483648", "99999999999999999999", "%C2%B2", "1.0"])
+def test_a_version_that_cannot_exist_is_404(client, version):
+    client.put("/fhir/Patient/p1", data=json.dumps({**PATIENT, "id": "p1"}), content_type=FHIR_JSON)
+    outcome(client.get(f"/fhir/Patient/p1/_history/{version}"), 404, "not-found")
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+def test_an_id_holding_an_encoded_slash_is_not_redirected_to_another_resource(client, method):
+    client.put("/fhir/Patient/p1", data=json.dumps({**PATIENT, "id": "p1"}), content_type=FHIR_JSON)
+    response = client.open("/fhir/Patient/%2Fp1", method=method)
+    outcome(response, 404, "not-found")
+    assert client.get("/fhir/Patient/p1").status_code == 200
 
 
 # Media types
@@ -506,10 +553,42 @@ def test_with_lenient_handling_an_unknown_parameter_is_ignored_and_left_out_of_t
     assert len(bundle["entry"]) == 1
 
 
-@pytest.mark.parametrize("value", ["abc", "-1", "1.5", "", "10abc"])
+@pytest.mark.parametrize("value", ["abc", "-1", "1.5", "", "10abc", "%C2%B2"])
 def test_a_count_that_is_not_a_whole_number_is_400(client, value):
     document = outcome(client.get(f"/fhir/Patient?_count={value}"), 400)
     assert "_count" in diagnostics(document)
+
+
+@pytest.mark.parametrize("path", ["/fhir/Patient", "/fhir/Patient/_history"])
+def test_a_count_of_thousands_of_digits_gives_the_largest_page(client, path):
+    create_patient(client)
+    response = client.get(f"{path}?_count={'9' * 5000}")
+    assert response.status_code == 200
+    assert len(response.get_json()["entry"]) == 1
+
+
+@pytest.mark.parametrize(("query", "named"), [
+    ("Patient?name=a%00b", "name"),
+    ("Patient?family:exact=a%00b", "family:exact"),
+    ("Patient?_id=a%00b", "_id"),
+    ("Observation?patient=a%00b", "patient"),
+    ("Observation?code:text=a%00b", "code:text"),
+    ("Observation?subject:Patient.name=a%00b", "subject:Patient.name"),
+    ("Patient?_has:Observation:patient:code=a%00b", "_has:Observation:patient:code"),
+])
+def test_a_search_value_with_a_nul_character_is_400_naming_the_parameter(client, query, named):
+    document = outcome(client.get(f"/fhir/{query}"), 400)
+    assert f"'{named}'" in diagnostics(document)
+
+
+def test_a_conditional_update_whose_criteria_hold_a_nul_character_is_400(client):
+    outcome(put(client, "/fhir/Patient?name=a%00b", PATIENT), 400)
+
+
+@pytest.mark.parametrize("value", ["1e999999999", "ap1e999999", "1e-999999999", "gt1e131072", "1." + "0" * 20000])
+def test_a_number_beyond_what_any_resource_holds_is_400(client, value):
+    document = outcome(client.get(f"/fhir/Observation?value-quantity={value}"), 400)
+    assert "numbers this server compares" in diagnostics(document)
 
 
 @pytest.mark.parametrize("path", ["/fhir/Patient?_summary=maybe", "/fhir/Patient/p1?_summary=maybe"])
@@ -532,6 +611,23 @@ def test_a_cursor_the_server_did_not_issue_is_400(client, cursor):
 
 def test_a_history_cursor_the_server_did_not_issue_is_400(client):
     outcome(client.get("/fhir/_history?_cursor=garbage!"), 400)
+
+
+@pytest.mark.parametrize(("path", "cursor"), [
+    ("/fhir/Patient", {"after": [["v", True]]}),
+    ("/fhir/Patient", {"after": [["v", {"a": 1}]]}),
+    ("/fhir/Patient", {"after": [["v", 2**63]]}),
+    ("/fhir/Patient?_sort=name", {"after": [["v", "a\u0000b"], ["v", 1]]}),
+    ("/fhir/Patient?_sort=birthdate", {"after": [["v", "x"], ["v", 1]]}),
+    ("/fhir/Patient?_sort=birthdate", {"after": [["n", "1e999999"], ["v", 1]]}),
+    ("/fhir/_history", {"before": True}),
+    ("/fhir/Patient/p1/$everything", {"after_pk": -1}),
+], ids=["bool-key", "object-key", "key-beyond-64-bits", "nul-text", "text-for-a-date", "huge-number", "bool-seq", "negative-pk"])
+def test_a_forged_cursor_with_values_of_the_wrong_kind_is_400(client, path, cursor):
+    client.put("/fhir/Patient/p1", data=json.dumps({**PATIENT, "id": "p1"}), content_type=FHIR_JSON)
+    token = base64.urlsafe_b64encode(json.dumps(cursor).encode()).decode().rstrip("=")
+    document = outcome(client.get(f"{path}{'&' if '?' in path else '?'}_cursor={token}"), 400)
+    assert "_cursor" in diagnostics(document)
 
 
 @pytest.mark.parametrize("since", ["yesterday", "2024-13-01", "2024-02-30", "2024-05-17T09:30:00", "2024-05-17T25:00:00Z"])
