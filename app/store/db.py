@@ -4,6 +4,7 @@ SQLite runs in WAL mode with a busy timeout; a write unit of work opens with
 BEGIN IMMEDIATE so that two writers queue on the database lock instead of
 deadlocking when a read lock is upgraded. PostgreSQL writers lock rows instead.
 """
+import logging
 import threading
 from contextlib import contextmanager, nullcontext
 from functools import cache
@@ -12,11 +13,15 @@ from pathlib import Path
 
 import orjson
 from sqlalchemy import ARRAY, JSON, ColumnElement, Connection, Engine, Table, any_, bindparam, create_engine, event, insert
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.engine import make_url
 
+from app.errors import DatabaseUnavailable
 from app.model.ordering import in_element_order
+
+log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # One lock per SQLite file in this process: writer threads queue on it in order, instead of
@@ -26,6 +31,7 @@ SQLITE_WRITER_TURNS: dict[str, threading.Lock] = {}
 # PostgreSQL may then plan it once for all values: blind to how selective a code or date is, such
 # generic plans made searches 4-7 times slower (docs/benchmarks.md). Planning a search costs 0.3-2 ms.
 POSTGRESQL_OPTIONS = "-c plan_cache_mode=force_custom_plan"
+SQLITE_ERROR = 1  # SQLite's generic result code: the statement's own fault (no such table, a syntax error)
 
 
 def json_dumps(value) -> str:
@@ -79,7 +85,32 @@ def begin_sqlite_transaction(connection: Connection) -> None:
 def is_disconnect(error: Exception) -> bool:
     """True for the error of a connection the database dropped (a restart): SQLAlchemy then renews the pool, so the
     work can be tried again once."""
-    return isinstance(error, DBAPIError) and error.connection_invalidated
+    cause = error.__cause__ if isinstance(error, DatabaseUnavailable) else error
+    return isinstance(cause, DBAPIError) and cause.connection_invalidated
+
+
+def is_unavailability(error: Exception) -> bool:
+    """True for an error that says the database is away or too busy, not that a statement is wrong: a connection lost
+    or refused, no pooled connection free in time, PostgreSQL's operational errors (shutdown, too many connections,
+    lock and serialization failures), SQLite's busy, locked, unopenable or failing file."""
+    if isinstance(error, PoolTimeout) or (isinstance(error, DBAPIError) and error.connection_invalidated):
+        return True
+    if not isinstance(error, OperationalError):
+        return False
+    sqlite_code = getattr(error.orig, "sqlite_errorcode", None)
+    return sqlite_code is None or sqlite_code & 0xFF != SQLITE_ERROR
+
+
+@contextmanager
+def unavailability_converted():
+    """Database errors that say the database is unavailable become DatabaseUnavailable (503, try again)."""
+    try:
+        yield
+    except (DBAPIError, PoolTimeout) as error:
+        if not is_unavailability(error):
+            raise
+        log.warning("the database is unavailable: %s", str(error.orig if isinstance(error, DBAPIError) else error).strip().splitlines()[0])
+        raise DatabaseUnavailable("The database is not available at the moment; send the request again later.") from error
 
 
 def is_postgresql(connection: Connection) -> bool:
@@ -89,7 +120,7 @@ def is_postgresql(connection: Connection) -> bool:
 @contextmanager
 def write_unit(engine: Engine):
     """A connection in a transaction that may write; commits on success, rolls back on error."""
-    with writer_turn(engine), engine.connect() as connection:
+    with unavailability_converted(), writer_turn(engine), engine.connect() as connection:
         connection.execution_options(ehr_write=True)
         with connection.begin():
             yield connection
@@ -106,7 +137,7 @@ def writer_turn(engine: Engine):
 def read_unit(engine: Engine):
     """A connection for reading. On PostgreSQL it runs in autocommit: a read needs no BEGIN and
     COMMIT round trips, and each statement sees committed data."""
-    with engine.connect() as connection:
+    with unavailability_converted(), engine.connect() as connection:
         if is_postgresql(connection):
             connection.execution_options(isolation_level="AUTOCOMMIT")
         with connection.begin():
