@@ -14,6 +14,8 @@ HTTP_ISSUE_CODES = {404: "not-found", 405: "not-supported", 406: "not-supported"
 
 
 def fhir_error_response(error: FhirError):
+    if error.status >= 500:  # the server's trouble, not the client's: the operator wants its cause
+        log.warning("%s (%s)", error.diagnostics, error.__cause__)
     return fhir_response(operation_outcome(error.issues), error.status, error.headers)
 
 

@@ -4,7 +4,6 @@ SQLite runs in WAL mode with a busy timeout; a write unit of work opens with
 BEGIN IMMEDIATE so that two writers queue on the database lock instead of
 deadlocking when a read lock is upgraded. PostgreSQL writers lock rows instead.
 """
-import logging
 import threading
 from contextlib import contextmanager, nullcontext
 from functools import cache
@@ -12,16 +11,14 @@ from operator import itemgetter
 from pathlib import Path
 
 import orjson
-from sqlalchemy import ARRAY, JSON, ColumnElement, Connection, Engine, Table, any_, bindparam, create_engine, event, insert
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy import ARRAY, JSON, ColumnElement, Connection, Engine, Table, any_, bindparam, create_engine, event, insert, text
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.sql.dml import Insert
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from app.errors import DatabaseUnavailable
 from app.model.ordering import in_element_order
-
-log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # One lock per SQLite file in this process: writer threads queue on it in order, instead of
@@ -54,6 +51,20 @@ def make_engine(database_url: str) -> Engine:
         json_serializer=json_dumps, json_deserializer=jsonb_loads,
         connect_args={"options": " ".join(filter(None, (url.query.get("options"), POSTGRESQL_OPTIONS)))},
     )
+
+
+def is_missing_database(url: URL) -> bool:
+    """True when the PostgreSQL server of `url` answers but has no database of its name (asked in the server's
+    maintenance database `postgres`: the refusal's own words come in the server's language)."""
+    maintenance = make_engine(url.set(database="postgres"))
+    try:
+        with maintenance.connect() as connection:
+            found = connection.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": url.database}).first()
+        return found is None
+    except SQLAlchemyError:
+        return False
+    finally:
+        maintenance.dispose()
 
 
 def sqlite_engine(url) -> Engine:
@@ -109,7 +120,6 @@ def unavailability_converted():
     except (DBAPIError, PoolTimeout) as error:
         if not is_unavailability(error):
             raise
-        log.warning("the database is unavailable: %s", str(error.orig if isinstance(error, DBAPIError) else error).strip().splitlines()[0])
         raise DatabaseUnavailable("The database is not available at the moment; send the request again later.") from error
 
 
