@@ -116,7 +116,7 @@ def db_current():
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
 def serve(host, port):
     """Serve the FHIR API with the development server (use gunicorn in production)."""
-    app = create_app()
+    app = create_app(bind_host=host)
     click.echo(f"FHIR R4 API at http://{host}:{port}/fhir (not authenticated yet: keep it on a trusted network).")
     app.run(host=host, port=port, threaded=True)
 

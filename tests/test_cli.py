@@ -188,6 +188,20 @@ def test_serve_on_a_migrated_database_answers_the_fhir_api(database_url, tmp_pat
         server.wait(timeout=30)
 
 
+def test_serve_answers_its_own_address_and_refuses_another_host(database_url, tmp_path):
+    port = free_port()
+    env = {**os.environ, "EHR_DATABASE_URL": database_url}
+    server = subprocess.Popen([str(EHR), "serve", "--host", "127.0.0.2", "--port", str(port)], env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert wait_for(f"http://127.0.0.2:{port}/fhir/metadata", server).status_code == 200
+        refused = requests.get(f"http://127.0.0.2:{port}/fhir/metadata", headers={"Host": "evil.example:666"}, timeout=30)
+        assert refused.status_code == 400 and refused.json()["resourceType"] == "OperationOutcome"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def wait_for(url: str, server: subprocess.Popen, seconds: float = 60) -> requests.Response:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
