@@ -48,7 +48,7 @@ def load_settings() -> Settings:
         max_page_size=int(os.environ.get("EHR_MAX_PAGE_SIZE", PageSizes.maximum)),
         base_url=os.environ.get("EHR_BASE_URL") or None,
         hl7_text_plain=os.environ.get("EHR_HL7_TEXT_PLAIN", "").lower() in ("1", "true", "yes"),
-        allowed_hosts=tuple(filter(None, map(str.strip, os.environ["EHR_ALLOWED_HOSTS"].split(",")))) if "EHR_ALLOWED_HOSTS" in os.environ else None,
+        allowed_hosts=tuple(filter(None, map(str.strip, os.environ.get("EHR_ALLOWED_HOSTS", "").split(",")))) or None,
     )
 
 # Conformance data generated from the official definitions (see fhir/extract.py).

@@ -38,7 +38,7 @@ def trusted_hosts(settings: Settings, bind_host: str | None) -> list[str] | None
     """The Host header names a request may carry, at any port (werkzeug answers others 400): EHR_ALLOWED_HOSTS; without
     it, any when links are made from EHR_BASE_URL, else only the loopback names and the address the server binds, so
     that no client can have its own Host copied into Location and fullUrl."""
-    if settings.allowed_hosts is not None:
+    if settings.allowed_hosts:  # never empty: werkzeug would take an empty list for any host
         return list(settings.allowed_hosts)
     if settings.base_url:
         return None
