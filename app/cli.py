@@ -9,15 +9,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import click
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from tqdm import tqdm
 
 from app.config import load_settings
 from app.demo import demo_bundle
+from app.errors import DatabaseUnavailable
 from app.loader import LoadReport, bundle_candidates, load_candidates, read_candidates
 from app.model.registry import is_served
 from app.search.reindex import reindex, resources_to_reindex
 from app.store import migrate
-from app.store.db import make_engine, read_unit
+from app.store.db import is_missing_database, make_engine, read_unit
 from app.store.resources import has_resources
 from app.web import create_app
 from interop.hl7v2.authorities import authority_systems, remove_authority, set_authority
@@ -37,7 +40,52 @@ def settings_engine():
     return make_engine(load_settings().database_url)
 
 
-@click.group()
+class DatabaseTroubleExplained(click.Group):
+    """A command that fails on the database ends with one line saying what is wrong and what to do (create the
+    database, run `ehr db upgrade`, start the server), not with a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except migrate.SchemaNotCurrent as error:
+            raise click.ClickException(str(error)) from None
+        except (SQLAlchemyError, DatabaseUnavailable):
+            trouble = database_trouble(load_settings().database_url)
+            if trouble is None:  # the database is fine: the failure is a bug, and its traceback is wanted
+                raise
+            raise click.ClickException(trouble) from None
+
+
+def database_trouble(database_url: str) -> str | None:
+    """Why the database cannot serve commands, in one line: it cannot be opened or reached, does not exist, or lacks
+    the current schema; None when none of these is the case."""
+    engine = make_engine(database_url)
+    try:
+        migrate.check_schema_current(engine)
+    except migrate.SchemaNotCurrent as error:
+        return str(error)
+    except SQLAlchemyError as error:
+        return connection_trouble(engine.url, error)
+    finally:
+        engine.dispose()
+    return None
+
+
+def connection_trouble(url: URL, error: SQLAlchemyError) -> str:
+    reason = (str(error.orig) if isinstance(error, DBAPIError) else str(error)).strip().splitlines()[0]
+    if url.get_backend_name() == "sqlite":
+        return f"the SQLite database {url.database} cannot be opened: {reason}"
+    if is_missing_database(url):
+        return f"database {url.database} does not exist: create it with `{createdb_command(url)}`"
+    return f"cannot connect to the database {url.render_as_string()}: {reason}"
+
+
+def createdb_command(url: URL) -> str:
+    options = {"-h": url.host, "-p": url.port, "-U": url.username}
+    return " ".join(["createdb", *(f"{flag} {value}" for flag, value in options.items() if value), url.database])
+
+
+@click.group(cls=DatabaseTroubleExplained)
 def main():
     """EHR integration server: a FHIR R4 server with an HL7 v2 feed."""
 
@@ -68,10 +116,7 @@ def db_current():
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
 def serve(host, port):
     """Serve the FHIR API with the development server (use gunicorn in production)."""
-    try:
-        app = create_app()
-    except migrate.SchemaNotCurrent as error:
-        raise click.ClickException(str(error)) from None
+    app = create_app(bind_host=host)
     click.echo(f"FHIR R4 API at http://{host}:{port}/fhir (not authenticated yet: keep it on a trusted network).")
     app.run(host=host, port=port, threaded=True)
 
@@ -173,8 +218,9 @@ def hl7_list(status, sender, facility, message_type, control_id, since, until, l
     """The newest messages first, one a line under a header: id, received (UTC), status, sender|facility, type,
     control id, and what to know: the error, warnings, a control id reused from an earlier message."""
     query = MessageQuery(status, sender, facility, message_type, control_id, utc(since), utc(until), limit=limit)
+    rows = stored_messages(settings_engine(), query)
     click.echo("\t".join(("ID", "RECEIVED", "STATUS", "SENDER", "TYPE", "CONTROL ID", "NOTES")))
-    for row in stored_messages(settings_engine(), query):
+    for row in rows:
         sender_text = f"{row.sending_application or '-'}|{row.sending_facility or '-'}"
         click.echo(f"{row.id}\t{row.received_at:%Y-%m-%d %H:%M:%S}\t{row.status}\t{sender_text}\t{row.message_type or '-'}\t"
                    f"{row.control_id or '-'}\t{message_notes(row)}")
@@ -232,8 +278,9 @@ def authority_add(name, system):
 @authority.command("list")
 def authority_list():
     """Each assigning authority and its identifier system."""
+    systems = authority_systems(settings_engine())
     click.echo("AUTHORITY\tSYSTEM")
-    for name, system in sorted(authority_systems(settings_engine()).items()):
+    for name, system in sorted(systems.items()):
         click.echo(f"{name}\t{system}")
 
 
@@ -311,8 +358,9 @@ def acks():
 @click.option("--limit", default=50, show_default=True, type=int)
 def acks_list(status, limit):
     """The newest first: id, message id, status, sender, attempts, when sent (or next tried), last error."""
+    rows = queued_acks(settings_engine(), status, limit)
     click.echo("\t".join(("ID", "MESSAGE", "STATUS", "SENDER", "ATTEMPTS", "WHEN", "LAST ERROR")))
-    for row in queued_acks(settings_engine(), status, limit):
+    for row in rows:
         when = {"sent": row.sent_at, "pending": row.next_attempt_at}.get(row.status)
         click.echo(f"{row.id}\t{row.message_id}\t{row.status}\t{row.sending_application}|{row.sending_facility}\t"
                    f"{row.attempts}\t{f'{when:%Y-%m-%d %H:%M:%S}' if when else '-'}\t{row.last_error or ''}")
@@ -358,10 +406,7 @@ def interrupt(signal_number, frame) -> None:
 def current_database_url() -> str:
     """The configured database's URL, once its schema is known to be current."""
     database_url = load_settings().database_url
-    try:
-        migrate.check_schema_current(make_engine(database_url))
-    except migrate.SchemaNotCurrent as error:
-        raise click.ClickException(str(error)) from None
+    migrate.check_schema_current(make_engine(database_url))
     return database_url
 
 

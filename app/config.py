@@ -28,6 +28,7 @@ class Settings:
     max_page_size: int = PageSizes.maximum
     base_url: str | None = None
     hl7_text_plain: bool = False  # POST /hl7v2 also takes text/plain, which a browser page can send without asking
+    allowed_hosts: tuple[str, ...] | None = None  # Host header names served (any port); None: see app/web.py trusted_hosts
 
     @property
     def page_sizes(self) -> PageSizes:
@@ -43,6 +44,7 @@ def load_settings() -> Settings:
         max_page_size=int(os.environ.get("EHR_MAX_PAGE_SIZE", PageSizes.maximum)),
         base_url=os.environ.get("EHR_BASE_URL") or None,
         hl7_text_plain=os.environ.get("EHR_HL7_TEXT_PLAIN", "").lower() in ("1", "true", "yes"),
+        allowed_hosts=tuple(filter(None, map(str.strip, os.environ.get("EHR_ALLOWED_HOSTS", "").split(",")))) or None,
     )
 
 # Conformance data generated from the official definitions (see fhir/extract.py).

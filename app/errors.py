@@ -5,6 +5,8 @@ Each error carries the HTTP status a REST client should see, the FHIR issue type
 """
 from dataclasses import dataclass, field
 
+RETRY_AFTER_SECONDS = 5  # how soon a client may try again when the database is unavailable
+
 
 @dataclass(frozen=True)
 class Issue:
@@ -88,3 +90,14 @@ class NotAcceptable(FhirError):
 
 class TooLarge(FhirError):
     status, code = 413, "too-costly"
+
+
+class DatabaseUnavailable(FhirError):
+    """The database cannot be reached or is too busy to answer (app/store/db.py says which errors are such): the
+    request may succeed when sent again, as Retry-After suggests."""
+
+    status, code = 503, "transient"
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.headers = {"Retry-After": str(RETRY_AFTER_SECONDS), **self.headers}

@@ -12,15 +12,22 @@ from app.store.db import make_engine
 from app.store.migrate import check_schema_current
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    """Build the app; raises SchemaNotCurrent, naming the fixing command, if the schema is missing or old."""
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1")  # werkzeug 3.1 matches no IPv6 literal such as [::1]
+
+
+def create_app(settings: Settings | None = None, bind_host: str | None = None) -> Flask:
+    """Build the app; raises SchemaNotCurrent, naming the fixing command, if the schema is missing or old. `bind_host` is
+    the address the server listens on, when the caller knows it (`ehr serve`)."""
     settings = settings or load_settings()
     engine = make_engine(settings.database_url)
     check_schema_current(engine)
     app = Flask(__name__)
     # An id holding %2F arrives as Patient//1; merging the slashes would redirect a DELETE of it to Patient/1.
     app.url_map.merge_slashes = False
-    app.config.update(EHR_SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_body_bytes + 1)  # see read_raw_body
+    app.config.update(
+        EHR_SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_body_bytes + 1,  # see read_raw_body
+        TRUSTED_HOSTS=trusted_hosts(settings, bind_host),
+    )
     app.extensions["ehr.engine"] = engine
     configure_urls(app)
     app.register_blueprint(fhir)
@@ -29,3 +36,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(hl7v2)
     register_error_handlers(app)
     return app
+
+
+def trusted_hosts(settings: Settings, bind_host: str | None) -> list[str] | None:
+    """The Host header names a request may carry, at any port (werkzeug answers others 400): EHR_ALLOWED_HOSTS; without
+    it, any when links are made from EHR_BASE_URL, else only the loopback names and the address the server binds, so
+    that no client can have its own Host copied into Location and fullUrl."""
+    if settings.allowed_hosts:  # never empty: werkzeug would take an empty list for any host
+        return list(settings.allowed_hosts)
+    if settings.base_url:
+        return None
+    return [*LOOPBACK_HOSTS, *filter(None, [bind_host])]

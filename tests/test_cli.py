@@ -136,6 +136,45 @@ def test_serve_on_an_unmigrated_database_exits_with_a_message_naming_db_upgrade(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("command", [["demo"], ["load", "patient.json"], ["reindex"], ["hl7", "list"]])
+def test_a_command_on_a_database_without_schema_says_in_one_line_to_run_db_upgrade(fresh_database_url, tmp_path, command):
+    (tmp_path / "patient.json").write_bytes(orjson.dumps(patient("p1", "Berg")))
+    result = ehr(fresh_database_url, *command, cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    last_line = result.stderr.strip().splitlines()[-1]  # `ehr load` draws its progress bar first
+    assert last_line.startswith("Error: ") and "has no schema: run `ehr db upgrade`" in last_line
+
+
+def test_db_upgrade_of_a_postgresql_database_that_does_not_exist_says_to_create_it(tmp_path):
+    name = f"ehr_missing_{uuid.uuid4().hex[:10]}"
+    result = ehr(make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False), "db", "upgrade", cwd=tmp_path)
+    assert result.returncode != 0
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"Error: database {name} does not exist: create it with `createdb ") and line.endswith(f" {name}`")
+
+
+def test_a_command_on_a_database_server_that_does_not_answer_says_so_in_one_line(tmp_path):
+    port = free_port()
+    result = ehr(f"postgresql+psycopg://postgres@127.0.0.1:{port}/ehr", "hl7", "list", cwd=tmp_path)
+    assert result.returncode != 0
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"Error: cannot connect to the database postgresql+psycopg://postgres@127.0.0.1:{port}/ehr: ")
+    assert "Connection refused" in line
+
+
+def test_a_command_on_an_sqlite_file_that_cannot_be_opened_says_so_in_one_line(tmp_path):
+    result = ehr(f"sqlite:///{tmp_path}", "demo", cwd=tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [f"Error: the SQLite database {tmp_path} cannot be opened: unable to open database file"]
+
+
+def test_hl7_replay_of_a_message_that_does_not_exist_says_so_and_exits_1(database_url, tmp_path):
+    result = ehr(database_url, "hl7", "replay", "999", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == ["Error: No HL7 message 999."]
+
+
 def test_serve_on_a_migrated_database_answers_the_fhir_api(database_url, tmp_path):
     port = free_port()
     env = {**os.environ, "EHR_DATABASE_URL": database_url}
@@ -144,6 +183,20 @@ def test_serve_on_a_migrated_database_answers_the_fhir_api(database_url, tmp_pat
         response = wait_for(f"http://127.0.0.1:{port}/fhir/metadata", server)
         assert response.status_code == 200
         assert response.json()["resourceType"] == "CapabilityStatement"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_serve_answers_its_own_address_and_refuses_another_host(database_url, tmp_path):
+    port = free_port()
+    env = {**os.environ, "EHR_DATABASE_URL": database_url}
+    server = subprocess.Popen([str(EHR), "serve", "--host", "127.0.0.2", "--port", str(port)], env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert wait_for(f"http://127.0.0.2:{port}/fhir/metadata", server).status_code == 200
+        refused = requests.get(f"http://127.0.0.2:{port}/fhir/metadata", headers={"Host": "evil.example:666"}, timeout=30)
+        assert refused.status_code == 400 and refused.json()["resourceType"] == "OperationOutcome"
     finally:
         server.terminate()
         server.wait(timeout=30)

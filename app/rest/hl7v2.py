@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
-from app.errors import BadRequest, NotFound, UnsupportedMediaType
+from app.errors import RETRY_AFTER_SECONDS, BadRequest, NotFound, UnsupportedMediaType
 from app.model.instants import format_instant
 from app.rest.negotiation import media_type_and_params, read_raw_body
 from interop.hl7v2.service import (MESSAGE_STATUSES, NOT_STORED_STATUS, MessageQuery, receive, stored_message, stored_messages,
@@ -29,7 +29,7 @@ def receive_message():
     if receipt.unreadable:
         status = 400
     elif receipt.status == NOT_STORED_STATUS:
-        status, headers = 503, {"Retry-After": "5"}
+        status, headers = 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
     return Response(body, status, headers, content_type=f"{ER7_MEDIA_TYPE}; charset={http_charset(receipt.codec)}")
 
 

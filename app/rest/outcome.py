@@ -2,7 +2,7 @@
 import logging
 
 from flask import Flask
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, SecurityError
 
 from app.errors import FhirError, Issue
 from app.model.outcome import operation_outcome
@@ -14,6 +14,8 @@ HTTP_ISSUE_CODES = {404: "not-found", 405: "not-supported", 406: "not-supported"
 
 
 def fhir_error_response(error: FhirError):
+    if error.status >= 500:  # the server's trouble, not the client's: the operator wants its cause
+        log.warning("%s (%s)", error.diagnostics, error.__cause__)
     return fhir_response(operation_outcome(error.issues), error.status, error.headers)
 
 
@@ -30,6 +32,8 @@ def http_error_message(error: HTTPException) -> str:
     if error.code == 405:
         allowed = ", ".join(error.valid_methods or [])
         return f"This URL does not support the HTTP method used; allowed methods: {allowed}."
+    if isinstance(error, SecurityError):  # werkzeug's refusal of a Host outside TRUSTED_HOSTS (app/web.py)
+        return f"{error.description} Send the request to one of this server's own host names (EHR_ALLOWED_HOSTS)."
     return error.description or error.name
 
 

@@ -11,10 +11,14 @@ from operator import itemgetter
 from pathlib import Path
 
 import orjson
-from sqlalchemy import ARRAY, JSON, ColumnElement, Connection, Engine, Table, any_, bindparam, create_engine, event, insert
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import ARRAY, JSON, ColumnElement, Connection, Engine, Table, any_, bindparam, create_engine, event, insert, text
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.sql.dml import Insert
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
+
+from app.errors import DatabaseUnavailable
+from app.model.ordering import in_element_order
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # One lock per SQLite file in this process: writer threads queue on it in order, instead of
@@ -27,10 +31,18 @@ SQLITE_WRITER_TURNS: dict[str, threading.Lock] = {}
 # the latest instant we store (9999-12-31T23:59:59.999999Z, app/model/instants.py) falls in year 10000,
 # which Python cannot hold.
 POSTGRESQL_OPTIONS = "-c plan_cache_mode=force_custom_plan -c TimeZone=UTC"
+SQLITE_ERROR = 1  # SQLite's generic result code: the statement's own fault (no such table, a syntax error)
 
 
 def json_dumps(value) -> str:
     return orjson.dumps(value).decode()
+
+
+def jsonb_loads(text: str | bytes):
+    """A JSONB value as Python; a resource in FHIR's element order again, which JSONB does not keep (it sorts keys by
+    length). Bodies are written in that order, so SQLite's JSON text gives it back as it is."""
+    value = orjson.loads(text)
+    return in_element_order(value) if isinstance(value, dict) and "resourceType" in value else value
 
 
 def make_engine(database_url: str) -> Engine:
@@ -39,9 +51,23 @@ def make_engine(database_url: str) -> Engine:
         return sqlite_engine(url)
     return create_engine(
         url, pool_size=10, max_overflow=20,
-        json_serializer=json_dumps, json_deserializer=orjson.loads,
+        json_serializer=json_dumps, json_deserializer=jsonb_loads,
         connect_args={"options": " ".join(filter(None, (url.query.get("options"), POSTGRESQL_OPTIONS)))},
     )
+
+
+def is_missing_database(url: URL) -> bool:
+    """True when the PostgreSQL server of `url` answers but has no database of its name (asked in the server's
+    maintenance database `postgres`: the refusal's own words come in the server's language)."""
+    maintenance = make_engine(url.set(database="postgres"))
+    try:
+        with maintenance.connect() as connection:
+            found = connection.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": url.database}).first()
+        return found is None
+    except SQLAlchemyError:
+        return False
+    finally:
+        maintenance.dispose()
 
 
 def sqlite_engine(url) -> Engine:
@@ -73,7 +99,31 @@ def begin_sqlite_transaction(connection: Connection) -> None:
 def is_disconnect(error: Exception) -> bool:
     """True for the error of a connection the database dropped (a restart): SQLAlchemy then renews the pool, so the
     work can be tried again once."""
-    return isinstance(error, DBAPIError) and error.connection_invalidated
+    cause = error.__cause__ if isinstance(error, DatabaseUnavailable) else error
+    return isinstance(cause, DBAPIError) and cause.connection_invalidated
+
+
+def is_unavailability(error: Exception) -> bool:
+    """True for an error that says the database is away or too busy, not that a statement is wrong: a connection lost
+    or refused, no pooled connection free in time, PostgreSQL's operational errors (shutdown, too many connections,
+    lock and serialization failures), SQLite's busy, locked, unopenable or failing file."""
+    if isinstance(error, PoolTimeout) or (isinstance(error, DBAPIError) and error.connection_invalidated):
+        return True
+    if not isinstance(error, OperationalError):
+        return False
+    sqlite_code = getattr(error.orig, "sqlite_errorcode", None)
+    return sqlite_code is None or sqlite_code & 0xFF != SQLITE_ERROR
+
+
+@contextmanager
+def unavailability_converted():
+    """Database errors that say the database is unavailable become DatabaseUnavailable (503, try again)."""
+    try:
+        yield
+    except (DBAPIError, PoolTimeout) as error:
+        if not is_unavailability(error):
+            raise
+        raise DatabaseUnavailable("The database is not available at the moment; send the request again later.") from error
 
 
 def is_postgresql(connection: Connection) -> bool:
@@ -83,7 +133,7 @@ def is_postgresql(connection: Connection) -> bool:
 @contextmanager
 def write_unit(engine: Engine):
     """A connection in a transaction that may write; commits on success, rolls back on error."""
-    with writer_turn(engine), engine.connect() as connection:
+    with unavailability_converted(), writer_turn(engine), engine.connect() as connection:
         connection.execution_options(ehr_write=True)
         with connection.begin():
             yield connection
@@ -100,7 +150,7 @@ def writer_turn(engine: Engine):
 def read_unit(engine: Engine):
     """A connection for reading. On PostgreSQL it runs in autocommit: a read needs no BEGIN and
     COMMIT round trips, and each statement sees committed data."""
-    with engine.connect() as connection:
+    with unavailability_converted(), engine.connect() as connection:
         if is_postgresql(connection):
             connection.execution_options(isolation_level="AUTOCOMMIT")
         with connection.begin():

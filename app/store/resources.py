@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from app.errors import BadRequest, Conflict, Gone, InvalidResource, NotFound, PreconditionFailed, UnprocessableResource
 from app.model.instants import as_utc, format_instant, utc_now
 from app.model.numbers import whole_number
+from app.model.ordering import in_element_order
 from app.model.registry import require_served_type
 from app.model.validation import SERVER_META, check_resource_id, check_resource_type, validate_resource
 from app.search.index import delete_index_rows, index_mask, index_rows, write_index_rows
@@ -225,16 +226,9 @@ def stored_from_row(row) -> StoredResource:
     mapping = row._mapping
     return StoredResource(
         type=mapping["res_type"], id=mapping["res_id"], version=mapping["version"],
-        last_updated=as_utc(mapping["last_updated"]), deleted=mapping["deleted"], body=in_reading_order(mapping["body"]),
+        last_updated=as_utc(mapping["last_updated"]), deleted=mapping["deleted"], body=mapping["body"],
         method=mapping.get("method"), pk=mapping.get("pk"), index_mask=mapping.get("index_mask", 0),
     )
-
-
-def in_reading_order(body: dict | None) -> dict | None:
-    """resourceType, id and meta first: PostgreSQL's JSONB does not keep key order."""
-    if body is None:
-        return None
-    return {"resourceType": body["resourceType"], "id": body["id"], "meta": body["meta"], **body}
 
 
 def lock_current(connection: Connection, type_name: str, resource_id: str) -> StoredResource | None:
@@ -283,11 +277,10 @@ def without_server_meta(body: dict) -> dict:
 
 
 def with_server_meta(body: dict, type_name: str, resource_id: str, version: int, last_updated: datetime) -> dict:
-    """The body as stored: resourceType, id and meta first; meta.versionId and lastUpdated are always ours."""
+    """The body as stored, in FHIR's element order; meta.versionId and lastUpdated are always ours."""
     client_meta = {k: v for k, v in (body.get("meta") or {}).items() if k not in SERVER_META}
     meta = {"versionId": str(version), "lastUpdated": format_instant(last_updated), **client_meta}
-    rest = {k: v for k, v in body.items() if k not in ("resourceType", "id", "meta")}
-    return {"resourceType": type_name, "id": resource_id, "meta": meta, **rest}
+    return in_element_order({**body, "resourceType": type_name, "id": resource_id, "meta": meta})
 
 
 def apply_json_patch(body: dict, operations) -> dict:

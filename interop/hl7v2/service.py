@@ -29,7 +29,7 @@ from sqlalchemy import Engine, Row, bindparam, func, literal, null, or_, select,
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from app.errors import FhirError
+from app.errors import DatabaseUnavailable, FhirError
 from app.model.instants import as_utc, format_instant, utc_now
 from app.model.references import rewrite_references
 from app.search.conditional import matching, matching_each, single_match
@@ -257,7 +257,7 @@ def written_or_kept(engine: Engine, reading: Reading, write):
 def failed_write(reading: Reading, error: Exception) -> Reading:
     """The message, to be kept with status `error` (AE), after its write failed. When the database itself is
     unavailable or busy, the error again instead: nothing can be kept."""
-    if reading.instructions is None or isinstance(error, (OperationalError, InterfaceError)):
+    if reading.instructions is None or isinstance(error, (DatabaseUnavailable, OperationalError, InterfaceError)):
         raise error
     log.warning("hl7 message %s from %s could not be applied: %s", reading.header.control_id, reading.peer, error)
     detail = error_detail(error) if isinstance(error, MappingError) else ErrorDetail(207, failure_text(error))
