@@ -2,8 +2,8 @@
 from flask import Flask
 
 from app.config import Settings, load_settings
+from app.feeds import installed_feeds
 from app.rest.health import health
-from app.rest.hl7v2 import hl7v2
 from app.rest.operations import operations
 from app.rest.outcome import register_error_handlers
 from app.rest.routes import fhir
@@ -33,7 +33,9 @@ def create_app(settings: Settings | None = None, bind_host: str | None = None) -
     app.register_blueprint(fhir)
     app.register_blueprint(operations)
     app.register_blueprint(health)
-    app.register_blueprint(hl7v2)
+    for feed in installed_feeds():
+        for blueprint in feed.blueprints:
+            app.register_blueprint(blueprint)
     register_error_handlers(app)
     return app
 

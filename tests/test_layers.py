@@ -1,0 +1,36 @@
+"""Dependencies point one way: feeds (interop) build on the server (app), which never imports them, and feeds keep
+to their own tables rather than the store's."""
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    return names | {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+
+
+def modules_of(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", modules_of("app"), ids=lambda path: str(path.relative_to(ROOT)))
+def test_the_server_never_imports_a_feed(path):
+    assert not {name for name in imported_modules(path) if name == "interop" or name.startswith("interop.")}
+
+
+@pytest.mark.parametrize("path", modules_of("interop"), ids=lambda path: str(path.relative_to(ROOT)))
+def test_a_feed_never_queries_the_stores_tables(path):
+    assert "app.store.schema" not in imported_modules(path)
+
+
+def test_the_hl7_feed_is_installed_with_its_routes_and_commands():
+    from app.feeds import installed_feeds
+
+    feeds = {feed.name: feed for feed in installed_feeds()}
+    assert {command.name for command in feeds["hl7v2"].commands} == {"mllp", "hl7"}
+    assert [blueprint.name for blueprint in feeds["hl7v2"].blueprints] == ["hl7v2"]
