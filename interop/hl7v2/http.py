@@ -7,6 +7,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from app.errors import RETRY_AFTER_SECONDS, BadRequest, NotFound, UnsupportedMediaType
 from app.model.instants import format_instant
+from app.model.numbers import whole_number
 from app.rest.negotiation import media_type_and_params, read_raw_body
 from interop.hl7v2.service import (MESSAGE_STATUSES, NOT_STORED_STATUS, MessageQuery, receive, stored_message, stored_messages,
                                    written_resources)
@@ -14,6 +15,7 @@ from interop.hl7v2.service import (MESSAGE_STATUSES, NOT_STORED_STATUS, MessageQ
 hl7v2 = Blueprint("hl7v2", __name__)
 ER7_MEDIA_TYPE = "x-application/hl7-v2+er7"
 HL7_MEDIA_TYPES = frozenset({ER7_MEDIA_TYPE, "application/hl7-v2"})
+MAX_MESSAGE_ID = 2**63 - 1
 IANA_CHARSETS = {"cp1252": "windows-1252", "latin-1": "ISO-8859-1", "ascii": "US-ASCII"}
 
 
@@ -77,7 +79,7 @@ def message_query() -> MessageQuery:
         raise BadRequest(f"status={status} is none of {', '.join(MESSAGE_STATUSES)}.")
     return MessageQuery(
         status, args.get("sender"), args.get("facility"), args.get("type"), args.get("control-id"),
-        moment_argument("since"), moment_argument("until"), whole_number("before"), whole_number("_count", 1000) or 50,
+        moment_argument("since"), moment_argument("until"), whole_number_argument("before"), whole_number_argument("_count", 1000) or 50,
     )
 
 
@@ -93,13 +95,15 @@ def moment_argument(name: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def whole_number(name: str, maximum: int | None = None) -> int | None:
+def whole_number_argument(name: str, maximum: int = MAX_MESSAGE_ID) -> int | None:
+    """A whole number from 1, capped at `maximum` (a larger `before` means every message, a larger `_count` the most)."""
     text = request.args.get(name)
     if text is None:
         return None
-    if not text.isdigit() or int(text) < 1 or (maximum and int(text) > maximum):
-        raise BadRequest(f"{name}={text} is not a whole number from 1{f' to {maximum}' if maximum else ''}.")
-    return int(text)
+    number = whole_number(text, maximum)
+    if not number:
+        raise BadRequest(f"{name}={text} is not a whole number from 1.")
+    return number
 
 
 def message_summary(row) -> dict:

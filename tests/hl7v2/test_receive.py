@@ -256,6 +256,16 @@ def test_the_message_list_over_http_filters_and_pages(client, engine):
     assert client.get("/hl7v2/messages?status=nonsense").status_code == 400
 
 
+@pytest.mark.parametrize("query, status", [
+    ("before=%C2%B2", 400), ("_count=%C2%B2", 400), ("_count=0", 400), ("before=x", 400),
+    ("before=99999999999999999999999999", 200), ("_count=99999999999999999999999999", 200),
+])
+def test_the_message_list_answers_odd_numbers_with_400_or_a_list_never_500(client, query, status):
+    response = client.get(f"/hl7v2/messages?{query}")
+    assert response.status_code == status
+    assert status == 400 or "messages" in response.get_json()
+
+
 def test_one_message_over_http_lists_the_resources_it_wrote(client, engine):
     receipt = receive(engine, a01("SHOW1", mrn="71101"), "test")
     shown = client.get(f"/hl7v2/messages/{receipt.message_id}").get_json()
