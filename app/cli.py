@@ -129,7 +129,7 @@ def load(files):
     report = LoadReport()
     for path in files:
         candidates = read_candidates(path, report)
-        load_candidates(engine, tqdm(candidates, desc=path.name, unit=" resources", file=sys.stderr), report)
+        load_candidates(engine, tqdm(candidates, desc=path.name, unit=" resources", file=sys.stderr), report, load_settings().base_url)
     print_report(report)
     if report.outcomes["rejected"]:
         sys.exit(1)

@@ -98,10 +98,11 @@ def entry_id(entry: dict) -> str | None:
     return full_url.rstrip("/").rsplit("/", 1)[-1] if "/" in full_url else None
 
 
-def load_candidates(engine: Engine, candidates, report: LoadReport) -> None:
+def load_candidates(engine: Engine, candidates, report: LoadReport, own_base: str | None = None) -> None:
+    """Write the candidates in batches; references to `own_base` (EHR_BASE_URL) are made relative, as over REST."""
     batch = []
     for candidate in candidates:
-        batch.append(candidate)
+        batch.append(Candidate(candidate.where, rewrite_references(candidate.resource, {}, own_base)) if own_base else candidate)
         if len(batch) >= BATCH_SIZE:
             write_batch(engine, batch, report)
             batch = []

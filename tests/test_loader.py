@@ -303,3 +303,17 @@ def test_loading_a_synthea_bundle_twice_changes_nothing(engine, tmp_path):
     versions = version_count(engine)
     assert outcomes(load_file(engine, path)) == {"created": 0, "updated": 0, "unchanged": 2, "rejected": 0}
     assert version_count(engine) == versions
+
+
+def test_references_to_the_configured_base_are_loaded_as_relative_references(engine, tmp_path):
+    """With EHR_BASE_URL set, `{base}/Patient/x` in a file is this server's Patient/x, as it is over REST."""
+    base = "https://ehr.example/fhir"
+    observation = {"resourceType": "Observation", "id": "ob1", "status": "final", "code": {"text": "pulse"},
+                   "subject": {"reference": f"{base}/Patient/lp1"}, "performer": [{"reference": "https://other.example/fhir/Practitioner/1"}]}
+    path = tmp_path / "refs.ndjson"
+    write_ndjson(path, [patient("lp1"), observation])
+    report = LoadReport()
+    load_candidates(engine, read_candidates(path, report), report, base)
+    body = stored(engine, "Observation", "ob1").body
+    assert body["subject"]["reference"] == "Patient/lp1"
+    assert body["performer"][0]["reference"] == "https://other.example/fhir/Practitioner/1"

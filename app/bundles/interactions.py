@@ -105,7 +105,7 @@ def operation_result(connection: Connection, request: EntryRequest, base: str) -
 def search_bundle(connection: Connection, request: EntryRequest, base: str) -> dict:
     """The first page of a search (R4 lets servers ignore _summary and _elements here)."""
     sizes = request.page_sizes
-    search, _ = search_request(request.type, list(request.query), False, sizes.default, sizes.maximum)
+    search, _ = search_request(request.type, list(request.query), False, sizes.default, sizes.maximum, own_base=base)
     result = run_search(connection, search)
     entries = [search_entry(base, stored) for stored in result.matches]
     entries += [search_entry(base, stored, mode="include") for stored in result.included]

@@ -181,14 +181,14 @@ def batch_entry_response(engine: Engine, request: EntryRequest, base: str, prefe
     unit = read_unit if request.interaction in READ_INTERACTIONS else write_unit
     try:
         with unit(engine) as connection:
-            return perform(connection, resolved_batch_entry(connection, request), base, prefer_return)
+            return perform(connection, resolved_batch_entry(connection, request, base), base, prefer_return)
     except FhirError as error:
         return failure_entry(error)
 
 
-def resolved_batch_entry(connection: Connection, request: EntryRequest) -> EntryRequest:
+def resolved_batch_entry(connection: Connection, request: EntryRequest, base: str) -> EntryRequest:
     resolved = resolved_entry(connection, request)
     if resolved.interaction not in BODY_WRITES:
         return resolved
     targets = conditional_reference_targets(connection, resolved.resource, {})
-    return replace(resolved, resource=rewrite_references(resolved.resource, targets)) if targets else resolved
+    return replace(resolved, resource=rewrite_references(resolved.resource, targets, base))

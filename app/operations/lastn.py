@@ -39,13 +39,13 @@ class Candidate:
     code: dict | None
 
 
-def lastn_request(pairs: list[tuple[str, str]], lenient: bool) -> LastnRequest:
+def lastn_request(pairs: list[tuple[str, str]], lenient: bool, own_base: str | None) -> LastnRequest:
     """The request that $lastn's pairs ask for: `max` plus Observation search criteria naming a patient or subject."""
     criteria_pairs = [(name, value) for name, value in pairs if name != "max"]
     unsupported = sorted({name for name, _ in criteria_pairs if is_result_parameter(name)} - LASTN_RESULT_PARAMETERS)
     if unsupported:
         raise BadRequest(f"$lastn does not take {', '.join(unsupported)}; it returns every group's latest Observations in one Bundle.")
-    search, _ = search_request("Observation", criteria_pairs, lenient, 1, 1)
+    search, _ = search_request("Observation", criteria_pairs, lenient, 1, 1, own_base=own_base)
     if not any(base_code(query.name) in SUBJECT_PARAMETERS for query in search.criteria):
         raise BadRequest("$lastn needs a patient or subject, e.g. ?patient=Patient/123&category=vital-signs.")
     max_text = dict(pairs).get("max")

@@ -81,7 +81,7 @@ def everything_answer(connection: Connection, invocation: Invocation) -> dict:
 
 
 def lastn_answer(connection: Connection, invocation: Invocation) -> dict:
-    observations = last_observations(connection, lastn_request(list(invocation.pairs), invocation.lenient))
+    observations = last_observations(connection, lastn_request(list(invocation.pairs), invocation.lenient, invocation.base))
     entries = [search_entry(invocation.base, stored) for stored in observations]
     return bundle("searchset", entries, paging_links(invocation.url, list(invocation.pairs), None), len(observations))
 

@@ -7,6 +7,7 @@ from app.model.instants import date_range
 from app.model.subsetting import check_summary_mode, subset
 from app.rest.capability import capability_statement
 from app.model.media_types import JSON_PATCH
+from app.model.references import rewrite_references
 from app.rest.negotiation import check_acceptable, fhir_response, read_json_body
 from app.rest.responses import (
     cursor_row_key, fhir_base, outcome_response, page_links, page_size, prefer_return, prefers_lenient_handling,
@@ -26,6 +27,12 @@ HISTORY_PARAMETERS = frozenset({"_since", "_at", "_count", "_cursor", "_format",
 
 def engine():
     return current_app.extensions["ehr.engine"]
+
+
+def read_resource_body():
+    """The request's resource, its references to this server's own URLs (`{base}/Patient/1`) made relative, as a
+    transaction's are: stored alike, they are indexed and searched alike."""
+    return rewrite_references(read_json_body(), {}, fhir_base())
 
 
 @fhir.before_request
@@ -52,7 +59,7 @@ def bundle_prefer_return() -> str:
 
 @fhir.post("/<type_name>")
 def create(type_name):
-    body = read_json_body()
+    body = read_resource_body()
     criteria = request.headers.get("If-None-Exist")
     with write_unit(engine()) as connection:
         if criteria:
@@ -66,7 +73,7 @@ def create(type_name):
 
 @fhir.put("/<type_name>")
 def update_by_criteria(type_name):
-    body = read_json_body()
+    body = read_resource_body()
     criteria = required_criteria("update")
     with write_unit(engine()) as connection:
         result = conditional_update(connection, body, type_name, criteria, request.headers.get("If-Match"))
@@ -118,7 +125,7 @@ def vread(type_name, resource_id, version_id):
 
 @fhir.put("/<type_name>/<resource_id>")
 def update(type_name, resource_id):
-    body = read_json_body()
+    body = read_resource_body()
     with write_unit(engine()) as connection:
         result = update_resource(connection, type_name, resource_id, body, request.headers.get("If-Match"))
     message = "Created" if result.created else ("Updated" if result.changed else "No change to")
@@ -174,7 +181,9 @@ def form_parameters() -> list[tuple[str, str]]:
 def search_response(type_name: str | None, pairs: list[tuple[str, str]]):
     """A searchset Bundle for a search of `type_name`, or across types (system-level) when it is None."""
     settings = current_app.config["EHR_SETTINGS"]
-    search, honoured = search_request(type_name, pairs, prefers_lenient_handling(), settings.default_page_size, settings.max_page_size)
+    search, honoured = search_request(
+        type_name, pairs, prefers_lenient_handling(), settings.default_page_size, settings.max_page_size, own_base=fhir_base(),
+    )
     summary = dict(pairs).get("_summary")
     check_summary_mode(summary)
     links_params = [(name, value) for name, value in honoured if name != "_cursor"]

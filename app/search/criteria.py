@@ -24,7 +24,8 @@ from app.model.instants import date_range, shifted, utc_now
 from app.model.registry import is_served
 from app.search.index import ROW_PARAMETERS, composite_components, hash64, is_indexed
 from app.search.parameters import SearchParameter, parameters_of, shared_parameters
-from app.search.values import fold, relative_to_own_base
+from app.search.values import fold
+from app.model.references import rewritten_reference
 from app.store.schema import INDEX_TABLES, resource
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
@@ -53,6 +54,7 @@ class Query:
 
     name: str
     value: str
+    base: str | None = None  # the server's base URL the request came to: a reference under it names a resource here
 
 
 def split_values(value: str) -> list[str]:
@@ -116,12 +118,12 @@ def criterion_condition(type_names: tuple[str, ...], query: Query, table=resourc
     code, _, modifier = name.partition(":")
     parameter = parameter_or_error(type_names[0], code)
     if chain:
-        return chain_condition(type_names, parameter, modifier, chain, query.value, table, depth)
+        return chain_condition(type_names, parameter, modifier, chain, query, table, depth)
     if code == "_id":
         return id_condition(query.value, modifier, table)
     if code == "_lastUpdated":
         return last_updated_condition(query.value, modifier, table)
-    return index_condition(type_names, parameter, modifier, query.value, table)
+    return index_condition(type_names, parameter, modifier, query, table)
 
 
 def is_searchable(type_name: str, parameter: SearchParameter) -> bool:
@@ -160,15 +162,17 @@ def hash_condition(column, type_names: tuple[str, ...], *parts: str | None) -> C
     return column == hashes[0] if len(hashes) == 1 else column.in_(hashes)
 
 
-def index_condition(type_names: tuple[str, ...], parameter: SearchParameter, modifier: str, value: str, table) -> ColumnElement:
+def index_condition(type_names: tuple[str, ...], parameter: SearchParameter, modifier: str, query: Query, table) -> ColumnElement:
     check_modifier(parameter, modifier)
     index = INDEX_TABLES.get(parameter.type)
     if index is None:
         raise BadRequest(f"Searching by {parameter.type} parameters such as '{parameter.code}' is not supported yet.")
     of_parameter = hash_condition(index.c.h_param, type_names, parameter.code)
     if modifier == "missing":
-        return missing_condition(index, of_parameter, value, table)
-    values = split_values(value)
+        return missing_condition(index, of_parameter, query.value, table)
+    values = split_values(query.value)
+    if parameter.type == "reference":
+        values = [rewritten_reference(part, {}, query.base) for part in values]
     if modifier in ("identifier", "of-type"):
         return keyed_token_condition(type_names, parameter, modifier, values, table)
     if parameter.type == "composite" and composite_components(type_names[0], parameter) is None:
@@ -289,8 +293,7 @@ def reference_value_condition(index, type_names, parameter, modifier, value: str
 
 
 def reference_target(parameter: SearchParameter, modifier: str, value: str) -> tuple[str | None, str | None]:
-    """(type, id) for `Type/id`, `id` (with :Type or a single target type) and this server's URLs; (None, None) for other URLs."""
-    value = relative_to_own_base(value)
+    """(type, id) for `Type/id` and `id` (with :Type or a single target type); (None, None) for absolute URLs."""
     if "://" in value or value.startswith("urn:"):
         return None, None
     segments = value.rstrip("/").split("/")
@@ -419,7 +422,7 @@ def approximately(low_column, high_column, low: datetime, high: datetime) -> Col
     return and_(low_column < shifted(high, margin), high_column > shifted(low, -margin))
 
 
-def chain_condition(type_names, parameter, modifier, chain, value, table, depth) -> ColumnElement:
+def chain_condition(type_names, parameter, modifier, chain, query: Query, table, depth) -> ColumnElement:
     """`subject:Patient.name=x`: a reference whose target matches the rest of the chain."""
     if parameter.type != "reference":
         raise BadRequest(f"'{parameter.code}' is a {parameter.type} parameter; only reference parameters can be chained.")
@@ -429,7 +432,7 @@ def chain_condition(type_names, parameter, modifier, chain, value, table, depth)
     if not target_types:
         raise BadRequest(f"No target type of '{parameter.code}' has a search parameter '{chain.split('.')[0].split(':')[0]}'; name the type, e.g. {parameter.code}:Patient.{chain}.")
     reference = INDEX_TABLES["reference"].alias()
-    targets = [chained_target_condition(target_type, chain, value, reference, depth) for target_type in target_types]
+    targets = [chained_target_condition(target_type, Query(chain, query.value, query.base), reference, depth) for target_type in target_types]
     return exists().where(reference.c.res_pk == table.c.pk, hash_condition(reference.c.h_param, type_names, parameter.code), or_(*targets))
 
 
@@ -438,11 +441,11 @@ def chained_parameter_exists(type_name: str, chain: str) -> bool:
     return is_served(type_name) and (code in parameters_of(type_name) or code.startswith("_has"))
 
 
-def chained_target_condition(target_type: str, chain: str, value: str, reference, depth: int) -> ColumnElement:
+def chained_target_condition(target_type: str, chained: Query, reference, depth: int) -> ColumnElement:
     if not is_served(target_type):
         raise BadRequest(f"'{target_type}' is not a resource type this server serves.")
     target = resource.alias()
-    inner = criterion_condition((target_type,), Query(chain, value), target, depth + 1)
+    inner = criterion_condition((target_type,), chained, target, depth + 1)
     matches = select(target.c.res_id).where(target.c.res_type == target_type, target.c.deleted == false(), inner)
     return and_(reference.c.target_type == target_type, reference.c.target_id.in_(matches))
 
@@ -460,7 +463,7 @@ def reverse_chain_condition(type_names: tuple[str, ...], query: Query, table, de
     reference_parameter = parameter_or_error(source_type, reference_code)
     source = resource.alias()
     reference = INDEX_TABLES["reference"].alias()
-    inner = criterion_condition((source_type,), Query(rest, query.value), source, depth + 1)
+    inner = criterion_condition((source_type,), Query(rest, query.value, query.base), source, depth + 1)
     return exists().where(
         reference.c.h_param == hash64(source_type, reference_parameter.code),
         reference.c.target_type == searched_type(type_names, table),

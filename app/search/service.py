@@ -67,16 +67,18 @@ class SearchResult:
     total: int | None = None
 
 
-def search_request(type_name: str | None, pairs: list[tuple[str, str]], lenient: bool, default_count: int, max_count: int):
+def search_request(type_name: str | None, pairs: list[tuple[str, str]], lenient: bool, default_count: int, max_count: int,
+                   own_base: str | None = None):
     """The SearchRequest that the query's (name, value) pairs ask for, and the pairs honoured (for the self link).
 
     `type_name` None asks for a system-level search: over the types `_type` names, or every type.
-    Unknown or malformed criteria are a 400, or with lenient handling are dropped.
+    Unknown or malformed criteria are a 400, or with lenient handling are dropped. A reference value under `own_base`,
+    the base URL the request came to, names a resource here.
     """
     scope_pairs = [(name, value) for name, value in pairs if type_name is None and name == "_type"]
     scope = search_scope(type_name, [value for _, value in scope_pairs])
     results = [(name, value) for name, value in pairs if is_result_parameter(name)]
-    criteria = [Query(name, value) for name, value in pairs if not is_result_parameter(name) and (name, value) not in scope_pairs]
+    criteria = [Query(name, value, own_base) for name, value in pairs if not is_result_parameter(name) and (name, value) not in scope_pairs]
     types = searched_types(scope)
     criteria = known_criteria(types, criteria) if lenient else checked_criteria(types, criteria)
     single = dict(results)

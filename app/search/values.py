@@ -14,7 +14,6 @@ from functools import lru_cache
 
 from anyascii import anyascii
 
-from app.config import load_settings
 from app.errors import BadRequest
 from app.model.instants import EARLIEST, LATEST, date_range
 
@@ -226,19 +225,9 @@ def reference_values(value, fhir_type: str) -> list[ReferenceValue]:
     return []
 
 
-def relative_to_own_base(reference: str) -> str:
-    """An absolute URL under this server's EHR_BASE_URL as the relative reference it stands for."""
-    if "://" not in reference:
-        return reference
-    base = load_settings().base_url
-    if base and reference.startswith(base.rstrip("/") + "/"):
-        return reference[len(base.rstrip("/")) + 1:]
-    return reference
-
-
 def parse_reference(reference: str) -> ReferenceValue:
-    """`Type/id` and `Type/id/_history/n` name a resource here; another server's absolute URL is kept whole."""
-    reference = relative_to_own_base(reference)
+    """`Type/id` and `Type/id/_history/n` name a resource here; an absolute URL is kept whole (every entrance writes
+    references to this server's own base as relative ones: app/model/references.py)."""
     if "://" in reference or reference.startswith("urn:"):
         return ReferenceValue(None, None, None, reference)
     segments = reference.split("?")[0].rstrip("/").split("/")

@@ -176,18 +176,16 @@ def put(client, body: dict) -> int:
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def api(request, database_urls):
-    """A Flask test client on a database of each backend holding DATA_SET, its base URL configured
-    (EHR_BASE_URL) so that the server knows its own absolute URLs."""
+    """A Flask test client on a database of each backend holding DATA_SET. No EHR_BASE_URL is configured: the server
+    knows its own absolute URLs (BASE) from the requests, as the README promises."""
     engine = make_engine(database_urls[request.param])
     empty_tables(engine)
     engine.dispose()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("EHR_BASE_URL", BASE)
-        app = create_app(Settings(database_url=database_urls[request.param], base_url=BASE))
-        client = app.test_client()
-        for body in DATA_SET:
-            assert put(client, body) == 201, body["id"]
-        yield client
+    app = create_app(Settings(database_url=database_urls[request.param]))
+    client = app.test_client()
+    for body in DATA_SET:
+        assert put(client, body) == 201, body["id"]
+    yield client
     app.extensions["ehr.engine"].dispose()
 
 
