@@ -14,7 +14,7 @@ from app.errors import DatabaseUnavailable
 from app.feeds import installed_feeds
 from app.loader import LoadReport, bundle_candidates, load_candidates, read_candidates
 from app.model.registry import is_served
-from app.search.reindex import reindex, resources_to_reindex
+from app.store.reindex import reindex, resources_to_reindex
 from app.store import migrate
 from app.store.db import is_missing_database, make_engine, read_unit
 from app.store.resources import has_resources

@@ -5,18 +5,18 @@ changes nothing the second time. Bundle entries without an id take it from their
 fullUrl: `urn:uuid:X` becomes id X and every reference to `urn:uuid:X` in the file
 is rewritten to `Type/X`, which keeps Synthea-style transaction files idempotent.
 """
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from app.errors import FhirError
 from app.model.references import rewrite_references
-from app.store.db import column_in, write_unit
-from app.store.resources import StoredResource, create_resource, insert_new_resources, new_resource, update_resource
-from app.store.schema import resource
+from app.store.db import write_unit
+from app.store.resources import (StoredResource, create_resource, insert_new_resources, new_resource, stored_keys,
+                                 update_resource)
 
 BATCH_SIZE = 500
 URN_PREFIXES = ("urn:uuid:", "urn:oid:")
@@ -114,7 +114,7 @@ def write_batch(engine: Engine, batch: list[Candidate], report: LoadReport) -> N
     """One transaction per batch. Resources whose id is not stored yet are validated one by one and
     inserted together (the first load of a file); the others go through update_resource."""
     with write_unit(engine) as connection:
-        stored = stored_keys(connection, [candidate.resource for candidate in batch])
+        stored = stored_keys(connection, filter(None, (resource_key_of(candidate.resource) for candidate in batch)))
         pending: dict[tuple[str, str], StoredResource] = {}
         for candidate in batch:
             key = resource_key_of(candidate.resource)
@@ -137,19 +137,6 @@ def resource_key_of(resource) -> tuple[str, str] | None:
     if isinstance(resource, dict) and isinstance(resource.get("id"), str) and isinstance(resource.get("resourceType"), str):
         return resource["resourceType"], resource["id"]
     return None
-
-
-def stored_keys(connection, resources: list) -> set[tuple[str, str]]:
-    """Which of these (type, id) already have a row, live or deleted. One query per type: a row-value
-    `(res_type, res_id) IN (...)` was planned as a scan of the whole table on PostgreSQL."""
-    ids_by_type = defaultdict(set)
-    for key in filter(None, map(resource_key_of, resources)):
-        ids_by_type[key[0]].add(key[1])
-    stored = set()
-    for type_name, ids in ids_by_type.items():
-        query = select(resource.c.res_id).where(resource.c.res_type == type_name, column_in(connection, resource.c.res_id, ids))
-        stored |= {(type_name, resource_id) for resource_id in connection.execute(query).scalars()}
-    return stored
 
 
 def upsert(connection, resource) -> str:

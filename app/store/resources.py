@@ -9,6 +9,7 @@ BEGIN IMMEDIATE database lock on SQLite), and the UPDATE repeats the expected
 version as a compare-and-swap, so two writers can never both win.
 """
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -23,7 +24,7 @@ from app.model.ordering import in_element_order
 from app.model.registry import require_served_type
 from app.model.validation import SERVER_META, check_resource_id, check_resource_type, validate_resource
 from app.search.index import delete_index_rows, index_mask, index_rows, write_index_rows
-from app.store.db import insert_rows, insert_rows_returning_keys
+from app.store.db import column_in, insert_rows, insert_rows_returning_keys
 from app.store.schema import resource, resource_history, search_reference
 
 MIN_TICK = timedelta(milliseconds=1)
@@ -197,6 +198,19 @@ def live_referrers(connection: Connection, type_name: str, resource_id: str, exc
     )
     query = select(resource).where(resource.c.pk.in_(pointing), resource.c.deleted == false(), resource.c.res_type != excluding)
     return [stored_from_row(row) for row in connection.execute(query.order_by(resource.c.pk))]
+
+
+def stored_keys(connection: Connection, keys) -> set[tuple[str, str]]:
+    """Which of these (type, id) already have a row, live or deleted. One query per type: a row-value
+    `(res_type, res_id) IN (...)` was planned as a scan of the whole table on PostgreSQL."""
+    ids_by_type = defaultdict(set)
+    for type_name, resource_id in keys:
+        ids_by_type[type_name].add(resource_id)
+    stored = set()
+    for type_name, ids in ids_by_type.items():
+        query = select(resource.c.res_id).where(resource.c.res_type == type_name, column_in(connection, resource.c.res_id, ids))
+        stored |= {(type_name, resource_id) for resource_id in connection.execute(query).scalars()}
+    return stored
 
 
 def has_resources(connection: Connection) -> bool:
