@@ -9,17 +9,20 @@ prebuilt jobs from a queue. Every run reports how much CPU the clients took.
 from __future__ import annotations
 
 import collections
+import contextlib
 import http.client
 import math
 import multiprocessing
 import os
 import random
+import shutil
 import resource
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,6 +35,7 @@ VENV_BIN = REPO_ROOT / ".venv" / "bin"
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 TRANSIENT_ERRORS = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+CODE_TREE_VARIABLE = "EHR_BENCH_CODE_TREE"
 QUIET_BUSY_PERCENT = 15.0  # % of the cores used by other work: above it, figures are skewed
 
 
@@ -137,13 +141,32 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def server_env(database_url: str) -> dict[str, str]:
-    return {**os.environ, "EHR_DATABASE_URL": database_url}
+def server_env(database_url: str, tree: Path = REPO_ROOT) -> dict[str, str]:
+    """The environment of the server and `ehr` commands, running the code of `tree` (a checkout of another revision,
+    for a back-to-back comparison, or this one) with this checkout's .venv."""
+    return {**os.environ, "EHR_DATABASE_URL": database_url, "PYTHONPATH": str(tree), CODE_TREE_VARIABLE: str(tree)}
+
+
+def code_tree(env: dict[str, str]) -> Path:
+    """The checkout whose code `env` runs (see server_env): the working directory of its commands."""
+    return Path(env.get(CODE_TREE_VARIABLE, REPO_ROOT))
+
+
+@contextlib.contextmanager
+def checked_out(revision: str):
+    """`revision` checked out into a temporary git worktree (removed on exit), for running its code beside this one's."""
+    path = Path(tempfile.mkdtemp(prefix="ehr-bench-rev-")) / "tree"
+    subprocess.run(["git", "worktree", "add", "--detach", str(path), revision], cwd=REPO_ROOT, check=True, capture_output=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=REPO_ROOT, capture_output=True)
+        shutil.rmtree(path.parent, ignore_errors=True)
 
 
 def run_ehr(args: list[str], env: dict[str, str], timeout: float = 1800) -> subprocess.CompletedProcess:
     """Run the `ehr` command line; raise with its output if it fails."""
-    done = subprocess.run([str(VENV_BIN / "ehr"), *args], cwd=REPO_ROOT, env=env,
+    done = subprocess.run([str(VENV_BIN / "ehr"), *args], cwd=code_tree(env), env=env,
                           capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"ehr {' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
@@ -152,7 +175,7 @@ def run_ehr(args: list[str], env: dict[str, str], timeout: float = 1800) -> subp
 
 def run_ehr_in_parallel(commands: list[list[str]], env: dict[str, str], timeout: float = 3600) -> None:
     """Run several `ehr` commands at once (e.g. one `ehr load` per file); raise if any fails."""
-    processes = [subprocess.Popen([str(VENV_BIN / "ehr"), *args], cwd=REPO_ROOT, env=env, text=True,
+    processes = [subprocess.Popen([str(VENV_BIN / "ehr"), *args], cwd=code_tree(env), env=env, text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) for args in commands]
     failures = []
     for args, process in zip(commands, processes):
@@ -164,7 +187,7 @@ def run_ehr_in_parallel(commands: list[list[str]], env: dict[str, str], timeout:
 
 
 def ehr_has_command(name: str, env: dict[str, str]) -> bool:
-    done = subprocess.run([str(VENV_BIN / "ehr"), name, "--help"], cwd=REPO_ROOT, env=env,
+    done = subprocess.run([str(VENV_BIN / "ehr"), name, "--help"], cwd=code_tree(env), env=env,
                           capture_output=True, timeout=60)
     return done.returncode == 0
 
@@ -192,7 +215,7 @@ def start_gunicorn(env: dict[str, str], log_path: Path, workers: int = 2, thread
     command = [str(VENV_BIN / "gunicorn"), "-w", str(workers), "-k", "gthread",
                "--threads", str(threads), "-b", f"127.0.0.1:{port}", *extra_args, "wsgi:app"]
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log,
+        process = subprocess.Popen(command, cwd=code_tree(env), env=env, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
     return Server(process, port, log_path)
 
@@ -596,6 +619,18 @@ class Figure:
         if abs(self.value) >= 100 or self.value == int(self.value):
             return f"{self.value:,.0f} {self.unit}".strip()
         return f"{self.value:,.2f} {self.unit}".strip()
+
+
+def ratio_lines(figures: list[Figure], new: str, old: str) -> list[str]:
+    """For each figure measured on both revisions (backend labels `name @ new` and `name @ old`), new / old."""
+    values = {(f.name, f.backend): f.value for f in figures}
+    lines = ["| figure | backend | " + new + " | " + old + " | ratio |", "|---|---|---|---|---|"]
+    for (name, label), value in values.items():
+        backend, _, revision = label.partition(" @ ")
+        before = values.get((name, f"{backend} @ {old}"))
+        if revision == new and value and before:
+            lines.append(f"| {name} | {backend} | {value:,.4g} | {before:,.4g} | {value / before:.2f} |")
+    return lines
 
 
 def table_lines(figures: list[Figure]) -> list[str]:

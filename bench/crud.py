@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import os
 import random
@@ -182,6 +183,12 @@ class Backend:
     database_url: str
     make_floor_session: object  # picklable factory of a floor session
     workdir: Path
+    tree: Path = common.REPO_ROOT  # the checkout whose server code runs
+    revision: str | None = None  # its name in a --compare run
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} @ {self.revision}" if self.revision else self.name
 
 
 @contextlib.contextmanager
@@ -209,7 +216,7 @@ def sqlite_backend(workdir: Path):
 @contextlib.contextmanager
 def running_server(backend: Backend, gunicorn_args: str):
     """Upgrade the schema, start gunicorn, wait for /readyz; always stop it."""
-    env = common.server_env(backend.database_url)
+    env = common.server_env(backend.database_url, backend.tree)
     common.run_ehr(["db", "upgrade"], env)
     server = common.start_gunicorn(env, backend.workdir / f"gunicorn-{backend.name}.log",
                                    extra_args=tuple(shlex.split(gunicorn_args)))
@@ -235,7 +242,7 @@ class Run:
 
     def figure(self, name: str, value: float | None, unit: str = "", target: str = "—",
                passed: bool | None = None) -> None:
-        self.figures.append(Figure(name, self.backend.name, value, unit, target, passed))
+        self.figures.append(Figure(name, self.backend.label, value, unit, target, passed))
 
     def http_load(self, jobs: list[tuple], label: str, processes: int | None = None,
                   threads: int | None = None, rate: float | None = None) -> common.LoadResult:
@@ -328,7 +335,7 @@ class Run:
         self.figure(f"preload ({loader.__name__}) resources/s", len(loaded) / seconds if seconds else None, "/s")
 
     def env(self) -> dict[str, str]:
-        return common.server_env(self.backend.database_url)
+        return common.server_env(self.backend.database_url, self.backend.tree)
 
     def load_ndjson(self, ids: list[str]) -> list[str]:
         """One `ehr load` per core on PostgreSQL; one on SQLite, whose writers queue anyway."""
@@ -393,24 +400,30 @@ class Run:
                     f"< {OUTSIDE_CPU_TARGET:g} %", self.outside_cpu_worst < OUTSIDE_CPU_TARGET)
 
 
-def bench_backend(name: str, sizes: Sizes, args) -> list[Figure]:
+def bench_backend(name: str, sizes: Sizes, args, tree: Path = common.REPO_ROOT, revision: str | None = None) -> list[Figure]:
     busy = common.wait_for_quiet_machine(args.wait_quiet, OUTSIDE_CPU_TARGET)
     if busy >= OUTSIDE_CPU_TARGET:
         print(f"  WARNING: the machine is {busy:.0f}% busy with other work: the figures will be low")
     workdir = Path(tempfile.mkdtemp(prefix=f"ehr-bench-{name}-"))
     opener = postgres_backend if name == "postgresql" else sqlite_backend
     try:
-        with opener(workdir) as backend, running_server(backend, args.gunicorn_args) as server:
-            print(f"== {name}: gunicorn on 127.0.0.1:{server.port}, workers {server.worker_pids()}")
-            run = Run(backend, server, sizes, args)
-            try:
-                run.measure_all()
-            except Exception:
-                print(f"gunicorn log tail:\n{server.log_tail()}")
-                raise
-            return run.figures
+        with opener(workdir) as opened:
+            backend = dataclasses.replace(opened, tree=tree, revision=revision)
+            with running_server(backend, args.gunicorn_args) as server:
+                print(f"== {backend.label}: gunicorn on 127.0.0.1:{server.port}, workers {server.worker_pids()}")
+                return measured(backend, server, sizes, args)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def measured(backend: Backend, server: common.Server, sizes: Sizes, args) -> list[Figure]:
+    run = Run(backend, server, sizes, args)
+    try:
+        run.measure_all()
+    except Exception:
+        print(f"gunicorn log tail:\n{server.log_tail()}")
+        raise
+    return run.figures
 
 
 def print_report(machine: dict[str, str], figures: list[Figure], args) -> None:
@@ -434,6 +447,8 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--requests", type=int, help="requests per measured phase")
     parser.add_argument("--stored", type=int, help="resources stored before the read-at-size phase")
     parser.add_argument("--gunicorn-args", default="", help="extra gunicorn options to try, e.g. '--threads 4'")
+    parser.add_argument("--compare", metavar="REV", help="also run the server code of git revision REV (checked out into a "
+                        "temporary worktree, with this .venv), back to back per backend, and print HEAD/REV ratios")
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                         help="before each backend, wait up to this long for other work on the machine to stop")
     return parser.parse_args(argv)
@@ -447,9 +462,16 @@ def main(argv: list[str] | None = None) -> int:
     machine = common.describe_machine()
     backends = ["postgresql", "sqlite"] if args.backend == "both" else [args.backend]
     figures: list[Figure] = []
-    for name in backends:
-        figures += bench_backend(name, sizes, args)
+    with contextlib.ExitStack() as stack:
+        other = stack.enter_context(common.checked_out(args.compare)) if args.compare else None
+        for name in backends:
+            if other:
+                figures += bench_backend(name, sizes, args, other, args.compare)
+            figures += bench_backend(name, sizes, args, revision="HEAD" if other else None)
     print_report(machine, figures, args)
+    if args.compare:
+        print("\n## HEAD / " + args.compare + "\n")
+        print("\n".join(common.ratio_lines(figures, "HEAD", args.compare)))
     return 0  # a MISS is a figure to act on, not a failure of the script
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import Connection
 
 from app.bundles.entries import EntryRequest
 from app.errors import BadRequest, NotFound
+from app.model.references import references_in
 from app.search.conditional import criteria_pairs, matching, resolve_conditional_reference, single_match, update_target
 from app.store.resources import StoredResource, new_id
 
@@ -104,14 +105,4 @@ def conditional_reference_targets(connection: Connection, resource, known: dict[
 
 def conditional_references(value) -> list[str]:
     """The `Type?criteria` strings among the Reference.reference values anywhere in `value`."""
-    if isinstance(value, dict):
-        return [found for key, item in value.items() for found in conditional_references_at(key, item)]
-    if isinstance(value, list):
-        return [found for item in value for found in conditional_references(item)]
-    return []
-
-
-def conditional_references_at(key: str, item) -> list[str]:
-    if key == "reference" and isinstance(item, str):
-        return [item] if CONDITIONAL_REFERENCE.match(item) else []
-    return conditional_references(item)
+    return [reference for reference in references_in(value) if CONDITIONAL_REFERENCE.match(reference)]

@@ -270,3 +270,15 @@ def test_not_a_transaction_or_batch_bundle_is_rejected(engine, document):
 def test_an_entry_without_a_request_names_the_entry(engine):
     with pytest.raises(BadRequest, match=r"Bundle.entry\[1\]: .*request.method and request.url"):
         process_bundle(engine, transaction(put(patient(id="p1")), {"resource": patient()}), BASE)
+
+
+@pytest.mark.parametrize("kind, status", [("transaction", 400), ("batch", 200)])
+def test_a_resource_nested_too_deep_in_a_bundle_is_refused_not_a_500(client, kind, status):
+    inner = {"url": "http://example.org/nest"}
+    for _ in range(400):
+        inner = {"url": "http://example.org/nest", "extension": [inner]}
+    body = transaction(post({"resourceType": "Patient", "extension": [inner]}), kind=kind)
+    response = client.post("/fhir", data=json.dumps(body), content_type="application/fhir+json")
+    assert response.status_code == status
+    outcome = response.get_json() if kind == "transaction" else response.get_json()["entry"][0]["response"]["outcome"]
+    assert "nested more than" in json.dumps(outcome)
