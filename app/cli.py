@@ -1,6 +1,7 @@
 """The `ehr` command line: database migrations, the development server, loading files, the demo; and the commands of
 each installed feed (app/feeds.py)."""
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -16,7 +17,7 @@ from app.loader import LoadReport, bundle_candidates, load_candidates, read_cand
 from app.model.registry import is_served
 from app.store.reindex import reindex, resources_to_reindex
 from app.store import migrate
-from app.store.db import is_missing_database, make_engine
+from app.store.db import is_missing_database, make_engine, open_database
 from app.store.unit import reading
 from app.web import create_app
 
@@ -25,7 +26,7 @@ DEFAULT_PORT = 8080
 
 
 def settings_engine():
-    return make_engine(load_settings().database_url)
+    return open_database(load_settings().database)
 
 
 class CommandLine(click.Group):
@@ -123,13 +124,21 @@ def serve(host, port):
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def load(files):
+@click.option("--check-references/--no-check-references", default=None,
+              help="Reject resources whose references name no stored resource and none in the same batch of 500 "
+                   "(default: as EHR_REFERENTIAL_INTEGRITY_ON_WRITE says, on unless set false). Turn it off to load "
+                   "files that refer to each other in no particular order, such as a bulk export's NDJSON files.")
+def load(files, check_references):
     """Load FHIR NDJSON (.ndjson) and Bundle or resource JSON (.json) files, upserting by id."""
-    engine = settings_engine()
+    settings = load_settings()
+    database = settings.database
+    if check_references is not None:
+        database = database._replace(integrity=replace(database.integrity, on_write=check_references))
+    engine = open_database(database)
     report = LoadReport()
     for path in files:
         candidates = read_candidates(path, report)
-        load_candidates(engine, tqdm(candidates, desc=path.name, unit=" resources", file=sys.stderr), report, load_settings().base_url)
+        load_candidates(engine, tqdm(candidates, desc=path.name, unit=" resources", file=sys.stderr), report, settings.base_url)
     print_report(report)
     if report.outcomes["rejected"]:
         sys.exit(1)

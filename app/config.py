@@ -1,6 +1,7 @@
 """All configuration, read once from the environment with safe defaults (documented in README)."""
 import os
 from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 DEFAULT_VAR_DIR = "var"
@@ -21,6 +22,22 @@ class PageSizes:
 
 
 @dataclass(frozen=True)
+class Integrity:
+    """Which referential-integrity checks units of work make (app/store/integrity.py)."""
+
+    on_write: bool = True
+    on_delete: bool = True
+
+
+class Database(NamedTuple):
+    """What a process needs to open the store (app/store/db.py open_database): where it is, and how its units of work
+    check references. A value, so that the MLLP listener hands it to its worker processes."""
+
+    url: str
+    integrity: Integrity = Integrity()
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str
     max_body_bytes: int = 64 * MiB
@@ -29,6 +46,11 @@ class Settings:
     base_url: str | None = None
     hl7_text_plain: bool = False  # POST /hl7v2 also takes text/plain, which a browser page can send without asking
     allowed_hosts: tuple[str, ...] | None = None  # Host header names served (any port); None: see app/web.py trusted_hosts
+    integrity: Integrity = Integrity()  # the referential-integrity checks of writes and deletes
+
+    @property
+    def database(self) -> Database:
+        return Database(self.database_url, self.integrity)
 
     @property
     def page_sizes(self) -> PageSizes:
@@ -43,9 +65,22 @@ def load_settings() -> Settings:
         default_page_size=int(os.environ.get("EHR_PAGE_SIZE", PageSizes.default)),
         max_page_size=int(os.environ.get("EHR_MAX_PAGE_SIZE", PageSizes.maximum)),
         base_url=os.environ.get("EHR_BASE_URL") or None,
-        hl7_text_plain=os.environ.get("EHR_HL7_TEXT_PLAIN", "").lower() in ("1", "true", "yes"),
+        hl7_text_plain=switched_on("EHR_HL7_TEXT_PLAIN", False),
         allowed_hosts=tuple(filter(None, map(str.strip, os.environ.get("EHR_ALLOWED_HOSTS", "").split(",")))) or None,
+        integrity=Integrity(
+            on_write=switched_on("EHR_REFERENTIAL_INTEGRITY_ON_WRITE", True), on_delete=switched_on("EHR_REFERENTIAL_INTEGRITY_ON_DELETE", True),
+        ),
     )
+
+
+def switched_on(name: str, default: bool) -> bool:
+    """A yes/no setting: 1, true, yes or on; 0, false, no or off; unset or empty is the default."""
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise ValueError(f"{name}={value!r}: say true or false.")
+    return value in ("1", "true", "yes", "on")
 
 # Conformance data generated from the official definitions (see fhir/extract.py).
 CONFORMANCE_DIR = Path(__file__).resolve().parent.parent / "fhir"

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 from app.errors import FhirError
 from app.model.references import rewrite_references
+from app.store.integrity import DanglingReferences
 from app.store.unit import Unit, writing
 
 BATCH_SIZE = 500
@@ -28,6 +29,10 @@ class LoadReport:
     def reject(self, where: str, reason: str) -> None:
         self.outcomes["rejected"] += 1
         self.rejected.append((where, reason))
+
+    def add(self, other: "LoadReport") -> None:
+        self.outcomes.update(other.outcomes)
+        self.rejected += other.rejected
 
 
 @dataclass(frozen=True)
@@ -111,14 +116,37 @@ def load_candidates(engine: Engine, candidates, report: LoadReport, own_base: st
 def write_batch(engine: Engine, batch: list[Candidate], report: LoadReport) -> None:
     """One unit of work per batch. Resources whose id is not stored yet are created (the unit writes them
     together: the first load of a file); the others are updated, and a second copy of an id in the batch
-    updates the first."""
-    with writing(engine) as unit:
-        stored = unit.stored_keys(filter(None, (resource_key_of(candidate.resource) for candidate in batch)))
-        for candidate in batch:
-            try:
-                report.outcomes[upsert(unit, candidate.resource, stored)] += 1
-            except FhirError as error:
-                report.reject(candidate.where, error.diagnostics)
+    updates the first. References are checked as the batch commits, so they may point anywhere in it: the
+    resources whose references point nowhere are rejected, and the rest of the batch is written again."""
+    while batch:
+        attempt, written = LoadReport(), {}
+        try:
+            with writing(engine) as unit:
+                stored = unit.stored_keys(filter(None, (resource_key_of(candidate.resource) for candidate in batch)))
+                for candidate in batch:
+                    try:
+                        outcome, key = upsert(unit, candidate.resource, stored)
+                        attempt.outcomes[outcome] += 1
+                        written[key] = candidate
+                    except FhirError as error:
+                        attempt.reject(candidate.where, error.diagnostics)
+        except DanglingReferences as error:
+            batch = without_dangling(batch, written, error, report)
+            continue
+        report.add(attempt)
+        return
+
+
+def without_dangling(batch: list[Candidate], written: dict[tuple[str, str], Candidate], error: DanglingReferences,
+                     report: LoadReport) -> list[Candidate]:
+    """The batch without the candidates whose references `error` found dangling, each reported rejected once."""
+    dangling = {}
+    for reference in error.dangling:
+        dangling.setdefault(id(written[reference.source]), (written[reference.source], reference))
+    for candidate, reference in dangling.values():
+        report.reject(candidate.where, f"refers to {'/'.join(reference.target)} at {reference.path}, which does not exist: load the "
+                                       "files it refers to first (or in the same file), or load with --no-check-references.")
+    return [candidate for candidate in batch if id(candidate) not in dangling]
 
 
 def resource_key_of(resource) -> tuple[str, str] | None:
@@ -127,16 +155,16 @@ def resource_key_of(resource) -> tuple[str, str] | None:
     return None
 
 
-def upsert(unit: Unit, resource, stored: set[tuple[str, str]]) -> str:
-    """Write `resource` under its id (created, updated or unchanged), or under a new id when it has none;
-    `stored` holds the keys known to exist, and gains those created."""
+def upsert(unit: Unit, resource, stored: set[tuple[str, str]]) -> tuple[str, tuple[str, str]]:
+    """Write `resource` under its id, or under a new id when it has none: whether it was created, updated or
+    unchanged, and its (type, id). `stored` holds the keys known to exist, and gains those created."""
     key = resource_key_of(resource)
     if key is None:
-        unit.create(resource)
-        return "created"
+        stored_resource = unit.create(resource).stored
+        return "created", (stored_resource.type, stored_resource.id)
     if key not in stored:
         unit.create(resource, None, key[1], "PUT")
         stored.add(key)
-        return "created"
+        return "created", key
     result = unit.update(*key, resource)
-    return "created" if result.created else ("updated" if result.changed else "unchanged")
+    return ("created" if result.created else ("updated" if result.changed else "unchanged")), key

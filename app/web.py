@@ -8,7 +8,7 @@ from app.rest.operations import operations
 from app.rest.outcome import register_error_handlers
 from app.rest.routes import fhir
 from app.rest.urls import configure_urls
-from app.store.db import make_engine
+from app.store.db import open_database
 from app.store.migrate import check_schema_current
 
 
@@ -19,7 +19,7 @@ def create_app(settings: Settings | None = None, bind_host: str | None = None) -
     """Build the app; raises SchemaNotCurrent, naming the fixing command, if the schema is missing or old. `bind_host` is
     the address the server listens on, when the caller knows it (`ehr serve`)."""
     settings = settings or load_settings()
-    engine = make_engine(settings.database_url)
+    engine = open_database(settings.database)
     check_schema_current(engine)
     app = Flask(__name__)
     # An id holding %2F arrives as Patient//1; merging the slashes would redirect a DELETE of it to Patient/1.

@@ -12,6 +12,7 @@ from app.config import PageSizes
 from app.errors import BadRequest, FhirError, Issue
 from app.model.bundles import bundle as response_bundle
 from app.model.references import rewrite_references
+from app.store.integrity import DanglingReferences, StillReferenced
 from app.store.unit import Unit, reading, writing
 
 
@@ -41,7 +42,21 @@ def transaction_responses(engine: Engine, entries: list, base: str, prefer_retur
         others = resolved_requests(unit, [request for request in requests if request.method != "DELETE"], entries)
         check_each_resource_written_once(sorted(deletes + others, key=lambda request: request.index))
         responses |= performed(unit, with_references_resolved(unit, others, entries, base), entries, base, prefer_return)
+        finished(unit, deletes + others, entries)
     return [responses[index] for index in range(len(requests))]
+
+
+def finished(unit: Unit, requests: list[EntryRequest], entries: list) -> None:
+    """The unit's checks of what the transaction wrote, as a whole (so that entries may refer to each other in any
+    order); a failure names the entry whose resource fails them."""
+    try:
+        unit.finish()
+    except (DanglingReferences, StillReferenced) as error:
+        culprit = "/".join(error.dangling[0].source if isinstance(error, DanglingReferences) else error.deleted)
+        request = next((request for request in requests if request.written_resource == culprit), None)
+        if request is None:
+            raise
+        raise named_for_entry(error, request.index, entries[request.index]) from error
 
 
 def parsed_requests(entries: list, base: str, page_sizes: PageSizes) -> list[EntryRequest]:

@@ -17,19 +17,26 @@ def rewrite_references(value, targets: dict[str, str], base: str | None = None, 
     return value
 
 
-def references_in(value, depth: int = 0):
+def references_in(value):
     """The Reference.reference strings anywhere in `value` (not below the depth validation allows, as above)."""
+    return (reference for _, reference in reference_elements(value))
+
+
+def reference_elements(value, path: str = "", depth: int = 0):
+    """(path, reference) for each Reference.reference string in `value`, the path as FHIRPath without indexes
+    (`Observation.subject` when `value` is an Observation)."""
     if depth > MAX_DEPTH:
         return
     if isinstance(value, dict):
+        path = path or value.get("resourceType") or ""
         for key, item in value.items():
             if key == "reference" and isinstance(item, str):
-                yield item
+                yield path, item
             else:
-                yield from references_in(item, depth + 1)
+                yield from reference_elements(item, f"{path}.{key}", depth + 1)
     elif isinstance(value, list):
         for item in value:
-            yield from references_in(item, depth + 1)
+            yield from reference_elements(item, path, depth + 1)
 
 
 def rewritten_item(key: str, item, targets: dict[str, str], base: str | None, depth: int):

@@ -10,6 +10,7 @@ from app.errors import BadRequest, Gone, InvalidResource, Issue, NotFound, NotSu
 from app.model.outcome import information, operation_outcome
 from app.model.registry import require_served_type
 from app.model.validation import check_resource_id, check_resource_type, validate_resource
+from app.store.integrity import StillReferenced
 from app.store.unit import Unit
 
 MODES = ("create", "update", "delete")
@@ -62,9 +63,14 @@ def mode_phrase(mode: str | None) -> str:
 
 
 def deletion_issues(unit: Unit, request: ValidateRequest) -> list[Issue]:
+    """Why a delete would fail: nothing live to delete, or (as the server checks on delete) a resource referring to it."""
     try:
         unit.read(request.type, request.id)
     except (NotFound, Gone) as error:
+        return error.issues
+    try:
+        unit.check_deletable(request.type, request.id)
+    except StillReferenced as error:
         return error.issues
     return []
 

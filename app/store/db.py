@@ -17,6 +17,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.engine import URL, make_url
 
+from app.config import Database
 from app.errors import DatabaseUnavailable
 from app.model.ordering import in_element_order
 
@@ -54,6 +55,11 @@ def make_engine(database_url: str) -> Engine:
         json_serializer=json_dumps, json_deserializer=jsonb_loads,
         connect_args={"options": " ".join(filter(None, (url.query.get("options"), POSTGRESQL_OPTIONS)))},
     )
+
+
+def open_database(database: Database) -> Engine:
+    """The engine of `database`; its units of work check references as `database.integrity` says."""
+    return make_engine(database.url).execution_options(ehr_integrity=database.integrity)
 
 
 def is_missing_database(url: URL) -> bool:

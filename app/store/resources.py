@@ -189,16 +189,42 @@ def live_referrers(connection: Connection, type_name: str, resource_id: str, exc
 
 
 def stored_keys(connection: Connection, keys) -> set[tuple[str, str]]:
-    """Which of these (type, id) already have a row, live or deleted. One query per type: a row-value
-    `(res_type, res_id) IN (...)` was planned as a scan of the whole table on PostgreSQL."""
+    """Which of these (type, id) already have a row, live or deleted."""
+    return keys_found(connection, keys, live_only=False)
+
+
+def live_keys(connection: Connection, keys) -> set[tuple[str, str]]:
+    """Which of these (type, id) name a live resource."""
+    return keys_found(connection, keys, live_only=True)
+
+
+def keys_found(connection: Connection, keys, live_only: bool) -> set[tuple[str, str]]:
+    """One query per type: a row-value `(res_type, res_id) IN (...)` was planned as a scan of the whole table on
+    PostgreSQL."""
     ids_by_type = defaultdict(set)
     for type_name, resource_id in keys:
         ids_by_type[type_name].add(resource_id)
-    stored = set()
+    found = set()
     for type_name, ids in ids_by_type.items():
         query = select(resource.c.res_id).where(resource.c.res_type == type_name, column_in(connection, resource.c.res_id, ids))
-        stored |= {(type_name, resource_id) for resource_id in connection.execute(query).scalars()}
-    return stored
+        if live_only:
+            query = query.where(resource.c.deleted == false())
+        found |= {(type_name, resource_id) for resource_id in connection.execute(query).scalars()}
+    return found
+
+
+def first_referrer(connection: Connection, type_name: str, resource_id: str) -> tuple[str, str] | None:
+    """(type, id) of a live resource, other than itself, whose indexed references point at `type_name/resource_id`."""
+    pointing = select(search_reference.c.res_pk).where(
+        search_reference.c.target_type == type_name, search_reference.c.target_id == resource_id,
+    )
+    query = (
+        select(resource.c.res_type, resource.c.res_id)
+        .where(resource.c.pk.in_(pointing), resource.c.deleted == false(), ~resource_key(type_name, resource_id))
+        .order_by(resource.c.pk).limit(1)
+    )
+    row = connection.execute(query).first()
+    return tuple(row) if row else None
 
 
 def has_resources(connection: Connection) -> bool:

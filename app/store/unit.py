@@ -16,12 +16,14 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine
 
+from app.config import Integrity
 from app.errors import BadRequest, PreconditionFailed
 from app.model.validation import check_resource_type
 from app.search.conditional import matching, matching_each, single_match
 from app.search.service import SearchRequest, SearchResult, count_matches, run_search
 from app.store.db import read_unit, write_unit
 from app.store.history import HistoryPage, HistoryQuery, read_history
+from app.store.integrity import ReferenceCheck
 from app.store.resources import (
     StoredResource, WriteResult, delete_resource, has_resources, insert_new_resources, live_referrers, new_resource, patch_resource,
     read_resource, read_version, stored_keys, update_resource,
@@ -29,11 +31,13 @@ from app.store.resources import (
 
 
 class Unit:
-    """One unit of work on `connection`, in its transaction."""
+    """One unit of work on `connection`, in its transaction. Its referential-integrity checks are the engine's
+    `ehr_integrity` execution option (see app/store/db.py settings_engine), else both on."""
 
     def __init__(self, connection: Connection):
         self.connection = connection
         self.waiting: dict[tuple[str, str], StoredResource] = {}  # creates not yet written, by (type, id)
+        self.references = ReferenceCheck(connection.get_execution_options().get("ehr_integrity", Integrity()))
 
     # Writes.
 
@@ -44,21 +48,30 @@ class Unit:
         if (stored.type, stored.id) in self.waiting:
             self.flush()  # the same id twice: the first is written, and the second fails as the database says
         self.waiting[(stored.type, stored.id)] = stored
+        self.references.wrote(stored)
         return WriteResult(stored, created=True)
 
     def update(self, type_name: str, resource_id: str, body, if_match: str | None = None) -> WriteResult:
         """PUT: a new version, or the first one under the client's id; unchanged content writes nothing."""
         self.flush_if_waiting(type_name, resource_id)
-        return update_resource(self.connection, type_name, resource_id, body, if_match)
+        return self.wrote(update_resource(self.connection, type_name, resource_id, body, if_match))
 
     def patch(self, type_name: str, resource_id: str, operations, if_match: str | None = None) -> WriteResult:
         self.flush_if_waiting(type_name, resource_id)
-        return patch_resource(self.connection, type_name, resource_id, operations, if_match)
+        return self.wrote(patch_resource(self.connection, type_name, resource_id, operations, if_match))
 
     def delete(self, type_name: str, resource_id: str, if_match: str | None = None) -> StoredResource | None:
         """A deletion version; None when there was nothing live to delete."""
         self.flush_if_waiting(type_name, resource_id)
-        return delete_resource(self.connection, type_name, resource_id, if_match)
+        deleted = delete_resource(self.connection, type_name, resource_id, if_match)
+        if deleted is not None:
+            self.references.wrote(deleted)
+        return deleted
+
+    def wrote(self, result: WriteResult) -> WriteResult:
+        if result.changed:
+            self.references.wrote(result.stored)
+        return result
 
     def create_unless_matched(self, body, type_name: str, criteria: str, resource_id: str | None = None) -> WriteResult:
         """If-None-Exist: create unless one resource matches (then return it unchanged); 412 when several match."""
@@ -88,6 +101,13 @@ class Unit:
         """DELETE Type?criteria: delete the one match; nothing when none matches; 412 when several match."""
         existing = self.match_one(type_name, criteria)
         return self.delete(type_name, existing.id) if existing else None
+
+    def finish(self) -> None:
+        """Write what waits and check the references of what the unit wrote (DanglingReferences, StillReferenced):
+        run before commit, and by a caller that wants those errors while it can still tell whose they are."""
+        self.flush()
+        self.references.check(self.connection)
+        self.references.written.clear()
 
     def flush(self) -> None:
         """Write the waiting creates, batched per table."""
@@ -149,6 +169,11 @@ class Unit:
         self.flush()
         return live_referrers(self.connection, type_name, resource_id, excluding)
 
+    def check_deletable(self, type_name: str, resource_id: str) -> None:
+        """StillReferenced when deleting the resource would fail the unit's check on delete."""
+        self.flush()
+        self.references.check_deletable(self.connection, type_name, resource_id)
+
     def has_resources(self) -> bool:
         return bool(self.waiting) or has_resources(self.connection)
 
@@ -164,7 +189,7 @@ def writing(engine: Engine) -> Iterator[Unit]:
     with write_unit(engine) as connection:
         unit = Unit(connection)
         yield unit
-        unit.flush()
+        unit.finish()
 
 
 @contextmanager

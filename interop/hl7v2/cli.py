@@ -12,9 +12,9 @@ import click
 from tqdm import tqdm
 
 from app.cli import DEFAULT_HOST, settings_engine
-from app.config import load_settings
+from app.config import Database, load_settings
 from app.store import migrate
-from app.store.db import make_engine
+from app.store.db import make_engine, open_database
 from interop.hl7v2.authorities import authority_systems, remove_authority, set_authority
 from interop.hl7v2.mllp import DEFAULT_WORKERS, Listener, ListenerSettings, configure_logging
 from interop.hl7v2.outbox import (DEFAULT_INTERVAL_SECONDS, Deliverer, Destination, Sender, destinations, queued_acks,
@@ -56,10 +56,10 @@ def mllp(host, port, max_bytes, idle_seconds, frame_seconds, max_connections, ma
         reserved_connections=reserved_connections, trusted_networks=tuple(trusted_peer), workers=workers,
         tls_certificate=tls_cert, tls_key=tls_key, senders=Senders(frozenset(allow_app), frozenset(allow_facility)), deliver=deliver,
     )
-    database_url = current_database_url()
+    database = current_database()
     configure_logging()
     stop_on_sigterm()
-    listener = Listener(database_url, settings)
+    listener = Listener(database, settings)
     try:
         asyncio.run(listener.serve_forever())
     except KeyboardInterrupt:
@@ -248,7 +248,7 @@ def hl7_deliver(once, interval):
     """Send queued application ACKs to their senders' destinations (`ehr mllp` does this too, unless --no-deliver)."""
     configure_logging()
     stop_on_sigterm()
-    deliverer = Deliverer(make_engine(current_database_url()))
+    deliverer = Deliverer(open_database(current_database()))
     try:
         if once:
             attempts = asyncio.run(deliverer.deliver_due())
@@ -271,11 +271,11 @@ def interrupt(signal_number, frame) -> None:
     raise KeyboardInterrupt
 
 
-def current_database_url() -> str:
-    """The configured database's URL, once its schema is known to be current."""
-    database_url = load_settings().database_url
-    migrate.check_schema_current(make_engine(database_url))
-    return database_url
+def current_database() -> Database:
+    """The configured database, once its schema is known to be current."""
+    database = load_settings().database
+    migrate.check_schema_current(make_engine(database.url))
+    return database
 
 
 @hl7.command("replay")

@@ -35,7 +35,8 @@ from functools import cache
 from hl7.mllp import HL7StreamProtocol, HL7StreamReader, InvalidBlockError
 from sqlalchemy import Engine
 
-from app.store.db import make_engine
+from app.config import Database
+from app.store.db import open_database
 from interop.hl7v2.authorities import AuthorityTable
 from interop.hl7v2.outbox import Deliverer
 from interop.hl7v2.service import ACCEPTED_STATUSES, Receipt, Senders, receive_all, unstored_receipt
@@ -76,11 +77,11 @@ class ListenerSettings:
 
 
 class Listener:
-    def __init__(self, database_url: str, settings: ListenerSettings):
-        self.database_url, self.settings = database_url, settings
-        self.partitions = [Partition(database_url, settings.senders) for _ in range(settings.workers)]
+    def __init__(self, database: Database, settings: ListenerSettings):
+        self.database, self.settings = database, settings
+        self.partitions = [Partition(database, settings.senders) for _ in range(settings.workers)]
         self.peers = PeerAdmission(settings)
-        self.deliverer = Deliverer(make_engine(database_url)) if settings.deliver else None
+        self.deliverer = Deliverer(open_database(database)) if settings.deliver else None
         self.delivering: asyncio.Task | None = None
 
     async def serve_forever(self) -> None:
@@ -93,7 +94,7 @@ class Listener:
         server = await start_server(self.handle_connection, settings.host, settings.port, settings.max_bytes, settings.ssl_context())
         log.info("MLLP listener on %s", ", ".join(str(socket.getsockname()) for socket in server.sockets))
         for partition in self.partitions:  # started now: a worker's first message would wait seconds for it
-            partition.executor.submit(prepare_worker, self.database_url)
+            partition.executor.submit(prepare_worker, self.database)
         if self.deliverer:
             self.delivering = asyncio.create_task(self.deliverer.run_forever())
         return server
@@ -306,8 +307,8 @@ class PeerAdmission:
 class Partition:
     """A worker process and the FIFO queue of messages waiting for it: a group of patients."""
 
-    def __init__(self, database_url: str, senders: Senders):
-        self.database_url, self.senders = database_url, senders
+    def __init__(self, database: Database, senders: Senders):
+        self.database, self.senders = database, senders
         self.executor = new_worker()
         self.waiting: list[tuple[bytes, str, asyncio.Future]] = []
         self.pumping = False
@@ -327,7 +328,7 @@ class Partition:
                 batch = self.next_batch()
                 try:
                     receipts = await asyncio.get_running_loop().run_in_executor(
-                        self.executor, receive_in_worker, self.database_url, [(block, peer) for block, peer, _ in batch], self.senders,
+                        self.executor, receive_in_worker, self.database, [(block, peer) for block, peer, _ in batch], self.senders,
                     )
                 except BrokenProcessPool as error:
                     log.error("a worker died applying %d messages; each is answered as not stored", len(batch))
@@ -388,28 +389,28 @@ def configure_logging() -> None:
 
 
 @cache
-def worker_engine(database_url: str) -> Engine:
-    return make_engine(database_url)
+def worker_engine(database: Database) -> Engine:
+    return open_database(database)
 
 
 @cache
-def worker_authorities(database_url: str) -> AuthorityTable:
-    return AuthorityTable(worker_engine(database_url))
+def worker_authorities(database: Database) -> AuthorityTable:
+    return AuthorityTable(worker_engine(database))
 
 
-def prepare_worker(database_url: str) -> None:
+def prepare_worker(database: Database) -> None:
     """Start a worker process and open its pooled connection, before its first message."""
     try:
-        with worker_engine(database_url).connect():
+        with worker_engine(database).connect():
             pass
     except Exception as error:  # noqa: BLE001 - the first message answers for the database, as not stored
         log.warning("a worker could not reach the database yet: %s", error)
 
 
-def receive_in_worker(database_url: str, arrivals: list[tuple[bytes, str]], senders: Senders) -> list[Receipt]:
-    engine = worker_engine(database_url)
+def receive_in_worker(database: Database, arrivals: list[tuple[bytes, str]], senders: Senders) -> list[Receipt]:
+    engine = worker_engine(database)
     try:
-        systems = worker_authorities(database_url).systems()
+        systems = worker_authorities(database).systems()
     except Exception:  # noqa: BLE001 - then the store fails too, and each message is answered so
         systems = {}
     return receive_all(engine, arrivals, senders, systems)

@@ -77,6 +77,13 @@ def synthea_bundle():
     )
 
 
+@pytest.fixture
+def patient_p1(engine):
+    """Patient/p1, which the observations of several tests refer to (references must resolve)."""
+    with writing(engine) as unit:
+        return unit.update("Patient", "p1", {"resourceType": "Patient", "id": "p1"}).stored
+
+
 def store(engine, body):
     with writing(engine) as unit:
         return unit.create(body).stored
@@ -132,7 +139,7 @@ def test_the_same_synthea_bundle_posted_twice_creates_practitioner_and_organizat
     assert second_encounter["participant"][0]["individual"]["reference"] == reference_to(first["entry"][5])
 
 
-def test_a_urn_reference_to_a_matched_conditional_create_points_at_the_existing_resource(engine):
+def test_a_urn_reference_to_a_matched_conditional_create_points_at_the_existing_resource(engine, patient_p1):
     existing = store(engine, practitioner())
     bundle = transaction(
         post(practitioner(), PRACTITIONER_URN, ifNoneExist=PRACTITIONER_CRITERIA),
@@ -145,7 +152,7 @@ def test_a_urn_reference_to_a_matched_conditional_create_points_at_the_existing_
     assert read(engine, "Observation", observation_id).body["performer"] == [{"reference": f"Practitioner/{existing.id}"}]
 
 
-def test_if_none_exist_may_repeat_the_type_and_order_its_criteria_differently(engine):
+def test_if_none_exist_may_repeat_the_type_and_order_its_criteria_differently(engine, patient_p1):
     existing = store(engine, practitioner(active=True))
     bundle = transaction(
         post(practitioner(active=True), PRACTITIONER_URN, ifNoneExist=f"Practitioner?active=true&{PRACTITIONER_CRITERIA}"),
@@ -157,7 +164,7 @@ def test_if_none_exist_may_repeat_the_type_and_order_its_criteria_differently(en
     assert read(engine, "Observation", observation_id).body["performer"] == [{"reference": f"Practitioner/{existing.id}"}]
 
 
-def test_a_conditional_reference_to_a_stored_resource_resolves(engine):
+def test_a_conditional_reference_to_a_stored_resource_resolves(engine, patient_p1):
     existing = store(engine, practitioner())
     response = process_bundle(engine, transaction(post(observation("Patient/p1", performer=[{"reference": PRACTITIONER_REFERENCE}]))), BASE)
     observation_id = reference_to(response["entry"][0]).split("/")[1]
@@ -244,7 +251,7 @@ def test_a_conditional_url_without_criteria_is_rejected(engine):
         process_bundle(engine, transaction(request_entry("DELETE", "Patient")), BASE)
 
 
-def test_batch_evaluates_each_conditional_create_on_its_own(engine):
+def test_batch_evaluates_each_conditional_create_on_its_own(engine, patient_p1):
     existing = store(engine, practitioner("1"))
     store(engine, practitioner("2"))
     store(engine, practitioner("2"))
@@ -263,7 +270,7 @@ def test_batch_evaluates_each_conditional_create_on_its_own(engine):
     assert count_live(engine, "Practitioner") == 4
 
 
-def test_a_batch_resolves_conditional_references_by_searching_what_earlier_entries_wrote(engine):
+def test_a_batch_resolves_conditional_references_by_searching_what_earlier_entries_wrote(engine, patient_p1):
     bundle = transaction(
         post(practitioner(), ifNoneExist=PRACTITIONER_CRITERIA),
         post(observation("Patient/p1", performer=[{"reference": PRACTITIONER_REFERENCE}])),

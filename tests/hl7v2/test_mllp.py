@@ -10,6 +10,7 @@ from contextlib import contextmanager
 import hl7.client
 import pytest
 
+from app.config import Database
 from app.store import migrate
 from app.store.db import make_engine
 from interop.hl7v2.mllp import Listener, ListenerSettings
@@ -28,7 +29,7 @@ def listener(database_url):
 @contextmanager
 def running_listener(database_url: str, settings: ListenerSettings):
     """The listener run on its own event loop in a thread; yields its port."""
-    server = Listener(database_url, settings)
+    server = Listener(Database(database_url), settings)
     loop = asyncio.new_event_loop()
     started = asyncio.run_coroutine_threadsafe(server.start(), loop)
     thread = threading.Thread(target=loop.run_forever, daemon=True)

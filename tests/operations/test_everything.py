@@ -5,7 +5,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from app.config import Integrity, Settings
 from app.demo import demo_bundle
+from app.web import create_app
 
 FHIR_JSON = "application/fhir+json"
 PATIENT = "demo-patient-1"
@@ -131,13 +133,22 @@ def test_everything_of_an_unknown_patient_is_404(client, demo):
     assert response.get_json()["issue"][0]["code"] == "not-found"
 
 
-def test_everything_of_a_deleted_patient_is_410(client, demo):
-    assert client.delete(f"/fhir/Patient/{PATIENT}").status_code == 200
+@pytest.fixture
+def unchecked_client(database_url):
+    """A client of the same database through a server that lets a resource be deleted while others refer to it."""
+    app = create_app(Settings(database_url=database_url, integrity=Integrity(on_delete=False)))
+    yield app.test_client()
+    app.extensions["ehr.engine"].dispose()
+
+
+def test_everything_of_a_deleted_patient_is_410(client, demo, unchecked_client):
+    assert client.delete(f"/fhir/Patient/{PATIENT}").status_code == 409  # its record refers to it
+    assert unchecked_client.delete(f"/fhir/Patient/{PATIENT}").status_code == 200
     assert client.get(f"/fhir/Patient/{PATIENT}/$everything").status_code == 410
 
 
-def test_everything_leaves_out_deleted_resources(client, demo):
-    assert client.delete("/fhir/Encounter/demo-encounter-1").status_code == 200
+def test_everything_leaves_out_deleted_resources(client, demo, unchecked_client):
+    assert unchecked_client.delete("/fhir/Encounter/demo-encounter-1").status_code == 200
     assert ("Encounter", "demo-encounter-1") not in keys(everything(client))
 
 

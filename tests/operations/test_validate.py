@@ -93,3 +93,12 @@ def test_validate_against_the_base_profile_is_performed(client):
 def test_validate_of_an_unknown_type_is_404(client):
     response = client.post("/fhir/Spaceship/$validate", json={"resourceType": "Spaceship"}, content_type=FHIR_JSON)
     assert response.status_code == 404
+
+
+def test_validate_a_delete_names_a_resource_that_still_refers_to_it(client):
+    client.put("/fhir/Patient/ann", json=VALID, content_type=FHIR_JSON)
+    observation = {"resourceType": "Observation", "status": "final", "code": {"text": "Weight"}, "subject": {"reference": "Patient/ann"}}
+    created = client.post("/fhir/Observation", json=observation, content_type=FHIR_JSON).get_json()
+    outcome = validate(client, "/fhir/Patient/ann/$validate", parameters(mode="delete"))
+    assert [(issue["severity"], issue["code"]) for issue in outcome["issue"]] == [("error", "conflict")]
+    assert f"Observation/{created['id']}" in outcome["issue"][0]["diagnostics"]

@@ -1,4 +1,6 @@
 """Create, read, update, patch, delete and listing over HTTP, on both databases."""
+import pytest
+
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 OBSERVATION = {
     "resourceType": "Observation",
@@ -9,6 +11,12 @@ OBSERVATION = {
     "effectiveDateTime": "2025-03-04T09:30:00+00:00",
     "valueQuantity": {"value": 72, "unit": "beats/minute", "system": "http://unitsofmeasure.org", "code": "/min"},
 }
+
+@pytest.fixture(autouse=True)
+def patient_p1(client):
+    """Patient/p1, which the observations here refer to (references must resolve)."""
+    assert client.put("/fhir/Patient/p1", json={"resourceType": "Patient", "id": "p1"}, headers={"Content-Type": "application/fhir+json"}).status_code == 201
+
 
 
 def create(client, body=OBSERVATION):

@@ -27,7 +27,7 @@ OBSERVATION = {
     "status": "final",
     "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
     "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}]},
-    "subject": {"reference": "Patient/p1"},
+    "subject": {"reference": "http://other.example.org/fhir/Patient/p1"},  # another server's: not checked here
     "effectiveDateTime": "2025-03-04T09:30:00+00:00",
     "valueQuantity": {"value": 72, "unit": "beats/minute", "system": "http://unitsofmeasure.org", "code": "/min"},
     "interpretation": [{"text": "normal"}],
@@ -43,6 +43,7 @@ BLOOD_PRESSURE = {
         "interpretation": [{"text": "normal"}],
     }],
 }
+
 
 
 def create(client, body) -> dict:

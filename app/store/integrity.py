@@ -1,0 +1,114 @@
+"""Referential integrity, as HAPI FHIR enforces it by default, checked by each unit of work before it commits.
+
+On write, every local reference (`Patient/123`, also versioned) of a created, updated or patched resource must name
+a live resource: one stored before, or written in the same unit (a transaction Bundle, a batch of `ehr load`, an
+HL7 v2 message). On delete, no live resource may still refer to the deleted one, unless the same unit deletes
+it too. Checking at the end of the unit, not per write, is what lets a Bundle's entries refer to each other in any
+order. Both checks can be switched off (EHR_REFERENTIAL_INTEGRITY_ON_WRITE / _ON_DELETE, `ehr load
+--no-check-references`), as for bulk loads of data whose files come in no particular order.
+"""
+import re
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection
+
+from app.config import Integrity
+from app.errors import BadRequest, Conflict, Issue
+from app.model.references import reference_elements
+from app.model.registry import is_served
+from app.store.resources import StoredResource, first_referrer, live_keys
+
+# A relative literal reference (R4 references.html#literal): Type/id, optionally /_history/version.
+LOCAL_REFERENCE = re.compile(r"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?")
+
+
+@dataclass(frozen=True)
+class DanglingReference:
+    source: tuple[str, str]  # the written resource (type, id)
+    path: str
+    target: tuple[str, str]
+
+
+@dataclass
+class DanglingReferences(BadRequest):
+    """Written resources refer to resources that do not exist; `dangling` says which, so that a loader can set
+    those resources aside and write the others."""
+
+    dangling: list[DanglingReference] = field(default_factory=list)
+
+
+@dataclass
+class StillReferenced(Conflict):
+    """A deleted resource is still referred to; `deleted` is its (type, id)."""
+
+    deleted: tuple[str, str] = ("", "")
+
+
+@dataclass
+class ReferenceCheck:
+    """What one unit of work wrote, for the checks at its end."""
+
+    integrity: Integrity
+    written: dict[tuple[str, str], StoredResource] = field(default_factory=dict)  # the latest version, by (type, id)
+
+    def wrote(self, stored: StoredResource) -> None:
+        self.written[(stored.type, stored.id)] = stored
+
+    def check(self, connection: Connection) -> None:
+        if self.integrity.on_write:
+            check_targets_exist(connection, self.written.values())
+        if self.integrity.on_delete:
+            check_not_referenced(connection, [stored for stored in self.written.values() if stored.deleted])
+
+    def check_deletable(self, connection: Connection, type_name: str, resource_id: str) -> None:
+        if self.integrity.on_delete:
+            check_no_referrer(connection, type_name, resource_id)
+
+
+def check_targets_exist(connection: Connection, written) -> None:
+    """DanglingReferences naming each local reference of a live written version whose target is not live."""
+    references = [
+        DanglingReference((stored.type, stored.id), path, target)
+        for stored in written if not stored.deleted
+        for path, target in local_references(stored.body)
+    ]
+    live = live_keys(connection, {reference.target for reference in references})
+    dangling = [reference for reference in references if reference.target not in live]
+    if dangling:
+        raise dangling_references(dangling)
+
+
+def local_references(body: dict):
+    """(path, (type, id)) for each reference of `body` to a resource of a type served here."""
+    for path, reference in reference_elements(body):
+        local = LOCAL_REFERENCE.fullmatch(reference)
+        if local and is_served(local[1]):
+            yield path, (local[1], local[2])
+
+
+def dangling_references(dangling: list[DanglingReference]) -> DanglingReferences:
+    issues = [
+        Issue("not-found", f"{'/'.join(reference.source)} refers to {'/'.join(reference.target)} at {reference.path}, which does not exist.", (reference.path,))
+        for reference in dangling
+    ]
+    first = dangling[0]
+    return DanglingReferences(
+        f"{'/'.join(first.target)} does not exist, and {'/'.join(first.source)} refers to it at {first.path}: create it first, or send "
+        f"both in one transaction Bundle (this server checks references, as EHR_REFERENTIAL_INTEGRITY_ON_WRITE says).",
+        issues, dangling=dangling,
+    )
+
+
+def check_not_referenced(connection: Connection, deleted: list[StoredResource]) -> None:
+    for stored in deleted:
+        check_no_referrer(connection, stored.type, stored.id)
+
+
+def check_no_referrer(connection: Connection, type_name: str, resource_id: str) -> None:
+    referrer = first_referrer(connection, type_name, resource_id)
+    if referrer is not None:
+        raise StillReferenced(
+            f"{type_name}/{resource_id} cannot be deleted: {'/'.join(referrer)} refers to it. Delete or change the resources that "
+            f"refer to it first, or delete them together in one transaction Bundle.",
+            deleted=(type_name, resource_id),
+        )
