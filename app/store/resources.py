@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import jsonpatch
-from sqlalchemy import Connection, and_, bindparam, false, select, update
+from sqlalchemy import Connection, and_, bindparam, false, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.errors import BadRequest, Conflict, Gone, InvalidResource, NotFound, PreconditionFailed, UnprocessableResource
@@ -194,23 +194,25 @@ def stored_keys(connection: Connection, keys) -> set[tuple[str, str]]:
 
 
 def live_keys(connection: Connection, keys) -> set[tuple[str, str]]:
-    """Which of these (type, id) name a live resource."""
+    """Which of these (type, id) name a live resource, each locked FOR SHARE until commit (PostgreSQL): a delete,
+    which locks its row FOR UPDATE, waits for this transaction, and then finds the reference that holds it back."""
     return keys_found(connection, keys, live_only=True)
 
 
 def keys_found(connection: Connection, keys, live_only: bool) -> set[tuple[str, str]]:
-    """One query per type: a row-value `(res_type, res_id) IN (...)` was planned as a scan of the whole table on
-    PostgreSQL."""
+    """One statement, a condition per type: a row-value `(res_type, res_id) IN (...)` was planned as a scan of the
+    whole table on PostgreSQL."""
     ids_by_type = defaultdict(set)
     for type_name, resource_id in keys:
         ids_by_type[type_name].add(resource_id)
-    found = set()
-    for type_name, ids in ids_by_type.items():
-        query = select(resource.c.res_id).where(resource.c.res_type == type_name, column_in(connection, resource.c.res_id, ids))
-        if live_only:
-            query = query.where(resource.c.deleted == false())
-        found |= {(type_name, resource_id) for resource_id in connection.execute(query).scalars()}
-    return found
+    if not ids_by_type:
+        return set()
+    query = select(resource.c.res_type, resource.c.res_id).where(or_(*(
+        and_(resource.c.res_type == type_name, column_in(connection, resource.c.res_id, ids)) for type_name, ids in ids_by_type.items()
+    )))
+    if live_only:
+        query = query.where(resource.c.deleted == false()).with_for_update(read=True)
+    return {(type_name, resource_id) for type_name, resource_id in connection.execute(query)}
 
 
 def first_referrer(connection: Connection, type_name: str, resource_id: str) -> tuple[str, str] | None:
