@@ -262,3 +262,40 @@ def test_a_database_opened_with_checks_off_writes_dangling_references(database_u
     load_candidates(engine, read_candidates(path, report), report)
     engine.dispose()
     assert report.outcomes["created"] == 1
+
+
+# Concurrency.
+
+
+def test_a_delete_racing_a_create_that_refers_to_it_waits_and_is_refused(engine):
+    """The create's check holds its target until commit: the delete that comes meanwhile waits, then sees the referrer."""
+    import threading
+
+    from app.store.integrity import StillReferenced
+    from app.store.unit import writing
+
+    with writing(engine) as unit:
+        unit.update("Patient", "p1", patient("p1"))
+    checked, outcome = threading.Event(), {}
+
+    def create_and_hold():
+        with writing(engine) as unit:
+            outcome["observation"] = unit.create(observation("Patient/p1")).stored.id
+            unit.finish()  # the reference is checked and its target held
+            checked.set()
+            threading.Event().wait(0.5)  # the delete arrives while this transaction is still open
+
+    def delete():
+        checked.wait(10)
+        try:
+            with writing(engine) as unit:
+                unit.delete("Patient", "p1")
+        except StillReferenced as error:
+            outcome["refused"] = error.diagnostics
+
+    threads = [threading.Thread(target=create_and_hold), threading.Thread(target=delete)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert f"Observation/{outcome['observation']}" in outcome["refused"]
