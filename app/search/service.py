@@ -19,7 +19,7 @@ from app.model.registry import is_served, require_served_type, resource_types
 from app.search.criteria import Query, condition_across_types, parameter_or_error, parse_number
 from app.search.cursor import FOREIGN_CURSOR, decode_cursor, is_row_key
 from app.search.index import ROW_PARAMETERS, hash64
-from app.search.parameters import parameters_of
+from app.search.parameters import reference_codes
 from app.store.db import is_postgresql
 from app.store.resources import StoredResource, stored_from_row
 from app.store.schema import INDEX_TABLES, resource
@@ -421,9 +421,3 @@ def include_condition(include: Include, references) -> ColumnElement:
     codes = reference_codes(include.source_type, include.code)
     condition = references.c.h_param.in_([hash64(include.source_type, code) for code in codes])
     return and_(condition, references.c.target_type == include.target_type) if include.target_type else condition
-
-
-def reference_codes(type_name: str, code: str) -> list[str]:
-    if code != "*":
-        return [code]
-    return [name for name, parameter in parameters_of(type_name).items() if parameter.type == "reference"]
