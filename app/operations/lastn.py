@@ -16,9 +16,11 @@ from sqlalchemy import Connection, select
 from app.errors import BadRequest
 from app.operations.parameters import positive_integer
 from app.search.criteria import Query
-from app.search.service import SearchRequest, SortKey, is_result_parameter, search_condition, search_request, sort_expression
+from app.search.query import SearchRequest, SortKey
+from app.search.service import is_result_parameter, search_request
 from app.store.resources import StoredResource, stored_from_row
 from app.store.schema import resource
+from app.store.search import search_condition, sort_expression
 
 SUBJECT_PARAMETERS = frozenset({"patient", "subject"})
 LASTN_RESULT_PARAMETERS = frozenset({"_format", "_pretty"})

@@ -19,10 +19,11 @@ from app.model.references import rewritten_reference
 from app.operations.parameters import boolean, check_known_parameters, positive_integer
 from app.operations.statistics import STATISTICS
 from app.search.criteria import Query, parse_number
-from app.search.service import SearchRequest, SortKey, search_condition, sort_expression
+from app.search.query import SearchRequest, SortKey
 from app.search.values import as_decimal
 from app.store.resources import StoredResource, stored_from_row
 from app.store.schema import resource
+from app.store.search import search_condition, sort_expression
 
 STATISTICS_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-statistics"
 DATA_ABSENT_REASON = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
