@@ -16,8 +16,8 @@ from app.loader import LoadReport, bundle_candidates, load_candidates, read_cand
 from app.model.registry import is_served
 from app.store.reindex import reindex, resources_to_reindex
 from app.store import migrate
-from app.store.db import is_missing_database, make_engine, read_unit
-from app.store.resources import has_resources
+from app.store.db import is_missing_database, make_engine
+from app.store.unit import reading
 from app.web import create_app
 
 DEFAULT_HOST = "127.0.0.1"
@@ -162,8 +162,8 @@ def reindex_command(type_name):
 def demo():
     """Load the demo data set (patients, practitioners, encounters, vital signs) if the database is empty."""
     engine = settings_engine()
-    with read_unit(engine) as connection:
-        empty = not has_resources(connection)
+    with reading(engine) as unit:
+        empty = not unit.has_resources()
     if not empty:
         click.echo("The database already holds resources; demo data not loaded.")
         return

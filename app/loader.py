@@ -14,9 +14,7 @@ from sqlalchemy import Engine
 
 from app.errors import FhirError
 from app.model.references import rewrite_references
-from app.store.db import write_unit
-from app.store.resources import (StoredResource, create_resource, insert_new_resources, new_resource, stored_keys,
-                                 update_resource)
+from app.store.unit import Unit, writing
 
 BATCH_SIZE = 500
 URN_PREFIXES = ("urn:uuid:", "urn:oid:")
@@ -111,26 +109,16 @@ def load_candidates(engine: Engine, candidates, report: LoadReport, own_base: st
 
 
 def write_batch(engine: Engine, batch: list[Candidate], report: LoadReport) -> None:
-    """One transaction per batch. Resources whose id is not stored yet are validated one by one and
-    inserted together (the first load of a file); the others go through update_resource."""
-    with write_unit(engine) as connection:
-        stored = stored_keys(connection, filter(None, (resource_key_of(candidate.resource) for candidate in batch)))
-        pending: dict[tuple[str, str], StoredResource] = {}
+    """One unit of work per batch. Resources whose id is not stored yet are created (the unit writes them
+    together: the first load of a file); the others are updated, and a second copy of an id in the batch
+    updates the first."""
+    with writing(engine) as unit:
+        stored = unit.stored_keys(filter(None, (resource_key_of(candidate.resource) for candidate in batch)))
         for candidate in batch:
-            key = resource_key_of(candidate.resource)
-            if key in pending:  # the same id twice in a batch: write the first, then the second updates it
-                insert_new_resources(connection, list(pending.values()))
-                stored |= pending.keys()
-                pending = {}
             try:
-                if key is not None and key not in stored:
-                    pending[key] = new_resource(candidate.resource, None, key[1], "PUT")
-                    report.outcomes["created"] += 1
-                else:
-                    report.outcomes[upsert(connection, candidate.resource)] += 1
+                report.outcomes[upsert(unit, candidate.resource, stored)] += 1
             except FhirError as error:
                 report.reject(candidate.where, error.diagnostics)
-        insert_new_resources(connection, list(pending.values()))
 
 
 def resource_key_of(resource) -> tuple[str, str] | None:
@@ -139,9 +127,16 @@ def resource_key_of(resource) -> tuple[str, str] | None:
     return None
 
 
-def upsert(connection, resource) -> str:
-    if resource_key_of(resource):
-        result = update_resource(connection, resource["resourceType"], resource["id"], resource)
-        return "created" if result.created else ("updated" if result.changed else "unchanged")
-    create_resource(connection, resource)
-    return "created"
+def upsert(unit: Unit, resource, stored: set[tuple[str, str]]) -> str:
+    """Write `resource` under its id (created, updated or unchanged), or under a new id when it has none;
+    `stored` holds the keys known to exist, and gains those created."""
+    key = resource_key_of(resource)
+    if key is None:
+        unit.create(resource)
+        return "created"
+    if key not in stored:
+        unit.create(resource, None, key[1], "PUT")
+        stored.add(key)
+        return "created"
+    result = unit.update(*key, resource)
+    return "created" if result.created else ("updated" if result.changed else "unchanged")

@@ -31,11 +31,8 @@ def test_a_feed_never_queries_the_stores_tables(path):
     assert "app.store.schema" not in imported_modules(path)
 
 
-def server_modules_outside_the_store() -> list:
-    """app's modules but app/store's; app/search/index.py still writes the index tables until issue 11 moves that into the store."""
-    paths = [path for path in modules_of("app") if not path.is_relative_to(ROOT / "app" / "store")]
-    pending = pytest.mark.xfail(strict=True, reason="issue 11: index rows are written by app/search/index.py")
-    return [pytest.param(path, marks=pending) if path == ROOT / "app" / "search" / "index.py" else path for path in paths]
+def server_modules_outside_the_store() -> list[Path]:
+    return [path for path in modules_of("app") if not path.is_relative_to(ROOT / "app" / "store")]
 
 
 @pytest.mark.parametrize("path", server_modules_outside_the_store(), ids=lambda path: str(path.relative_to(ROOT)))

@@ -9,48 +9,47 @@ else to the one resource its search finds.
 import re
 from dataclasses import replace
 
-from sqlalchemy import Connection
-
 from app.bundles.entries import EntryRequest
 from app.errors import BadRequest, NotFound
 from app.model.references import references_in
-from app.search.conditional import criteria_pairs, matching, resolve_conditional_reference, single_match, update_target
-from app.store.resources import StoredResource, new_id
+from app.search.conditional import criteria_pairs
+from app.store.resources import new_id
+from app.store.unit import Unit
 
 CONDITIONAL_REFERENCE = re.compile(r"[A-Z][A-Za-z]*\?")  # `Type?criteria`; a relative reference is `Type/id`
 BODY_WRITES = frozenset({"create", "update"})
 
 
-def resolved_entry(connection: Connection, request: EntryRequest) -> EntryRequest:
+def resolved_entry(unit: Unit, request: EntryRequest) -> EntryRequest:
     """`request` with its target known: conditional entries searched, creates given their id up front."""
     resolve = RESOLVERS.get(request.interaction)
-    return resolve(connection, request) if resolve else request
+    return resolve(unit, request) if resolve else request
 
 
-def resolved_create(connection: Connection, request: EntryRequest) -> EntryRequest:
-    match = None if request.criteria is None else one_match(connection, request)
+def resolved_create(unit: Unit, request: EntryRequest) -> EntryRequest:
+    match = None if request.criteria is None else unit.match_one(request.type, request.criteria)
     if match is not None:
         return replace(request, interaction="create-matched", match=match)
     return replace(request, assigned_id=new_id())
 
 
-def resolved_update(connection: Connection, request: EntryRequest) -> EntryRequest:
+def resolved_update(unit: Unit, request: EntryRequest) -> EntryRequest:
     """As PUT Type?criteria over REST: update the one match, else create (under the body's id, if it has one)."""
-    target = update_target(connection, request.resource, request.type, request.criteria)
+    target = unit.update_target(request.resource, request.type, request.criteria)
     if target is None:
         return replace(request, interaction="create", assigned_id=new_id())
     return replace(request, interaction="update", path=(request.type, target), resource={**request.resource, "id": target})
 
 
-def resolved_patch(connection: Connection, request: EntryRequest) -> EntryRequest:
-    match = one_match(connection, request)
+def resolved_patch(unit: Unit, request: EntryRequest) -> EntryRequest:
+    match = unit.match_one(request.type, request.criteria)
     if match is None:
         raise NotFound(f"No live {request.type} matches '{request.criteria}'; there is nothing to patch.")
     return replace(request, interaction="patch", path=(request.type, match.id))
 
 
-def resolved_delete(connection: Connection, request: EntryRequest) -> EntryRequest:
-    match = one_match(connection, request)
+def resolved_delete(unit: Unit, request: EntryRequest) -> EntryRequest:
+    match = unit.match_one(request.type, request.criteria)
     if match is None:
         return replace(request, interaction="delete-unmatched")
     return replace(request, interaction="delete", path=(request.type, match.id))
@@ -62,11 +61,6 @@ RESOLVERS = {
     "conditional-patch": resolved_patch,
     "conditional-delete": resolved_delete,
 }
-
-
-def one_match(connection: Connection, request: EntryRequest) -> StoredResource | None:
-    """The one resource matching the entry's criteria, or None; 412 when several match."""
-    return single_match(matching(connection, request.type, request.criteria), request.type, request.criteria)
 
 
 def criteria_key(type_name: str, query: str) -> tuple:
@@ -91,14 +85,14 @@ def criteria_targets(requests: list[EntryRequest]) -> dict[tuple, str]:
     return targets
 
 
-def conditional_reference_targets(connection: Connection, resource, known: dict[tuple, str]) -> dict[str, str]:
+def conditional_reference_targets(unit: Unit, resource, known: dict[tuple, str]) -> dict[str, str]:
     """Each conditional reference in `resource` -> Type/id: the one in `known` under the same criteria, else the
     one match of a search (412 for none or several). Searched targets are added to `known`, to search each once."""
     targets = {}
     for reference in conditional_references(resource):
         key = criteria_key(*reference.split("?", 1))
         if key not in known:
-            known[key] = resolve_conditional_reference(connection, reference)
+            known[key] = unit.resolve_reference(reference)
         targets[reference] = known[key]
     return targets
 

@@ -1,20 +1,18 @@
 """Transactions (all or nothing, in one write unit) and batches (each entry on its own); http.html#transaction."""
 from contextlib import contextmanager
-from itertools import groupby
 from dataclasses import replace
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 
 from app.bundles.conditional import BODY_WRITES, conditional_reference_targets, criteria_targets, resolved_entry
 from app.bundles.entries import READ_INTERACTIONS, EntryRequest, bundle_entries, entry_label, in_processing_order, parse_entry
-from app.bundles.interactions import created, perform
-from app.bundles.responses import failure_entry, write_entry
+from app.bundles.interactions import perform
+from app.bundles.responses import failure_entry
 from app.config import PageSizes
 from app.errors import BadRequest, FhirError, Issue
 from app.model.bundles import bundle as response_bundle
 from app.model.references import rewrite_references
-from app.store.db import read_unit, write_unit
-from app.store.resources import insert_new_resources, new_resource
+from app.store.unit import Unit, reading, writing
 
 
 def process_bundle(engine: Engine, bundle, base: str, prefer_return: str = "minimal", page_sizes: PageSizes = PageSizes()) -> dict:
@@ -37,12 +35,12 @@ def transaction_responses(engine: Engine, entries: list, base: str, prefer_retur
     """DELETEs first, so that conditional creates and references no longer find what they delete; then the other
     entries' targets are searched and their references resolved before POST, PUT/PATCH and GET run (http.html#trules)."""
     requests = parsed_requests(entries, base, page_sizes)
-    with write_unit(engine) as connection:
-        deletes = resolved_requests(connection, [request for request in requests if request.method == "DELETE"], entries)
-        responses = performed(connection, deletes, entries, base, prefer_return)
-        others = resolved_requests(connection, [request for request in requests if request.method != "DELETE"], entries)
+    with writing(engine) as unit:
+        deletes = resolved_requests(unit, [request for request in requests if request.method == "DELETE"], entries)
+        responses = performed(unit, deletes, entries, base, prefer_return)
+        others = resolved_requests(unit, [request for request in requests if request.method != "DELETE"], entries)
         check_each_resource_written_once(sorted(deletes + others, key=lambda request: request.index))
-        responses |= performed(connection, with_references_resolved(connection, others, entries, base), entries, base, prefer_return)
+        responses |= performed(unit, with_references_resolved(unit, others, entries, base), entries, base, prefer_return)
     return [responses[index] for index in range(len(requests))]
 
 
@@ -54,40 +52,24 @@ def parsed_requests(entries: list, base: str, page_sizes: PageSizes) -> list[Ent
     return requests
 
 
-def resolved_requests(connection: Connection, requests: list[EntryRequest], entries: list) -> list[EntryRequest]:
+def resolved_requests(unit: Unit, requests: list[EntryRequest], entries: list) -> list[EntryRequest]:
     """The requests with their targets searched and created ids assigned. Each search locks its criteria until
     commit; searching in the order of the criteria makes transactions that share criteria lock them in one order."""
     resolved = {}
     for request in sorted(requests, key=lambda request: (request.type, request.criteria or "")):
         with errors_named_for(request.index, entries[request.index]):
-            resolved[request.index] = resolved_entry(connection, request)
+            resolved[request.index] = resolved_entry(unit, request)
     return [resolved[request.index] for request in requests]
 
 
-def performed(connection: Connection, requests: list[EntryRequest], entries: list, base: str, prefer_return: str) -> dict[int, dict]:
-    """The response entry of each request by its index, performed in the spec's order; consecutive creates in one batch."""
+def performed(unit: Unit, requests: list[EntryRequest], entries: list, base: str, prefer_return: str) -> dict[int, dict]:
+    """The response entry of each request by its index, performed in the spec's order (the unit writes consecutive
+    creates in one batch: thousands of POSTs in one request)."""
     responses = {}
-    for creating, group in groupby(in_processing_order(requests), key=lambda request: request.interaction == "create"):
-        if creating:
-            responses |= create_together(connection, list(group), entries, base, prefer_return)
-        else:
-            responses |= {request.index: perform_named(connection, request, entries, base, prefer_return) for request in group}
-    return responses
-
-
-def perform_named(connection, request: EntryRequest, entries: list, base: str, prefer_return: str) -> dict:
-    with errors_named_for(request.index, entries[request.index]):
-        return perform(connection, request, base, prefer_return)
-
-
-def create_together(connection, requests: list[EntryRequest], entries: list, base: str, prefer_return: str) -> dict[int, dict]:
-    """The transaction's POSTs, validated one by one and written in one batch: thousands of entries in one request."""
-    new_versions = []
-    for request in requests:
+    for request in in_processing_order(requests):
         with errors_named_for(request.index, entries[request.index]):
-            new_versions.append(new_resource(request.resource, request.type, request.assigned_id))
-    insert_new_resources(connection, new_versions)
-    return {request.index: write_entry(created(stored), base, prefer_return) for request, stored in zip(requests, new_versions)}
+            responses[request.index] = perform(unit, request, base, prefer_return)
+    return responses
 
 
 def check_each_resource_written_once(requests: list[EntryRequest]) -> None:
@@ -103,14 +85,14 @@ def check_each_resource_written_once(requests: list[EntryRequest]) -> None:
         writers[target] = request
 
 
-def with_references_resolved(connection: Connection, requests: list[EntryRequest], entries: list, base: str) -> list[EntryRequest]:
+def with_references_resolved(unit: Unit, requests: list[EntryRequest], entries: list, base: str) -> list[EntryRequest]:
     """The requests with references to other entries' fullUrls, and conditional references, rewritten to Type/id."""
     targets = full_url_targets(requests)
     known_criteria = criteria_targets(requests)
     for request in requests:
         if request.interaction in BODY_WRITES:
             with errors_named_for(request.index, entries[request.index]):
-                targets |= conditional_reference_targets(connection, request.resource, known_criteria)
+                targets |= conditional_reference_targets(unit, request.resource, known_criteria)
     return [replace(request, resource=rewrite_references(request.resource, targets, base)) for request in requests]
 
 
@@ -178,17 +160,17 @@ def batch_responses(engine: Engine, entries: list, base: str, prefer_return: str
 
 
 def batch_entry_response(engine: Engine, request: EntryRequest, base: str, prefer_return: str) -> dict:
-    unit = read_unit if request.interaction in READ_INTERACTIONS else write_unit
+    opened = reading if request.interaction in READ_INTERACTIONS else writing
     try:
-        with unit(engine) as connection:
-            return perform(connection, resolved_batch_entry(connection, request, base), base, prefer_return)
+        with opened(engine) as unit:
+            return perform(unit, resolved_batch_entry(unit, request, base), base, prefer_return)
     except FhirError as error:
         return failure_entry(error)
 
 
-def resolved_batch_entry(connection: Connection, request: EntryRequest, base: str) -> EntryRequest:
-    resolved = resolved_entry(connection, request)
+def resolved_batch_entry(unit: Unit, request: EntryRequest, base: str) -> EntryRequest:
+    resolved = resolved_entry(unit, request)
     if resolved.interaction not in BODY_WRITES:
         return resolved
-    targets = conditional_reference_targets(connection, resolved.resource, {})
+    targets = conditional_reference_targets(unit, resolved.resource, {})
     return replace(resolved, resource=rewrite_references(resolved.resource, targets, base))

@@ -8,8 +8,6 @@ as HAPI answers it.
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection
-
 from app.config import PageSizes
 from app.errors import MethodNotAllowed, UnsupportedOperation
 from app.model.bundles import bundle, search_entry
@@ -19,6 +17,7 @@ from app.operations.lastn import last_observations, lastn_request
 from app.operations.stats import observation_statistics, stats_request
 from app.operations.validate import validate_request, validation_outcome
 from app.search.cursor import paging_links
+from app.store.unit import Unit
 
 OPERATION_DEFINITION = "http://hl7.org/fhir/OperationDefinition/"
 GET_OR_POST = ("GET", "POST")
@@ -55,7 +54,7 @@ class Operation:
     types: frozenset[str] | None  # the types it runs on; None: every served type
     levels: tuple[str, ...]
     methods: tuple[str, ...]  # GET only for an operation without side effects whose inputs fit in a URL
-    answer: Callable[[Connection, Invocation], dict]
+    answer: Callable[[Unit, Invocation], dict]  # answered from what the unit of work reads
     takes_resource: bool = False  # a POST body may be the resource itself rather than a Parameters ($validate)
 
     @property
@@ -70,28 +69,28 @@ class Operation:
         return [f"{type_name}{'/[id]' if level == INSTANCE else ''}/${self.name}" for level in self.levels for type_name in types]
 
 
-def everything_answer(connection: Connection, invocation: Invocation) -> dict:
+def everything_answer(unit: Unit, invocation: Invocation) -> dict:
     sizes = invocation.page_sizes
     request = everything_request(invocation.id, list(invocation.pairs), invocation.lenient, sizes.default, sizes.maximum)
-    page = patient_everything(connection, request)
+    page = patient_everything(unit.connection, request)
     entries = [search_entry(invocation.base, stored) for stored in page.matches]
     entries += [search_entry(invocation.base, stored, mode="include") for stored in page.included]
     next_cursor = {"after_pk": page.next_after_pk} if page.next_after_pk is not None else None
     return bundle("searchset", entries, paging_links(invocation.url, list(invocation.pairs), next_cursor))
 
 
-def lastn_answer(connection: Connection, invocation: Invocation) -> dict:
-    observations = last_observations(connection, lastn_request(list(invocation.pairs), invocation.lenient, invocation.base))
+def lastn_answer(unit: Unit, invocation: Invocation) -> dict:
+    observations = last_observations(unit.connection, lastn_request(list(invocation.pairs), invocation.lenient, invocation.base))
     entries = [search_entry(invocation.base, stored) for stored in observations]
     return bundle("searchset", entries, paging_links(invocation.url, list(invocation.pairs), None), len(observations))
 
 
-def stats_answer(connection: Connection, invocation: Invocation) -> dict:
-    return observation_statistics(connection, stats_request(list(invocation.pairs), invocation.lenient, invocation.base))
+def stats_answer(unit: Unit, invocation: Invocation) -> dict:
+    return observation_statistics(unit.connection, stats_request(list(invocation.pairs), invocation.lenient, invocation.base))
 
 
-def validate_answer(connection: Connection, invocation: Invocation) -> dict:
-    return validation_outcome(connection, validate_request(invocation.type, invocation.id, invocation.resource, list(invocation.pairs)))
+def validate_answer(unit: Unit, invocation: Invocation) -> dict:
+    return validation_outcome(unit, validate_request(invocation.type, invocation.id, invocation.resource, list(invocation.pairs)))
 
 
 OPERATIONS = {

@@ -6,13 +6,11 @@ means the validation itself could not be done (bad mode, unknown profile).
 """
 from dataclasses import dataclass
 
-from sqlalchemy import Connection
-
 from app.errors import BadRequest, Gone, InvalidResource, Issue, NotFound, NotSupported
 from app.model.outcome import information, operation_outcome
 from app.model.registry import require_served_type
 from app.model.validation import check_resource_id, check_resource_type, validate_resource
-from app.store.resources import read_resource
+from app.store.unit import Unit
 
 MODES = ("create", "update", "delete")
 INSTANCE_MODES = frozenset({"update", "delete"})
@@ -54,8 +52,8 @@ def check_profile(request: ValidateRequest) -> None:
         raise NotSupported(f"This server validates against the base FHIR R4 definition only ({BASE_PROFILE}{request.type}), not {request.profile}.")
 
 
-def validation_outcome(connection: Connection, request: ValidateRequest) -> dict:
-    issues = deletion_issues(connection, request) if request.mode == "delete" else content_issues(request)
+def validation_outcome(unit: Unit, request: ValidateRequest) -> dict:
+    issues = deletion_issues(unit, request) if request.mode == "delete" else content_issues(request)
     return operation_outcome(issues) if issues else information(f"No errors: the {request.type} would be accepted{mode_phrase(request.mode)}.")
 
 
@@ -63,9 +61,9 @@ def mode_phrase(mode: str | None) -> str:
     return f" as a {mode}" if mode else ""
 
 
-def deletion_issues(connection: Connection, request: ValidateRequest) -> list[Issue]:
+def deletion_issues(unit: Unit, request: ValidateRequest) -> list[Issue]:
     try:
-        read_resource(connection, request.type, request.id)
+        unit.read(request.type, request.id)
     except (NotFound, Gone) as error:
         return error.issues
     return []

@@ -12,7 +12,7 @@ from app.operations.registry import Invocation, Operation, served_operation
 from app.rest.negotiation import check_acceptable, fhir_response, read_json_body
 from app.rest.responses import fhir_base, prefers_lenient_handling
 from app.rest.routes import engine
-from app.store.db import read_unit
+from app.store.unit import reading
 
 operations = Blueprint("operations", __name__, url_prefix="/fhir")
 
@@ -47,8 +47,8 @@ def operation_response(name: str, type_name: str | None, resource_id: str | None
     operation = served_operation(where, request.method)
     body_pairs, resource = posted_inputs(operation)
     invocation = replace(where, pairs=(*request.args.items(multi=True), *body_pairs), resource=resource)
-    with read_unit(engine()) as connection:
-        return fhir_response(operation.answer(connection, invocation))
+    with reading(engine()) as unit:
+        return fhir_response(operation.answer(unit, invocation))
 
 
 def posted_inputs(operation: Operation) -> tuple[list[tuple[str, str]], object]:

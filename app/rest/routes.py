@@ -14,11 +14,10 @@ from app.rest.responses import (
     read_response, version_headers, write_response,
 )
 from app.bundles import process_bundle
-from app.search.conditional import conditional_create, conditional_delete, conditional_update
-from app.search.service import count_matches, run_search, search_request
-from app.store.db import read_unit, write_unit
-from app.store.history import HistoryQuery, read_history
-from app.store.resources import create_resource, delete_resource, parse_etag, patch_resource, read_resource, read_version, update_resource
+from app.search.service import search_request
+from app.store.history import HistoryQuery
+from app.store.resources import parse_etag
+from app.store.unit import reading, writing
 
 fhir = Blueprint("fhir", __name__, url_prefix="/fhir")
 
@@ -61,11 +60,11 @@ def bundle_prefer_return() -> str:
 def create(type_name):
     body = read_resource_body()
     criteria = request.headers.get("If-None-Exist")
-    with write_unit(engine()) as connection:
+    with writing(engine()) as unit:
         if criteria:
-            result = conditional_create(connection, body, type_name, criteria)
+            result = unit.create_unless_matched(body, type_name, criteria)
         else:
-            result = create_resource(connection, body, type_name)
+            result = unit.create(body, type_name)
     if not result.created:
         return write_response(result.stored, 200, f"{type_name}/{result.stored.id} already matches '{criteria}'; nothing was created.")
     return write_response(result.stored, 201, f"Created {result.stored.type}/{result.stored.id}.")
@@ -75,8 +74,8 @@ def create(type_name):
 def update_by_criteria(type_name):
     body = read_resource_body()
     criteria = required_criteria("update")
-    with write_unit(engine()) as connection:
-        result = conditional_update(connection, body, type_name, criteria, request.headers.get("If-Match"))
+    with writing(engine()) as unit:
+        result = unit.update_matched(body, type_name, criteria, request.headers.get("If-Match"))
     message = "Created" if result.created else ("Updated" if result.changed else "No change to")
     return write_response(result.stored, 201 if result.created else 200, f"{message} {type_name}/{result.stored.id}.")
 
@@ -84,8 +83,8 @@ def update_by_criteria(type_name):
 @fhir.delete("/<type_name>")
 def delete_by_criteria(type_name):
     criteria = required_criteria("delete")
-    with write_unit(engine()) as connection:
-        deleted = conditional_delete(connection, type_name, criteria)
+    with writing(engine()) as unit:
+        deleted = unit.delete_matched(type_name, criteria)
     if deleted is None:
         return outcome_response(f"No live {type_name} matches '{criteria}'; nothing to delete.")
     return outcome_response(f"Deleted {type_name}/{deleted.id} (version {deleted.version}).", 200, version_headers(deleted))
@@ -100,8 +99,8 @@ def required_criteria(interaction: str) -> str:
 
 @fhir.get("/<type_name>/<resource_id>")
 def read(type_name, resource_id):
-    with read_unit(engine()) as connection:
-        stored = read_resource(connection, type_name, resource_id)
+    with reading(engine()) as unit:
+        stored = unit.read(type_name, resource_id)
     if not_modified(stored):
         return fhir_response(None, 304, version_headers(stored))
     return read_response(stored)
@@ -118,16 +117,16 @@ def not_modified(stored) -> bool:
 
 @fhir.get("/<type_name>/<resource_id>/_history/<version_id>")
 def vread(type_name, resource_id, version_id):
-    with read_unit(engine()) as connection:
-        stored = read_version(connection, type_name, resource_id, version_id)
+    with reading(engine()) as unit:
+        stored = unit.read_version(type_name, resource_id, version_id)
     return read_response(stored)
 
 
 @fhir.put("/<type_name>/<resource_id>")
 def update(type_name, resource_id):
     body = read_resource_body()
-    with write_unit(engine()) as connection:
-        result = update_resource(connection, type_name, resource_id, body, request.headers.get("If-Match"))
+    with writing(engine()) as unit:
+        result = unit.update(type_name, resource_id, body, request.headers.get("If-Match"))
     message = "Created" if result.created else ("Updated" if result.changed else "No change to")
     return write_response(result.stored, 201 if result.created else 200, f"{message} {type_name}/{resource_id}.")
 
@@ -135,16 +134,16 @@ def update(type_name, resource_id):
 @fhir.patch("/<type_name>/<resource_id>")
 def patch(type_name, resource_id):
     operations = read_json_body(frozenset({JSON_PATCH}))
-    with write_unit(engine()) as connection:
-        result = patch_resource(connection, type_name, resource_id, operations, request.headers.get("If-Match"))
+    with writing(engine()) as unit:
+        result = unit.patch(type_name, resource_id, operations, request.headers.get("If-Match"))
     message = "Patched" if result.changed else "The patch changed nothing in"
     return write_response(result.stored, 200, f"{message} {type_name}/{resource_id}.")
 
 
 @fhir.delete("/<type_name>/<resource_id>")
 def delete(type_name, resource_id):
-    with write_unit(engine()) as connection:
-        deleted = delete_resource(connection, type_name, resource_id, request.headers.get("If-Match"))
+    with writing(engine()) as unit:
+        deleted = unit.delete(type_name, resource_id, request.headers.get("If-Match"))
     if deleted is None:
         return outcome_response(f"{type_name}/{resource_id} does not exist or is already deleted; nothing to delete.")
     return outcome_response(f"Deleted {type_name}/{resource_id} (version {deleted.version}).", 200, version_headers(deleted))
@@ -188,10 +187,10 @@ def search_response(type_name: str | None, pairs: list[tuple[str, str]]):
     check_summary_mode(summary)
     links_params = [(name, value) for name, value in honoured if name != "_cursor"]
     path = f"/{type_name}" if type_name else ""  # links are GETs, also for POST _search
-    with read_unit(engine()) as connection:
+    with reading(engine()) as unit:
         if summary == "count" or search.count == 0:  # R4: _count=0 is treated as _summary=count
-            return fhir_response(bundle("searchset", [], page_links(links_params, None, path), count_matches(connection, search)))
-        result = run_search(connection, search)
+            return fhir_response(bundle("searchset", [], page_links(links_params, None, path), unit.count(search)))
+        result = unit.search(search)
     base, elements = fhir_base(), dict(pairs).get("_elements")
     entries = [search_entry(base, stored, subset(stored.body, summary, elements)) for stored in result.matches]
     entries += [search_entry(base, stored, subset(stored.body, summary, elements), mode="include") for stored in result.included]
@@ -219,8 +218,8 @@ def history_response(scope: HistoryQuery):
         type=scope.type, id=scope.id, since=since_parameter(), at=at_parameter(), count=page_size(),
         before_seq=cursor_row_key("before"),
     )
-    with read_unit(engine()) as connection:
-        page = read_history(connection, query)
+    with reading(engine()) as unit:
+        page = unit.history(query)
     base = fhir_base()
     next_cursor = {"before": page.next_before_seq} if page.next_before_seq is not None else None
     links = page_links(list(request.args.items(multi=True)), next_cursor)

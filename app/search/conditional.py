@@ -1,4 +1,5 @@
-"""Conditional create, update and delete: writes whose target is found by search criteria.
+"""Conditional matching: the target of a conditional create, update or delete, found by search criteria
+(the writes themselves are the unit of work's, app/store/unit.py).
 
 Every major FHIR server has shipped duplicates from two conditional creates racing.
 We serialise on the criteria, not on the table: on PostgreSQL a transaction-scoped
@@ -12,13 +13,12 @@ from urllib.parse import parse_qsl
 from sqlalchemy import Connection
 
 from app.errors import BadRequest, PreconditionFailed
-from app.model.validation import check_resource_type
 from app.search.index import hash64, is_indexed
 from app.search.criteria import token_hash_parts
 from app.search.parameters import SearchParameter, parameters_of
 from app.search.query import SearchRequest
 from app.search.service import is_result_parameter, run_search, search_request
-from app.store.resources import StoredResource, WriteResult, create_resource, delete_resource, update_resource
+from app.store.resources import StoredResource
 from app.store.search import lock_criteria, token_matches
 
 MATCH_LIMIT = 2  # enough to tell one match from many
@@ -84,46 +84,3 @@ def single_match(matches: list[StoredResource], type_name: str, query: str) -> S
     if len(matches) > 1:
         raise PreconditionFailed(f"More than one {type_name} matches '{query}'; make the criteria selective enough to match one.")
     return matches[0] if matches else None
-
-
-def conditional_create(connection: Connection, body, type_name: str, query: str, resource_id: str | None = None) -> WriteResult:
-    """If-None-Exist: create unless one resource matches (then return it unchanged); 412 when several match."""
-    existing = single_match(matching(connection, type_name, query), type_name, query)
-    if existing is not None:
-        return WriteResult(existing, created=False, changed=False)
-    return create_resource(connection, body, type_name, resource_id)
-
-
-def conditional_update(connection: Connection, body, type_name: str, query: str, if_match: str | None = None) -> WriteResult:
-    """PUT Type?criteria: update the one match, or create when none matches (under the body's id, if it has one)."""
-    target = update_target(connection, body, type_name, query)
-    if target is None:
-        return create_resource(connection, body, type_name)
-    return update_resource(connection, type_name, target, {**body, "id": target}, if_match)
-
-
-def update_target(connection: Connection, body, type_name: str, query: str) -> str | None:
-    """The id a conditional update writes: its one match's, else the body's; None to create under a new id."""
-    check_resource_type(body, type_name)
-    existing = single_match(matching(connection, type_name, query), type_name, query)
-    if existing is None:
-        return body.get("id")
-    if body.get("id") not in (None, existing.id):
-        raise BadRequest(f"The body's id '{body['id']}' is not the id of the {type_name} that matches '{query}' ({existing.id}).")
-    return existing.id
-
-
-def conditional_delete(connection: Connection, type_name: str, query: str) -> StoredResource | None:
-    """DELETE Type?criteria: delete the one match; nothing when none matches; 412 when several match."""
-    existing = single_match(matching(connection, type_name, query), type_name, query)
-    return delete_resource(connection, type_name, existing.id) if existing else None
-
-
-def resolve_conditional_reference(connection: Connection, reference: str) -> str:
-    """`Practitioner?identifier=x|y` -> `Practitioner/id` of its one match; 412 for none or several (R4 transaction rules)."""
-    type_name, _, query = reference.partition("?")
-    matches = matching(connection, type_name, query)
-    if len(matches) != 1:
-        found = "no" if not matches else "more than one"
-        raise PreconditionFailed(f"The conditional reference '{reference}' matches {found} {type_name}; it must match exactly one.")
-    return f"{type_name}/{matches[0].id}"

@@ -2,9 +2,8 @@
 
 One table per parameter type (string, token, date, number, quantity, reference,
 uri). Rows carry 64-bit hashes of (type, parameter[, system][, code]) beside the
-values, so most lookups hit one narrow B-tree, as HAPI FHIR does. The resource
-row's `index_mask` records which tables hold its rows, so an update deletes only
-from those.
+values, so most lookups hit one narrow B-tree, as HAPI FHIR does. The store
+writes them (app/store/index_rows.py).
 """
 import hashlib
 import re
@@ -13,18 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, lru_cache
 
-from sqlalchemy import Connection, bindparam, delete
-
 from app.model.elements import elements_of
 from app.search.parameters import SearchParameter, parameters_of
 from app.search.paths import compile_expression, evaluate_components, fhir_type, is_type
 from app.search.values import VALUES_BY_PARAMETER_TYPE, identifier_type_tokens, reference_identifier_tokens, token_values
-from app.store.db import insert_rows
-from app.store.schema import INDEX_TABLES
 
 # Answered from the resource row itself, never from index rows.
 ROW_PARAMETERS = frozenset({"_id", "_lastUpdated"})
-TABLE_BITS = {parameter_type: 1 << bit for bit, parameter_type in enumerate(INDEX_TABLES)}
 
 
 @lru_cache(maxsize=65536)  # the same codes, systems and parameters recur in almost every write
@@ -84,7 +78,7 @@ def value_component_keys(type_name: str, parameter: SearchParameter) -> frozense
 
 
 def is_indexed(type_name: str, parameter: SearchParameter) -> bool:
-    if not parameter.expression or parameter.code in ROW_PARAMETERS or parameter.type not in INDEX_TABLES:
+    if not parameter.expression or parameter.code in ROW_PARAMETERS or parameter.type not in INDEXED_TYPES:
         return False
     return parameter.type != "composite" or composite_components(type_name, parameter) is not None
 
@@ -153,29 +147,6 @@ def keyed_token_rows(type_name: str, code: str, param_hash: int, node) -> list[d
     if node.type == "Reference" and isinstance(node.value, dict):
         return [token_row(type_name, f"{code}:identifier", param_hash, value) for value in reference_identifier_tokens(node.value)]
     return []
-
-
-def index_mask(rows: dict[str, list[dict]]) -> int:
-    return sum(TABLE_BITS[parameter_type] for parameter_type, table_rows in rows.items() if table_rows)
-
-
-def write_index_rows(connection: Connection, indexed: list[tuple[int, dict[str, list[dict]]]]) -> None:
-    """Insert the rows of many resources, given as (pk, rows) pairs from index_rows (whose rows this
-    completes in place): one batched statement per table."""
-    by_table = defaultdict(list)
-    for pk, rows in indexed:
-        for parameter_type, table_rows in rows.items():
-            for row in table_rows:
-                row["res_pk"] = pk
-            by_table[parameter_type].extend(table_rows)
-    for parameter_type, table_rows in by_table.items():
-        insert_rows(connection, INDEX_TABLES[parameter_type], table_rows)
-
-
-def delete_index_rows(connection: Connection, pk: int, mask: int) -> None:
-    for parameter_type, bit in TABLE_BITS.items():
-        if mask & bit:
-            connection.execute(DELETES[parameter_type], {"pk": pk})
 
 
 def composite_rows(type_name: str, parameter: SearchParameter, body: dict) -> list[dict]:
@@ -258,4 +229,4 @@ ROW_BUILDERS = {
     "string": string_row, "token": token_row, "date": date_row, "number": number_row,
     "quantity": quantity_row, "reference": reference_row, "uri": uri_row,
 }
-DELETES = {parameter_type: delete(table).where(table.c.res_pk == bindparam("pk")) for parameter_type, table in INDEX_TABLES.items()}
+INDEXED_TYPES = frozenset({*ROW_BUILDERS, "composite"})  # the parameter types with index rows (a table each in the store)

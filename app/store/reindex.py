@@ -6,7 +6,8 @@ new rows swap atomically, and writers wait at most one batch.
 """
 from sqlalchemy import Engine, false, func, select
 
-from app.search.index import delete_index_rows, index_mask, index_rows, write_index_rows
+from app.search.index import index_rows
+from app.store.index_rows import delete_index_rows, index_mask, write_index_rows
 from app.store.db import read_unit, write_unit
 from app.store.schema import resource
 

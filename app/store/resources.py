@@ -1,8 +1,5 @@
-"""The one write path and the one read path for resources.
-
-Every entrance (REST, Bundles, the loader, the HL7 v2 feed) writes
-through create_resource / update_resource / patch_resource / delete_resource, so
-each write is validated, versioned and kept in history the same way.
+"""The steps of the one write path and the one read path for resources, which the unit of work (app/store/unit.py)
+runs for every entrance: validate, version, extract index rows, persist; read current and past versions.
 
 Versions are assigned under a row lock (SELECT ... FOR UPDATE on PostgreSQL; the
 BEGIN IMMEDIATE database lock on SQLite), and the UPDATE repeats the expected
@@ -23,7 +20,8 @@ from app.model.numbers import whole_number
 from app.model.ordering import in_element_order
 from app.model.registry import require_served_type
 from app.model.validation import SERVER_META, check_resource_id, check_resource_type, validate_resource
-from app.search.index import delete_index_rows, index_mask, index_rows, write_index_rows
+from app.search.index import index_rows
+from app.store.index_rows import delete_index_rows, index_mask, write_index_rows
 from app.store.db import column_in, insert_rows, insert_rows_returning_keys
 from app.store.schema import resource, resource_history, search_reference
 
@@ -78,16 +76,6 @@ class WriteResult:
     stored: StoredResource
     created: bool = False
     changed: bool = True
-
-
-def create_resource(connection: Connection, body, expected_type: str | None = None, resource_id: str | None = None) -> WriteResult:
-    """POST: store a new resource under a server-assigned id (a client's id is ignored, as R4 says).
-
-    A transaction assigns `resource_id` itself, before writing, so that references to the new resource resolve.
-    """
-    stored = new_resource(body, expected_type, resource_id)
-    insert_new_resources(connection, [stored])
-    return WriteResult(stored, created=True)
 
 
 def new_resource(body, expected_type: str | None = None, resource_id: str | None = None, method: str = "POST") -> StoredResource:

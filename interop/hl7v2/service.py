@@ -32,11 +32,11 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from app.errors import DatabaseUnavailable, FhirError
 from app.model.instants import as_utc, format_instant, utc_now
 from app.model.references import rewrite_references
-from app.search.conditional import matching, matching_each, single_match
-from app.search.service import run_search, search_request
-from app.store.db import is_disconnect, read_unit, write_unit
-from app.store.resources import (StoredResource, insert_new_resources, live_referrers, new_resource, read_resource,
-                                 same_content, update_resource)
+from app.search.conditional import single_match
+from app.search.service import search_request
+from app.store.db import is_disconnect, read_unit
+from app.store.resources import StoredResource, same_content
+from app.store.unit import Unit, reading, writing
 from interop.hl7v2.authorities import authority_systems
 from interop.hl7v2.ack import NOT_STORED, Acknowledgements, ErrorDetail, Header, acknowledgements
 from interop.hl7v2.mapping import IdentifierChange, Instruction, MappingError, Merge, UnsupportedMessage, Upsert, map_message
@@ -225,8 +225,8 @@ def record(engine: Engine, readings: list[Reading]) -> list[Receipt]:
     A pooled connection the database dropped (it restarted) fails once, and the pool is renewed: tried again."""
     if len(readings) > 1:
         try:
-            with write_unit(engine) as connection:
-                return store_and_apply(connection, readings)
+            with writing(engine) as unit:
+                return store_and_apply(unit, readings)
         except Exception as error:  # noqa: BLE001 - each is recorded alone below
             log.info("a batch of %d hl7 messages failed (%s); recording each alone", len(readings), error)
     return [recorded_alone(engine, reading) for reading in readings]
@@ -235,7 +235,7 @@ def record(engine: Engine, readings: list[Reading]) -> list[Receipt]:
 def recorded_alone(engine: Engine, reading: Reading) -> Receipt:
     for attempt in (1, 2):
         try:
-            return written_or_kept(engine, reading, lambda connection, written: store_and_apply(connection, [written])[0])
+            return written_or_kept(engine, reading, lambda unit, written: store_and_apply(unit, [written])[0])
         except Exception as error:  # noqa: BLE001 - the database failed: answered, not lost
             if attempt == 1 and is_disconnect(error):
                 continue
@@ -244,14 +244,14 @@ def recorded_alone(engine: Engine, reading: Reading) -> Receipt:
 
 
 def written_or_kept(engine: Engine, reading: Reading, write):
-    """`write(connection, reading)` in one transaction; when that fails, `write` of the message as kept in error."""
+    """`write(unit, reading)` in one unit of work; when that fails, `write` of the message as kept in error."""
     try:
-        with write_unit(engine) as connection:
-            return write(connection, reading)
+        with writing(engine) as unit:
+            return write(unit, reading)
     except Exception as error:
         failed = failed_write(reading, error)
-        with write_unit(engine) as connection:
-            return write(connection, failed)
+        with writing(engine) as unit:
+            return write(unit, failed)
 
 
 def failed_write(reading: Reading, error: Exception) -> Reading:
@@ -271,11 +271,12 @@ def failure_text(error: Exception) -> str:
     return f"The message's resources could not be stored: {first_line}"
 
 
-def store_and_apply(connection, readings: list[Reading]) -> list[Receipt]:
+def store_and_apply(unit: Unit, readings: list[Reading]) -> list[Receipt]:
     """Store each message with its outcome; apply those mapped, unless they are re-sends of stored ones."""
+    connection = unit.connection  # the message store's tables, in the unit's transaction
     rows = store(connection, readings)
     outcomes = [(row, reading) for reading, (row, arrival) in zip(readings, rows) if arrival != RESENT]
-    apply_messages(connection, [(row.id, reading) for row, reading in outcomes if reading.instructions is not None])
+    apply_messages(unit, [(row.id, reading) for row, reading in outcomes if reading.instructions is not None])
     queued = queue_application_acks(connection, [(row.id, reading) for row, reading in outcomes])
     receipts = []
     for reading, (row, arrival) in zip(readings, rows):
@@ -299,13 +300,12 @@ def queue_application_acks(connection, outcomes: list[tuple[int, Reading]]) -> s
     return {ack.message_id for ack in acks}
 
 
-def apply_messages(connection, messages: list[tuple[int, Reading]]) -> None:
+def apply_messages(unit: Unit, messages: list[tuple[int, Reading]]) -> None:
     """Apply mapped messages (message id, reading) in order, their business keys looked up together."""
-    writer = UpsertWriter(connection)
+    writer = UpsertWriter(unit)
     writer.look_up([(upsert.type, upsert.criteria) for _, reading in messages for upsert in reading.instructions if isinstance(upsert, Upsert)])
     for message_id, reading in messages:
         apply(writer, reading.instructions, message_id, reading.header)
-    writer.flush()
 
 
 def apply(writer: "UpsertWriter", instructions: tuple[Instruction, ...], message_id: int, header: Header) -> None:
@@ -315,37 +315,33 @@ def apply(writer: "UpsertWriter", instructions: tuple[Instruction, ...], message
     changed = []
     changes = [instruction for instruction in instructions if isinstance(instruction, IdentifierChange)]
     if changes:  # the upserts that follow find the changed resources by their new identifiers
-        writer.flush()
-        changed = [reference for change in changes for reference in apply_identifier_change(writer.connection, change, source)]
+        changed = [reference for change in changes for reference in apply_identifier_change(writer.unit, change, source)]
         writer.forget()
     targets: dict[str, str] = {}  # local_ref -> Type/id
     for upsert in (instruction for instruction in instructions if isinstance(instruction, Upsert)):
         targets[upsert.local_ref] = writer.upsert(upsert, with_source(rewrite_references(upsert.body, targets), source))
     written = changed + list(targets.values())
     merges = [instruction for instruction in instructions if isinstance(instruction, Merge)]
-    if merges:  # a merge writes to its survivor, which must exist by then, and to resources the writer may hold
-        writer.flush()
-        written += [reference for merge in merges for reference in apply_merge(writer.connection, merge, targets[merge.survivor_ref], source)]
+    if merges:  # a merge writes to its survivor and to resources the writer may hold
+        written += [reference for merge in merges for reference in apply_merge(writer.unit, merge, targets[merge.survivor_ref], source)]
         writer.forget()
     if written:
-        writer.create(provenance(list(dict.fromkeys(written)), message_id, header, source))
+        writer.unit.create(provenance(list(dict.fromkeys(written)), message_id, header, source))
 
 
 class UpsertWriter:
-    """Upserts by business key for a run of messages in one transaction.
+    """Upserts by business key for a run of messages in one unit of work.
 
-    The keys are locked and looked up together; new resources wait to be inserted together (a
-    result message mostly creates), under the ids their references already use. An update is
-    written at once; one to a resource still waiting first inserts those waiting, so each
-    message's change stays its own version."""
+    The keys are locked and looked up together, and what they find is remembered, so that the unit can keep
+    the new resources (a result message mostly creates) waiting to be written together, under the ids their
+    references already use. Each message's change stays its own version."""
 
-    def __init__(self, connection):
-        self.connection = connection
+    def __init__(self, unit: Unit):
+        self.unit = unit
         self.current: dict[tuple[str, str], StoredResource | None] = {}  # (type, criteria) -> what they find now
-        self.waiting: list[StoredResource] = []
 
     def look_up(self, keys: list[tuple[str, str]]) -> None:
-        for (type_name, criteria), matches in matching_each(self.connection, keys).items():
+        for (type_name, criteria), matches in self.unit.matching_each(keys).items():
             self.current[(type_name, criteria)] = single_match(matches, type_name, criteria)
 
     def upsert(self, upsert: Upsert, body: dict) -> str:
@@ -355,21 +351,11 @@ class UpsertWriter:
             self.look_up([key])
         existing = self.current[key]
         if existing is None:
-            self.current[key] = existing = self.create(upsert.combine({}, body) if upsert.combine else body)
+            created = upsert.combine({}, body) if upsert.combine else body
+            self.current[key] = existing = self.unit.create(created, created["resourceType"]).stored
         elif (changed := changed_body(upsert, existing, body)) is not None:
-            if any(stored is existing for stored in self.waiting):
-                self.flush()
-            self.current[key] = existing = update_resource(self.connection, upsert.type, existing.id, changed).stored
+            self.current[key] = existing = self.unit.update(upsert.type, existing.id, changed).stored
         return f"{upsert.type}/{existing.id}"
-
-    def create(self, body: dict) -> StoredResource:
-        stored = new_resource(body, body["resourceType"])
-        self.waiting.append(stored)
-        return stored
-
-    def flush(self) -> None:
-        insert_new_resources(self.connection, self.waiting)
-        self.waiting = []
 
     def forget(self) -> None:
         """Drop what the keys found: a merge changed resources behind them."""
@@ -418,67 +404,66 @@ def provenance(targets: list[str], message_id: int, header: Header, source: str)
 
 # Identifier changes (ADT^A47).
 
-def apply_identifier_change(connection, change: IdentifierChange, source: str) -> list[str]:
+def apply_identifier_change(unit: Unit, change: IdentifierChange, source: str) -> list[str]:
     """Give the resource `change.criteria` finds `change.new_key` in place of `change.old_key`: [Type/id], or [] when
     none is found (the upsert by the new key then creates it). MappingError 205 when another resource has the new key."""
-    found = single_match(matching(connection, change.type, change.criteria), change.type, change.criteria)
+    found = unit.match_one(change.type, change.criteria)
     if found is None:
         return []
-    new_criteria = identifier_criteria(change.new_key)
-    holder = single_match(matching(connection, change.type, new_criteria), change.type, new_criteria)
+    holder = unit.match_one(change.type, identifier_criteria(change.new_key))
     if holder is not None and holder.id != found.id:
         raise MappingError(f"{change.type}/{holder.id} already has the identifier {change.new_key['value']} that {change.type}/{found.id} "
                            f"is to take: two records of one patient are merged with an A40, not an A47.", 205, "PID", 1, 3)
     old = (change.old_key.get("system"), change.old_key["value"])
     kept = [entry for entry in found.body.get("identifier", []) if (entry.get("system"), entry.get("value")) != old]
     body = {**found.body, "identifier": [change.new_key, *[entry for entry in kept if entry != change.new_key]]}
-    update_resource(connection, change.type, found.id, with_source(body, source), found.etag)
+    unit.update(change.type, found.id, with_source(body, source), found.etag)
     return [f"{change.type}/{found.id}"]
 
 
 # Merges (ADT^A40).
 
-def apply_merge(connection, merge: Merge, survivor: str, source: str) -> list[str]:
+def apply_merge(unit: Unit, merge: Merge, survivor: str, source: str) -> list[str]:
     """Merge the Patient `merge.criteria` finds into `survivor` (`Patient/<id>`): it becomes inactive and `replaced-by`
     the survivor, the survivor `replaces` it, and other resources' references to it move to the survivor.
 
     Returns the resources written (`Type/id`): none when no other patient is found, and none again on a replay."""
-    found = single_match(matching(connection, merge.type, merge.criteria), merge.type, merge.criteria)
+    found = unit.match_one(merge.type, merge.criteria)
     if found is None or f"{merge.type}/{found.id}" == survivor:
         return []
     merged = f"{merge.type}/{found.id}"
-    moved = move_references(connection, merged, survivor, source)
+    moved = move_references(unit, merged, survivor, source)
     return [
-        *add_link(connection, merged, "replaced-by", survivor, {"active": False}, source),
-        *add_link(connection, survivor, "replaces", merged, {}, source),
+        *add_link(unit, merged, "replaced-by", survivor, {"active": False}, source),
+        *add_link(unit, survivor, "replaces", merged, {}, source),
         *moved,
     ]
 
 
-def add_link(connection, patient: str, link_type: str, other: str, changes: dict, source: str) -> list[str]:
+def add_link(unit: Unit, patient: str, link_type: str, other: str, changes: dict, source: str) -> list[str]:
     """Give `patient` a link of `link_type` to `other` (unless it has one) and `changes`: [patient], or [] if it had both."""
     type_name, resource_id = patient.split("/")
-    current = read_resource(connection, type_name, resource_id)
+    current = unit.read(type_name, resource_id)
     link = {"other": {"reference": other}, "type": link_type}
     links = current.body.get("link", [])
     body = {**current.body, **changes, "link": links if link in links else [*links, link]}
     if body == current.body:
         return []
-    update_resource(connection, type_name, resource_id, with_source(body, source), current.etag)
+    unit.update(type_name, resource_id, with_source(body, source), current.etag)
     return [patient]
 
 
-def move_references(connection, merged: str, survivor: str, source: str) -> list[str]:
+def move_references(unit: Unit, merged: str, survivor: str, source: str) -> list[str]:
     """Point every live resource that refers to `merged` (as its search index says) at `survivor` instead.
 
     A Provenance keeps what it recorded, and a Patient its links: they say who replaced whom."""
     moved = []
-    for referrer in live_referrers(connection, *merged.split("/"), excluding="Provenance"):
+    for referrer in unit.referrers(*merged.split("/"), excluding="Provenance"):
         body = rewrite_references(referrer.body, {merged: survivor})
         if referrer.type == "Patient" and "link" in referrer.body:
             body["link"] = referrer.body["link"]
         if body != referrer.body:
-            update_resource(connection, referrer.type, referrer.id, with_source(body, source), referrer.etag)
+            unit.update(referrer.type, referrer.id, with_source(body, source), referrer.etag)
             moved.append(f"{referrer.type}/{referrer.id}")
     return moved
 
@@ -694,8 +679,8 @@ def written_resources(engine: Engine, message_id: int) -> list[str]:
     """`Type/id` of each resource a message wrote (or found already as it says), as its Provenances record them:
     one per apply, a replay's included."""
     request, _ = search_request("Provenance", [("_source", f"{MESSAGE_IDENTIFIER_SYSTEM}:{message_id}")], False, 100, 100)
-    with read_unit(engine) as connection:
-        provenances = run_search(connection, request).matches
+    with reading(engine) as unit:
+        provenances = unit.search(request).matches
     return list(dict.fromkeys(target["reference"] for provenance in provenances for target in provenance.body["target"]))
 
 
@@ -705,17 +690,18 @@ def replay(engine: Engine, message_id: int) -> Receipt:
     reading = read(row.raw, row.peer, Senders(), authority_systems(engine))
     if reading.header is None:
         return Receipt(message_id, row.status, row.ack, unreadable=True)  # not a message: nothing to apply
-    return written_or_kept(engine, reading, lambda connection, again: replayed(connection, message_id, again))
+    return written_or_kept(engine, reading, lambda unit, again: replayed(unit, message_id, again))
 
 
-def replayed(connection, message_id: int, reading: Reading) -> Receipt:
+def replayed(unit: Unit, message_id: int, reading: Reading) -> Receipt:
     """The replay's outcome; a new application ACK only when the outcome changed, so that replaying what still
     fails does not send its sender the same AE again, and never for a message refused at first (CR)."""
+    connection = unit.connection  # the message store's tables, in the unit's transaction
     earlier = locked_status(connection, message_id)
     if earlier == "applied":
         return Receipt(message_id, "applied", stored_ack(connection, message_id), reading.codec)
     if reading.instructions is not None:
-        apply_messages(connection, [(message_id, reading)])
+        apply_messages(unit, [(message_id, reading)])
     mark(connection, message_id, reading)
     changed = reading.status != earlier and earlier != "rejected"  # no application ACK follows a CR, even later
     queued = queue_application_acks(connection, [(message_id, reading)]) if changed else set()

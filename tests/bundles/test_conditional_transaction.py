@@ -7,9 +7,8 @@ from sqlalchemy import func, select
 
 from app.bundles import process_bundle
 from app.errors import BadRequest, Gone, NotFound, PreconditionFailed
-from app.store.db import read_unit, write_unit
-from app.store.resources import create_resource, read_resource
 from app.store.schema import resource, resource_history
+from app.store.unit import reading, writing
 
 BASE = "http://127.0.0.1:8080/fhir"
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
@@ -79,24 +78,24 @@ def synthea_bundle():
 
 
 def store(engine, body):
-    with write_unit(engine) as connection:
-        return create_resource(connection, body).stored
+    with writing(engine) as unit:
+        return unit.create(body).stored
 
 
 def read(engine, type_name, resource_id):
-    with read_unit(engine) as connection:
-        return read_resource(connection, type_name, resource_id)
+    with reading(engine) as unit:
+        return unit.read(type_name, resource_id)
 
 
 def count_live(engine, type_name):
-    with read_unit(engine) as connection:
+    with reading(engine) as unit:
         query = select(func.count()).select_from(resource).where(resource.c.res_type == type_name, resource.c.deleted.is_(False))
-        return connection.execute(query).scalar()
+        return unit.connection.execute(query).scalar()
 
 
 def count_versions(engine):
-    with read_unit(engine) as connection:
-        return connection.execute(select(func.count()).select_from(resource_history)).scalar()
+    with reading(engine) as unit:
+        return unit.connection.execute(select(func.count()).select_from(resource_history)).scalar()
 
 
 def statuses(response):

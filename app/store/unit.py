@@ -1,0 +1,174 @@
+"""The one writer and reader of resources: a unit of work, in one transaction, that every entrance uses.
+
+REST interactions, transaction and batch Bundles, `ehr load` and the feeds open a unit with `writing(engine)`
+or `reading(engine)` and ask it, never the tables, for what they need: creates, updates (with If-Match),
+conditional creates, updates and deletes by criteria, patches and deletes; reads, versions, history, searches
+and the resources that refer to one. Each write runs one pipeline: validate, version, extract index rows,
+persist (app/store/resources.py). Policy checks, audit records and field encryption belong here, once, for every
+entrance.
+
+Creates are validated at once and written together: at the unit's next statement that could see them (a read, a
+search, a write of the same resource) or at commit, so that a transaction's thousand POSTs, a feed's batch of
+results and a loaded file's new resources each go in one batch per table.
+"""
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection, Engine
+
+from app.errors import BadRequest, PreconditionFailed
+from app.model.validation import check_resource_type
+from app.search.conditional import matching, matching_each, single_match
+from app.search.service import SearchRequest, SearchResult, count_matches, run_search
+from app.store.db import read_unit, write_unit
+from app.store.history import HistoryPage, HistoryQuery, read_history
+from app.store.resources import (
+    StoredResource, WriteResult, delete_resource, has_resources, insert_new_resources, live_referrers, new_resource, patch_resource,
+    read_resource, read_version, stored_keys, update_resource,
+)
+
+
+class Unit:
+    """One unit of work on `connection`, in its transaction."""
+
+    def __init__(self, connection: Connection):
+        self.connection = connection
+        self.waiting: dict[tuple[str, str], StoredResource] = {}  # creates not yet written, by (type, id)
+
+    # Writes.
+
+    def create(self, body, expected_type: str | None = None, resource_id: str | None = None, method: str = "POST") -> WriteResult:
+        """A new resource, under `resource_id` (assigned before writing, so references to it resolve) or a new id.
+        A POST's own id is ignored, as R4 says; `ehr load` creates under the file's ids with method PUT."""
+        stored = new_resource(body, expected_type, resource_id, method)
+        if (stored.type, stored.id) in self.waiting:
+            self.flush()  # the same id twice: the first is written, and the second fails as the database says
+        self.waiting[(stored.type, stored.id)] = stored
+        return WriteResult(stored, created=True)
+
+    def update(self, type_name: str, resource_id: str, body, if_match: str | None = None) -> WriteResult:
+        """PUT: a new version, or the first one under the client's id; unchanged content writes nothing."""
+        self.flush_if_waiting(type_name, resource_id)
+        return update_resource(self.connection, type_name, resource_id, body, if_match)
+
+    def patch(self, type_name: str, resource_id: str, operations, if_match: str | None = None) -> WriteResult:
+        self.flush_if_waiting(type_name, resource_id)
+        return patch_resource(self.connection, type_name, resource_id, operations, if_match)
+
+    def delete(self, type_name: str, resource_id: str, if_match: str | None = None) -> StoredResource | None:
+        """A deletion version; None when there was nothing live to delete."""
+        self.flush_if_waiting(type_name, resource_id)
+        return delete_resource(self.connection, type_name, resource_id, if_match)
+
+    def create_unless_matched(self, body, type_name: str, criteria: str, resource_id: str | None = None) -> WriteResult:
+        """If-None-Exist: create unless one resource matches (then return it unchanged); 412 when several match."""
+        existing = self.match_one(type_name, criteria)
+        if existing is not None:
+            return WriteResult(existing, created=False, changed=False)
+        return self.create(body, type_name, resource_id)
+
+    def update_matched(self, body, type_name: str, criteria: str, if_match: str | None = None) -> WriteResult:
+        """PUT Type?criteria: update the one match, or create when none matches (under the body's id, if it has one)."""
+        target = self.update_target(body, type_name, criteria)
+        if target is None:
+            return self.create(body, type_name)
+        return self.update(type_name, target, {**body, "id": target}, if_match)
+
+    def update_target(self, body, type_name: str, criteria: str) -> str | None:
+        """The id a conditional update writes: its one match's, else the body's; None to create under a new id."""
+        check_resource_type(body, type_name)
+        existing = self.match_one(type_name, criteria)
+        if existing is None:
+            return body.get("id")
+        if body.get("id") not in (None, existing.id):
+            raise BadRequest(f"The body's id '{body['id']}' is not the id of the {type_name} that matches '{criteria}' ({existing.id}).")
+        return existing.id
+
+    def delete_matched(self, type_name: str, criteria: str) -> StoredResource | None:
+        """DELETE Type?criteria: delete the one match; nothing when none matches; 412 when several match."""
+        existing = self.match_one(type_name, criteria)
+        return self.delete(type_name, existing.id) if existing else None
+
+    def flush(self) -> None:
+        """Write the waiting creates, batched per table."""
+        if self.waiting:
+            waiting, self.waiting = list(self.waiting.values()), {}
+            insert_new_resources(self.connection, waiting)
+
+    def flush_if_waiting(self, type_name: str, resource_id: str) -> None:
+        if (type_name, resource_id) in self.waiting:
+            self.flush()
+
+    # Reads: each sees the unit's own writes.
+
+    def read(self, type_name: str, resource_id: str) -> StoredResource:
+        self.flush_if_waiting(type_name, resource_id)
+        return read_resource(self.connection, type_name, resource_id)
+
+    def read_version(self, type_name: str, resource_id: str, version_id: str) -> StoredResource:
+        self.flush_if_waiting(type_name, resource_id)
+        return read_version(self.connection, type_name, resource_id, version_id)
+
+    def history(self, query: HistoryQuery) -> HistoryPage:
+        self.flush()
+        return read_history(self.connection, query)
+
+    def search(self, request: SearchRequest) -> SearchResult:
+        self.flush()
+        return run_search(self.connection, request)
+
+    def count(self, request: SearchRequest) -> int:
+        self.flush()
+        return count_matches(self.connection, request)
+
+    def matching(self, type_name: str, criteria: str) -> list[StoredResource]:
+        """Up to two live resources matching conditional `criteria`, their lock taken until commit (race-safe)."""
+        self.flush()
+        return matching(self.connection, type_name, criteria)
+
+    def matching_each(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[StoredResource]]:
+        """`matching` for many (type, criteria) at once: a feed's business keys, locked and looked up together."""
+        self.flush()
+        return matching_each(self.connection, keys)
+
+    def match_one(self, type_name: str, criteria: str) -> StoredResource | None:
+        """The one live resource matching `criteria`, or None; 412 when several match."""
+        return single_match(self.matching(type_name, criteria), type_name, criteria)
+
+    def resolve_reference(self, reference: str) -> str:
+        """`Practitioner?identifier=x|y` -> `Practitioner/id` of its one match; 412 for none or several (R4 transaction rules)."""
+        type_name, _, criteria = reference.partition("?")
+        matches = self.matching(type_name, criteria)
+        if len(matches) != 1:
+            found = "no" if not matches else "more than one"
+            raise PreconditionFailed(f"The conditional reference '{reference}' matches {found} {type_name}; it must match exactly one.")
+        return f"{type_name}/{matches[0].id}"
+
+    def referrers(self, type_name: str, resource_id: str, excluding: str | None = None) -> list[StoredResource]:
+        """The live resources (but those of type `excluding`) that refer to `type_name/resource_id`."""
+        self.flush()
+        return live_referrers(self.connection, type_name, resource_id, excluding)
+
+    def has_resources(self) -> bool:
+        return bool(self.waiting) or has_resources(self.connection)
+
+    def stored_keys(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (type, id) have a row, live or deleted, or wait to be written by this unit."""
+        keys = set(keys)
+        return stored_keys(self.connection, keys - self.waiting.keys()) | (keys & self.waiting.keys())
+
+
+@contextmanager
+def writing(engine: Engine) -> Iterator[Unit]:
+    """A unit that may write; everything it did is committed together at the end, or nothing on an error."""
+    with write_unit(engine) as connection:
+        unit = Unit(connection)
+        yield unit
+        unit.flush()
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Unit]:
+    """A unit for reads only (on PostgreSQL each statement sees what is committed, without BEGIN and COMMIT)."""
+    with read_unit(engine) as connection:
+        yield Unit(connection)
