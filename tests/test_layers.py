@@ -1,5 +1,5 @@
 """Dependencies point one way: feeds (interop) build on the server (app), which never imports them, and feeds keep
-to their own tables rather than the store's."""
+to their own tables rather than the store's; inside the server, only the store (app/store) queries its tables."""
 import ast
 from pathlib import Path
 
@@ -11,7 +11,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def imported_modules(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(), str(path))
     names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    return names | {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    modules = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    # `from app.store import schema` imports the module app.store.schema too
+    submodules = {f"{node.module}.{alias.name}" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module for alias in node.names}
+    return names | modules | submodules
 
 
 def modules_of(package: str) -> list[Path]:
@@ -25,6 +28,15 @@ def test_the_server_never_imports_a_feed(path):
 
 @pytest.mark.parametrize("path", modules_of("interop"), ids=lambda path: str(path.relative_to(ROOT)))
 def test_a_feed_never_queries_the_stores_tables(path):
+    assert "app.store.schema" not in imported_modules(path)
+
+
+def server_modules_outside_the_store() -> list[Path]:
+    return [path for path in modules_of("app") if not path.is_relative_to(ROOT / "app" / "store")]
+
+
+@pytest.mark.parametrize("path", server_modules_outside_the_store(), ids=lambda path: str(path.relative_to(ROOT)))
+def test_only_the_store_queries_its_tables(path):
     assert "app.store.schema" not in imported_modules(path)
 
 

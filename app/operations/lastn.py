@@ -11,14 +11,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from app.errors import BadRequest
 from app.operations.parameters import positive_integer
 from app.search.criteria import Query
-from app.search.service import SearchRequest, SortKey, is_result_parameter, search_condition, search_request, sort_expression
-from app.store.resources import StoredResource, stored_from_row
-from app.store.schema import resource
+from app.search.service import is_result_parameter, search_request
+from app.store.observations import latest_dates_and_codes, resources_in_order
+from app.store.resources import StoredResource
 
 SUBJECT_PARAMETERS = frozenset({"patient", "subject"})
 LASTN_RESULT_PARAMETERS = frozenset({"_format", "_pretty"})
@@ -58,15 +58,9 @@ def base_code(name: str) -> str:
 
 def last_observations(connection: Connection, request: LastnRequest) -> list[StoredResource]:
     """The latest Observations of each code group, groups in order of their latest, each newest first."""
-    effective = sort_expression("Observation", SortKey("date", descending=True))
-    statement = select(resource.c.pk, resource.c.body["code"].label("code"), effective).where(
-        search_condition(SearchRequest("Observation", request.criteria))
-    )
-    candidates = [Candidate(row.pk, row._mapping[effective.name], row.code) for row in connection.execute(statement)]
+    candidates = [Candidate(*found) for found in latest_dates_and_codes(connection, request.criteria)]
     chosen = [candidate.pk for group in code_groups(candidates) for candidate in latest_of(group, request.max)]
-    rows = connection.execute(select(resource).where(resource.c.pk.in_(chosen))).all()
-    by_pk = {row.pk: stored_from_row(row) for row in rows}
-    return [by_pk[pk] for pk in chosen]
+    return resources_in_order(connection, chosen)
 
 
 def code_groups(candidates: list[Candidate]) -> list[list[Candidate]]:

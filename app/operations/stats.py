@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from app.errors import BadRequest, NotSupported
 from app.model.instants import EARLIEST, format_instant, shifted, utc_now
@@ -19,10 +19,9 @@ from app.model.references import rewritten_reference
 from app.operations.parameters import boolean, check_known_parameters, positive_integer
 from app.operations.statistics import STATISTICS
 from app.search.criteria import Query, parse_number
-from app.search.service import SearchRequest, SortKey, search_condition, sort_expression
 from app.search.values import as_decimal
-from app.store.resources import StoredResource, stored_from_row
-from app.store.schema import resource
+from app.store.observations import observations_oldest_first
+from app.store.resources import StoredResource
 
 STATISTICS_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-statistics"
 DATA_ABSENT_REASON = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
@@ -171,7 +170,6 @@ def observation_statistics(connection: Connection, request: StatsRequest) -> dic
 
 def source_observations(connection: Connection, request: StatsRequest) -> list[tuple[StoredResource, datetime | None]]:
     """The subject's Observations of the codes (in Observation.code or a component's code), oldest first, with their effective time."""
-    effective = sort_expression("Observation", SortKey("date", descending=False))
     criteria = [
         Query("subject", request.subject),
         Query("combo-code", ",".join(f"{system}|{code}" if system else code for system, code in request.codes)),
@@ -179,13 +177,7 @@ def source_observations(connection: Connection, request: StatsRequest) -> list[t
     ]
     criteria += [Query("date", f"ge{request.start}")] if request.start else []
     criteria += [Query("date", f"le{request.end}")] if request.end else []
-    statement = (
-        select(resource, effective)
-        .where(search_condition(SearchRequest("Observation", tuple(criteria))))
-        .order_by(effective.asc().nulls_last(), resource.c.pk)
-    )
-    rows = connection.execute(statement).all()
-    return [(stored_from_row(row), row._mapping[effective.name]) for row in rows]
+    return observations_oldest_first(connection, tuple(criteria))
 
 
 def measurement_groups(sources: list[tuple[StoredResource, datetime | None]], codes: tuple[tuple[str | None, str], ...]) -> list[Measurements]:

@@ -8,8 +8,7 @@ from app.model.media_types import FHIR_JSON, JSON_PATCH
 from app.model.registry import FHIR_VERSION, resource_types
 from app.operations.registry import operations_of
 from app.search.criteria import is_searchable
-from app.search.parameters import parameters_of, shared_parameters
-from app.search.service import reference_codes
+from app.search.parameters import parameters_of, reference_codes, shared_parameters
 
 SOFTWARE_NAME = "EHR Integration Server"
 SOFTWARE_VERSION = "0.1.0"

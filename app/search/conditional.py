@@ -10,20 +10,18 @@ then finds its resource; SQLite's single writer (BEGIN IMMEDIATE) does the same.
 from collections import defaultdict
 from urllib.parse import parse_qsl
 
-from sqlalchemy import Connection, false, select, text
+from sqlalchemy import Connection
 
 from app.errors import BadRequest, PreconditionFailed
 from app.search.index import hash64, is_indexed
 from app.search.criteria import token_hash_parts
 from app.search.parameters import SearchParameter, parameters_of
-from app.search.service import SearchRequest, is_result_parameter, run_search, search_request
-from app.store.db import column_in, is_postgresql
-from app.store.resources import StoredResource, stored_from_row
-from app.store.schema import resource, search_token
+from app.search.query import SearchRequest
+from app.search.service import is_result_parameter, run_search, search_request
+from app.store.resources import StoredResource
+from app.store.search import lock_criteria, token_matches
 
 MATCH_LIMIT = 2  # enough to tell one match from many
-# unnest keeps the array's order, so the locks are taken in the order given
-LOCK_KEYS = text("SELECT pg_advisory_xact_lock(key) FROM unnest(CAST(:keys AS bigint[])) AS key")
 
 
 def criteria_pairs(query: str) -> list[tuple[str, str]]:
@@ -58,9 +56,9 @@ def matching_each(connection: Connection, keys: list[tuple[str, str]]) -> dict[t
         by_hash[column][hash64(key[0], *parts)].append(key)
         found[key] = []
     for column, keys_by_hash in by_hash.items():
-        for row in connection.execute(token_matches(connection, column, list(keys_by_hash))):
-            for key in keys_by_hash[row.matched_hash]:
-                found[key].append(stored_from_row(row))
+        for matched_hash, stored in token_matches(connection, column, list(keys_by_hash)):
+            for key in keys_by_hash[matched_hash]:
+                found[key].append(stored)
     return found
 
 
@@ -80,24 +78,6 @@ def single_token_criterion(type_name: str, pairs: list[tuple[str, str]]) -> tupl
     if parameter is None or parameter.type != "token" or not is_indexed(type_name, parameter) or "\\" in value or "," in value:
         return None
     return parameter, value
-
-
-def token_matches(connection: Connection, column: str, hashes: list[int]):
-    """The live resources with a token row whose `column` holds one of `hashes` (see token_hash_parts), each
-    with the hash it matched as `matched_hash`. A hash names its type and parameter, so one statement serves all."""
-    hashed = search_token.c[column]
-    return (
-        select(hashed.label("matched_hash"), resource)
-        .join(resource, resource.c.pk == search_token.c.res_pk)
-        .where(column_in(connection, hashed, hashes), resource.c.deleted == false())
-        .order_by(resource.c.pk)
-    )
-
-
-def lock_criteria(connection: Connection, keys: list[int]) -> None:
-    """Transaction-scoped advisory locks on criteria hashes, taken in ascending order."""
-    if is_postgresql(connection) and keys:
-        connection.execute(LOCK_KEYS, {"keys": sorted(set(keys))})
 
 
 def single_match(matches: list[StoredResource], type_name: str, query: str) -> StoredResource | None:

@@ -97,3 +97,10 @@ def patient_compartment_parameters(type_name: str) -> tuple[str, ...]:
     Patient itself is linked by `link`; a patient is in its own compartment by id.
     """
     return patient_compartment().get(type_name, ())
+
+
+def reference_codes(type_name: str, code: str) -> list[str]:
+    """The reference parameters `Type:code` names (in _include or _revinclude): `code`, or for `*` all of the type's."""
+    if code != "*":
+        return [code]
+    return [name for name, parameter in parameters_of(type_name).items() if parameter.type == "reference"]

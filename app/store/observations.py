@@ -1,0 +1,39 @@
+"""The SQL of Observation/$lastn and $stats: the Observations that search criteria match, each with the
+moment it took effect (from the `date` index, as a search sorts by it)."""
+from datetime import datetime
+
+from sqlalchemy import Connection, select
+
+from app.search.criteria import Query
+from app.search.query import SearchRequest, SortKey
+from app.store.resources import StoredResource, stored_from_row
+from app.store.schema import resource
+from app.store.search import search_condition, sort_expression
+
+
+def latest_dates_and_codes(connection: Connection, criteria: tuple[Query, ...]) -> list[tuple[int, datetime | None, dict | None]]:
+    """(pk, latest effective moment, Observation.code) of each Observation the criteria match, in no order."""
+    effective = sort_expression("Observation", SortKey("date", descending=True))
+    statement = select(resource.c.pk, resource.c.body["code"].label("code"), effective).where(
+        search_condition(SearchRequest("Observation", criteria))
+    )
+    return [(row.pk, row._mapping[effective.name], row.code) for row in connection.execute(statement)]
+
+
+def resources_in_order(connection: Connection, pks: list[int]) -> list[StoredResource]:
+    """The resources of these pks, in the order given."""
+    rows = connection.execute(select(resource).where(resource.c.pk.in_(pks))).all()
+    by_pk = {row.pk: stored_from_row(row) for row in rows}
+    return [by_pk[pk] for pk in pks]
+
+
+def observations_oldest_first(connection: Connection, criteria: tuple[Query, ...]) -> list[tuple[StoredResource, datetime | None]]:
+    """The Observations the criteria match with their earliest effective moment, oldest first."""
+    effective = sort_expression("Observation", SortKey("date", descending=False))
+    statement = (
+        select(resource, effective)
+        .where(search_condition(SearchRequest("Observation", criteria)))
+        .order_by(effective.asc().nulls_last(), resource.c.pk)
+    )
+    rows = connection.execute(statement).all()
+    return [(stored_from_row(row), row._mapping[effective.name]) for row in rows]
