@@ -10,7 +10,7 @@ For each backend, on a fresh database migrated with `ehr db upgrade`:
   CopyDone the client sends and then waits on). The counting pass is apart because its instruments cost CPU.
 - under gunicorn (the tree's gunicorn.conf.py, or the flags bench/common.py ran older trees with), 16 keep-alive
   clients POST the same Observations; the workers' CPU time (from /proc) per create, and its ratio to the in-process
-  figure.
+  figure. Both parts also count context switches per create, where most of the difference between them goes.
 
     .venv/bin/python bench/create_cost.py [--backend sqlite|postgresql|both] [--creates N] [--quick] [--compare REV]
 """
@@ -24,6 +24,8 @@ import io
 import json
 import os
 import random
+import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -86,11 +88,17 @@ def call_app(app, job: tuple) -> int:
     return int(statuses[0].split()[0])
 
 
-def timed_creates(app, jobs: list[tuple]) -> tuple[float, int]:
-    """(CPU seconds of this process, failed requests) over `jobs`."""
-    started = time.process_time()
+def timed_creates(app, jobs: list[tuple]) -> tuple[float, int, int]:
+    """(CPU seconds of this process, context switches, failed requests) over `jobs`."""
+    started, switches = time.process_time(), own_context_switches()
     statuses = [call_app(app, job) for job in jobs]
-    return time.process_time() - started, sum(not common.is_success(s) for s in statuses)
+    cpu, switched = time.process_time() - started, own_context_switches() - switches
+    return cpu, switched, sum(not common.is_success(s) for s in statuses)
+
+
+def own_context_switches() -> int:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_nvcsw + usage.ru_nivcsw
 
 
 class StatementCounter:
@@ -174,12 +182,12 @@ def measure_in_process(sizes: Sizes, seed: int) -> dict:
         call_app(app, ("patient", "PUT", f"/fhir/Patient/{pid}", dumps(patient(pid, rng))))
     warmup, measured, counted = (create_jobs(rng, n, patient_ids) for n in (sizes.warmup, sizes.creates, sizes.counted))
     timed_creates(app, warmup)
-    cpu, failed = timed_creates(app, measured)
+    cpu, switches, failed = timed_creates(app, measured)
     counter = StatementCounter(app.extensions["ehr.engine"], Path(tempfile.mkdtemp(prefix="ehr-bench-trace-")) / "pq.trace")
     with counter.installed():
-        _, count_failed = timed_creates(app, counted)
+        _, _, count_failed = timed_creates(app, counted)
     trace = counter.trace_counts()
-    return {"cpu_ms": 1000 * cpu / len(measured), "failed": failed + count_failed,
+    return {"cpu_ms": 1000 * cpu / len(measured), "switches": switches / len(measured), "failed": failed + count_failed,
             "statements": counter.statements() / len(counted), "kinds": dict(counter.kinds),
             "round_trips": sum(trace[m] for m in WAITING_MESSAGES) / len(counted) if trace else None,
             "trace": dict(trace), "counted": len(counted)}
@@ -205,17 +213,20 @@ def run_in_process(env: dict[str, str], sizes: Sizes, seed: int) -> dict:
 
 # --- under gunicorn -----------------------------------------------------------------------------
 
-def measure_gunicorn(env: dict[str, str], workdir: Path, sizes: Sizes, seed: int, label: str) -> dict:
-    rng = random.Random(seed)
+def measure_gunicorn(env: dict[str, str], workdir: Path, sizes: Sizes, args, label: str) -> dict:
+    rng = random.Random(args.seed)
     patient_ids = [f"bench-patient-{n:04d}" for n in range(PATIENTS)]
-    server = common.start_gunicorn(env, workdir / f"gunicorn-{label.replace(' ', '_')}.log")
+    server = common.start_gunicorn(env, workdir / f"gunicorn-{label.replace(' ', '_')}.log",
+                                   tuple(shlex.split(args.gunicorn_args)))
     try:
         common.wait_until_ready(server)
         print(f"  [{label}] gunicorn {' '.join(server.process.args[1:])}, workers {server.worker_pids()}")
         load = functools.partial(common.run_load, functools.partial(common.HttpSession, server.port))
         load([("patient", "PUT", f"/fhir/Patient/{pid}", dumps(patient(pid, rng))) for pid in patient_ids], 1, 4)
         load(create_jobs(rng, sizes.warmup, patient_ids), *CLIENTS)
+        switches = sum(map(common.context_switches, server.worker_pids()))
         result = load(create_jobs(rng, sizes.creates, patient_ids), *CLIENTS, server=server)
+        switches = sum(map(common.context_switches, server.worker_pids())) - switches
     except Exception:
         print(f"gunicorn log tail:\n{server.log_tail()}")
         raise
@@ -226,7 +237,7 @@ def measure_gunicorn(env: dict[str, str], workdir: Path, sizes: Sizes, seed: int
     done = sum(common.is_success(r.status) for r in result.records)
     return {"worker_cpu_ms": 1000 * result.server_cpu_seconds / max(1, done), "failed": len(result.records) - done,
             "rate": done / result.wall_seconds if result.wall_seconds else 0.0,
-            "client_cpu_ms": 1000 * result.client_cpu_seconds / max(1, done)}
+            "client_cpu_ms": 1000 * result.client_cpu_seconds / max(1, done), "switches": switches / max(1, done)}
 
 
 # --- one backend, one tree ----------------------------------------------------------------------
@@ -252,7 +263,7 @@ def bench_tree(backend: str, tree: Path, label: str, sizes: Sizes, args, workdir
         common.run_ehr(["db", "upgrade"], env)
         in_process = run_in_process(env, sizes, args.seed)
         print_in_process(label, in_process)
-        served = measure_gunicorn(env, workdir, sizes, args.seed, label) if not args.no_gunicorn else None
+        served = measure_gunicorn(env, workdir, sizes, args, label) if not args.no_gunicorn else None
     return figures_of(backend, label, in_process, served)
 
 
@@ -269,6 +280,7 @@ def figures_of(backend: str, label: str, in_process: dict, served: dict | None) 
     cpu = in_process["cpu_ms"]
     figures = [
         Figure("in-process CPU per create", label, cpu, "ms", f"<= {CPU_TARGET_MS} ms", cpu <= CPU_TARGET_MS),
+        Figure("in-process context switches per create", label, in_process["switches"], ""),
         Figure("statements per create", label, in_process["statements"], "",
                f"<= {STATEMENTS_TARGET}" if postgres else "—", in_process["statements"] <= STATEMENTS_TARGET if postgres else None),
     ]
@@ -282,6 +294,7 @@ def figures_of(backend: str, label: str, in_process: dict, served: dict | None) 
             Figure("gunicorn worker CPU per create", label, served["worker_cpu_ms"], "ms"),
             Figure("gunicorn / in-process CPU", label, ratio, "x", f"<= {GUNICORN_RATIO_TARGET}",
                    ratio is not None and ratio <= GUNICORN_RATIO_TARGET),
+            Figure("gunicorn worker context switches per create", label, served["switches"], ""),
             Figure("gunicorn creates/s (16 clients)", label, served["rate"], "/s"),
             Figure("load generator CPU per create", label, served["client_cpu_ms"], "ms"),
         ]
@@ -310,7 +323,8 @@ def print_report(figures: list[Figure], sizes: Sizes, args) -> None:
     for key, value in common.describe_machine().items():
         print(f"- {key}: {value}")
     print(f"- {sizes.creates} creates measured after {sizes.warmup} of warm-up; statements and round trips counted "
-          f"over {sizes.counted} more; gunicorn loaded by {CLIENTS[0] * CLIENTS[1]} keep-alive clients")
+          f"over {sizes.counted} more; gunicorn loaded by {CLIENTS[0] * CLIENTS[1]} keep-alive clients, with each tree's "
+          f"gunicorn.conf.py or, before it, {' '.join(common.LEGACY_GUNICORN_OPTIONS)} {args.gunicorn_args}".rstrip())
     print("\n## Results\n")
     print("\n".join(common.table_lines(figures)))
     if args.compare:
@@ -326,6 +340,8 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--compare", metavar="REV", help="also run the server code of git revision REV (checked out into "
                         "a temporary worktree, with this .venv), back to back per backend, and print HEAD/REV ratios")
     parser.add_argument("--no-gunicorn", action="store_true", help="in-process figures only")
+    parser.add_argument("--gunicorn-args", default="", help="gunicorn options to try over the tree's gunicorn.conf.py, "
+                        "e.g. '--threads 4' or '--access-logfile -'")
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                         help="before each backend, wait up to this long for other work on the machine to stop")
     parser.add_argument("--seed", type=int, default=20240101, help=argparse.SUPPRESS)
