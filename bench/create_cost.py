@@ -183,10 +183,11 @@ def measure_in_process(sizes: Sizes, seed: int) -> dict:
     warmup, measured, counted = (create_jobs(rng, n, patient_ids) for n in (sizes.warmup, sizes.creates, sizes.counted))
     timed_creates(app, warmup)
     cpu, switches, failed = timed_creates(app, measured)
-    counter = StatementCounter(app.extensions["ehr.engine"], Path(tempfile.mkdtemp(prefix="ehr-bench-trace-")) / "pq.trace")
-    with counter.installed():
-        _, _, count_failed = timed_creates(app, counted)
-    trace = counter.trace_counts()
+    with tempfile.TemporaryDirectory(prefix="ehr-bench-trace-") as trace_dir:
+        counter = StatementCounter(app.extensions["ehr.engine"], Path(trace_dir) / "pq.trace")
+        with counter.installed():
+            _, _, count_failed = timed_creates(app, counted)
+        trace = counter.trace_counts()
     return {"cpu_ms": 1000 * cpu / len(measured), "switches": switches / len(measured), "failed": failed + count_failed,
             "statements": counter.statements() / len(counted), "kinds": dict(counter.kinds),
             "round_trips": sum(trace[m] for m in WAITING_MESSAGES) / len(counted) if trace else None,
