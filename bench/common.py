@@ -17,6 +17,7 @@ import os
 import random
 import shutil
 import resource
+import runpy
 import signal
 import socket
 import sqlite3
@@ -36,6 +37,7 @@ PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 TRANSIENT_ERRORS = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 CODE_TREE_VARIABLE = "EHR_BENCH_CODE_TREE"
+LEGACY_GUNICORN_OPTIONS = ("-w", "2", "-k", "gthread", "--threads", "8")  # before gunicorn.conf.py
 QUIET_BUSY_PERCENT = 15.0  # % of the cores used by other work: above it, figures are skewed
 
 
@@ -209,11 +211,26 @@ class Server:
             return "(no log)"
 
 
-def start_gunicorn(env: dict[str, str], log_path: Path, workers: int = 2, threads: int = 8,
-                   extra_args: tuple[str, ...] = ()) -> Server:
+def gunicorn_settings(tree: Path) -> list[str]:
+    """The tree's production settings (its gunicorn.conf.py), or for a revision from before that file the options the
+    benchmarks passed then: a revision is measured as it would have been run."""
+    config = tree / "gunicorn.conf.py"
+    return ["-c", str(config)] if config.exists() else list(LEGACY_GUNICORN_OPTIONS)
+
+
+def gunicorn_description(tree: Path = REPO_ROOT) -> str:
+    """How the tree's gunicorn runs, for a report: the workers and threads its gunicorn.conf.py sets on this machine."""
+    config = tree / "gunicorn.conf.py"
+    if not config.exists():
+        return "gunicorn " + " ".join(LEGACY_GUNICORN_OPTIONS)
+    settings = runpy.run_path(str(config))
+    return f"gunicorn.conf.py: {settings['workers']} {settings['worker_class']} workers x {settings['threads']} threads"
+
+
+def start_gunicorn(env: dict[str, str], log_path: Path, extra_args: tuple[str, ...] = ()) -> Server:
     port = free_port()
-    command = [str(VENV_BIN / "gunicorn"), "-w", str(workers), "-k", "gthread",
-               "--threads", str(threads), "-b", f"127.0.0.1:{port}", *extra_args, "wsgi:app"]
+    command = [str(VENV_BIN / "gunicorn"), *gunicorn_settings(code_tree(env)), "-b", f"127.0.0.1:{port}",
+               *extra_args, "wsgi:app"]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=code_tree(env), env=env, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
@@ -283,6 +300,15 @@ def cpu_seconds(pid: int, with_reaped_children: bool = False) -> float:
     fields = stat.rsplit(")", 1)[1].split()
     ticks = sum(int(f) for f in fields[11:15 if with_reaped_children else 13])
     return ticks / CLOCK_TICKS
+
+
+def context_switches(pid: int) -> int:
+    """Voluntary and involuntary context switches of all the threads of one process so far; 0 if it is gone."""
+    total = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        with contextlib.suppress(OSError):
+            total += sum(int(line.split()[1]) for line in status.read_text().splitlines() if "ctxt_switches:" in line)
+    return total
 
 
 def process_name(pid: int) -> str:

@@ -1,7 +1,7 @@
 """CRUD benchmark of the FHIR REST API on PostgreSQL and SQLite.
 
-For each backend: a fresh database, `ehr db upgrade`, gunicorn with 2 gthread
-workers, then concurrent creates and reads of vital-sign Observations, a raw
+For each backend: a fresh database, `ehr db upgrade`, gunicorn as gunicorn.conf.py
+runs it (a gthread worker per core, 8 threads), then concurrent creates and reads of vital-sign Observations, a raw
 single-row INSERT floor, a preload to 100,000 stored resources with reads at
 that size (at saturation from 16 clients, then from 4 clients paced to half
 that rate for the latency target), a CRUD mix compared per core with published figures, and worker
@@ -432,7 +432,7 @@ def print_report(machine: dict[str, str], figures: list[Figure], args) -> None:
         print(f"- {key}: {value}")
     print(f"- load: {args.processes} client processes x {args.threads} threads "
           f"({args.processes * args.threads} keep-alive clients; "
-          f"{LATENCY_CLIENTS[0] * LATENCY_CLIENTS[1]} paced to {LATENCY_LOAD_SHARE:.0%} of the saturated rate for read latency), gunicorn -w 2 -k gthread --threads 8 "
+          f"{LATENCY_CLIENTS[0] * LATENCY_CLIENTS[1]} paced to {LATENCY_LOAD_SHARE:.0%} of the saturated rate for read latency), {common.gunicorn_description()} "
           f"{args.gunicorn_args}".rstrip())
     print("\n## Results\n")
     print("\n".join(common.table_lines(figures)))

@@ -3,7 +3,7 @@ latency and throughput of a fixed mix of searches.
 
 For each scale (number of Observations; 20,000 patients at every scale): bench/gen.py data, a
 fresh database, `ehr db upgrade`, `ehr load` in parallel processes over split files (the rate
-includes writing the search index rows), VACUUM ANALYZE, gunicorn -w 2 -k gthread --threads 8,
+includes writing the search index rows), VACUUM ANALYZE, gunicorn as gunicorn.conf.py runs it,
 then per query: max throughput from 16 clients, and latency from 4 clients paced to half that
 rate (so that p99 is service time rather than queueing). Then the p99 ratio of the larger
 scale to the smaller one per query, and EXPLAIN (ANALYZE, BUFFERS) of the slow queries, with
@@ -536,7 +536,7 @@ def print_report(machine: dict[str, str], results: list[ScaleResult], notes: lis
     for key, value in machine.items():
         print(f"- {key}: {value}")
     print(f"- data: {args.patients:,} patients, seed {args.seed}; load: {args.loaders} parallel `ehr load`; "
-          f"gunicorn -w 2 -k gthread --threads 8; per query, max throughput from "
+          f"{common.gunicorn_description()}; per query, max throughput from "
           f"{THROUGHPUT_CLIENTS[0] * THROUGHPUT_CLIENTS[1]} clients, then latency from {LATENCY_CLIENTS[0] * LATENCY_CLIENTS[1]} "
           f"clients paced to {LATENCY_LOAD_SHARE:.0%} of it; {args.requests} requests per query and phase, "
           f"or fewer when a phase reaches {PHASE_SECONDS} s")
