@@ -89,11 +89,11 @@ class Unit:
         existing = self.match_one(type_name, criteria)
         return self.delete(type_name, existing.id) if existing else None
 
-    def flush(self) -> None:
-        """Write the waiting creates, batched per table."""
+    def flush(self, last: bool = False) -> None:
+        """Write the waiting creates, batched per table; `last` when the unit does nothing more before commit."""
         if self.waiting:
             waiting, self.waiting = list(self.waiting.values()), {}
-            insert_new_resources(self.connection, waiting)
+            insert_new_resources(self.connection, waiting, last_of_unit=last)
 
     def flush_if_waiting(self, type_name: str, resource_id: str) -> None:
         if (type_name, resource_id) in self.waiting:
@@ -164,7 +164,7 @@ def writing(engine: Engine) -> Iterator[Unit]:
     with write_unit(engine) as connection:
         unit = Unit(connection)
         yield unit
-        unit.flush()
+        unit.flush(last=True)
 
 
 @contextmanager
