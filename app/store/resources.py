@@ -29,7 +29,7 @@ MIN_TICK = timedelta(milliseconds=1)
 MAX_VERSION = 2**31 - 1  # resource.version is a 32-bit integer column
 
 # Up to this many creates at once go as one statement on PostgreSQL; more go as COPY streams (measured crossover).
-ONE_STATEMENT_CREATES = 200
+ONE_STATEMENT_CREATES = 100
 
 
 @dataclass(frozen=True)
