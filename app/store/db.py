@@ -11,6 +11,7 @@ from operator import itemgetter
 from pathlib import Path
 
 import orjson
+from psycopg.pq import TransactionStatus
 from sqlalchemy import ARRAY, JSON, ColumnElement, Connection, Engine, Table, any_, bindparam, create_engine, event, insert, text
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -194,6 +195,26 @@ def insert_rows_returning_keys(connection: Connection, table: Table, rows: list[
     ).scalars().all()
     copy_rows(connection, table, [{**row, "pk": key} for row, key in zip(rows, keys)])
     return keys
+
+
+def execute_returning_all(connection: Connection, statement: str, parameters: dict, last_of_unit: bool = False) -> list:
+    """Run a driver-level statement and return its rows. When it is the unit's only statement (`last_of_unit`, and
+    PostgreSQL has not begun the transaction yet), it runs in autocommit: one statement is atomic by itself, and
+    this spares the BEGIN and COMMIT round trips that would frame it (a REST create is then one round trip)."""
+    if not (last_of_unit and is_postgresql(connection) and transaction_not_begun(connection)):
+        return connection.exec_driver_sql(statement, parameters).all()
+    driver = connection.connection.driver_connection
+    driver.autocommit = True
+    try:
+        return connection.exec_driver_sql(statement, parameters).all()
+    finally:
+        if not driver.closed:  # a lost connection raised its own error, which this must not replace
+            driver.autocommit = False
+
+
+def transaction_not_begun(connection: Connection) -> bool:
+    """True while psycopg has sent no statement of this transaction (it sends BEGIN with the first one)."""
+    return connection.connection.driver_connection.pgconn.transaction_status == TransactionStatus.IDLE
 
 
 def column_in(connection: Connection, column, values) -> ColumnElement:

@@ -16,6 +16,11 @@ def index_mask(rows: dict[str, list[dict]]) -> int:
     return sum(TABLE_BITS[parameter_type] for parameter_type, table_rows in rows.items() if table_rows)
 
 
+def parameter_types_in(mask: int) -> tuple[str, ...]:
+    """The parameter types whose tables hold rows of a resource with this index_mask."""
+    return tuple(parameter_type for parameter_type, bit in TABLE_BITS.items() if mask & bit)
+
+
 def write_index_rows(connection: Connection, indexed: list[tuple[int, dict[str, list[dict]]]]) -> None:
     """Insert the rows of many resources, given as (pk, rows) pairs from index_rows (whose rows this
     completes in place): one batched statement per table."""
@@ -30,6 +35,5 @@ def write_index_rows(connection: Connection, indexed: list[tuple[int, dict[str, 
 
 
 def delete_index_rows(connection: Connection, pk: int, mask: int) -> None:
-    for parameter_type, bit in TABLE_BITS.items():
-        if mask & bit:
-            connection.execute(DELETES[parameter_type], {"pk": pk})
+    for parameter_type in parameter_types_in(mask):
+        connection.execute(DELETES[parameter_type], {"pk": pk})

@@ -60,6 +60,13 @@ class ReferenceCheck:
         if self.integrity.on_delete:
             check_not_referenced(connection, [stored for stored in self.written.values() if stored.deleted])
 
+    def asks_database(self) -> bool:
+        """True when check() will run a statement: a live written version refers to a local resource, or one was
+        deleted. When False, the unit's last flush may commit on its own (one round trip)."""
+        written = self.written.values()
+        refers = self.integrity.on_write and any(next(local_references(stored.body), None) for stored in written if not stored.deleted)
+        return refers or (self.integrity.on_delete and any(stored.deleted for stored in written))
+
     def check_deletable(self, connection: Connection, type_name: str, resource_id: str) -> None:
         if self.integrity.on_delete:
             check_no_referrer(connection, type_name, resource_id)

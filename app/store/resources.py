@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import jsonpatch
-from sqlalchemy import Connection, and_, bindparam, false, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, and_, false, or_, select
 
 from app.errors import BadRequest, Conflict, Gone, InvalidResource, NotFound, PreconditionFailed, UnprocessableResource
 from app.model.instants import as_utc, format_instant, utc_now
@@ -21,31 +20,16 @@ from app.model.ordering import in_element_order
 from app.model.registry import require_served_type
 from app.model.validation import SERVER_META, check_resource_id, check_resource_type, validate_resource
 from app.search.index import index_rows
-from app.store.index_rows import delete_index_rows, index_mask, write_index_rows
-from app.store.db import column_in, insert_rows, insert_rows_returning_keys
+from app.store import batched_writes, postgresql_writes
+from app.store.db import column_in, is_postgresql
+from app.store.index_rows import index_mask
 from app.store.schema import resource, resource_history, search_reference
 
 MIN_TICK = timedelta(milliseconds=1)
 MAX_VERSION = 2**31 - 1  # resource.version is a 32-bit integer column
 
-# Statements built once: building them per call costs more than the database round trip.
-SWAP_VERSION = (
-    update(resource)
-    .where(resource.c.res_type == bindparam("key_type"), resource.c.res_id == bindparam("key_id"), resource.c.version == bindparam("expected_version"))
-    .values(
-        version=bindparam("new_version"), last_updated=bindparam("new_last_updated"), deleted=bindparam("new_deleted"),
-        body=bindparam("new_body"), index_mask=bindparam("new_index_mask"),
-    )
-)
-MARK_SUPERSEDED = (
-    update(resource_history)
-    .where(
-        resource_history.c.res_type == bindparam("key_type"),
-        resource_history.c.res_id == bindparam("key_id"),
-        resource_history.c.version == bindparam("old_version"),
-    )
-    .values(superseded_at=bindparam("moment"))
-)
+# Up to this many creates at once go as one statement on PostgreSQL; more go as COPY streams (measured crossover).
+ONE_STATEMENT_CREATES = 100
 
 
 @dataclass(frozen=True)
@@ -85,15 +69,18 @@ def new_resource(body, expected_type: str | None = None, resource_id: str | None
     return first_version(type_name, resource_id or new_id(), body, method)
 
 
-def insert_new_resources(connection: Connection, new_versions: list[StoredResource]) -> None:
-    """Write first versions from new_resource, batched per table (a transaction's many POSTs at once)."""
+def insert_new_resources(connection: Connection, new_versions: list[StoredResource], last_of_unit: bool = False) -> None:
+    """Write first versions from new_resource together (a transaction's many POSTs at once): on PostgreSQL as one
+    statement, or as one COPY per table for a large batch; on SQLite one executemany per table. `last_of_unit`: nothing
+    else follows in the unit, so a unit that wrote nothing before may let the one statement commit by itself."""
     if not new_versions:
         return
     row_sets = [index_rows(stored.type, stored.body) for stored in new_versions]
-    values = [{**resource_values(stored), "index_mask": index_mask(rows)} for stored, rows in zip(new_versions, row_sets)]
-    pks = insert_rows_returning_keys(connection, resource, values)
-    insert_rows(connection, resource_history, [history_values(stored) for stored in new_versions])
-    write_index_rows(connection, list(zip(pks, row_sets)))
+    versions = [version_values(stored, rows) for stored, rows in zip(new_versions, row_sets)]
+    if is_postgresql(connection) and len(versions) <= ONE_STATEMENT_CREATES:
+        postgresql_writes.insert_first_versions(connection, versions, row_sets, last_of_unit)
+    else:
+        batched_writes.insert_first_versions(connection, versions, row_sets)
 
 
 def update_resource(connection: Connection, type_name: str, resource_id: str, body, if_match: str | None = None) -> WriteResult:
@@ -328,14 +315,8 @@ def try_insert_first_version(connection: Connection, type_name: str, resource_id
     """Insert unless another writer created the same id first (then the caller updates it instead)."""
     stored = first_version(type_name, resource_id, body, "PUT")
     rows = index_rows(type_name, stored.body)
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    values = {**resource_values(stored), "index_mask": index_mask(rows)}
-    pk = connection.execute(dialect.insert(resource).values(values).on_conflict_do_nothing().returning(resource.c.pk)).scalar()
-    if pk is None:
-        return None
-    insert_history(connection, stored)
-    write_index_rows(connection, [(pk, rows)])
-    return stored
+    inserted = writes_of(connection).try_insert_first_version(connection, version_values(stored, rows), rows)
+    return stored if inserted else None
 
 
 def first_version(type_name: str, resource_id: str, body: dict, method: str) -> StoredResource:
@@ -349,34 +330,19 @@ def write_next_version(connection: Connection, current: StoredResource, body: di
     stored_body = None if body is None else with_server_meta(body, current.type, current.id, version, moment)
     rows = index_rows(current.type, stored_body)
     stored = StoredResource(current.type, current.id, version, moment, body is None, stored_body, method, current.pk, index_mask(rows))
-    swapped = connection.execute(SWAP_VERSION, {
-        "key_type": stored.type, "key_id": stored.id, "expected_version": current.version, "new_version": stored.version,
-        "new_last_updated": stored.last_updated, "new_deleted": stored.deleted, "new_body": stored.body,
-        "new_index_mask": stored.index_mask,
-    })
-    if swapped.rowcount != 1:
+    if not writes_of(connection).write_next_version(connection, version_values(stored, rows), rows, current.pk, current.index_mask):
         raise Conflict(f"{current.type}/{current.id} was changed by another writer at the same moment; retry the request.")
-    mark_superseded(connection, current, moment)
-    insert_history(connection, stored)
-    delete_index_rows(connection, current.pk, current.index_mask)
-    write_index_rows(connection, [(current.pk, rows)])
     return stored
 
 
-def resource_values(stored: StoredResource) -> dict:
+def writes_of(connection: Connection):
+    """The module that writes one resource's version on this database: one statement on PostgreSQL, one per table on SQLite."""
+    return postgresql_writes if is_postgresql(connection) else batched_writes
+
+
+def version_values(stored: StoredResource, rows: dict[str, list[dict]]) -> dict:
+    """What the writers store of a version: its resource row's and history row's values."""
     return {
-        "res_type": stored.type, "res_id": stored.id, "version": stored.version,
-        "last_updated": stored.last_updated, "deleted": stored.deleted, "body": stored.body,
+        "res_type": stored.type, "res_id": stored.id, "version": stored.version, "last_updated": stored.last_updated,
+        "deleted": stored.deleted, "index_mask": index_mask(rows), "method": stored.method, "body": stored.body,
     }
-
-
-def history_values(stored: StoredResource) -> dict:
-    return {**resource_values(stored), "method": stored.method}
-
-
-def insert_history(connection: Connection, stored: StoredResource) -> None:
-    insert_rows(connection, resource_history, [history_values(stored)])
-
-
-def mark_superseded(connection: Connection, current: StoredResource, moment: datetime) -> None:
-    connection.execute(MARK_SUPERSEDED, {"key_type": current.type, "key_id": current.id, "old_version": current.version, "moment": moment})

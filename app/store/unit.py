@@ -102,18 +102,19 @@ class Unit:
         existing = self.match_one(type_name, criteria)
         return self.delete(type_name, existing.id) if existing else None
 
-    def finish(self) -> None:
+    def finish(self, last: bool = False) -> None:
         """Write what waits and check the references of what the unit wrote (DanglingReferences, StillReferenced):
-        run before commit, and by a caller that wants those errors while it can still tell whose they are."""
-        self.flush()
+        run before commit, and by a caller that wants those errors while it can still tell whose they are. `last`
+        when the unit does nothing more: then a write that is the unit's only statement may commit on its own."""
+        self.flush(last=last and not self.references.asks_database())
         self.references.check(self.connection)
         self.references.written.clear()
 
-    def flush(self) -> None:
-        """Write the waiting creates, batched per table."""
+    def flush(self, last: bool = False) -> None:
+        """Write the waiting creates, batched per table; `last` when the unit does nothing more before commit."""
         if self.waiting:
             waiting, self.waiting = list(self.waiting.values()), {}
-            insert_new_resources(self.connection, waiting)
+            insert_new_resources(self.connection, waiting, last_of_unit=last)
 
     def flush_if_waiting(self, type_name: str, resource_id: str) -> None:
         if (type_name, resource_id) in self.waiting:
@@ -189,7 +190,7 @@ def writing(engine: Engine) -> Iterator[Unit]:
     with write_unit(engine) as connection:
         unit = Unit(connection)
         yield unit
-        unit.finish()
+        unit.finish(last=True)
 
 
 @contextmanager

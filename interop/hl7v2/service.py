@@ -36,7 +36,8 @@ from app.search.conditional import single_match
 from app.search.service import search_request
 from app.store.db import is_disconnect, read_unit
 from app.store.resources import StoredResource, same_content
-from app.store.unit import Unit, reading, writing
+from app.store.unit import Unit, writing
+from app.store.unit import reading as reading_unit
 from interop.hl7v2.authorities import authority_systems
 from interop.hl7v2.ack import NOT_STORED, Acknowledgements, ErrorDetail, Header, acknowledgements
 from interop.hl7v2.mapping import IdentifierChange, Instruction, MappingError, Merge, UnsupportedMessage, Upsert, map_message
@@ -679,7 +680,7 @@ def written_resources(engine: Engine, message_id: int) -> list[str]:
     """`Type/id` of each resource a message wrote (or found already as it says), as its Provenances record them:
     one per apply, a replay's included."""
     request, _ = search_request("Provenance", [("_source", f"{MESSAGE_IDENTIFIER_SYSTEM}:{message_id}")], False, 100, 100)
-    with reading(engine) as unit:
+    with reading_unit(engine) as unit:
         provenances = unit.search(request).matches
     return list(dict.fromkeys(target["reference"] for provenance in provenances for target in provenance.body["target"]))
 

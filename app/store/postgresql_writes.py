@@ -1,0 +1,135 @@
+"""PostgreSQL: each write of resource versions is one statement, a data-modifying CTE that writes the resource rows,
+their history rows and every index table's rows together, fed by one JSON array per table.
+
+Why one statement: a create used to be BEGIN, nextval, a COPY for each of resource, history and the ~5 index tables it
+touched, and COMMIT: 9 statements and 17 round trips, and the CPU of building each of them. Here the client builds a
+few JSON texts (orjson) and sends one statement whose text is built once per shape (which tables it writes) and then
+prepared by psycopg; PostgreSQL expands the arrays with jsonb_to_recordset into the tables' own column types.
+
+Values cross as JSON: timestamptz as RFC 3339 text, numerics (Decimal) as their exact decimal text, 64-bit hashes as
+JSON integers (jsonb keeps them exact), bodies as nested JSON (stored as JSONB, as COPY stored them), missing keys and
+JSON null as SQL NULL.
+"""
+from collections import defaultdict
+from decimal import Decimal
+from functools import cache
+
+import orjson
+from sqlalchemy import Connection, Table
+from sqlalchemy.dialects import postgresql
+
+from app.store.db import execute_returning_all
+from app.store.index_rows import parameter_types_in
+from app.store.schema import INDEX_TABLES, resource, resource_history
+
+VERSION_FIELDS = ("res_type", "res_id", "version", "last_updated", "deleted", "index_mask", "method", "body")
+RESOURCE_COLUMNS = ("res_type", "res_id", "version", "last_updated", "deleted", "index_mask", "body")
+HISTORY_COLUMNS = ("res_type", "res_id", "version", "last_updated", "deleted", "method", "body")
+DIALECT = postgresql.dialect()
+
+
+def insert_first_versions(connection: Connection, versions: list[dict], row_sets: list[dict], last_of_unit=False) -> None:
+    """Insert resources' first versions (dicts of VERSION_FIELDS) with their index rows (from index_rows)."""
+    write_first_versions(connection, versions, row_sets, False, last_of_unit)
+
+
+def try_insert_first_version(connection: Connection, version: dict, rows: dict) -> bool:
+    """Insert unless another writer created the same id first; False then."""
+    return write_first_versions(connection, [version], [rows], True, False) == 1
+
+
+def write_first_versions(connection: Connection, versions: list[dict], row_sets: list[dict], skip_existing: bool, last_of_unit: bool) -> int:
+    """How many were inserted: fewer than given only when `skip_existing` skipped ids another writer created first."""
+    parameters, index_types = statement_parameters(versions, row_sets)
+    return len(execute_returning_all(connection, first_versions_statement(index_types, skip_existing), parameters, last_of_unit))
+
+
+def write_next_version(connection: Connection, version: dict, rows: dict, pk: int, current_mask: int) -> bool:
+    """Swap in the next version of a resource if its current version is still the one before (compare-and-swap), mark
+    that one superseded, add the history row and replace the index rows; False when another writer swapped first.
+    (`pk` is for the batched writer's signature: here the swap returns it.)"""
+    parameters, index_types = statement_parameters([version], [rows])
+    statement = next_versions_statement(parameter_types_in(current_mask), index_types)
+    return len(execute_returning_all(connection, statement, parameters)) == 1
+
+
+def statement_parameters(versions: list[dict], row_sets: list[dict]) -> tuple[dict[str, str], tuple[str, ...]]:
+    """The JSON parameters of a statement, and the index types it writes: `versions` numbered by position (n), each
+    index row tagged with the n of its resource (completing index_rows' rows in place)."""
+    parameters = {"versions": json_text([{**version, "n": n} for n, version in enumerate(versions)])}
+    by_type = defaultdict(list)
+    for n, rows in enumerate(row_sets):
+        for parameter_type, table_rows in rows.items():
+            for row in table_rows:
+                row["n"] = n
+            by_type[parameter_type] += table_rows
+    index_types = tuple(parameter_type for parameter_type in INDEX_TABLES if by_type.get(parameter_type))
+    parameters.update((parameter_type, json_text(by_type[parameter_type])) for parameter_type in index_types)
+    return parameters, index_types
+
+
+def json_text(value) -> str:
+    return orjson.dumps(value, default=exact_decimal).decode()
+
+
+def exact_decimal(value):
+    """Decimals as their text, every digit kept (a float would round them); PostgreSQL reads the text as numeric."""
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} cannot be sent as JSON")
+
+
+@cache
+def first_versions_statement(index_types: tuple[str, ...], skip_existing: bool) -> str:
+    conflict = " ON CONFLICT DO NOTHING" if skip_existing else ""
+    resources = (
+        f"inserted AS (INSERT INTO resource ({', '.join(RESOURCE_COLUMNS)}) SELECT {', '.join(RESOURCE_COLUMNS)} FROM new"
+        f" ORDER BY n{conflict} RETURNING pk, res_type, res_id)",
+        "keys AS (SELECT new.n, inserted.pk FROM new JOIN inserted USING (res_type, res_id))",
+    )
+    return with_statement([new_versions(), *resources, history_insert(), *map(index_insert, index_types)])
+
+
+@cache
+def next_versions_statement(old_types: tuple[str, ...], index_types: tuple[str, ...]) -> str:
+    swap = (
+        "keys AS (UPDATE resource SET " + ", ".join(f"{name} = new.{name}" for name in RESOURCE_COLUMNS[2:]) + " FROM new"
+        " WHERE resource.res_type = new.res_type AND resource.res_id = new.res_id AND resource.version = new.version - 1"
+        " RETURNING new.n, resource.pk)",
+        "superseded AS (UPDATE resource_history SET superseded_at = new.last_updated FROM new JOIN keys USING (n)"
+        " WHERE resource_history.res_type = new.res_type AND resource_history.res_id = new.res_id"
+        " AND resource_history.version = new.version - 1)",
+    )
+    # Each sub-statement sees the table as it was before the statement, so the deletes never meet the inserted rows.
+    deletes = [f"deleted_{t} AS (DELETE FROM {INDEX_TABLES[t].name} WHERE res_pk IN (SELECT pk FROM keys))" for t in old_types]
+    return with_statement([new_versions(), *swap, history_insert(), *deletes, *map(index_insert, index_types)])
+
+
+def with_statement(parts: list[str]) -> str:
+    """The statement of these CTEs; it returns the (n, pk) of each resource written."""
+    return "WITH " + ",\n".join(parts) + "\nSELECT n, pk FROM keys"
+
+
+def new_versions() -> str:
+    fields = [f"n integer, {record_types(resource, VERSION_FIELDS[:-2])}", record_types(resource_history, ("method", "body"))]
+    return f"new AS MATERIALIZED (SELECT * FROM jsonb_to_recordset(%(versions)s::jsonb) AS x({', '.join(fields)}))"
+
+
+def history_insert() -> str:
+    columns = ", ".join(HISTORY_COLUMNS)
+    return f"history AS (INSERT INTO resource_history ({columns}) SELECT {', '.join(f'new.{c}' for c in HISTORY_COLUMNS)} FROM new JOIN keys USING (n))"
+
+
+def index_insert(parameter_type: str) -> str:
+    table = INDEX_TABLES[parameter_type]
+    names = [column.name for column in table.columns if column.name != "res_pk"]
+    return (
+        f"rows_{parameter_type} AS (INSERT INTO {table.name} (res_pk, {', '.join(names)})"
+        f" SELECT keys.pk, {', '.join(f'x.{name}' for name in names)}"
+        f" FROM jsonb_to_recordset(%({parameter_type})s::jsonb) AS x(n integer, {record_types(table, names)}) JOIN keys USING (n))"
+    )
+
+
+def record_types(table: Table, names) -> str:
+    """`name TYPE, ...`: the columns as jsonb_to_recordset declares them, in the table's own types."""
+    return ", ".join(f"{name} {table.c[name].type.compile(dialect=DIALECT)}" for name in names)

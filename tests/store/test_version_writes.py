@@ -1,0 +1,75 @@
+"""The writers of resource versions store the same rows whichever form they take: PostgreSQL's one statement (JSON
+expanded by the database), its COPY streams for large batches, SQLite's executemany."""
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import select
+
+from app.store import resources
+from app.store.db import read_unit
+from app.store.schema import INDEX_TABLES, resource, resource_history, search_quantity, search_string
+from app.store.unit import reading, writing
+
+HUGE = 1234567890123456789  # more digits than a float keeps
+OBSERVATION = {
+    "resourceType": "Observation", "status": "final",
+    "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}], "text": "Hjärtfrekvens ♥ 心率 😀 \u2028 end"},
+    "effectiveDateTime": "2024-02-29T23:59:59.123456+05:30",
+    "valueQuantity": {"value": HUGE, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"},
+    "component": [{"code": {"text": "small"}, "valueQuantity": {"value": 0.000000000000000000001, "unit": "x"}}],
+}
+
+
+def create_all(engine, bodies) -> list[str]:
+    with writing(engine) as unit:
+        return [unit.create(dict(body)).stored.id for body in bodies]
+
+
+def stored_rows(engine, resource_id) -> dict:
+    """The resource's body and every row of its history and index tables, without the keys that differ per write."""
+    with read_unit(engine) as connection:
+        row = connection.execute(select(resource).where(resource.c.res_id == resource_id)).one()
+        history = connection.execute(select(resource_history.c.version, resource_history.c.method).where(resource_history.c.res_id == resource_id)).all()
+        index = {
+            name: sorted((tuple(r)[1:] for r in connection.execute(select(table).where(table.c.res_pk == row.pk))), key=repr)
+            for name, table in INDEX_TABLES.items()
+        }
+    return {"index_mask": row.index_mask, "history": history, "index": index}
+
+
+def test_a_batch_too_large_for_one_statement_stores_the_same_rows_as_one_statement(engine, monkeypatch):
+    monkeypatch.setattr(resources, "ONE_STATEMENT_CREATES", 2)
+    small = create_all(engine, [OBSERVATION])
+    large = create_all(engine, [OBSERVATION] * 3)
+    assert all(stored_rows(engine, large_id) == stored_rows(engine, small[0]) for large_id in large)
+
+
+def test_numbers_keep_every_digit_in_the_index_on_postgresql(engine):
+    if engine.dialect.name != "postgresql":
+        return  # SQLite has no exact decimal type: its NUMERIC keeps a float
+    create_all(engine, [OBSERVATION])
+    with read_unit(engine) as connection:
+        values = set(connection.execute(select(search_quantity.c.value)).scalars())
+    assert Decimal(HUGE) in values
+    assert Decimal("1E-21") in values
+
+
+def test_unicode_text_comes_back_as_it_was_sent(engine):
+    text = OBSERVATION["code"]["text"]
+    [observation_id, patient_id] = create_all(engine, [OBSERVATION, {"resourceType": "Patient", "name": [{"family": text}]}])
+    with reading(engine) as unit:
+        assert unit.read("Observation", observation_id).body["code"]["text"] == text
+        assert unit.read("Patient", patient_id).body["name"][0]["family"] == text
+    with read_unit(engine) as connection:
+        assert text in set(connection.execute(select(search_string.c.exact)).scalars())
+
+
+@pytest.mark.parametrize("count", [1, 4])
+def test_updates_replace_index_rows_and_keep_one_history_row_per_version(engine, count):
+    [resource_id] = create_all(engine, [OBSERVATION])
+    for n in range(count):
+        with writing(engine) as unit:
+            unit.update("Observation", resource_id, {**OBSERVATION, "id": resource_id, "status": ["amended", "corrected"][n % 2]})
+    rows = stored_rows(engine, resource_id)
+    assert [version for version, _ in sorted(rows["history"])] == list(range(1, count + 2))
+    assert rows["index"] == stored_rows(engine, create_all(engine, [{**OBSERVATION, "status": ["amended", "corrected"][(count - 1) % 2]}])[0])["index"]
