@@ -40,6 +40,22 @@ def test_only_the_store_queries_its_tables(path):
     assert "app.store.schema" not in imported_modules(path)
 
 
+STORE_STEPS = frozenset({
+    "new_resource", "insert_new_resources", "update_resource", "patch_resource", "delete_resource", "read_resource",
+    "read_version", "live_referrers", "stored_keys", "has_resources", "read_history",
+})
+
+
+def names_imported_from(path: Path, modules: set[str]) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    return {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module in modules for alias in node.names}
+
+
+@pytest.mark.parametrize("path", server_modules_outside_the_store() + modules_of("interop"), ids=lambda path: str(path.relative_to(ROOT)))
+def test_entrances_write_and_read_resources_only_through_the_unit_of_work(path):
+    assert not names_imported_from(path, {"app.store.resources", "app.store.history"}) & STORE_STEPS
+
+
 def test_the_hl7_feed_is_installed_with_its_routes_and_commands():
     from app.feeds import installed_feeds
 

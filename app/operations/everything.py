@@ -5,7 +5,6 @@ app/store/compartment.py finds the compartment's resources and pages them.
 """
 from dataclasses import dataclass
 
-from sqlalchemy import Connection
 
 from app.errors import BadRequest
 from app.model.instants import date_range
@@ -13,8 +12,9 @@ from app.model.registry import is_served
 from app.operations.parameters import check_known_parameters
 from app.search.cursor import FOREIGN_CURSOR, decode_cursor, is_row_key
 from app.search.service import page_count
-from app.store.compartment import CompartmentQuery, compartment_page, referenced_resources
-from app.store.resources import StoredResource, read_resource
+from app.store.compartment import CompartmentQuery
+from app.store.resources import StoredResource
+from app.store.unit import Unit
 
 EVERYTHING_PARAMETERS = frozenset({"_since", "_type", "_count", "_cursor", "_format", "_pretty"})
 # Outside the compartment, but needed to read the record: who treated the patient, where, for whom, with what.
@@ -60,17 +60,17 @@ def cursor_pk(text: str | None) -> int | None:
     return pk
 
 
-def patient_everything(connection: Connection, request: CompartmentQuery) -> EverythingPage:
+def patient_everything(unit: Unit, request: CompartmentQuery) -> EverythingPage:
     """One page of the record; NotFound for an unknown patient, Gone for a deleted one."""
     if request.patient_id is not None:
-        read_resource(connection, "Patient", request.patient_id)
-    matches, next_after_pk = compartment_page(connection, request)
-    return EverythingPage(matches, supporting_resources(connection, matches, request), next_after_pk)
+        unit.read("Patient", request.patient_id)
+    matches, next_after_pk = unit.compartment(request)
+    return EverythingPage(matches, supporting_resources(unit, matches, request), next_after_pk)
 
 
-def supporting_resources(connection: Connection, matches: list[StoredResource], request: CompartmentQuery) -> list[StoredResource]:
+def supporting_resources(unit: Unit, matches: list[StoredResource], request: CompartmentQuery) -> list[StoredResource]:
     """The practitioners, organizations, locations and medications the page's resources refer to."""
     types = SUPPORTING_TYPES if request.types is None else SUPPORTING_TYPES & request.types
     if not matches or not types:
         return []
-    return referenced_resources(connection, matches, types, request)
+    return unit.referenced(matches, types, request)

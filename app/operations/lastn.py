@@ -11,14 +11,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection
 
 from app.errors import BadRequest
 from app.operations.parameters import positive_integer
 from app.search.criteria import Query
 from app.search.service import is_result_parameter, search_request
-from app.store.observations import latest_dates_and_codes, resources_in_order
 from app.store.resources import StoredResource
+from app.store.unit import Unit
 
 SUBJECT_PARAMETERS = frozenset({"patient", "subject"})
 LASTN_RESULT_PARAMETERS = frozenset({"_format", "_pretty"})
@@ -56,11 +55,11 @@ def base_code(name: str) -> str:
     return name.split(".")[0].split(":")[0]
 
 
-def last_observations(connection: Connection, request: LastnRequest) -> list[StoredResource]:
+def last_observations(unit: Unit, request: LastnRequest) -> list[StoredResource]:
     """The latest Observations of each code group, groups in order of their latest, each newest first."""
-    candidates = [Candidate(*found) for found in latest_dates_and_codes(connection, request.criteria)]
+    candidates = [Candidate(*found) for found in unit.latest_observations(request.criteria)]
     chosen = [candidate.pk for group in code_groups(candidates) for candidate in latest_of(group, request.max)]
-    return resources_in_order(connection, chosen)
+    return unit.resources_in_order(chosen)
 
 
 def code_groups(candidates: list[Candidate]) -> list[list[Candidate]]:

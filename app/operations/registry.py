@@ -72,7 +72,7 @@ class Operation:
 def everything_answer(unit: Unit, invocation: Invocation) -> dict:
     sizes = invocation.page_sizes
     request = everything_request(invocation.id, list(invocation.pairs), invocation.lenient, sizes.default, sizes.maximum)
-    page = patient_everything(unit.connection, request)
+    page = patient_everything(unit, request)
     entries = [search_entry(invocation.base, stored) for stored in page.matches]
     entries += [search_entry(invocation.base, stored, mode="include") for stored in page.included]
     next_cursor = {"after_pk": page.next_after_pk} if page.next_after_pk is not None else None
@@ -80,13 +80,13 @@ def everything_answer(unit: Unit, invocation: Invocation) -> dict:
 
 
 def lastn_answer(unit: Unit, invocation: Invocation) -> dict:
-    observations = last_observations(unit.connection, lastn_request(list(invocation.pairs), invocation.lenient, invocation.base))
+    observations = last_observations(unit, lastn_request(list(invocation.pairs), invocation.lenient, invocation.base))
     entries = [search_entry(invocation.base, stored) for stored in observations]
     return bundle("searchset", entries, paging_links(invocation.url, list(invocation.pairs), None), len(observations))
 
 
 def stats_answer(unit: Unit, invocation: Invocation) -> dict:
-    return observation_statistics(unit.connection, stats_request(list(invocation.pairs), invocation.lenient, invocation.base))
+    return observation_statistics(unit, stats_request(list(invocation.pairs), invocation.lenient, invocation.base))
 
 
 def validate_answer(unit: Unit, invocation: Invocation) -> dict:

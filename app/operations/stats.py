@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import Connection
 
 from app.errors import BadRequest, NotSupported
 from app.model.instants import EARLIEST, format_instant, shifted, utc_now
@@ -20,8 +19,8 @@ from app.operations.parameters import boolean, check_known_parameters, positive_
 from app.operations.statistics import STATISTICS
 from app.search.criteria import Query, parse_number
 from app.search.values import as_decimal
-from app.store.observations import observations_oldest_first
 from app.store.resources import StoredResource
+from app.store.unit import Unit
 
 STATISTICS_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-statistics"
 DATA_ABSENT_REASON = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
@@ -158,9 +157,9 @@ def split_list(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
-def observation_statistics(connection: Connection, request: StatsRequest) -> dict:
+def observation_statistics(unit: Unit, request: StatsRequest) -> dict:
     """A Parameters resource: a `statistics` Observation per code, then (with include) the `source` Observations."""
-    sources = source_observations(connection, request)
+    sources = source_observations(unit, request)
     groups = measurement_groups(sources, request.codes)
     parameters = [{"name": "statistics", "resource": statistics_observation(group, request)} for group in groups]
     if request.include:
@@ -168,7 +167,7 @@ def observation_statistics(connection: Connection, request: StatsRequest) -> dic
     return {"resourceType": "Parameters", "parameter": parameters}
 
 
-def source_observations(connection: Connection, request: StatsRequest) -> list[tuple[StoredResource, datetime | None]]:
+def source_observations(unit: Unit, request: StatsRequest) -> list[tuple[StoredResource, datetime | None]]:
     """The subject's Observations of the codes (in Observation.code or a component's code), oldest first, with their effective time."""
     criteria = [
         Query("subject", request.subject),
@@ -177,7 +176,7 @@ def source_observations(connection: Connection, request: StatsRequest) -> list[t
     ]
     criteria += [Query("date", f"ge{request.start}")] if request.start else []
     criteria += [Query("date", f"le{request.end}")] if request.end else []
-    return observations_oldest_first(connection, tuple(criteria))
+    return unit.observations_oldest_first(tuple(criteria))
 
 
 def measurement_groups(sources: list[tuple[StoredResource, datetime | None]], codes: tuple[tuple[str | None, str], ...]) -> list[Measurements]:

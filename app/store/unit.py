@@ -13,6 +13,7 @@ results and a loaded file's new resources each go in one batch per table.
 """
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
 from sqlalchemy import Connection, Engine
 
@@ -20,14 +21,19 @@ from app.config import Integrity
 from app.errors import BadRequest, PreconditionFailed
 from app.model.validation import check_resource_type
 from app.search.conditional import matching, matching_each, single_match
-from app.search.service import SearchRequest, SearchResult, count_matches, run_search
+from app.search.criteria import Query
+from app.search.query import SearchRequest
+from app.search.service import count_matches, run_search
+from app.store.compartment import CompartmentQuery, compartment_page, referenced_resources
 from app.store.db import read_unit, write_unit
 from app.store.history import HistoryPage, HistoryQuery, read_history
 from app.store.integrity import ReferenceCheck
+from app.store.observations import latest_dates_and_codes, observations_oldest_first, resources_in_order
 from app.store.resources import (
     StoredResource, WriteResult, delete_resource, has_resources, insert_new_resources, live_referrers, new_resource, patch_resource,
     read_resource, read_version, stored_keys, update_resource,
 )
+from app.store.search import SearchResult
 
 
 class Unit:
@@ -141,6 +147,30 @@ class Unit:
     def count(self, request: SearchRequest) -> int:
         self.flush()
         return count_matches(self.connection, request)
+
+    def compartment(self, query: CompartmentQuery) -> tuple[list[StoredResource], int | None]:
+        """One page of a patient's compartment ($everything) and the key after it."""
+        self.flush()
+        return compartment_page(self.connection, query)
+
+    def referenced(self, sources: list[StoredResource], types: frozenset[str], query: CompartmentQuery) -> list[StoredResource]:
+        """The live resources of `types` that `sources` refer to, within the query's _type and _since."""
+        self.flush()
+        return referenced_resources(self.connection, sources, types, query)
+
+    def latest_observations(self, criteria: tuple[Query, ...]) -> list[tuple[int, datetime | None, dict | None]]:
+        """($lastn) (pk, effective date, code) of the matching Observations, newest first."""
+        self.flush()
+        return latest_dates_and_codes(self.connection, criteria)
+
+    def resources_in_order(self, pks: list[int]) -> list[StoredResource]:
+        self.flush()
+        return resources_in_order(self.connection, pks)
+
+    def observations_oldest_first(self, criteria: tuple[Query, ...]) -> list[tuple[StoredResource, datetime | None]]:
+        """($stats) the matching Observations with their effective dates, oldest first."""
+        self.flush()
+        return observations_oldest_first(self.connection, criteria)
 
     def matching(self, type_name: str, criteria: str) -> list[StoredResource]:
         """Up to two live resources matching conditional `criteria`, their lock taken until commit (race-safe)."""
