@@ -66,8 +66,13 @@ class Peer:
             writer.close()
 
     def stop(self) -> None:
-        self.server.close()
+        """Close the server on its own loop: asyncio is not thread-safe, and closing it from the test's thread raced
+        with a connection ending on the loop's (TypeError in Server._wakeup)."""
+        asyncio.run_coroutine_threadsafe(self.close_server(), self.loop).result(timeout=10)
         self.loop.call_soon_threadsafe(self.loop.stop)
+
+    async def close_server(self) -> None:
+        self.server.close()
 
 
 @pytest.fixture
