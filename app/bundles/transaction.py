@@ -36,7 +36,7 @@ def transaction_responses(engine: Engine, entries: list, base: str, prefer_retur
     """DELETEs first, so that conditional creates and references no longer find what they delete; then the other
     entries' targets are searched and their references resolved before POST, PUT/PATCH and GET run (http.html#trules)."""
     requests = parsed_requests(entries, base, page_sizes)
-    with writing(engine) as unit:
+    with writing(engine, base) as unit:
         deletes = resolved_requests(unit, [request for request in requests if request.method == "DELETE"], entries)
         responses = performed(unit, deletes, entries, base, prefer_return)
         others = resolved_requests(unit, [request for request in requests if request.method != "DELETE"], entries)
@@ -177,7 +177,7 @@ def batch_responses(engine: Engine, entries: list, base: str, prefer_return: str
 def batch_entry_response(engine: Engine, request: EntryRequest, base: str, prefer_return: str) -> dict:
     opened = reading if request.interaction in READ_INTERACTIONS else writing
     try:
-        with opened(engine) as unit:
+        with opened(engine, base) as unit:
             return perform(unit, resolved_batch_entry(unit, request, base), base, prefer_return)
     except FhirError as error:
         return failure_entry(error)

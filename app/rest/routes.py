@@ -60,7 +60,7 @@ def bundle_prefer_return() -> str:
 def create(type_name):
     body = read_resource_body()
     criteria = request.headers.get("If-None-Exist")
-    with writing(engine()) as unit:
+    with writing(engine(), fhir_base()) as unit:
         if criteria:
             result = unit.create_unless_matched(body, type_name, criteria)
         else:
@@ -74,7 +74,7 @@ def create(type_name):
 def update_by_criteria(type_name):
     body = read_resource_body()
     criteria = required_criteria("update")
-    with writing(engine()) as unit:
+    with writing(engine(), fhir_base()) as unit:
         result = unit.update_matched(body, type_name, criteria, request.headers.get("If-Match"))
     message = "Created" if result.created else ("Updated" if result.changed else "No change to")
     return write_response(result.stored, 201 if result.created else 200, f"{message} {type_name}/{result.stored.id}.")
@@ -83,7 +83,7 @@ def update_by_criteria(type_name):
 @fhir.delete("/<type_name>")
 def delete_by_criteria(type_name):
     criteria = required_criteria("delete")
-    with writing(engine()) as unit:
+    with writing(engine(), fhir_base()) as unit:
         deleted = unit.delete_matched(type_name, criteria)
     if deleted is None:
         return outcome_response(f"No live {type_name} matches '{criteria}'; nothing to delete.")
@@ -125,7 +125,7 @@ def vread(type_name, resource_id, version_id):
 @fhir.put("/<type_name>/<resource_id>")
 def update(type_name, resource_id):
     body = read_resource_body()
-    with writing(engine()) as unit:
+    with writing(engine(), fhir_base()) as unit:
         result = unit.update(type_name, resource_id, body, request.headers.get("If-Match"))
     message = "Created" if result.created else ("Updated" if result.changed else "No change to")
     return write_response(result.stored, 201 if result.created else 200, f"{message} {type_name}/{resource_id}.")
@@ -134,7 +134,7 @@ def update(type_name, resource_id):
 @fhir.patch("/<type_name>/<resource_id>")
 def patch(type_name, resource_id):
     operations = read_json_body(frozenset({JSON_PATCH}))
-    with writing(engine()) as unit:
+    with writing(engine(), fhir_base()) as unit:
         result = unit.patch(type_name, resource_id, operations, request.headers.get("If-Match"))
     message = "Patched" if result.changed else "The patch changed nothing in"
     return write_response(result.stored, 200, f"{message} {type_name}/{resource_id}.")
@@ -142,7 +142,7 @@ def patch(type_name, resource_id):
 
 @fhir.delete("/<type_name>/<resource_id>")
 def delete(type_name, resource_id):
-    with writing(engine()) as unit:
+    with writing(engine(), fhir_base()) as unit:
         deleted = unit.delete(type_name, resource_id, request.headers.get("If-Match"))
     if deleted is None:
         return outcome_response(f"{type_name}/{resource_id} does not exist or is already deleted; nothing to delete.")

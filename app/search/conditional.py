@@ -34,12 +34,13 @@ def criteria_pairs(query: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def matching(connection: Connection, type_name: str, query: str) -> list[StoredResource]:
-    """Up to two live resources of `type_name` matching `query`, after taking the lock on these criteria."""
-    return matching_each(connection, [(type_name, query)])[(type_name, query)]
+def matching(connection: Connection, type_name: str, query: str, own_base: str | None = None) -> list[StoredResource]:
+    """Up to two live resources of `type_name` matching `query`, after taking the lock on these criteria; a reference
+    value under `own_base` (this server's URL) matches as the relative reference it is stored as."""
+    return matching_each(connection, [(type_name, query)], own_base)[(type_name, query)]
 
 
-def matching_each(connection: Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[StoredResource]]:
+def matching_each(connection: Connection, keys: list[tuple[str, str]], own_base: str | None = None) -> dict[tuple[str, str], list[StoredResource]]:
     """`matching` for many (type, criteria) at once, as a feed's batch of messages needs: every lock in one
     statement, in one order (so two such batches cannot deadlock), and the criteria that are one plain
     token looked up together, one statement per token column."""
@@ -50,7 +51,7 @@ def matching_each(connection: Connection, keys: list[tuple[str, str]]) -> dict[t
     for key, key_pairs in pairs.items():
         token = single_token_criterion(key[0], key_pairs)
         if token is None:
-            found[key] = searched(connection, key[0], key_pairs)
+            found[key] = searched(connection, key[0], key_pairs, own_base)
             continue
         column, parts = token_hash_parts(token[0].code, token[1])
         by_hash[column][hash64(key[0], *parts)].append(key)
@@ -62,8 +63,8 @@ def matching_each(connection: Connection, keys: list[tuple[str, str]]) -> dict[t
     return found
 
 
-def searched(connection: Connection, type_name: str, pairs: list[tuple[str, str]]) -> list[StoredResource]:
-    search, _ = search_request(type_name, pairs, lenient=False, default_count=MATCH_LIMIT, max_count=MATCH_LIMIT)
+def searched(connection: Connection, type_name: str, pairs: list[tuple[str, str]], own_base: str | None) -> list[StoredResource]:
+    search, _ = search_request(type_name, pairs, lenient=False, default_count=MATCH_LIMIT, max_count=MATCH_LIMIT, own_base=own_base)
     return run_search(connection, SearchRequest(search.type, search.criteria, count=MATCH_LIMIT)).matches
 
 

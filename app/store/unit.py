@@ -40,8 +40,9 @@ class Unit:
     """One unit of work on `connection`, in its transaction. Its referential-integrity checks are the engine's
     `ehr_integrity` execution option (see app/store/db.py settings_engine), else both on."""
 
-    def __init__(self, connection: Connection):
+    def __init__(self, connection: Connection, base: str | None = None):
         self.connection = connection
+        self.base = base  # this server's FHIR base URL as the entrance knows it: criteria may name its references by it
         self.waiting: dict[tuple[str, str], StoredResource] = {}  # creates not yet written, by (type, id)
         self.references = ReferenceCheck(connection.get_execution_options().get("ehr_integrity", Integrity()))
 
@@ -175,12 +176,12 @@ class Unit:
     def matching(self, type_name: str, criteria: str) -> list[StoredResource]:
         """Up to two live resources matching conditional `criteria`, their lock taken until commit (race-safe)."""
         self.flush()
-        return matching(self.connection, type_name, criteria)
+        return matching(self.connection, type_name, criteria, self.base)
 
     def matching_each(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[StoredResource]]:
         """`matching` for many (type, criteria) at once: a feed's business keys, locked and looked up together."""
         self.flush()
-        return matching_each(self.connection, keys)
+        return matching_each(self.connection, keys, self.base)
 
     def match_one(self, type_name: str, criteria: str) -> StoredResource | None:
         """The one live resource matching `criteria`, or None; 412 when several match."""
@@ -215,16 +216,17 @@ class Unit:
 
 
 @contextmanager
-def writing(engine: Engine) -> Iterator[Unit]:
-    """A unit that may write; everything it did is committed together at the end, or nothing on an error."""
+def writing(engine: Engine, base: str | None = None) -> Iterator[Unit]:
+    """A unit that may write; everything it did is committed together at the end, or nothing on an error. `base`: this
+    server's FHIR base URL, when the entrance knows it."""
     with write_unit(engine) as connection:
-        unit = Unit(connection)
+        unit = Unit(connection, base)
         yield unit
         unit.finish(last=True)
 
 
 @contextmanager
-def reading(engine: Engine) -> Iterator[Unit]:
+def reading(engine: Engine, base: str | None = None) -> Iterator[Unit]:
     """A unit for reads only (on PostgreSQL each statement sees what is committed, without BEGIN and COMMIT)."""
     with read_unit(engine) as connection:
-        yield Unit(connection)
+        yield Unit(connection, base)

@@ -94,3 +94,15 @@ def test_thirty_clients_racing_one_conditional_create_make_exactly_one_resource(
     assert sorted(statuses) == [200] * 29 + [201]
     found = requests.get(f"{live_server}/Patient", params={"identifier": f"{MRN}|race", "_total": "accurate"}, timeout=30).json()
     assert found["total"] == 1
+
+
+def test_conditional_criteria_may_name_a_reference_by_this_servers_own_url(client):
+    """References to this server's base are stored relative; criteria naming them by the absolute URL still match."""
+    client.put("/fhir/Patient/p1", json={"resourceType": "Patient", "id": "p1"}, headers=FHIR_JSON)
+    observation = {"resourceType": "Observation", "status": "final", "code": {"text": "Weight"}, "subject": {"reference": "Patient/p1"}}
+    first = client.post("/fhir/Observation", json=observation, headers=FHIR_JSON)
+    criteria = {"If-None-Exist": "subject=http://localhost/fhir/Patient/p1&code:text=Weight"}
+    again = client.post("/fhir/Observation", json=observation, headers={**FHIR_JSON, **criteria})
+    assert again.status_code == 200 and again.json["id"] == first.json["id"]
+    updated = client.put("/fhir/Observation?subject=http://localhost/fhir/Patient/p1", json={**observation, "status": "amended"}, headers=FHIR_JSON)
+    assert updated.status_code == 200 and updated.json["id"] == first.json["id"]
