@@ -50,35 +50,43 @@ class ReferenceCheck:
 
     integrity: Integrity
     written: dict[tuple[str, str], StoredResource] = field(default_factory=dict)  # the latest version, by (type, id)
+    found: list[DanglingReference] | None = None  # the local references of `written`, walked once; None until asked
 
     def wrote(self, stored: StoredResource) -> None:
         self.written[(stored.type, stored.id)] = stored
+        self.found = None
+
+    def clear(self) -> None:
+        self.written.clear()
+        self.found = None
+
+    def references(self) -> list[DanglingReference]:
+        """Each local reference of a live written version, as a DanglingReference until the check finds its target."""
+        if self.found is None:
+            self.found = [
+                DanglingReference((stored.type, stored.id), path, target)
+                for stored in self.written.values() if not stored.deleted
+                for path, target in local_references(stored.body)
+            ] if self.integrity.on_write else []
+        return self.found
 
     def check(self, connection: Connection) -> None:
-        if self.integrity.on_write:
-            check_targets_exist(connection, self.written.values())
+        check_targets_exist(connection, self.references())
         if self.integrity.on_delete:
             check_not_referenced(connection, [stored for stored in self.written.values() if stored.deleted])
 
     def asks_database(self) -> bool:
         """True when check() will run a statement: a live written version refers to a local resource, or one was
         deleted. When False, the unit's last flush may commit on its own (one round trip)."""
-        written = self.written.values()
-        refers = self.integrity.on_write and any(next(local_references(stored.body), None) for stored in written if not stored.deleted)
-        return refers or (self.integrity.on_delete and any(stored.deleted for stored in written))
+        return bool(self.references()) or (self.integrity.on_delete and any(stored.deleted for stored in self.written.values()))
 
     def check_deletable(self, connection: Connection, type_name: str, resource_id: str) -> None:
         if self.integrity.on_delete:
             check_no_referrer(connection, type_name, resource_id)
 
 
-def check_targets_exist(connection: Connection, written) -> None:
-    """DanglingReferences naming each local reference of a live written version whose target is not live."""
-    references = [
-        DanglingReference((stored.type, stored.id), path, target)
-        for stored in written if not stored.deleted
-        for path, target in local_references(stored.body)
-    ]
+def check_targets_exist(connection: Connection, references: list[DanglingReference]) -> None:
+    """DanglingReferences naming each of `references` whose target is not live (no statement when there are none)."""
     live = live_keys(connection, {reference.target for reference in references})
     dangling = [reference for reference in references if reference.target not in live]
     if dangling:

@@ -168,11 +168,16 @@ def live_version(row, missing_message: str) -> StoredResource:
 
 def live_referrers(connection: Connection, type_name: str, resource_id: str, excluding: str | None = None) -> list[StoredResource]:
     """The live resources (but those of type `excluding`) whose references, as indexed, point at `type_name/resource_id`."""
+    query = select(resource).where(live_referrer(type_name, resource_id), resource.c.res_type != excluding)
+    return [stored_from_row(row) for row in connection.execute(query.order_by(resource.c.pk))]
+
+
+def live_referrer(type_name: str, resource_id: str):
+    """The condition on `resource` rows: live, with an indexed reference to `type_name/resource_id`."""
     pointing = select(search_reference.c.res_pk).where(
         search_reference.c.target_type == type_name, search_reference.c.target_id == resource_id,
     )
-    query = select(resource).where(resource.c.pk.in_(pointing), resource.c.deleted == false(), resource.c.res_type != excluding)
-    return [stored_from_row(row) for row in connection.execute(query.order_by(resource.c.pk))]
+    return and_(resource.c.pk.in_(pointing), resource.c.deleted == false())
 
 
 def stored_keys(connection: Connection, keys) -> set[tuple[str, str]]:
@@ -204,12 +209,9 @@ def keys_found(connection: Connection, keys, live_only: bool) -> set[tuple[str, 
 
 def first_referrer(connection: Connection, type_name: str, resource_id: str) -> tuple[str, str] | None:
     """(type, id) of a live resource, other than itself, whose indexed references point at `type_name/resource_id`."""
-    pointing = select(search_reference.c.res_pk).where(
-        search_reference.c.target_type == type_name, search_reference.c.target_id == resource_id,
-    )
     query = (
         select(resource.c.res_type, resource.c.res_id)
-        .where(resource.c.pk.in_(pointing), resource.c.deleted == false(), ~resource_key(type_name, resource_id))
+        .where(live_referrer(type_name, resource_id), ~resource_key(type_name, resource_id))
         .order_by(resource.c.pk).limit(1)
     )
     row = connection.execute(query).first()

@@ -115,7 +115,7 @@ class Unit:
         when the unit does nothing more: then a write that is the unit's only statement may commit on its own."""
         self.flush(last=last and not self.references.asks_database())
         self.references.check(self.connection)
-        self.references.written.clear()
+        self.references.clear()
 
     def flush(self, last: bool = False) -> None:
         """Write the waiting creates, batched per table; `last` when the unit does nothing more before commit."""
