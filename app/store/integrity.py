@@ -70,24 +70,31 @@ class ReferenceCheck:
             ] if self.integrity.on_write else []
         return self.found
 
-    def check(self, connection: Connection) -> None:
-        check_targets_exist(connection, self.references())
+    def targets(self) -> frozenset[tuple[str, str]]:
+        """The (type, id) that the written resources' local references name."""
+        return frozenset(reference.target for reference in self.references())
+
+    def check(self, connection: Connection, live: set[tuple[str, str]] = frozenset()) -> None:
+        """`live`: targets already known live and locked, as the unit's last write found them or wrote them."""
+        check_targets_exist(connection, self.references(), live)
         if self.integrity.on_delete:
             check_not_referenced(connection, [stored for stored in self.written.values() if stored.deleted])
 
-    def asks_database(self) -> bool:
-        """True when check() will run a statement: a live written version refers to a local resource, or one was
-        deleted. When False, the unit's last flush may commit on its own (one round trip)."""
-        return bool(self.references()) or (self.integrity.on_delete and any(stored.deleted for stored in self.written.values()))
+    def checks_deletes(self) -> bool:
+        """True when check() will look for referrers of a deleted resource; the check of targets, the unit's last
+        write makes (see Unit.finish), so when False that write may commit on its own (one round trip)."""
+        return self.integrity.on_delete and any(stored.deleted for stored in self.written.values())
 
     def check_deletable(self, connection: Connection, type_name: str, resource_id: str) -> None:
         if self.integrity.on_delete:
             check_no_referrer(connection, type_name, resource_id)
 
 
-def check_targets_exist(connection: Connection, references: list[DanglingReference]) -> None:
-    """DanglingReferences naming each of `references` whose target is not live (no statement when there are none)."""
-    live = live_keys(connection, {reference.target for reference in references})
+def check_targets_exist(connection: Connection, references: list[DanglingReference], known_live: set[tuple[str, str]]) -> None:
+    """DanglingReferences naming each of `references` whose target is not live; the targets not `known_live` are
+    looked up (no statement when there are none)."""
+    unknown = {reference.target for reference in references} - known_live
+    live = known_live | live_keys(connection, unknown)
     dangling = [reference for reference in references if reference.target not in live]
     if dangling:
         raise dangling_references(dangling)

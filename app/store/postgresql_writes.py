@@ -28,20 +28,23 @@ HISTORY_COLUMNS = ("res_type", "res_id", "version", "last_updated", "deleted", "
 DIALECT = postgresql.dialect()
 
 
-def insert_first_versions(connection: Connection, versions: list[dict], row_sets: list[dict], last_of_unit=False) -> None:
-    """Insert resources' first versions (dicts of VERSION_FIELDS) with their index rows (from index_rows)."""
-    write_first_versions(connection, versions, row_sets, False, last_of_unit)
+def insert_first_versions(connection: Connection, versions: list[dict], row_sets: list[dict], targets: frozenset = frozenset(),
+                          last_of_unit=False) -> set[tuple[str, str]]:
+    """Insert resources' first versions (dicts of VERSION_FIELDS) with their index rows (from index_rows), in the same
+    statement as the check of their references: the (type, id) `targets` are locked FOR SHARE if live, and nothing is
+    inserted unless all are. Returns the targets found live."""
+    parameters, index_types = statement_parameters(versions, row_sets)
+    if targets:
+        parameters["targets"] = json_text([{"res_type": type_name, "res_id": resource_id} for type_name, resource_id in targets])
+    statement = first_versions_statement(index_types, skip_existing=False, checks_targets=bool(targets))
+    found = execute_returning_all(connection, statement, parameters, last_of_unit)
+    return {(row.res_type, row.res_id) for row in found} if targets else set()
 
 
 def try_insert_first_version(connection: Connection, version: dict, rows: dict) -> bool:
     """Insert unless another writer created the same id first; False then."""
-    return write_first_versions(connection, [version], [rows], True, False) == 1
-
-
-def write_first_versions(connection: Connection, versions: list[dict], row_sets: list[dict], skip_existing: bool, last_of_unit: bool) -> int:
-    """How many were inserted: fewer than given only when `skip_existing` skipped ids another writer created first."""
-    parameters, index_types = statement_parameters(versions, row_sets)
-    return len(execute_returning_all(connection, first_versions_statement(index_types, skip_existing), parameters, last_of_unit))
+    parameters, index_types = statement_parameters([version], [rows])
+    return len(execute_returning_all(connection, first_versions_statement(index_types, skip_existing=True), parameters)) == 1
 
 
 def write_next_version(connection: Connection, version: dict, rows: dict, pk: int, current_mask: int) -> bool:
@@ -80,14 +83,28 @@ def exact_decimal(value):
 
 
 @cache
-def first_versions_statement(index_types: tuple[str, ...], skip_existing: bool) -> str:
+def first_versions_statement(index_types: tuple[str, ...], skip_existing: bool, checks_targets: bool = False) -> str:
+    """Returns (n, pk) of each resource inserted, or with `checks_targets` the (res_type, res_id) of each live target."""
     conflict = " ON CONFLICT DO NOTHING" if skip_existing else ""
     resources = (
         f"inserted AS (INSERT INTO resource ({', '.join(RESOURCE_COLUMNS)}) SELECT {', '.join(RESOURCE_COLUMNS)} FROM new"
         f" ORDER BY n{conflict} RETURNING pk, res_type, res_id)",
         "keys AS (SELECT new.n, inserted.pk FROM new JOIN inserted USING (res_type, res_id))",
     )
-    return with_statement([new_versions(), *resources, history_insert(), *map(index_insert, index_types)])
+    writes = [*resources, history_insert(), *map(index_insert, index_types)]
+    if not checks_targets:
+        return with_statement([new_versions(), *writes])
+    return with_statement([*live_targets(), new_versions(all_targets_live=True), *writes], "SELECT res_type, res_id FROM live")
+
+
+def live_targets() -> tuple[str, str]:
+    """The targets that are live, locked FOR SHARE: a delete, which locks its row FOR UPDATE, waits for this
+    statement's transaction and then finds the new referrer (see app/store/integrity.py)."""
+    return (
+        "wanted AS (SELECT * FROM jsonb_to_recordset(%(targets)s::jsonb) AS t(res_type text, res_id text))",
+        "live AS (SELECT res_type, res_id FROM wanted JOIN resource USING (res_type, res_id) WHERE NOT resource.deleted"
+        " FOR SHARE OF resource)",
+    )
 
 
 @cache
@@ -105,14 +122,16 @@ def next_versions_statement(old_types: tuple[str, ...], index_types: tuple[str, 
     return with_statement([new_versions(), *swap, history_insert(), *deletes, *map(index_insert, index_types)])
 
 
-def with_statement(parts: list[str]) -> str:
-    """The statement of these CTEs; it returns the (n, pk) of each resource written."""
-    return "WITH " + ",\n".join(parts) + "\nSELECT n, pk FROM keys"
+def with_statement(parts: list[str], returning: str = "SELECT n, pk FROM keys") -> str:
+    """The statement of these CTEs; by default it returns the (n, pk) of each resource written."""
+    return "WITH " + ",\n".join(parts) + "\n" + returning
 
 
-def new_versions() -> str:
+def new_versions(all_targets_live: bool = False) -> str:
+    """The versions to write; none unless every wanted target is live, when `all_targets_live` asks for that."""
     fields = [f"n integer, {record_types(resource, VERSION_FIELDS[:-2])}", record_types(resource_history, ("method", "body"))]
-    return f"new AS MATERIALIZED (SELECT * FROM jsonb_to_recordset(%(versions)s::jsonb) AS x({', '.join(fields)}))"
+    condition = " WHERE (SELECT count(*) FROM live) = (SELECT count(*) FROM wanted)" if all_targets_live else ""
+    return f"new AS MATERIALIZED (SELECT * FROM jsonb_to_recordset(%(versions)s::jsonb) AS x({', '.join(fields)}){condition})"
 
 
 def history_insert() -> str:

@@ -69,18 +69,23 @@ def new_resource(body, expected_type: str | None = None, resource_id: str | None
     return first_version(type_name, resource_id or new_id(), body, method)
 
 
-def insert_new_resources(connection: Connection, new_versions: list[StoredResource], last_of_unit: bool = False) -> None:
+def insert_new_resources(connection: Connection, new_versions: list[StoredResource], targets: frozenset = frozenset(),
+                         last_of_unit: bool = False) -> set[tuple[str, str]]:
     """Write first versions from new_resource together (a transaction's many POSTs at once): on PostgreSQL as one
-    statement, or as one COPY per table for a large batch; on SQLite one executemany per table. `last_of_unit`: nothing
-    else follows in the unit, so a unit that wrote nothing before may let the one statement commit by itself."""
+    statement, or as one COPY per table for a large batch; on SQLite one executemany per table. Nothing is written
+    unless the (type, id) `targets` (what they refer to) are all live, and those are locked FOR SHARE (on PostgreSQL's
+    one statement, by the statement itself). Returns the targets found live. `last_of_unit`: nothing else follows in
+    the unit, so a unit that wrote nothing before may let the one statement commit by itself."""
     if not new_versions:
-        return
+        return set()
     row_sets = [index_rows(stored.type, stored.body) for stored in new_versions]
     versions = [version_values(stored, rows) for stored, rows in zip(new_versions, row_sets)]
     if is_postgresql(connection) and len(versions) <= ONE_STATEMENT_CREATES:
-        postgresql_writes.insert_first_versions(connection, versions, row_sets, last_of_unit)
-    else:
+        return postgresql_writes.insert_first_versions(connection, versions, row_sets, targets, last_of_unit)
+    live = live_keys(connection, targets)
+    if live == targets:
         batched_writes.insert_first_versions(connection, versions, row_sets)
+    return live
 
 
 def update_resource(connection: Connection, type_name: str, resource_id: str, body, if_match: str | None = None) -> WriteResult:

@@ -111,18 +111,22 @@ class Unit:
 
     def finish(self, last: bool = False) -> None:
         """Write what waits and check the references of what the unit wrote (DanglingReferences, StillReferenced):
-        run before commit, and by a caller that wants those errors while it can still tell whose they are. `last`
-        when the unit does nothing more: then a write that is the unit's only statement may commit on its own."""
-        self.flush(last=last and not self.references.asks_database())
-        self.references.check(self.connection)
+        run before commit, and by a caller that wants those errors while it can still tell whose they are. The
+        waiting creates are written together with the check that their targets live. `last` when the unit does
+        nothing more: then a write that is the unit's only statement may commit on its own."""
+        live = self.flush(last=last and not self.references.checks_deletes(), targets=self.references.targets())
+        self.references.check(self.connection, live)
         self.references.clear()
 
-    def flush(self, last: bool = False) -> None:
-        """Write the waiting creates, batched per table; `last` when the unit does nothing more before commit."""
-        if self.waiting:
-            waiting, self.waiting = list(self.waiting.values()), {}
-            insert_new_resources(self.connection, waiting, last_of_unit=last)
-
+    def flush(self, last: bool = False, targets: frozenset = frozenset()) -> set[tuple[str, str]]:
+        """Write the waiting creates, batched per table, unless a target of `targets` (but those among them) is not
+        live; `last` when the unit does nothing more before commit. Returns the keys known live now: the targets
+        found and what was written."""
+        if not self.waiting:
+            return set()
+        waiting, self.waiting = self.waiting, {}
+        found = insert_new_resources(self.connection, list(waiting.values()), targets - waiting.keys(), last_of_unit=last)
+        return found | waiting.keys()
     def flush_if_waiting(self, type_name: str, resource_id: str) -> None:
         if (type_name, resource_id) in self.waiting:
             self.flush()

@@ -9,6 +9,10 @@ from sqlalchemy import event
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 PATIENT = {"resourceType": "Patient", "name": [{"family": "Okafor", "given": ["Aisha"]}], "gender": "female", "birthDate": "1980-02-01"}
+OBSERVATION = {
+    "resourceType": "Observation", "status": "final",
+    "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}, "valueQuantity": {"value": 72, "unit": "/min"},
+}
 # Frontend messages after which libpq waits for the server's answer: each is one round trip.
 WAITING_MESSAGES = ("Query", "Sync", "CopyDone", "CopyFail")
 
@@ -95,3 +99,26 @@ def test_a_transaction_of_creates_is_one_statement_on_postgresql(app, client, co
     assert response.status_code == 200
     if is_postgresql(app):
         assert len(statements) == 1, statements
+
+
+def test_a_rest_create_with_a_reference_checks_its_target_in_its_one_statement(app, client, tmp_path):
+    engine = app.extensions["ehr.engine"]
+    client.put("/fhir/Patient/p1", json={**PATIENT, "id": "p1"}, headers=FHIR_JSON)
+    observation = {**OBSERVATION, "subject": {"reference": "Patient/p1"}}
+    client.post("/fhir/Observation", json=observation, headers=FHIR_JSON)  # warms up
+    with statements_run(engine) as statements, round_trips_traced(engine, tmp_path / "pq.trace") as round_trips:
+        response = client.post("/fhir/Observation", json=observation, headers=FHIR_JSON)
+        assert response.status_code == 201
+        if is_postgresql(app):  # the target's lock, the writes and the check of what it found: one statement
+            assert len(statements) == 1, statements
+            assert round_trips() == 1
+        else:  # BEGIN IMMEDIATE, the target's lookup, then one insert per table
+            assert statements[1].lstrip().startswith("SELECT"), statements[1][:60]
+
+
+def test_a_create_whose_target_is_missing_writes_nothing_and_names_it(app, client):
+    observation = {**OBSERVATION, "subject": {"reference": "Patient/nobody"}}
+    response = client.post("/fhir/Observation", json=observation, headers=FHIR_JSON)
+    assert response.status_code == 400
+    assert "refers to Patient/nobody" in response.json["issue"][0]["diagnostics"]
+    assert "entry" not in client.get("/fhir/Observation").json
