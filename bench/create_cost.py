@@ -47,8 +47,6 @@ STATEMENTS_TARGET = 2  # per create, on PostgreSQL
 ROUND_TRIPS_TARGET = 2
 GUNICORN_RATIO_TARGET = 1.5
 RESULT_PREFIX = "RESULT "
-# Frontend messages after which libpq waits for the server: each is one round trip.
-WAITING_MESSAGES = ("Query", "Sync", "CopyDone", "CopyFail")
 
 
 @dataclass(frozen=True)
@@ -101,77 +99,6 @@ def own_context_switches() -> int:
     return usage.ru_nvcsw + usage.ru_nivcsw
 
 
-class StatementCounter:
-    """What the app sends to the database while installed: SQLAlchemy cursor executions, psycopg COPY streams,
-    COMMITs, and on PostgreSQL libpq's protocol trace of every pooled connection it checks out."""
-
-    def __init__(self, engine, trace_path: Path):
-        from sqlalchemy import event
-        self.engine, self.event, self.trace_path = engine, event, trace_path
-        self.kinds: collections.Counter = collections.Counter()
-        self.traced: list = []
-        self.trace_fd = os.open(trace_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
-        self.listeners = [(engine, "before_cursor_execute", self.on_execute), (engine, "commit", self.on_commit),
-                          (engine, "checkout", self.on_checkout)]
-
-    def on_execute(self, _conn, _cursor, statement, _params, _context, executemany) -> None:
-        self.kinds[first_word(statement) + (" (executemany)" if executemany else "")] += 1
-
-    def on_commit(self, _conn) -> None:
-        self.kinds["COMMIT"] += 1
-
-    def on_checkout(self, dbapi_connection, _record, _proxy) -> None:
-        pgconn = getattr(dbapi_connection, "pgconn", None)
-        if pgconn is not None and dbapi_connection not in self.traced:
-            from psycopg import pq
-            pgconn.trace(os.dup(self.trace_fd))  # libpq takes its own FILE on the copy of the descriptor
-            pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
-            self.traced.append(dbapi_connection)
-
-    @contextlib.contextmanager
-    def installed(self):
-        import psycopg
-        original_copy = psycopg.Cursor.copy
-
-        def counted_copy(cursor, statement, *args, **kwargs):
-            self.kinds["COPY"] += 1
-            return original_copy(cursor, statement, *args, **kwargs)
-
-        for target, name, listener in self.listeners:
-            self.event.listen(target, name, listener)
-        psycopg.Cursor.copy = counted_copy
-        try:
-            yield self
-        finally:
-            psycopg.Cursor.copy = original_copy
-            for target, name, listener in self.listeners:
-                self.event.remove(target, name, listener)
-            for connection in self.traced:
-                connection.pgconn.untrace()  # flushes the trace
-            os.close(self.trace_fd)
-
-    def statements(self) -> int:
-        return sum(self.kinds.values())
-
-    def trace_counts(self) -> collections.Counter:
-        """Frontend messages by type, and the commands the server ran: simple Query by first word, extended Execute."""
-        counts: collections.Counter = collections.Counter()
-        for line in self.trace_path.read_text(errors="replace").splitlines():
-            parts = line.split("\t")
-            if len(parts) >= 3 and parts[0] == "F":
-                message = parts[2]
-                counts[message] += 1
-                if message == "Query":
-                    counts["command " + first_word(parts[3].strip(' "') if len(parts) > 3 else "")] += 1
-                elif message == "Execute":  # extended protocol; its text was parsed once, perhaps long ago
-                    counts["command (extended query)"] += 1
-        return counts
-
-
-def first_word(statement: str) -> str:
-    return (statement.split(None, 1) or ["?"])[0].upper()
-
-
 def measure_in_process(sizes: Sizes, seed: int) -> dict:
     """The in-process figures of the code on sys.path, on the database of EHR_DATABASE_URL (see the module docstring)."""
     from app.web import create_app
@@ -184,13 +111,13 @@ def measure_in_process(sizes: Sizes, seed: int) -> dict:
     timed_creates(app, warmup)
     cpu, switches, failed = timed_creates(app, measured)
     with tempfile.TemporaryDirectory(prefix="ehr-bench-trace-") as trace_dir:
-        counter = StatementCounter(app.extensions["ehr.engine"], Path(trace_dir) / "pq.trace")
+        counter = common.StatementCounter(app.extensions["ehr.engine"], Path(trace_dir) / "pq.trace")
         with counter.installed():
             _, _, count_failed = timed_creates(app, counted)
         trace = counter.trace_counts()
     return {"cpu_ms": 1000 * cpu / len(measured), "switches": switches / len(measured), "failed": failed + count_failed,
             "statements": counter.statements() / len(counted), "kinds": dict(counter.kinds),
-            "round_trips": sum(trace[m] for m in WAITING_MESSAGES) / len(counted) if trace else None,
+            "round_trips": common.round_trips(trace) / len(counted) if trace else None,
             "trace": dict(trace), "counted": len(counted)}
 
 
