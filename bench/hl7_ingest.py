@@ -223,16 +223,17 @@ def measure_in_process(args) -> dict:
     on the database of EHR_DATABASE_URL: `args.messages` timed, then a quarter as many counted (the counting
     instruments cost CPU)."""
     from app.store.db import make_engine
-    from interop.hl7v2.service import ACCEPTED_STATUSES, receive_all
+    from interop.hl7v2.service import ACCEPTED_STATUSES, current_systems, receive_all
 
     engine = make_engine(os.environ["EHR_DATABASE_URL"])
+    systems = current_systems(engine)  # read once, as a listener's worker keeps them
     factory = MessageFactory(args.seed + args.batch, args.patients, IN_PROCESS_IDS * args.batch)
 
     def receive(messages: list[bytes]) -> int:
         """How many were not accepted."""
         receipts = []
         for start in range(0, len(messages), args.batch):
-            receipts += receive_all(engine, [(message, "127.0.0.1:2575") for message in messages[start:start + args.batch]])
+            receipts += receive_all(engine, [(message, "127.0.0.1:2575") for message in messages[start:start + args.batch]], systems=systems)
         return sum(receipt.status not in ACCEPTED_STATUSES for receipt in receipts)
 
     receive(factory.typical(WARM_UP))

@@ -7,10 +7,11 @@ next page starts after them, so page 1,000 costs what page 1 costs. The pk is gl
 to the resource table, so the same cursor pages a search across several types.
 """
 from dataclasses import dataclass, field
+from functools import cache
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Connection, DateTime, Numeric, String, and_, false, func, literal, or_, select, text, true
+from sqlalchemy import ARRAY, BigInteger, Connection, DateTime, Numeric, String, and_, bindparam, false, func, literal, or_, select, text, true
 from sqlalchemy.sql import ColumnElement
 
 from app.errors import BadRequest
@@ -265,14 +266,33 @@ def include_condition(include: Include, references) -> ColumnElement:
 def token_matches(connection: Connection, column: str, hashes: list[int]) -> list[tuple[int, StoredResource]]:
     """(hash, resource) for each live resource with a token row whose `column` holds one of `hashes` (see
     token_hash_parts), in pk order. A hash names its type and parameter, so one statement serves all."""
+    statement = token_lookups(column) if is_postgresql(connection) else token_join(connection, column, hashes)
+    return [(row.matched_hash, stored_from_row(row)) for row in connection.execute(statement, {"hashes": hashes})]
+
+
+@cache
+def token_lookups(column: str):
+    """PostgreSQL: one index lookup per hash, then one per match, whatever the statistics say. As a join, the planner
+    of a table not analyzed yet (the first minute of a feed into a new database) guessed hundreds of rows per hash and
+    hashed the whole resource table: 25 ms instead of 1 ms for a batch's 90 business keys."""
+    hashes = func.unnest(bindparam("hashes", type_=ARRAY(BigInteger))).table_valued("hash", name="h").render_derived()
+    tokens = select(search_token.c.res_pk).where(search_token.c[column] == hashes.c.hash).offset(0).lateral("t")  # OFFSET 0: kept apart
+    live = select(resource).where(resource.c.pk == tokens.c.res_pk, resource.c.deleted == false()).offset(0).lateral("r")
+    return (
+        select(hashes.c.hash.label("matched_hash"), live)
+        .select_from(hashes).join(tokens, true()).join(live, true())
+        .order_by(live.c.pk)
+    )
+
+
+def token_join(connection: Connection, column: str, hashes: list[int]):
     hashed = search_token.c[column]
-    statement = (
+    return (
         select(hashed.label("matched_hash"), resource)
         .join(resource, resource.c.pk == search_token.c.res_pk)
         .where(column_in(connection, hashed, hashes), resource.c.deleted == false())
         .order_by(resource.c.pk)
     )
-    return [(row.matched_hash, stored_from_row(row)) for row in connection.execute(statement)]
 
 
 def lock_criteria(connection: Connection, keys: list[int]) -> None:
