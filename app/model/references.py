@@ -1,5 +1,11 @@
-"""Rewriting the references of a resource, e.g. Bundle-local urn:uuid fullUrls to Type/id."""
+"""Rewriting the references of a resource, e.g. Bundle-local urn:uuid fullUrls to Type/id, and finding its local ones."""
+import re
+
+from app.model.registry import is_served
 from app.model.validation import MAX_DEPTH
+
+# A relative literal reference (R4 references.html#literal): Type/id, optionally /_history/version.
+LOCAL_REFERENCE = re.compile(r"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?")
 
 
 def rewrite_references(value, targets: dict[str, str], base: str | None = None, depth: int = 0):
@@ -37,6 +43,19 @@ def reference_elements(value, path: str = "", depth: int = 0):
     elif isinstance(value, list):
         for item in value:
             yield from reference_elements(item, path, depth + 1)
+
+
+def local_references(body: dict):
+    """(path, (type, id)) for each reference of `body` to a resource of a type served here."""
+    for path, reference in reference_elements(body):
+        local = LOCAL_REFERENCE.fullmatch(reference)
+        if local and is_served(local[1]):
+            yield path, (local[1], local[2])
+
+
+def local_targets(body: dict) -> frozenset[tuple[str, str]]:
+    """The (type, id) that `body`'s local references name."""
+    return frozenset(target for _, target in local_references(body))
 
 
 def rewritten_item(key: str, item, targets: dict[str, str], base: str | None, depth: int):

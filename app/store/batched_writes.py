@@ -49,18 +49,20 @@ def try_insert_first_version(connection: Connection, version: dict, rows: dict) 
     return True
 
 
-def write_next_version(connection: Connection, version: dict, rows: dict, pk: int, current_mask: int) -> bool:
+def write_next_version(connection: Connection, version: dict, rows: dict, pk: int, current_mask: int,
+                       targets: frozenset = frozenset()) -> frozenset | None:
     """Swap in the next version if the current one is still the one before (compare-and-swap), mark that one superseded,
-    add the history row and replace the index rows; False when another writer swapped first."""
+    add the history row and replace the index rows; None when another writer swapped first. Else no target found:
+    here the unit's check at its end looks them up (`targets` is for the one-statement writer's signature)."""
     if not swap_version(connection, version):
-        return False
+        return None
     connection.execute(MARK_SUPERSEDED, {
         "key_type": version["res_type"], "key_id": version["res_id"], "old_version": version["version"] - 1, "moment": version["last_updated"],
     })
     insert_rows(connection, resource_history, [history_row(version)])
     delete_index_rows(connection, pk, current_mask)
     write_index_rows(connection, [(pk, rows)])
-    return True
+    return frozenset()
 
 
 def swap_version(connection: Connection, version: dict) -> bool:

@@ -7,19 +7,14 @@ it too. Checking at the end of the unit, not per write, is what lets a Bundle's 
 order. Both checks can be switched off (EHR_REFERENTIAL_INTEGRITY_ON_WRITE / _ON_DELETE, `ehr load
 --no-check-references`), as for bulk loads of data whose files come in no particular order.
 """
-import re
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection
 
 from app.config import Integrity
 from app.errors import BadRequest, Conflict, Issue
-from app.model.references import reference_elements
-from app.model.registry import is_served
+from app.model.references import local_references
 from app.store.resources import StoredResource, first_referrer, live_keys
-
-# A relative literal reference (R4 references.html#literal): Type/id, optionally /_history/version.
-LOCAL_REFERENCE = re.compile(r"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?")
 
 
 @dataclass(frozen=True)
@@ -51,14 +46,25 @@ class ReferenceCheck:
     integrity: Integrity
     written: dict[tuple[str, str], StoredResource] = field(default_factory=dict)  # the latest version, by (type, id)
     found: list[DanglingReference] | None = None  # the local references of `written`, walked once; None until asked
+    known_live: set[tuple[str, str]] = field(default_factory=set)  # targets an update's statement found live and locked
 
-    def wrote(self, stored: StoredResource) -> None:
-        self.written[(stored.type, stored.id)] = stored
+    def wrote(self, stored: StoredResource, live_targets: frozenset = frozenset()) -> None:
+        """`live_targets`: targets the write found live and locked; the unit's own deletes cancel earlier findings."""
+        key = (stored.type, stored.id)
+        self.written[key] = stored
         self.found = None
+        self.known_live |= live_targets
+        if stored.deleted:
+            self.known_live.discard(key)
 
     def clear(self) -> None:
         self.written.clear()
         self.found = None
+        self.known_live.clear()
+
+    @property
+    def on_write(self) -> bool:
+        return self.integrity.on_write
 
     def references(self) -> list[DanglingReference]:
         """Each local reference of a live written version, as a DanglingReference until the check finds its target."""
@@ -76,7 +82,7 @@ class ReferenceCheck:
 
     def check(self, connection: Connection, live: set[tuple[str, str]] = frozenset()) -> None:
         """`live`: targets already known live and locked, as the unit's last write found them or wrote them."""
-        check_targets_exist(connection, self.references(), live)
+        check_targets_exist(connection, self.references(), live | self.known_live)
         if self.integrity.on_delete:
             check_not_referenced(connection, [stored for stored in self.written.values() if stored.deleted])
 
@@ -98,14 +104,6 @@ def check_targets_exist(connection: Connection, references: list[DanglingReferen
     dangling = [reference for reference in references if reference.target not in live]
     if dangling:
         raise dangling_references(dangling)
-
-
-def local_references(body: dict):
-    """(path, (type, id)) for each reference of `body` to a resource of a type served here."""
-    for path, reference in reference_elements(body):
-        local = LOCAL_REFERENCE.fullmatch(reference)
-        if local and is_served(local[1]):
-            yield path, (local[1], local[2])
 
 
 def dangling_references(dangling: list[DanglingReference]) -> DanglingReferences:

@@ -35,7 +35,7 @@ def insert_first_versions(connection: Connection, versions: list[dict], row_sets
     inserted unless all are. Returns the targets found live."""
     parameters, index_types = statement_parameters(versions, row_sets)
     if targets:
-        parameters["targets"] = json_text([{"res_type": type_name, "res_id": resource_id} for type_name, resource_id in targets])
+        parameters["targets"] = targets_json(targets)
     statement = first_versions_statement(index_types, skip_existing=False, checks_targets=bool(targets))
     found = execute_returning_all(connection, statement, parameters, last_of_unit)
     return {(row.res_type, row.res_id) for row in found} if targets else set()
@@ -47,13 +47,18 @@ def try_insert_first_version(connection: Connection, version: dict, rows: dict) 
     return len(execute_returning_all(connection, first_versions_statement(index_types, skip_existing=True), parameters)) == 1
 
 
-def write_next_version(connection: Connection, version: dict, rows: dict, pk: int, current_mask: int) -> bool:
+def write_next_version(connection: Connection, version: dict, rows: dict, pk: int, current_mask: int,
+                       targets: frozenset = frozenset()) -> frozenset[tuple[str, str]] | None:
     """Swap in the next version of a resource if its current version is still the one before (compare-and-swap), mark
-    that one superseded, add the history row and replace the index rows; False when another writer swapped first.
-    (`pk` is for the batched writer's signature: here the swap returns it.)"""
+    that one superseded, add the history row and replace the index rows; None when another writer swapped first.
+    Else the (type, id) of `targets` found live, each locked FOR SHARE by the same statement. (`pk` is for the
+    batched writer's signature: here the swap returns it.)"""
     parameters, index_types = statement_parameters([version], [rows])
-    statement = next_versions_statement(parameter_types_in(current_mask), index_types)
-    return len(execute_returning_all(connection, statement, parameters)) == 1
+    parameters["targets"] = targets_json(targets)
+    found = execute_returning_all(connection, next_versions_statement(parameter_types_in(current_mask), index_types), parameters)
+    if not found:
+        return None
+    return frozenset(tuple(target.split("/", 1)) for target in found[0].live or ())
 
 
 def statement_parameters(versions: list[dict], row_sets: list[dict]) -> tuple[dict[str, str], tuple[str, ...]]:
@@ -69,6 +74,10 @@ def statement_parameters(versions: list[dict], row_sets: list[dict]) -> tuple[di
     index_types = tuple(parameter_type for parameter_type in INDEX_TABLES if by_type.get(parameter_type))
     parameters.update((parameter_type, json_text(by_type[parameter_type])) for parameter_type in index_types)
     return parameters, index_types
+
+
+def targets_json(targets) -> str:
+    return json_text([{"res_type": type_name, "res_id": resource_id} for type_name, resource_id in targets])
 
 
 def json_text(value) -> str:
@@ -119,7 +128,8 @@ def next_versions_statement(old_types: tuple[str, ...], index_types: tuple[str, 
     )
     # Each sub-statement sees the table as it was before the statement, so the deletes never meet the inserted rows.
     deletes = [f"deleted_{t} AS (DELETE FROM {INDEX_TABLES[t].name} WHERE res_pk IN (SELECT pk FROM keys))" for t in old_types]
-    return with_statement([new_versions(), *swap, history_insert(), *deletes, *map(index_insert, index_types)])
+    live = "SELECT n, pk, (SELECT array_agg(res_type || '/' || res_id) FROM live) AS live FROM keys"
+    return with_statement([*live_targets(), new_versions(), *swap, history_insert(), *deletes, *map(index_insert, index_types)], live)
 
 
 def with_statement(parts: list[str], returning: str = "SELECT n, pk FROM keys") -> str:

@@ -17,6 +17,7 @@ from app.errors import BadRequest, Conflict, Gone, InvalidResource, NotFound, Pr
 from app.model.instants import as_utc, format_instant, utc_now
 from app.model.numbers import whole_number
 from app.model.ordering import in_element_order
+from app.model.references import local_targets
 from app.model.registry import require_served_type
 from app.model.validation import SERVER_META, check_resource_id, check_resource_type, validate_resource
 from app.search.index import index_rows
@@ -67,6 +68,7 @@ class WriteResult:
     stored: StoredResource
     created: bool = False
     changed: bool = True
+    live_targets: frozenset[tuple[str, str]] = frozenset()  # what its references name, found live and locked by the write
 
 
 def new_resource(body, expected_type: str | None = None, resource_id: str | None = None, method: str = "POST") -> StoredResource:
@@ -95,8 +97,10 @@ def insert_new_resources(connection: Connection, new_versions: list[StoredResour
     return live
 
 
-def update_resource(connection: Connection, type_name: str, resource_id: str, body, if_match: str | None = None) -> WriteResult:
-    """PUT: a new version, or the first one under the client's id. Unchanged content writes nothing."""
+def update_resource(connection: Connection, type_name: str, resource_id: str, body, if_match: str | None = None,
+                    lock_targets: bool = False) -> WriteResult:
+    """PUT: a new version, or the first one under the client's id. Unchanged content writes nothing. `lock_targets`:
+    the write also finds which targets of the body's references are live, and locks them (see write_next_version)."""
     check_resource_id(resource_id)
     check_resource_type(body, type_name)
     check_id_of_url(body, type_name, resource_id)
@@ -111,7 +115,8 @@ def update_resource(connection: Connection, type_name: str, resource_id: str, bo
     check_if_match(current, if_match)
     if not current.deleted and same_content(current.body, body):
         return WriteResult(current, changed=False)
-    return WriteResult(write_next_version(connection, current, body, "PUT"), created=current.deleted)
+    stored, live = write_next_version(connection, current, body, "PUT", lock_targets)
+    return WriteResult(stored, created=current.deleted, live_targets=live)
 
 
 def check_id_of_url(body: dict, type_name: str, resource_id: str) -> None:
@@ -122,7 +127,8 @@ def check_id_of_url(body: dict, type_name: str, resource_id: str) -> None:
         raise InvalidResource(f"The body's id '{body['id']}' does not match the id '{resource_id}' in the URL; a PUT body must carry the same id.")
 
 
-def patch_resource(connection: Connection, type_name: str, resource_id: str, operations, if_match: str | None = None) -> WriteResult:
+def patch_resource(connection: Connection, type_name: str, resource_id: str, operations, if_match: str | None = None,
+                   lock_targets: bool = False) -> WriteResult:
     """PATCH with a JSON Patch (RFC 6902) document; the result must still be valid FHIR."""
     current = lock_live(connection, type_name, resource_id)
     check_if_match(current, if_match)
@@ -132,7 +138,8 @@ def patch_resource(connection: Connection, type_name: str, resource_id: str, ope
     validate_resource(patched)
     if same_content(current.body, patched):
         return WriteResult(current, changed=False)
-    return WriteResult(write_next_version(connection, current, patched, "PATCH"))
+    stored, live = write_next_version(connection, current, patched, "PATCH", lock_targets)
+    return WriteResult(stored, live_targets=live)
 
 
 def delete_resource(connection: Connection, type_name: str, resource_id: str, if_match: str | None = None) -> StoredResource | None:
@@ -142,7 +149,7 @@ def delete_resource(connection: Connection, type_name: str, resource_id: str, if
     if current is None or current.deleted:
         return None
     check_if_match(current, if_match)
-    return write_next_version(connection, current, None, "DELETE")
+    return write_next_version(connection, current, None, "DELETE")[0]
 
 
 def read_resource(connection: Connection, type_name: str, resource_id: str) -> StoredResource:
@@ -335,15 +342,20 @@ def first_version(type_name: str, resource_id: str, body: dict, method: str) -> 
     return StoredResource(type_name, resource_id, 1, moment, False, with_server_meta(body, type_name, resource_id, 1, moment), method)
 
 
-def write_next_version(connection: Connection, current: StoredResource, body: dict | None, method: str) -> StoredResource:
+def write_next_version(connection: Connection, current: StoredResource, body: dict | None, method: str,
+                       lock_targets: bool = False) -> tuple[StoredResource, frozenset[tuple[str, str]]]:
+    """The next version, written, and (with `lock_targets`, on PostgreSQL, in the same statement) the targets of its
+    references that are live, locked FOR SHARE: the unit's check at its end need not look them up again."""
     version = current.version + 1
     moment = max(utc_now(), current.last_updated + MIN_TICK)  # lastUpdated never goes backwards
     stored_body = None if body is None else with_server_meta(body, current.type, current.id, version, moment)
     rows = index_rows(current.type, stored_body)
     stored = StoredResource(current.type, current.id, version, moment, body is None, stored_body, method, current.pk, index_mask(rows))
-    if not writes_of(connection).write_next_version(connection, version_values(stored, rows), rows, current.pk, current.index_mask):
+    targets = local_targets(stored_body) if lock_targets and stored_body is not None else frozenset()
+    live = writes_of(connection).write_next_version(connection, version_values(stored, rows), rows, current.pk, current.index_mask, targets)
+    if live is None:
         raise Conflict(f"{current.type}/{current.id} was changed by another writer at the same moment; retry the request.")
-    return stored
+    return stored, live
 
 
 def writes_of(connection: Connection):

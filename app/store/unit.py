@@ -61,11 +61,11 @@ class Unit:
     def update(self, type_name: str, resource_id: str, body, if_match: str | None = None) -> WriteResult:
         """PUT: a new version, or the first one under the client's id; unchanged content writes nothing."""
         self.flush_if_waiting(type_name, resource_id)
-        return self.wrote(update_resource(self.connection, type_name, resource_id, body, if_match))
+        return self.wrote(update_resource(self.connection, type_name, resource_id, body, if_match, self.references.on_write))
 
     def patch(self, type_name: str, resource_id: str, operations, if_match: str | None = None) -> WriteResult:
         self.flush_if_waiting(type_name, resource_id)
-        return self.wrote(patch_resource(self.connection, type_name, resource_id, operations, if_match))
+        return self.wrote(patch_resource(self.connection, type_name, resource_id, operations, if_match, self.references.on_write))
 
     def delete(self, type_name: str, resource_id: str, if_match: str | None = None) -> StoredResource | None:
         """A deletion version; None when there was nothing live to delete."""
@@ -77,7 +77,7 @@ class Unit:
 
     def wrote(self, result: WriteResult) -> WriteResult:
         if result.changed:
-            self.references.wrote(result.stored)
+            self.references.wrote(result.stored, result.live_targets)
         return result
 
     def create_unless_matched(self, body, type_name: str, criteria: str, resource_id: str | None = None) -> WriteResult:

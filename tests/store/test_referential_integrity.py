@@ -267,35 +267,84 @@ def test_a_database_opened_with_checks_off_writes_dangling_references(database_u
 # Concurrency.
 
 
-def test_a_delete_racing_a_create_that_refers_to_it_waits_and_is_refused(engine):
-    """The create's check holds its target until commit: the delete that comes meanwhile waits, then sees the referrer."""
+def delete_refused_while_held(engine, hold, target: str) -> str:
+    """Run `hold(unit)` in one unit of work, kept open half a second after it returns, and meanwhile delete `target`
+    (Type/id) in another; the diagnostics of the delete's StillReferenced ("" if it was not refused)."""
     import threading
 
     from app.store.integrity import StillReferenced
     from app.store.unit import writing
 
-    with writing(engine) as unit:
-        unit.update("Patient", "p1", patient("p1"))
-    checked, outcome = threading.Event(), {}
+    held, refused = threading.Event(), []
 
-    def create_and_hold():
+    def hold_open():
         with writing(engine) as unit:
-            outcome["observation"] = unit.create(observation("Patient/p1")).stored.id
-            unit.finish()  # the reference is checked and its target held
-            checked.set()
+            hold(unit)
+            held.set()
             threading.Event().wait(0.5)  # the delete arrives while this transaction is still open
 
     def delete():
-        checked.wait(10)
+        held.wait(10)
         try:
             with writing(engine) as unit:
-                unit.delete("Patient", "p1")
+                unit.delete(*target.split("/"))
         except StillReferenced as error:
-            outcome["refused"] = error.diagnostics
+            refused.append(error.diagnostics)
 
-    threads = [threading.Thread(target=create_and_hold), threading.Thread(target=delete)]
+    threads = [threading.Thread(target=hold_open), threading.Thread(target=delete)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(30)
-    assert f"Observation/{outcome['observation']}" in outcome["refused"]
+    return "".join(refused)
+
+
+def test_a_delete_racing_a_create_that_refers_to_it_waits_and_is_refused(engine):
+    """The create's check holds its target until commit: the delete that comes meanwhile waits, then sees the referrer."""
+    from app.store.unit import writing
+
+    with writing(engine) as unit:
+        unit.update("Patient", "p1", patient("p1"))
+    created = []
+
+    def create(unit):
+        created.append(unit.create(observation("Patient/p1")).stored.id)
+        unit.finish()  # the reference is checked and its target held
+
+    refusal = delete_refused_while_held(engine, create, "Patient/p1")
+    assert f"Observation/{created[0]}" in refusal
+
+
+def test_a_delete_racing_an_update_that_refers_to_it_waits_and_is_refused(engine):
+    """An update's write finds and holds its targets in the same statement (PostgreSQL), so a delete that comes before
+    its commit waits, then sees the new referrer."""
+    from app.store.unit import writing
+
+    with writing(engine) as unit:
+        unit.update("Patient", "p1", patient("p1"))
+        unit.update("Observation", "o1", {**observation("Patient/p1"), "id": "o1"})
+        unit.update("Patient", "p2", patient("p2"))
+
+    def update(unit):
+        unit.update("Observation", "o1", {**observation("Patient/p2"), "id": "o1"})
+
+    assert "Observation/o1" in delete_refused_while_held(engine, update, "Patient/p2")
+
+
+def test_a_target_an_update_found_is_checked_again_when_the_unit_deletes_it(database_url):
+    """The targets an update's write found live are not looked up again at the unit's end, unless the unit itself
+    deleted one of them afterwards."""
+    from app.config import Database
+    from app.store.integrity import DanglingReferences
+    from app.store.unit import writing
+
+    engine = open_database(Database(database_url, Integrity(on_write=True, on_delete=False)))
+    try:
+        with writing(engine) as unit:
+            unit.update("Patient", "p1", patient("p1"))
+            unit.update("Observation", "o1", {**observation("Patient/p1"), "id": "o1"})
+        with pytest.raises(DanglingReferences), writing(engine) as unit:
+            unit.update("Observation", "o1", {**observation("Patient/p1"), "id": "o1", "status": "amended"})
+            unit.delete("Patient", "p1")
+    finally:
+        engine.dispose()

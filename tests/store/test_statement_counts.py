@@ -122,3 +122,16 @@ def test_a_create_whose_target_is_missing_writes_nothing_and_names_it(app, clien
     assert response.status_code == 400
     assert "refers to Patient/nobody" in response.json["issue"][0]["diagnostics"]
     assert "entry" not in client.get("/fhir/Observation").json
+
+
+def test_a_rest_update_with_a_reference_checks_its_target_in_its_write(app, client, tmp_path):
+    engine = app.extensions["ehr.engine"]
+    client.put("/fhir/Patient/p1", json={**PATIENT, "id": "p1"}, headers=FHIR_JSON)
+    observation = {**OBSERVATION, "id": "o1", "subject": {"reference": "Patient/p1"}}
+    client.put("/fhir/Observation/o1", json=observation, headers=FHIR_JSON)
+    with statements_run(engine) as statements, round_trips_traced(engine, tmp_path / "pq.trace") as round_trips:
+        response = client.put("/fhir/Observation/o1", json={**observation, "status": "amended"}, headers=FHIR_JSON)
+        assert response.status_code == 200
+        if is_postgresql(app):  # the row lock, then the write that also finds and holds the target
+            assert len(statements) == 2, statements
+            assert round_trips() == 4  # BEGIN, the lock, the write, COMMIT
