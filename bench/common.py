@@ -366,8 +366,11 @@ class StatementCounter:
     def on_execute(self, _conn, _cursor, statement, _params, _context, executemany) -> None:
         self.kinds[first_word(statement) + (" (executemany)" if executemany else "")] += 1
 
-    def on_commit(self, _conn) -> None:
-        self.kinds["COMMIT"] += 1
+    def on_commit(self, connection) -> None:
+        """A COMMIT, unless psycopg has no transaction open (a statement run in autocommit): then it sends nothing."""
+        pgconn = getattr(connection.connection.driver_connection, "pgconn", None)
+        if pgconn is None or pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            self.kinds["COMMIT"] += 1
 
     def on_checkout(self, dbapi_connection, _record, _proxy) -> None:
         pgconn = getattr(dbapi_connection, "pgconn", None)
