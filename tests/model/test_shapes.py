@@ -1,0 +1,90 @@
+"""Fitting a body to its model's shape: True only where the fhir.resources model accepts the body; anything the
+shape cannot account for is left to the model."""
+import copy
+
+import pytest
+
+from app.model.shapes import fits_model
+from app.model.validation import model_issues
+
+OBSERVATION = {
+    "resourceType": "Observation",
+    "meta": {"source": "urn:ehr:hl7v2:message:1"},
+    "identifier": [{"system": "urn:oid:1.2.3", "value": "F1/8867-4"}],
+    "status": "final",
+    "_status": {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/originalText", "valueString": "F"}]},
+    "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}]},
+    "subject": {"reference": "Patient/p1"},
+    "effectiveDateTime": "2025-03-01T08:30:00+01:00",
+    "issued": "2025-03-01T08:45:00Z",
+    "valueQuantity": {"value": 72.5, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"},
+    "referenceRange": [{"low": {"value": 55}, "high": {"value": 110}, "text": "55-110"}],
+    "note": [{"authorString": "Dr Jones", "time": "2025-03-01", "text": "Seated.\nCalm."}],
+}
+PATIENT = {
+    "resourceType": "Patient",
+    "name": [{"family": "Müller", "given": ["Hans", "Peter"], "period": {"start": "2020-01"}}],
+    "telecom": [{"system": "phone", "value": "+49 30 1234567", "use": "home", "rank": 1}],
+    "gender": "male",
+    "birthDate": "1965-04-12",
+    "_birthDate": {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/patient-birthTime", "valueDateTime": "1965-04-12T08:30:00Z"}]},
+    "deceasedBoolean": False,
+    "multipleBirthInteger": 2,
+    "contact": [{"relationship": [{"text": "Spouse"}], "name": {"family": "Müller"}}],
+}
+ODD_VALUES = ["", " ", "\u00a0", "a  b", 0, -1, 2**31, 1.5, True, "2025-13", "2025-02-30", "0000", "2025-01-01T10:00:00",
+              "2025-01-01T10:00:00+15:00", "24:00:00", {}, [], ["x"], {"x": 1}, "x" * 70, "http://a b", "1e5", [None], [{}]]
+
+
+def model_accepts(body: dict) -> bool:
+    return not model_issues(body["resourceType"], body)
+
+
+def element_paths(value, prefix=()):
+    """The path of every element and list entry under `value`."""
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        yield (*prefix, key)
+        yield from element_paths(item, (*prefix, key))
+
+
+def replaced(body: dict, path: tuple, value) -> dict:
+    changed = copy.deepcopy(body)
+    parent = changed
+    for step in path[:-1]:
+        parent = parent[step]
+    parent[path[-1]] = value
+    return changed
+
+
+@pytest.mark.parametrize("body", [OBSERVATION, PATIENT], ids=lambda body: body["resourceType"])
+def test_a_valid_body_fits_its_models_shape(body):
+    assert fits_model(body["resourceType"], body) and model_accepts(body)
+
+
+@pytest.mark.parametrize("body", [OBSERVATION, PATIENT], ids=lambda body: body["resourceType"])
+def test_a_body_with_any_element_replaced_by_an_odd_value_fits_only_if_the_model_accepts_it(body):
+    for path in element_paths(body):
+        if path == ("resourceType",):
+            continue
+        for value in ODD_VALUES:
+            changed = replaced(body, path, value)
+            if fits_model(body["resourceType"], changed):
+                assert model_accepts(changed), (path, value)
+
+
+@pytest.mark.parametrize("change", [
+    {"unknownElement": "x"},  # the model forbids it
+    {"valueString": "72"},  # a second type of value[x]
+    {"status": None},  # a null: the model reads it as absent, and status is required
+    {"contained": [{"resourceType": "Patient"}]},  # a nested resource: only the model checks it
+    {"_status": {}},  # a primitive's extension element with no extension
+    {"status__ext": {"extension": [{"url": "http://example.org/x", "valueString": "F"}]}},  # a field's Python name: the model takes it too
+], ids=str)
+def test_what_the_shape_cannot_vouch_for_is_left_to_the_model(change):
+    assert not fits_model("Observation", {**OBSERVATION, **change})
+
+
+def test_a_missing_required_element_is_left_to_the_model():
+    body = {name: value for name, value in OBSERVATION.items() if name != "code"}
+    assert not fits_model("Observation", body) and not model_accepts(body)
