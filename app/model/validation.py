@@ -65,6 +65,8 @@ def model_issues(type_name: str, body: dict, built: bool = False) -> list[Issue]
         return [pydantic_issue(type_name, detail) for detail in error.errors(include_url=False)]
     except (ValueError, TypeError) as error:  # raised by some model validators outside pydantic's wrapper
         return [Issue("structure", str(error), (type_name,))]
+    except AttributeError:  # the models' primitive-extension validator reads a '_name' that is no object (named by json_value_issues)
+        return [Issue("structure", "The resource's elements cannot be read as FHIR R4 (see the other issues).", (type_name,))]
     return []
 
 
@@ -137,6 +139,11 @@ def narrative_issues(div: str, path: str):
         yield Issue("value", "The narrative may not hold scripts, forms, frames or event handler attributes.", (path,))
 
 
+def is_primitive_extension(value) -> bool:
+    """R4 json.html#primitive: `_name` is an object, or an array of objects and nulls beside a repeating primitive."""
+    return isinstance(value, dict) or (isinstance(value, list) and all(item is None or isinstance(item, dict) for item in value))
+
+
 def json_value_issues(value, path: str, depth: int = 0):
     """FHIR JSON forbids empty objects, arrays and strings, nulls outside arrays, and control characters."""
     if depth > MAX_DEPTH:
@@ -149,6 +156,9 @@ def json_value_issues(value, path: str, depth: int = 0):
                 yield Issue("structure", "null is not allowed as an element value.", (f"{path}.{key}",))
             elif key == "div" and isinstance(item, str):  # Narrative.div, the only element of that name
                 yield from narrative_issues(item, f"{path}.div")
+            elif key.startswith("_") and not is_primitive_extension(item):
+                yield Issue("structure", f"'{key}' holds the id and extensions of the primitive '{key[1:]}': an object, or for a "
+                                         "repeating element an array of objects and nulls.", (f"{path}.{key}",))
             else:
                 yield from json_value_issues(item, f"{path}.{key}", depth + 1)
     elif isinstance(value, list):

@@ -10,7 +10,7 @@ import os
 from urllib.parse import quote
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from app.config import Settings
@@ -137,3 +137,24 @@ def test_operations_with_any_dates_and_numbers_are_answered_never_a_500(shared_c
     assert_answered(shared_client.get(f"{stats}&duration={url_encoded(number)}"))
     assert_answered(shared_client.get(f"/fhir/Observation/$lastn?patient=Patient/p1&max={url_encoded(number)}&code={url_encoded(value)}"))
     assert_answered(shared_client.get(f"/fhir?_type=Patient,Observation&_lastUpdated={url_encoded(date)}&_id={url_encoded(value)}"))
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=8), st.sampled_from(PIECES),
+              st.sampled_from(["1", "[1]", "{}", '{"id": 1}', "null", "true", "male"])),  # JSON text: some validators parse strings
+    lambda children: st.one_of(st.lists(children, max_size=3), st.dictionaries(st.sampled_from(["url", "id", "value", "_value", "extension"]), children, max_size=3)),
+    max_leaves=6,
+)
+element_names = st.one_of(st.sampled_from(sorted({*PATIENT, *OBSERVATION} - {"resourceType"})), st.text(max_size=8)).flatmap(
+    lambda name: st.sampled_from([name, f"_{name}"])
+)
+
+
+@FUZZ
+@given(body=st.sampled_from([PATIENT, OBSERVATION]), name=element_names, value=json_values)
+@example(body=PATIENT, name="_birthDate", value="1")  # the models read the text as JSON, then call .get on the number
+def test_any_value_of_any_element_or_its_extensions_is_answered_never_a_500(shared_client, body, name, value):
+    """Elements and their primitive extensions (`_name`) set to any JSON: a 400, or stored, never a 500."""
+    changed = {**body, name: value, "id": "fuzzed"}
+    assert_answered(shared_client.post(f"/fhir/{body['resourceType']}", data=json.dumps(changed), content_type=FHIR_JSON))
+    assert_answered(shared_client.put(f"/fhir/{body['resourceType']}/fuzzed", data=json.dumps(changed), content_type=FHIR_JSON))
