@@ -1,11 +1,10 @@
 """Fitting a body to its model's shape: True only where the fhir.resources model accepts the body; anything the
 shape cannot account for is left to the model."""
-import copy
-
 import pytest
 
 from app.model.shapes import fits_model
 from app.model.validation import model_issues
+from tests.model.test_bindings import changed
 
 OBSERVATION = {
     "resourceType": "Observation",
@@ -48,15 +47,6 @@ def element_paths(value, prefix=()):
         yield from element_paths(item, (*prefix, key))
 
 
-def replaced(body: dict, path: tuple, value) -> dict:
-    changed = copy.deepcopy(body)
-    parent = changed
-    for step in path[:-1]:
-        parent = parent[step]
-    parent[path[-1]] = value
-    return changed
-
-
 @pytest.mark.parametrize("body", [OBSERVATION, PATIENT], ids=lambda body: body["resourceType"])
 def test_a_valid_body_fits_its_models_shape(body):
     assert fits_model(body["resourceType"], body) and model_accepts(body)
@@ -68,9 +58,9 @@ def test_a_body_with_any_element_replaced_by_an_odd_value_fits_only_if_the_model
         if path == ("resourceType",):
             continue
         for value in ODD_VALUES:
-            changed = replaced(body, path, value)
-            if fits_model(body["resourceType"], changed):
-                assert model_accepts(changed), (path, value)
+            mutated = changed(body, path, value)
+            if fits_model(body["resourceType"], mutated):
+                assert model_accepts(mutated), (path, value)
 
 
 @pytest.mark.parametrize("change", [
