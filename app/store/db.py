@@ -26,16 +26,13 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # One lock per SQLite file in this process: writer threads queue on it in order, instead of
 # polling SQLite's lock with growing sleeps (which gave writes a p99 of 400 ms under load).
 SQLITE_WRITER_TURNS: dict[str, threading.Lock] = {}
-# Sessions run in UTC: psycopg returns timestamptz values in the session's zone, and in one east of UTC
+# Plan every execution with its own values. psycopg prepares a statement after 5 executions, and
+# PostgreSQL may then plan it once for all values: blind to how selective a code or date is, such
+# generic plans made searches 4-7 times slower (docs/benchmarks.md). Planning a search costs 0.3-2 ms.
+# Sessions also run in UTC: psycopg returns timestamptz values in the session's zone, and in one east of UTC
 # the latest instant we store (9999-12-31T23:59:59.999999Z, app/model/instants.py) falls in year 10000,
 # which Python cannot hold.
-POSTGRESQL_OPTIONS = "-c TimeZone=UTC"
-# The execution option of a statement whose best plan does not depend on its values (a write, a row by its key):
-# PostgreSQL prepares it once per connection and soon plans it once for all values. Planning a write's CTE cost a
-# quarter of PostgreSQL's CPU per create. Every other statement, a search above all, is planned with its own values
-# each time: blind to how selective a code or date is, generic plans made searches 4-7 times slower
-# (docs/benchmarks.md), and psycopg would otherwise prepare any statement run 5 times.
-PREPARED = "ehr_prepared"
+POSTGRESQL_OPTIONS = "-c plan_cache_mode=force_custom_plan -c TimeZone=UTC"
 SQLITE_ERROR = 1  # SQLite's generic result code: the statement's own fault (no such table, a syntax error)
 
 
@@ -54,19 +51,11 @@ def make_engine(database_url: str) -> Engine:
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         return sqlite_engine(url)
-    engine = create_engine(
+    return create_engine(
         url, pool_size=10, max_overflow=20,
         json_serializer=json_dumps, json_deserializer=jsonb_loads,
         connect_args={"options": " ".join(filter(None, (url.query.get("options"), POSTGRESQL_OPTIONS)))},
     )
-    event.listen(engine, "do_execute", execute_prepared_when_asked)
-    return engine
-
-
-def execute_prepared_when_asked(cursor, statement, parameters, context) -> bool:
-    """psycopg prepares a statement only when its execution options ask for it (PREPARED); True: it ran."""
-    cursor.execute(statement, parameters, prepare=bool(context.execution_options.get(PREPARED)))
-    return True
 
 
 def open_database(database: Database) -> Engine:
@@ -209,15 +198,15 @@ def insert_rows_returning_keys(connection: Connection, table: Table, rows: list[
 
 
 def execute_returning_all(connection: Connection, statement: str, parameters: dict, last_of_unit: bool = False) -> list:
-    """Run a write's driver-level statement, prepared, and return its rows. When it is the unit's only statement (`last_of_unit`, and
+    """Run a driver-level statement and return its rows. When it is the unit's only statement (`last_of_unit`, and
     PostgreSQL has not begun the transaction yet), it runs in autocommit: one statement is atomic by itself, and
     this spares the BEGIN and COMMIT round trips that would frame it (a REST create is then one round trip)."""
     if not (last_of_unit and is_postgresql(connection) and transaction_not_begun(connection)):
-        return connection.exec_driver_sql(statement, parameters, execution_options={PREPARED: True}).all()
+        return connection.exec_driver_sql(statement, parameters).all()
     driver = connection.connection.driver_connection
     driver.autocommit = True
     try:
-        return connection.exec_driver_sql(statement, parameters, execution_options={PREPARED: True}).all()
+        return connection.exec_driver_sql(statement, parameters).all()
     finally:
         if not driver.closed:  # a lost connection raised its own error, which this must not replace
             driver.autocommit = False

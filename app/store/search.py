@@ -22,13 +22,13 @@ from app.search.index import hash64
 from app.search.parameters import reference_codes
 from app.search.query import Include, SearchRequest, SortKey, searched_types
 from app.store.criteria import condition_across_types
-from app.store.db import PREPARED, column_in, is_postgresql
+from app.store.db import column_in, is_postgresql
 from app.store.resources import StoredResource, stored_from_row
 from app.store.schema import INDEX_TABLES, resource, search_token
 
 MAX_INCLUDED = 1000  # included resources per page, so one page cannot pull in the whole database
 # unnest keeps the array's order, so the locks are taken in the order given
-LOCK_KEYS = text("SELECT pg_advisory_xact_lock(key) FROM unnest(CAST(:keys AS bigint[])) AS key").execution_options(**{PREPARED: True})
+LOCK_KEYS = text("SELECT pg_advisory_xact_lock(key) FROM unnest(CAST(:keys AS bigint[])) AS key")
 
 
 @dataclass
@@ -282,7 +282,6 @@ def token_lookups(column: str):
         select(hashes.c.hash.label("matched_hash"), live)
         .select_from(hashes).join(tokens, true()).join(live, true())
         .order_by(live.c.pk)
-        .execution_options(**{PREPARED: True})  # its plan is the same for any hashes
     )
 
 
