@@ -11,6 +11,7 @@ JSON integers (jsonb keeps them exact), bodies as nested JSON (stored as JSONB, 
 JSON null as SQL NULL.
 """
 from collections import defaultdict
+from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
 
@@ -18,7 +19,8 @@ import orjson
 from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql
 
-from app.store.db import execute_returning_all
+from app.store.db import execute_returning_all, transaction_not_begun
+from app.store.group_commit import group_of
 from app.store.index_rows import parameter_types_in
 from app.store.schema import INDEX_TABLES, resource, resource_history
 
@@ -28,17 +30,46 @@ HISTORY_COLUMNS = ("res_type", "res_id", "version", "last_updated", "deleted", "
 DIALECT = postgresql.dialect()
 
 
+@dataclass(frozen=True)
+class Creates:
+    """One unit's first versions (dicts of VERSION_FIELDS), their index rows (from index_rows) and the (type, id) of
+    what they refer to."""
+
+    versions: list[dict]
+    row_sets: list[dict]
+    targets: frozenset
+
+
 def insert_first_versions(connection: Connection, versions: list[dict], row_sets: list[dict], targets: frozenset = frozenset(),
                           last_of_unit=False) -> set[tuple[str, str]]:
-    """Insert resources' first versions (dicts of VERSION_FIELDS) with their index rows (from index_rows), in the same
-    statement as the check of their references: the (type, id) `targets` are locked FOR SHARE if live, and nothing is
-    inserted unless all are. Returns the targets found live."""
-    parameters, index_types = statement_parameters(versions, row_sets)
+    """Insert resources' first versions with their index rows, in the same statement as the check of their
+    references: the `targets` are locked FOR SHARE if live, and nothing is inserted unless all are. Returns the targets
+    found live. When these creates are all the unit writes (`last_of_unit`, nothing sent before), the statement commits
+    by itself and may be shared with other units' creates (app/store/group_commit.py)."""
+    creates = Creates(versions, row_sets, targets)
+    if last_of_unit and transaction_not_begun(connection):
+        return group_of(connection).write(connection, creates, len(versions), write_committed)
+    return write_creates(connection, [creates])[0]
+
+
+def write_committed(connection: Connection, units: list[Creates]) -> list[set[tuple[str, str]]]:
+    return write_creates(connection, units, commits=True)
+
+
+def write_creates(connection: Connection, units: list[Creates], commits: bool = False) -> list[set[tuple[str, str]]]:
+    """One statement for the creates of `units`, each unit's written only if its targets are all live; the live
+    targets of each unit. `commits`: the statement runs in autocommit, the unit having sent nothing before."""
+    versions = [{**version, "unit": n} for n, creates in enumerate(units) for version in creates.versions]
+    parameters, index_types = statement_parameters(versions, [rows for creates in units for rows in creates.row_sets])
+    targets = [(n, target) for n, creates in enumerate(units) for target in creates.targets]
     if targets:
         parameters["targets"] = targets_json(targets)
     statement = first_versions_statement(index_types, skip_existing=False, checks_targets=bool(targets))
-    found = execute_returning_all(connection, statement, parameters, last_of_unit)
-    return {(row.res_type, row.res_id) for row in found} if targets else set()
+    found = execute_returning_all(connection, statement, parameters, commits)
+    live = [set() for _ in units]
+    for row in found if targets else ():
+        live[row.unit].add((row.res_type, row.res_id))
+    return live
 
 
 def try_insert_first_version(connection: Connection, version: dict, rows: dict) -> bool:
@@ -54,7 +85,7 @@ def write_next_version(connection: Connection, version: dict, rows: dict, pk: in
     Else the (type, id) of `targets` found live, each locked FOR SHARE by the same statement. (`pk` is for the
     batched writer's signature: here the swap returns it.)"""
     parameters, index_types = statement_parameters([version], [rows])
-    parameters["targets"] = targets_json(targets)
+    parameters["targets"] = targets_json([(0, target) for target in targets])
     found = execute_returning_all(connection, next_versions_statement(parameter_types_in(current_mask), index_types), parameters)
     if not found:
         return None
@@ -76,8 +107,9 @@ def statement_parameters(versions: list[dict], row_sets: list[dict]) -> tuple[di
     return parameters, index_types
 
 
-def targets_json(targets) -> str:
-    return json_text([{"res_type": type_name, "res_id": resource_id} for type_name, resource_id in targets])
+def targets_json(targets: list[tuple[int, tuple[str, str]]]) -> str:
+    """(unit, (type, id)) of each target, as the statement's `wanted` reads them."""
+    return json_text([{"unit": unit, "res_type": type_name, "res_id": resource_id} for unit, (type_name, resource_id) in targets])
 
 
 def json_text(value) -> str:
@@ -93,7 +125,8 @@ def exact_decimal(value):
 
 @cache
 def first_versions_statement(index_types: tuple[str, ...], skip_existing: bool, checks_targets: bool = False) -> str:
-    """Returns (n, pk) of each resource inserted, or with `checks_targets` the (res_type, res_id) of each live target."""
+    """Returns (n, pk) of each resource inserted, or with `checks_targets` the (unit, res_type, res_id) of each live
+    target."""
     conflict = " ON CONFLICT DO NOTHING" if skip_existing else ""
     resources = (
         f"inserted AS (INSERT INTO resource ({', '.join(RESOURCE_COLUMNS)}) SELECT {', '.join(RESOURCE_COLUMNS)} FROM new"
@@ -103,16 +136,16 @@ def first_versions_statement(index_types: tuple[str, ...], skip_existing: bool, 
     writes = [*resources, history_insert(), *map(index_insert, index_types)]
     if not checks_targets:
         return with_statement([new_versions(), *writes])
-    return with_statement([*live_targets(), new_versions(all_targets_live=True), *writes], "SELECT res_type, res_id FROM live")
+    return with_statement([*live_targets(), new_versions(all_targets_live=True), *writes], "SELECT unit, res_type, res_id FROM live")
 
 
 def live_targets() -> tuple[str, str]:
-    """The targets that are live, locked FOR SHARE: a delete, which locks its row FOR UPDATE, waits for this
-    statement's transaction and then finds the new referrer (see app/store/integrity.py)."""
+    """The targets that are live, each with the unit that wants it, locked FOR SHARE: a delete, which locks its row FOR
+    UPDATE, waits for this statement's transaction and then finds the new referrer (see app/store/integrity.py)."""
     return (
-        "wanted AS (SELECT * FROM jsonb_to_recordset(%(targets)s::jsonb) AS t(res_type text, res_id text))",
-        "live AS (SELECT res_type, res_id FROM wanted JOIN resource USING (res_type, res_id) WHERE NOT resource.deleted"
-        " FOR SHARE OF resource)",
+        "wanted AS (SELECT * FROM jsonb_to_recordset(%(targets)s::jsonb) AS t(unit integer, res_type text, res_id text))",
+        "live AS (SELECT wanted.unit, res_type, res_id FROM wanted JOIN resource USING (res_type, res_id)"
+        " WHERE NOT resource.deleted FOR SHARE OF resource)",
     )
 
 
@@ -138,9 +171,10 @@ def with_statement(parts: list[str], returning: str = "SELECT n, pk FROM keys") 
 
 
 def new_versions(all_targets_live: bool = False) -> str:
-    """The versions to write; none unless every wanted target is live, when `all_targets_live` asks for that."""
-    fields = [f"n integer, {record_types(resource, VERSION_FIELDS[:-2])}", record_types(resource_history, ("method", "body"))]
-    condition = " WHERE (SELECT count(*) FROM live) = (SELECT count(*) FROM wanted)" if all_targets_live else ""
+    """The versions to write; with `all_targets_live`, those of the units whose wanted targets are all live."""
+    fields = [f"n integer, unit integer, {record_types(resource, VERSION_FIELDS[:-2])}", record_types(resource_history, ("method", "body"))]
+    condition = (" WHERE (SELECT count(*) FROM live WHERE live.unit = x.unit) = (SELECT count(*) FROM wanted WHERE wanted.unit = x.unit)"
+                 if all_targets_live else "")
     return f"new AS MATERIALIZED (SELECT * FROM jsonb_to_recordset(%(versions)s::jsonb) AS x({', '.join(fields)}){condition})"
 
 
