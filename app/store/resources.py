@@ -71,12 +71,10 @@ class WriteResult:
     live_targets: frozenset[tuple[str, str]] = frozenset()  # what its references name, found live and locked by the write
 
 
-def new_resource(body, expected_type: str | None = None, resource_id: str | None = None, method: str = "POST",
-                 built: bool = False) -> StoredResource:
-    """The validated first version of a resource to create, not yet written (see insert_new_resources); `built` as
-    validate_resource takes it."""
+def new_resource(body, expected_type: str | None = None, resource_id: str | None = None, method: str = "POST") -> StoredResource:
+    """The validated first version of a resource to create, not yet written (see insert_new_resources)."""
     type_name = check_resource_type(body, expected_type)
-    validate_resource(body, built)
+    validate_resource(body)
     return first_version(type_name, resource_id or new_id(), body, method)
 
 

@@ -48,12 +48,10 @@ class Unit:
 
     # Writes.
 
-    def create(self, body, expected_type: str | None = None, resource_id: str | None = None, method: str = "POST",
-               built: bool = False) -> WriteResult:
+    def create(self, body, expected_type: str | None = None, resource_id: str | None = None, method: str = "POST") -> WriteResult:
         """A new resource, under `resource_id` (assigned before writing, so references to it resolve) or a new id.
-        A POST's own id is ignored, as R4 says; `ehr load` creates under the file's ids with method PUT. `built`: this
-        server's code built the body (a feed's mapping), never True for a client's JSON (see validate_resource)."""
-        stored = new_resource(body, expected_type, resource_id, method, built)
+        A POST's own id is ignored, as R4 says; `ehr load` creates under the file's ids with method PUT."""
+        stored = new_resource(body, expected_type, resource_id, method)
         if (stored.type, stored.id) in self.waiting:
             self.flush()  # the same id twice: the first is written, and the second fails as the database says
         self.waiting[(stored.type, stored.id)] = stored

@@ -327,7 +327,7 @@ def apply(writer: "UpsertWriter", instructions: tuple[Instruction, ...], message
         written += [reference for merge in merges for reference in apply_merge(writer.unit, merge, targets[merge.survivor_ref], source)]
         writer.forget()
     if written:
-        writer.unit.create(provenance(list(dict.fromkeys(written)), message_id, header, source), built=True)
+        writer.unit.create(provenance(list(dict.fromkeys(written)), message_id, header, source))
 
 
 class UpsertWriter:
@@ -346,17 +346,15 @@ class UpsertWriter:
             self.current[(type_name, criteria)] = single_match(matches, type_name, criteria)
 
     def upsert(self, upsert: Upsert, body: dict) -> str:
-        """Create or update the resource the upsert's key finds; its `Type/id`.
-
-        A create writes what the mapping built, and is validated as built (validate_resource); an update combines
-        it with the stored body, whose elements may have come from anywhere, and is validated as a client's."""
+        """Create or update the resource the upsert's key finds; its `Type/id`. A create writes what the mapping built;
+        an update combines it with the stored body."""
         key = (upsert.type, upsert.criteria)
         if key not in self.current:
             self.look_up([key])
         existing = self.current[key]
         if existing is None:
             created = upsert.combine({}, body) if upsert.combine else body
-            self.current[key] = existing = self.unit.create(created, created["resourceType"], built=True).stored
+            self.current[key] = existing = self.unit.create(created, created["resourceType"]).stored
         elif (changed := changed_body(upsert, existing, body)) is not None:
             self.current[key] = existing = self.unit.update(upsert.type, existing.id, changed).stored
         return f"{upsert.type}/{existing.id}"

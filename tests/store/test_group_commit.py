@@ -156,3 +156,27 @@ def hold_row(database_url: str, resource_id: str) -> psycopg.Connection:
     connection = psycopg.connect(libpq_url(make_url(database_url)))
     connection.execute("SELECT 1 FROM resource WHERE res_id = %s FOR UPDATE", (resource_id,))
     return connection
+
+
+def test_many_concurrent_creates_are_each_written_once(app):
+    """Eight threads creating at once, with and without references: every create is answered 201, and stored once."""
+    client = app.test_client()
+    assert client.put("/fhir/Patient/p1", json={"resourceType": "Patient", "id": "p1"}, headers=FHIR_JSON).status_code == 201
+    statuses, ids = [], []
+
+    def create_many(n: int) -> None:
+        own = app.test_client()
+        for k in range(25):
+            body = observation("Patient/p1") if (n + k) % 2 else {"resourceType": "Patient", "name": [{"family": f"F{n}-{k}"}]}
+            response = own.post(f"/fhir/{body['resourceType']}", json=body, headers=FHIR_JSON)
+            statuses.append(response.status_code)
+            ids.append(response.json["id"])
+
+    threads = [threading.Thread(target=create_many, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [201] * 200 and len(set(ids)) == 200
+    stored = sum(client.get(f"/fhir/{type_name}?_summary=count").json["total"] for type_name in ("Observation", "Patient"))
+    assert stored == 200 + 1
