@@ -68,51 +68,41 @@ def test_a_unit_alone_writes_at_once_and_alone():
     assert writes.calls == [["a"]]
 
 
-def test_units_that_line_up_behind_a_running_write_share_the_next_one():
-    group, writes = Group(), Writes()
+def lined_up_behind_a_held_write(group: Group, writes: Writes, units: list[str], sizes: dict | None = None) -> dict:
+    """Unit "a" writes, held, while `units` line up in order behind it; then all are let through. Each unit's result."""
     writes.held.clear()
     first, results = in_threads(group, writes, ["a"])
     first[0].start()
     wait_until(lambda: writes.calls)
-    others, more = in_threads(group, writes, ["b", "c", "d"])
+    others, more = in_threads(group, writes, units, sizes)
     line_up(group, others)
     writes.held.set()
     for thread in first + others:
         thread.join()
+    return {**results, **more}
+
+
+def test_units_that_line_up_behind_a_running_write_share_the_next_one():
+    group, writes = Group(), Writes()
+    results = lined_up_behind_a_held_write(group, writes, ["b", "c", "d"])
     assert writes.calls == [["a"], ["b", "c", "d"]]
-    assert {**results, **more} == {unit: f"wrote {unit}" for unit in "abcd"}
+    assert results == {unit: f"wrote {unit}" for unit in "abcd"}
 
 
 def test_when_a_shared_write_fails_each_unit_is_written_alone_with_its_own_outcome():
     group, writes = Group(), Writes()
-    writes.held.clear()
-    first, results = in_threads(group, writes, ["a"])
-    first[0].start()
-    wait_until(lambda: writes.calls)
-    others, more = in_threads(group, writes, ["b", "bad", "c"])
-    line_up(group, others)
-    writes.held.set()
-    for thread in first + others:
-        thread.join()
-    assert more["b"] == "wrote b" and more["c"] == "wrote c" and isinstance(more["bad"], ValueError)
+    results = lined_up_behind_a_held_write(group, writes, ["b", "bad", "c"])
+    assert results["b"] == "wrote b" and results["c"] == "wrote c" and isinstance(results["bad"], ValueError)
     assert writes.calls == [["a"], ["b", "bad", "c"], ["b"], ["bad"], ["c"]]
     assert not group.line and not group.writing
 
 
 def test_a_shared_write_holds_at_most_most_versions():
     group, writes = Group(), Writes()
-    writes.held.clear()
-    first, _ = in_threads(group, writes, ["a"])
-    first[0].start()
-    wait_until(lambda: writes.calls)
     half = group_commit.MOST_VERSIONS // 2
-    others, more = in_threads(group, writes, ["b", "c", "d"], {"b": half, "c": half, "d": 1})
-    line_up(group, others)
-    writes.held.set()
-    for thread in first + others:
-        thread.join()
+    results = lined_up_behind_a_held_write(group, writes, ["b", "c", "d"], {"b": half, "c": half, "d": 1})
     assert writes.calls[1:] == [["b", "c"], ["d"]]
-    assert more == {unit: f"wrote {unit}" for unit in "bcd"}
+    assert results == {unit: f"wrote {unit}" for unit in "abcd"}
 
 
 def test_rest_creates_that_line_up_share_one_statement_and_keep_their_own_answers(app, database_url):
