@@ -63,7 +63,7 @@ def model_issues(type_name: str, body: dict) -> list[Issue]:
 
 
 def built_model_issues(type_name: str, body: dict) -> list[Issue]:
-    """The issues of `body` as its fhir.resources model, built, names them."""
+    """The issues that the fhir.resources model of `type_name` names when built from `body`."""
     try:
         model_class(type_name).model_validate(body)
     except ValidationError as error:

@@ -110,4 +110,7 @@ def group_of(connection: Connection) -> Group:
     """The group of the pool `connection` came from: units on the same database, whatever their execution options."""
     pool = connection.engine.pool
     with GROUPS_CHANGED:
-        return GROUPS.setdefault(pool, Group())
+        group = GROUPS.get(pool)
+        if group is None:  # made once per pool: setdefault would build a Group (and its Condition) per create
+            group = GROUPS[pool] = Group()
+        return group
