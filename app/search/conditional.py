@@ -34,18 +34,20 @@ def criteria_pairs(query: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def matching(connection: Connection, type_name: str, query: str, own_base: str | None = None) -> list[StoredResource]:
-    """Up to two live resources of `type_name` matching `query`, after taking the lock on these criteria; a reference
-    value under `own_base` (this server's URL) matches as the relative reference it is stored as."""
-    return matching_each(connection, [(type_name, query)], own_base)[(type_name, query)]
+def matching(connection: Connection, type_name: str, query: str, own_base: str | None, held: set[int]) -> list[StoredResource]:
+    """Up to two live resources of `type_name` matching `query`, after taking the lock on these criteria unless the
+    transaction `held` it; a reference value under `own_base` (this server's URL) matches as the relative reference
+    it is stored as."""
+    return matching_each(connection, [(type_name, query)], own_base, held)[(type_name, query)]
 
 
-def matching_each(connection: Connection, keys: list[tuple[str, str]], own_base: str | None = None) -> dict[tuple[str, str], list[StoredResource]]:
+def matching_each(connection: Connection, keys: list[tuple[str, str]], own_base: str | None,
+                  held: set[int]) -> dict[tuple[str, str], list[StoredResource]]:
     """`matching` for many (type, criteria) at once, as a feed's batch of messages needs: every lock in one
     statement, in one order (so two such batches cannot deadlock), and the criteria that are one plain
     token looked up together, one statement per token column."""
     pairs = {key: criteria_pairs(key[1]) for key in dict.fromkeys(keys)}
-    lock_criteria(connection, [hash64(type_name, *(f"{name}={value}" for name, value in key_pairs)) for (type_name, _), key_pairs in pairs.items()])
+    lock_criteria(connection, [lock_key(type_name, key_pairs) for (type_name, _), key_pairs in pairs.items()], held)
     found: dict[tuple[str, str], list[StoredResource]] = {}
     by_hash: dict[str, dict[int, list[tuple[str, str]]]] = defaultdict(lambda: defaultdict(list))  # column -> hash -> keys
     for key, key_pairs in pairs.items():
@@ -61,6 +63,15 @@ def matching_each(connection: Connection, keys: list[tuple[str, str]], own_base:
             for key in keys_by_hash[matched_hash]:
                 found[key].append(stored)
     return found
+
+
+def criteria_lock_keys(keys: list[tuple[str, str]]) -> list[int]:
+    """The advisory lock keys of (type, criteria), as matching_each takes them."""
+    return [lock_key(type_name, criteria_pairs(criteria)) for type_name, criteria in dict.fromkeys(keys)]
+
+
+def lock_key(type_name: str, pairs: list[tuple[str, str]]) -> int:
+    return hash64(type_name, *(f"{name}={value}" for name, value in pairs))
 
 
 def searched(connection: Connection, type_name: str, pairs: list[tuple[str, str]], own_base: str | None) -> list[StoredResource]:

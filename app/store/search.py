@@ -27,8 +27,10 @@ from app.store.resources import StoredResource, stored_from_row
 from app.store.schema import INDEX_TABLES, resource, search_token
 
 MAX_INCLUDED = 1000  # included resources per page, so one page cannot pull in the whole database
-# unnest keeps the array's order, so the locks are taken in the order given
-LOCK_KEYS = text("SELECT pg_advisory_xact_lock(key) FROM unnest(CAST(:keys AS bigint[])) AS key")
+# Advisory locks on criteria hashes (`lock_keys`, ascending: unnest keeps the array's order, so they are taken in it);
+# a statement that takes them beside its own work uses it as a CTE and reads `taken`.
+LOCKS_TAKEN = "SELECT count(pg_advisory_xact_lock(key)) AS taken FROM unnest(CAST(:lock_keys AS bigint[])) AS key"
+LOCK_KEYS = text(LOCKS_TAKEN)
 
 
 @dataclass
@@ -295,7 +297,16 @@ def token_join(connection: Connection, column: str, hashes: list[int]):
     )
 
 
-def lock_criteria(connection: Connection, keys: list[int]) -> None:
-    """Transaction-scoped advisory locks on criteria hashes, taken in ascending order."""
-    if is_postgresql(connection) and keys:
-        connection.execute(LOCK_KEYS, {"keys": sorted(set(keys))})
+def lock_criteria(connection: Connection, keys: list[int], held: set[int]) -> None:
+    """Transaction-scoped advisory locks on criteria hashes, taken in ascending order, but those the transaction
+    already `held` (which then holds them all)."""
+    wanted = locks_wanted(keys, held)
+    if is_postgresql(connection) and wanted:
+        connection.execute(LOCK_KEYS, {"lock_keys": wanted})
+
+
+def locks_wanted(keys: list[int], held: set[int]) -> list[int]:
+    """The locks of `keys` not yet `held`, in the order to take them; from now on `held` counts them."""
+    wanted = sorted(set(keys) - held)
+    held.update(wanted)
+    return wanted

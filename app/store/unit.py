@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine
 from app.config import Integrity
 from app.errors import BadRequest, PreconditionFailed
 from app.model.validation import check_resource_type
-from app.search.conditional import matching, matching_each, single_match
+from app.search.conditional import criteria_lock_keys, matching, matching_each, single_match
 from app.search.criteria import Query
 from app.search.query import SearchRequest
 from app.search.service import count_matches, run_search
@@ -33,7 +33,7 @@ from app.store.resources import (
     StoredResource, WriteResult, delete_resource, has_resources, insert_new_resources, live_referrers, new_resource, patch_resource,
     read_resource, read_version, stored_keys, update_resource,
 )
-from app.store.search import SearchResult
+from app.store.search import SearchResult, locks_wanted
 
 
 class Unit:
@@ -45,6 +45,7 @@ class Unit:
         self.base = base  # this server's FHIR base URL as the entrance knows it: criteria may name its references by it
         self.waiting: dict[tuple[str, str], StoredResource] = {}  # creates not yet written, by (type, id)
         self.references = ReferenceCheck(connection.get_execution_options().get("ehr_integrity", Integrity()))
+        self.criteria_locked: set[int] = set()  # the advisory locks on conditional criteria that its transaction holds
 
     # Writes.
 
@@ -180,12 +181,19 @@ class Unit:
     def matching(self, type_name: str, criteria: str) -> list[StoredResource]:
         """Up to two live resources matching conditional `criteria`, their lock taken until commit (race-safe)."""
         self.flush()
-        return matching(self.connection, type_name, criteria, self.base)
+        return matching(self.connection, type_name, criteria, self.base, self.criteria_locked)
 
     def matching_each(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[StoredResource]]:
         """`matching` for many (type, criteria) at once: a feed's business keys, locked and looked up together."""
         self.flush()
-        return matching_each(self.connection, keys, self.base)
+        return matching_each(self.connection, keys, self.base, self.criteria_locked)
+
+    def criteria_locks(self, keys: list[tuple[str, str]]) -> list[int]:
+        """The advisory locks on these (type, criteria) that the unit does not hold yet, in the order to take them, for
+        an entrance whose own statement takes them (with app.store.search.LOCKS_TAKEN) before it asks `matching_each`:
+        the HL7 message store's, so that a feed's message costs no statement for its locks. From then on the unit
+        counts them as held."""
+        return locks_wanted(criteria_lock_keys(keys), self.criteria_locked)
 
     def match_one(self, type_name: str, criteria: str) -> StoredResource | None:
         """The one live resource matching `criteria`, or None; 412 when several match."""

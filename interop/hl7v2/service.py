@@ -25,7 +25,7 @@ from datetime import datetime
 from functools import cache, cached_property
 from typing import NamedTuple
 
-from sqlalchemy import Engine, Row, bindparam, func, literal, null, or_, select, tuple_, union_all, update
+from sqlalchemy import Engine, Row, TextClause, bindparam, func, literal, null, or_, select, text, tuple_, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -34,8 +34,9 @@ from app.model.instants import as_utc, format_instant, utc_now
 from app.model.references import rewrite_references
 from app.search.conditional import single_match
 from app.search.service import search_request
-from app.store.db import is_disconnect, read_unit
+from app.store.db import is_disconnect, is_postgresql, read_unit
 from app.store.resources import StoredResource, same_content
+from app.store.search import LOCKS_TAKEN
 from app.store.unit import Unit, writing
 from app.store.unit import reading as reading_unit
 from interop.hl7v2.authorities import authority_systems
@@ -275,7 +276,7 @@ def failure_text(error: Exception) -> str:
 def store_and_apply(unit: Unit, readings: list[Reading]) -> list[Receipt]:
     """Store each message with its outcome; apply those mapped, unless they are re-sends of stored ones."""
     connection = unit.connection  # the message store's tables, in the unit's transaction
-    rows = store(connection, readings)
+    rows = store(unit, readings, business_keys(readings))
     outcomes = [(row, reading) for reading, (row, arrival) in zip(readings, rows) if arrival != RESENT]
     apply_messages(unit, [(row.id, reading) for row, reading in outcomes if reading.instructions is not None])
     queued = queue_application_acks(connection, [(row.id, reading) for row, reading in outcomes])
@@ -301,10 +302,15 @@ def queue_application_acks(connection, outcomes: list[tuple[int, Reading]]) -> s
     return {ack.message_id for ack in acks}
 
 
+def business_keys(readings: list[Reading]) -> list[tuple[str, str]]:
+    """The (type, criteria) of the upserts of the mapped readings."""
+    return [(upsert.type, upsert.criteria) for reading in readings for upsert in reading.instructions or () if isinstance(upsert, Upsert)]
+
+
 def apply_messages(unit: Unit, messages: list[tuple[int, Reading]]) -> None:
     """Apply mapped messages (message id, reading) in order, their business keys looked up together."""
     writer = UpsertWriter(unit)
-    writer.look_up([(upsert.type, upsert.criteria) for _, reading in messages for upsert in reading.instructions if isinstance(upsert, Upsert)])
+    writer.look_up(business_keys([reading for _, reading in messages]))
     for message_id, reading in messages:
         apply(writer, reading.instructions, message_id, reading.header)
 
@@ -493,18 +499,29 @@ class EarlierMessages(NamedTuple):
     def sent_before(self, reading: Reading) -> MessageRow | None:
         return self.same.get((reading.key, reading.content_hash))
 
+    def add(self, connection, kind: str, key: tuple, text_hash: str | None, outcome: tuple) -> None:
+        """A row of the lookup: a stored message of `same` content (a row stored without a hash is hashed now), or
+        the `newest` id of a key."""
+        if kind == "same":
+            self.same[(key, text_hash or hashed_now(connection, outcome[0]))] = MessageRow(*outcome)
+        else:
+            self.newest[key] = outcome[0]
 
-def store(connection, readings: list[Reading]) -> list[tuple[MessageRow, str]]:
+
+def store(unit: Unit, readings: list[Reading], keys: list[tuple[str, str]]) -> list[tuple[MessageRow, str]]:
     """Each message's row (id, status, ack, reuse) and how it arrived: NEW, RESENT (the row is the earlier one, with
     its outcome) or UNAPPLIED (the earlier row, which an earlier version stored but never applied).
 
     A re-send has the sender, control id and content (text.content_hash) of a stored message. Another message under
-    a stored control id is new: a sender's counter restarts after an engine restart. The stored messages of the
-    batch's keys are read with one statement, and the new ones inserted with one more, which skips any that another
-    worker stored meanwhile."""
+    a stored control id is new: a sender's counter restarts after an engine restart. On PostgreSQL one statement
+    takes the locks on the batch's business `keys` (before the unit looks them up), reads the stored messages of
+    the batch's control ids and inserts the new ones, skipping any that another worker stored meanwhile; on SQLite
+    (one writer, no locks) the read and the insert are a statement each."""
+    connection = unit.connection  # the message store's tables, in the unit's transaction
     keyed = [reading for reading in readings if reading.key]
-    earlier = earlier_messages(connection, keyed) if keyed else EarlierMessages({}, {})
-    inserted = insert_keyed(connection, [reading for reading in keyed if earlier.sent_before(reading) is None], earlier.newest)
+    earlier, inserted = stored_and_inserted(connection, keyed, unit.criteria_locks(keys) if keyed else [])
+    left = [reading for reading in keyed if earlier.sent_before(reading) is None and (reading.key, reading.content_hash) not in inserted]
+    inserted.update(insert_keyed(connection, left, earlier.newest))
     first_in_batch: dict[tuple, int] = {}
     rows = []
     for reading in readings:
@@ -517,21 +534,79 @@ def store(connection, readings: list[Reading]) -> list[tuple[MessageRow, str]]:
             earlier.same[identity] = row  # the same message later in the batch is its re-send
             first_in_batch.setdefault(reading.key, row.id)
             rows.append((row, NEW))
-        else:  # stored by another worker since earlier_messages looked
+        else:  # stored by another worker since the batch's messages were read
             row = MessageRow(*connection.execute(select(*OUTCOME_COLUMNS).where(*same_message(reading))).one())
             rows.append((row, RESENT if row.status in FINAL_STATUSES else UNAPPLIED))
     return rows
+
+
+def stored_and_inserted(connection, keyed: list[Reading], locks: list[int]) -> tuple["EarlierMessages", dict[tuple, MessageRow]]:
+    """What the store holds under the keys of `keyed`, and the rows of those inserted now by (key, content hash). On
+    PostgreSQL the `locks` are taken first and every message is inserted that has neither its content stored under
+    its key nor a row stored before hashes were kept (whose content is hashed now, below); on SQLite none is inserted
+    yet."""
+    if not keyed:
+        return EarlierMessages({}, {}), {}
+    if not is_postgresql(connection):
+        return earlier_messages(connection, keyed), {}
+    found, inserted = EarlierMessages({}, {}), {}
+    for row in connection.execute(store_messages_statement(), {"lock_keys": locks, **message_arrays(keyed)}):
+        kind, key, text_hash, outcome = row[0], tuple(row[1:4]), row[4], row[5:]
+        if kind == "inserted":
+            inserted[(key, text_hash)] = MessageRow(*outcome)
+        else:
+            found.add(connection, kind, key, text_hash, outcome)
+    return found, inserted
+
+
+STORED_COLUMNS = ("received_at", "updated_at", "peer", "raw", "sending_application", "sending_facility", "control_id",
+                  "message_type", "version", "codec", "status", "error", "ack", "content_hash", "warnings")
+
+
+def message_arrays(readings: list[Reading]) -> dict[str, list]:
+    """The readings' row values, one array per column, as store_messages_statement unnests them."""
+    rows = [row_values(reading) for reading in readings]
+    return {name: [row[name] for row in rows] for name in STORED_COLUMNS}
+
+
+@cache
+def store_messages_statement() -> TextClause:
+    """The locks, the stored messages under the batch's keys (`same` content or stored without a hash, and the `newest`
+    of each key), and the insert of the new ones, each marked as reusing the newest of its key: one statement. The
+    insert waits for the locks (its one-time filter reads them), so that every transaction takes locks before rows."""
+    columns = {column.name: column for column in hl7_message.columns}
+    arrays = ", ".join(f"CAST(:{name} AS {columns[name].type.compile(dialect=postgresql.dialect())}[])" for name in STORED_COLUMNS)
+    key = "m.sending_application = i.sending_application AND m.sending_facility = i.sending_facility AND m.control_id = i.control_id"
+    names = ", ".join(STORED_COLUMNS)
+    keys = "(SELECT sending_application, sending_facility, control_id FROM incoming)"
+    outcome = "id, status, ack, reuses_control_id_of"
+    return text(f"""WITH locks AS ({LOCKS_TAKEN}),
+incoming AS (SELECT * FROM unnest({arrays}) WITH ORDINALITY AS i({names}, ord)),
+inserted AS (
+  INSERT INTO hl7_message ({names}, reuses_control_id_of)
+  SELECT {", ".join(f"i.{name}" for name in STORED_COLUMNS)}, (SELECT max(m.id) FROM hl7_message m WHERE {key})
+  FROM incoming i
+  WHERE (SELECT taken FROM locks) IS NOT NULL
+    AND NOT EXISTS (SELECT FROM hl7_message m WHERE {key} AND (m.content_hash = i.content_hash OR m.content_hash IS NULL))
+  ORDER BY i.ord
+  ON CONFLICT DO NOTHING
+  RETURNING sending_application, sending_facility, control_id, content_hash, {outcome})
+SELECT 'inserted', sending_application, sending_facility, control_id, content_hash, {outcome} FROM inserted
+UNION ALL
+SELECT 'same', sending_application, sending_facility, control_id, content_hash, {outcome} FROM hl7_message
+  WHERE (sending_application, sending_facility, control_id) IN {keys}
+    AND (content_hash IN (SELECT content_hash FROM incoming) OR content_hash IS NULL)
+UNION ALL
+SELECT 'newest', sending_application, sending_facility, control_id, NULL, max(id), NULL, NULL, NULL FROM hl7_message
+  WHERE (sending_application, sending_facility, control_id) IN {keys}
+  GROUP BY sending_application, sending_facility, control_id""")
 
 
 def earlier_messages(connection, keyed: list[Reading]) -> EarlierMessages:
     keys, hashes = list({reading.key for reading in keyed}), list({reading.content_hash for reading in keyed})
     found = EarlierMessages({}, {})
     for row in connection.execute(earlier_messages_statement(), {"keys": keys, "hashes": hashes}):
-        kind, key, text_hash, outcome = row[0], tuple(row[1:4]), row[4], row[5:]
-        if kind == "same":
-            found.same[(key, text_hash or hashed_now(connection, outcome[0]))] = MessageRow(*outcome)
-        else:
-            found.newest[key] = outcome[0]
+        found.add(connection, row[0], tuple(row[1:4]), row[4], row[5:])
     return found
 
 
