@@ -98,14 +98,17 @@ def insert_new_resources(connection: Connection, new_versions: list[StoredResour
 
 
 def update_resource(connection: Connection, type_name: str, resource_id: str, body, if_match: str | None = None,
-                    lock_targets: bool = False) -> WriteResult:
+                    lock_targets: bool = False, found: StoredResource | None = None) -> WriteResult:
     """PUT: a new version, or the first one under the client's id. Unchanged content writes nothing. `lock_targets`:
-    the write also finds which targets of the body's references are live, and locks them (see write_next_version)."""
+    the write also finds which targets of the body's references are live, and locks them (see write_next_version).
+    `found`: the current version as the caller read it in this transaction (a feed's key lookup, under its lock);
+    then its row is not locked and read again, and the write's compare-and-swap is a Conflict if another writer
+    changed it since. A version without its row's key (a create not read back) is read again."""
     check_resource_id(resource_id)
     check_resource_type(body, type_name)
     check_id_of_url(body, type_name, resource_id)
     validate_resource(body)
-    current = lock_current(connection, type_name, resource_id)
+    current = found if found is not None and found.pk is not None else lock_current(connection, type_name, resource_id)
     if current is None:
         require_no_precondition(if_match, type_name, resource_id)
         stored = try_insert_first_version(connection, type_name, resource_id, body)

@@ -59,10 +59,11 @@ class Unit:
         self.references.wrote(stored)
         return WriteResult(stored, created=True)
 
-    def update(self, type_name: str, resource_id: str, body, if_match: str | None = None) -> WriteResult:
-        """PUT: a new version, or the first one under the client's id; unchanged content writes nothing."""
+    def update(self, type_name: str, resource_id: str, body, if_match: str | None = None, found: StoredResource | None = None) -> WriteResult:
+        """PUT: a new version, or the first one under the client's id; unchanged content writes nothing. `found`: the
+        current version as this unit found it (see update_resource)."""
         self.flush_if_waiting(type_name, resource_id)
-        return self.wrote(update_resource(self.connection, type_name, resource_id, body, if_match, self.references.on_write))
+        return self.wrote(update_resource(self.connection, type_name, resource_id, body, if_match, self.references.on_write, found))
 
     def patch(self, type_name: str, resource_id: str, operations, if_match: str | None = None) -> WriteResult:
         self.flush_if_waiting(type_name, resource_id)

@@ -341,7 +341,9 @@ class UpsertWriter:
 
     The keys are locked and looked up together, and what they find is remembered, so that the unit can keep
     the new resources (a result message mostly creates) waiting to be written together, under the ids their
-    references already use. Each message's change stays its own version."""
+    references already use, and update what they found without reading it again (the key's lock keeps other
+    messages away; a REST client's change meanwhile makes the update a Conflict, and the message is kept in error
+    or, in a batch, recorded again alone). Each message's change stays its own version."""
 
     def __init__(self, unit: Unit):
         self.unit = unit
@@ -362,7 +364,7 @@ class UpsertWriter:
             created = upsert.combine({}, body) if upsert.combine else body
             self.current[key] = existing = self.unit.create(created, created["resourceType"]).stored
         elif (changed := changed_body(upsert, existing, body)) is not None:
-            self.current[key] = existing = self.unit.update(upsert.type, existing.id, changed).stored
+            self.current[key] = existing = self.unit.update(upsert.type, existing.id, changed, found=existing).stored
         return f"{upsert.type}/{existing.id}"
 
     def forget(self) -> None:

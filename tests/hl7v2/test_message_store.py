@@ -90,3 +90,16 @@ def test_the_same_message_received_while_its_first_copy_is_being_stored_is_its_r
     assert msa(second.ack)[1] == "AA"
     assert count_messages(engine) == 1
     assert patients(engine) == 1
+
+
+def test_a_message_that_changes_its_patient_updates_the_version_its_key_lookup_found_without_reading_it_again(engine, client):
+    receive(engine, a01("V1", mrn="55630", family="Berg"), "test")
+    systems = current_systems(engine)
+    with statements_run(engine) as statements:
+        receipt, = receive_all(engine, [(a01("V2", mrn="55630", family="Lund"), "test")], systems=systems)
+    assert receipt.status == "applied"
+    [entry] = client.get("/fhir/Patient?identifier=55630").get_json()["entry"]
+    assert (entry["resource"]["name"][0]["family"], entry["resource"]["meta"]["versionId"]) == ("Lund", "2")
+    if engine.dialect.name == "postgresql":  # the store, the key lookup, the update, the Provenance
+        assert [statement.split()[0] for statement in statements] == ["WITH", "SELECT", "WITH", "WITH"], [s[:60] for s in statements]
+        assert not any("FOR UPDATE" in statement for statement in statements)

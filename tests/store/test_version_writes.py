@@ -5,6 +5,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select
 
+from app.errors import Conflict
 from app.store import resources
 from app.store.db import read_unit
 from app.store.schema import INDEX_TABLES, resource, resource_history, search_quantity, search_string
@@ -73,3 +74,19 @@ def test_updates_replace_index_rows_and_keep_one_history_row_per_version(engine,
     rows = stored_rows(engine, resource_id)
     assert [version for version, _ in sorted(rows["history"])] == list(range(1, count + 2))
     assert rows["index"] == stored_rows(engine, create_all(engine, [{**OBSERVATION, "status": ["amended", "corrected"][(count - 1) % 2]}])[0])["index"]
+
+
+def test_an_update_of_the_version_found_without_a_lock_swaps_it_and_is_a_conflict_once_another_writer_changed_it(engine):
+    [resource_id] = create_all(engine, [OBSERVATION])
+    with writing(engine) as unit:
+        found = unit.read("Observation", resource_id)
+        written = unit.update("Observation", resource_id, {**OBSERVATION, "id": resource_id, "status": "amended"}, found=found)
+    assert written.stored.version == 2
+    with writing(engine) as unit:  # another writer, after `written` was found
+        unit.update("Observation", resource_id, {**OBSERVATION, "id": resource_id, "status": "corrected"})
+    with pytest.raises(Conflict), writing(engine) as unit:
+        unit.update("Observation", resource_id, {**OBSERVATION, "id": resource_id, "status": "cancelled"}, found=written.stored)
+    with reading(engine) as unit:
+        current = unit.read("Observation", resource_id)
+    assert (current.version, current.body["status"]) == (3, "corrected")
+    assert [version for version, _ in sorted(stored_rows(engine, resource_id)["history"])] == [1, 2, 3]
