@@ -561,8 +561,8 @@ def stored_and_inserted(connection, keyed: list[Reading], locks: list[int]) -> t
     return found, inserted
 
 
-STORED_COLUMNS = ("received_at", "updated_at", "peer", "raw", "sending_application", "sending_facility", "control_id",
-                  "message_type", "version", "codec", "status", "error", "ack", "content_hash", "warnings")
+# What row_values gives: every column but the key and the reuse, which the store's statement finds itself.
+STORED_COLUMNS = tuple(column.name for column in hl7_message.columns if column.name not in ("id", "reuses_control_id_of"))
 
 
 def message_arrays(readings: list[Reading]) -> dict[str, list]:
@@ -576,8 +576,7 @@ def store_messages_statement() -> TextClause:
     """The locks, the stored messages under the batch's keys (`same` content or stored without a hash, and the `newest`
     of each key), and the insert of the new ones, each marked as reusing the newest of its key: one statement. The
     insert waits for the locks (its one-time filter reads them), so that every transaction takes locks before rows."""
-    columns = {column.name: column for column in hl7_message.columns}
-    arrays = ", ".join(f"CAST(:{name} AS {columns[name].type.compile(dialect=postgresql.dialect())}[])" for name in STORED_COLUMNS)
+    arrays = ", ".join(f"CAST(:{name} AS {hl7_message.c[name].type.compile(dialect=postgresql.dialect())}[])" for name in STORED_COLUMNS)
     key = "m.sending_application = i.sending_application AND m.sending_facility = i.sending_facility AND m.control_id = i.control_id"
     names = ", ".join(STORED_COLUMNS)
     keys = "(SELECT sending_application, sending_facility, control_id FROM incoming)"
