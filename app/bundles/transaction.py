@@ -175,9 +175,9 @@ def batch_responses(engine: Engine, entries: list, base: str, prefer_return: str
 
 
 def batch_entry_response(engine: Engine, request: EntryRequest, base: str, prefer_return: str) -> dict:
-    opened = reading if request.interaction in READ_INTERACTIONS else writing
+    opened = reading(engine, base) if request.interaction in READ_INTERACTIONS else writing(engine, base, alone=True)
     try:
-        with opened(engine, base) as unit:
+        with opened as unit:
             return perform(unit, resolved_batch_entry(unit, request, base), base, prefer_return)
     except FhirError as error:
         return failure_entry(error)

@@ -125,7 +125,7 @@ def vread(type_name, resource_id, version_id):
 @fhir.put("/<type_name>/<resource_id>")
 def update(type_name, resource_id):
     body = read_resource_body()
-    with writing(engine(), fhir_base()) as unit:
+    with writing(engine(), fhir_base(), alone=True) as unit:
         result = unit.update(type_name, resource_id, body, request.headers.get("If-Match"))
     message = "Created" if result.created else ("Updated" if result.changed else "No change to")
     return write_response(result.stored, 201 if result.created else 200, f"{message} {type_name}/{resource_id}.")

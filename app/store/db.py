@@ -198,15 +198,24 @@ def insert_rows_returning_keys(connection: Connection, table: Table, rows: list[
 
 
 def execute_returning_all(connection: Connection, statement: str, parameters: dict, last_of_unit: bool = False) -> list:
-    """Run a driver-level statement and return its rows. When it is the unit's only statement (`last_of_unit`, and
-    PostgreSQL has not begun the transaction yet), it runs in autocommit: one statement is atomic by itself, and
-    this spares the BEGIN and COMMIT round trips that would frame it (a REST create is then one round trip)."""
-    if not (last_of_unit and is_postgresql(connection) and transaction_not_begun(connection)):
+    """Run a driver-level statement and return its rows; in autocommit when it is the unit's only statement
+    (`last_of_unit`, see autocommitted): a REST create is then one round trip."""
+    with autocommitted(connection, last_of_unit):
         return connection.exec_driver_sql(statement, parameters).all()
+
+
+@contextmanager
+def autocommitted(connection: Connection, wanted: bool = True):
+    """Statements in this block run in autocommit when `wanted`, on PostgreSQL, while nothing of the unit's
+    transaction has been sent: each is atomic by itself, and this spares the BEGIN and COMMIT round trips that would
+    frame it. For a unit's only write, or a read before it that needs no lock (an optimistic update's)."""
+    if not (wanted and is_postgresql(connection) and transaction_not_begun(connection)):
+        yield
+        return
     driver = connection.connection.driver_connection
     driver.autocommit = True
     try:
-        return connection.exec_driver_sql(statement, parameters).all()
+        yield
     finally:
         if not driver.closed:  # a lost connection raised its own error, which this must not replace
             driver.autocommit = False

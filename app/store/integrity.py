@@ -57,6 +57,11 @@ class ReferenceCheck:
         if stored.deleted:
             self.known_live.discard(key)
 
+    def refuse(self, stored: StoredResource, live: frozenset[tuple[str, str]]) -> None:
+        """DanglingReferences for `stored`, which was not written because its targets but `live` are not live."""
+        dangling = [reference for reference in self.references_of(stored) if reference.target not in live]
+        raise dangling_references(dangling)
+
     def clear(self) -> None:
         self.written.clear()
         self.found = None
@@ -70,11 +75,13 @@ class ReferenceCheck:
         """Each local reference of a live written version, as a DanglingReference until the check finds its target."""
         if self.found is None:
             self.found = [
-                DanglingReference((stored.type, stored.id), path, target)
-                for stored in self.written.values() if not stored.deleted
-                for path, target in local_references(stored.body)
+                reference for stored in self.written.values() if not stored.deleted for reference in self.references_of(stored)
             ] if self.integrity.on_write else []
         return self.found
+
+    @staticmethod
+    def references_of(stored: StoredResource) -> list[DanglingReference]:
+        return [DanglingReference((stored.type, stored.id), path, target) for path, target in local_references(stored.body)]
 
     def targets(self) -> frozenset[tuple[str, str]]:
         """The (type, id) that the written resources' local references name."""

@@ -92,6 +92,18 @@ def write_next_version(connection: Connection, version: dict, rows: dict, pk: in
     return frozenset(tuple(target.split("/", 1)) for target in found[0].live or ())
 
 
+def swap_committed(connection: Connection, version: dict, rows: dict, current_mask: int,
+                   targets: frozenset = frozenset()) -> tuple[bool, frozenset[tuple[str, str]]]:
+    """write_next_version as a unit's only statement, committing by itself: the swap happens only if all `targets` are
+    live (a unit cannot refuse a committed write afterwards). Returns whether it swapped, and the targets found live:
+    not swapped with every target live means another writer swapped first."""
+    parameters, index_types = statement_parameters([{**version, "unit": 0}], [rows])
+    parameters["targets"] = targets_json([(0, target) for target in targets])
+    statement = next_versions_statement(parameter_types_in(current_mask), index_types, gated=True)
+    (found,) = execute_returning_all(connection, statement, parameters, last_of_unit=True)
+    return found.swapped, frozenset(tuple(target.split("/", 1)) for target in found.live or ())
+
+
 def statement_parameters(versions: list[dict], row_sets: list[dict]) -> tuple[dict[str, str], tuple[str, ...]]:
     """The JSON parameters of a statement, and the index types it writes: `versions` numbered by position (n), each
     index row tagged with the n of its resource (completing index_rows' rows in place)."""
@@ -150,7 +162,9 @@ def live_targets() -> tuple[str, str]:
 
 
 @cache
-def next_versions_statement(old_types: tuple[str, ...], index_types: tuple[str, ...]) -> str:
+def next_versions_statement(old_types: tuple[str, ...], index_types: tuple[str, ...], gated: bool = False) -> str:
+    """Returns (n, pk, live) of each version swapped in; `gated`: swaps only if the wanted targets are all live, and
+    returns one row (swapped, live) either way."""
     swap = (
         "keys AS (UPDATE resource SET " + ", ".join(f"{name} = new.{name}" for name in RESOURCE_COLUMNS[2:]) + " FROM new"
         " WHERE resource.res_type = new.res_type AND resource.res_id = new.res_id AND resource.version = new.version - 1"
@@ -161,8 +175,9 @@ def next_versions_statement(old_types: tuple[str, ...], index_types: tuple[str, 
     )
     # Each sub-statement sees the table as it was before the statement, so the deletes never meet the inserted rows.
     deletes = [f"deleted_{t} AS (DELETE FROM {INDEX_TABLES[t].name} WHERE res_pk IN (SELECT pk FROM keys))" for t in old_types]
-    live = "SELECT n, pk, (SELECT array_agg(res_type || '/' || res_id) FROM live) AS live FROM keys"
-    return with_statement([*live_targets(), new_versions(), *swap, history_insert(), *deletes, *map(index_insert, index_types)], live)
+    live = "(SELECT array_agg(res_type || '/' || res_id) FROM live) AS live"
+    returning = f"SELECT EXISTS (SELECT FROM keys) AS swapped, {live}" if gated else f"SELECT n, pk, {live} FROM keys"
+    return with_statement([*live_targets(), new_versions(all_targets_live=gated), *swap, history_insert(), *deletes, *map(index_insert, index_types)], returning)
 
 
 def with_statement(parts: list[str], returning: str = "SELECT n, pk FROM keys") -> str:

@@ -2,8 +2,9 @@
 runs for every entrance: validate, version, extract index rows, persist; read current and past versions.
 
 Versions are assigned under a row lock (SELECT ... FOR UPDATE on PostgreSQL; the
-BEGIN IMMEDIATE database lock on SQLite), and the UPDATE repeats the expected
-version as a compare-and-swap, so two writers can never both win.
+BEGIN IMMEDIATE database lock on SQLite), or from a version read without one (a
+feed's key lookup, an update that is its unit's only write), and the UPDATE
+repeats the expected version as a compare-and-swap, so two writers can never both win.
 """
 import uuid
 from collections import defaultdict
@@ -22,7 +23,7 @@ from app.model.registry import require_served_type
 from app.model.validation import SERVER_META, check_resource_id, check_resource_type, validate_resource
 from app.search.index import index_rows
 from app.store import batched_writes, postgresql_writes
-from app.store.db import column_in, is_postgresql
+from app.store.db import autocommitted, column_in, is_postgresql, transaction_not_begun
 from app.store.index_rows import index_mask
 from app.store.schema import resource, resource_history, search_reference
 
@@ -69,6 +70,7 @@ class WriteResult:
     created: bool = False
     changed: bool = True
     live_targets: frozenset[tuple[str, str]] = frozenset()  # what its references name, found live and locked by the write
+    written: bool = True  # False: not written, because a target of its references is not live (see update_committed)
 
 
 def new_resource(body, expected_type: str | None = None, resource_id: str | None = None, method: str = "POST") -> StoredResource:
@@ -98,16 +100,21 @@ def insert_new_resources(connection: Connection, new_versions: list[StoredResour
 
 
 def update_resource(connection: Connection, type_name: str, resource_id: str, body, if_match: str | None = None,
-                    lock_targets: bool = False, found: StoredResource | None = None) -> WriteResult:
+                    lock_targets: bool = False, found: StoredResource | None = None, alone: bool = False) -> WriteResult:
     """PUT: a new version, or the first one under the client's id. Unchanged content writes nothing. `lock_targets`:
     the write also finds which targets of the body's references are live, and locks them (see write_next_version).
     `found`: the current version as the caller read it in this transaction (a feed's key lookup, under its lock);
     then its row is not locked and read again, and the write's compare-and-swap is a Conflict if another writer
-    changed it since. A version without its row's key (a create not read back) is read again."""
+    changed it since. A version without its row's key (a create not read back) is read again. `alone`: this is the
+    unit's only write (see update_committed)."""
     check_resource_id(resource_id)
     check_resource_type(body, type_name)
     check_id_of_url(body, type_name, resource_id)
     validate_resource(body)
+    if alone and is_postgresql(connection) and transaction_not_begun(connection):
+        result = update_committed(connection, type_name, resource_id, body, if_match, lock_targets)
+        if result is not None:
+            return result
     current = found if found is not None and found.pk is not None else lock_current(connection, type_name, resource_id)
     if current is None:
         require_no_precondition(if_match, type_name, resource_id)
@@ -120,6 +127,30 @@ def update_resource(connection: Connection, type_name: str, resource_id: str, bo
         return WriteResult(current, changed=False)
     stored, live = write_next_version(connection, current, body, "PUT", lock_targets)
     return WriteResult(stored, created=current.deleted, live_targets=live)
+
+
+def update_committed(connection: Connection, type_name: str, resource_id: str, body: dict, if_match: str | None,
+                     lock_targets: bool) -> WriteResult | None:
+    """An update that is its unit's only write, on PostgreSQL before anything of the unit's transaction was sent: the
+    current version is read without a lock and the next one swapped in by a statement that commits by itself, and
+    only if the references' targets are all live (2 round trips, against BEGIN, SELECT ... FOR UPDATE, the write and
+    COMMIT, and no row lock held between them). None when there is no current version, or when another writer
+    swapped first: the caller then writes under the row lock, in the unit's transaction, so that concurrent updates
+    all succeed, one after the other. `written` is False, with the live targets, when a target is not live."""
+    with autocommitted(connection):
+        row = connection.execute(CURRENT_ROW, {"type_name": type_name, "resource_id": resource_id}).first()
+    if row is None:
+        return None
+    current = stored_from_row(row)
+    check_if_match(current, if_match)
+    if not current.deleted and same_content(current.body, body):
+        return WriteResult(current, changed=False)
+    stored, rows = next_version(current, body, "PUT")
+    targets = local_targets(stored.body) if lock_targets else frozenset()
+    swapped, live = postgresql_writes.swap_committed(connection, version_values(stored, rows), rows, current.index_mask, targets)
+    if not swapped and live == targets:
+        return None
+    return WriteResult(stored, created=current.deleted, live_targets=live, written=swapped)
 
 
 def check_id_of_url(body: dict, type_name: str, resource_id: str) -> None:
@@ -349,16 +380,21 @@ def write_next_version(connection: Connection, current: StoredResource, body: di
                        lock_targets: bool = False) -> tuple[StoredResource, frozenset[tuple[str, str]]]:
     """The next version, written, and (with `lock_targets`, on PostgreSQL, in the same statement) the targets of its
     references that are live, locked FOR SHARE: the unit's check at its end need not look them up again."""
-    version = current.version + 1
-    moment = max(utc_now(), current.last_updated + MIN_TICK)  # lastUpdated never goes backwards
-    stored_body = None if body is None else with_server_meta(body, current.type, current.id, version, moment)
-    rows = index_rows(current.type, stored_body)
-    stored = StoredResource(current.type, current.id, version, moment, body is None, stored_body, method, current.pk, index_mask(rows))
-    targets = local_targets(stored_body) if lock_targets and stored_body is not None else frozenset()
+    stored, rows = next_version(current, body, method)
+    targets = local_targets(stored.body) if lock_targets and stored.body is not None else frozenset()
     live = writes_of(connection).write_next_version(connection, version_values(stored, rows), rows, current.pk, current.index_mask, targets)
     if live is None:
         raise Conflict(f"{current.type}/{current.id} was changed by another writer at the same moment; retry the request.")
     return stored, live
+
+
+def next_version(current: StoredResource, body: dict | None, method: str) -> tuple[StoredResource, dict[str, list[dict]]]:
+    """The version after `current` with `body` (None for a deletion), not yet written, and its index rows."""
+    version = current.version + 1
+    moment = max(utc_now(), current.last_updated + MIN_TICK)  # lastUpdated never goes backwards
+    stored_body = None if body is None else with_server_meta(body, current.type, current.id, version, moment)
+    rows = index_rows(current.type, stored_body)
+    return StoredResource(current.type, current.id, version, moment, body is None, stored_body, method, current.pk, index_mask(rows)), rows
 
 
 def writes_of(connection: Connection):

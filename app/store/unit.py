@@ -40,9 +40,10 @@ class Unit:
     """One unit of work on `connection`, in its transaction. Its referential-integrity checks are the engine's
     `ehr_integrity` execution option (see app/store/db.py settings_engine), else both on."""
 
-    def __init__(self, connection: Connection, base: str | None = None):
+    def __init__(self, connection: Connection, base: str | None = None, alone: bool = False):
         self.connection = connection
         self.base = base  # this server's FHIR base URL as the entrance knows it: criteria may name its references by it
+        self.alone = alone  # the entrance writes one resource with this unit and nothing else (see writing)
         self.waiting: dict[tuple[str, str], StoredResource] = {}  # creates not yet written, by (type, id)
         self.references = ReferenceCheck(connection.get_execution_options().get("ehr_integrity", Integrity()))
         self.criteria_locked: set[int] = set()  # the advisory locks on conditional criteria that its transaction holds
@@ -63,7 +64,11 @@ class Unit:
         """PUT: a new version, or the first one under the client's id; unchanged content writes nothing. `found`: the
         current version as this unit found it (see update_resource)."""
         self.flush_if_waiting(type_name, resource_id)
-        return self.wrote(update_resource(self.connection, type_name, resource_id, body, if_match, self.references.on_write, found))
+        alone = self.alone and not self.waiting and not self.references.written
+        result = update_resource(self.connection, type_name, resource_id, body, if_match, self.references.on_write, found, alone)
+        if not result.written:
+            self.references.refuse(result.stored, result.live_targets)
+        return self.wrote(result)
 
     def patch(self, type_name: str, resource_id: str, operations, if_match: str | None = None) -> WriteResult:
         self.flush_if_waiting(type_name, resource_id)
@@ -229,11 +234,13 @@ class Unit:
 
 
 @contextmanager
-def writing(engine: Engine, base: str | None = None) -> Iterator[Unit]:
+def writing(engine: Engine, base: str | None = None, alone: bool = False) -> Iterator[Unit]:
     """A unit that may write; everything it did is committed together at the end, or nothing on an error. `base`: this
-    server's FHIR base URL, when the entrance knows it."""
+    server's FHIR base URL, when the entrance knows it. `alone`: the entrance writes one resource and nothing else (a
+    REST interaction, a batch entry), so that write may be its own transaction: on PostgreSQL an update by id then
+    reads without a lock and swaps in the next version by a statement that commits by itself."""
     with write_unit(engine) as connection:
-        unit = Unit(connection, base)
+        unit = Unit(connection, base, alone)
         yield unit
         unit.finish(last=True)
 

@@ -3,9 +3,9 @@ expanded by the database), its COPY streams for large batches, SQLite's executem
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
-from app.errors import Conflict
+from app.errors import Conflict, PreconditionFailed
 from app.store import resources
 from app.store.db import read_unit
 from app.store.schema import INDEX_TABLES, resource, resource_history, search_quantity, search_string
@@ -90,3 +90,38 @@ def test_an_update_of_the_version_found_without_a_lock_swaps_it_and_is_a_conflic
         current = unit.read("Observation", resource_id)
     assert (current.version, current.body["status"]) == (3, "corrected")
     assert [version for version, _ in sorted(stored_rows(engine, resource_id)["history"])] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("if_match", [None, 'W/"1"'])
+def test_an_update_alone_that_loses_its_swap_is_written_again_under_the_row_lock_or_fails_its_if_match(engine, if_match):
+    """On PostgreSQL an update that is its unit's only write reads the current version without a lock; when another
+    writer swaps in a version between that read and its write, it is written again under the row lock, after the other
+    one, unless its If-Match named the version that is no longer current (412). (SQLite's writers hold the database's
+    lock from their first statement: nothing can come between.)"""
+    [resource_id] = create_all(engine, [OBSERVATION])
+    racing = engine.dialect.name == "postgresql"
+    reads = []
+
+    def another_writer_after_the_read(_connection, _cursor, statement, *_):
+        if not reads and statement.startswith("SELECT"):
+            reads.append(statement)
+            if "FOR UPDATE" in statement:  # the other writer would wait for this unit, which waits for it
+                return
+            with writing(engine) as other:
+                other.update("Observation", resource_id, {**OBSERVATION, "id": resource_id, "status": "corrected"})
+
+    event.listen(engine, "after_cursor_execute", another_writer_after_the_read) if racing else None
+    try:
+        with writing(engine, alone=True) as unit:
+            unit.update("Observation", resource_id, {**OBSERVATION, "id": resource_id, "status": "amended"}, if_match)
+        refused = False
+    except PreconditionFailed:
+        refused = True
+    finally:
+        event.remove(engine, "after_cursor_execute", another_writer_after_the_read) if racing else None
+    with reading(engine) as unit:
+        current = unit.read("Observation", resource_id)
+    assert not racing or "FOR UPDATE" not in reads[0]
+    expected = (3, "amended", False) if racing and not if_match else (2, "corrected", True) if racing else (2, "amended", False)
+    assert (current.version, current.body["status"], refused) == expected
+    assert [version for version, _ in sorted(stored_rows(engine, resource_id)["history"])] == list(range(1, current.version + 1))
