@@ -72,6 +72,20 @@ def write_creates(connection: Connection, units: list[Creates], commits: bool = 
     return live
 
 
+def write_unit_versions(connection: Connection, creates: Creates, updates: list[dict], old_types: tuple[str, ...],
+                        update_rows: list[dict]) -> tuple[set[tuple[str, str]], bool]:
+    """One unit's creates (`creates`) and next versions of resources it found (`updates`, from versions whose index
+    rows are of `old_types`) in one statement, inside the unit's transaction; nothing is written unless all the
+    targets are live. Returns the targets found live, and whether every next version swapped in (False: another
+    writer changed one of them since it was found, and the unit must fail)."""
+    versions = [{**version, "unit": 0} for version in [*creates.versions, *updates]]
+    parameters, index_types = statement_parameters(versions, [*creates.row_sets, *update_rows])
+    parameters["targets"] = targets_json([(0, target) for target in creates.targets])
+    statement = unit_versions_statement(index_types, old_types)
+    (found,) = execute_returning_all(connection, statement, parameters)
+    return {tuple(target.split("/", 1)) for target in found.live or ()}, found.swapped == len(updates)
+
+
 def try_insert_first_version(connection: Connection, version: dict, rows: dict) -> bool:
     """Insert unless another writer created the same id first; False then."""
     parameters, index_types = statement_parameters([version], [rows])
@@ -151,6 +165,23 @@ def first_versions_statement(index_types: tuple[str, ...], skip_existing: bool, 
     return with_statement([*live_targets(), new_versions(all_targets_live=True), *writes], "SELECT unit, res_type, res_id FROM live")
 
 
+@cache
+def unit_versions_statement(index_types: tuple[str, ...], old_types: tuple[str, ...]) -> str:
+    """first_versions_statement and next_versions_statement together, for one unit whose versions are gated by its
+    targets: version 1 is inserted, a later one swapped in. Returns one row: (swapped, live)."""
+    writes = (
+        "inserted AS (INSERT INTO resource (" + ", ".join(RESOURCE_COLUMNS) + ") SELECT " + ", ".join(RESOURCE_COLUMNS)
+        + " FROM new WHERE version = 1 ORDER BY n RETURNING pk, res_type, res_id)",
+        *swapped_versions("swapped", "new.version > 1 AND "),
+        "keys AS (SELECT new.n, inserted.pk FROM new JOIN inserted USING (res_type, res_id) UNION ALL SELECT n, pk FROM swapped)",
+        history_insert(),
+        *(f"deleted_{t} AS (DELETE FROM {INDEX_TABLES[t].name} WHERE res_pk IN (SELECT pk FROM swapped))" for t in old_types),
+        *map(index_insert, index_types),
+    )
+    returning = "SELECT (SELECT count(*) FROM swapped) AS swapped, (SELECT array_agg(res_type || '/' || res_id) FROM live) AS live"
+    return with_statement([*live_targets(), new_versions(all_targets_live=True), *writes], returning)
+
+
 def live_targets() -> tuple[str, str]:
     """The targets that are live, each with the unit that wants it, locked FOR SHARE: a delete, which locks its row FOR
     UPDATE, waits for this statement's transaction and then finds the new referrer (see app/store/integrity.py)."""
@@ -165,19 +196,25 @@ def live_targets() -> tuple[str, str]:
 def next_versions_statement(old_types: tuple[str, ...], index_types: tuple[str, ...], gated: bool = False) -> str:
     """Returns (n, pk, live) of each version swapped in; `gated`: swaps only if the wanted targets are all live, and
     returns one row (swapped, live) either way."""
-    swap = (
-        "keys AS (UPDATE resource SET " + ", ".join(f"{name} = new.{name}" for name in RESOURCE_COLUMNS[2:]) + " FROM new"
-        " WHERE resource.res_type = new.res_type AND resource.res_id = new.res_id AND resource.version = new.version - 1"
-        " RETURNING new.n, resource.pk)",
-        "superseded AS (UPDATE resource_history SET superseded_at = new.last_updated FROM new JOIN keys USING (n)"
-        " WHERE resource_history.res_type = new.res_type AND resource_history.res_id = new.res_id"
-        " AND resource_history.version = new.version - 1)",
-    )
+    swap = swapped_versions("keys")
     # Each sub-statement sees the table as it was before the statement, so the deletes never meet the inserted rows.
     deletes = [f"deleted_{t} AS (DELETE FROM {INDEX_TABLES[t].name} WHERE res_pk IN (SELECT pk FROM keys))" for t in old_types]
     live = "(SELECT array_agg(res_type || '/' || res_id) FROM live) AS live"
     returning = f"SELECT EXISTS (SELECT FROM keys) AS swapped, {live}" if gated else f"SELECT n, pk, {live} FROM keys"
     return with_statement([*live_targets(), new_versions(all_targets_live=gated), *swap, history_insert(), *deletes, *map(index_insert, index_types)], returning)
+
+
+def swapped_versions(name: str, condition: str = "") -> tuple[str, str]:
+    """CTEs `name` (n, pk), the versions of `new` swapped in where the current one is still the one before (and
+    `condition`), and `superseded`, which marks those current versions' history rows superseded."""
+    return (
+        f"{name} AS (UPDATE resource SET " + ", ".join(f"{column} = new.{column}" for column in RESOURCE_COLUMNS[2:]) + " FROM new"
+        f" WHERE {condition}resource.res_type = new.res_type AND resource.res_id = new.res_id AND resource.version = new.version - 1"
+        " RETURNING new.n, resource.pk)",
+        f"superseded AS (UPDATE resource_history SET superseded_at = new.last_updated FROM new JOIN {name} USING (n)"
+        " WHERE resource_history.res_type = new.res_type AND resource_history.res_id = new.res_id"
+        " AND resource_history.version = new.version - 1)",
+    )
 
 
 def with_statement(parts: list[str], returning: str = "SELECT n, pk FROM keys") -> str:

@@ -6,10 +6,12 @@ BEGIN IMMEDIATE database lock on SQLite), or from a version read without one (a
 feed's key lookup, an update that is its unit's only write), and the UPDATE
 repeats the expected version as a compare-and-swap, so two writers can never both win.
 """
+import operator
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import reduce
 
 import jsonpatch
 from sqlalchemy import Connection, and_, bindparam, false, or_, select
@@ -24,7 +26,7 @@ from app.model.validation import SERVER_META, check_resource_id, check_resource_
 from app.search.index import index_rows
 from app.store import batched_writes, postgresql_writes
 from app.store.db import autocommitted, column_in, is_postgresql, transaction_not_begun
-from app.store.index_rows import index_mask
+from app.store.index_rows import index_mask, parameter_types_in
 from app.store.schema import resource, resource_history, search_reference
 
 MIN_TICK = timedelta(milliseconds=1)
@@ -71,6 +73,16 @@ class WriteResult:
     changed: bool = True
     live_targets: frozenset[tuple[str, str]] = frozenset()  # what its references name, found live and locked by the write
     written: bool = True  # False: not written, because a target of its references is not live (see update_committed)
+    waiting: "NextVersion | None" = None  # built from the version the unit found, for the unit to write (update_resource)
+
+
+@dataclass(frozen=True)
+class NextVersion:
+    """A next version built from the version a unit found, not written yet: the unit writes it with its creates."""
+
+    stored: StoredResource
+    rows: dict[str, list[dict]]
+    current_mask: int
 
 
 def new_resource(body, expected_type: str | None = None, resource_id: str | None = None, method: str = "POST") -> StoredResource:
@@ -81,21 +93,43 @@ def new_resource(body, expected_type: str | None = None, resource_id: str | None
 
 
 def insert_new_resources(connection: Connection, new_versions: list[StoredResource], targets: frozenset = frozenset(),
-                         last_of_unit: bool = False) -> set[tuple[str, str]]:
+                         last_of_unit: bool = False, updates: list[NextVersion] = ()) -> set[tuple[str, str]]:
     """Write first versions from new_resource together (a transaction's many POSTs at once): on PostgreSQL as one
     statement, or as one COPY per table for a large batch; on SQLite one executemany per table. Nothing is written
     unless the (type, id) `targets` (what they refer to) are all live, and those are locked FOR SHARE (on PostgreSQL's
     one statement, by the statement itself). Returns the targets found live. `last_of_unit`: nothing else follows in
-    the unit, so a unit that wrote nothing before may let the one statement commit by itself."""
-    if not new_versions:
-        return set()
+    the unit, so a unit that wrote nothing before may let the one statement commit by itself. `updates` (PostgreSQL):
+    next versions of resources the unit found, written in the same statement by compare-and-swap (a Conflict when
+    another writer changed one since)."""
     row_sets = [index_rows(stored.type, stored.body) for stored in new_versions]
     versions = [version_values(stored, rows) for stored, rows in zip(new_versions, row_sets)]
+    if updates and len(versions) + len(updates) <= ONE_STATEMENT_CREATES:
+        return written_with_updates(connection, postgresql_writes.Creates(versions, row_sets, targets), updates)
+    if updates:  # too many for one statement: the creates, then each update
+        live = insert_new_resources(connection, new_versions, targets)
+        for update in updates:
+            if postgresql_writes.write_next_version(connection, version_values(update.stored, update.rows), update.rows, update.stored.pk, update.current_mask) is None:
+                raise conflict(update.stored)
+        return live
+    if not new_versions:
+        return set()
     if is_postgresql(connection) and len(versions) <= ONE_STATEMENT_CREATES:
         return postgresql_writes.insert_first_versions(connection, versions, row_sets, targets, last_of_unit)
     live = live_keys(connection, targets)
     if live == targets:
         batched_writes.insert_first_versions(connection, versions, row_sets)
+    return live
+
+
+def written_with_updates(connection: Connection, creates: "postgresql_writes.Creates", updates: list[NextVersion]) -> set[tuple[str, str]]:
+    """PostgreSQL: a unit's creates and updates in one statement (see insert_new_resources); the targets found live."""
+    old_types = parameter_types_in(reduce(operator.or_, (update.current_mask for update in updates)))
+    live, all_swapped = postgresql_writes.write_unit_versions(
+        connection, creates, [version_values(update.stored, update.rows) for update in updates], old_types, [update.rows for update in updates],
+    )
+    if live == creates.targets and not all_swapped:
+        raise conflict(updates[0].stored) if len(updates) == 1 else Conflict(
+            f"One of {', '.join(f'{u.stored.type}/{u.stored.id}' for u in updates)} was changed by another writer at the same moment; retry the request.")
     return live
 
 
@@ -105,7 +139,8 @@ def update_resource(connection: Connection, type_name: str, resource_id: str, bo
     the write also finds which targets of the body's references are live, and locks them (see write_next_version).
     `found`: the current version as the caller read it in this transaction (a feed's key lookup, under its lock);
     then its row is not locked and read again, and the write's compare-and-swap is a Conflict if another writer
-    changed it since. A version without its row's key (a create not read back) is read again. `alone`: this is the
+    changed it since; on PostgreSQL that write waits, as `waiting`, for the unit to write it with its creates in
+    one statement. A version without its row's key (a create not read back) is read again. `alone`: this is the
     unit's only write (see update_committed)."""
     check_resource_id(resource_id)
     check_resource_type(body, type_name)
@@ -125,6 +160,9 @@ def update_resource(connection: Connection, type_name: str, resource_id: str, bo
     check_if_match(current, if_match)
     if not current.deleted and same_content(current.body, body):
         return WriteResult(current, changed=False)
+    if current is found and is_postgresql(connection):
+        stored, rows = next_version(current, body, "PUT")
+        return WriteResult(stored, created=current.deleted, waiting=NextVersion(stored, rows, current.index_mask))
     stored, live = write_next_version(connection, current, body, "PUT", lock_targets)
     return WriteResult(stored, created=current.deleted, live_targets=live)
 
@@ -384,8 +422,12 @@ def write_next_version(connection: Connection, current: StoredResource, body: di
     targets = local_targets(stored.body) if lock_targets and stored.body is not None else frozenset()
     live = writes_of(connection).write_next_version(connection, version_values(stored, rows), rows, current.pk, current.index_mask, targets)
     if live is None:
-        raise Conflict(f"{current.type}/{current.id} was changed by another writer at the same moment; retry the request.")
+        raise conflict(current)
     return stored, live
+
+
+def conflict(stored: StoredResource) -> Conflict:
+    return Conflict(f"{stored.type}/{stored.id} was changed by another writer at the same moment; retry the request.")
 
 
 def next_version(current: StoredResource, body: dict | None, method: str) -> tuple[StoredResource, dict[str, list[dict]]]:

@@ -9,7 +9,8 @@ entrance.
 
 Creates are validated at once and written together: at the unit's next statement that could see them (a read, a
 search, a write of the same resource) or at commit, so that a transaction's thousand POSTs, a feed's batch of
-results and a loaded file's new resources each go in one batch per table.
+results and a loaded file's new resources each go in one batch per table. On PostgreSQL an update of a version the
+unit found without a lock (a feed's key lookup) waits with them and goes in the same statement.
 """
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -30,7 +31,7 @@ from app.store.history import HistoryPage, HistoryQuery, read_history
 from app.store.integrity import ReferenceCheck
 from app.store.observations import latest_dates_and_codes, observations_oldest_first, resources_in_order
 from app.store.resources import (
-    StoredResource, WriteResult, delete_resource, has_resources, insert_new_resources, live_referrers, new_resource, patch_resource,
+    NextVersion, StoredResource, WriteResult, delete_resource, has_resources, insert_new_resources, live_referrers, new_resource, patch_resource,
     read_resource, read_version, stored_keys, update_resource,
 )
 from app.store.search import SearchResult, locks_wanted
@@ -45,6 +46,7 @@ class Unit:
         self.base = base  # this server's FHIR base URL as the entrance knows it: criteria may name its references by it
         self.alone = alone  # the entrance writes one resource with this unit and nothing else (see writing)
         self.waiting: dict[tuple[str, str], StoredResource] = {}  # creates not yet written, by (type, id)
+        self.waiting_updates: dict[tuple[str, str], NextVersion] = {}  # updates of found versions not yet written
         self.references = ReferenceCheck(connection.get_execution_options().get("ehr_integrity", Integrity()))
         self.criteria_locked: set[int] = set()  # the advisory locks on conditional criteria that its transaction holds
 
@@ -66,6 +68,8 @@ class Unit:
         self.flush_if_waiting(type_name, resource_id)
         alone = self.alone and not self.waiting and not self.references.written
         result = update_resource(self.connection, type_name, resource_id, body, if_match, self.references.on_write, found, alone)
+        if result.waiting is not None:
+            self.waiting_updates[(type_name, resource_id)] = result.waiting
         if not result.written:
             self.references.refuse(result.stored, result.live_targets)
         return self.wrote(result)
@@ -129,13 +133,14 @@ class Unit:
         """Write the waiting creates, batched per table, unless a target of `targets` (but those among them) is not
         live; `last` when the unit does nothing more before commit. Returns the keys known live now: the targets
         found and what was written."""
-        if not self.waiting:
+        if not self.waiting and not self.waiting_updates:
             return set()
-        waiting, self.waiting = self.waiting, {}
-        found = insert_new_resources(self.connection, list(waiting.values()), targets - waiting.keys(), last_of_unit=last)
+        (waiting, self.waiting), (updates, self.waiting_updates) = (self.waiting, {}), (self.waiting_updates, {})
+        found = insert_new_resources(self.connection, list(waiting.values()), targets - waiting.keys(), last, list(updates.values()))
         return found | waiting.keys()
+
     def flush_if_waiting(self, type_name: str, resource_id: str) -> None:
-        if (type_name, resource_id) in self.waiting:
+        if (type_name, resource_id) in self.waiting or (type_name, resource_id) in self.waiting_updates:
             self.flush()
 
     # Reads: each sees the unit's own writes.

@@ -125,3 +125,35 @@ def test_an_update_alone_that_loses_its_swap_is_written_again_under_the_row_lock
     expected = (3, "amended", False) if racing and not if_match else (2, "corrected", True) if racing else (2, "amended", False)
     assert (current.version, current.body["status"], refused) == expected
     assert [version for version, _ in sorted(stored_rows(engine, resource_id)["history"])] == list(range(1, current.version + 1))
+
+
+def test_updates_of_found_versions_are_written_with_the_units_creates_each_version_kept(engine):
+    """A feed's unit updates what its key lookup found and creates beside it (on PostgreSQL in one statement); a second
+    update of the same resource in the unit writes the first one before it is built on."""
+    [resource_id] = create_all(engine, [OBSERVATION])
+    with writing(engine) as unit:
+        found = unit.read("Observation", resource_id)
+        first = unit.update("Observation", resource_id, {**OBSERVATION, "id": resource_id, "status": "amended"}, found=found)
+        created = unit.create(dict(OBSERVATION)).stored.id
+        unit.update("Observation", resource_id, {**OBSERVATION, "id": resource_id, "status": "corrected"}, found=first.stored)
+    with reading(engine) as unit:
+        current = unit.read("Observation", resource_id)
+        assert unit.read("Observation", created).version == 1
+    assert (current.version, current.body["status"]) == (3, "corrected")
+    assert [version for version, _ in sorted(stored_rows(engine, resource_id)["history"])] == [1, 2, 3]
+    rows_per_table = [{table: len(rows) for table, rows in stored_rows(engine, key)["index"].items()} for key in (resource_id, created)]
+    assert rows_per_table[0] == rows_per_table[1]  # the rows of versions 1 and 2 replaced, not added to
+
+
+def test_an_update_of_a_found_version_that_refers_to_nothing_writes_nothing_of_its_unit(engine):
+    from app.store.integrity import DanglingReferences
+
+    [resource_id] = create_all(engine, [OBSERVATION])
+    with pytest.raises(DanglingReferences), writing(engine) as unit:
+        found = unit.read("Observation", resource_id)
+        dangling = {**OBSERVATION, "id": resource_id, "subject": {"reference": "Patient/nobody"}}
+        unit.update("Observation", resource_id, dangling, found=found)
+        created = unit.create(dict(OBSERVATION)).stored.id
+    with reading(engine) as unit:
+        assert unit.read("Observation", resource_id).version == 1
+        assert not unit.stored_keys({("Observation", created)})
