@@ -28,6 +28,8 @@ VERSION_FIELDS = ("res_type", "res_id", "version", "last_updated", "deleted", "i
 RESOURCE_COLUMNS = ("res_type", "res_id", "version", "last_updated", "deleted", "index_mask", "body")
 HISTORY_COLUMNS = ("res_type", "res_id", "version", "last_updated", "deleted", "method", "body")
 DIALECT = postgresql.dialect()
+INSERTED_KEYS = "SELECT new.n, inserted.pk FROM new JOIN inserted USING (res_type, res_id)"
+LIVE_ARRAY = "(SELECT array_agg(res_type || '/' || res_id) FROM live) AS live"  # the live targets, as 'type/id' texts
 
 
 @dataclass(frozen=True)
@@ -78,12 +80,9 @@ def write_unit_versions(connection: Connection, creates: Creates, updates: list[
     rows are of `old_types`) in one statement, inside the unit's transaction; nothing is written unless all the
     targets are live. Returns the targets found live, and whether every next version swapped in (False: another
     writer changed one of them since it was found, and the unit must fail)."""
-    versions = [{**version, "unit": 0} for version in [*creates.versions, *updates]]
-    parameters, index_types = statement_parameters(versions, [*creates.row_sets, *update_rows])
-    parameters["targets"] = targets_json([(0, target) for target in creates.targets])
-    statement = unit_versions_statement(index_types, old_types)
-    (found,) = execute_returning_all(connection, statement, parameters)
-    return {tuple(target.split("/", 1)) for target in found.live or ()}, found.swapped == len(updates)
+    parameters, index_types = one_unit_parameters([*creates.versions, *updates], [*creates.row_sets, *update_rows], creates.targets)
+    (found,) = execute_returning_all(connection, unit_versions_statement(index_types, old_types), parameters)
+    return set(live_keys(found.live)), found.swapped == len(updates)
 
 
 def try_insert_first_version(connection: Connection, version: dict, rows: dict) -> bool:
@@ -98,12 +97,9 @@ def write_next_version(connection: Connection, version: dict, rows: dict, pk: in
     that one superseded, add the history row and replace the index rows; None when another writer swapped first.
     Else the (type, id) of `targets` found live, each locked FOR SHARE by the same statement. (`pk` is for the
     batched writer's signature: here the swap returns it.)"""
-    parameters, index_types = statement_parameters([version], [rows])
-    parameters["targets"] = targets_json([(0, target) for target in targets])
+    parameters, index_types = one_unit_parameters([version], [rows], targets)
     found = execute_returning_all(connection, next_versions_statement(parameter_types_in(current_mask), index_types), parameters)
-    if not found:
-        return None
-    return frozenset(tuple(target.split("/", 1)) for target in found[0].live or ())
+    return live_keys(found[0].live) if found else None
 
 
 def swap_committed(connection: Connection, version: dict, rows: dict, current_mask: int,
@@ -111,11 +107,22 @@ def swap_committed(connection: Connection, version: dict, rows: dict, current_ma
     """write_next_version as a unit's only statement, committing by itself: the swap happens only if all `targets` are
     live (a unit cannot refuse a committed write afterwards). Returns whether it swapped, and the targets found live:
     not swapped with every target live means another writer swapped first."""
-    parameters, index_types = statement_parameters([{**version, "unit": 0}], [rows])
-    parameters["targets"] = targets_json([(0, target) for target in targets])
+    parameters, index_types = one_unit_parameters([version], [rows], targets)
     statement = next_versions_statement(parameter_types_in(current_mask), index_types, gated=True)
     (found,) = execute_returning_all(connection, statement, parameters, last_of_unit=True)
-    return found.swapped, frozenset(tuple(target.split("/", 1)) for target in found.live or ())
+    return found.swapped, live_keys(found.live)
+
+
+def one_unit_parameters(versions: list[dict], row_sets: list[dict], targets: frozenset) -> tuple[dict[str, str], tuple[str, ...]]:
+    """statement_parameters for the versions of one unit (numbered 0) that wants `targets` live."""
+    parameters, index_types = statement_parameters([{**version, "unit": 0} for version in versions], row_sets)
+    parameters["targets"] = targets_json([(0, target) for target in targets])
+    return parameters, index_types
+
+
+def live_keys(live: list[str] | None) -> frozenset[tuple[str, str]]:
+    """The (type, id) of each target a statement found live, from its LIVE_ARRAY ('type/id' texts, NULL for none)."""
+    return frozenset(tuple(target.split("/", 1)) for target in live or ())
 
 
 def statement_parameters(versions: list[dict], row_sets: list[dict]) -> tuple[dict[str, str], tuple[str, ...]]:
@@ -154,12 +161,7 @@ def first_versions_statement(index_types: tuple[str, ...], skip_existing: bool, 
     """Returns (n, pk) of each resource inserted, or with `checks_targets` the (unit, res_type, res_id) of each live
     target."""
     conflict = " ON CONFLICT DO NOTHING" if skip_existing else ""
-    resources = (
-        f"inserted AS (INSERT INTO resource ({', '.join(RESOURCE_COLUMNS)}) SELECT {', '.join(RESOURCE_COLUMNS)} FROM new"
-        f" ORDER BY n{conflict} RETURNING pk, res_type, res_id)",
-        "keys AS (SELECT new.n, inserted.pk FROM new JOIN inserted USING (res_type, res_id))",
-    )
-    writes = [*resources, history_insert(), *map(index_insert, index_types)]
+    writes = [inserted_versions(conflict=conflict), f"keys AS ({INSERTED_KEYS})", history_insert(), *map(index_insert, index_types)]
     if not checks_targets:
         return with_statement([new_versions(), *writes])
     return with_statement([*live_targets(), new_versions(all_targets_live=True), *writes], "SELECT unit, res_type, res_id FROM live")
@@ -170,15 +172,14 @@ def unit_versions_statement(index_types: tuple[str, ...], old_types: tuple[str, 
     """first_versions_statement and next_versions_statement together, for one unit whose versions are gated by its
     targets: version 1 is inserted, a later one swapped in. Returns one row: (swapped, live)."""
     writes = (
-        "inserted AS (INSERT INTO resource (" + ", ".join(RESOURCE_COLUMNS) + ") SELECT " + ", ".join(RESOURCE_COLUMNS)
-        + " FROM new WHERE version = 1 ORDER BY n RETURNING pk, res_type, res_id)",
+        inserted_versions(condition=" WHERE version = 1"),
         *swapped_versions("swapped", "new.version > 1 AND "),
-        "keys AS (SELECT new.n, inserted.pk FROM new JOIN inserted USING (res_type, res_id) UNION ALL SELECT n, pk FROM swapped)",
+        f"keys AS ({INSERTED_KEYS} UNION ALL SELECT n, pk FROM swapped)",
         history_insert(),
-        *(f"deleted_{t} AS (DELETE FROM {INDEX_TABLES[t].name} WHERE res_pk IN (SELECT pk FROM swapped))" for t in old_types),
+        *replaced_index_rows(old_types, "swapped"),
         *map(index_insert, index_types),
     )
-    returning = "SELECT (SELECT count(*) FROM swapped) AS swapped, (SELECT array_agg(res_type || '/' || res_id) FROM live) AS live"
+    returning = f"SELECT (SELECT count(*) FROM swapped) AS swapped, {LIVE_ARRAY}"
     return with_statement([*live_targets(), new_versions(all_targets_live=True), *writes], returning)
 
 
@@ -196,12 +197,21 @@ def live_targets() -> tuple[str, str]:
 def next_versions_statement(old_types: tuple[str, ...], index_types: tuple[str, ...], gated: bool = False) -> str:
     """Returns (n, pk, live) of each version swapped in; `gated`: swaps only if the wanted targets are all live, and
     returns one row (swapped, live) either way."""
-    swap = swapped_versions("keys")
-    # Each sub-statement sees the table as it was before the statement, so the deletes never meet the inserted rows.
-    deletes = [f"deleted_{t} AS (DELETE FROM {INDEX_TABLES[t].name} WHERE res_pk IN (SELECT pk FROM keys))" for t in old_types]
-    live = "(SELECT array_agg(res_type || '/' || res_id) FROM live) AS live"
-    returning = f"SELECT EXISTS (SELECT FROM keys) AS swapped, {live}" if gated else f"SELECT n, pk, {live} FROM keys"
-    return with_statement([*live_targets(), new_versions(all_targets_live=gated), *swap, history_insert(), *deletes, *map(index_insert, index_types)], returning)
+    writes = [*swapped_versions("keys"), history_insert(), *replaced_index_rows(old_types, "keys"), *map(index_insert, index_types)]
+    returning = f"SELECT EXISTS (SELECT FROM keys) AS swapped, {LIVE_ARRAY}" if gated else f"SELECT n, pk, {LIVE_ARRAY} FROM keys"
+    return with_statement([*live_targets(), new_versions(all_targets_live=gated), *writes], returning)
+
+
+def inserted_versions(condition: str = "", conflict: str = "") -> str:
+    """CTE `inserted`: the resource rows of the versions of `new` (those meeting `condition`), inserted."""
+    columns = ", ".join(RESOURCE_COLUMNS)
+    return f"inserted AS (INSERT INTO resource ({columns}) SELECT {columns} FROM new{condition} ORDER BY n{conflict} RETURNING pk, res_type, res_id)"
+
+
+def replaced_index_rows(old_types: tuple[str, ...], swapped: str) -> list[str]:
+    """CTEs deleting the index rows, in the tables of `old_types`, of the resources swapped in by CTE `swapped`. Each
+    sub-statement sees the tables as they were before the statement, so the deletes never meet the inserted rows."""
+    return [f"deleted_{t} AS (DELETE FROM {INDEX_TABLES[t].name} WHERE res_pk IN (SELECT pk FROM {swapped}))" for t in old_types]
 
 
 def swapped_versions(name: str, condition: str = "") -> tuple[str, str]:

@@ -76,7 +76,10 @@ def test_updates_replace_index_rows_and_keep_one_history_row_per_version(engine,
     assert rows["index"] == stored_rows(engine, create_all(engine, [{**OBSERVATION, "status": ["amended", "corrected"][(count - 1) % 2]}])[0])["index"]
 
 
-def test_an_update_of_the_version_found_without_a_lock_swaps_it_and_is_a_conflict_once_another_writer_changed_it(engine):
+@pytest.mark.parametrize("one_statement_creates", [resources.ONE_STATEMENT_CREATES, 0])
+def test_an_update_of_the_version_found_without_a_lock_swaps_it_and_is_a_conflict_once_another_writer_changed_it(engine, monkeypatch, one_statement_creates):
+    """(With 0 versions per statement, PostgreSQL writes the update in a statement of its own, after the unit's creates.)"""
+    monkeypatch.setattr(resources, "ONE_STATEMENT_CREATES", one_statement_creates)
     [resource_id] = create_all(engine, [OBSERVATION])
     with writing(engine) as unit:
         found = unit.read("Observation", resource_id)
@@ -127,9 +130,12 @@ def test_an_update_alone_that_loses_its_swap_is_written_again_under_the_row_lock
     assert [version for version, _ in sorted(stored_rows(engine, resource_id)["history"])] == list(range(1, current.version + 1))
 
 
-def test_updates_of_found_versions_are_written_with_the_units_creates_each_version_kept(engine):
-    """A feed's unit updates what its key lookup found and creates beside it (on PostgreSQL in one statement); a second
-    update of the same resource in the unit writes the first one before it is built on."""
+@pytest.mark.parametrize("one_statement_creates", [resources.ONE_STATEMENT_CREATES, 1])
+def test_updates_of_found_versions_are_written_with_the_units_creates_each_version_kept(engine, monkeypatch, one_statement_creates):
+    """A feed's unit updates what its key lookup found and creates beside it (on PostgreSQL in one statement, or, when
+    there are too many for one, the creates first and then each update); a second update of the same resource in the
+    unit writes the first one before it is built on."""
+    monkeypatch.setattr(resources, "ONE_STATEMENT_CREATES", one_statement_creates)
     [resource_id] = create_all(engine, [OBSERVATION])
     with writing(engine) as unit:
         found = unit.read("Observation", resource_id)
