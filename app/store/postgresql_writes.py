@@ -29,6 +29,11 @@ RESOURCE_COLUMNS = ("res_type", "res_id", "version", "last_updated", "deleted", 
 HISTORY_COLUMNS = ("res_type", "res_id", "version", "last_updated", "deleted", "method", "body")
 DIALECT = postgresql.dialect()
 INSERTED_KEYS = "SELECT new.n, inserted.pk FROM new JOIN inserted USING (res_type, res_id)"
+# The planner takes a set-returning function for 100 rows, and then joins `resource` to a unit's one or few versions
+# and targets by a hash join over a sequential scan of the whole table. A LIMIT of the array's length (a parameter its
+# plan, made for each execution, knows: plan_cache_mode=force_custom_plan) makes it expect the real count, and look
+# each row up by its index.
+ROW_COUNT = "LIMIT %({})s"
 LIVE_ARRAY = "(SELECT array_agg(res_type || '/' || res_id) FROM live) AS live"  # the live targets, as 'type/id' texts
 
 
@@ -65,7 +70,7 @@ def write_creates(connection: Connection, units: list[Creates], commits: bool = 
     parameters, index_types = statement_parameters(versions, [rows for creates in units for rows in creates.row_sets])
     targets = [(n, target) for n, creates in enumerate(units) for target in creates.targets]
     if targets:
-        parameters["targets"] = targets_json(targets)
+        parameters.update(targets_parameters(targets))
     statement = first_versions_statement(index_types, skip_existing=False, checks_targets=bool(targets))
     found = execute_returning_all(connection, statement, parameters, commits)
     live = [set() for _ in units]
@@ -116,7 +121,7 @@ def swap_committed(connection: Connection, version: dict, rows: dict, current_ma
 def one_unit_parameters(versions: list[dict], row_sets: list[dict], targets: frozenset) -> tuple[dict[str, str], tuple[str, ...]]:
     """statement_parameters for the versions of one unit (numbered 0) that wants `targets` live."""
     parameters, index_types = statement_parameters([{**version, "unit": 0} for version in versions], row_sets)
-    parameters["targets"] = targets_json([(0, target) for target in targets])
+    parameters.update(targets_parameters([(0, target) for target in targets]))
     return parameters, index_types
 
 
@@ -128,7 +133,7 @@ def live_keys(live: list[str] | None) -> frozenset[tuple[str, str]]:
 def statement_parameters(versions: list[dict], row_sets: list[dict]) -> tuple[dict[str, str], tuple[str, ...]]:
     """The JSON parameters of a statement, and the index types it writes: `versions` numbered by position (n), each
     index row tagged with the n of its resource (completing index_rows' rows in place)."""
-    parameters = {"versions": json_text([{**version, "n": n} for n, version in enumerate(versions)])}
+    parameters = {"versions": json_text([{**version, "n": n} for n, version in enumerate(versions)]), "version_count": len(versions)}
     by_type = defaultdict(list)
     for n, rows in enumerate(row_sets):
         for parameter_type, table_rows in rows.items():
@@ -140,9 +145,10 @@ def statement_parameters(versions: list[dict], row_sets: list[dict]) -> tuple[di
     return parameters, index_types
 
 
-def targets_json(targets: list[tuple[int, tuple[str, str]]]) -> str:
-    """(unit, (type, id)) of each target, as the statement's `wanted` reads them."""
-    return json_text([{"unit": unit, "res_type": type_name, "res_id": resource_id} for unit, (type_name, resource_id) in targets])
+def targets_parameters(targets: list[tuple[int, tuple[str, str]]]) -> dict:
+    """(unit, (type, id)) of each target, as the statement's `wanted` reads them, and their count (see ROW_COUNT)."""
+    rows = [{"unit": unit, "res_type": type_name, "res_id": resource_id} for unit, (type_name, resource_id) in targets]
+    return {"targets": json_text(rows), "target_count": len(rows)}
 
 
 def json_text(value) -> str:
@@ -187,7 +193,8 @@ def live_targets() -> tuple[str, str]:
     """The targets that are live, each with the unit that wants it, locked FOR SHARE: a delete, which locks its row FOR
     UPDATE, waits for this statement's transaction and then finds the new referrer (see app/store/integrity.py)."""
     return (
-        "wanted AS (SELECT * FROM jsonb_to_recordset(%(targets)s::jsonb) AS t(unit integer, res_type text, res_id text))",
+        "wanted AS (SELECT * FROM jsonb_to_recordset(%(targets)s::jsonb) AS t(unit integer, res_type text, res_id text)"
+        f" {ROW_COUNT.format('target_count')})",
         "live AS (SELECT wanted.unit, res_type, res_id FROM wanted JOIN resource USING (res_type, res_id)"
         " WHERE NOT resource.deleted FOR SHARE OF resource)",
     )
@@ -237,7 +244,7 @@ def new_versions(all_targets_live: bool = False) -> str:
     fields = [f"n integer, unit integer, {record_types(resource, VERSION_FIELDS[:-2])}", record_types(resource_history, ("method", "body"))]
     condition = (" WHERE (SELECT count(*) FROM live WHERE live.unit = x.unit) = (SELECT count(*) FROM wanted WHERE wanted.unit = x.unit)"
                  if all_targets_live else "")
-    return f"new AS MATERIALIZED (SELECT * FROM jsonb_to_recordset(%(versions)s::jsonb) AS x({', '.join(fields)}){condition})"
+    return f"new AS MATERIALIZED (SELECT * FROM jsonb_to_recordset(%(versions)s::jsonb) AS x({', '.join(fields)}){condition} {ROW_COUNT.format('version_count')})"
 
 
 def history_insert() -> str:

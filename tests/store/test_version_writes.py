@@ -163,3 +163,48 @@ def test_an_update_of_a_found_version_that_refers_to_nothing_writes_nothing_of_i
     with reading(engine) as unit:
         assert unit.read("Observation", resource_id).version == 1
         assert not unit.stored_keys({("Observation", created)})
+
+
+def plans_of_writes(engine, write) -> list[str]:
+    """PostgreSQL's plans (EXPLAIN, in a transaction rolled back) of the CTE statements `write` runs."""
+    captured = []
+
+    def record(_connection, _cursor, statement, parameters, _context, _executemany):
+        if statement.startswith("WITH"):
+            captured.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        write()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    with engine.connect() as connection:
+        cursor = connection.connection.cursor()
+        plans = []
+        for statement, parameters in captured:
+            cursor.execute("EXPLAIN " + statement, parameters)
+            plans.append("\n".join(row[0] for row in cursor.fetchall()))
+        connection.rollback()
+    return plans
+
+
+def test_the_write_statements_look_up_a_units_few_rows_by_index_not_by_scanning_the_resource_table(engine):
+    """The planner takes jsonb_to_recordset for 100 rows, and joined a unit's one version or target to `resource` by a
+    sequential scan of the whole table, which grows with it; the statements tell it the real count."""
+    if engine.dialect.name != "postgresql":
+        return  # SQLite writes each row by its own statement
+    [patient_id] = create_all(engine, [{"resourceType": "Patient"}])
+    referring = {**OBSERVATION, "subject": {"reference": f"Patient/{patient_id}"}}
+    ids = create_all(engine, [referring] * 300)
+
+    def update_and_create_and_delete():
+        with writing(engine, alone=True) as unit:
+            unit.update("Observation", ids[0], {**referring, "id": ids[0], "status": "amended"})
+        create_all(engine, [referring])
+        with writing(engine) as unit:
+            unit.delete("Observation", ids[1])
+
+    plans = plans_of_writes(engine, update_and_create_and_delete)
+    assert len(plans) == 3
+    assert all("Index Scan using uq_resource_type_id on resource" in plan for plan in plans), plans
+    assert not any("Seq Scan on resource" in plan for plan in plans), plans
