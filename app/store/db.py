@@ -5,6 +5,7 @@ BEGIN IMMEDIATE so that two writers queue on the database lock instead of
 deadlocking when a read lock is upgraded. PostgreSQL writers lock rows instead.
 """
 import threading
+import weakref
 from contextlib import contextmanager, nullcontext
 from functools import cache
 from operator import itemgetter
@@ -33,6 +34,16 @@ SQLITE_WRITER_TURNS: dict[str, threading.Lock] = {}
 # the latest instant we store (9999-12-31T23:59:59.999999Z, app/model/instants.py) falls in year 10000,
 # which Python cannot hold.
 POSTGRESQL_OPTIONS = "-c plan_cache_mode=force_custom_plan -c TimeZone=UTC"
+# Except for the statements marked PREPARED (a write's statement, a row read by its key), whose best plan is the same
+# for any values once the tables are large: an index lookup per row. Planning a write's CTE anew costs PostgreSQL a
+# third of its CPU per write. But a plan made while the tables are small scans them, and it stays while they grow
+# (until an ANALYZE, which a database without autovacuum never runs). So a connection plans PREPARED statements once
+# only if the resource table already had GENERIC_PLAN_MIN_PAGES when it connected, and then it prepares nothing else;
+# the pool renews its connections every POOL_RECYCLE_SECONDS, so a growing database gets there.
+PREPARED = "ehr_prepared"
+GENERIC_PLAN_MIN_PAGES = 1000  # 8 MB: a few thousand resources
+POOL_RECYCLE_SECONDS = 300
+GENERIC_PLAN_CONNECTIONS: "weakref.WeakSet" = weakref.WeakSet()  # the psycopg connections that plan PREPARED statements once
 SQLITE_ERROR = 1  # SQLite's generic result code: the statement's own fault (no such table, a syntax error)
 
 
@@ -51,11 +62,36 @@ def make_engine(database_url: str) -> Engine:
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         return sqlite_engine(url)
-    return create_engine(
-        url, pool_size=10, max_overflow=20,
+    engine = create_engine(
+        url, pool_size=10, max_overflow=20, pool_recycle=POOL_RECYCLE_SECONDS,
         json_serializer=json_dumps, json_deserializer=jsonb_loads,
         connect_args={"options": " ".join(filter(None, (url.query.get("options"), POSTGRESQL_OPTIONS)))},
     )
+    event.listen(engine, "connect", choose_plan_mode)
+    event.listen(engine, "do_execute", execute_prepared_when_planned_once)
+    return engine
+
+
+def choose_plan_mode(dbapi_connection, _connection_record) -> None:
+    """Let PREPARED statements be planned once on this connection when the resource table is large (see
+    GENERIC_PLAN_MIN_PAGES): its size on disk now, which needs no statistics."""
+    size = dbapi_connection.execute("SELECT pg_relation_size(to_regclass('resource')) / current_setting('block_size')::int").fetchone()[0]
+    generic = size is not None and size >= GENERIC_PLAN_MIN_PAGES
+    if generic:
+        dbapi_connection.execute("SET plan_cache_mode = auto")
+    dbapi_connection.commit()
+    if generic:
+        GENERIC_PLAN_CONNECTIONS.add(dbapi_connection)
+
+
+def execute_prepared_when_planned_once(cursor, statement, parameters, context) -> bool:
+    """On a connection that plans PREPARED statements once: prepare those at once and never any other (an unnamed
+    statement is planned with its values each time). Elsewhere psycopg's own rule (prepare after 5 executions, and
+    force_custom_plan plans each anyway). True: the statement ran here."""
+    if cursor.connection not in GENERIC_PLAN_CONNECTIONS:
+        return False
+    cursor.execute(statement, parameters, prepare=bool(context.execution_options.get(PREPARED)))
+    return True
 
 
 def open_database(database: Database) -> Engine:
@@ -201,7 +237,7 @@ def execute_returning_all(connection: Connection, statement: str, parameters: di
     """Run a driver-level statement and return its rows; in autocommit when it is the unit's only statement
     (`last_of_unit`, see autocommitted): a REST create is then one round trip."""
     with autocommitted(connection, last_of_unit):
-        return connection.exec_driver_sql(statement, parameters).all()
+        return connection.exec_driver_sql(statement, parameters, execution_options={PREPARED: True}).all()
 
 
 @contextmanager

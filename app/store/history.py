@@ -6,6 +6,7 @@ from sqlalchemy import Connection, exists, or_, select
 
 from app.errors import NotFound
 from app.model.registry import require_served_type
+from app.store.db import PREPARED
 from app.store.resources import StoredResource, require_resource_key, stored_from_row
 from app.store.schema import resource, resource_history
 
@@ -46,8 +47,8 @@ def history_statement(query: HistoryQuery):
     statement = select(table).order_by(table.c.seq.desc())
     if query.type:
         statement = statement.where(table.c.res_type == query.type)
-    if query.id:
-        statement = statement.where(table.c.res_id == query.id)
+    if query.id:  # one resource's versions, by its index whatever the values: planned once (app/store/db.py)
+        statement = statement.where(table.c.res_id == query.id).execution_options(**{PREPARED: True})
     if query.since:
         statement = statement.where(table.c.last_updated >= query.since)
     if query.at:
@@ -60,4 +61,4 @@ def history_statement(query: HistoryQuery):
 
 def resource_exists(connection: Connection, type_name: str, resource_id: str) -> bool:
     condition = (resource.c.res_type == type_name) & (resource.c.res_id == resource_id)
-    return connection.execute(select(exists().where(condition))).scalar()
+    return connection.execute(select(exists().where(condition)).execution_options(**{PREPARED: True})).scalar()

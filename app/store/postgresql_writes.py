@@ -30,10 +30,11 @@ HISTORY_COLUMNS = ("res_type", "res_id", "version", "last_updated", "deleted", "
 DIALECT = postgresql.dialect()
 INSERTED_KEYS = "SELECT new.n, inserted.pk FROM new JOIN inserted USING (res_type, res_id)"
 # The planner takes a set-returning function for 100 rows, and then joins `resource` to a unit's one or few versions
-# and targets by a hash join over a sequential scan of the whole table. A LIMIT of the array's length (a parameter its
-# plan, made for each execution, knows: plan_cache_mode=force_custom_plan) makes it expect the real count, and look
-# each row up by its index.
-ROW_COUNT = "LIMIT %({})s"
+# and targets by a hash join over a sequential scan of the whole table. A LIMIT of about the array's length makes it
+# expect the real count, and look each row up by its index. The limit is written in the statement, rounded up to a
+# power of two (few texts to prepare): a plan made once for all values (app/store/db.py, PREPARED) knows it too, so
+# it costs the same as one made with the values, and PostgreSQL keeps it.
+VERSIONS_LIMIT, TARGETS_LIMIT = "LIMIT <versions>", "LIMIT <targets>"
 LIVE_ARRAY = "(SELECT array_agg(res_type || '/' || res_id) FROM live) AS live"  # the live targets, as 'type/id' texts
 
 
@@ -72,7 +73,7 @@ def write_creates(connection: Connection, units: list[Creates], commits: bool = 
     if targets:
         parameters.update(targets_parameters(targets))
     statement = first_versions_statement(index_types, skip_existing=False, checks_targets=bool(targets))
-    found = execute_returning_all(connection, statement, parameters, commits)
+    found = execute(connection, statement, parameters, commits)
     live = [set() for _ in units]
     for row in found if targets else ():
         live[row.unit].add((row.res_type, row.res_id))
@@ -86,14 +87,14 @@ def write_unit_versions(connection: Connection, creates: Creates, updates: list[
     targets are live. Returns the targets found live, and whether every next version swapped in (False: another
     writer changed one of them since it was found, and the unit must fail)."""
     parameters, index_types = one_unit_parameters([*creates.versions, *updates], [*creates.row_sets, *update_rows], creates.targets)
-    (found,) = execute_returning_all(connection, unit_versions_statement(index_types, old_types), parameters)
+    (found,) = execute(connection, unit_versions_statement(index_types, old_types), parameters)
     return set(live_keys(found.live)), found.swapped == len(updates)
 
 
 def try_insert_first_version(connection: Connection, version: dict, rows: dict) -> bool:
     """Insert unless another writer created the same id first; False then."""
     parameters, index_types = statement_parameters([version], [rows])
-    return len(execute_returning_all(connection, first_versions_statement(index_types, skip_existing=True), parameters)) == 1
+    return len(execute(connection, first_versions_statement(index_types, skip_existing=True), parameters)) == 1
 
 
 def write_next_version(connection: Connection, version: dict, rows: dict, pk: int, current_mask: int,
@@ -103,7 +104,7 @@ def write_next_version(connection: Connection, version: dict, rows: dict, pk: in
     Else the (type, id) of `targets` found live, each locked FOR SHARE by the same statement. (`pk` is for the
     batched writer's signature: here the swap returns it.)"""
     parameters, index_types = one_unit_parameters([version], [rows], targets)
-    found = execute_returning_all(connection, next_versions_statement(parameter_types_in(current_mask), index_types), parameters)
+    found = execute(connection, next_versions_statement(parameter_types_in(current_mask), index_types), parameters)
     return live_keys(found[0].live) if found else None
 
 
@@ -114,8 +115,24 @@ def swap_committed(connection: Connection, version: dict, rows: dict, current_ma
     not swapped with every target live means another writer swapped first."""
     parameters, index_types = one_unit_parameters([version], [rows], targets)
     statement = next_versions_statement(parameter_types_in(current_mask), index_types, gated=True)
-    (found,) = execute_returning_all(connection, statement, parameters, last_of_unit=True)
+    (found,) = execute(connection, statement, parameters, last_of_unit=True)
     return found.swapped, live_keys(found.live)
+
+
+def execute(connection: Connection, statement: str, parameters: dict, last_of_unit: bool = False) -> list:
+    """execute_returning_all with the statement's LIMITs set from the counts in `parameters` (taken out of them)."""
+    limits = row_limit(parameters.pop("version_count")), row_limit(parameters.pop("target_count", 0))
+    return execute_returning_all(connection, with_limits(statement, *limits), parameters, last_of_unit)
+
+
+def row_limit(count: int) -> int:
+    """`count` rounded up to a power of two (0 stays 0)."""
+    return 1 << (count - 1).bit_length() if count else 0
+
+
+@cache
+def with_limits(statement: str, versions: int, targets: int) -> str:
+    return statement.replace(VERSIONS_LIMIT, f"LIMIT {versions}").replace(TARGETS_LIMIT, f"LIMIT {targets}")
 
 
 def one_unit_parameters(versions: list[dict], row_sets: list[dict], targets: frozenset) -> tuple[dict[str, str], tuple[str, ...]]:
@@ -146,7 +163,7 @@ def statement_parameters(versions: list[dict], row_sets: list[dict]) -> tuple[di
 
 
 def targets_parameters(targets: list[tuple[int, tuple[str, str]]]) -> dict:
-    """(unit, (type, id)) of each target, as the statement's `wanted` reads them, and their count (see ROW_COUNT)."""
+    """(unit, (type, id)) of each target, as the statement's `wanted` reads them, and their count (see execute)."""
     rows = [{"unit": unit, "res_type": type_name, "res_id": resource_id} for unit, (type_name, resource_id) in targets]
     return {"targets": json_text(rows), "target_count": len(rows)}
 
@@ -194,7 +211,7 @@ def live_targets() -> tuple[str, str]:
     UPDATE, waits for this statement's transaction and then finds the new referrer (see app/store/integrity.py)."""
     return (
         "wanted AS (SELECT * FROM jsonb_to_recordset(%(targets)s::jsonb) AS t(unit integer, res_type text, res_id text)"
-        f" {ROW_COUNT.format('target_count')})",
+        f" {TARGETS_LIMIT})",
         "live AS (SELECT wanted.unit, res_type, res_id FROM wanted JOIN resource USING (res_type, res_id)"
         " WHERE NOT resource.deleted FOR SHARE OF resource)",
     )
@@ -244,7 +261,7 @@ def new_versions(all_targets_live: bool = False) -> str:
     fields = [f"n integer, unit integer, {record_types(resource, VERSION_FIELDS[:-2])}", record_types(resource_history, ("method", "body"))]
     condition = (" WHERE (SELECT count(*) FROM live WHERE live.unit = x.unit) = (SELECT count(*) FROM wanted WHERE wanted.unit = x.unit)"
                  if all_targets_live else "")
-    return f"new AS MATERIALIZED (SELECT * FROM jsonb_to_recordset(%(versions)s::jsonb) AS x({', '.join(fields)}){condition} {ROW_COUNT.format('version_count')})"
+    return f"new AS MATERIALIZED (SELECT * FROM jsonb_to_recordset(%(versions)s::jsonb) AS x({', '.join(fields)}){condition} {VERSIONS_LIMIT})"
 
 
 def history_insert() -> str:

@@ -25,7 +25,7 @@ from app.model.registry import require_served_type
 from app.model.validation import SERVER_META, check_resource_id, check_resource_type, validate_resource
 from app.search.index import index_rows
 from app.store import batched_writes, postgresql_writes
-from app.store.db import autocommitted, column_in, is_postgresql, transaction_not_begun
+from app.store.db import PREPARED, autocommitted, column_in, is_postgresql, transaction_not_begun
 from app.store.index_rows import index_mask, parameter_types_in
 from app.store.schema import resource, resource_history, search_reference
 
@@ -35,12 +35,12 @@ MAX_VERSION = 2**31 - 1  # resource.version is a 32-bit integer column
 # Up to this many creates at once go as one statement on PostgreSQL; more go as COPY streams (measured crossover).
 ONE_STATEMENT_CREATES = 100
 # Statements built once: building a select per read cost a third of a read's CPU.
-CURRENT_ROW = select(resource).where(resource.c.res_type == bindparam("type_name"), resource.c.res_id == bindparam("resource_id"))
+CURRENT_ROW = select(resource).where(resource.c.res_type == bindparam("type_name"), resource.c.res_id == bindparam("resource_id")).execution_options(**{PREPARED: True})
 LOCKED_CURRENT_ROW = CURRENT_ROW.with_for_update()
 VERSION_ROW = select(resource_history).where(
     resource_history.c.res_type == bindparam("type_name"), resource_history.c.res_id == bindparam("resource_id"),
     resource_history.c.version == bindparam("version"),
-)
+).execution_options(**{PREPARED: True})
 
 
 @dataclass(frozen=True)
