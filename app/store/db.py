@@ -42,7 +42,7 @@ POSTGRESQL_OPTIONS = "-c plan_cache_mode=force_custom_plan -c TimeZone=UTC"
 # the pool renews its connections every POOL_RECYCLE_SECONDS, so a growing database gets there.
 PREPARED = "ehr_prepared"
 GENERIC_PLAN_MIN_PAGES = 1000  # 8 MB: a few thousand resources
-POOL_RECYCLE_SECONDS = 300
+POOL_RECYCLE_SECONDS = 60
 GENERIC_PLAN_CONNECTIONS: "weakref.WeakSet" = weakref.WeakSet()  # the psycopg connections that plan PREPARED statements once
 SQLITE_ERROR = 1  # SQLite's generic result code: the statement's own fault (no such table, a syntax error)
 
