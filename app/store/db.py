@@ -29,8 +29,9 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_WRITER_TURNS: dict[str, threading.Lock] = {}
 # Plan every execution with its own values: blind to how selective a code or date is, generic plans made searches 4-7
 # times slower (docs/benchmarks.md); planning a search costs 0.3-2 ms. So psycopg prepares only the statements marked
-# PREPARED (a write's statement, a row read by its key), at once, and sends every other one unnamed, which PostgreSQL
-# plans with its values each time. A PREPARED statement's best plan is the same for any values once the tables are
+# PREPARED (a write's statement, a row read by its key), once one has run 5 times (its own rule: a statement of a rare
+# shape is not worth a round trip to prepare, nor a place in its cache of 100), and sends every other one unnamed,
+# which PostgreSQL plans with its values each time. A PREPARED statement's best plan is the same for any values once the tables are
 # large (an index lookup per row), and planning a write's CTE anew cost PostgreSQL a third of its CPU per write; but a
 # plan made while the tables are small scans them, and it stays while they grow (until an ANALYZE, which a database
 # without autovacuum never runs). So a connection runs with force_custom_plan until the resource table has
@@ -87,8 +88,8 @@ def keep_plans_once_large(dbapi_connection, connection_record, _proxy) -> None:
 
 
 def execute_prepared_when_marked(cursor, statement, parameters, context) -> bool:
-    """psycopg prepares a statement marked PREPARED at once and never any other (see PREPARED). True: it ran."""
-    cursor.execute(statement, parameters, prepare=bool(context.execution_options.get(PREPARED)))
+    """psycopg prepares a statement marked PREPARED by its own rule and never any other (see PREPARED). True: it ran."""
+    cursor.execute(statement, parameters, prepare=None if context.execution_options.get(PREPARED) else False)
     return True
 
 
