@@ -31,12 +31,12 @@ SQLITE_WRITER_TURNS: dict[str, threading.Lock] = {}
 # times slower (docs/benchmarks.md); planning a search costs 0.3-2 ms. So psycopg prepares only the statements marked
 # PREPARED (a write's statement, a row read by its key), once one has run 5 times (its own rule: a statement of a rare
 # shape is not worth a round trip to prepare, nor a place in its cache of 100), and sends every other one unnamed,
-# which PostgreSQL plans with its values each time. A PREPARED statement's best plan is the same for any values once the tables are
-# large (an index lookup per row), and planning a write's CTE anew cost PostgreSQL a third of its CPU per write; but a
-# plan made while the tables are small scans them, and it stays while they grow (until an ANALYZE, which a database
-# without autovacuum never runs). So a connection runs with force_custom_plan until the resource table has
-# GENERIC_PLAN_MIN_PAGES: when the pool hands it out, it looks again every SIZE_CHECK_SECONDS, and once the table is
-# that large it lets PostgreSQL keep plans (plan_cache_mode=auto).
+# which PostgreSQL plans with its values each time. A PREPARED statement's best plan is the same for any values once
+# the tables are large (an index lookup per row), and planning a write's CTE anew cost PostgreSQL a third of its CPU
+# per write; but a plan made while the tables are small scans them, and it stays while they grow (until an ANALYZE,
+# which a database without autovacuum never runs). So a connection runs with force_custom_plan until the resource
+# table has GENERIC_PLAN_MIN_PAGES: when the pool hands it out, it looks again every SIZE_CHECK_SECONDS, and once the
+# table is that large it lets PostgreSQL keep plans (plan_cache_mode=auto).
 # Sessions also run in UTC: psycopg returns timestamptz values in the session's zone, and in one east of UTC
 # the latest instant we store (9999-12-31T23:59:59.999999Z, app/model/instants.py) falls in year 10000,
 # which Python cannot hold.
