@@ -6,12 +6,8 @@ from sqlalchemy import text
 from app.config import Settings
 from app.store import db
 from app.web import create_app
+from tests.store.test_statement_counts import FHIR_JSON, OBSERVATION
 
-FHIR_JSON = {"Content-Type": "application/fhir+json"}
-OBSERVATION = {
-    "resourceType": "Observation", "status": "final",
-    "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}, "valueQuantity": {"value": 72, "unit": "/min"},
-}
 ROUNDS = 14  # psycopg prepares a statement at its 6th run, and PostgreSQL plans it 5 times before it may keep a plan
 
 
