@@ -19,12 +19,21 @@ def usable_cores() -> int:
 # own database connections. WEB_CONCURRENCY, gunicorn's usual variable, overrides it.
 workers = int(os.environ.get("WEB_CONCURRENCY", usable_cores()))
 
-# Threads overlap one request's database round trips with another's Python work, and the gthread worker keeps client
-# connections alive between requests. With 1 thread per worker, creates ran at a third of the rate (82-95/s against
-# 280-310/s with 16 clients) and cost more CPU each (3.5-4.1 ms); the sync worker, which also closes every connection,
-# ran at half the rate and doubled the clients' CPU. 4, 8 and 16 threads measured alike.
-worker_class = "gthread"
-threads = 8
+# On PostgreSQL each worker is one gevent event loop: a request waiting on the database or the network lets the
+# worker's other requests run, with no thread hand-offs and no GIL to pass (psycopg cooperates with gevent by itself).
+# Against 8 threads per worker, measured back to back (4 alternating rounds of 6,000 requests from 16 clients, see
+# docs/benchmarks.md): CRUD mix 650 requests/s against 529 (the cores no longer idle 5-11% of the time), creates 617/s
+# against 557; the keep-alive connections also split evenly between the workers, which threads did not. An event loop
+# is not preemptive, so the writer's loops over many resources pause every 10 ms (app/store/turns.py): a 3,000-entry
+# transaction delayed another client of its worker by at most 56-67 ms (105 ms with threads).
+#
+# On SQLite the workers keep threads: SQLite's calls, its wait for another process's write lock among them, block
+# the thread that makes them, which would be the whole event loop. Threads overlap one request's database work with
+# another's Python work, and the gthread worker keeps client connections alive between requests. With 1 thread per
+# worker, creates ran at a third of the rate; the sync worker, which also closes every connection, ran at half the
+# rate and doubled the clients' CPU. 4, 8 and 16 threads measured alike.
+worker_class = "gthread" if os.environ.get("EHR_DATABASE_URL", "sqlite").startswith("sqlite") else "gevent"
+threads = 8  # gthread only; a gevent worker serves up to worker_connections (1,000) clients at once
 
 # No access log (gunicorn's default, said here on purpose): the worker formats a line per request, 0.05-0.1 ms of CPU
 # on a GET /healthz (340 us against 390-435 us) and 0.35-0.4 ms on a create in two runs. The load balancer in front

@@ -15,6 +15,7 @@ from app.model.references import references_in
 from app.search.conditional import criteria_pairs
 from app.store.resources import new_id
 from app.store.unit import Unit
+from app.store.turns import let_others_run
 
 CONDITIONAL_REFERENCE = re.compile(r"[A-Z][A-Za-z]*\?")  # `Type?criteria`; a relative reference is `Type/id`
 BODY_WRITES = frozenset({"create", "update"})
@@ -89,6 +90,7 @@ def conditional_reference_targets(unit: Unit, resource, known: dict[tuple, str])
     """Each conditional reference in `resource` -> Type/id: the one in `known` under the same criteria, else the
     one match of a search (412 for none or several). Searched targets are added to `known`, to search each once."""
     targets = {}
+    let_others_run()
     for reference in conditional_references(resource):
         key = criteria_key(*reference.split("?", 1))
         if key not in known:

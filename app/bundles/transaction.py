@@ -13,6 +13,7 @@ from app.errors import BadRequest, FhirError, Issue
 from app.model.bundles import bundle as response_bundle
 from app.model.references import rewrite_references
 from app.store.integrity import DanglingReferences, StillReferenced
+from app.store.turns import let_others_run
 from app.store.unit import Unit, reading, writing
 
 
@@ -62,6 +63,7 @@ def finished(unit: Unit, requests: list[EntryRequest], entries: list) -> None:
 def parsed_requests(entries: list, base: str, page_sizes: PageSizes) -> list[EntryRequest]:
     requests = []
     for index, entry in enumerate(entries):
+        let_others_run()
         with errors_named_for(index, entry):
             requests.append(parse_entry(index, entry, base, page_sizes))
     return requests
@@ -108,7 +110,12 @@ def with_references_resolved(unit: Unit, requests: list[EntryRequest], entries: 
         if request.interaction in BODY_WRITES:
             with errors_named_for(request.index, entries[request.index]):
                 targets |= conditional_reference_targets(unit, request.resource, known_criteria)
-    return [replace(request, resource=rewrite_references(request.resource, targets, base)) for request in requests]
+    return [with_rewritten_references(request, targets, base) for request in requests]
+
+
+def with_rewritten_references(request: EntryRequest, targets: dict[str, str], base: str) -> EntryRequest:
+    let_others_run()
+    return replace(request, resource=rewrite_references(request.resource, targets, base))
 
 
 def full_url_targets(requests: list[EntryRequest]) -> dict[str, str]:

@@ -22,6 +22,7 @@ from sqlalchemy.engine import URL, make_url
 from app.config import Database
 from app.errors import DatabaseUnavailable
 from app.model.ordering import in_element_order
+from app.store.turns import let_others_run
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # One lock per SQLite file in this process: writer threads queue on it in order, instead of
@@ -273,6 +274,7 @@ def copy_rows(connection: Connection, table: Table, rows: list[dict]) -> None:
     statement = f"COPY {table.name} ({', '.join(names)}) FROM STDIN"
     with connection.connection.driver_connection.cursor() as cursor, cursor.copy(statement) as copy:
         for values in map(copy_values(table, names), rows):
+            let_others_run()
             copy.write_row(values)
 
 

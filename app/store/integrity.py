@@ -15,6 +15,7 @@ from app.config import Integrity
 from app.errors import BadRequest, Conflict, Issue
 from app.model.references import local_references
 from app.store.resources import StoredResource, first_referrer, live_keys
+from app.store.turns import let_others_run
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class ReferenceCheck:
 
     @staticmethod
     def references_of(stored: StoredResource) -> list[DanglingReference]:
+        let_others_run()
         return [DanglingReference((stored.type, stored.id), path, target) for path, target in local_references(stored.body)]
 
     def targets(self) -> frozenset[tuple[str, str]]:

@@ -24,6 +24,7 @@ from app.model.references import local_targets
 from app.model.registry import require_served_type
 from app.model.validation import SERVER_META, check_resource_id, check_resource_type, validate_resource
 from app.search.index import index_rows
+from app.store.turns import let_others_run
 from app.store import batched_writes, postgresql_writes
 from app.store.db import PREPARED, autocommitted, column_in, is_postgresql, transaction_not_begun
 from app.store.index_rows import index_mask, parameter_types_in
@@ -88,8 +89,14 @@ class NextVersion:
 def new_resource(body, expected_type: str | None = None, resource_id: str | None = None, method: str = "POST") -> StoredResource:
     """The validated first version of a resource to create, not yet written (see insert_new_resources)."""
     type_name = check_resource_type(body, expected_type)
+    let_others_run()
     validate_resource(body)
     return first_version(type_name, resource_id or new_id(), body, method)
+
+
+def turn_index_rows(stored: StoredResource) -> dict[str, list[dict]]:
+    let_others_run()
+    return index_rows(stored.type, stored.body)
 
 
 def insert_new_resources(connection: Connection, new_versions: list[StoredResource], targets: frozenset = frozenset(),
@@ -101,7 +108,7 @@ def insert_new_resources(connection: Connection, new_versions: list[StoredResour
     the unit, so a unit that wrote nothing before may let the one statement commit by itself. `updates` (PostgreSQL):
     next versions of resources the unit found, written in the same statement by compare-and-swap (a Conflict when
     another writer changed one since)."""
-    row_sets = [index_rows(stored.type, stored.body) for stored in new_versions]
+    row_sets = [turn_index_rows(stored) for stored in new_versions]
     versions = [version_values(stored, rows) for stored, rows in zip(new_versions, row_sets)]
     if updates and len(versions) + len(updates) <= ONE_STATEMENT_CREATES:
         return written_with_updates(connection, postgresql_writes.Creates(versions, row_sets, targets), updates)
