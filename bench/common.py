@@ -28,6 +28,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest import mock
 
 import psycopg
 
@@ -218,13 +219,16 @@ def gunicorn_settings(tree: Path) -> list[str]:
     return ["-c", str(config)] if config.exists() else list(LEGACY_GUNICORN_OPTIONS)
 
 
-def gunicorn_description(tree: Path = REPO_ROOT) -> str:
-    """How the tree's gunicorn runs, for a report: the workers and threads its gunicorn.conf.py sets on this machine."""
+def gunicorn_description(database_url: str, tree: Path = REPO_ROOT) -> str:
+    """How the tree's gunicorn runs on `database_url`, for a report: the workers and their class and threads, which its
+    gunicorn.conf.py may choose by database (EHR_DATABASE_URL), on this machine."""
     config = tree / "gunicorn.conf.py"
     if not config.exists():
         return "gunicorn " + " ".join(LEGACY_GUNICORN_OPTIONS)
-    settings = runpy.run_path(str(config))
-    return f"gunicorn.conf.py: {settings['workers']} {settings['worker_class']} workers x {settings['threads']} threads"
+    with mock.patch.dict(os.environ, {"EHR_DATABASE_URL": database_url}):
+        settings = runpy.run_path(str(config))
+    threads = f" x {settings['threads']} threads" if settings["worker_class"] == "gthread" else ""
+    return f"gunicorn.conf.py: {settings['workers']} {settings['worker_class']} workers{threads}"
 
 
 def start_gunicorn(env: dict[str, str], log_path: Path, extra_args: tuple[str, ...] = ()) -> Server:

@@ -426,13 +426,19 @@ def measured(backend: Backend, server: common.Server, sizes: Sizes, args) -> lis
     return run.figures
 
 
+def gunicorn_descriptions(args) -> str:
+    urls = {"postgresql": common.sqlalchemy_postgres_url(DATABASE_NAME), "sqlite": "sqlite:///ehr.db"}
+    names = list(urls) if args.backend == "both" else [args.backend]
+    return "; ".join(f"{name}: {common.gunicorn_description(urls[name])}" for name in names)
+
+
 def print_report(machine: dict[str, str], figures: list[Figure], args) -> None:
     print("\n## Machine\n")
     for key, value in machine.items():
         print(f"- {key}: {value}")
     print(f"- load: {args.processes} client processes x {args.threads} threads "
           f"({args.processes * args.threads} keep-alive clients; "
-          f"{LATENCY_CLIENTS[0] * LATENCY_CLIENTS[1]} paced to {LATENCY_LOAD_SHARE:.0%} of the saturated rate for read latency), {common.gunicorn_description()} "
+          f"{LATENCY_CLIENTS[0] * LATENCY_CLIENTS[1]} paced to {LATENCY_LOAD_SHARE:.0%} of the saturated rate for read latency); {gunicorn_descriptions(args)} "
           f"{args.gunicorn_args}".rstrip())
     print("\n## Results\n")
     print("\n".join(common.table_lines(figures)))

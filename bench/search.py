@@ -536,7 +536,7 @@ def print_report(machine: dict[str, str], results: list[ScaleResult], notes: lis
     for key, value in machine.items():
         print(f"- {key}: {value}")
     print(f"- data: {args.patients:,} patients, seed {args.seed}; load: {args.loaders} parallel `ehr load`; "
-          f"{common.gunicorn_description()}; per query, max throughput from "
+          f"{common.gunicorn_description(common.sqlalchemy_postgres_url(DATABASE_NAME))}; per query, max throughput from "
           f"{THROUGHPUT_CLIENTS[0] * THROUGHPUT_CLIENTS[1]} clients, then latency from {LATENCY_CLIENTS[0] * LATENCY_CLIENTS[1]} "
           f"clients paced to {LATENCY_LOAD_SHARE:.0%} of it; {args.requests} requests per query and phase, "
           f"or fewer when a phase reaches {PHASE_SECONDS} s")
