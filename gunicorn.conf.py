@@ -23,7 +23,7 @@ workers = int(os.environ.get("WEB_CONCURRENCY", usable_cores()))
 # worker's other requests run, with no thread hand-offs and no GIL to pass (psycopg cooperates with gevent by itself).
 # Against 8 threads per worker, measured back to back (4 alternating rounds of 6,000 requests from 16 clients, see
 # docs/benchmarks.md): CRUD mix 650 requests/s against 529 (the cores no longer idle 5-11% of the time), creates 617/s
-# against 557; the keep-alive connections also split evenly between the workers, which threads did not. An event loop
+# against 557, with fewer context switches per request (2 against 15). An event loop
 # is not preemptive, so the writer's loops over many resources pause every 10 ms (app/store/turns.py): a 3,000-entry
 # transaction delayed another client of its worker by at most 56-67 ms (105 ms with threads).
 #
