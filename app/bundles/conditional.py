@@ -14,8 +14,8 @@ from app.errors import BadRequest, NotFound
 from app.model.references import references_in
 from app.search.conditional import criteria_pairs
 from app.store.resources import new_id
-from app.store.unit import Unit
 from app.store.turns import let_others_run
+from app.store.unit import Unit
 
 CONDITIONAL_REFERENCE = re.compile(r"[A-Z][A-Za-z]*\?")  # `Type?criteria`; a relative reference is `Type/id`
 BODY_WRITES = frozenset({"create", "update"})

@@ -24,11 +24,11 @@ from app.model.references import local_targets
 from app.model.registry import require_served_type
 from app.model.validation import SERVER_META, check_resource_id, check_resource_type, validate_resource
 from app.search.index import index_rows
-from app.store.turns import let_others_run
 from app.store import batched_writes, postgresql_writes
 from app.store.db import PREPARED, autocommitted, column_in, is_postgresql, transaction_not_begun
 from app.store.index_rows import index_mask, parameter_types_in
 from app.store.schema import resource, resource_history, search_reference
+from app.store.turns import let_others_run
 
 MIN_TICK = timedelta(milliseconds=1)
 MAX_VERSION = 2**31 - 1  # resource.version is a 32-bit integer column
