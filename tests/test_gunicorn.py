@@ -7,7 +7,6 @@ import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
@@ -15,8 +14,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from app.store.db import make_engine
-from tests.conftest import empty_tables, libpq_url
+from tests.conftest import libpq_url
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin" / "gunicorn"
@@ -41,28 +39,20 @@ def exchange(port: int, method: str, path: str, body=None, timeout: float = 60) 
         connection.close()
 
 
-@contextmanager
-def gunicorn_serving(database_url: str, log: Path):
-    """gunicorn with the repository's gunicorn.conf.py and one worker on `database_url`; yields its port."""
-    port = free_port()
+@pytest.fixture
+def served(database_url, tmp_path):
+    """gunicorn with the repository's gunicorn.conf.py and one worker on `database_url`: (port, log path)."""
+    port, log = free_port(), tmp_path / "gunicorn.log"
     env = {**os.environ, "EHR_DATABASE_URL": database_url, "EHR_ALLOWED_HOSTS": "127.0.0.1"}
     with open(log, "wb") as out:
         server = subprocess.Popen([str(GUNICORN), "-w", "1", "-b", f"127.0.0.1:{port}", "wsgi:app"], cwd=ROOT, env=env,
                                   stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_until_ready(server, port, log)
-        yield port
+        yield port, log
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(60) == 0, log.read_text()
-
-
-@pytest.fixture
-def served(database_url, tmp_path):
-    """(port, log path) of gunicorn_serving on each backend."""
-    log = tmp_path / "gunicorn.log"
-    with gunicorn_serving(database_url, log) as port:
-        yield port, log
 
 
 def wait_until_ready(server: subprocess.Popen, port: int, log: Path) -> None:
@@ -122,24 +112,22 @@ def test_a_large_transaction_and_other_clients_are_all_served(served):
     assert status == 200 and [entry["response"]["status"][:3] for entry in response["entry"]] == ["201"] * 1500
 
 
-def test_a_client_is_served_while_another_clients_write_waits_on_a_lock(database_urls, tmp_path):
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_client_is_served_while_another_clients_write_waits_on_a_lock(database_url, served):
     """The gevent worker's database waits let its loop serve others: with one worker, a read answers while an update
     waits for a row lock held elsewhere. A driver that blocked the loop would hold the read until the lock went."""
-    url = database_urls["postgresql"]
-    engine = make_engine(url)
-    empty_tables(engine)
-    engine.dispose()
-    with gunicorn_serving(url, tmp_path / "gunicorn.log") as port:
-        assert exchange(port, "PUT", "/fhir/Patient/held", {"resourceType": "Patient", "id": "held", "active": True})[0] == 201
-        with psycopg.connect(libpq_url(make_url(url))) as locker, ThreadPoolExecutor(1) as pool:
-            locker.execute("SELECT 1 FROM resource WHERE res_type = 'Patient' AND res_id = 'held' FOR UPDATE")
-            update = pool.submit(exchange, port, "PUT", "/fhir/Patient/held", {"resourceType": "Patient", "id": "held", "active": False})
-            wait_for_lock_waiter(libpq_url(make_url(url)))
-            status, read = exchange(port, "GET", "/fhir/Patient/held", timeout=30)
-            assert (status, read["active"], update.done()) == (200, True, False)
-            locker.rollback()
-            assert update.result()[0] == 200
-        assert exchange(port, "GET", "/fhir/Patient/held")[1]["active"] is False
+    port, _ = served
+    dsn = libpq_url(make_url(database_url))
+    assert exchange(port, "PUT", "/fhir/Patient/held", {"resourceType": "Patient", "id": "held", "active": True})[0] == 201
+    with psycopg.connect(dsn) as locker, ThreadPoolExecutor(1) as pool:
+        locker.execute("SELECT 1 FROM resource WHERE res_type = 'Patient' AND res_id = 'held' FOR UPDATE")
+        update = pool.submit(exchange, port, "PUT", "/fhir/Patient/held", {"resourceType": "Patient", "id": "held", "active": False})
+        wait_for_lock_waiter(dsn)
+        status, read = exchange(port, "GET", "/fhir/Patient/held", timeout=30)
+        assert (status, read["active"], update.done()) == (200, True, False)
+        locker.rollback()
+        assert update.result()[0] == 200
+    assert exchange(port, "GET", "/fhir/Patient/held")[1]["active"] is False
 
 
 def wait_for_lock_waiter(dsn: str) -> None:
