@@ -15,6 +15,7 @@ from app.errors import DatabaseUnavailable
 from app.feeds import installed_feeds
 from app.loader import LoadReport, bundle_candidates, load_candidates, read_candidates
 from app.model.registry import is_served
+from app.security.commands import security_commands
 from app.store.reindex import reindex, resources_to_reindex
 from app.store import migrate
 from app.store.db import is_missing_database, make_engine, open_database
@@ -89,6 +90,10 @@ def createdb_command(url: URL) -> str:
 @click.group(cls=CommandLine)
 def main():
     """EHR integration server: a FHIR R4 server with an HL7 v2 feed."""
+
+
+for command in security_commands(settings_engine):
+    main.add_command(command)
 
 
 @main.group()

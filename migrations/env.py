@@ -4,6 +4,7 @@ from sqlalchemy import create_engine
 
 from app.store import metadata
 import interop.hl7v2.tables  # noqa: F401  the feed's tables, on the same metadata
+import app.security.tables  # noqa: F401  the authorization server's tables, on the same metadata
 
 
 def run_migrations(connection) -> None:

@@ -24,10 +24,11 @@ EHR = Path(sys.executable).with_name("ehr")
 COMMAND_TIMEOUT_SECONDS = 300
 
 
-def ehr(database_url: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+def ehr(database_url: str, *args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess:
     """Run the installed console script with EHR_DATABASE_URL set, as an operator would."""
     env = {**os.environ, "EHR_DATABASE_URL": database_url}
-    return subprocess.run([str(EHR), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_SECONDS)
+    return subprocess.run([str(EHR), *args], env=env, cwd=cwd, input=stdin, capture_output=True, text=True,
+                          timeout=COMMAND_TIMEOUT_SECONDS)
 
 
 @pytest.fixture(params=("sqlite", "postgresql"))

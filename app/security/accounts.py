@@ -1,0 +1,163 @@
+"""The authorization server's accounts: OAuth clients (SMART apps and backend services) and the users who log in.
+
+Client secrets are random (256 bits) and stored as their SHA-256, which is enough for a secret nobody chose; user
+passwords are stored as argon2id hashes (argon2-cffi's defaults). A client's registered scopes are the most it can
+ever be granted: they are parsed here, so a malformed one is refused at registration, not at the first launch.
+"""
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from urllib.parse import urlsplit
+
+import orjson
+from argon2 import PasswordHasher
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from app.security.scopes import parse_scopes
+from app.security.tables import app_user, oauth_client
+
+AUTH_METHODS = ("none", "client_secret_basic", "private_key_jwt")
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+FHIR_USER_TYPES = ("Patient", "Practitioner")
+PASSWORDS = PasswordHasher()
+
+
+class AccountError(ValueError):
+    """A registration that cannot be stored, with what to change."""
+
+
+@dataclass(frozen=True)
+class Client:
+    client_id: str
+    name: str
+    redirect_uris: tuple[str, ...]
+    scope: str
+    auth_method: str
+    jwks: dict | None
+    jwks_uri: str | None
+    secret_hash: str | None
+
+    def check_secret(self, secret: str) -> bool:
+        return self.secret_hash is not None and hmac.compare_digest(self.secret_hash, secret_hash(secret))
+
+    def listed(self) -> dict:
+        """What `ehr clients list` shows of a client: everything but its secret's hash."""
+        return {"client_id": self.client_id, "name": self.name, "auth_method": self.auth_method,
+                "redirect_uris": list(self.redirect_uris), "scope": self.scope, "jwks_uri": self.jwks_uri,
+                "keys": [key.get("kid") for key in (self.jwks or {}).get("keys", [])]}
+
+
+@dataclass(frozen=True)
+class ClientRegistration:
+    name: str
+    redirect_uris: tuple[str, ...]
+    scope: str
+    auth_method: str
+    jwks: dict | None = None
+    jwks_uri: str | None = None
+
+
+def register_client(connection: Connection, registration: ClientRegistration) -> dict:
+    """Store a new client; returns its `client_id`, and for client_secret_basic its `client_secret` (shown once)."""
+    check_registration(registration)
+    client_id = secrets.token_urlsafe(16)
+    secret = secrets.token_urlsafe(32) if registration.auth_method == "client_secret_basic" else None
+    connection.execute(insert(oauth_client).values(
+        client_id=client_id, name=registration.name, redirect_uris=orjson.dumps(list(registration.redirect_uris)).decode(),
+        scope=registration.scope, auth_method=registration.auth_method, secret_hash=secret and secret_hash(secret),
+        jwks=registration.jwks and orjson.dumps(registration.jwks).decode(), jwks_uri=registration.jwks_uri,
+        created_at=datetime.now(timezone.utc),
+    ))
+    return {"client_id": client_id, **({"client_secret": secret} if secret else {})}
+
+
+def check_registration(registration: ClientRegistration) -> None:
+    if not registration.name.strip():
+        raise AccountError("A client needs a name.")
+    if registration.auth_method not in AUTH_METHODS:
+        raise AccountError(f"Unknown client authentication '{registration.auth_method}': one of {', '.join(AUTH_METHODS)}.")
+    if registration.auth_method != "private_key_jwt" and not registration.redirect_uris:
+        raise AccountError("A public or secret client needs at least one redirect URI for the authorization code flow.")
+    if registration.auth_method == "private_key_jwt" and not (registration.jwks or registration.jwks_uri):
+        raise AccountError("A private_key_jwt client needs its public keys: a JWK Set, or the https URL of one.")
+    for uri in registration.redirect_uris:
+        check_redirect_uri(uri)
+    if registration.jwks is not None:
+        check_public_key_set(registration.jwks)
+    if registration.jwks_uri is not None and urlsplit(registration.jwks_uri).scheme != "https":
+        raise AccountError(f"The JWK Set URL '{registration.jwks_uri}' must be https.")
+    parse_scopes(registration.scope)  # ScopeError says which scope is malformed
+
+
+def check_redirect_uri(uri: str) -> None:
+    """An absolute URL without a fragment (RFC 6749, 3.1.2); https, or http on this machine for development."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("https", "http") or not parts.hostname or parts.fragment:
+        raise AccountError(f"The redirect URI '{uri}' must be an absolute https URL without a fragment.")
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        raise AccountError(f"The redirect URI '{uri}' must be https (plain http only on localhost).")
+
+
+def check_public_key_set(jwks: dict) -> None:
+    """A JWK Set of public RSA or EC keys, each with a kid, that the token endpoint can verify assertions with."""
+    keys = jwks.get("keys") if isinstance(jwks, dict) else None
+    if not keys or not isinstance(keys, list):
+        raise AccountError('A JWK Set is a JSON object {"keys": [...]} with at least one key.')
+    for key in keys:
+        if not isinstance(key, dict) or "d" in key or key.get("kty") not in ("RSA", "EC") or not key.get("kid"):
+            raise AccountError("Each key of the JWK Set must be a public RSA or EC key with a kid (and no private part).")
+    try:
+        KeySet.import_key_set(jwks)
+    except (JoseError, ValueError, TypeError) as error:
+        raise AccountError(f"The JWK Set cannot be read: {error}.") from None
+
+
+def secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def find_client(connection: Connection, client_id: str) -> Client | None:
+    row = connection.execute(select(oauth_client).where(oauth_client.c.client_id == client_id)).first()
+    return client_from_row(row) if row else None
+
+
+def all_clients(connection: Connection) -> list[Client]:
+    return [client_from_row(row) for row in connection.execute(select(oauth_client).order_by(oauth_client.c.id))]
+
+
+def client_from_row(row) -> Client:
+    return Client(row.client_id, row.name, tuple(orjson.loads(row.redirect_uris)), row.scope, row.auth_method,
+                  orjson.loads(row.jwks) if row.jwks else None, row.jwks_uri, row.secret_hash)
+
+
+def remove_client(connection: Connection, client_id: str) -> bool:
+    """False when there was no such client."""
+    return connection.execute(delete(oauth_client).where(oauth_client.c.client_id == client_id)).rowcount == 1
+
+
+def add_user(connection: Connection, username: str, password: str, fhir_user: str | None) -> None:
+    """Store a login; `fhir_user` (Patient/ID or Practitioner/ID) is the FHIR resource the user is."""
+    if not username.strip() or username != username.strip():
+        raise AccountError("A username must be non-empty, without spaces at either end.")
+    if len(password) < 8:
+        raise AccountError("A password must have at least 8 characters.")
+    check_fhir_user(fhir_user)
+    try:
+        with connection.begin_nested():
+            connection.execute(insert(app_user).values(username=username, password_hash=PASSWORDS.hash(password),
+                                                       fhir_user=fhir_user, created_at=datetime.now(timezone.utc)))
+    except IntegrityError:
+        raise AccountError(f"There is already a user named '{username}'.") from None
+
+
+def check_fhir_user(fhir_user: str | None) -> None:
+    if fhir_user is None:
+        return
+    type_name, slash, resource_id = fhir_user.partition("/")
+    if type_name not in FHIR_USER_TYPES or not slash or not resource_id or "/" in resource_id:
+        raise AccountError(f"'{fhir_user}' must be Patient/ID or Practitioner/ID.")

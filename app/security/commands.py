@@ -1,0 +1,102 @@
+"""`ehr clients` and `ehr users`: register the authorization server's clients and users from the command line.
+
+Each command prints JSON that scripts can read (`clients add` prints the new client's id, and its secret once)."""
+import sys
+
+import click
+import orjson
+from sqlalchemy import Engine
+
+from app.errors import FhirError
+from app.security.accounts import AccountError, ClientRegistration, add_user, all_clients, check_fhir_user, register_client, remove_client
+from app.security.scopes import ScopeError
+from app.store.unit import reading
+
+
+def print_json(value) -> None:
+    click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+
+
+def refused(error: Exception) -> click.ClickException:
+    return click.ClickException(str(error))
+
+
+def security_commands(open_engine) -> list[click.Command]:
+    """The commands, opening the database with `open_engine()` when they run."""
+
+    @click.group()
+    def clients():
+        """OAuth clients: SMART apps and backend services."""
+
+    @clients.command("add")
+    @click.option("--name", required=True, help="The app's name, shown to patients on the consent page.")
+    @click.option("--redirect-uri", "redirect_uris", multiple=True, help="Where the authorization code goes (repeatable).")
+    @click.option("--scope", required=True, help="The most the client may be granted, space-separated SMART scopes.")
+    @click.option("--public", is_flag=True, help="A public app (browser or mobile): PKCE, no secret.")
+    @click.option("--secret", is_flag=True, help="A confidential app with a client secret.")
+    @click.option("--jwks", "jwks_file", type=click.File("rb"), help="A backend service's public JWK Set (private_key_jwt).")
+    @click.option("--jwks-uri", help="The https URL of a backend service's JWK Set (private_key_jwt).")
+    def clients_add(name, redirect_uris, scope, public, secret, jwks_file, jwks_uri):
+        """Register a client; prints {"client_id": ...} (and "client_secret" for --secret, shown only now)."""
+        if [bool(given) for given in (public, secret, jwks_file, jwks_uri)].count(True) != 1:
+            raise click.UsageError("Give exactly one of --public, --secret, --jwks FILE and --jwks-uri URL.")
+        auth_method = "none" if public else "client_secret_basic" if secret else "private_key_jwt"
+        try:
+            jwks = orjson.loads(jwks_file.read()) if jwks_file else None
+            registration = ClientRegistration(name, tuple(redirect_uris), scope, auth_method, jwks, jwks_uri)
+            with open_engine().begin() as connection:
+                print_json(register_client(connection, registration))
+        except (AccountError, ScopeError, orjson.JSONDecodeError) as error:
+            raise refused(error) from None
+
+    @clients.command("list")
+    def clients_list():
+        """Print the registered clients as a JSON array (secrets are never shown)."""
+        with open_engine().connect() as connection:
+            print_json([client.listed() for client in all_clients(connection)])
+
+    @clients.command("remove")
+    @click.argument("client_id")
+    def clients_remove(client_id):
+        """Remove a client: it can no longer get tokens."""
+        with open_engine().begin() as connection:
+            if not remove_client(connection, client_id):
+                raise click.ClickException(f"There is no client '{client_id}'.")
+        print_json({"removed": client_id})
+
+    @click.group()
+    def users():
+        """Logins of patients and practitioners."""
+
+    @users.command("add")
+    @click.option("--username", required=True)
+    @click.option("--password-stdin", is_flag=True, required=True, help="Read the password from the first line of stdin.")
+    @click.option("--patient", "fhir_user", help="The Patient the user is (Patient/ID).")
+    @click.option("--practitioner", help="The Practitioner the user is (Practitioner/ID).")
+    def users_add(username, password_stdin, fhir_user, practitioner):
+        """Create a login bound to a FHIR identity, which must exist."""
+        if fhir_user and practitioner:
+            raise click.UsageError("Give --patient or --practitioner, not both.")
+        if fhir_user and not fhir_user.startswith("Patient/") or practitioner and not practitioner.startswith("Practitioner/"):
+            raise click.UsageError("--patient takes Patient/ID and --practitioner takes Practitioner/ID.")
+        fhir_user = fhir_user or practitioner
+        password = sys.stdin.readline().rstrip("\r\n")
+        engine = open_engine()
+        try:
+            if fhir_user:
+                check_identity_exists(engine, fhir_user)
+            with engine.begin() as connection:
+                add_user(connection, username, password, fhir_user)
+        except (AccountError, FhirError) as error:
+            raise refused(error) from None
+        print_json({"username": username, "fhirUser": fhir_user})
+
+    return [clients, users]
+
+
+def check_identity_exists(engine: Engine, fhir_user: str) -> None:
+    """NotFound or Gone unless `fhir_user` (Patient/ID or Practitioner/ID) is a live resource."""
+    check_fhir_user(fhir_user)
+    type_name, _, resource_id = fhir_user.partition("/")
+    with reading(engine) as unit:
+        unit.read(type_name, resource_id)
