@@ -8,6 +8,8 @@ from app.rest.operations import operations
 from app.rest.outcome import register_error_handlers
 from app.rest.routes import fhir
 from app.rest.urls import configure_urls
+from app.security.oauth import authorization_server
+from app.security.views import auth
 from app.store.db import open_database
 from app.store.migrate import check_schema_current
 
@@ -29,10 +31,12 @@ def create_app(settings: Settings | None = None, bind_host: str | None = None) -
         TRUSTED_HOSTS=trusted_hosts(settings, bind_host),
     )
     app.extensions["ehr.engine"] = engine
+    app.extensions["ehr.oauth"] = authorization_server(app, engine)
     configure_urls(app)
     app.register_blueprint(fhir)
     app.register_blueprint(operations)
     app.register_blueprint(health)
+    app.register_blueprint(auth)
     for feed in installed_feeds():
         for blueprint in feed.blueprints:
             app.register_blueprint(blueprint)

@@ -86,21 +86,21 @@ def check_registration(registration: ClientRegistration) -> None:
     if registration.auth_method == "private_key_jwt" and not (registration.jwks or registration.jwks_uri):
         raise AccountError("A private_key_jwt client needs its public keys: a JWK Set, or the https URL of one.")
     for uri in registration.redirect_uris:
-        check_redirect_uri(uri)
+        check_client_url(uri, "redirect URI")
     if registration.jwks is not None:
         check_public_key_set(registration.jwks)
-    if registration.jwks_uri is not None and urlsplit(registration.jwks_uri).scheme != "https":
-        raise AccountError(f"The JWK Set URL '{registration.jwks_uri}' must be https.")
+    if registration.jwks_uri is not None:
+        check_client_url(registration.jwks_uri, "JWK Set URL")
     parse_scopes(registration.scope)  # ScopeError says which scope is malformed
 
 
-def check_redirect_uri(uri: str) -> None:
+def check_client_url(uri: str, what: str) -> None:
     """An absolute URL without a fragment (RFC 6749, 3.1.2); https, or http on this machine for development."""
     parts = urlsplit(uri)
     if parts.scheme not in ("https", "http") or not parts.hostname or parts.fragment:
-        raise AccountError(f"The redirect URI '{uri}' must be an absolute https URL without a fragment.")
+        raise AccountError(f"The {what} '{uri}' must be an absolute https URL without a fragment.")
     if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
-        raise AccountError(f"The redirect URI '{uri}' must be https (plain http only on localhost).")
+        raise AccountError(f"The {what} '{uri}' must be https (plain http only on localhost).")
 
 
 def check_public_key_set(jwks: dict) -> None:

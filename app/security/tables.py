@@ -1,6 +1,7 @@
-"""The security tables, on the store's metadata: the OAuth clients registered with the authorization server and the
-users who log in to it. No module outside app/security queries them."""
-from sqlalchemy import Column, DateTime, Identity, String, Table, Text
+"""The security tables, on the store's metadata: the OAuth clients registered with the authorization server, the
+users who log in to it, the tokens it issued and the client assertions it accepted. No module outside app/security
+queries them."""
+from sqlalchemy import Column, DateTime, Identity, Index, String, Table, Text, UniqueConstraint
 
 from app.store import Sequence, metadata
 
@@ -31,4 +32,36 @@ app_user = Table(
     Column("password_hash", String(200), nullable=False),
     Column("fhir_user", String(200)),  # Patient/ID or Practitioner/ID
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# An issued access token (and its refresh token, if any), kept as SHA-256 hashes: a copy of the table grants nothing.
+oauth_token = Table(
+    "oauth_token",
+    metadata,
+    Column("id", Sequence, Identity(), primary_key=True),
+    Column("access_token_hash", String(64), nullable=False, unique=True),
+    Column("refresh_token_hash", String(64), unique=True),
+    Column("client_id", String(64), nullable=False),
+    Column("scope", Text, nullable=False),  # what was granted
+    Column("username", String(200)),  # the user who granted it; none for a backend service
+    Column("fhir_user", String(200)),
+    Column("patient", String(64)),  # the launch context: the patient's id, and the encounter's
+    Column("encounter", String(64)),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("refresh_expires_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+    Index("ix_oauth_token_client_id", "client_id"),
+)
+
+# The jti of each client assertion accepted (SMART Backend Services, RFC 7523): the same one again is a replay. Kept
+# until the assertion expires.
+oauth_assertion = Table(
+    "oauth_assertion",
+    metadata,
+    Column("id", Sequence, Identity(), primary_key=True),
+    Column("client_id", String(64), nullable=False),
+    Column("jti", String(255), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("client_id", "jti", name="uq_oauth_assertion_client_jti"),
 )

@@ -1,4 +1,4 @@
-"""SMART on FHIR: the OAuth clients and the users of the authorization server.
+"""SMART on FHIR: the authorization server's clients, users, issued tokens and accepted client assertions.
 
 Revision ID: 0008
 Revises: 0007
@@ -37,8 +37,35 @@ def upgrade() -> None:
         sa.Column("fhir_user", sa.String(200)),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
+    op.create_table(
+        "oauth_token",
+        sa.Column("id", SEQ, sa.Identity(), primary_key=True),
+        sa.Column("access_token_hash", sa.String(64), nullable=False, unique=True),
+        sa.Column("refresh_token_hash", sa.String(64), unique=True),
+        sa.Column("client_id", sa.String(64), nullable=False),
+        sa.Column("scope", sa.Text, nullable=False),
+        sa.Column("username", sa.String(200)),
+        sa.Column("fhir_user", sa.String(200)),
+        sa.Column("patient", sa.String(64)),
+        sa.Column("encounter", sa.String(64)),
+        sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("refresh_expires_at", sa.DateTime(timezone=True)),
+        sa.Column("revoked_at", sa.DateTime(timezone=True)),
+    )
+    op.create_index("ix_oauth_token_client_id", "oauth_token", ["client_id"])
+    op.create_table(
+        "oauth_assertion",
+        sa.Column("id", SEQ, sa.Identity(), primary_key=True),
+        sa.Column("client_id", sa.String(64), nullable=False),
+        sa.Column("jti", sa.String(255), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.UniqueConstraint("client_id", "jti", name="uq_oauth_assertion_client_jti"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("oauth_assertion")
+    op.drop_table("oauth_token")
     op.drop_table("app_user")
     op.drop_table("oauth_client")

@@ -1,0 +1,78 @@
+"""Issued tokens and accepted client assertions, as the authorization server stores them.
+
+Access and refresh tokens are random strings handed to the client once; the table keeps their SHA-256, so reading
+the database does not give anyone a usable token. A token is live until it expires or is revoked.
+"""
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from app.security.tables import oauth_assertion, oauth_token
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """What a live access token grants, found by the token itself."""
+
+    client_id: str
+    scope: str
+    username: str | None
+    fhir_user: str | None
+    patient: str | None
+    encounter: str | None
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class TokenContext:
+    """Who a token is issued to and for: the user and the launch context (none for a backend service)."""
+
+    client_id: str
+    scope: str
+    username: str | None = None
+    fhir_user: str | None = None
+    patient: str | None = None
+    encounter: str | None = None
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def save_token(connection: Connection, context: TokenContext, token: dict, now: datetime) -> None:
+    """Store a token response's access token (and refresh token) for `context`."""
+    connection.execute(insert(oauth_token).values(
+        access_token_hash=token_hash(token["access_token"]),
+        refresh_token_hash=token_hash(token["refresh_token"]) if token.get("refresh_token") else None,
+        client_id=context.client_id, scope=context.scope, username=context.username, fhir_user=context.fhir_user,
+        patient=context.patient, encounter=context.encounter, issued_at=now,
+        expires_at=now + timedelta(seconds=token["expires_in"]),
+    ))
+
+
+def live_access_token(connection: Connection, token: str, now: datetime) -> IssuedToken | None:
+    """What `token` grants, or None if it was never issued, has expired or was revoked."""
+    row = connection.execute(select(oauth_token).where(oauth_token.c.access_token_hash == token_hash(token))).first()
+    if row is None or row.revoked_at is not None or as_utc(row.expires_at) <= now:
+        return None
+    return IssuedToken(row.client_id, row.scope, row.username, row.fhir_user, row.patient, row.encounter, as_utc(row.expires_at))
+
+
+def as_utc(moment: datetime) -> datetime:
+    """SQLite gives back naive datetimes for what was stored in UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def accept_assertion_once(connection: Connection, client_id: str, jti: str, expires_at: datetime, now: datetime) -> bool:
+    """Record a client assertion's jti; False when the client used it before (a replay). Forgets expired ones."""
+    connection.execute(delete(oauth_assertion).where(oauth_assertion.c.expires_at < now))
+    try:
+        with connection.begin_nested():
+            connection.execute(insert(oauth_assertion).values(client_id=client_id, jti=jti, expires_at=expires_at))
+    except IntegrityError:
+        return False
+    return True
+
