@@ -92,7 +92,12 @@ def main():
     """EHR integration server: a FHIR R4 server with an HL7 v2 feed."""
 
 
-for command in security_commands(settings_engine):
+def public_fhir_base() -> str:
+    """EHR_BASE_URL, or where `ehr serve` listens by default."""
+    return load_settings().base_url or f"http://{DEFAULT_HOST}:{DEFAULT_PORT}/fhir"
+
+
+for command in security_commands(settings_engine, public_fhir_base):
     main.add_command(command)
 
 

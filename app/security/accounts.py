@@ -53,6 +53,16 @@ class Client:
 
 
 @dataclass(frozen=True)
+class User:
+    username: str
+    fhir_user: str | None  # Patient/ID or Practitioner/ID
+
+    def patient_id(self) -> str | None:
+        type_name, _, resource_id = (self.fhir_user or "").partition("/")
+        return resource_id if type_name == "Patient" else None
+
+
+@dataclass(frozen=True)
 class ClientRegistration:
     name: str
     redirect_uris: tuple[str, ...]
@@ -153,6 +163,11 @@ def add_user(connection: Connection, username: str, password: str, fhir_user: st
                                                        fhir_user=fhir_user, created_at=datetime.now(timezone.utc)))
     except IntegrityError:
         raise AccountError(f"There is already a user named '{username}'.") from None
+
+
+def find_user(connection: Connection, username: str) -> User | None:
+    row = connection.execute(select(app_user.c.username, app_user.c.fhir_user).where(app_user.c.username == username)).first()
+    return User(row.username, row.fhir_user) if row else None
 
 
 def check_fhir_user(fhir_user: str | None) -> None:

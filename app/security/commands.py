@@ -1,15 +1,20 @@
-"""`ehr clients` and `ehr users`: register the authorization server's clients and users from the command line.
+"""`ehr clients`, `ehr users` and `ehr tokens`: the authorization server's clients and users, and tokens issued
+from the command line for operators' scripts and integration tests.
 
 Each command prints JSON that scripts can read (`clients add` prints the new client's id, and its secret once)."""
 import sys
+from datetime import datetime, timezone
 
 import click
 import orjson
 from sqlalchemy import Engine
 
 from app.errors import FhirError
-from app.security.accounts import AccountError, ClientRegistration, add_user, all_clients, check_fhir_user, register_client, remove_client
+from app.security.accounts import (
+    AccountError, ClientRegistration, add_user, all_clients, check_fhir_user, find_client, find_user, register_client, remove_client,
+)
 from app.security.scopes import ScopeError
+from app.security.user_tokens import GrantError, UserGrant, issue_user_token
 from app.store.unit import reading
 
 
@@ -21,8 +26,12 @@ def refused(error: Exception) -> click.ClickException:
     return click.ClickException(str(error))
 
 
-def security_commands(open_engine) -> list[click.Command]:
-    """The commands, opening the database with `open_engine()` when they run."""
+MAX_TOKEN_SECONDS = 365 * 24 * 3600
+
+
+def security_commands(open_engine, fhir_base) -> list[click.Command]:
+    """The commands, opening the database with `open_engine()` when they run; `fhir_base()` is this server's public
+    FHIR base URL, which id_tokens name as their issuer."""
 
     @click.group()
     def clients():
@@ -91,7 +100,28 @@ def security_commands(open_engine) -> list[click.Command]:
             raise refused(error) from None
         print_json({"username": username, "fhirUser": fhir_user})
 
-    return [clients, users]
+    @click.group()
+    def tokens():
+        """Access tokens issued from the command line."""
+
+    @tokens.command("issue")
+    @click.option("--username", required=True, help="The user the token acts for.")
+    @click.option("--client", "client_id", required=True, help="The client the token is issued to.")
+    @click.option("--scope", required=True, help="Space-separated SMART scopes; narrowed to the client's registration.")
+    @click.option("--expires-in", type=click.IntRange(1, MAX_TOKEN_SECONDS), default=3600, show_default=True, help="Seconds.")
+    def tokens_issue(username, client_id, scope, expires_in):
+        """Issue a token as the token endpoint would after the user's consent; prints the token response."""
+        with open_engine().begin() as connection:
+            client, user = find_client(connection, client_id), find_user(connection, username)
+            if client is None or user is None:
+                raise click.ClickException(f"There is no client '{client_id}'." if client is None else f"There is no user '{username}'.")
+            try:
+                response = issue_user_token(connection, UserGrant(client, user, scope, expires_in, fhir_base()), datetime.now(timezone.utc))
+            except GrantError as error:
+                raise refused(error) from None
+        print_json(response)
+
+    return [clients, users, tokens]
 
 
 def check_identity_exists(engine: Engine, fhir_user: str) -> None:

@@ -1,6 +1,6 @@
 """The security tables, on the store's metadata: the OAuth clients registered with the authorization server, the
-users who log in to it, the tokens it issued and the client assertions it accepted. No module outside app/security
-queries them."""
+users who log in to it, the tokens it issued, the client assertions it accepted and its own signing keys. No module
+outside app/security queries them."""
 from sqlalchemy import Column, DateTime, Identity, Index, String, Table, Text, UniqueConstraint
 
 from app.store import Sequence, metadata
@@ -64,4 +64,13 @@ oauth_assertion = Table(
     Column("jti", String(255), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("client_id", "jti", name="uq_oauth_assertion_client_jti"),
+)
+
+# The authorization server's own RSA keys (app/security/keys.py): the newest signs id_tokens, recent ones are published.
+signing_key = Table(
+    "signing_key",
+    metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("private_jwk", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )

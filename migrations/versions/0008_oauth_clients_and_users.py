@@ -1,4 +1,5 @@
-"""SMART on FHIR: the authorization server's clients, users, issued tokens and accepted client assertions.
+"""SMART on FHIR: the authorization server's clients, users, issued tokens, accepted client
+assertions and its own signing keys.
 
 Revision ID: 0008
 Revises: 0007
@@ -62,9 +63,16 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.UniqueConstraint("client_id", "jti", name="uq_oauth_assertion_client_jti"),
     )
+    op.create_table(
+        "signing_key",
+        sa.Column("kid", sa.String(64), primary_key=True),
+        sa.Column("private_jwk", sa.Text, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("signing_key")
     op.drop_table("oauth_assertion")
     op.drop_table("oauth_token")
     op.drop_table("app_user")

@@ -1,0 +1,64 @@
+"""What a user's grant to an app issues: an access token bound to the user and the launch context, and with `openid`
+an id_token. The token endpoint's authorization code flow and `ehr tokens issue` answer with the same response.
+"""
+from dataclasses import dataclass
+from datetime import datetime
+
+from authlib.common.security import generate_token
+from sqlalchemy import Connection
+
+from app.security.accounts import Client, User
+from app.security.identity import id_token
+from app.security.scopes import REFRESH_SCOPES, Grant, ScopeError, parse_scopes
+from app.security.tokens import TokenContext, save_token
+
+ACCESS_TOKEN_LENGTH = 42  # authlib's own bearer tokens are this long
+
+
+class GrantError(ValueError):
+    """Nothing can be granted as asked, with why (the token endpoint's invalid_scope)."""
+
+
+@dataclass(frozen=True)
+class UserGrant:
+    client: Client
+    user: User
+    scope: str  # as asked
+    expires_in: int
+    issuer: str  # this server's FHIR base URL, the id_token's iss
+    nonce: str | None = None
+
+
+def issue_user_token(connection: Connection, grant: UserGrant, now: datetime) -> dict:
+    """Store and return a token response for `grant`: the scopes narrowed to the client's registration."""
+    granted = granted_user_scopes(grant.client, grant.user, grant.scope)
+    patient = grant.user.patient_id() if "patient" in granted.contexts() or "launch/patient" in granted.other else None
+    response = {"access_token": generate_token(ACCESS_TOKEN_LENGTH), "token_type": "Bearer", "expires_in": grant.expires_in,
+                "scope": " ".join(granted.texts())}
+    if patient:
+        response["patient"] = patient
+    if "openid" in granted.other and granted.other & {"fhirUser", "profile"}:
+        fhir_user = grant.user.fhir_user if "fhirUser" in granted.other else None
+        response["id_token"] = id_token(connection, now, grant.issuer, grant.client.client_id, grant.user.username, fhir_user, grant.nonce)
+    context = TokenContext(grant.client.client_id, response["scope"], grant.user.username, grant.user.fhir_user, patient)
+    save_token(connection, context, response, now)
+    return response
+
+
+def granted_user_scopes(client: Client, user: User, requested: str) -> Grant:
+    """The scopes asked for that the client is registered for, without refresh scopes (refresh tokens are not issued
+    yet); GrantError when they ask for system/ access, for a patient's data with no patient in context, or for
+    nothing the client may have."""
+    try:
+        wanted = parse_scopes(requested)
+    except ScopeError as error:
+        raise GrantError(str(error)) from None
+    if "system" in wanted.contexts():
+        raise GrantError("system/ scopes are for backend services (client_credentials), not for a user's grant.")
+    if "patient" in wanted.contexts() and user.patient_id() is None:
+        raise GrantError(f"patient/ scopes need a patient in context, and the user is {user.fhir_user or 'no patient'}.")
+    granted = wanted.within(parse_scopes(client.scope))
+    granted = Grant(granted.resource_scopes, granted.other - REFRESH_SCOPES, frozenset())
+    if not granted.resource_scopes and not granted.other:
+        raise GrantError(f"None of the scopes asked for is registered for this client ({client.scope}).")
+    return granted
