@@ -2,7 +2,8 @@
 
 Today it answers the token endpoint for SMART Backend Services: the `client_credentials` grant, with the client
 authenticated by a signed JWT assertion (`private_key_jwt`, RFC 7523, as SMART profiles it) or by its secret
-(`client_secret_basic`), and `system/` scopes only.
+(`client_secret_basic`), and `system/` scopes only; and revocation (RFC 7009) and introspection (RFC 7662) of the
+tokens a client was issued, by that client.
 """
 import time
 import urllib.request
@@ -12,9 +13,11 @@ from datetime import datetime, timezone
 import orjson
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload
-from authlib.oauth2.rfc6749 import ClientMixin, InsecureTransportError, InvalidClientError, InvalidScopeError, OAuth2Request
+from authlib.oauth2.rfc6749 import ClientMixin, InsecureTransportError, InvalidClientError, InvalidScopeError, OAuth2Request, TokenMixin
 from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
+from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from flask import Flask, current_app, request
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -23,9 +26,12 @@ from sqlalchemy import Engine
 
 from app.security.accounts import Client, find_client
 from app.security.scopes import ScopeError, parse_scopes
-from app.security.tokens import TokenContext, accept_assertion_once, save_token
+from app.security.tokens import TokenContext, TokenRecord, accept_assertion_once, find_token, revoke_token, save_token
 
 TOKEN_PATH = "/auth/token"
+REVOCATION_PATH = "/auth/revoke"
+INTROSPECTION_PATH = "/auth/introspect"
+ENDPOINT_AUTH_METHODS = ["client_secret_basic", "private_key_jwt", "none"]  # a public app revokes its own tokens too
 ASSERTION_ALGORITHMS = ["RS384", "ES384", "RS256", "ES256"]  # SMART requires RS384 and ES384; never HS* or none
 MAX_ASSERTION_LIFETIME_SECONDS = 300  # SMART Backend Services: exp no more than five minutes ahead
 BACKEND_TOKEN_SECONDS = 300  # the lifetime SMART Backend Services recommends for its access tokens
@@ -155,6 +161,68 @@ def granted_system_scope(client: Client, requested: str | None) -> str:
     return " ".join(granted.texts())
 
 
+class OAuthToken(TokenMixin):
+    """An issued token as authlib's revocation and introspection endpoints ask about it."""
+
+    def __init__(self, record: TokenRecord):
+        self.record = record
+
+    def check_client(self, client):
+        return client.get_client_id() == self.record.client_id
+
+    def get_scope(self):
+        return self.record.scope
+
+    def get_expires_in(self):
+        return int((self.record.expires_at - self.record.issued_at).total_seconds())
+
+    def is_expired(self):
+        return self.record.expires_at <= now_utc()
+
+    def is_revoked(self):
+        return self.record.revoked_at is not None
+
+
+class TokensOfTheEngine:
+    """Revocation and introspection find tokens in the engine's database by their value."""
+
+    def __init__(self, server, engine: Engine):
+        super().__init__(server)
+        self.engine = engine
+
+    def query_token(self, token_string, token_type_hint):
+        with self.engine.connect() as connection:
+            record = find_token(connection, token_string)
+        return OAuthToken(record) if record else None
+
+
+class SmartRevocationEndpoint(TokensOfTheEngine, RevocationEndpoint):
+    """RFC 7009: a client revokes a token it was issued (the access token and its refresh token together)."""
+
+    CLIENT_AUTH_METHODS = ENDPOINT_AUTH_METHODS
+
+    def revoke_token(self, token, request):
+        with self.engine.begin() as connection:
+            revoke_token(connection, token.record.id, now_utc())
+
+
+class SmartIntrospectionEndpoint(TokensOfTheEngine, IntrospectionEndpoint):
+    """RFC 7662, with SMART's launch context: a client learns whether a token it was issued is active, and what it
+    grants. Any other token is reported inactive."""
+
+    CLIENT_AUTH_METHODS = ["client_secret_basic", "private_key_jwt"]
+
+    def check_permission(self, token, client, request):
+        return token.check_client(client)
+
+    def introspect_token(self, token):
+        record = token.record
+        payload = {"active": True, "client_id": record.client_id, "scope": record.scope, "token_type": "Bearer",
+                   "iat": int(record.issued_at.timestamp()), "exp": int(record.expires_at.timestamp())}
+        optional = {"sub": record.username, "fhirUser": record.fhir_user, "patient": record.patient}
+        return payload | {name: value for name, value in optional.items() if value}
+
+
 def public_url() -> str:
     """The request's URL as the client sent it: behind a proxy that ends TLS, EHR_BASE_URL gives the scheme and host
     (authlib refuses plain http on any host but this machine's)."""
@@ -192,6 +260,12 @@ class SmartAuthorizationServer(AuthorizationServer):
         except InsecureTransportError as error:
             return self.handle_error_response(None, error)
 
+    def create_endpoint_response(self, name, request=None):
+        try:
+            return super().create_endpoint_response(name, request)
+        except InsecureTransportError as error:
+            return self.handle_error_response(None, error)
+
 
 def authorization_server(app: Flask, engine: Engine) -> AuthorizationServer:
     """The authorization server of `app`, whose clients and tokens are in `engine`'s database."""
@@ -210,4 +284,6 @@ def authorization_server(app: Flask, engine: Engine) -> AuthorizationServer:
     server = SmartAuthorizationServer(app, query_client=query_client, save_token=store_token)
     server.register_client_auth_method(SmartClientAssertion.CLIENT_AUTH_METHOD, SmartClientAssertion(engine))
     server.register_grant(BackendServicesGrant)
+    server.register_endpoint(SmartRevocationEndpoint(server, engine))
+    server.register_endpoint(SmartIntrospectionEndpoint(server, engine))
     return server

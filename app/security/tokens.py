@@ -7,7 +7,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.security.tables import oauth_assertion, oauth_token
@@ -51,6 +51,36 @@ def save_token(connection: Connection, context: TokenContext, token: dict, now: 
         patient=context.patient, encounter=context.encounter, issued_at=now,
         expires_at=now + timedelta(seconds=token["expires_in"]),
     ))
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """An issued token as revocation and introspection see it, live or not."""
+
+    id: int
+    client_id: str
+    scope: str
+    username: str | None
+    fhir_user: str | None
+    patient: str | None
+    issued_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+
+
+def find_token(connection: Connection, token: str) -> TokenRecord | None:
+    """The token whose access token or refresh token is `token`, whatever its state."""
+    digest = token_hash(token)
+    row = connection.execute(select(oauth_token).where(or_(oauth_token.c.access_token_hash == digest, oauth_token.c.refresh_token_hash == digest))).first()
+    if row is None:
+        return None
+    return TokenRecord(row.id, row.client_id, row.scope, row.username, row.fhir_user, row.patient, as_utc(row.issued_at),
+                       as_utc(row.expires_at), row.revoked_at and as_utc(row.revoked_at))
+
+
+def revoke_token(connection: Connection, token_id: int, now: datetime) -> None:
+    """Revoke an access token and its refresh token together; a revoked token stays revoked."""
+    connection.execute(update(oauth_token).where(oauth_token.c.id == token_id, oauth_token.c.revoked_at.is_(None)).values(revoked_at=now))
 
 
 def live_access_token(connection: Connection, token: str, now: datetime) -> IssuedToken | None:

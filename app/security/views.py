@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 from flask import Blueprint, current_app, jsonify
 
 from app.security.keys import public_key_set
-from app.security.oauth import TOKEN_PATH
+from app.security.oauth import INTROSPECTION_PATH, REVOCATION_PATH, TOKEN_PATH
 
 JWKS_PATH = "/auth/jwks"
 JWKS_MAX_AGE_SECONDS = 300  # a client that meets an unknown kid fetches the set again
@@ -15,6 +15,16 @@ auth = Blueprint("auth", __name__)
 @auth.post(TOKEN_PATH)
 def token():
     return current_app.extensions["ehr.oauth"].create_token_response()
+
+
+@auth.post(REVOCATION_PATH)
+def revoke():
+    return current_app.extensions["ehr.oauth"].create_endpoint_response("revocation")
+
+
+@auth.post(INTROSPECTION_PATH)
+def introspect():
+    return current_app.extensions["ehr.oauth"].create_endpoint_response("introspection")
 
 
 @auth.get(JWKS_PATH)
