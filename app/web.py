@@ -9,7 +9,8 @@ from app.rest.outcome import register_error_handlers
 from app.rest.routes import fhir
 from app.rest.urls import configure_urls
 from app.security.oauth import authorization_server
-from app.security.views import auth
+from app.security.shared_secrets import shared_secret
+from app.security.views import auth, csrf
 from app.store.db import open_database
 from app.store.migrate import check_schema_current
 
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None, bind_host: str | None = None) -
     )
     app.extensions["ehr.engine"] = engine
     app.extensions["ehr.oauth"] = authorization_server(app, engine)
+    configure_sessions(app, engine)
     configure_urls(app)
     app.register_blueprint(fhir)
     app.register_blueprint(operations)
@@ -42,6 +44,17 @@ def create_app(settings: Settings | None = None, bind_host: str | None = None) -
             app.register_blueprint(blueprint)
     register_error_handlers(app)
     return app
+
+
+def configure_sessions(app: Flask, engine) -> None:
+    """The sign-in session cookie of the authorization pages: signed with a key every worker shares, HttpOnly,
+    SameSite=Lax, Secure when the public base is https; CSRF tokens on their forms only (app/security/views.py)."""
+    with engine.begin() as connection:
+        secret = shared_secret(connection, "session")
+    base = app.config["EHR_SETTINGS"].base_url or ""
+    app.config.update(SECRET_KEY=secret, WTF_CSRF_CHECK_DEFAULT=False, SESSION_COOKIE_HTTPONLY=True,
+                      SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_SECURE=base.startswith("https://"))
+    csrf.init_app(app)
 
 
 def trusted_hosts(settings: Settings, bind_host: str | None) -> list[str] | None:

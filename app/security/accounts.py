@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import orjson
 from argon2 import PasswordHasher
+from argon2.exceptions import VerificationError
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy import Connection, delete, insert, select
@@ -25,6 +26,7 @@ AUTH_METHODS = ("none", "client_secret_basic", "private_key_jwt")
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 FHIR_USER_TYPES = ("Patient", "Practitioner")
 PASSWORDS = PasswordHasher()
+UNKNOWN_USER_HASH = PASSWORDS.hash(secrets.token_urlsafe(16))  # checked against when the username is unknown
 
 
 class AccountError(ValueError):
@@ -167,6 +169,17 @@ def add_user(connection: Connection, username: str, password: str, fhir_user: st
 
 def find_user(connection: Connection, username: str) -> User | None:
     row = connection.execute(select(app_user.c.username, app_user.c.fhir_user).where(app_user.c.username == username)).first()
+    return User(row.username, row.fhir_user) if row else None
+
+
+def user_with_password(connection: Connection, username: str, password: str) -> User | None:
+    """The user, if `password` is theirs; None for a wrong password or an unknown user (argon2 runs either way, so the
+    time taken does not tell which)."""
+    row = connection.execute(select(app_user).where(app_user.c.username == username)).first()
+    try:
+        PASSWORDS.verify(row.password_hash if row else UNKNOWN_USER_HASH, password)
+    except VerificationError:
+        return None
     return User(row.username, row.fhir_user) if row else None
 
 

@@ -1,20 +1,24 @@
 """The OAuth 2.0 authorization server (authlib), for SMART on FHIR: client authentication, grants, and issuing tokens.
 
-Today it answers the token endpoint for SMART Backend Services: the `client_credentials` grant, with the client
-authenticated by a signed JWT assertion (`private_key_jwt`, RFC 7523, as SMART profiles it) or by its secret
-(`client_secret_basic`), and `system/` scopes only; and revocation (RFC 7009) and introspection (RFC 7662) of the
-tokens a client was issued, by that client.
+Grants: the authorization code flow of SMART App Launch (PKCE with S256 required of every client, redirect URIs
+matched exactly, `aud` naming this FHIR server, the user's consent given on our page: app/security/views.py), and
+`client_credentials` for SMART Backend Services. Clients authenticate with a signed JWT assertion (`private_key_jwt`,
+RFC 7523, as SMART profiles it), their secret (`client_secret_basic`), or, for public apps, not at all (PKCE binds
+the code to the app). Revocation (RFC 7009) and introspection (RFC 7662) of the tokens a client was issued, by that
+client.
 """
 import time
 import urllib.request
 from urllib.parse import urlsplit, urlunsplit
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import orjson
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload
 from authlib.oauth2.rfc6749 import ClientMixin, InsecureTransportError, InvalidClientError, InvalidScopeError, OAuth2Request, TokenMixin
-from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
+from authlib.oauth2.rfc6749 import AuthorizationCodeMixin, InvalidGrantError, InvalidRequestError
+from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant, ClientCredentialsGrant
+from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
@@ -24,9 +28,13 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy import Engine
 
-from app.security.accounts import Client, find_client
+from app.rest.responses import fhir_base
+from app.security.accounts import Client, find_client, find_user
 from app.security.scopes import ScopeError, parse_scopes
-from app.security.tokens import TokenContext, TokenRecord, accept_assertion_once, find_token, revoke_token, save_token
+from app.security.tokens import (
+    AuthorizationCode, TokenContext, TokenRecord, accept_assertion_once, find_token, revoke_token, save_code, save_token, take_code,
+)
+from app.security.user_tokens import GrantError, UserGrant, issue_user_token
 
 TOKEN_PATH = "/auth/token"
 REVOCATION_PATH = "/auth/revoke"
@@ -35,6 +43,8 @@ ENDPOINT_AUTH_METHODS = ["client_secret_basic", "private_key_jwt", "none"]  # a 
 ASSERTION_ALGORITHMS = ["RS384", "ES384", "RS256", "ES256"]  # SMART requires RS384 and ES384; never HS* or none
 MAX_ASSERTION_LIFETIME_SECONDS = 300  # SMART Backend Services: exp no more than five minutes ahead
 BACKEND_TOKEN_SECONDS = 300  # the lifetime SMART Backend Services recommends for its access tokens
+USER_TOKEN_SECONDS = 3600
+CODE_LIFETIME = timedelta(seconds=120)  # RFC 6749 recommends at most 10 minutes; the app exchanges it at once
 JWKS_FETCH_TIMEOUT_SECONDS = 5
 GRANT_TYPES = {
     "none": {"authorization_code", "refresh_token"},
@@ -60,6 +70,17 @@ class OAuthClient(ClientMixin):
 
     def check_grant_type(self, grant_type):
         return grant_type in GRANT_TYPES[self.client.auth_method]
+
+    def check_redirect_uri(self, redirect_uri):
+        return redirect_uri in self.client.redirect_uris
+
+    def get_default_redirect_uri(self):
+        """The one registered redirect URI; with several, the request must name one."""
+        uris = self.client.redirect_uris
+        return uris[0] if len(uris) == 1 else None
+
+    def check_response_type(self, response_type):
+        return response_type == "code"
 
     def get_allowed_scope(self, scope):
         """`scope` narrowed to what the client is registered for (the grants narrow it first, and refuse nothing)."""
@@ -143,6 +164,92 @@ class BackendServicesGrant(ClientCredentialsGrant):
         token = self.generate_token(scope=self.granted_scope, include_refresh_token=False)
         self.save_token(token)
         return 200, token, self.TOKEN_RESPONSE_HEADER
+
+
+class S256Only(CodeChallenge):
+    """PKCE required of every client, public or confidential, with S256: a missing challenge, or the plain method, is
+    refused at the authorization endpoint (authlib alone would let a request without one through)."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+
+    def validate_code_challenge(self, grant, redirect_uri):
+        data = grant.request.payload.data
+        if not data.get("code_challenge") or data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("PKCE is required: a code_challenge with code_challenge_method=S256.")
+        super().validate_code_challenge(grant, redirect_uri)
+
+
+class OAuthCode(AuthorizationCodeMixin):
+    def __init__(self, code: AuthorizationCode):
+        self.code = code
+        self.code_challenge, self.code_challenge_method = code.code_challenge, code.code_challenge_method
+
+    def get_redirect_uri(self):
+        return self.code.redirect_uri
+
+    def get_scope(self):
+        return self.code.scope
+
+    def get_nonce(self):
+        return self.code.nonce
+
+    def get_auth_time(self):
+        return int(self.code.auth_time.timestamp())
+
+
+class SmartAuthorizationCodeGrant(AuthorizationCodeGrant):
+    """The authorization code grant of SMART App Launch. The consent page sets `approved_scope` (what the user ticked)
+    before the code is made; the token response is a user token (app/security/user_tokens.py)."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = ["none", "client_secret_basic", "private_key_jwt"]
+    approved_scope = ""
+
+    def validate_authorization_request(self):
+        redirect_uri = super().validate_authorization_request()
+        check_audience(self.request.payload.data.get("aud"), redirect_uri)
+        return redirect_uri
+
+    def save_authorization_code(self, code, request):
+        now, data = now_utc(), request.payload.data
+        approved = AuthorizationCode(
+            request.client.get_client_id(), request.payload.redirect_uri or request.client.get_default_redirect_uri(),
+            self.approved_scope, request.user.username, data.get("nonce"), data["code_challenge"], data["code_challenge_method"],
+            now, now + CODE_LIFETIME,
+        )
+        with self.server.engine.begin() as connection:
+            save_code(connection, code, approved)
+
+    def query_authorization_code(self, code, client):
+        """Taken (deleted) as it is found: a code is used once, even when the rest of the exchange then fails."""
+        with self.server.engine.begin() as connection:
+            taken = take_code(connection, code, client.get_client_id(), now_utc())
+        return OAuthCode(taken) if taken else None
+
+    def delete_authorization_code(self, authorization_code):
+        """Already gone: query_authorization_code took it."""
+
+    def authenticate_user(self, authorization_code):
+        with self.server.engine.connect() as connection:
+            return find_user(connection, authorization_code.code.username)
+
+    def create_token_response(self):
+        code = self.request.authorization_code
+        user = self.authenticate_user(code)
+        if user is None:
+            raise InvalidGrantError("The user who approved this code no longer exists.")
+        grant = UserGrant(self.request.client.client, user, code.get_scope(), USER_TOKEN_SECONDS, fhir_base(), code.get_nonce())
+        with self.server.engine.begin() as connection:
+            try:
+                token = issue_user_token(connection, grant, now_utc())
+            except GrantError as error:
+                raise InvalidScopeError(description=str(error)) from None
+        return 200, token, self.TOKEN_RESPONSE_HEADER
+
+
+def check_audience(aud: str | None, redirect_uri: str) -> None:
+    """SMART: the app names the FHIR server it wants a token for (`aud`), so that a token is never sent to another."""
+    if not aud or aud.rstrip("/") != fhir_base():
+        raise InvalidRequestError(f"'aud' must be this server's FHIR base URL, {fhir_base()}.", redirect_uri=redirect_uri)
 
 
 def granted_system_scope(client: Client, requested: str | None) -> str:
@@ -283,6 +390,8 @@ def authorization_server(app: Flask, engine: Engine) -> AuthorizationServer:
     app.config.setdefault("OAUTH2_TOKEN_EXPIRES_IN", {"client_credentials": BACKEND_TOKEN_SECONDS})
     server = SmartAuthorizationServer(app, query_client=query_client, save_token=store_token)
     server.register_client_auth_method(SmartClientAssertion.CLIENT_AUTH_METHOD, SmartClientAssertion(engine))
+    server.engine = engine
+    server.register_grant(SmartAuthorizationCodeGrant, [S256Only(required=True)])
     server.register_grant(BackendServicesGrant)
     server.register_endpoint(SmartRevocationEndpoint(server, engine))
     server.register_endpoint(SmartIntrospectionEndpoint(server, engine))

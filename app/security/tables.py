@@ -1,6 +1,6 @@
 """The security tables, on the store's metadata: the OAuth clients registered with the authorization server, the
-users who log in to it, the tokens it issued, the client assertions it accepted and its own signing keys. No module
-outside app/security queries them."""
+users who log in to it, the authorization codes and tokens it issued, the client assertions it accepted, its own
+signing keys and session secret. No module outside app/security queries them."""
 from sqlalchemy import Column, DateTime, Identity, Index, String, Table, Text, UniqueConstraint
 
 from app.store import Sequence, metadata
@@ -73,4 +73,29 @@ signing_key = Table(
     Column("kid", String(64), primary_key=True),
     Column("private_jwk", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# An authorization code, until the app exchanges it (once) or it expires: what the user approved, for which app and
+# redirect URI, with the PKCE challenge the exchange must answer. Kept as a SHA-256 like the tokens.
+oauth_code = Table(
+    "oauth_code",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("client_id", String(64), nullable=False),
+    Column("redirect_uri", String(2000), nullable=False),
+    Column("scope", Text, nullable=False),  # what the user approved
+    Column("username", String(200), nullable=False),
+    Column("nonce", String(255)),
+    Column("code_challenge", String(128), nullable=False),
+    Column("code_challenge_method", String(10), nullable=False),
+    Column("auth_time", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+# Random secrets the server makes once and every worker shares: the key of the login session cookie.
+server_secret = Table(
+    "server_secret",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(128), nullable=False),
 )

@@ -1,4 +1,4 @@
-"""Issued tokens and accepted client assertions, as the authorization server stores them.
+"""Authorization codes, issued tokens and accepted client assertions, as the authorization server stores them.
 
 Access and refresh tokens are random strings handed to the client once; the table keeps their SHA-256, so reading
 the database does not give anyone a usable token. A token is live until it expires or is revoked.
@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import Connection, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from app.security.tables import oauth_assertion, oauth_token
+from app.security.tables import oauth_assertion, oauth_code, oauth_token
 
 
 @dataclass(frozen=True)
@@ -106,3 +106,34 @@ def accept_assertion_once(connection: Connection, client_id: str, jti: str, expi
         return False
     return True
 
+
+
+@dataclass(frozen=True)
+class AuthorizationCode:
+    """What the user approved for an app, until the app exchanges the code for a token."""
+
+    client_id: str
+    redirect_uri: str
+    scope: str
+    username: str
+    nonce: str | None
+    code_challenge: str
+    code_challenge_method: str
+    auth_time: datetime
+    expires_at: datetime
+
+
+def save_code(connection: Connection, code: str, approved: AuthorizationCode) -> None:
+    connection.execute(insert(oauth_code).values(code_hash=token_hash(code), **approved.__dict__))
+
+
+def take_code(connection: Connection, code: str, client_id: str, now: datetime) -> AuthorizationCode | None:
+    """The live code issued to `client_id`, deleted as it is taken so that it is used once; None otherwise."""
+    connection.execute(delete(oauth_code).where(oauth_code.c.expires_at < now))
+    row = connection.execute(
+        delete(oauth_code).where(oauth_code.c.code_hash == token_hash(code), oauth_code.c.client_id == client_id)
+        .returning(*(oauth_code.c[name] for name in AuthorizationCode.__dataclass_fields__))
+    ).first()
+    if row is None:
+        return None
+    return AuthorizationCode(**{**row._asdict(), "auth_time": as_utc(row.auth_time), "expires_at": as_utc(row.expires_at)})

@@ -1,5 +1,5 @@
-"""SMART on FHIR: the authorization server's clients, users, issued tokens, accepted client
-assertions and its own signing keys.
+"""SMART on FHIR: the authorization server's clients, users, authorization codes, issued
+tokens, accepted client assertions, its own signing keys and session secret.
 
 Revision ID: 0008
 Revises: 0007
@@ -69,9 +69,29 @@ def upgrade() -> None:
         sa.Column("private_jwk", sa.Text, nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
+    op.create_table(
+        "oauth_code",
+        sa.Column("code_hash", sa.String(64), primary_key=True),
+        sa.Column("client_id", sa.String(64), nullable=False),
+        sa.Column("redirect_uri", sa.String(2000), nullable=False),
+        sa.Column("scope", sa.Text, nullable=False),
+        sa.Column("username", sa.String(200), nullable=False),
+        sa.Column("nonce", sa.String(255)),
+        sa.Column("code_challenge", sa.String(128), nullable=False),
+        sa.Column("code_challenge_method", sa.String(10), nullable=False),
+        sa.Column("auth_time", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_table(
+        "server_secret",
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("value", sa.String(128), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("server_secret")
+    op.drop_table("oauth_code")
     op.drop_table("signing_key")
     op.drop_table("oauth_assertion")
     op.drop_table("oauth_token")
