@@ -1,6 +1,6 @@
 """The OAuth 2.0 authorization server (authlib), for SMART on FHIR: client authentication, grants, and issuing tokens.
 
-Grants: the authorization code flow of SMART App Launch (PKCE with S256 required of every client, redirect URIs
+Grants: the authorization code flow of SMART App Launch and its refresh tokens (rotated on use) (PKCE with S256 required of every client, redirect URIs
 matched exactly, `aud` naming this FHIR server, the user's consent given on our page: app/security/views.py), and
 `client_credentials` for SMART Backend Services. Clients authenticate with a signed JWT assertion (`private_key_jwt`,
 RFC 7523, as SMART profiles it), their secret (`client_secret_basic`), or, for public apps, not at all (PKCE binds
@@ -17,7 +17,7 @@ from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload
 from authlib.oauth2.rfc6749 import ClientMixin, InsecureTransportError, InvalidClientError, InvalidScopeError, OAuth2Request, TokenMixin
 from authlib.oauth2.rfc6749 import AuthorizationCodeMixin, InvalidGrantError, InvalidRequestError
-from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant, ClientCredentialsGrant
+from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant, ClientCredentialsGrant, RefreshTokenGrant
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
@@ -32,7 +32,8 @@ from app.rest.responses import fhir_base
 from app.security.accounts import Client, find_client, find_user
 from app.security.scopes import ScopeError, parse_scopes
 from app.security.tokens import (
-    AuthorizationCode, TokenContext, TokenRecord, accept_assertion_once, find_token, revoke_token, save_code, save_token, take_code,
+    AuthorizationCode, TokenContext, TokenRecord, accept_assertion_once, find_token, live_refresh_token, revoke_token, save_code, save_token,
+    take_code,
 )
 from app.security.user_tokens import GrantError, UserGrant, issue_user_token
 
@@ -246,6 +247,38 @@ class SmartAuthorizationCodeGrant(AuthorizationCodeGrant):
         return 200, token, self.TOKEN_RESPONSE_HEADER
 
 
+class SmartRefreshTokenGrant(RefreshTokenGrant):
+    """A refresh token for a new access token and a new refresh token, with the same or fewer scopes and the same user
+    and launch context; the old pair is revoked (rotation)."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = ["none", "client_secret_basic", "private_key_jwt"]
+
+    def authenticate_refresh_token(self, refresh_token):
+        with self.server.engine.connect() as connection:
+            record = live_refresh_token(connection, refresh_token, now_utc())
+        return OAuthToken(record) if record else None
+
+    def authenticate_user(self, refresh_token):
+        with self.server.engine.connect() as connection:
+            return find_user(connection, refresh_token.record.username) if refresh_token.record.username else None
+
+    def create_token_response(self):
+        old, client = self.request.refresh_token, self.request.client.client
+        user = self.authenticate_user(old)
+        if user is None:
+            raise InvalidGrantError("The user of this refresh token no longer exists.")
+        scope = self.request.payload.scope or old.get_scope()
+        grant = UserGrant(client, user, scope, USER_TOKEN_SECONDS, fhir_base())
+        with self.server.engine.begin() as connection:
+            if not revoke_token(connection, old.record.id, now_utc()):
+                raise InvalidGrantError("This refresh token was used already.")  # by a concurrent refresh
+            try:
+                token = issue_user_token(connection, grant, now_utc())
+            except GrantError as error:
+                raise InvalidScopeError(description=str(error)) from None
+        return 200, token, self.TOKEN_RESPONSE_HEADER
+
+
 def check_audience(aud: str | None, redirect_uri: str) -> None:
     """SMART: the app names the FHIR server it wants a token for (`aud`), so that a token is never sent to another."""
     if not aud or aud.rstrip("/") != fhir_base():
@@ -392,6 +425,7 @@ def authorization_server(app: Flask, engine: Engine) -> AuthorizationServer:
     server.register_client_auth_method(SmartClientAssertion.CLIENT_AUTH_METHOD, SmartClientAssertion(engine))
     server.engine = engine
     server.register_grant(SmartAuthorizationCodeGrant, [S256Only(required=True)])
+    server.register_grant(SmartRefreshTokenGrant)
     server.register_grant(BackendServicesGrant)
     server.register_endpoint(SmartRevocationEndpoint(server, engine))
     server.register_endpoint(SmartIntrospectionEndpoint(server, engine))

@@ -42,14 +42,14 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def save_token(connection: Connection, context: TokenContext, token: dict, now: datetime) -> None:
-    """Store a token response's access token (and refresh token) for `context`."""
+def save_token(connection: Connection, context: TokenContext, token: dict, now: datetime, refresh_lifetime: timedelta | None = None) -> None:
+    """Store a token response's access token, and its refresh token (usable for `refresh_lifetime`), for `context`."""
+    refresh = token.get("refresh_token")
     connection.execute(insert(oauth_token).values(
-        access_token_hash=token_hash(token["access_token"]),
-        refresh_token_hash=token_hash(token["refresh_token"]) if token.get("refresh_token") else None,
+        access_token_hash=token_hash(token["access_token"]), refresh_token_hash=token_hash(refresh) if refresh else None,
         client_id=context.client_id, scope=context.scope, username=context.username, fhir_user=context.fhir_user,
         patient=context.patient, encounter=context.encounter, issued_at=now,
-        expires_at=now + timedelta(seconds=token["expires_in"]),
+        expires_at=now + timedelta(seconds=token["expires_in"]), refresh_expires_at=now + refresh_lifetime if refresh else None,
     ))
 
 
@@ -78,9 +78,21 @@ def find_token(connection: Connection, token: str) -> TokenRecord | None:
                        as_utc(row.expires_at), row.revoked_at and as_utc(row.revoked_at))
 
 
-def revoke_token(connection: Connection, token_id: int, now: datetime) -> None:
-    """Revoke an access token and its refresh token together; a revoked token stays revoked."""
-    connection.execute(update(oauth_token).where(oauth_token.c.id == token_id, oauth_token.c.revoked_at.is_(None)).values(revoked_at=now))
+def live_refresh_token(connection: Connection, token: str, now: datetime) -> TokenRecord | None:
+    """The token whose refresh token is `token`, if it is neither revoked (nor used already: rotation revokes it) nor
+    expired."""
+    row = connection.execute(select(oauth_token).where(oauth_token.c.refresh_token_hash == token_hash(token))).first()
+    if row is None or row.revoked_at is not None or as_utc(row.refresh_expires_at) <= now:
+        return None
+    return TokenRecord(row.id, row.client_id, row.scope, row.username, row.fhir_user, row.patient, as_utc(row.issued_at),
+                       as_utc(row.expires_at), None)
+
+
+def revoke_token(connection: Connection, token_id: int, now: datetime) -> bool:
+    """Revoke an access token and its refresh token together; False if it was revoked already (a revoked token stays
+    revoked, at its first revocation time)."""
+    statement = update(oauth_token).where(oauth_token.c.id == token_id, oauth_token.c.revoked_at.is_(None)).values(revoked_at=now)
+    return connection.execute(statement).rowcount == 1
 
 
 def live_access_token(connection: Connection, token: str, now: datetime) -> IssuedToken | None:

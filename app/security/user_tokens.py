@@ -1,18 +1,27 @@
-"""What a user's grant to an app issues: an access token bound to the user and the launch context, and with `openid`
-an id_token. The token endpoint's authorization code flow and `ehr tokens issue` answer with the same response.
+"""What a user's grant to an app issues: an access token bound to the user and the launch context, with `openid` an
+id_token, and with `offline_access` or `online_access` a refresh token. The token endpoint (authorization code and
+refresh grants) and `ehr tokens issue` answer with the same response.
+
+A refresh token is used once: refreshing revokes the old access and refresh tokens and issues new ones (rotation), so
+a stolen refresh token stops working as soon as either party uses it. `offline_access` refresh tokens last
+OFFLINE_REFRESH; `online_access` ones ONLINE_REFRESH, a working day, as this server does not track whether the user
+is still signed in elsewhere.
 """
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from authlib.common.security import generate_token
 from sqlalchemy import Connection
 
 from app.security.accounts import Client, User
 from app.security.identity import id_token
-from app.security.scopes import REFRESH_SCOPES, Grant, ScopeError, parse_scopes
+from app.security.scopes import Grant, ScopeError, parse_scopes
 from app.security.tokens import TokenContext, save_token
 
 ACCESS_TOKEN_LENGTH = 42  # authlib's own bearer tokens are this long
+REFRESH_TOKEN_LENGTH = 48
+OFFLINE_REFRESH = timedelta(days=90)
+ONLINE_REFRESH = timedelta(hours=12)
 
 
 class GrantError(ValueError):
@@ -40,15 +49,17 @@ def issue_user_token(connection: Connection, grant: UserGrant, now: datetime) ->
     if "openid" in granted.other and granted.other & {"fhirUser", "profile"}:
         fhir_user = grant.user.fhir_user if "fhirUser" in granted.other else None
         response["id_token"] = id_token(connection, now, grant.issuer, grant.client.client_id, grant.user.username, fhir_user, grant.nonce)
+    refresh_lifetime = OFFLINE_REFRESH if "offline_access" in granted.other else ONLINE_REFRESH if "online_access" in granted.other else None
+    if refresh_lifetime:
+        response["refresh_token"] = generate_token(REFRESH_TOKEN_LENGTH)
     context = TokenContext(grant.client.client_id, response["scope"], grant.user.username, grant.user.fhir_user, patient)
-    save_token(connection, context, response, now)
+    save_token(connection, context, response, now, refresh_lifetime)
     return response
 
 
 def granted_user_scopes(client: Client, user: User, requested: str) -> Grant:
-    """The scopes asked for that the client is registered for, without refresh scopes (refresh tokens are not issued
-    yet); GrantError when they ask for system/ access, for a patient's data with no patient in context, or for
-    nothing the client may have."""
+    """The scopes asked for that the client is registered for; GrantError when they ask for system/ access, for a
+    patient's data with no patient in context, or for nothing the client may have."""
     try:
         wanted = parse_scopes(requested)
     except ScopeError as error:
@@ -58,7 +69,6 @@ def granted_user_scopes(client: Client, user: User, requested: str) -> Grant:
     if "patient" in wanted.contexts() and user.patient_id() is None:
         raise GrantError(f"patient/ scopes need a patient in context, and the user is {user.fhir_user or 'no patient'}.")
     granted = wanted.within(parse_scopes(client.scope))
-    granted = Grant(granted.resource_scopes, granted.other - REFRESH_SCOPES, frozenset())
     if not granted.resource_scopes and not granted.other:
         raise GrantError(f"None of the scopes asked for is registered for this client ({client.scope}).")
     return granted

@@ -1,6 +1,7 @@
 """SMART standalone patient launch: the authorization code flow with PKCE, driven by authlib's OAuth 2.0 client over
 real HTTP through our sign-in and consent pages, as a patient's app would; and what the server refuses."""
 import re
+from datetime import datetime, timezone
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -12,6 +13,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from app.security.accounts import ClientRegistration, add_user, register_client
+from app.security.tokens import live_access_token
 
 REDIRECT_URI = "https://growth-chart.example/callback"
 APP_SCOPES = "launch/patient openid fhirUser patient/Observation.rs patient/Patient.r"
@@ -185,3 +187,55 @@ def test_a_practitioner_cannot_grant_patient_scopes_in_a_standalone_launch(engin
                                              "decision": "approve"}, allow_redirects=False, timeout=10)
     returned = parse_qs(urlsplit(answer.headers["Location"]).query)
     assert returned["error"] == ["invalid_scope"] and "patient in context" in returned["error_description"][0]
+
+
+def launch_with(app_id: str, urls: dict, scope: str) -> tuple[OAuth2Session, dict]:
+    session, url, _, verifier = start(app_id, urls, scope=scope)
+    location = sign_in_and_consent(requests.Session(), url).headers["Location"]
+    return session, session.fetch_token(urls["token"], authorization_response=location, code_verifier=verifier)
+
+
+@pytest.fixture
+def offline_app(engine, client):
+    client.put("/fhir/Patient/ana-1", json={"resourceType": "Patient", "id": "ana-1"})
+    with engine.begin() as connection:
+        add_user(connection, "ana", PASSWORD, "Patient/ana-1")
+        scopes = f"{APP_SCOPES} offline_access online_access"
+        return register_client(connection, ClientRegistration("Growth Chart", (REDIRECT_URI,), scopes, "none"))["client_id"]
+
+
+def test_offline_access_gives_a_refresh_token_that_rotates_on_use(offline_app, urls, engine):
+    session, first = launch_with(offline_app, urls, "launch/patient patient/Observation.rs offline_access")
+    assert first["refresh_token"] and "offline_access" in first["scope"].split()
+    second = session.refresh_token(urls["token"], refresh_token=first["refresh_token"])
+    assert second["refresh_token"] != first["refresh_token"] and second["access_token"] != first["access_token"]
+    assert second["patient"] == "ana-1" and second["scope"] == first["scope"]
+    reused = requests.post(urls["token"], data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"],
+                                                "client_id": offline_app}, timeout=10)
+    assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
+    with engine.connect() as connection:
+        now = datetime.now(timezone.utc)
+        assert live_access_token(connection, first["access_token"], now) is None
+        assert live_access_token(connection, second["access_token"], now) is not None
+
+
+def test_a_refresh_may_narrow_the_scopes_but_never_widen_them(offline_app, urls):
+    session, first = launch_with(offline_app, urls, "launch/patient patient/Observation.rs patient/Patient.r online_access")
+    narrower = requests.post(urls["token"], data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"],
+                                                  "client_id": offline_app, "scope": "patient/Patient.r online_access"}, timeout=10)
+    assert narrower.status_code == 200 and narrower.json()["scope"].split() == ["patient/Patient.r", "online_access"]
+    wider = requests.post(urls["token"], data={"grant_type": "refresh_token", "refresh_token": narrower.json()["refresh_token"],
+                                               "client_id": offline_app, "scope": "patient/*.rs online_access"}, timeout=10)
+    assert wider.status_code == 400 and wider.json()["error"] == "invalid_scope"
+
+
+def test_without_offline_or_online_access_there_is_no_refresh_token(offline_app, urls):
+    _, token = launch_with(offline_app, urls, "launch/patient patient/Observation.rs")
+    assert "refresh_token" not in token
+
+
+def test_a_revoked_refresh_token_cannot_be_used(offline_app, urls):
+    _, token = launch_with(offline_app, urls, "launch/patient patient/Observation.rs offline_access")
+    requests.post(urls["token"].replace("/token", "/revoke"), data={"token": token["refresh_token"], "client_id": offline_app}, timeout=10)
+    refused = requests.post(urls["token"], data={"grant_type": "refresh_token", "refresh_token": token["refresh_token"], "client_id": offline_app}, timeout=10)
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"

@@ -37,8 +37,8 @@ def test_tokens_issue_prints_a_token_response_with_the_patient_in_context(databa
     token = issued(database_url, tmp_path, "--username", "ana", "--client", ana, "--scope",
                    "launch/patient patient/Observation.rs patient/Condition.rs offline_access", "--expires-in", "600")
     assert token["token_type"] == "Bearer" and token["expires_in"] == 600 and token["patient"] == "ana-1"
-    assert token["scope"].split() == ["patient/Observation.rs", "launch/patient"]  # Condition is not registered; no refresh tokens yet
-    assert "id_token" not in token and "refresh_token" not in token
+    assert token["scope"].split() == ["patient/Observation.rs", "launch/patient", "offline_access"]  # Condition is not registered
+    assert "id_token" not in token and len(token["refresh_token"]) >= 40
     with engine.connect() as connection:
         stored = live_access_token(connection, token["access_token"], datetime.now(timezone.utc))
     assert (stored.client_id, stored.username, stored.fhir_user, stored.patient) == (ana, "ana", "Patient/ana-1", "ana-1")
