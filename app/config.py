@@ -47,6 +47,7 @@ class Settings:
     hl7_text_plain: bool = False  # POST /hl7v2 also takes text/plain, which a browser page can send without asking
     allowed_hosts: tuple[str, ...] | None = None  # Host header names served (any port); None: see app/web.py trusted_hosts
     integrity: Integrity = Integrity()  # the referential-integrity checks of writes and deletes
+    rate_limit_storage: str = "memory://"  # where sign-in and token rate limits count (per worker unless shared)
 
     @property
     def database(self) -> Database:
@@ -67,6 +68,7 @@ def load_settings() -> Settings:
         base_url=os.environ.get("EHR_BASE_URL") or None,
         hl7_text_plain=switched_on("EHR_HL7_TEXT_PLAIN", False),
         allowed_hosts=tuple(filter(None, map(str.strip, os.environ.get("EHR_ALLOWED_HOSTS", "").split(",")))) or None,
+        rate_limit_storage=os.environ.get("EHR_RATE_LIMIT_STORAGE") or "memory://",
         integrity=Integrity(
             on_write=switched_on("EHR_REFERENTIAL_INTEGRITY_ON_WRITE", True), on_delete=switched_on("EHR_REFERENTIAL_INTEGRITY_ON_DELETE", True),
         ),

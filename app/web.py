@@ -10,7 +10,7 @@ from app.rest.routes import fhir
 from app.rest.urls import configure_urls
 from app.security.oauth import authorization_server
 from app.security.shared_secrets import shared_secret
-from app.security.views import auth, csrf
+from app.security.views import auth, csrf, limiter
 from app.store.db import open_database
 from app.store.migrate import check_schema_current
 
@@ -48,13 +48,16 @@ def create_app(settings: Settings | None = None, bind_host: str | None = None) -
 
 def configure_sessions(app: Flask, engine) -> None:
     """The sign-in session cookie of the authorization pages: signed with a key every worker shares, HttpOnly,
-    SameSite=Lax, Secure when the public base is https; CSRF tokens on their forms only (app/security/views.py)."""
+    SameSite=Lax, Secure when the public base is https; CSRF tokens on their forms only, and rate limits on sign-in
+    and the token endpoint (app/security/views.py)."""
     with engine.begin() as connection:
         secret = shared_secret(connection, "session")
-    base = app.config["EHR_SETTINGS"].base_url or ""
-    app.config.update(SECRET_KEY=secret, WTF_CSRF_CHECK_DEFAULT=False, SESSION_COOKIE_HTTPONLY=True,
-                      SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_SECURE=base.startswith("https://"))
+    settings = app.config["EHR_SETTINGS"]
+    app.config.update(SECRET_KEY=secret, WTF_CSRF_CHECK_DEFAULT=False, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
+                      SESSION_COOKIE_SECURE=(settings.base_url or "").startswith("https://"),
+                      RATELIMIT_STORAGE_URI=settings.rate_limit_storage, RATELIMIT_HEADERS_ENABLED=True)
     csrf.init_app(app)
+    limiter.init_app(app)
 
 
 def trusted_hosts(settings: Settings, bind_host: str | None) -> list[str] | None:

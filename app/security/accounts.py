@@ -4,11 +4,10 @@ Client secrets are random (256 bits) and stored as their SHA-256, which is enoug
 passwords are stored as argon2id hashes (argon2-cffi's defaults). A client's registered scopes are the most it can
 ever be granted: they are parsed here, so a malformed one is refused at registration, not at the first launch.
 """
-import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
 import orjson
@@ -16,17 +15,20 @@ from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.security.scopes import parse_scopes
 from app.security.tables import app_user, oauth_client
+from app.security.tokens import as_utc, token_hash
 
 AUTH_METHODS = ("none", "client_secret_basic", "private_key_jwt")
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 FHIR_USER_TYPES = ("Patient", "Practitioner")
 PASSWORDS = PasswordHasher()
 UNKNOWN_USER_HASH = PASSWORDS.hash(secrets.token_urlsafe(16))  # checked against when the username is unknown
+MAX_FAILED_SIGN_INS = 5
+LOCKOUT = timedelta(minutes=15)
 
 
 class AccountError(ValueError):
@@ -45,7 +47,7 @@ class Client:
     secret_hash: str | None
 
     def check_secret(self, secret: str) -> bool:
-        return self.secret_hash is not None and hmac.compare_digest(self.secret_hash, secret_hash(secret))
+        return self.secret_hash is not None and hmac.compare_digest(self.secret_hash, token_hash(secret))
 
     def listed(self) -> dict:
         """What `ehr clients list` shows of a client: everything but its secret's hash."""
@@ -81,7 +83,7 @@ def register_client(connection: Connection, registration: ClientRegistration) ->
     secret = secrets.token_urlsafe(32) if registration.auth_method == "client_secret_basic" else None
     connection.execute(insert(oauth_client).values(
         client_id=client_id, name=registration.name, redirect_uris=orjson.dumps(list(registration.redirect_uris)).decode(),
-        scope=registration.scope, auth_method=registration.auth_method, secret_hash=secret and secret_hash(secret),
+        scope=registration.scope, auth_method=registration.auth_method, secret_hash=secret and token_hash(secret),
         jwks=registration.jwks and orjson.dumps(registration.jwks).decode(), jwks_uri=registration.jwks_uri,
         created_at=datetime.now(timezone.utc),
     ))
@@ -129,10 +131,6 @@ def check_public_key_set(jwks: dict) -> None:
         raise AccountError(f"The JWK Set cannot be read: {error}.") from None
 
 
-def secret_hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
 def find_client(connection: Connection, client_id: str) -> Client | None:
     row = connection.execute(select(oauth_client).where(oauth_client.c.client_id == client_id)).first()
     return client_from_row(row) if row else None
@@ -172,15 +170,36 @@ def find_user(connection: Connection, username: str) -> User | None:
     return User(row.username, row.fhir_user) if row else None
 
 
-def user_with_password(connection: Connection, username: str, password: str) -> User | None:
-    """The user, if `password` is theirs; None for a wrong password or an unknown user (argon2 runs either way, so the
-    time taken does not tell which)."""
+@dataclass(frozen=True)
+class SignIn:
+    """The outcome of a sign-in: the user, or why not (a wrong username or password, or a locked account)."""
+
+    user: User | None
+    locked_until: datetime | None = None
+
+
+def sign_in(connection: Connection, username: str, password: str, now: datetime) -> SignIn:
+    """Check a password. MAX_FAILED_SIGN_INS wrong ones in a row lock the account for LOCKOUT, during which even the
+    right password is refused; argon2 runs for unknown users too, so the time taken does not tell which names exist."""
     row = connection.execute(select(app_user).where(app_user.c.username == username)).first()
+    if row is not None and row.locked_until is not None and as_utc(row.locked_until) > now:
+        return SignIn(None, as_utc(row.locked_until))
     try:
         PASSWORDS.verify(row.password_hash if row else UNKNOWN_USER_HASH, password)
     except VerificationError:
-        return None
-    return User(row.username, row.fhir_user) if row else None
+        return SignIn(None, row and count_failed_sign_in(connection, row, now))
+    if row.failed_sign_ins:
+        connection.execute(update(app_user).where(app_user.c.id == row.id).values(failed_sign_ins=0, locked_until=None))
+    return SignIn(User(row.username, row.fhir_user))
+
+
+def count_failed_sign_in(connection: Connection, row, now: datetime) -> datetime | None:
+    """Count a wrong password; when it is the last one allowed, lock the account and return until when."""
+    failed = row.failed_sign_ins + 1
+    locked_until = now + LOCKOUT if failed >= MAX_FAILED_SIGN_INS else None
+    values = {"failed_sign_ins": 0, "locked_until": locked_until} if locked_until else {"failed_sign_ins": failed}
+    connection.execute(update(app_user).where(app_user.c.id == row.id).values(**values))
+    return locked_until
 
 
 def check_fhir_user(fhir_user: str | None) -> None:

@@ -1,7 +1,7 @@
 """The security tables, on the store's metadata: the OAuth clients registered with the authorization server, the
 users who log in to it, the authorization codes and tokens it issued, the client assertions it accepted, its own
 signing keys and session secret. No module outside app/security queries them."""
-from sqlalchemy import Column, DateTime, Identity, Index, String, Table, Text, UniqueConstraint
+from sqlalchemy import Column, DateTime, Identity, Index, Integer, String, Table, Text, UniqueConstraint
 
 from app.store import Sequence, metadata
 
@@ -23,7 +23,8 @@ oauth_client = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
-# A login: a patient or a practitioner (fhir_user names the FHIR resource they are), with an argon2 password hash.
+# A login: a patient or a practitioner (fhir_user names the FHIR resource they are), with an argon2 password hash;
+# locked for a while after too many wrong passwords in a row (app/security/accounts.py).
 app_user = Table(
     "app_user",
     metadata,
@@ -32,6 +33,8 @@ app_user = Table(
     Column("password_hash", String(200), nullable=False),
     Column("fhir_user", String(200)),  # Patient/ID or Practitioner/ID
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("failed_sign_ins", Integer, nullable=False, server_default="0"),  # in a row; reset by a good one
+    Column("locked_until", DateTime(timezone=True)),
 )
 
 # An issued access token (and its refresh token, if any), kept as SHA-256 hashes: a copy of the table grants nothing.

@@ -6,9 +6,11 @@ from urllib.parse import urlsplit
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import InvalidScopeError
 from flask import Blueprint, current_app, jsonify, redirect, render_template, request, session, url_for
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFProtect
 
-from app.security.accounts import User, find_user, user_with_password
+from app.security.accounts import User, find_user, sign_in
 from app.security.keys import public_key_set
 from app.security.oauth import INTROSPECTION_PATH, REVOCATION_PATH, TOKEN_PATH
 from app.security.scopes import described, described_other, parse_scopes
@@ -25,8 +27,14 @@ PAGE_HEADERS = {
     "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store",
 }
 
+# Per client address (behind a proxy, the proxy's: see docs/security.md); counted per worker unless
+# EHR_RATE_LIMIT_STORAGE names a shared store such as redis://.
+SIGN_IN_RATE = "10 per minute"
+TOKEN_RATE = "300 per minute"
+
 auth = Blueprint("auth", __name__, template_folder="templates")
 csrf = CSRFProtect()  # checked only where a view asks (csrf.protect()): the FHIR API takes bearer tokens, not cookies
+limiter = Limiter(key_func=get_remote_address)
 
 
 def oauth_server():
@@ -38,6 +46,7 @@ def engine():
 
 
 @auth.post(TOKEN_PATH)
+@limiter.limit(TOKEN_RATE)
 def token():
     return oauth_server().create_token_response()
 
@@ -63,19 +72,28 @@ def jwks():
 
 
 @auth.route(LOGIN_PATH, methods=["GET", "POST"])
+@limiter.limit(SIGN_IN_RATE, methods=["POST"])
 def login():
     next_url = local_authorize_url(request.values.get("next", ""))
     if request.method == "GET":
         return page("login.html", next_url=next_url, username="")
     csrf.protect()
     username = request.form.get("username", "")
-    with engine().connect() as connection:
-        user = user_with_password(connection, username, request.form.get("password", ""))
-    if user is None:
-        return page("login.html", 401, next_url=next_url, username=username, error="Wrong username or password.")
+    now = datetime.now(timezone.utc)
+    with engine().begin() as connection:
+        outcome = sign_in(connection, username, request.form.get("password", ""), now)
+    if outcome.user is None:
+        return page("login.html", 401, next_url=next_url, username=username, error=sign_in_refusal(outcome.locked_until, now))
     session.clear()  # a new session at sign-in: no one can plant a session id beforehand
-    session["username"] = user.username
+    session["username"] = outcome.user.username
     return redirect(next_url)
+
+
+def sign_in_refusal(locked_until: datetime | None, now: datetime) -> str:
+    if locked_until is None:
+        return "Wrong username or password."
+    minutes = max(1, round((locked_until - now).total_seconds() / 60))
+    return f"Too many wrong passwords: this account is locked for {minutes} more minute{'s' if minutes > 1 else ''}."
 
 
 def local_authorize_url(candidate: str) -> str:

@@ -37,6 +37,8 @@ def upgrade() -> None:
         sa.Column("password_hash", sa.String(200), nullable=False),
         sa.Column("fhir_user", sa.String(200)),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("failed_sign_ins", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("locked_until", sa.DateTime(timezone=True)),
     )
     op.create_table(
         "oauth_token",

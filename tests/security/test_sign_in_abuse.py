@@ -1,0 +1,75 @@
+"""Abuse of the sign-in page and the token endpoint: accounts lock after repeated wrong passwords, and both are rate
+limited per client address, on SQLite and PostgreSQL."""
+import re
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import select, update
+
+from app.security.accounts import LOCKOUT, MAX_FAILED_SIGN_INS, add_user, sign_in
+from app.security.tables import app_user
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def ana(engine, client):
+    client.put("/fhir/Patient/ana-1", json={"resourceType": "Patient", "id": "ana-1"})
+    with engine.begin() as connection:
+        add_user(connection, "ana", PASSWORD, "Patient/ana-1")
+
+
+def attempt(client, password: str, username: str = "ana"):
+    page = client.get("/auth/login")
+    token = re.search(r'name="csrf_token" value="([^"]*)"', page.text).group(1)
+    return client.post("/auth/login", data={"csrf_token": token, "next": "/auth/authorize", "username": username, "password": password})
+
+
+def test_the_right_password_signs_in_and_goes_back_to_the_authorization_request(client, ana):
+    answer = attempt(client, PASSWORD)
+    assert answer.status_code == 302 and answer.headers["Location"] == "/auth/authorize"
+
+
+def test_repeated_wrong_passwords_lock_the_account_even_against_the_right_one(client, ana, engine):
+    for _ in range(MAX_FAILED_SIGN_INS - 1):
+        assert "Wrong username or password" in attempt(client, "wrong").text
+    locked = attempt(client, "wrong")
+    assert locked.status_code == 401 and "locked for 15 more minutes" in locked.text
+    assert "locked for" in attempt(client, PASSWORD).text
+    with engine.begin() as connection:
+        connection.execute(update(app_user).values(locked_until=datetime.now(timezone.utc) - timedelta(seconds=1)))
+    assert attempt(client, PASSWORD).status_code == 302
+
+
+def test_a_good_sign_in_forgives_earlier_wrong_passwords(engine, ana):
+    now = datetime.now(timezone.utc)
+    with engine.begin() as connection:
+        for _ in range(MAX_FAILED_SIGN_INS - 1):
+            assert sign_in(connection, "ana", "wrong", now).user is None
+        assert sign_in(connection, "ana", PASSWORD, now).user.fhir_user == "Patient/ana-1"
+        assert connection.execute(select(app_user.c.failed_sign_ins)).scalar_one() == 0
+        assert sign_in(connection, "ana", "wrong", now).locked_until is None
+
+
+def test_a_lock_ends_after_the_lockout(engine, ana):
+    now = datetime.now(timezone.utc)
+    with engine.begin() as connection:
+        outcomes = [sign_in(connection, "ana", "wrong", now) for _ in range(MAX_FAILED_SIGN_INS)]
+        assert outcomes[-1].locked_until == now + LOCKOUT
+        assert sign_in(connection, "ana", PASSWORD, now + LOCKOUT - timedelta(seconds=1)).user is None
+        assert sign_in(connection, "ana", PASSWORD, now + LOCKOUT).user is not None
+
+
+def test_an_unknown_username_gets_the_same_answer_as_a_wrong_password(client, ana):
+    assert "Wrong username or password" in attempt(client, PASSWORD, username="nobody").text
+
+
+def test_sign_in_attempts_are_rate_limited_per_address(client, ana):
+    answers = [attempt(client, "wrong", username="nobody") for _ in range(11)]
+    assert [answer.status_code for answer in answers] == [401] * 10 + [429]
+    assert int(answers[10].headers["Retry-After"]) > 0
+
+
+def test_the_token_endpoint_is_rate_limited_per_address(client):
+    answers = [client.post("/auth/token", data={"grant_type": "client_credentials"}).status_code for _ in range(301)]
+    assert 429 not in answers[:300] and answers[300] == 429
