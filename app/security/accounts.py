@@ -79,7 +79,7 @@ class ClientRegistration:
 def register_client(connection: Connection, registration: ClientRegistration) -> dict:
     """Store a new client; returns its `client_id`, and for client_secret_basic its `client_secret` (shown once)."""
     check_registration(registration)
-    client_id = secrets.token_urlsafe(16)
+    client_id = secrets.token_hex(16)  # hex: never starts with "-", which a command line would take for an option
     secret = secrets.token_urlsafe(32) if registration.auth_method == "client_secret_basic" else None
     connection.execute(insert(oauth_client).values(
         client_id=client_id, name=registration.name, redirect_uris=orjson.dumps(list(registration.redirect_uris)).decode(),
@@ -95,8 +95,8 @@ def check_registration(registration: ClientRegistration) -> None:
         raise AccountError("A client needs a name.")
     if registration.auth_method not in AUTH_METHODS:
         raise AccountError(f"Unknown client authentication '{registration.auth_method}': one of {', '.join(AUTH_METHODS)}.")
-    if registration.auth_method != "private_key_jwt" and not registration.redirect_uris:
-        raise AccountError("A public or secret client needs at least one redirect URI for the authorization code flow.")
+    if registration.auth_method == "none" and not registration.redirect_uris:
+        raise AccountError("A public client needs at least one redirect URI: it can only use the authorization code flow.")
     if registration.auth_method == "private_key_jwt" and not (registration.jwks or registration.jwks_uri):
         raise AccountError("A private_key_jwt client needs its public keys: a JWK Set, or the https URL of one.")
     for uri in registration.redirect_uris:

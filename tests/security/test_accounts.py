@@ -149,3 +149,8 @@ def test_registered_clients_are_kept_apart_from_resources(engine):
         register_client(connection, ClientRegistration("App", ("https://a.example/cb",), "openid", "none"))
     with writing(engine) as unit:
         assert not unit.has_resources()
+
+
+def test_a_secret_client_without_redirect_uris_is_a_backend_service(database_url, tmp_path):
+    added = registered(ehr(database_url, "clients", "add", "--name", "Nightly export", "--scope", "system/*.rs", "--secret", cwd=tmp_path))
+    assert set(added) == {"client_id", "client_secret"}
