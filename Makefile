@@ -4,6 +4,9 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8080
+# Debian's Chromium and its driver, for the browser tests of our pages (tests/security/test_consent_page_in_chromium.py).
+BROWSER := /usr/bin/chromium /usr/bin/chromedriver
+SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: install run test bench fhir-data clean
 
@@ -15,12 +18,16 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
+$(BROWSER):
+	$(SUDO) apt-get install -y -qq chromium chromium-driver || \
+	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver)
+
 run: install
 	$(BIN)/ehr db upgrade
 	$(BIN)/ehr demo
 	$(BIN)/ehr serve --port $(PORT)
 
-test: install
+test: install $(BROWSER)
 	$(BIN)/pytest
 
 bench: install
