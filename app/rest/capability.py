@@ -9,6 +9,7 @@ from app.model.registry import FHIR_VERSION, resource_types
 from app.operations.registry import operations_of
 from app.search.criteria import is_searchable
 from app.search.parameters import parameters_of, reference_codes, shared_parameters
+from app.security.discovery import capability_security
 
 SOFTWARE_NAME = "EHR Integration Server"
 SOFTWARE_VERSION = "0.1.0"
@@ -60,6 +61,7 @@ def rest_capability(routes: set[tuple[str, str]]) -> dict:
     system_interactions = [code for route, codes in SYSTEM_INTERACTIONS.items() if route in routes for code in codes]
     rest = {
         "mode": "server",
+        "security": capability_security(),
         "resource": [resource_capability(type_name, type_interactions, routes) for type_name in sorted(resource_types())],
         "interaction": [{"code": code} for code in system_interactions],
     }

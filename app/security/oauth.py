@@ -37,9 +37,12 @@ from app.security.tokens import (
 )
 from app.security.user_tokens import GrantError, UserGrant, issue_user_token
 
+AUTHORIZE_PATH = "/auth/authorize"
+LOGIN_PATH = "/auth/login"
 TOKEN_PATH = "/auth/token"
 REVOCATION_PATH = "/auth/revoke"
 INTROSPECTION_PATH = "/auth/introspect"
+JWKS_PATH = "/auth/jwks"
 ENDPOINT_AUTH_METHODS = ["client_secret_basic", "private_key_jwt", "none"]  # a public app revokes its own tokens too
 ASSERTION_ALGORITHMS = ["RS384", "ES384", "RS256", "ES256"]  # SMART requires RS384 and ES384; never HS* or none
 MAX_ASSERTION_LIFETIME_SECONDS = 300  # SMART Backend Services: exp no more than five minutes ahead
@@ -93,13 +96,15 @@ def now_utc() -> datetime:
 
 
 def token_endpoint_urls() -> list[str]:
-    """This server's token endpoint, the audience of client assertions: as the request reached it, and beside the
-    public FHIR base (EHR_BASE_URL `https://ehr.example.org/fhir` gives `https://ehr.example.org/auth/token`)."""
-    urls = [f"{request.scheme}://{request.host}{request.root_path}{TOKEN_PATH}"]
-    configured = current_app.config["EHR_SETTINGS"].base_url
-    if configured:
-        urls.append(configured.rstrip("/").removesuffix("/fhir") + TOKEN_PATH)
-    return urls
+    """This server's token endpoint, the audience of client assertions: as the request reached it, and as published
+    (public_auth_url)."""
+    return [f"{request.scheme}://{request.host}{request.root_path}{TOKEN_PATH}", public_auth_url(TOKEN_PATH)]
+
+
+def public_auth_url(path: str) -> str:
+    """The public URL of an authorization server endpoint: beside the FHIR base (EHR_BASE_URL
+    `https://ehr.example.org/fhir` gives `https://ehr.example.org/auth/token`), or as the request reached the server."""
+    return fhir_base().removesuffix("/fhir") + path
 
 
 class SmartClientAssertion(JWTBearerClientAssertion):

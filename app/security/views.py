@@ -12,13 +12,12 @@ from flask_wtf.csrf import CSRFProtect
 
 from app.security.accounts import User, find_user, sign_in
 from app.security.keys import public_key_set
-from app.security.oauth import INTROSPECTION_PATH, REVOCATION_PATH, TOKEN_PATH
+from app.security.discovery import openid_configuration, smart_configuration
+from app.security.oauth import AUTHORIZE_PATH, INTROSPECTION_PATH, JWKS_PATH, LOGIN_PATH, REVOCATION_PATH, TOKEN_PATH
 from app.security.scopes import described, described_other, parse_scopes
 from app.security.user_tokens import GrantError, granted_user_scopes
 
-AUTHORIZE_PATH = "/auth/authorize"
-LOGIN_PATH = "/auth/login"
-JWKS_PATH = "/auth/jwks"
+DISCOVERY_MAX_AGE_SECONDS = 3600
 JWKS_MAX_AGE_SECONDS = 300  # a client that meets an unknown kid fetches the set again
 # Our pages may not be framed (clickjacking) nor load anything from elsewhere. No form-action: browsers apply it to
 # the redirect to the app after the consent form, which is on another origin.
@@ -59,6 +58,22 @@ def revoke():
 @auth.post(INTROSPECTION_PATH)
 def introspect():
     return oauth_server().create_endpoint_response("introspection")
+
+
+@auth.get("/fhir/.well-known/smart-configuration")
+def smart_configuration_document():
+    return discovery_response(smart_configuration())
+
+
+@auth.get("/fhir/.well-known/openid-configuration")
+def openid_configuration_document():
+    return discovery_response(openid_configuration())
+
+
+def discovery_response(document: dict):
+    response = jsonify(document)
+    response.headers["Cache-Control"] = f"public, max-age={DISCOVERY_MAX_AGE_SECONDS}"
+    return response
 
 
 @auth.get(JWKS_PATH)

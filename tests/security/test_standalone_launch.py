@@ -239,3 +239,15 @@ def test_a_revoked_refresh_token_cannot_be_used(offline_app, urls):
     requests.post(urls["token"].replace("/token", "/revoke"), data={"token": token["refresh_token"], "client_id": offline_app}, timeout=10)
     refused = requests.post(urls["token"], data={"grant_type": "refresh_token", "refresh_token": token["refresh_token"], "client_id": offline_app}, timeout=10)
     assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
+
+
+def test_the_smart_python_client_finds_the_endpoints_and_launches(app_id, urls):
+    """fhirclient (SMART's own Python client) reads the endpoints from the CapabilityStatement, sends PKCE and aud."""
+    from fhirclient import client as smart_client
+
+    smart = smart_client.FHIRClient(settings={"app_id": app_id, "api_base": urls["fhir"], "redirect_uri": REDIRECT_URI,
+                                              "scope": "launch/patient openid fhirUser patient/Patient.r"})
+    answer = sign_in_and_consent(requests.Session(), smart.authorize_url)
+    smart.handle_callback(answer.headers["Location"])
+    assert smart.ready and smart.patient_id == "ana-1"
+    assert smart.patient.id == "ana-1"
