@@ -1,9 +1,10 @@
-"""`ehr clients`, `ehr users` and `ehr tokens`: the authorization server's clients and users, and tokens issued
-from the command line for operators' scripts and integration tests.
+"""`ehr clients`, `ehr users`, `ehr tokens` and `ehr launch`: the authorization server's clients and users, tokens
+issued from the command line for operators' scripts and integration tests, and EHR launches.
 
 Each command prints JSON that scripts can read (`clients add` prints the new client's id, and its secret once)."""
+import secrets
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import click
 import orjson
@@ -14,6 +15,7 @@ from app.security.accounts import (
     AccountError, ClientRegistration, add_user, all_clients, check_fhir_user, find_client, find_user, register_client, remove_client,
 )
 from app.security.scopes import ScopeError
+from app.security.tokens import Launch, save_launch
 from app.security.user_tokens import GrantError, UserGrant, issue_user_token
 from app.store.unit import reading
 
@@ -27,6 +29,7 @@ def refused(error: Exception) -> click.ClickException:
 
 
 MAX_TOKEN_SECONDS = 365 * 24 * 3600
+MAX_LAUNCH_SECONDS = 24 * 3600
 
 
 def security_commands(open_engine, fhir_base) -> list[click.Command]:
@@ -121,7 +124,37 @@ def security_commands(open_engine, fhir_base) -> list[click.Command]:
                 raise refused(error) from None
         print_json(response)
 
-    return [clients, users, tokens]
+    @click.command("launch")
+    @click.option("--patient", required=True, help="The Patient open in the EHR (Patient/ID).")
+    @click.option("--encounter", help="The Encounter open in the EHR (Encounter/ID).")
+    @click.option("--username", help="The only user who may use the launch.")
+    @click.option("--expires-in", type=click.IntRange(1, MAX_LAUNCH_SECONDS), default=3600, show_default=True, help="Seconds.")
+    def launch(patient, encounter, username, expires_in):
+        """Make an EHR launch: the `launch` value an EHR passes the app it starts, with `iss`, its FHIR base."""
+        engine = open_engine()
+        try:
+            context = Launch(resource_id_of(engine, patient, "Patient"), encounter and resource_id_of(engine, encounter, "Encounter"),
+                             username, datetime.now(timezone.utc) + timedelta(seconds=expires_in))
+            with engine.begin() as connection:
+                if username and find_user(connection, username) is None:
+                    raise click.ClickException(f"There is no user '{username}'.")
+                value = secrets.token_urlsafe(24)
+                save_launch(connection, value, context)
+        except FhirError as error:
+            raise refused(error) from None
+        print_json({"launch": value, "iss": fhir_base()})
+
+    return [clients, users, tokens, launch]
+
+
+def resource_id_of(engine: Engine, reference: str, type_name: str) -> str:
+    """The id of `reference` (Patient/ID), which must name a live resource of `type_name`."""
+    named_type, _, resource_id = reference.partition("/")
+    if named_type != type_name or not resource_id:
+        raise click.UsageError(f"'{reference}' must be {type_name}/ID.")
+    with reading(engine) as unit:
+        unit.read(type_name, resource_id)
+    return resource_id
 
 
 def check_identity_exists(engine: Engine, fhir_user: str) -> None:

@@ -11,12 +11,12 @@ GRANT_TYPES = ["authorization_code", "refresh_token", "client_credentials"]
 AUTH_METHODS = ["client_secret_basic", "private_key_jwt"]
 # What a client can count on today (the FHIR API's enforcement of them is still to come: docs/security.md).
 CAPABILITIES = [
-    "launch-standalone", "client-public", "client-confidential-symmetric", "client-confidential-asymmetric",
-    "context-standalone-patient", "permission-patient", "permission-user", "permission-v1", "permission-v2",
+    "launch-standalone", "launch-ehr", "client-public", "client-confidential-symmetric", "client-confidential-asymmetric",
+    "context-standalone-patient", "context-ehr-patient", "context-ehr-encounter", "permission-patient", "permission-user", "permission-v1", "permission-v2",
     "permission-offline", "permission-online", "sso-openid-connect",
 ]
 SCOPES = [
-    "openid", "fhirUser", "profile", "launch/patient", "offline_access", "online_access",
+    "openid", "fhirUser", "profile", "launch", "launch/patient", "offline_access", "online_access",
     "patient/*.rs", "patient/*.cruds", "patient/*.read", "patient/*.write",
     "user/*.rs", "user/*.cruds", "user/*.read", "user/*.write", "system/*.rs", "system/*.cruds", "system/*.read", "system/*.write",
 ]

@@ -32,8 +32,8 @@ from app.rest.responses import fhir_base
 from app.security.accounts import Client, find_client, find_user
 from app.security.scopes import ScopeError, parse_scopes
 from app.security.tokens import (
-    AuthorizationCode, TokenContext, TokenRecord, accept_assertion_once, find_token, live_refresh_token, revoke_token, save_code, save_token,
-    take_code,
+    AuthorizationCode, Launch, TokenContext, TokenRecord, accept_assertion_once, find_token, live_launch, live_refresh_token, revoke_token,
+    save_code, save_token, take_code,
 )
 from app.security.user_tokens import GrantError, UserGrant, issue_user_token
 
@@ -209,18 +209,23 @@ class SmartAuthorizationCodeGrant(AuthorizationCodeGrant):
 
     TOKEN_ENDPOINT_AUTH_METHODS = ["none", "client_secret_basic", "private_key_jwt"]
     approved_scope = ""
+    launch: Launch | None = None  # an EHR launch's context, from the `launch` parameter
 
     def validate_authorization_request(self):
         redirect_uri = super().validate_authorization_request()
         check_audience(self.request.payload.data.get("aud"), redirect_uri)
+        self.launch = launch_context(self.request, redirect_uri)
         return redirect_uri
+
+    def patient_in_context(self, user) -> str | None:
+        return self.launch.patient if self.launch else user.patient_id()
 
     def save_authorization_code(self, code, request):
         now, data = now_utc(), request.payload.data
         approved = AuthorizationCode(
             request.client.get_client_id(), request.payload.redirect_uri or request.client.get_default_redirect_uri(),
             self.approved_scope, request.user.username, data.get("nonce"), data["code_challenge"], data["code_challenge_method"],
-            now, now + CODE_LIFETIME,
+            now, now + CODE_LIFETIME, self.launch and self.launch.patient, self.launch and self.launch.encounter,
         )
         with self.server.engine.begin() as connection:
             save_code(connection, code, approved)
@@ -243,7 +248,8 @@ class SmartAuthorizationCodeGrant(AuthorizationCodeGrant):
         user = self.authenticate_user(code)
         if user is None:
             raise InvalidGrantError("The user who approved this code no longer exists.")
-        grant = UserGrant(self.request.client.client, user, code.get_scope(), USER_TOKEN_SECONDS, fhir_base(), code.get_nonce())
+        grant = UserGrant(self.request.client.client, user, code.get_scope(), USER_TOKEN_SECONDS, fhir_base(), code.get_nonce(),
+                          code.code.patient, code.code.encounter)
         with self.server.engine.begin() as connection:
             try:
                 token = issue_user_token(connection, grant, now_utc())
@@ -273,7 +279,7 @@ class SmartRefreshTokenGrant(RefreshTokenGrant):
         if user is None:
             raise InvalidGrantError("The user of this refresh token no longer exists.")
         scope = self.request.payload.scope or old.get_scope()
-        grant = UserGrant(client, user, scope, USER_TOKEN_SECONDS, fhir_base())
+        grant = UserGrant(client, user, scope, USER_TOKEN_SECONDS, fhir_base(), patient=old.record.patient, encounter=old.record.encounter)
         with self.server.engine.begin() as connection:
             if not revoke_token(connection, old.record.id, now_utc()):
                 raise InvalidGrantError("This refresh token was used already.")  # by a concurrent refresh
@@ -282,6 +288,23 @@ class SmartRefreshTokenGrant(RefreshTokenGrant):
             except GrantError as error:
                 raise InvalidScopeError(description=str(error)) from None
         return 200, token, self.TOKEN_RESPONSE_HEADER
+
+
+def launch_context(oauth_request, redirect_uri: str) -> Launch | None:
+    """The context of the request's EHR `launch`, which must be live, asked for with the `launch` scope, and made
+    for the signed-in user if it names one."""
+    value = oauth_request.payload.data.get("launch")
+    if not value:
+        return None
+    if "launch" not in (oauth_request.payload.scope or "").split():
+        raise InvalidScopeError(description="An EHR launch needs the 'launch' scope.", redirect_uri=redirect_uri)
+    with current_app.extensions["ehr.engine"].connect() as connection:
+        launch = live_launch(connection, value, now_utc())
+    if launch is None:
+        raise InvalidRequestError("The 'launch' is unknown or has expired: start the app from the EHR again.", redirect_uri=redirect_uri)
+    if launch.username and oauth_request.user is not None and launch.username != oauth_request.user.username:
+        raise InvalidRequestError("This launch was made for another user.", redirect_uri=redirect_uri)
+    return launch
 
 
 def check_audience(aud: str | None, redirect_uri: str) -> None:

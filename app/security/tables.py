@@ -1,5 +1,5 @@
 """The security tables, on the store's metadata: the OAuth clients registered with the authorization server, the
-users who log in to it, the authorization codes and tokens it issued, the client assertions it accepted, its own
+users who log in to it, the EHR launches, authorization codes and tokens it issued, the client assertions it accepted, its own
 signing keys and session secret. No module outside app/security queries them."""
 from sqlalchemy import Column, DateTime, Identity, Index, Integer, String, Table, Text, UniqueConstraint
 
@@ -92,6 +92,20 @@ oauth_code = Table(
     Column("code_challenge", String(128), nullable=False),
     Column("code_challenge_method", String(10), nullable=False),
     Column("auth_time", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("patient", String(64)),  # an EHR launch's context
+    Column("encounter", String(64)),
+)
+
+# An EHR launch: the opaque `launch` value an EHR hands an app it starts, bound to the patient (and encounter) open in
+# the EHR and, when given, to the user who may use it. Kept as a SHA-256 like the tokens.
+oauth_launch = Table(
+    "oauth_launch",
+    metadata,
+    Column("launch_hash", String(64), primary_key=True),
+    Column("patient", String(64), nullable=False),
+    Column("encounter", String(64)),
+    Column("username", String(200)),
     Column("expires_at", DateTime(timezone=True), nullable=False),
 )
 

@@ -1,4 +1,5 @@
-"""Authorization codes, issued tokens and accepted client assertions, as the authorization server stores them.
+"""EHR launches, authorization codes, issued tokens and accepted client assertions, as the authorization server stores
+them.
 
 Access and refresh tokens are random strings handed to the client once; the table keeps their SHA-256, so reading
 the database does not give anyone a usable token. A token is live until it expires or is revoked.
@@ -10,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import Connection, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from app.security.tables import oauth_assertion, oauth_code, oauth_token
+from app.security.tables import oauth_assertion, oauth_code, oauth_launch, oauth_token
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class TokenRecord:
     username: str | None
     fhir_user: str | None
     patient: str | None
+    encounter: str | None
     issued_at: datetime
     expires_at: datetime
     revoked_at: datetime | None
@@ -74,7 +76,11 @@ def find_token(connection: Connection, token: str) -> TokenRecord | None:
     row = connection.execute(select(oauth_token).where(or_(oauth_token.c.access_token_hash == digest, oauth_token.c.refresh_token_hash == digest))).first()
     if row is None:
         return None
-    return TokenRecord(row.id, row.client_id, row.scope, row.username, row.fhir_user, row.patient, as_utc(row.issued_at),
+    return token_record(row)
+
+
+def token_record(row) -> TokenRecord:
+    return TokenRecord(row.id, row.client_id, row.scope, row.username, row.fhir_user, row.patient, row.encounter, as_utc(row.issued_at),
                        as_utc(row.expires_at), row.revoked_at and as_utc(row.revoked_at))
 
 
@@ -84,8 +90,7 @@ def live_refresh_token(connection: Connection, token: str, now: datetime) -> Tok
     row = connection.execute(select(oauth_token).where(oauth_token.c.refresh_token_hash == token_hash(token))).first()
     if row is None or row.revoked_at is not None or as_utc(row.refresh_expires_at) <= now:
         return None
-    return TokenRecord(row.id, row.client_id, row.scope, row.username, row.fhir_user, row.patient, as_utc(row.issued_at),
-                       as_utc(row.expires_at), None)
+    return token_record(row)
 
 
 def revoke_token(connection: Connection, token_id: int, now: datetime) -> bool:
@@ -133,6 +138,8 @@ class AuthorizationCode:
     code_challenge_method: str
     auth_time: datetime
     expires_at: datetime
+    patient: str | None = None  # an EHR launch's context
+    encounter: str | None = None
 
 
 def save_code(connection: Connection, code: str, approved: AuthorizationCode) -> None:
@@ -149,3 +156,25 @@ def take_code(connection: Connection, code: str, client_id: str, now: datetime) 
     if row is None:
         return None
     return AuthorizationCode(**{**row._asdict(), "auth_time": as_utc(row.auth_time), "expires_at": as_utc(row.expires_at)})
+
+
+@dataclass(frozen=True)
+class Launch:
+    """An EHR launch's context: the patient (and encounter) open in the EHR, for `username` if set."""
+
+    patient: str
+    encounter: str | None
+    username: str | None
+    expires_at: datetime
+
+
+def save_launch(connection: Connection, launch: str, context: Launch) -> None:
+    connection.execute(insert(oauth_launch).values(launch_hash=token_hash(launch), **context.__dict__))
+
+
+def live_launch(connection: Connection, launch: str, now: datetime) -> Launch | None:
+    """The context of a launch value not yet expired (an app may need several tries to complete its launch)."""
+    row = connection.execute(select(oauth_launch).where(oauth_launch.c.launch_hash == token_hash(launch))).first()
+    if row is None or as_utc(row.expires_at) <= now:
+        return None
+    return Launch(row.patient, row.encounter, row.username, as_utc(row.expires_at))

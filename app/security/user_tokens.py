@@ -36,28 +36,37 @@ class UserGrant:
     expires_in: int
     issuer: str  # this server's FHIR base URL, the id_token's iss
     nonce: str | None = None
+    patient: str | None = None  # an EHR launch's context; else a patient user is their own
+    encounter: str | None = None
+
+    def patient_in_context(self) -> str | None:
+        return self.patient or self.user.patient_id()
 
 
 def issue_user_token(connection: Connection, grant: UserGrant, now: datetime) -> dict:
     """Store and return a token response for `grant`: the scopes narrowed to the client's registration."""
-    granted = granted_user_scopes(grant.client, grant.user, grant.scope)
-    patient = grant.user.patient_id() if "patient" in granted.contexts() or "launch/patient" in granted.other else None
+    granted = granted_user_scopes(grant.client, grant.user, grant.scope, grant.patient_in_context())
+    launched = granted.other & {"launch", "launch/patient"}
+    patient = grant.patient_in_context() if "patient" in granted.contexts() or launched else None
+    encounter = grant.encounter if "launch" in granted.other else None
     response = {"access_token": generate_token(ACCESS_TOKEN_LENGTH), "token_type": "Bearer", "expires_in": grant.expires_in,
                 "scope": " ".join(granted.texts())}
     if patient:
         response["patient"] = patient
+    if encounter:
+        response["encounter"] = encounter
     if "openid" in granted.other and granted.other & {"fhirUser", "profile"}:
         fhir_user = grant.user.fhir_user if "fhirUser" in granted.other else None
         response["id_token"] = id_token(connection, now, grant.issuer, grant.client.client_id, grant.user.username, fhir_user, grant.nonce)
     refresh_lifetime = OFFLINE_REFRESH if "offline_access" in granted.other else ONLINE_REFRESH if "online_access" in granted.other else None
     if refresh_lifetime:
         response["refresh_token"] = generate_token(REFRESH_TOKEN_LENGTH)
-    context = TokenContext(grant.client.client_id, response["scope"], grant.user.username, grant.user.fhir_user, patient)
+    context = TokenContext(grant.client.client_id, response["scope"], grant.user.username, grant.user.fhir_user, patient, encounter)
     save_token(connection, context, response, now, refresh_lifetime)
     return response
 
 
-def granted_user_scopes(client: Client, user: User, requested: str) -> Grant:
+def granted_user_scopes(client: Client, user: User, requested: str, patient_in_context: str | None) -> Grant:
     """The scopes asked for that the client is registered for; GrantError when they ask for system/ access, for a
     patient's data with no patient in context, or for nothing the client may have."""
     try:
@@ -66,8 +75,9 @@ def granted_user_scopes(client: Client, user: User, requested: str) -> Grant:
         raise GrantError(str(error)) from None
     if "system" in wanted.contexts():
         raise GrantError("system/ scopes are for backend services (client_credentials), not for a user's grant.")
-    if "patient" in wanted.contexts() and user.patient_id() is None:
-        raise GrantError(f"patient/ scopes need a patient in context, and the user is {user.fhir_user or 'no patient'}.")
+    if "patient" in wanted.contexts() and patient_in_context is None:
+        raise GrantError(f"patient/ scopes need a patient in context: an EHR launch's, or the user's own, and the user is "
+                         f"{user.fhir_user or 'no patient'}.")
     granted = wanted.within(parse_scopes(client.scope))
     if not granted.resource_scopes and not granted.other:
         raise GrantError(f"None of the scopes asked for is registered for this client ({client.scope}).")

@@ -135,7 +135,7 @@ def authorize():
     if request.form.get("decision") != "approve" or not approved:
         return server.create_authorization_response(grant=grant, grant_user=None)  # access_denied, to the app
     try:
-        granted_user_scopes(grant.client.client, user, " ".join(approved))
+        granted_user_scopes(grant.client.client, user, " ".join(approved), grant.patient_in_context(user))
     except GrantError as error:
         refusal = InvalidScopeError(description=str(error), redirect_uri=grant.redirect_uri, state=grant.request.payload.state)
         return server.handle_error_response(None, refusal)
@@ -156,7 +156,8 @@ def consent_page(grant, user: User):
     asked = parse_scopes(grant.request.scope)
     scopes = [(scope.text, described(scope)) for scope in asked.resource_scopes]
     scopes += [(scope, described_other(scope)) for scope in sorted(asked.other)]
-    return page("consent.html", client_name=grant.client.client.name, username=user.username, scopes=scopes, action=request.full_path)
+    return page("consent.html", client_name=grant.client.client.name, username=user.username, scopes=scopes, action=request.full_path,
+                launch=grant.launch)
 
 
 def error_page(error: OAuth2Error):

@@ -1,4 +1,4 @@
-"""SMART on FHIR: the authorization server's clients, users, authorization codes, issued
+"""SMART on FHIR: the authorization server's clients, users, EHR launches, authorization codes, issued
 tokens, accepted client assertions, its own signing keys and session secret.
 
 Revision ID: 0008
@@ -83,6 +83,16 @@ def upgrade() -> None:
         sa.Column("code_challenge_method", sa.String(10), nullable=False),
         sa.Column("auth_time", sa.DateTime(timezone=True), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("patient", sa.String(64)),
+        sa.Column("encounter", sa.String(64)),
+    )
+    op.create_table(
+        "oauth_launch",
+        sa.Column("launch_hash", sa.String(64), primary_key=True),
+        sa.Column("patient", sa.String(64), nullable=False),
+        sa.Column("encounter", sa.String(64)),
+        sa.Column("username", sa.String(200)),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_table(
         "server_secret",
@@ -93,6 +103,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("server_secret")
+    op.drop_table("oauth_launch")
     op.drop_table("oauth_code")
     op.drop_table("signing_key")
     op.drop_table("oauth_assertion")
