@@ -127,17 +127,19 @@ def security_commands(open_engine, fhir_base) -> list[click.Command]:
     @click.command("launch")
     @click.option("--patient", required=True, help="The Patient open in the EHR (Patient/ID).")
     @click.option("--encounter", help="The Encounter open in the EHR (Encounter/ID).")
-    @click.option("--username", help="The only user who may use the launch.")
+    @click.option("--username", required=True, help="The user the EHR starts the app for: the only one who may use the launch.")
+    @click.option("--client", "client_id", required=True, help="The app the EHR starts: the only one that may use the launch.")
     @click.option("--expires-in", type=click.IntRange(1, MAX_LAUNCH_SECONDS), default=3600, show_default=True, help="Seconds.")
-    def launch(patient, encounter, username, expires_in):
+    def launch(patient, encounter, username, client_id, expires_in):
         """Make an EHR launch: the `launch` value an EHR passes the app it starts, with `iss`, its FHIR base."""
         engine = open_engine()
         try:
             context = Launch(resource_id_of(engine, patient, "Patient"), encounter and resource_id_of(engine, encounter, "Encounter"),
-                             username, datetime.now(timezone.utc) + timedelta(seconds=expires_in))
+                             username, client_id, datetime.now(timezone.utc) + timedelta(seconds=expires_in))
             with engine.begin() as connection:
-                if username and find_user(connection, username) is None:
-                    raise click.ClickException(f"There is no user '{username}'.")
+                if find_user(connection, username) is None or find_client(connection, client_id) is None:
+                    raise click.ClickException(f"There is no user '{username}'." if find_user(connection, username) is None
+                                               else f"There is no client '{client_id}'.")
                 value = secrets.token_urlsafe(24)
                 save_launch(connection, value, context)
         except FhirError as error:

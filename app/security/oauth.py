@@ -45,7 +45,9 @@ INTROSPECTION_PATH = "/auth/introspect"
 JWKS_PATH = "/auth/jwks"
 ENDPOINT_AUTH_METHODS = ["client_secret_basic", "private_key_jwt", "none"]  # a public app revokes its own tokens too
 ASSERTION_ALGORITHMS = ["RS384", "ES384", "RS256", "ES256"]  # SMART requires RS384 and ES384; never HS* or none
-MAX_ASSERTION_LIFETIME_SECONDS = 300  # SMART Backend Services: exp no more than five minutes ahead
+MAX_ASSERTION_LIFETIME_SECONDS = 300
+MAX_JTI_LENGTH = 255  # the column's size
+MAX_NONCE_LENGTH = 255  # SMART Backend Services: exp no more than five minutes ahead
 BACKEND_TOKEN_SECONDS = 300  # the lifetime SMART Backend Services recommends for its access tokens
 USER_TOKEN_SECONDS = 3600
 CODE_LIFETIME = timedelta(seconds=120)  # RFC 6749 recommends at most 10 minutes; the app exchanges it at once
@@ -87,8 +89,11 @@ class OAuthClient(ClientMixin):
         return response_type == "code"
 
     def get_allowed_scope(self, scope):
-        """`scope` narrowed to what the client is registered for (the grants narrow it first, and refuse nothing)."""
-        return " ".join(parse_scopes(scope or "").within(parse_scopes(self.client.scope)).texts())
+        """`scope` narrowed to what the client is registered for; a malformed scope is invalid_scope."""
+        try:
+            return " ".join(parse_scopes(scope or "").within(parse_scopes(self.client.scope)).texts())
+        except ScopeError as error:
+            raise InvalidScopeError(description=str(error)) from None
 
 
 def now_utc() -> datetime:
@@ -96,9 +101,9 @@ def now_utc() -> datetime:
 
 
 def token_endpoint_urls() -> list[str]:
-    """This server's token endpoint, the audience of client assertions: as the request reached it, and as published
-    (public_auth_url)."""
-    return [f"{request.scheme}://{request.host}{request.root_path}{TOKEN_PATH}", public_auth_url(TOKEN_PATH)]
+    """This server's token endpoint as published (public_auth_url): the one audience client assertions may name. With
+    EHR_BASE_URL it never comes from the request's Host, which any client could set to another server's."""
+    return [public_auth_url(TOKEN_PATH)]
 
 
 def public_auth_url(path: str) -> str:
@@ -135,12 +140,16 @@ class SmartClientAssertion(JWTBearerClientAssertion):
         super().verify_claims(claims)
 
     def validate_jti(self, claims, jti):
+        if len(str(jti)) > MAX_JTI_LENGTH:
+            raise InvalidClientError(description=f"The client assertion's jti is longer than {MAX_JTI_LENGTH} characters.")
         expires_at = datetime.fromtimestamp(claims["exp"], timezone.utc)
         with self.engine.begin() as connection:
             return accept_assertion_once(connection, claims["sub"], str(jti), expires_at, now_utc())
 
     def resolve_client_public_key(self, client):
         registered = client.client
+        if registered.auth_method != self.CLIENT_AUTH_METHOD:
+            raise InvalidClientError(description="This client does not authenticate with signed assertions (private_key_jwt).")
         key_set = registered.jwks if registered.jwks is not None else fetched_key_set(registered.jwks_uri)
         try:
             return KeySet.import_key_set(key_set)
@@ -214,6 +223,8 @@ class SmartAuthorizationCodeGrant(AuthorizationCodeGrant):
     def validate_authorization_request(self):
         redirect_uri = super().validate_authorization_request()
         check_audience(self.request.payload.data.get("aud"), redirect_uri)
+        if len(self.request.payload.data.get("nonce") or "") > MAX_NONCE_LENGTH:
+            raise InvalidRequestError(f"'nonce' is longer than {MAX_NONCE_LENGTH} characters.", redirect_uri=redirect_uri)
         self.launch = launch_context(self.request, redirect_uri)
         return redirect_uri
 
@@ -291,8 +302,8 @@ class SmartRefreshTokenGrant(RefreshTokenGrant):
 
 
 def launch_context(oauth_request, redirect_uri: str) -> Launch | None:
-    """The context of the request's EHR `launch`, which must be live, asked for with the `launch` scope, and made
-    for the signed-in user if it names one."""
+    """The context of the request's EHR `launch`, which must be live, asked for with the `launch` scope, and made for
+    the signed-in user and this app."""
     value = oauth_request.payload.data.get("launch")
     if not value:
         return None
@@ -302,8 +313,10 @@ def launch_context(oauth_request, redirect_uri: str) -> Launch | None:
         launch = live_launch(connection, value, now_utc())
     if launch is None:
         raise InvalidRequestError("The 'launch' is unknown or has expired: start the app from the EHR again.", redirect_uri=redirect_uri)
-    if launch.username and oauth_request.user is not None and launch.username != oauth_request.user.username:
+    if oauth_request.user is None or launch.username != oauth_request.user.username:
         raise InvalidRequestError("This launch was made for another user.", redirect_uri=redirect_uri)
+    if launch.client_id != oauth_request.client.get_client_id():
+        raise InvalidRequestError("This launch was made for another app.", redirect_uri=redirect_uri)
     return launch
 
 

@@ -98,14 +98,15 @@ oauth_code = Table(
 )
 
 # An EHR launch: the opaque `launch` value an EHR hands an app it starts, bound to the patient (and encounter) open in
-# the EHR and, when given, to the user who may use it. Kept as a SHA-256 like the tokens.
+# the EHR, to the user who may use it and to the app. Kept as a SHA-256 like the tokens.
 oauth_launch = Table(
     "oauth_launch",
     metadata,
     Column("launch_hash", String(64), primary_key=True),
     Column("patient", String(64), nullable=False),
     Column("encounter", String(64)),
-    Column("username", String(200)),
+    Column("username", String(200), nullable=False),
+    Column("client_id", String(64), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
 )
 

@@ -160,11 +160,12 @@ def take_code(connection: Connection, code: str, client_id: str, now: datetime) 
 
 @dataclass(frozen=True)
 class Launch:
-    """An EHR launch's context: the patient (and encounter) open in the EHR, for `username` if set."""
+    """An EHR launch's context: the patient (and encounter) open in the EHR, for one user and one app."""
 
     patient: str
     encounter: str | None
-    username: str | None
+    username: str
+    client_id: str
     expires_at: datetime
 
 
@@ -177,4 +178,4 @@ def live_launch(connection: Connection, launch: str, now: datetime) -> Launch | 
     row = connection.execute(select(oauth_launch).where(oauth_launch.c.launch_hash == token_hash(launch))).first()
     if row is None or as_utc(row.expires_at) <= now:
         return None
-    return Launch(row.patient, row.encounter, row.username, as_utc(row.expires_at))
+    return Launch(row.patient, row.encounter, row.username, row.client_id, as_utc(row.expires_at))

@@ -91,7 +91,8 @@ def upgrade() -> None:
         sa.Column("launch_hash", sa.String(64), primary_key=True),
         sa.Column("patient", sa.String(64), nullable=False),
         sa.Column("encounter", sa.String(64)),
-        sa.Column("username", sa.String(200)),
+        sa.Column("username", sa.String(200), nullable=False),
+        sa.Column("client_id", sa.String(64), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_table(

@@ -228,3 +228,29 @@ def test_plain_http_from_another_host_without_a_public_https_base_is_an_oauth_er
         assert response.status_code == 400 and response.json["error"] == "insecure_transport"
     finally:
         app.extensions["ehr.engine"].dispose()
+
+
+def test_behind_a_proxy_an_audience_taken_from_the_host_header_is_refused(database_url):
+    """With EHR_BASE_URL any Host is answered, so the Host must not make another server's token URL acceptable."""
+    app = create_app(Settings(database_url=database_url, base_url="https://ehr.example.org/fhir"))
+    try:
+        key = RSAKey.generate_key(2048, parameters={"kid": "rsa-1"})
+        client_id = registered(app.extensions["ehr.engine"], jwks=public_set(key))["client_id"]
+        signed = assertion(client_id, key, "https://evil.example/auth/token")
+        form = {"grant_type": "client_credentials", "scope": "system/Patient.rs", "client_assertion_type": ASSERTION_TYPE, "client_assertion": signed}
+        response = app.test_client().post("/auth/token", data=form, headers={"Host": "evil.example"}, base_url="https://evil.example")
+        assert response.status_code in (400, 401) and response.json["error"] == "invalid_client"
+    finally:
+        app.extensions["ehr.engine"].dispose()
+
+
+def test_an_assertion_for_a_client_that_has_no_keys_is_invalid_client(engine, token_url, rsa_key):
+    secret_client = registered(engine, scope="system/*.rs", auth_method="client_secret_basic")["client_id"]
+    response = ask(token_url, assertion(secret_client, rsa_key, token_url))
+    assert response.status_code in (400, 401) and response.json()["error"] == "invalid_client"
+
+
+def test_an_overlong_jti_is_invalid_client(engine, token_url, rsa_key):
+    client_id = registered(engine, jwks=public_set(rsa_key))["client_id"]
+    response = ask(token_url, assertion(client_id, rsa_key, token_url, jti="j" * 300))
+    assert response.status_code in (400, 401) and "jti is longer" in response.json()["error_description"]

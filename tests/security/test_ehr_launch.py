@@ -40,10 +40,10 @@ def urls(live_server):
     return {"fhir": live_server, "authorize": f"{root}/auth/authorize", "token": f"{root}/auth/token"}
 
 
-def new_launch(engine, username: str | None = "doc", lifetime: timedelta = timedelta(minutes=10)) -> str:
+def new_launch(engine, ward: dict, username: str = "doc", lifetime: timedelta = timedelta(minutes=10), client_id: str | None = None) -> str:
     value = generate_token(24)
     with engine.begin() as connection:
-        save_launch(connection, value, Launch("ana-1", "visit-1", username, datetime.now(timezone.utc) + lifetime))
+        save_launch(connection, value, Launch("ana-1", "visit-1", username, client_id or ward["client_id"], datetime.now(timezone.utc) + lifetime))
     return value
 
 
@@ -76,7 +76,7 @@ def start(ward: dict, urls: dict, launch: str | None, scope: str = SCOPES):
 
 
 def test_an_ehr_launch_gives_the_apps_token_the_patient_and_encounter_open_in_the_ehr(engine, ward, urls):
-    session, url, verifier = start(ward, urls, new_launch(engine))
+    session, url, verifier = start(ward, urls, new_launch(engine, ward))
     consent, answer = launched_by("doc", DOCTOR_PASSWORD, url)
     assert "Patient/ana-1" in consent.text and "Encounter/visit-1" in consent.text
     token = session.fetch_token(urls["token"], authorization_response=answer.headers["Location"], code_verifier=verifier)
@@ -88,12 +88,13 @@ def test_an_ehr_launch_gives_the_apps_token_the_patient_and_encounter_open_in_th
 
 @pytest.mark.parametrize("case, error", [
     ("no launch scope", "invalid_scope"), ("unknown launch", "invalid_request"), ("expired launch", "invalid_request"),
-    ("another user's launch", "invalid_request"),
+    ("another user's launch", "invalid_request"), ("another app's launch", "invalid_request"),
 ])
 def test_a_launch_that_cannot_be_used_goes_back_to_the_app_as_an_error(engine, ward, urls, case, error):
-    launch = {"no launch scope": lambda: new_launch(engine), "unknown launch": lambda: "never-made",
-              "expired launch": lambda: new_launch(engine, lifetime=timedelta(seconds=-1)),
-              "another user's launch": lambda: new_launch(engine, username="nurse")}[case]()
+    launch = {"no launch scope": lambda: new_launch(engine, ward), "unknown launch": lambda: "never-made",
+              "expired launch": lambda: new_launch(engine, ward, lifetime=timedelta(seconds=-1)),
+              "another user's launch": lambda: new_launch(engine, ward, username="nurse"),
+              "another app's launch": lambda: new_launch(engine, ward, client_id="another-app")}[case]()
     scope = SCOPES.replace("launch ", "") if case == "no launch scope" else SCOPES
     _, url, _ = start(ward, urls, launch, scope)
     _, answer = launched_by("doc", DOCTOR_PASSWORD, url)
@@ -101,19 +102,25 @@ def test_a_launch_that_cannot_be_used_goes_back_to_the_app_as_an_error(engine, w
     assert answer.status_code == 302 and returned["error"] == [error], returned
 
 
-def test_a_launch_for_no_particular_user_serves_whoever_signs_in(engine, ward, urls):
-    session, url, verifier = start(ward, urls, new_launch(engine, username=None))
-    _, answer = launched_by("nurse", "another password", url)
-    token = session.fetch_token(urls["token"], authorization_response=answer.headers["Location"], code_verifier=verifier)
-    assert token["patient"] == "ana-1"
+def test_a_patient_cannot_use_a_launch_made_for_someone_else_to_reach_another_patient(engine, ward, urls, client):
+    """A patient signs in on an app started with a practitioner's launch (for Ana): refused, never Ana's context."""
+    client.put("/fhir/Patient/bob-1", json={"resourceType": "Patient", "id": "bob-1"})
+    with engine.begin() as connection:
+        add_user(connection, "bob", "bob's password", "Patient/bob-1")
+    _, url, _ = start(ward, urls, new_launch(engine, ward))
+    _, answer = launched_by("bob", "bob's password", url)
+    assert parse_qs(urlsplit(answer.headers["Location"]).query)["error"] == ["invalid_request"]
 
 
 def test_ehr_launch_command_prints_a_launch_and_the_fhir_base(database_url, ward, tmp_path):
-    made = ehr(database_url, "launch", "--patient", "Patient/ana-1", "--encounter", "Encounter/visit-1", "--username", "doc", cwd=tmp_path)
+    app = ("--client", ward["client_id"])
+    made = ehr(database_url, "launch", "--patient", "Patient/ana-1", "--encounter", "Encounter/visit-1", "--username", "doc", *app, cwd=tmp_path)
     assert made.returncode == 0, made.stderr
     printed = orjson.loads(made.stdout)
     assert len(printed["launch"]) >= 24 and printed["iss"] == "http://127.0.0.1:8080/fhir"
-    missing = ehr(database_url, "launch", "--patient", "Patient/nobody", cwd=tmp_path)
+    missing = ehr(database_url, "launch", "--patient", "Patient/nobody", "--username", "doc", *app, cwd=tmp_path)
     assert missing.returncode != 0 and "Patient/nobody does not exist" in missing.stderr
-    stranger = ehr(database_url, "launch", "--patient", "Patient/ana-1", "--username", "ghost", cwd=tmp_path)
+    stranger = ehr(database_url, "launch", "--patient", "Patient/ana-1", "--username", "ghost", *app, cwd=tmp_path)
     assert stranger.returncode != 0 and "There is no user 'ghost'" in stranger.stderr
+    unknown_app = ehr(database_url, "launch", "--patient", "Patient/ana-1", "--username", "doc", "--client", "nope", cwd=tmp_path)
+    assert unknown_app.returncode != 0 and "There is no client 'nope'" in unknown_app.stderr

@@ -251,3 +251,13 @@ def test_the_smart_python_client_finds_the_endpoints_and_launches(app_id, urls):
     smart.handle_callback(answer.headers["Location"])
     assert smart.ready and smart.patient_id == "ana-1"
     assert smart.patient.id == "ana-1"
+
+
+@pytest.mark.parametrize("changes, error", [
+    ({"scope": "patient/Foo.rs openid"}, "invalid_scope"),
+    ({"nonce": "n" * 300}, "invalid_request"),
+])
+def test_a_malformed_scope_or_an_overlong_nonce_goes_back_to_the_app_as_an_error(app_id, urls, changes, error):
+    answer = signed_in_browser(urls).get(urls["authorize"], params=authorize_query(app_id, urls, **changes), allow_redirects=False, timeout=10)
+    assert answer.status_code == 302, answer.text
+    assert parse_qs(urlsplit(answer.headers["Location"]).query)["error"] == [error]
