@@ -7,7 +7,7 @@ ever be granted: they are parsed here, so a malformed one is refused at registra
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 import orjson
@@ -18,9 +18,10 @@ from joserfc.jwk import KeySet
 from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from app.model.instants import as_utc, utc_now
 from app.security.scopes import parse_scopes
 from app.security.tables import app_user, oauth_client
-from app.security.tokens import as_utc, token_hash
+from app.security.tokens import token_hash
 
 AUTH_METHODS = ("none", "client_secret_basic", "private_key_jwt")
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
@@ -85,7 +86,7 @@ def register_client(connection: Connection, registration: ClientRegistration) ->
         client_id=client_id, name=registration.name, redirect_uris=orjson.dumps(list(registration.redirect_uris)).decode(),
         scope=registration.scope, auth_method=registration.auth_method, secret_hash=secret and token_hash(secret),
         jwks=registration.jwks and orjson.dumps(registration.jwks).decode(), jwks_uri=registration.jwks_uri,
-        created_at=datetime.now(timezone.utc),
+        created_at=utc_now(),
     ))
     return {"client_id": client_id, **({"client_secret": secret} if secret else {})}
 
@@ -160,7 +161,7 @@ def add_user(connection: Connection, username: str, password: str, fhir_user: st
     try:
         with connection.begin_nested():
             connection.execute(insert(app_user).values(username=username, password_hash=PASSWORDS.hash(password),
-                                                       fhir_user=fhir_user, created_at=datetime.now(timezone.utc)))
+                                                       fhir_user=fhir_user, created_at=utc_now()))
     except IntegrityError:
         raise AccountError(f"There is already a user named '{username}'.") from None
 

@@ -4,15 +4,16 @@ issued from the command line for operators' scripts and integration tests, and E
 Each command prints JSON that scripts can read (`clients add` prints the new client's id, and its secret once)."""
 import secrets
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import click
 import orjson
 from sqlalchemy import Engine
 
 from app.errors import FhirError
+from app.model.instants import utc_now
 from app.security.accounts import (
-    AccountError, ClientRegistration, add_user, all_clients, check_fhir_user, find_client, find_user, register_client, remove_client,
+    AccountError, ClientRegistration, add_user, all_clients, find_client, find_user, register_client, remove_client,
 )
 from app.security.scopes import ScopeError
 from app.security.tokens import Launch, save_launch
@@ -96,7 +97,7 @@ def security_commands(open_engine, fhir_base) -> list[click.Command]:
         engine = open_engine()
         try:
             if fhir_user:
-                check_identity_exists(engine, fhir_user)
+                resource_id_of(engine, fhir_user, fhir_user.partition("/")[0])
             with engine.begin() as connection:
                 add_user(connection, username, password, fhir_user)
         except (AccountError, FhirError) as error:
@@ -119,7 +120,7 @@ def security_commands(open_engine, fhir_base) -> list[click.Command]:
             if client is None or user is None:
                 raise click.ClickException(f"There is no client '{client_id}'." if client is None else f"There is no user '{username}'.")
             try:
-                response = issue_user_token(connection, UserGrant(client, user, scope, expires_in, fhir_base()), datetime.now(timezone.utc))
+                response = issue_user_token(connection, UserGrant(client, user, scope, expires_in, fhir_base()), utc_now())
             except GrantError as error:
                 raise refused(error) from None
         print_json(response)
@@ -135,11 +136,12 @@ def security_commands(open_engine, fhir_base) -> list[click.Command]:
         engine = open_engine()
         try:
             context = Launch(resource_id_of(engine, patient, "Patient"), encounter and resource_id_of(engine, encounter, "Encounter"),
-                             username, client_id, datetime.now(timezone.utc) + timedelta(seconds=expires_in))
+                             username, client_id, utc_now() + timedelta(seconds=expires_in))
             with engine.begin() as connection:
-                if find_user(connection, username) is None or find_client(connection, client_id) is None:
-                    raise click.ClickException(f"There is no user '{username}'." if find_user(connection, username) is None
-                                               else f"There is no client '{client_id}'.")
+                if find_user(connection, username) is None:
+                    raise click.ClickException(f"There is no user '{username}'.")
+                if find_client(connection, client_id) is None:
+                    raise click.ClickException(f"There is no client '{client_id}'.")
                 value = secrets.token_urlsafe(24)
                 save_launch(connection, value, context)
         except FhirError as error:
@@ -158,10 +160,3 @@ def resource_id_of(engine: Engine, reference: str, type_name: str) -> str:
         unit.read(type_name, resource_id)
     return resource_id
 
-
-def check_identity_exists(engine: Engine, fhir_user: str) -> None:
-    """NotFound or Gone unless `fhir_user` (Patient/ID or Practitioner/ID) is a live resource."""
-    check_fhir_user(fhir_user)
-    type_name, _, resource_id = fhir_user.partition("/")
-    with reading(engine) as unit:
-        unit.read(type_name, resource_id)

@@ -12,8 +12,8 @@ import orjson
 from joserfc.jwk import KeySet, RSAKey
 from sqlalchemy import Connection, insert, select
 
+from app.model.instants import as_utc
 from app.security.tables import signing_key
-from app.security.tokens import as_utc
 
 ALGORITHM = "RS256"  # what OpenID Connect clients must accept for id_tokens
 KEY_BITS = 2048

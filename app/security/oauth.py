@@ -28,6 +28,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy import Engine
 
+from app.model.instants import utc_now
 from app.rest.responses import fhir_base
 from app.security.accounts import Client, find_client, find_user
 from app.security.scopes import ScopeError, parse_scopes
@@ -96,10 +97,6 @@ class OAuthClient(ClientMixin):
             raise InvalidScopeError(description=str(error)) from None
 
 
-def now_utc() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def token_endpoint_urls() -> list[str]:
     """This server's token endpoint as published (public_auth_url): the one audience client assertions may name. With
     EHR_BASE_URL it never comes from the request's Host, which any client could set to another server's."""
@@ -144,7 +141,7 @@ class SmartClientAssertion(JWTBearerClientAssertion):
             raise InvalidClientError(description=f"The client assertion's jti is longer than {MAX_JTI_LENGTH} characters.")
         expires_at = datetime.fromtimestamp(claims["exp"], timezone.utc)
         with self.engine.begin() as connection:
-            return accept_assertion_once(connection, claims["sub"], str(jti), expires_at, now_utc())
+            return accept_assertion_once(connection, claims["sub"], str(jti), expires_at, utc_now())
 
     def resolve_client_public_key(self, client):
         registered = client.client
@@ -232,7 +229,7 @@ class SmartAuthorizationCodeGrant(AuthorizationCodeGrant):
         return self.launch.patient if self.launch else user.patient_id()
 
     def save_authorization_code(self, code, request):
-        now, data = now_utc(), request.payload.data
+        now, data = utc_now(), request.payload.data
         approved = AuthorizationCode(
             request.client.get_client_id(), request.payload.redirect_uri or request.client.get_default_redirect_uri(),
             self.approved_scope, request.user.username, data.get("nonce"), data["code_challenge"], data["code_challenge_method"],
@@ -244,7 +241,7 @@ class SmartAuthorizationCodeGrant(AuthorizationCodeGrant):
     def query_authorization_code(self, code, client):
         """Taken (deleted) as it is found: a code is used once, even when the rest of the exchange then fails."""
         with self.server.engine.begin() as connection:
-            taken = take_code(connection, code, client.get_client_id(), now_utc())
+            taken = take_code(connection, code, client.get_client_id(), utc_now())
         return OAuthCode(taken) if taken else None
 
     def delete_authorization_code(self, authorization_code):
@@ -263,7 +260,7 @@ class SmartAuthorizationCodeGrant(AuthorizationCodeGrant):
                           code.code.patient, code.code.encounter)
         with self.server.engine.begin() as connection:
             try:
-                token = issue_user_token(connection, grant, now_utc())
+                token = issue_user_token(connection, grant, utc_now())
             except GrantError as error:
                 raise InvalidScopeError(description=str(error)) from None
         return 200, token, self.TOKEN_RESPONSE_HEADER
@@ -277,7 +274,7 @@ class SmartRefreshTokenGrant(RefreshTokenGrant):
 
     def authenticate_refresh_token(self, refresh_token):
         with self.server.engine.connect() as connection:
-            record = live_refresh_token(connection, refresh_token, now_utc())
+            record = live_refresh_token(connection, refresh_token, utc_now())
         return OAuthToken(record) if record else None
 
     def authenticate_user(self, refresh_token):
@@ -292,10 +289,10 @@ class SmartRefreshTokenGrant(RefreshTokenGrant):
         scope = self.request.payload.scope or old.get_scope()
         grant = UserGrant(client, user, scope, USER_TOKEN_SECONDS, fhir_base(), patient=old.record.patient, encounter=old.record.encounter)
         with self.server.engine.begin() as connection:
-            if not revoke_token(connection, old.record.id, now_utc()):
+            if not revoke_token(connection, old.record.id, utc_now()):
                 raise InvalidGrantError("This refresh token was used already.")  # by a concurrent refresh
             try:
-                token = issue_user_token(connection, grant, now_utc())
+                token = issue_user_token(connection, grant, utc_now())
             except GrantError as error:
                 raise InvalidScopeError(description=str(error)) from None
         return 200, token, self.TOKEN_RESPONSE_HEADER
@@ -310,7 +307,7 @@ def launch_context(oauth_request, redirect_uri: str) -> Launch | None:
     if "launch" not in (oauth_request.payload.scope or "").split():
         raise InvalidScopeError(description="An EHR launch needs the 'launch' scope.", redirect_uri=redirect_uri)
     with current_app.extensions["ehr.engine"].connect() as connection:
-        launch = live_launch(connection, value, now_utc())
+        launch = live_launch(connection, value, utc_now())
     if launch is None:
         raise InvalidRequestError("The 'launch' is unknown or has expired: start the app from the EHR again.", redirect_uri=redirect_uri)
     if oauth_request.user is None or launch.username != oauth_request.user.username:
@@ -358,7 +355,7 @@ class OAuthToken(TokenMixin):
         return int((self.record.expires_at - self.record.issued_at).total_seconds())
 
     def is_expired(self):
-        return self.record.expires_at <= now_utc()
+        return self.record.expires_at <= utc_now()
 
     def is_revoked(self):
         return self.record.revoked_at is not None
@@ -384,7 +381,7 @@ class SmartRevocationEndpoint(TokensOfTheEngine, RevocationEndpoint):
 
     def revoke_token(self, token, request):
         with self.engine.begin() as connection:
-            revoke_token(connection, token.record.id, now_utc())
+            revoke_token(connection, token.record.id, utc_now())
 
 
 class SmartIntrospectionEndpoint(TokensOfTheEngine, IntrospectionEndpoint):
@@ -459,7 +456,7 @@ def authorization_server(app: Flask, engine: Engine) -> AuthorizationServer:
     def store_token(token, oauth_request):
         context = TokenContext(oauth_request.client.get_client_id(), token.get("scope", ""))
         with engine.begin() as connection:
-            save_token(connection, context, token, now_utc())
+            save_token(connection, context, token, utc_now())
 
     app.config.setdefault("OAUTH2_TOKEN_EXPIRES_IN", {"client_credentials": BACKEND_TOKEN_SECONDS})
     server = SmartAuthorizationServer(app, query_client=query_client, save_token=store_token)

@@ -6,25 +6,13 @@ the database does not give anyone a usable token. A token is live until it expir
 """
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from app.model.instants import as_utc
 from app.security.tables import oauth_assertion, oauth_code, oauth_launch, oauth_token
-
-
-@dataclass(frozen=True)
-class IssuedToken:
-    """What a live access token grants, found by the token itself."""
-
-    client_id: str
-    scope: str
-    username: str | None
-    fhir_user: str | None
-    patient: str | None
-    encounter: str | None
-    expires_at: datetime
 
 
 @dataclass(frozen=True)
@@ -87,10 +75,7 @@ def token_record(row) -> TokenRecord:
 def live_refresh_token(connection: Connection, token: str, now: datetime) -> TokenRecord | None:
     """The token whose refresh token is `token`, if it is neither revoked (nor used already: rotation revokes it) nor
     expired."""
-    row = connection.execute(select(oauth_token).where(oauth_token.c.refresh_token_hash == token_hash(token))).first()
-    if row is None or row.revoked_at is not None or as_utc(row.refresh_expires_at) <= now:
-        return None
-    return token_record(row)
+    return live_token(connection, oauth_token.c.refresh_token_hash, oauth_token.c.refresh_expires_at, token, now)
 
 
 def revoke_token(connection: Connection, token_id: int, now: datetime) -> bool:
@@ -100,17 +85,17 @@ def revoke_token(connection: Connection, token_id: int, now: datetime) -> bool:
     return connection.execute(statement).rowcount == 1
 
 
-def live_access_token(connection: Connection, token: str, now: datetime) -> IssuedToken | None:
+def live_access_token(connection: Connection, token: str, now: datetime) -> TokenRecord | None:
     """What `token` grants, or None if it was never issued, has expired or was revoked."""
-    row = connection.execute(select(oauth_token).where(oauth_token.c.access_token_hash == token_hash(token))).first()
-    if row is None or row.revoked_at is not None or as_utc(row.expires_at) <= now:
+    return live_token(connection, oauth_token.c.access_token_hash, oauth_token.c.expires_at, token, now)
+
+
+def live_token(connection: Connection, hash_column, expires_column, token: str, now: datetime) -> TokenRecord | None:
+    """The row whose `hash_column` holds `token`'s hash, unless it is revoked or its `expires_column` has passed."""
+    row = connection.execute(select(oauth_token).where(hash_column == token_hash(token))).first()
+    if row is None or row.revoked_at is not None or as_utc(row._mapping[expires_column]) <= now:
         return None
-    return IssuedToken(row.client_id, row.scope, row.username, row.fhir_user, row.patient, row.encounter, as_utc(row.expires_at))
-
-
-def as_utc(moment: datetime) -> datetime:
-    """SQLite gives back naive datetimes for what was stored in UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return token_record(row)
 
 
 def accept_assertion_once(connection: Connection, client_id: str, jti: str, expires_at: datetime, now: datetime) -> bool:

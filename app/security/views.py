@@ -1,6 +1,6 @@
 """The authorization server's HTTP endpoints: the token, revocation and introspection endpoints (authlib answers them,
 with RFC 6749 error bodies), the user's sign-in and consent pages, and the published signing keys."""
-from datetime import datetime, timezone
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from authlib.oauth2 import OAuth2Error
@@ -10,6 +10,7 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFProtect
 
+from app.model.instants import utc_now
 from app.security.accounts import User, find_user, sign_in
 from app.security.keys import public_key_set
 from app.security.discovery import openid_configuration, smart_configuration
@@ -80,7 +81,7 @@ def discovery_response(document: dict):
 def jwks():
     """This server's public signing keys."""
     with engine().begin() as connection:
-        key_set = public_key_set(connection, datetime.now(timezone.utc))
+        key_set = public_key_set(connection, utc_now())
     response = jsonify(key_set)
     response.headers["Cache-Control"] = f"public, max-age={JWKS_MAX_AGE_SECONDS}"
     return response
@@ -94,7 +95,7 @@ def login():
         return page("login.html", next_url=next_url, username="")
     csrf.protect()
     username = request.form.get("username", "")
-    now = datetime.now(timezone.utc)
+    now = utc_now()
     with engine().begin() as connection:
         outcome = sign_in(connection, username, request.form.get("password", ""), now)
     if outcome.user is None:

@@ -1,6 +1,7 @@
 """SMART Backend Services: a hospital's or EHR vendor's service gets a system token from the token endpoint with
 `client_credentials`, authenticating with a JWT it signs (private_key_jwt) or with its secret. Driven by authlib's
 OAuth 2.0 client over real HTTP, and by hand-made assertions for what a real client would never send."""
+import contextlib
 import http.server
 import json
 import threading
@@ -207,18 +208,24 @@ def test_no_assertion_or_scope_makes_the_token_endpoint_fail(client, signed, sco
     assert response.status_code in (400, 401) and "error" in response.json
 
 
-def test_behind_a_proxy_the_audience_may_be_the_public_token_endpoint(database_url):
-    """With EHR_BASE_URL https://ehr.example.org/fhir, a client signs for https://ehr.example.org/auth/token."""
+@contextlib.contextmanager
+def behind_a_proxy(database_url: str):
+    """The app with EHR_BASE_URL https://ehr.example.org/fhir, and a backend client registered on it with its key."""
     app = create_app(Settings(database_url=database_url, base_url="https://ehr.example.org/fhir"))
     try:
         key = RSAKey.generate_key(2048, parameters={"kid": "rsa-1"})
-        client_id = registered(app.extensions["ehr.engine"], jwks=public_set(key))["client_id"]
+        yield app, registered(app.extensions["ehr.engine"], jwks=public_set(key))["client_id"], key
+    finally:
+        app.extensions["ehr.engine"].dispose()
+
+
+def test_behind_a_proxy_the_audience_may_be_the_public_token_endpoint(database_url):
+    """With EHR_BASE_URL https://ehr.example.org/fhir, a client signs for https://ehr.example.org/auth/token."""
+    with behind_a_proxy(database_url) as (app, client_id, key):
         signed = assertion(client_id, key, "https://ehr.example.org/auth/token")
         form = {"grant_type": "client_credentials", "scope": "system/Patient.rs", "client_assertion_type": ASSERTION_TYPE, "client_assertion": signed}
         response = app.test_client().post("/auth/token", data=form, headers={"Host": "10.0.0.5:8080"})
         assert response.status_code == 200, response.json
-    finally:
-        app.extensions["ehr.engine"].dispose()
 
 
 def test_plain_http_from_another_host_without_a_public_https_base_is_an_oauth_error(database_url):
@@ -232,16 +239,11 @@ def test_plain_http_from_another_host_without_a_public_https_base_is_an_oauth_er
 
 def test_behind_a_proxy_an_audience_taken_from_the_host_header_is_refused(database_url):
     """With EHR_BASE_URL any Host is answered, so the Host must not make another server's token URL acceptable."""
-    app = create_app(Settings(database_url=database_url, base_url="https://ehr.example.org/fhir"))
-    try:
-        key = RSAKey.generate_key(2048, parameters={"kid": "rsa-1"})
-        client_id = registered(app.extensions["ehr.engine"], jwks=public_set(key))["client_id"]
+    with behind_a_proxy(database_url) as (app, client_id, key):
         signed = assertion(client_id, key, "https://evil.example/auth/token")
         form = {"grant_type": "client_credentials", "scope": "system/Patient.rs", "client_assertion_type": ASSERTION_TYPE, "client_assertion": signed}
         response = app.test_client().post("/auth/token", data=form, headers={"Host": "evil.example"}, base_url="https://evil.example")
         assert response.status_code in (400, 401) and response.json["error"] == "invalid_client"
-    finally:
-        app.extensions["ehr.engine"].dispose()
 
 
 def test_an_assertion_for_a_client_that_has_no_keys_is_invalid_client(engine, token_url, rsa_key):

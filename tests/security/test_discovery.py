@@ -1,6 +1,5 @@
 """What the authorization server publishes: SMART's /.well-known/smart-configuration, OpenID Connect discovery, and
 the CapabilityStatement's security element, as the request reached the server or from EHR_BASE_URL."""
-import pytest
 import requests
 
 from app.config import Settings
