@@ -10,12 +10,13 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from tqdm import tqdm
 
 from app.config import load_settings
-from app.demo import demo_bundle
+from app.demo import DEMO_PRACTITIONER, demo_bundle
 from app.errors import DatabaseUnavailable
 from app.feeds import installed_feeds
 from app.loader import LoadReport, bundle_candidates, load_candidates, read_candidates
 from app.model.registry import is_served
 from app.security.commands import security_commands
+from app.security.demo import demo_client_id, token_command
 from app.store.reindex import reindex, resources_to_reindex
 from app.store import migrate
 from app.store.db import is_missing_database, make_engine, open_database
@@ -128,7 +129,8 @@ def db_current():
 def serve(host, port):
     """Serve the FHIR API with the development server (use gunicorn in production)."""
     app = create_app(bind_host=host)
-    click.echo(f"FHIR R4 API at http://{host}:{port}/fhir (not authenticated yet: keep it on a trusted network).")
+    tokens = "SMART bearer tokens required" if app.config["EHR_SETTINGS"].auth else "EHR_AUTH=off: no token needed, for development only"
+    click.echo(f"FHIR R4 API at http://{host}:{port}/fhir ({tokens}).")
     app.run(host=host, port=port, threaded=True)
 
 
@@ -179,8 +181,20 @@ def reindex_command(type_name):
 
 @main.command()
 def demo():
-    """Load the demo data set (patients, practitioners, encounters, vital signs) if the database is empty."""
+    """Load the demo data set (patients, practitioners, encounters, vital signs) if the database is empty, and say how
+    to get a token for the demo clinician."""
     engine = settings_engine()
+    load_demo_data(engine)
+    with reading(engine) as unit:
+        if not unit.stored_keys([("Practitioner", DEMO_PRACTITIONER)]):
+            return
+    with engine.begin() as connection:
+        client_id = demo_client_id(connection, f"Practitioner/{DEMO_PRACTITIONER}")
+    click.echo(f"The FHIR API takes SMART bearer tokens. A token for the demo clinician (printed as JSON; send its access_token as "
+               f"Authorization: Bearer ...):\n  {token_command(sys.argv[0], client_id)}")
+
+
+def load_demo_data(engine) -> None:
     with reading(engine) as unit:
         empty = not unit.has_resources()
     if not empty:
@@ -189,4 +203,3 @@ def demo():
     report = LoadReport()
     load_candidates(engine, bundle_candidates("demo", demo_bundle()), report)
     print_report(report)
-

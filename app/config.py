@@ -48,6 +48,8 @@ class Settings:
     allowed_hosts: tuple[str, ...] | None = None  # Host header names served (any port); None: see app/web.py trusted_hosts
     integrity: Integrity = Integrity()  # the referential-integrity checks of writes and deletes
     rate_limit_storage: str = "memory://"  # where sign-in and token rate limits count (per worker unless shared)
+    auth: bool = True  # the FHIR API and /hl7v2 take SMART bearer tokens; off only for development (app/security/bearer.py)
+    cors_origins: tuple[str, ...] = ("*",)  # the web origins whose pages may call the API and token endpoint (app/web.py)
 
     @property
     def database(self) -> Database:
@@ -69,6 +71,8 @@ def load_settings() -> Settings:
         hl7_text_plain=switched_on("EHR_HL7_TEXT_PLAIN", False),
         allowed_hosts=tuple(filter(None, map(str.strip, os.environ.get("EHR_ALLOWED_HOSTS", "").split(",")))) or None,
         rate_limit_storage=os.environ.get("EHR_RATE_LIMIT_STORAGE") or "memory://",
+        auth=switched_on("EHR_AUTH", True),
+        cors_origins=tuple(filter(None, map(str.strip, os.environ.get("EHR_CORS_ORIGINS", "*").split(",")))),
         integrity=Integrity(
             on_write=switched_on("EHR_REFERENTIAL_INTEGRITY_ON_WRITE", True), on_delete=switched_on("EHR_REFERENTIAL_INTEGRITY_ON_DELETE", True),
         ),

@@ -20,6 +20,7 @@ PROFILE_BASE = "http://hl7.org/fhir/StructureDefinition"
 SEED = 20250304
 READING_DELAY = timedelta(minutes=30)
 ADMISSION_HEART_RATE_RISE = 15  # acutely ill inpatients have faster hearts
+DEMO_PRACTITIONER = "demo-practitioner-1"  # the demo clinician who signs in (app/security/demo.py)
 
 
 class DemoPractitioner(NamedTuple):

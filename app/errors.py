@@ -46,6 +46,18 @@ class UnprocessableResource(FhirError):
     status, code = 422, "processing"
 
 
+class Unauthorized(FhirError):
+    """No valid bearer token: `headers` carry WWW-Authenticate (RFC 6750), which names the error for a bad token."""
+
+    status, code = 401, "login"
+
+
+class Forbidden(FhirError):
+    """The caller's token does not allow the interaction (its scopes name neither the type nor the permission)."""
+
+    status, code = 403, "forbidden"
+
+
 class NotFound(FhirError):
     status, code = 404, "not-found"
 

@@ -1,5 +1,8 @@
 """The Flask application factory: one engine per process, checked against the schema at start."""
+import logging
+
 from flask import Flask
+from flask_cors import CORS
 
 from app.config import Settings, load_settings
 from app.feeds import installed_feeds
@@ -11,10 +14,15 @@ from app.rest.urls import configure_urls
 from app.security.oauth import authorization_server
 from app.security.shared_secrets import shared_secret
 from app.security.views import auth, csrf, limiter
+from app.store.audit import AuditWriter
 from app.store.db import open_database
 from app.store.migrate import check_schema_current
 
 
+log = logging.getLogger(__name__)
+CORS_PATHS = (r"/fhir/*", "/fhir", r"/auth/token", r"/auth/revoke", r"/auth/introspect", r"/auth/jwks")
+CORS_REQUEST_HEADERS = ["Authorization", "Content-Type", "Accept", "If-Match", "If-None-Match", "If-None-Exist", "If-Modified-Since", "Prefer"]
+CORS_RESPONSE_HEADERS = ["Location", "Content-Location", "ETag", "Last-Modified", "WWW-Authenticate"]
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1")  # werkzeug 3.1 matches no IPv6 literal such as [::1]
 
 
@@ -22,6 +30,8 @@ def create_app(settings: Settings | None = None, bind_host: str | None = None) -
     """Build the app; raises SchemaNotCurrent, naming the fixing command, if the schema is missing or old. `bind_host` is
     the address the server listens on, when the caller knows it (`ehr serve`)."""
     settings = settings or load_settings()
+    if not settings.auth:
+        log.warning("EHR_AUTH=off: the FHIR API and /hl7v2 answer anyone who reaches the server, without a token. For development only.")
     engine = open_database(settings.database)
     check_schema_current(engine)
     app = Flask(__name__)
@@ -32,8 +42,10 @@ def create_app(settings: Settings | None = None, bind_host: str | None = None) -
         TRUSTED_HOSTS=trusted_hosts(settings, bind_host),
     )
     app.extensions["ehr.engine"] = engine
+    app.extensions["ehr.audit"] = AuditWriter(engine)
     app.extensions["ehr.oauth"] = authorization_server(app, engine)
     configure_sessions(app, engine)
+    configure_cors(app, settings)
     configure_urls(app)
     app.register_blueprint(fhir)
     app.register_blueprint(operations)
@@ -58,6 +70,15 @@ def configure_sessions(app: Flask, engine) -> None:
                       RATELIMIT_STORAGE_URI=settings.rate_limit_storage, RATELIMIT_HEADERS_ENABLED=True)
     csrf.init_app(app)
     limiter.init_app(app)
+
+
+def configure_cors(app: Flask, settings: Settings) -> None:
+    """Browser apps (SMART apps are often single pages on another origin) may call the FHIR API and the token,
+    revocation, introspection and key endpoints: CORS for EHR_CORS_ORIGINS, any by default, never with cookies, which
+    those endpoints do not read (the API takes bearer tokens). The sign-in and consent pages, which use a cookie, get
+    no CORS headers: a browser visits them, no script calls them."""
+    shared = {"origins": list(settings.cors_origins), "supports_credentials": False, "max_age": 3600}
+    CORS(app, resources={path: shared for path in CORS_PATHS}, allow_headers=CORS_REQUEST_HEADERS, expose_headers=CORS_RESPONSE_HEADERS)
 
 
 def trusted_hosts(settings: Settings, bind_host: str | None) -> list[str] | None:

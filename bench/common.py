@@ -147,7 +147,7 @@ def free_port() -> int:
 def server_env(database_url: str, tree: Path = REPO_ROOT) -> dict[str, str]:
     """The environment of the server and `ehr` commands, running the code of `tree` (a checkout of another revision,
     for a back-to-back comparison, or this one) with this checkout's .venv."""
-    return {**os.environ, "EHR_DATABASE_URL": database_url, "PYTHONPATH": str(tree), CODE_TREE_VARIABLE: str(tree)}
+    return {**os.environ, "EHR_DATABASE_URL": database_url, "EHR_AUTH": "off", "PYTHONPATH": str(tree), CODE_TREE_VARIABLE: str(tree)}
 
 
 def code_tree(env: dict[str, str]) -> Path:

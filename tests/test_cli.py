@@ -26,7 +26,7 @@ COMMAND_TIMEOUT_SECONDS = 300
 
 def ehr(database_url: str, *args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess:
     """Run the installed console script with EHR_DATABASE_URL set, as an operator would."""
-    env = {**os.environ, "EHR_DATABASE_URL": database_url}
+    env = {**os.environ, "EHR_DATABASE_URL": database_url, "EHR_AUTH": "off"}
     return subprocess.run([str(EHR), *args], env=env, cwd=cwd, input=stdin, capture_output=True, text=True,
                           timeout=COMMAND_TIMEOUT_SECONDS)
 
@@ -178,7 +178,7 @@ def test_hl7_replay_of_a_message_that_does_not_exist_says_so_and_exits_1(databas
 
 def test_serve_on_a_migrated_database_answers_the_fhir_api(database_url, tmp_path):
     port = free_port()
-    env = {**os.environ, "EHR_DATABASE_URL": database_url}
+    env = {**os.environ, "EHR_DATABASE_URL": database_url, "EHR_AUTH": "off"}
     server = subprocess.Popen([str(EHR), "serve", "--port", str(port)], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         response = wait_for(f"http://127.0.0.1:{port}/fhir/metadata", server)
@@ -191,7 +191,7 @@ def test_serve_on_a_migrated_database_answers_the_fhir_api(database_url, tmp_pat
 
 def test_serve_answers_its_own_address_and_refuses_another_host(database_url, tmp_path):
     port = free_port()
-    env = {**os.environ, "EHR_DATABASE_URL": database_url}
+    env = {**os.environ, "EHR_DATABASE_URL": database_url, "EHR_AUTH": "off"}
     server = subprocess.Popen([str(EHR), "serve", "--host", "127.0.0.2", "--port", str(port)], env=env, cwd=tmp_path,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

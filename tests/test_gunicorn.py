@@ -43,7 +43,7 @@ def exchange(port: int, method: str, path: str, body=None, timeout: float = 60) 
 def served(database_url, tmp_path):
     """gunicorn with the repository's gunicorn.conf.py and one worker on `database_url`: (port, log path)."""
     port, log = free_port(), tmp_path / "gunicorn.log"
-    env = {**os.environ, "EHR_DATABASE_URL": database_url, "EHR_ALLOWED_HOSTS": "127.0.0.1"}
+    env = {**os.environ, "EHR_DATABASE_URL": database_url, "EHR_ALLOWED_HOSTS": "127.0.0.1", "EHR_AUTH": "off"}
     with open(log, "wb") as out:
         server = subprocess.Popen([str(GUNICORN), "-w", "1", "-b", f"127.0.0.1:{port}", "wsgi:app"], cwd=ROOT, env=env,
                                   stdout=out, stderr=subprocess.STDOUT)

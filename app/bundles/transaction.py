@@ -12,32 +12,35 @@ from app.config import PageSizes
 from app.errors import BadRequest, FhirError, Issue
 from app.model.bundles import bundle as response_bundle
 from app.model.references import rewrite_references
+from app.store.access import UNRESTRICTED, Access
 from app.store.integrity import DanglingReferences, StillReferenced
 from app.store.turns import let_others_run
 from app.store.unit import Unit, reading, writing
 
 
-def process_bundle(engine: Engine, bundle, base: str, prefer_return: str = "minimal", page_sizes: PageSizes = PageSizes()) -> dict:
+def process_bundle(engine: Engine, bundle, base: str, prefer_return: str = "minimal", page_sizes: PageSizes = PageSizes(),
+                   access: Access = UNRESTRICTED) -> dict:
     """The transaction-response or batch-response to a transaction or batch Bundle, entries in request order.
 
     `prefer_return` (minimal, representation or OperationOutcome) shapes the write entries' responses;
-    `page_sizes` are those of GET search and history entries.
+    `page_sizes` are those of GET search and history entries; `access`, what the caller may do (each entry is checked
+    as the same interaction outside a Bundle would be).
     A transaction that fails raises the failing entry's FhirError, naming the entry, and writes nothing.
     """
     entries = bundle_entries(bundle)
     base = base.rstrip("/")
     if bundle["type"] == "transaction":
-        responses = transaction_responses(engine, entries, base, prefer_return, page_sizes)
+        responses = transaction_responses(engine, entries, base, prefer_return, page_sizes, access)
     else:
-        responses = batch_responses(engine, entries, base, prefer_return, page_sizes)
+        responses = batch_responses(engine, entries, base, prefer_return, page_sizes, access)
     return response_bundle(f"{bundle['type']}-response", responses)
 
 
-def transaction_responses(engine: Engine, entries: list, base: str, prefer_return: str, page_sizes: PageSizes) -> list[dict]:
+def transaction_responses(engine: Engine, entries: list, base: str, prefer_return: str, page_sizes: PageSizes, access: Access) -> list[dict]:
     """DELETEs first, so that conditional creates and references no longer find what they delete; then the other
     entries' targets are searched and their references resolved before POST, PUT/PATCH and GET run (http.html#trules)."""
     requests = parsed_requests(entries, base, page_sizes)
-    with writing(engine, base) as unit:
+    with writing(engine, base, access=access) as unit:
         deletes = resolved_requests(unit, [request for request in requests if request.method == "DELETE"], entries)
         responses = performed(unit, deletes, entries, base, prefer_return)
         others = resolved_requests(unit, [request for request in requests if request.method != "DELETE"], entries)
@@ -166,7 +169,7 @@ def entry_expression(path: str, index: int, type_name: str | None) -> str:
     return path
 
 
-def batch_responses(engine: Engine, entries: list, base: str, prefer_return: str, page_sizes: PageSizes) -> list[dict]:
+def batch_responses(engine: Engine, entries: list, base: str, prefer_return: str, page_sizes: PageSizes, access: Access) -> list[dict]:
     """Each entry on its own, so one failure leaves the others done; references between entries are not resolved,
     conditional references only by search."""
     responses = [None] * len(entries)
@@ -177,12 +180,15 @@ def batch_responses(engine: Engine, entries: list, base: str, prefer_return: str
         except FhirError as error:
             responses[index] = failure_entry(error)
     for request in in_processing_order(requests):
-        responses[request.index] = batch_entry_response(engine, request, base, prefer_return)
+        responses[request.index] = batch_entry_response(engine, request, base, prefer_return, access)
     return responses
 
 
-def batch_entry_response(engine: Engine, request: EntryRequest, base: str, prefer_return: str) -> dict:
-    opened = reading(engine, base) if request.interaction in READ_INTERACTIONS else writing(engine, base, alone=True)
+def batch_entry_response(engine: Engine, request: EntryRequest, base: str, prefer_return: str, access: Access) -> dict:
+    if request.interaction in READ_INTERACTIONS:
+        opened = reading(engine, base, access)
+    else:
+        opened = writing(engine, base, alone=True, access=access)
     try:
         with opened as unit:
             return perform(unit, resolved_batch_entry(unit, request, base), base, prefer_return)

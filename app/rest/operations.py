@@ -12,6 +12,7 @@ from app.operations.registry import Invocation, Operation, served_operation
 from app.rest.negotiation import check_acceptable, fhir_response, read_json_body
 from app.rest.responses import fhir_base, prefers_lenient_handling
 from app.rest.routes import engine
+from app.security.bearer import request_access
 from app.store.unit import reading
 
 operations = Blueprint("operations", __name__, url_prefix="/fhir")
@@ -22,8 +23,10 @@ FORM = "application/x-www-form-urlencoded"
 
 
 @operations.before_request
-def negotiate():
+def negotiate_and_authenticate():
     check_acceptable()
+    if request.method != "OPTIONS":  # a CORS preflight carries no token
+        request_access()
 
 
 @operations.route("/<operation:name>", methods=METHODS)
@@ -47,7 +50,7 @@ def operation_response(name: str, type_name: str | None, resource_id: str | None
     operation = served_operation(where, request.method)
     body_pairs, resource = posted_inputs(operation)
     invocation = replace(where, pairs=(*request.args.items(multi=True), *body_pairs), resource=resource)
-    with reading(engine()) as unit:
+    with reading(engine(), access=request_access()) as unit:
         return fhir_response(operation.answer(unit, invocation))
 
 

@@ -4,9 +4,10 @@ import logging
 from flask import Flask
 from werkzeug.exceptions import HTTPException, SecurityError
 
-from app.errors import FhirError, Issue
+from app.errors import FhirError, Forbidden, Issue
 from app.model.outcome import operation_outcome
 from app.rest.negotiation import fhir_response
+from app.security.bearer import audit_refusal
 
 log = logging.getLogger(__name__)
 
@@ -16,6 +17,8 @@ HTTP_ISSUE_CODES = {404: "not-found", 405: "not-supported", 406: "not-supported"
 def fhir_error_response(error: FhirError):
     if error.status >= 500:  # the server's trouble, not the client's: the operator wants its cause
         log.warning("%s (%s)", error.diagnostics, error.__cause__)
+    if isinstance(error, Forbidden):
+        audit_refusal(error)
     return fhir_response(operation_outcome(error.issues), error.status, error.headers)
 
 

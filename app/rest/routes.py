@@ -15,6 +15,7 @@ from app.rest.responses import (
 )
 from app.bundles import process_bundle
 from app.search.service import search_request
+from app.security.bearer import request_access
 from app.store.history import HistoryQuery
 from app.store.resources import parse_etag
 from app.store.unit import reading, writing
@@ -35,8 +36,12 @@ def read_resource_body():
 
 
 @fhir.before_request
-def negotiate():
+def negotiate_and_authenticate():
+    """Every interaction but the CapabilityStatement (and CORS preflights) needs a bearer token (unless EHR_AUTH=off); content negotiation
+    first, so that a client that cannot read FHIR JSON learns that before anything else."""
     check_acceptable()
+    if request.endpoint != "fhir.metadata" and request.method != "OPTIONS":  # a CORS preflight carries no token
+        request_access()
 
 
 @fhir.get("/metadata")
@@ -48,7 +53,7 @@ def metadata():
 def transaction_or_batch():
     body = read_json_body()
     page_sizes = current_app.config["EHR_SETTINGS"].page_sizes
-    return fhir_response(process_bundle(engine(), body, fhir_base(), bundle_prefer_return(), page_sizes))
+    return fhir_response(process_bundle(engine(), body, fhir_base(), bundle_prefer_return(), page_sizes, request_access()))
 
 
 def bundle_prefer_return() -> str:
@@ -60,7 +65,7 @@ def bundle_prefer_return() -> str:
 def create(type_name):
     body = read_resource_body()
     criteria = request.headers.get("If-None-Exist")
-    with writing(engine(), fhir_base()) as unit:
+    with writing(engine(), fhir_base(), access=request_access()) as unit:
         if criteria:
             result = unit.create_unless_matched(body, type_name, criteria)
         else:
@@ -74,7 +79,7 @@ def create(type_name):
 def update_by_criteria(type_name):
     body = read_resource_body()
     criteria = required_criteria("update")
-    with writing(engine(), fhir_base()) as unit:
+    with writing(engine(), fhir_base(), access=request_access()) as unit:
         result = unit.update_matched(body, type_name, criteria, request.headers.get("If-Match"))
     message = "Created" if result.created else ("Updated" if result.changed else "No change to")
     return write_response(result.stored, 201 if result.created else 200, f"{message} {type_name}/{result.stored.id}.")
@@ -83,7 +88,7 @@ def update_by_criteria(type_name):
 @fhir.delete("/<type_name>")
 def delete_by_criteria(type_name):
     criteria = required_criteria("delete")
-    with writing(engine(), fhir_base()) as unit:
+    with writing(engine(), fhir_base(), access=request_access()) as unit:
         deleted = unit.delete_matched(type_name, criteria)
     if deleted is None:
         return outcome_response(f"No live {type_name} matches '{criteria}'; nothing to delete.")
@@ -99,7 +104,7 @@ def required_criteria(interaction: str) -> str:
 
 @fhir.get("/<type_name>/<resource_id>")
 def read(type_name, resource_id):
-    with reading(engine()) as unit:
+    with reading(engine(), access=request_access()) as unit:
         stored = unit.read(type_name, resource_id)
     if not_modified(stored):
         return fhir_response(None, 304, version_headers(stored))
@@ -117,7 +122,7 @@ def not_modified(stored) -> bool:
 
 @fhir.get("/<type_name>/<resource_id>/_history/<version_id>")
 def vread(type_name, resource_id, version_id):
-    with reading(engine()) as unit:
+    with reading(engine(), access=request_access()) as unit:
         stored = unit.read_version(type_name, resource_id, version_id)
     return read_response(stored)
 
@@ -125,7 +130,7 @@ def vread(type_name, resource_id, version_id):
 @fhir.put("/<type_name>/<resource_id>")
 def update(type_name, resource_id):
     body = read_resource_body()
-    with writing(engine(), fhir_base(), alone=True) as unit:
+    with writing(engine(), fhir_base(), alone=True, access=request_access()) as unit:
         result = unit.update(type_name, resource_id, body, request.headers.get("If-Match"))
     message = "Created" if result.created else ("Updated" if result.changed else "No change to")
     return write_response(result.stored, 201 if result.created else 200, f"{message} {type_name}/{resource_id}.")
@@ -134,7 +139,7 @@ def update(type_name, resource_id):
 @fhir.patch("/<type_name>/<resource_id>")
 def patch(type_name, resource_id):
     operations = read_json_body(frozenset({JSON_PATCH}))
-    with writing(engine(), fhir_base()) as unit:
+    with writing(engine(), fhir_base(), access=request_access()) as unit:
         result = unit.patch(type_name, resource_id, operations, request.headers.get("If-Match"))
     message = "Patched" if result.changed else "The patch changed nothing in"
     return write_response(result.stored, 200, f"{message} {type_name}/{resource_id}.")
@@ -142,7 +147,7 @@ def patch(type_name, resource_id):
 
 @fhir.delete("/<type_name>/<resource_id>")
 def delete(type_name, resource_id):
-    with writing(engine(), fhir_base()) as unit:
+    with writing(engine(), fhir_base(), access=request_access()) as unit:
         deleted = unit.delete(type_name, resource_id, request.headers.get("If-Match"))
     if deleted is None:
         return outcome_response(f"{type_name}/{resource_id} does not exist or is already deleted; nothing to delete.")
@@ -187,7 +192,7 @@ def search_response(type_name: str | None, pairs: list[tuple[str, str]]):
     check_summary_mode(summary)
     links_params = [(name, value) for name, value in honoured if name != "_cursor"]
     path = f"/{type_name}" if type_name else ""  # links are GETs, also for POST _search
-    with reading(engine()) as unit:
+    with reading(engine(), access=request_access()) as unit:
         if summary == "count" or search.count == 0:  # R4: _count=0 is treated as _summary=count
             return fhir_response(bundle("searchset", [], page_links(links_params, None, path), unit.count(search)))
         result = unit.search(search)
@@ -218,7 +223,7 @@ def history_response(scope: HistoryQuery):
         type=scope.type, id=scope.id, since=since_parameter(), at=at_parameter(), count=page_size(),
         before_seq=cursor_row_key("before"),
     )
-    with reading(engine()) as unit:
+    with reading(engine(), access=request_access()) as unit:
         page = unit.history(query)
     base = fhir_base()
     next_cursor = {"before": page.next_before_seq} if page.next_before_seq is not None else None

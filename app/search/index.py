@@ -140,6 +140,17 @@ def index_rows(type_name: str, body: dict | None) -> dict[str, list[dict]]:
     return rows
 
 
+def referenced_patients(type_name: str, body: dict, codes: frozenset[str]) -> set[str]:
+    """The ids of the Patients that the resource's reference parameters `codes` point at (its Patient compartment,
+    when `codes` are the type's compartment parameters): the same values the reference index holds."""
+    patients = set()
+    for indexed in indexed_parameters(type_name):
+        if indexed.parameter.code in codes and indexed.parameter.type == "reference" and indexed.may_have_values(body):
+            for node in indexed.evaluate(body):
+                patients.update(value.target_id for value in VALUES_BY_PARAMETER_TYPE["reference"](node.value, node.type) if value.target_type == "Patient")
+    return patients
+
+
 def keyed_token_rows(type_name: str, code: str, param_hash: int, node) -> list[dict]:
     """Token rows under `<code>:of-type` (an Identifier's type and value) and `<code>:identifier` (a Reference's identifier)."""
     if node.type == "Identifier" and isinstance(node.value, dict):

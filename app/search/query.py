@@ -21,6 +21,18 @@ class Include:
 
 
 @dataclass(frozen=True)
+class Reach:
+    """Part of a resource type that a caller may act on: one patient's compartment (None: every patient's) and, of
+    those, the resources that `criteria` match (a SMART v2 scope's query; () for all)."""
+
+    patient: str | None = None
+    criteria: tuple[Query, ...] = ()
+
+
+EVERYWHERE = (Reach(),)
+
+
+@dataclass(frozen=True)
 class SearchRequest:
     type: str | None  # None: a system-level search, over `types`
     criteria: tuple[Query, ...] = ()
@@ -31,6 +43,8 @@ class SearchRequest:
     total: str | None = None
     cursor: dict | None = None
     types: tuple[str, ...] = ()  # a system-level search's _type list; () for every type
+    # Type -> where the caller may search it, for the types it may not search everywhere (app/store/access.py).
+    reach: tuple[tuple[str, tuple[Reach, ...]], ...] = ()
 
 
 def searched_types(request: SearchRequest) -> tuple[str, ...]:

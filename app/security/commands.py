@@ -16,7 +16,7 @@ from app.security.accounts import (
     AccountError, ClientRegistration, add_user, all_clients, find_client, find_user, register_client, remove_client,
 )
 from app.security.scopes import ScopeError
-from app.security.tokens import Launch, save_launch
+from app.security.tokens import Launch, revoke_client_tokens, save_launch
 from app.security.user_tokens import GrantError, UserGrant, issue_user_token
 from app.store.unit import reading
 
@@ -71,11 +71,12 @@ def security_commands(open_engine, fhir_base) -> list[click.Command]:
     @clients.command("remove")
     @click.argument("client_id")
     def clients_remove(client_id):
-        """Remove a client: it can no longer get tokens."""
+        """Remove a client: it can no longer get tokens, and those it has stop working."""
         with open_engine().begin() as connection:
             if not remove_client(connection, client_id):
                 raise click.ClickException(f"There is no client '{client_id}'.")
-        print_json({"removed": client_id})
+            revoked = revoke_client_tokens(connection, client_id, utc_now())
+        print_json({"removed": client_id, "revokedTokens": revoked})
 
     @click.group()
     def users():

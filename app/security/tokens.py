@@ -85,6 +85,12 @@ def revoke_token(connection: Connection, token_id: int, now: datetime) -> bool:
     return connection.execute(statement).rowcount == 1
 
 
+def revoke_client_tokens(connection: Connection, client_id: str, now: datetime) -> int:
+    """Revoke every live token of a client (one that is removed); how many there were."""
+    statement = update(oauth_token).where(oauth_token.c.client_id == client_id, oauth_token.c.revoked_at.is_(None)).values(revoked_at=now)
+    return connection.execute(statement).rowcount
+
+
 def live_access_token(connection: Connection, token: str, now: datetime) -> TokenRecord | None:
     """What `token` grants, or None if it was never issued, has expired or was revoked."""
     return live_token(connection, oauth_token.c.access_token_hash, oauth_token.c.expires_at, token, now)

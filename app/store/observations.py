@@ -5,17 +5,18 @@ from datetime import datetime
 from sqlalchemy import Connection, select
 
 from app.search.criteria import Query
-from app.search.query import SearchRequest, SortKey
+from app.search.query import Reach, SearchRequest, SortKey
 from app.store.resources import StoredResource, stored_from_row
 from app.store.schema import resource
 from app.store.search import search_condition, sort_expression
 
 
-def latest_dates_and_codes(connection: Connection, criteria: tuple[Query, ...]) -> list[tuple[int, datetime | None, dict | None]]:
-    """(pk, latest effective moment, Observation.code) of each Observation the criteria match, in no order."""
+def latest_dates_and_codes(connection: Connection, criteria: tuple[Query, ...], reach: tuple[Reach, ...] | None) -> list[tuple[int, datetime | None, dict | None]]:
+    """(pk, latest effective moment, Observation.code) of each Observation the criteria match within `reach` (None:
+    anywhere), in no order."""
     effective = sort_expression("Observation", SortKey("date", descending=True))
     statement = select(resource.c.pk, resource.c.body["code"].label("code"), effective).where(
-        search_condition(SearchRequest("Observation", criteria))
+        search_condition(observations_matching(criteria, reach))
     )
     return [(row.pk, row._mapping[effective.name], row.code) for row in connection.execute(statement)]
 
@@ -27,13 +28,18 @@ def resources_in_order(connection: Connection, pks: list[int]) -> list[StoredRes
     return [by_pk[pk] for pk in pks]
 
 
-def observations_oldest_first(connection: Connection, criteria: tuple[Query, ...]) -> list[tuple[StoredResource, datetime | None]]:
-    """The Observations the criteria match with their earliest effective moment, oldest first."""
+def observations_oldest_first(connection: Connection, criteria: tuple[Query, ...], reach: tuple[Reach, ...] | None) -> list[tuple[StoredResource, datetime | None]]:
+    """The Observations the criteria match within `reach` (None: anywhere) with their earliest effective moment, oldest
+    first."""
     effective = sort_expression("Observation", SortKey("date", descending=False))
     statement = (
         select(resource, effective)
-        .where(search_condition(SearchRequest("Observation", criteria)))
+        .where(search_condition(observations_matching(criteria, reach)))
         .order_by(effective.asc().nulls_last(), resource.c.pk)
     )
     rows = connection.execute(statement).all()
     return [(stored_from_row(row), row._mapping[effective.name]) for row in rows]
+
+
+def observations_matching(criteria: tuple[Query, ...], reach: tuple[Reach, ...] | None) -> SearchRequest:
+    return SearchRequest("Observation", criteria, reach=(("Observation", reach),) if reach is not None else ())

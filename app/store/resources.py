@@ -9,6 +9,7 @@ repeats the expected version as a compare-and-swap, so two writers can never bot
 import operator
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import reduce
@@ -234,7 +235,7 @@ def delete_resource(connection: Connection, type_name: str, resource_id: str, if
 def read_resource(connection: Connection, type_name: str, resource_id: str) -> StoredResource:
     require_resource_key(type_name, resource_id)
     row = connection.execute(CURRENT_ROW, {"type_name": type_name, "resource_id": resource_id}).first()
-    return live_version(row, f"{type_name}/{resource_id} does not exist.")
+    return live_version(row, lambda: missing(type_name, resource_id))
 
 
 def read_version(connection: Connection, type_name: str, resource_id: str, version_id: str) -> StoredResource:
@@ -243,7 +244,7 @@ def read_version(connection: Connection, type_name: str, resource_id: str, versi
     if version is None or not 1 <= version <= MAX_VERSION:
         raise NotFound(f"Version '{version_id}' of {type_name}/{resource_id} does not exist: versions are numbered 1, 2, 3...")
     row = connection.execute(VERSION_ROW, {"type_name": type_name, "resource_id": resource_id, "version": version}).first()
-    return live_version(row, f"Version {version_id} of {type_name}/{resource_id} does not exist.")
+    return live_version(row, lambda: missing_version(type_name, resource_id, version_id))
 
 
 def require_resource_key(type_name: str, resource_id: str) -> None:
@@ -252,10 +253,18 @@ def require_resource_key(type_name: str, resource_id: str) -> None:
     check_resource_id(resource_id)
 
 
-def live_version(row, missing_message: str) -> StoredResource:
-    """The stored version in `row`; NotFound when there is none, Gone when it is a deletion."""
+def missing(type_name: str, resource_id: str) -> NotFound:
+    return NotFound(f"{type_name}/{resource_id} does not exist.")
+
+
+def missing_version(type_name: str, resource_id: str, version_id: str) -> NotFound:
+    return NotFound(f"Version {version_id} of {type_name}/{resource_id} does not exist.")
+
+
+def live_version(row, not_found: Callable[[], NotFound]) -> StoredResource:
+    """The stored version in `row`; the `not_found` error when there is none, Gone when it is a deletion."""
     if row is None:
-        raise NotFound(missing_message)
+        raise not_found()
     stored = stored_from_row(row)
     if stored.deleted:
         raise gone(stored)
@@ -355,7 +364,7 @@ def lock_live(connection: Connection, type_name: str, resource_id: str) -> Store
     require_resource_key(type_name, resource_id)
     current = lock_current(connection, type_name, resource_id)
     if current is None:
-        raise NotFound(f"{type_name}/{resource_id} does not exist.")
+        raise missing(type_name, resource_id)
     if current.deleted:
         raise gone(current)
     return current

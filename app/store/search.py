@@ -21,6 +21,7 @@ from app.search.cursor import FOREIGN_CURSOR, is_row_key
 from app.search.index import hash64
 from app.search.parameters import reference_codes
 from app.search.query import Include, SearchRequest, SortKey, searched_types
+from app.store.access import reach_condition
 from app.store.criteria import condition_across_types
 from app.store.db import column_in, is_postgresql
 from app.store.resources import StoredResource, stored_from_row
@@ -101,7 +102,18 @@ def estimated_matches(connection: Connection, request: SearchRequest) -> int:
 def search_condition(request: SearchRequest) -> ColumnElement:
     types = searched_types(request)
     conditions = [condition_across_types(types, query) for query in request.criteria]
-    return and_(type_condition(request), resource.c.deleted == false(), *conditions)
+    return and_(type_condition(request), resource.c.deleted == false(), *conditions, *reach_conditions(request))
+
+
+def reach_conditions(request: SearchRequest) -> list[ColumnElement]:
+    """The caller's limits (app/store/access.py): each limited type's resources only where the caller may search."""
+    if not request.reach:
+        return []
+    limited = [type_name for type_name, _ in request.reach]
+    return [or_(
+        resource.c.res_type.not_in(limited),
+        *[and_(resource.c.res_type == type_name, reach_condition(type_name, reaches)) for type_name, reaches in request.reach],
+    )]
 
 
 def type_condition(request: SearchRequest) -> ColumnElement:

@@ -5,7 +5,8 @@ or `reading(engine)` and ask it, never the tables, for what they need: creates, 
 conditional creates, updates and deletes by criteria, patches and deletes; reads, versions, history, searches
 and the resources that refer to one. Each write runs one pipeline: validate, version, extract index rows,
 persist (app/store/resources.py). Policy checks, audit records and field encryption belong here, once, for every
-entrance.
+entrance. The policy check is the unit's Access (app/store/access.py): every read, search and write asks it where
+its caller may act, and confines the caller there.
 
 Creates are validated at once and written together: at the unit's next statement that could see them (a read, a
 search, a write of the same resource) or at commit, so that a transaction's thousand POSTs, a feed's batch of
@@ -14,25 +15,28 @@ unit found without a lock (a feed's key lookup) waits with them and goes in the 
 """
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy import Connection, Engine
 
 from app.config import Integrity
-from app.errors import BadRequest, PreconditionFailed
+from app.errors import BadRequest, Forbidden, Gone, NotFound, PreconditionFailed
 from app.model.validation import check_resource_type
 from app.search.conditional import criteria_lock_keys, matching, matching_each, single_match
 from app.search.criteria import Query
-from app.search.query import SearchRequest
+from app.search.query import EVERYWHERE, Reach, SearchRequest, searched_types
 from app.search.service import count_matches, run_search
+from app.store.access import PERMISSION_WORDS, UNRESTRICTED, Access, reached_live, version_in_compartment
+from app.store.audit import Accessed, audit_event, audit_version
 from app.store.compartment import CompartmentQuery, compartment_page, referenced_resources
 from app.store.db import read_unit, write_unit
 from app.store.history import HistoryPage, HistoryQuery, read_history
 from app.store.integrity import ReferenceCheck
 from app.store.observations import latest_dates_and_codes, observations_oldest_first, resources_in_order
 from app.store.resources import (
-    NextVersion, StoredResource, WriteResult, delete_resource, has_resources, insert_new_resources, live_referrers, new_resource, patch_resource,
-    read_resource, read_version, stored_keys, update_resource,
+    NextVersion, StoredResource, WriteResult, delete_resource, has_resources, insert_new_resources, live_referrers, missing, missing_version, new_resource,
+    patch_resource, read_resource, read_version, stored_keys, update_resource,
 )
 from app.store.search import SearchResult, locks_wanted
 
@@ -41,14 +45,17 @@ class Unit:
     """One unit of work on `connection`, in its transaction. Its referential-integrity checks are the engine's
     `ehr_integrity` execution option (see app/store/db.py settings_engine), else both on."""
 
-    def __init__(self, connection: Connection, base: str | None = None, alone: bool = False):
+    def __init__(self, connection: Connection, base: str | None = None, alone: bool = False, access: Access = UNRESTRICTED):
         self.connection = connection
+        self.access = access
         self.base = base  # this server's FHIR base URL as the entrance knows it: criteria may name its references by it
         self.alone = alone  # the entrance writes one resource with this unit and nothing else (see writing)
         self.waiting: dict[tuple[str, str], StoredResource] = {}  # creates not yet written, by (type, id)
         self.waiting_updates: dict[tuple[str, str], NextVersion] = {}  # updates of found versions not yet written
         self.references = ReferenceCheck(connection.get_execution_options().get("ehr_integrity", Integrity()))
         self.criteria_locked: set[int] = set()  # the advisory locks on conditional criteria that its transaction holds
+        self.unchecked: dict[tuple[str, str], tuple[Reach, ...]] = {}  # writes of a limited caller, checked before commit
+        self.accessed = Accessed()  # what an audited caller did (app/store/audit.py)
 
     # Writes.
 
@@ -56,34 +63,43 @@ class Unit:
         """A new resource, under `resource_id` (assigned before writing, so references to it resolve) or a new id.
         A POST's own id is ignored, as R4 says; `ehr load` creates under the file's ids with method PUT."""
         stored = new_resource(body, expected_type, resource_id, method)
+        self.check_when_written(stored.type, stored.id, "c")
         if (stored.type, stored.id) in self.waiting:
             self.flush()  # the same id twice: the first is written, and the second fails as the database says
         self.waiting[(stored.type, stored.id)] = stored
         self.references.wrote(stored)
+        self.note("create", [stored])
         return WriteResult(stored, created=True)
 
     def update(self, type_name: str, resource_id: str, body, if_match: str | None = None, found: StoredResource | None = None) -> WriteResult:
         """PUT: a new version, or the first one under the client's id; unchanged content writes nothing. `found`: the
         current version as this unit found it (see update_resource)."""
+        limited = self.check_when_written(type_name, resource_id, "u")
         self.flush_if_waiting(type_name, resource_id)
-        alone = self.alone and not self.waiting and not self.references.written
+        alone = self.alone and not self.waiting and not self.references.written and not limited and self.access.caller is None
         result = update_resource(self.connection, type_name, resource_id, body, if_match, self.references.on_write, found, alone)
         if result.waiting is not None:
             self.waiting_updates[(type_name, resource_id)] = result.waiting
         if not result.written:
             self.references.refuse(result.stored, result.live_targets)
+        self.note("update", [result.stored])
         return self.wrote(result)
 
     def patch(self, type_name: str, resource_id: str, operations, if_match: str | None = None) -> WriteResult:
+        self.check_when_written(type_name, resource_id, "u")
         self.flush_if_waiting(type_name, resource_id)
-        return self.wrote(patch_resource(self.connection, type_name, resource_id, operations, if_match, self.references.on_write))
+        result = patch_resource(self.connection, type_name, resource_id, operations, if_match, self.references.on_write)
+        self.note("patch", [result.stored])
+        return self.wrote(result)
 
     def delete(self, type_name: str, resource_id: str, if_match: str | None = None) -> StoredResource | None:
         """A deletion version; None when there was nothing live to delete."""
         self.flush_if_waiting(type_name, resource_id)
+        self.check_reached_if_live(type_name, resource_id, "d")
         deleted = delete_resource(self.connection, type_name, resource_id, if_match)
         if deleted is not None:
             self.references.wrote(deleted)
+            self.note("delete", [deleted])
         return deleted
 
     def wrote(self, result: WriteResult) -> WriteResult:
@@ -121,13 +137,96 @@ class Unit:
         return self.delete(type_name, existing.id) if existing else None
 
     def finish(self, last: bool = False) -> None:
-        """Write what waits and check the references of what the unit wrote (DanglingReferences, StillReferenced):
-        run before commit, and by a caller that wants those errors while it can still tell whose they are. The
-        waiting creates are written together with the check that their targets live. `last` when the unit does
-        nothing more: then a write that is the unit's only statement may commit on its own."""
-        live = self.flush(last=last and not self.references.checks_deletes(), targets=self.references.targets())
+        """Write what waits, check that a limited caller wrote only within its reach (Forbidden), and check the
+        references of what the unit wrote (DanglingReferences, StillReferenced): run before commit, and by a caller
+        that wants those errors while it can still tell whose they are. The waiting creates are written together
+        with the check that their targets live. `last` when the unit does nothing more: then a write that is the
+        unit's only statement may commit on its own."""
+        alone = last and not self.references.checks_deletes() and not self.unchecked
+        live = self.flush(last=alone, targets=self.references.targets())
+        self.check_written_within_reach()
         self.references.check(self.connection, live)
         self.references.clear()
+
+    # The audit trail (app/store/audit.py).
+
+    def note(self, interaction: str, resources: list[StoredResource], query: str | None = None) -> None:
+        if self.access.caller is not None:
+            self.accessed.note(interaction, resources, query)
+
+    def audit_event(self) -> dict | None:
+        """The AuditEvent of what an audited caller did with this unit; None for others, or when it did nothing."""
+        if self.access.caller is None or not self.accessed.interactions:
+            return None
+        return audit_event(self.access.caller, self.accessed)
+
+    def record_audit_event(self) -> None:
+        """Write the unit's AuditEvent with its writes, in its transaction (not checked against the caller's access)."""
+        event = self.audit_event()
+        if event is not None:
+            stored = audit_version(event)
+            self.waiting[(stored.type, stored.id)] = stored
+
+    # The caller's access (app/store/access.py).
+
+    def check_when_written(self, type_name: str, resource_id: str, letter: str) -> bool:
+        """Forbidden unless the caller may use `letter` on the type, and, for a limited caller, on this resource as
+        it is (if live); what it writes is checked before commit. Whether the caller is limited on the type."""
+        reaches = self.access.confinement(type_name, letter)
+        if reaches is None:
+            return False
+        self.check_reached_if_live(type_name, resource_id, letter)
+        self.unchecked[type_name, resource_id] = reaches
+        return True
+
+    def check_reached_if_live(self, type_name: str, resource_id: str, letter: str) -> None:
+        reaches = self.access.confinement(type_name, letter)
+        if reaches is not None and not reached_live(self.connection, [(type_name, resource_id)], {type_name: reaches}).get((type_name, resource_id), True):
+            raise Forbidden(f"{type_name}/{resource_id} is outside what {self.access.grant} allow to {PERMISSION_WORDS[letter]}.")
+
+    def check_written_within_reach(self) -> None:
+        if not self.unchecked:
+            return
+        unchecked, self.unchecked = self.unchecked, {}
+        reaches = {type_name: limit for (type_name, _), limit in unchecked.items()}
+        reached = reached_live(self.connection, unchecked, reaches)
+        outside = sorted(f"{type_name}/{resource_id}" for type_name, resource_id in unchecked if not reached.get((type_name, resource_id), True))
+        if outside:
+            raise Forbidden(f"As written, {', '.join(outside)} would be outside what {self.access.grant} allow; nothing was written.")
+
+    def within_reach(self, found: list[StoredResource], letter: str) -> list[StoredResource]:
+        """Those of `found` (live resources) that the caller may use `letter` on: one statement for a limited caller."""
+        if self.access.rules is None or not found:
+            return found
+        reaches = {stored.type: self.access.reaches(stored.type, letter) for stored in found}
+        limited = {type_name: reach for type_name, reach in reaches.items() if reach and reach != EVERYWHERE}
+        reached = reached_live(self.connection, [(s.type, s.id) for s in found if s.type in limited], limited)
+        return [stored for stored in found if reaches[stored.type] == EVERYWHERE or reached.get((stored.type, stored.id), False)]
+
+    def versions_within_reach(self, versions: list[StoredResource], letter: str) -> list[StoredResource]:
+        """History versions the caller may see: its resource is within reach now, and the version's own content is in
+        the reach's patient's compartment (so a resource moved between patients does not show one the other's)."""
+        if self.access.rules is None:
+            return versions
+        live = {(stored.type, stored.id) for stored in self.within_reach(versions, letter)}
+        return [stored for stored in versions if (stored.type, stored.id) in live
+                and version_in_compartment(stored, [reach.patient for reach in self.access.reaches(stored.type, letter)])]
+
+    def search_within_reach(self, request: SearchRequest) -> SearchRequest:
+        """The request confined to where the caller may search: Forbidden for a type it may not search, or for a
+        system-level search when it may search none; a system-level search leaves out the types it may not search."""
+        if self.access.rules is None:
+            return request
+        if self.access.limited and any("." in query.name or query.name.startswith("_has:") for query in request.criteria):
+            raise Forbidden(f"Chained parameters and _has are not served to a caller limited to part of the data, as {self.access.grant} are.")
+        if request.type is not None:
+            reaches = self.access.confinement(request.type, "s")
+            return request if reaches is None else replace(request, reach=((request.type, reaches),))
+        types = [type_name for type_name in searched_types(request) if self.access.reaches(type_name, "s")]
+        if not types:
+            raise Forbidden(f"{self.access.grant} allow searching no resource type.")
+        limits = tuple((type_name, reaches) for type_name in types if (reaches := self.access.reaches(type_name, "s")) != EVERYWHERE)
+        return replace(request, types=tuple(types), reach=limits)
 
     def flush(self, last: bool = False, targets: frozenset = frozenset()) -> set[tuple[str, str]]:
         """Write the waiting creates, batched per table, unless a target of `targets` (but those among them) is not
@@ -146,53 +245,106 @@ class Unit:
     # Reads: each sees the unit's own writes.
 
     def read(self, type_name: str, resource_id: str) -> StoredResource:
+        """The current version; NotFound also when it is outside the caller's reach."""
+        self.access.confinement(type_name, "r")
         self.flush_if_waiting(type_name, resource_id)
-        return read_resource(self.connection, type_name, resource_id)
+        stored = read_resource(self.connection, type_name, resource_id)
+        if not self.within_reach([stored], "r"):
+            raise missing(type_name, resource_id)
+        self.note("read", [stored])
+        return stored
 
     def read_version(self, type_name: str, resource_id: str, version_id: str) -> StoredResource:
+        self.access.confinement(type_name, "r")
         self.flush_if_waiting(type_name, resource_id)
-        return read_version(self.connection, type_name, resource_id, version_id)
+        stored = read_version(self.connection, type_name, resource_id, version_id)
+        if not self.versions_within_reach([stored], "r"):
+            raise missing_version(type_name, resource_id, version_id)
+        self.note("vread", [stored])
+        return stored
 
     def history(self, query: HistoryQuery) -> HistoryPage:
+        """History at instance, type or system level: of a limited caller's, the versions within its reach."""
+        letter = "r" if query.id else "s"
+        if query.type:
+            self.access.confinement(query.type, letter)
         self.flush()
-        return read_history(self.connection, query)
+        if query.id and self.access.limited and not self.within_reach(self.live(query.type, query.id), letter):
+            raise NotFound(f"{query.type}/{query.id} does not exist, so it has no history.")
+        page = read_history(self.connection, query)
+        page = replace(page, versions=self.versions_within_reach(page.versions, letter))
+        self.note("history-instance" if query.id else "history-type" if query.type else "history-system", page.versions)
+        return page
+
+    def live(self, type_name: str, resource_id: str) -> list[StoredResource]:
+        """The live current version, as a list of none or one."""
+        try:
+            return [read_resource(self.connection, type_name, resource_id)]
+        except (NotFound, Gone):
+            return []
 
     def search(self, request: SearchRequest) -> SearchResult:
+        """One page of matches within the caller's reach, and the included resources it may read."""
+        request = self.search_within_reach(request)
         self.flush()
-        return run_search(self.connection, request)
+        result = run_search(self.connection, request)
+        result.included = self.within_reach(result.included, "r")
+        self.note(search_interaction(request), result.matches + result.included, search_text(request))
+        return result
 
     def count(self, request: SearchRequest) -> int:
+        request = self.search_within_reach(request)
         self.flush()
+        self.note(search_interaction(request), [], search_text(request))
         return count_matches(self.connection, request)
 
     def compartment(self, query: CompartmentQuery) -> tuple[list[StoredResource], int | None]:
-        """One page of a patient's compartment ($everything) and the key after it."""
+        """One page of a patient's compartment ($everything) and the key after it: for a caller confined to a
+        patient, that patient's (also for Patient/$everything), the resources it may read."""
+        if query.patient_id is None and self.access.patient is not None:
+            query = replace(query, patient_id=self.access.patient)
         self.flush()
-        return compartment_page(self.connection, query)
+        matches, next_pk = compartment_page(self.connection, query)
+        matches = self.within_reach(matches, "r")
+        self.note("operation", matches)
+        return matches, next_pk
 
     def referenced(self, sources: list[StoredResource], types: frozenset[str], query: CompartmentQuery) -> list[StoredResource]:
-        """The live resources of `types` that `sources` refer to, within the query's _type and _since."""
+        """The live resources of `types` that `sources` refer to, within the query's _type and _since, that the caller
+        may read."""
         self.flush()
-        return referenced_resources(self.connection, sources, types, query)
+        found = self.within_reach(referenced_resources(self.connection, sources, types, query), "r")
+        self.note("operation", found)
+        return found
 
     def latest_observations(self, criteria: tuple[Query, ...]) -> list[tuple[int, datetime | None, dict | None]]:
-        """($lastn) (pk, effective date, code) of the matching Observations, newest first."""
+        """($lastn) (pk, effective date, code) of the matching Observations within the caller's reach, newest first."""
+        reach = self.access.confinement("Observation", "s")
         self.flush()
-        return latest_dates_and_codes(self.connection, criteria)
+        return latest_dates_and_codes(self.connection, criteria, reach)
 
     def resources_in_order(self, pks: list[int]) -> list[StoredResource]:
         self.flush()
-        return resources_in_order(self.connection, pks)
+        found = resources_in_order(self.connection, pks)
+        self.note("operation", found)
+        return found
 
     def observations_oldest_first(self, criteria: tuple[Query, ...]) -> list[tuple[StoredResource, datetime | None]]:
-        """($stats) the matching Observations with their effective dates, oldest first."""
+        """($stats) the matching Observations within the caller's reach, with their effective dates, oldest first."""
+        reach = self.access.confinement("Observation", "s")
         self.flush()
-        return observations_oldest_first(self.connection, criteria)
+        found = observations_oldest_first(self.connection, criteria, reach)
+        self.note("operation", [stored for stored, _ in found])
+        return found
 
     def matching(self, type_name: str, criteria: str) -> list[StoredResource]:
-        """Up to two live resources matching conditional `criteria`, their lock taken until commit (race-safe)."""
+        """Up to two live resources matching conditional `criteria`, their lock taken until commit (race-safe); of a
+        limited caller's, those within its reach."""
+        self.access.confinement(type_name, "s")
         self.flush()
-        return matching(self.connection, type_name, criteria, self.base, self.criteria_locked)
+        found = self.within_reach(matching(self.connection, type_name, criteria, self.base, self.criteria_locked), "s")
+        self.note("search-type", found, f"{type_name}?{criteria}")
+        return found
 
     def matching_each(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[StoredResource]]:
         """`matching` for many (type, criteria) at once: a feed's business keys, locked and looked up together."""
@@ -220,9 +372,10 @@ class Unit:
         return f"{type_name}/{matches[0].id}"
 
     def referrers(self, type_name: str, resource_id: str, excluding: str | None = None) -> list[StoredResource]:
-        """The live resources (but those of type `excluding`) that refer to `type_name/resource_id`."""
+        """The live resources (but those of type `excluding`) that refer to `type_name/resource_id` and that the caller
+        may read."""
         self.flush()
-        return live_referrers(self.connection, type_name, resource_id, excluding)
+        return self.within_reach(live_referrers(self.connection, type_name, resource_id, excluding), "r")
 
     def check_deletable(self, type_name: str, resource_id: str) -> None:
         """StillReferenced when deleting the resource would fail the unit's check on delete."""
@@ -239,19 +392,34 @@ class Unit:
 
 
 @contextmanager
-def writing(engine: Engine, base: str | None = None, alone: bool = False) -> Iterator[Unit]:
+def writing(engine: Engine, base: str | None = None, alone: bool = False, access: Access = UNRESTRICTED) -> Iterator[Unit]:
     """A unit that may write; everything it did is committed together at the end, or nothing on an error. `base`: this
     server's FHIR base URL, when the entrance knows it. `alone`: the entrance writes one resource and nothing else (a
     REST interaction, a batch entry), so that write may be its own transaction: on PostgreSQL an update by id then
-    reads without a lock and swaps in the next version by a statement that commits by itself."""
+    reads without a lock and swaps in the next version by a statement that commits by itself. `access`: what the
+    caller may do (app/store/access.py)."""
     with write_unit(engine) as connection:
-        unit = Unit(connection, base, alone)
+        unit = Unit(connection, base, alone, access)
         yield unit
+        unit.record_audit_event()
         unit.finish(last=True)
 
 
 @contextmanager
-def reading(engine: Engine, base: str | None = None) -> Iterator[Unit]:
+def reading(engine: Engine, base: str | None = None, access: Access = UNRESTRICTED) -> Iterator[Unit]:
     """A unit for reads only (on PostgreSQL each statement sees what is committed, without BEGIN and COMMIT)."""
     with read_unit(engine) as connection:
-        yield Unit(connection, base)
+        unit = Unit(connection, base, access=access)
+        yield unit
+    event = unit.audit_event()
+    if event is not None:
+        access.caller.trail.add([event])
+
+
+def search_interaction(request: SearchRequest) -> str:
+    return "search-type" if request.type else "search-system"
+
+
+def search_text(request: SearchRequest) -> str:
+    """The search as the audit trail records it: its type and criteria (`Observation?code=8867-4`)."""
+    return f"{request.type or ''}?{'&'.join(f'{query.name}={query.value}' for query in request.criteria)}"

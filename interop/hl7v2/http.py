@@ -9,6 +9,7 @@ from app.errors import RETRY_AFTER_SECONDS, BadRequest, NotFound, UnsupportedMed
 from app.model.instants import format_instant
 from app.model.numbers import whole_number
 from app.rest.negotiation import media_type_and_params, read_raw_body
+from app.security.bearer import request_access
 from interop.hl7v2.service import (MESSAGE_STATUSES, NOT_STORED_STATUS, MessageQuery, receive, stored_message, stored_messages,
                                    written_resources)
 
@@ -17,6 +18,16 @@ ER7_MEDIA_TYPE = "x-application/hl7-v2+er7"
 HL7_MEDIA_TYPES = frozenset({ER7_MEDIA_TYPE, "application/hl7-v2"})
 MAX_MESSAGE_ID = 2**63 - 1
 IANA_CHARSETS = {"cp1252": "windows-1252", "latin-1": "ISO-8859-1", "ascii": "US-ASCII"}
+
+
+@hl7v2.before_request
+def authenticate():
+    """A sender writes resources of every type, and the message store holds every patient's messages: both need a
+    token that reaches everything (unless EHR_AUTH=off)."""
+    if request.method == "POST":
+        request_access().require_everywhere("cu", "Sending HL7 v2 messages")
+    else:
+        request_access().require_everywhere("rs", "Reading the HL7 v2 message store")
 
 
 @hl7v2.post("/hl7v2")

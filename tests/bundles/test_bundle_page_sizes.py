@@ -7,7 +7,7 @@ from app.web import create_app
 
 @pytest.fixture
 def small_pages_client(database_url):
-    app = create_app(Settings(database_url=database_url, default_page_size=2, max_page_size=3))
+    app = create_app(Settings(auth=False, database_url=database_url, default_page_size=2, max_page_size=3))
     yield app.test_client()
     app.extensions["ehr.engine"].dispose()
 

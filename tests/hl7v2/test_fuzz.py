@@ -62,7 +62,7 @@ def test_any_frame_is_read_without_an_internal_error_and_answered(frame):
 def shared_client(request, database_urls):
     """One app per backend for the module: hypothesis runs many examples in one test, and function-scoped fixtures
     are not set up again between them."""
-    return create_app(Settings(database_url=database_urls[request.param])).test_client()
+    return create_app(Settings(auth=False, database_url=database_urls[request.param])).test_client()
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -188,7 +188,7 @@ def test_the_ack_over_http_names_its_charset_as_http_clients_know_it(client, msh
 
 
 def test_text_plain_is_taken_where_configured(database_url):
-    app = create_app(Settings(database_url=database_url, hl7_text_plain=True))
+    app = create_app(Settings(auth=False, database_url=database_url, hl7_text_plain=True))
     try:
         response = app.test_client().post("/hl7v2", data=a01("TP1"), content_type="text/plain")
         assert (response.status_code, msa(response.get_data(as_text=True))[1]) == (200, "AA")
@@ -199,7 +199,7 @@ def test_text_plain_is_taken_where_configured(database_url):
 @pytest.fixture
 def small_server(database_url):
     """The app with a 1,000-byte body limit, served over real HTTP (chunked bodies need a real server)."""
-    app = create_app(Settings(database_url=database_url, max_body_bytes=1000))
+    app = create_app(Settings(auth=False, database_url=database_url, max_body_bytes=1000))
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -136,7 +136,7 @@ def test_everything_of_an_unknown_patient_is_404(client, demo):
 @pytest.fixture
 def unchecked_client(database_url):
     """A client of the same database through a server that lets a resource be deleted while others refer to it."""
-    app = create_app(Settings(database_url=database_url, integrity=Integrity(on_delete=False)))
+    app = create_app(Settings(auth=False, database_url=database_url, integrity=Integrity(on_delete=False)))
     yield app.test_client()
     app.extensions["ehr.engine"].dispose()
 

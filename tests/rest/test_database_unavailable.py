@@ -90,7 +90,7 @@ def database(request, tmp_path):
 @pytest.fixture
 def app(database, monkeypatch):
     monkeypatch.setattr(db, "SIZE_CHECK_SECONDS", 0)  # every checkout asks the table's size, also of a dead connection
-    app = create_app(Settings(database_url=database.url))
+    app = create_app(Settings(auth=False, database_url=database.url))
     yield app
     app.extensions["ehr.engine"].dispose()
 
@@ -150,7 +150,7 @@ def test_a_pooled_postgresql_connection_the_server_ended_answers_503_once_then_t
         engine = make_engine(database.url)
         migrate.upgrade(engine)
         engine.dispose()
-        app = create_app(Settings(database_url=database.url))
+        app = create_app(Settings(auth=False, database_url=database.url))
         client = app.test_client()
         assert client.get("/fhir/Patient?name=berg").status_code == 200
         database.end_sessions()

@@ -362,7 +362,7 @@ def test_an_accept_of_application_json_is_answered_as_application_json(client):
 
 @pytest.fixture
 def small_client(database_url):
-    app = create_app(Settings(database_url=database_url, max_body_bytes=1000))
+    app = create_app(Settings(auth=False, database_url=database_url, max_body_bytes=1000))
     yield app.test_client()
     app.extensions["ehr.engine"].dispose()
 

@@ -79,7 +79,7 @@ search_pairs = st.sampled_from(sorted(SEARCHES)).flatmap(
 def shared_client(request, database_urls):
     """One app per backend for the module (hypothesis runs many examples in one test; function-scoped fixtures are not
     set up again between them), with a patient and an observation for the requests to find."""
-    app = create_app(Settings(database_url=database_urls[request.param]))
+    app = create_app(Settings(auth=False, database_url=database_urls[request.param]))
     client = app.test_client()
     for body in (PATIENT, OBSERVATION):
         client.put(f"/fhir/{body['resourceType']}/{body['id']}", data=json.dumps(body), content_type=FHIR_JSON)

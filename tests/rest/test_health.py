@@ -28,7 +28,7 @@ def test_the_probes_need_no_fhir_accept_header(client):
 
 def test_a_server_on_a_database_without_schema_refuses_to_start(tmp_path):
     with pytest.raises(SchemaNotCurrent) as refusal:
-        create_app(Settings(database_url=f"sqlite:///{tmp_path / 'empty.db'}"))
+        create_app(Settings(auth=False, database_url=f"sqlite:///{tmp_path / 'empty.db'}"))
     assert "ehr db upgrade" in str(refusal.value)
 
 
@@ -40,7 +40,7 @@ def test_a_server_on_a_database_at_an_unknown_revision_refuses_to_start(tmp_path
         connection.execute(text("UPDATE alembic_version SET version_num = 'from-another-branch'"))
     engine.dispose()
     with pytest.raises(SchemaNotCurrent) as refusal:
-        create_app(Settings(database_url=url))
+        create_app(Settings(auth=False, database_url=url))
     assert "ehr db upgrade" in str(refusal.value)
 
 
@@ -55,7 +55,7 @@ def migrated_sqlite(tmp_path):
 
 def test_a_server_on_a_freshly_migrated_database_starts_and_is_ready(migrated_sqlite):
     url, _ = migrated_sqlite
-    app = create_app(Settings(database_url=url))
+    app = create_app(Settings(auth=False, database_url=url))
     try:
         assert app.test_client().get("/readyz").status_code == 200
     finally:
@@ -64,7 +64,7 @@ def test_a_server_on_a_freshly_migrated_database_starts_and_is_ready(migrated_sq
 
 def test_readyz_answers_503_when_the_schema_stops_being_current(migrated_sqlite):
     url, engine = migrated_sqlite
-    app = create_app(Settings(database_url=url))
+    app = create_app(Settings(auth=False, database_url=url))
     try:
         with engine.begin() as connection:
             connection.execute(text("DELETE FROM alembic_version"))

@@ -18,7 +18,7 @@ def make_client(database_url):
     apps = []
 
     def make_client(bind_host: str | None = None, **settings):
-        apps.append(create_app(Settings(database_url=database_url, **settings), bind_host))
+        apps.append(create_app(Settings(auth=False, database_url=database_url, **settings), bind_host))
         return apps[-1].test_client()
 
     yield make_client

@@ -181,7 +181,7 @@ def api(request, database_urls):
     engine = make_engine(database_urls[request.param])
     empty_tables(engine)
     engine.dispose()
-    app = create_app(Settings(database_url=database_urls[request.param]))
+    app = create_app(Settings(auth=False, database_url=database_urls[request.param]))
     client = app.test_client()
     for body in DATA_SET:
         assert put(client, body) == 201, body["id"]

@@ -9,7 +9,9 @@ from joserfc.jwk import ECKey, RSAKey
 from sqlalchemy import select
 
 from app.security.accounts import AccountError, ClientRegistration, find_client, register_client
+from app.model.instants import utc_now
 from app.security.tables import app_user, oauth_client
+from app.security.tokens import TokenContext, live_access_token, save_token
 from app.store.unit import writing
 from tests.test_cli import ehr
 
@@ -96,7 +98,7 @@ def test_clients_add_refuses_a_key_set_with_a_private_key(database_url, tmp_path
 def test_clients_remove_removes_and_says_so_for_an_unknown_id(database_url, tmp_path):
     added = registered(ehr(database_url, "clients", "add", "--name", "Old app", "--redirect-uri", "https://a.example/cb",
                            "--scope", "openid", "--public", cwd=tmp_path))
-    assert registered(ehr(database_url, "clients", "remove", added["client_id"], cwd=tmp_path)) == {"removed": added["client_id"]}
+    assert registered(ehr(database_url, "clients", "remove", added["client_id"], cwd=tmp_path)) == {"removed": added["client_id"], "revokedTokens": 0}
     assert registered(ehr(database_url, "clients", "list", cwd=tmp_path)) == []
     again = ehr(database_url, "clients", "remove", added["client_id"], cwd=tmp_path)
     assert again.returncode != 0 and "There is no client" in again.stderr
@@ -154,3 +156,15 @@ def test_registered_clients_are_kept_apart_from_resources(engine):
 def test_a_secret_client_without_redirect_uris_is_a_backend_service(database_url, tmp_path):
     added = registered(ehr(database_url, "clients", "add", "--name", "Nightly export", "--scope", "system/*.rs", "--secret", cwd=tmp_path))
     assert set(added) == {"client_id", "client_secret"}
+
+
+def test_removing_a_client_revokes_its_tokens(database_url, engine, tmp_path):
+    added = registered(ehr(database_url, "clients", "add", "--name", "Backend", "--scope", "system/*.rs", "--secret", cwd=tmp_path))
+    context = TokenContext(added["client_id"], "system/*.rs")
+    with engine.begin() as connection:
+        save_token(connection, context, {"access_token": "t1", "expires_in": 300}, utc_now())
+        save_token(connection, context, {"access_token": "t2", "expires_in": 300}, utc_now())
+    removed = registered(ehr(database_url, "clients", "remove", added["client_id"], cwd=tmp_path))
+    assert removed["revokedTokens"] == 2
+    with engine.connect() as connection:
+        assert live_access_token(connection, "t1", utc_now()) is None and live_access_token(connection, "t2", utc_now()) is None

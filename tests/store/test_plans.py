@@ -42,7 +42,7 @@ def writes_reads_and_searches(client) -> None:
 
 def statements_prepared_by_a_session(database_url: str) -> list[tuple[int, int, str]]:
     """Run writes_reads_and_searches through a new app, then list what its connections prepared."""
-    app = create_app(Settings(database_url=database_url))
+    app = create_app(Settings(auth=False, database_url=database_url))
     try:
         writes_reads_and_searches(app.test_client())
         return prepared_statements(app.extensions["ehr.engine"])

@@ -50,7 +50,7 @@ def delete_entry(reference: str) -> dict:
 
 @pytest.fixture
 def unchecked_client(database_url):
-    app = create_app(Settings(database_url=database_url, integrity=Integrity(on_write=False, on_delete=False)))
+    app = create_app(Settings(auth=False, database_url=database_url, integrity=Integrity(on_write=False, on_delete=False)))
     yield app.test_client()
     app.extensions["ehr.engine"].dispose()
 

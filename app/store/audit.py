@@ -1,0 +1,181 @@
+"""The audit trail: an AuditEvent for each unit of work an authenticated caller runs, after IHE's Basic Audit Log
+Patterns (BALP): who (the user, the app, the network address), what (the RESTful interactions, the resources read or
+written, a search's query), about whom (each patient whose record it touched), when, and whether it succeeded.
+
+- A write's AuditEvent is written in the write's own transaction (app/store/unit.py): the change and its record
+  commit together, or neither does.
+- Reads, searches and refusals go to the process's AuditWriter, which writes what gathered every quarter second in
+  one transaction, so that a read costs no round trip more. A process killed outright loses what it had not written
+  yet (at most a quarter second's); a process that stops normally writes it first.
+
+Callers trusted otherwise (EHR_AUTH=off, the feeds, `ehr load`) are not audited here: the feeds keep their own
+message store.
+"""
+import atexit
+import base64
+import logging
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Engine
+
+from app.model.instants import format_instant, utc_now
+from app.store.access import Caller, patients_of
+from app.store.db import write_unit
+from app.store.resources import StoredResource, first_version, insert_new_resources, new_id
+
+log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 0.25
+IDLE_ROUNDS = 20
+MAX_WAITING = 100_000  # events kept while the database is unreachable; older ones are dropped, and logged
+INTERACTION_ACTIONS = {"create": "C", "read": "R", "vread": "R", "history-instance": "R", "history-type": "R", "history-system": "R",
+                       "update": "U", "patch": "U", "delete": "D", "search-type": "E", "search-system": "E", "operation": "E"}
+SUCCESS, MINOR_FAILURE = "0", "4"
+EVENT_TYPE = {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest", "display": "Restful Operation"}
+INTERACTION_SYSTEM = "http://hl7.org/fhir/restful-interaction"
+ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
+DICOM = "http://dicom.nema.org/resources/ontology/DCM"
+CLIENT_SYSTEM = "urn:ehr:oauth-client"
+USER_SYSTEM = "urn:ehr:user"
+SOURCE = {
+    "observer": {"display": "EHR integration server"},
+    "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4", "display": "Application Server"}],
+}
+
+
+@dataclass
+class Accessed:
+    """What a unit of work did: its interactions (restful-interaction codes) and the resources, and queries, involved."""
+
+    interactions: list[str] = field(default_factory=list)
+    resources: list[StoredResource] = field(default_factory=list)
+    queries: list[str] = field(default_factory=list)
+
+    def note(self, interaction: str, resources: list[StoredResource], query: str | None = None) -> None:
+        if interaction not in self.interactions:
+            self.interactions.append(interaction)
+        self.resources += resources
+        if query:
+            self.queries.append(query)
+
+
+def audit_event(caller: Caller, accessed: Accessed, outcome: str = SUCCESS, recorded: datetime | None = None,
+                description: str | None = None) -> dict:
+    """The AuditEvent of one unit of work (or of a refused request: `outcome` MINOR_FAILURE, with a `description`)."""
+    actions = {INTERACTION_ACTIONS[interaction] for interaction in accessed.interactions}
+    event = {
+        "resourceType": "AuditEvent", "type": EVENT_TYPE,
+        "subtype": [{"system": INTERACTION_SYSTEM, "code": interaction} for interaction in accessed.interactions],
+        "action": actions.pop() if len(actions) == 1 else "E",
+        "recorded": format_instant(recorded or utc_now()), "outcome": outcome,
+        "agent": agents(caller), "source": SOURCE, "entity": entities(accessed),
+    }
+    if description:
+        event["outcomeDesc"] = description
+    return {key: value for key, value in event.items() if value not in ([], None)}
+
+
+def agents(caller: Caller) -> list[dict]:
+    """The app, and the user it acts for: the user is the requestor when there is one, else the app (a backend)."""
+    network = {"network": {"address": caller.address, "type": "2"}} if caller.address else {}
+    app = {
+        "type": {"coding": [{"system": DICOM, "code": "110150", "display": "Application"}]},
+        "who": {"identifier": {"system": CLIENT_SYSTEM, "value": caller.client_id}}, "requestor": caller.username is None, **network,
+    }
+    if caller.username is None:
+        return [app]
+    who = {"reference": caller.fhir_user} if caller.fhir_user else {"identifier": {"system": USER_SYSTEM, "value": caller.username}}
+    user = {"who": who, "altId": caller.username, "requestor": True, **network}
+    return [user, app]
+
+
+def entities(accessed: Accessed) -> list[dict]:
+    """Each patient whose record was touched, each resource version read or written, and each search's query."""
+    patients = sorted({patient for stored in accessed.resources for patient in patients_of(stored)})
+    versions = list(dict.fromkeys(stored.versioned_reference for stored in accessed.resources))
+    return [
+        *[entity(f"Patient/{patient}", "1", "Person", "1", "Patient") for patient in patients],
+        *[entity(reference, "2", "System Object", "4", "Domain Resource") for reference in versions],
+        *[{**entity(None, "2", "System Object", "24", "Query"), "query": base64.b64encode(query.encode()).decode()} for query in accessed.queries],
+    ]
+
+
+def entity(reference: str | None, type_code: str, type_display: str, role_code: str, role_display: str) -> dict:
+    what = {"what": {"reference": reference}} if reference else {}
+    return {**what, "type": {"system": ENTITY_TYPE, "code": type_code, "display": type_display},
+            "role": {"system": OBJECT_ROLE, "code": role_code, "display": role_display}}
+
+
+def audit_version(event: dict) -> StoredResource:
+    """The AuditEvent as a first version to write. Not validated again: audit_event builds valid ones (its tests check)."""
+    return first_version("AuditEvent", new_id(), event, "POST")
+
+
+class AuditWriter:
+    """Writes the AuditEvents of reads and refusals in batches, from a thread of its own that runs while there is work
+    (one per process and engine; it stops after IDLE_ROUNDS quiet flushes and starts again with the next event)."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.waiting: list[dict] = []
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+        self.closed = False
+        atexit.register(flush_at_exit, weakref.ref(self))
+
+    def add(self, events: list[dict]) -> None:
+        with self.lock:
+            self.waiting += events
+            dropped = len(self.waiting) - MAX_WAITING
+            if dropped > 0:
+                log.error("The audit trail cannot be written; %d AuditEvents dropped", dropped)
+                del self.waiting[:dropped]
+            if self.thread is None:
+                self.thread = threading.Thread(target=self.run, name="audit-writer", daemon=True)
+                self.thread.start()
+
+    def run(self) -> None:
+        idle = 0
+        while not self.closed:
+            time.sleep(FLUSH_SECONDS)
+            idle = 0 if self.flush() else idle + 1
+            with self.lock:
+                if idle >= IDLE_ROUNDS and not self.waiting:
+                    self.thread = None
+                    return
+
+    def close(self) -> None:
+        """Write what waits, the thread's last batch included, and stop; a later event starts the thread again."""
+        self.closed = True
+        thread = self.thread
+        if thread is not None:
+            thread.join()
+        self.flush()
+        with self.lock:
+            self.thread, self.closed = None, False
+
+    def flush(self) -> bool:
+        """Write what waits, in one transaction; on failure keep it for the next try. Whether there was any."""
+        with self.lock:
+            events, self.waiting = self.waiting, []
+        if not events:
+            return False
+        try:
+            with write_unit(self.engine) as connection:
+                insert_new_resources(connection, [audit_version(event) for event in events])
+        except Exception:  # the database is down or busy: try again at the next flush, keeping the order
+            log.exception("Writing %d AuditEvents failed; they are kept for the next try", len(events))
+            with self.lock:
+                self.waiting[:0] = events
+        return True
+
+
+def flush_at_exit(writer_ref: weakref.ref) -> None:
+    writer = writer_ref()
+    if writer is not None:
+        writer.flush()

@@ -1,0 +1,102 @@
+"""The audit trail (app/store/audit.py): an AuditEvent for every access a token holder makes, on SQLite and PostgreSQL."""
+import base64
+
+import pytest
+from sqlalchemy import text
+
+from app.model.validation import validate_resource
+from app.store.unit import reading
+from tests.security.test_enforcement import bearer, observation, records, settings, token_for  # noqa: F401 (fixtures)
+
+
+def audit_events(app, engine) -> list[dict]:
+    """Every AuditEvent stored, oldest first, once the app's writer has written what it gathered."""
+    app.extensions["ehr.audit"].flush()
+    with reading(engine) as unit:
+        from app.search.query import SearchRequest, SortKey
+
+        return [stored.body for stored in unit.search(SearchRequest("AuditEvent", sort=(SortKey("_lastUpdated", False),), count=100)).matches]
+
+
+def subtypes(event: dict) -> list[str]:
+    return [coding["code"] for coding in event.get("subtype", [])]
+
+
+def entity_references(event: dict) -> set[str]:
+    return {entity["what"]["reference"] for entity in event["entity"] if "what" in entity}
+
+
+def test_a_patients_read_is_audited_with_her_app_her_and_her_record(app, client, engine, records):
+    token = token_for(engine, "patient/*.rs", patient="ana", fhir_user="Patient/ana")
+    assert client.get("/fhir/Observation/ana-pulse", headers=bearer(token)).status_code == 200
+    [event] = audit_events(app, engine)
+    validate_resource(event)
+    assert subtypes(event) == ["read"] and event["action"] == "R" and event["outcome"] == "0"
+    user, application = event["agent"]
+    assert user["who"] == {"reference": "Patient/ana"} and user["requestor"] is True and user["network"]["address"] == "127.0.0.1"
+    assert application["who"]["identifier"]["value"] == "test-app" and application["requestor"] is False
+    assert entity_references(event) == {"Patient/ana", "Observation/ana-pulse/_history/1"}
+
+
+def test_a_search_is_audited_with_its_query_and_every_patient_it_touched(app, client, engine, records):
+    token = token_for(engine, "system/Observation.rs")
+    assert client.get("/fhir/Observation?code=8867-4", headers=bearer(token)).status_code == 200
+    [event] = audit_events(app, engine)
+    validate_resource(event)
+    assert subtypes(event) == ["search-type"] and event["action"] == "E"
+    assert event["agent"][0]["requestor"] is True  # a backend service is its own requestor
+    assert {"Patient/ana", "Patient/bob"} <= entity_references(event)
+    [query] = [entity["query"] for entity in event["entity"] if "query" in entity]
+    assert base64.b64decode(query).decode() == "Observation?code=8867-4"
+
+
+def test_a_write_and_its_audit_event_are_written_together(app, client, engine, records):
+    token = token_for(engine, "patient/*.cruds", patient="ana", fhir_user="Patient/ana")
+    assert client.post("/fhir/Observation", json=observation("x", "ana"), headers=bearer(token)).status_code == 201
+    with engine.connect() as connection:  # in the write's own transaction: there before the writer's next flush
+        written = connection.execute(text("SELECT count(*) FROM resource WHERE res_type = 'AuditEvent'")).scalar()
+    assert written == 1
+    [event] = audit_events(app, engine)
+    validate_resource(event)
+    assert subtypes(event) == ["create"] and event["action"] == "C" and "Patient/ana" in entity_references(event)
+
+
+def test_a_refused_request_is_audited_as_a_failure_and_its_write_is_not(app, client, engine, records):
+    token = token_for(engine, "patient/*.cruds", patient="ana", fhir_user="Patient/ana")
+    assert client.post("/fhir/Observation", json=observation("x", "bob"), headers=bearer(token)).status_code == 403
+    [event] = audit_events(app, engine)
+    validate_resource(event)
+    assert event["outcome"] == "4" and "would be outside" in event["outcomeDesc"] and "subtype" not in event
+    [query] = [entity["query"] for entity in event["entity"]]
+    assert base64.b64decode(query).decode() == "POST /fhir/Observation"
+
+
+def test_a_patient_can_read_who_read_her_record(app, client, engine, records):
+    doctor = token_for(engine, "user/*.rs", fhir_user="Practitioner/doc")
+    client.get("/fhir/Patient/ana", headers=bearer(doctor))
+    client.get("/fhir/Patient/bob", headers=bearer(doctor))
+    app.extensions["ehr.audit"].flush()
+    ana = token_for(engine, "patient/AuditEvent.rs", patient="ana", fhir_user="Patient/ana")
+    found = client.get("/fhir/AuditEvent?patient=Patient/ana", headers=bearer(ana)).get_json()
+    readers = [event["resource"]["agent"][0]["who"]["reference"] for event in found["entry"]]
+    assert readers == ["Practitioner/doc"]  # her own search is audited when it is done, and Bob's record is not hers
+
+
+def test_without_tokens_nothing_is_audited(database_url, engine, records):
+    from app.config import Settings
+    from app.web import create_app
+
+    app = create_app(Settings(database_url=database_url, auth=False))
+    assert app.test_client().get("/fhir/Patient/ana").status_code == 200
+    assert audit_events(app, engine) == []
+    app.extensions["ehr.engine"].dispose()
+
+
+@pytest.mark.parametrize("url", ["/fhir/Patient/ana/_history", "/fhir/Patient/ana/$everything", "/fhir/Patient/ana/_history/1"])
+def test_history_vread_and_operations_are_audited(app, client, engine, records, url):
+    token = token_for(engine, "patient/*.rs", patient="ana", fhir_user="Patient/ana")
+    assert client.get(url, headers=bearer(token)).status_code == 200
+    [event] = audit_events(app, engine)
+    validate_resource(event)
+    expected = {"_history": "history-instance", "$everything": "operation", "1": "vread"}[url.rsplit("/", 1)[1]]
+    assert subtypes(event)[-1] == expected and "Patient/ana" in entity_references(event)  # $everything reads the Patient first
