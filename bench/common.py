@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from unittest import mock
 
+import orjson
 import psycopg
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -144,10 +145,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def server_env(database_url: str, tree: Path = REPO_ROOT) -> dict[str, str]:
+def server_env(database_url: str, tree: Path = REPO_ROOT, auth: bool = False) -> dict[str, str]:
     """The environment of the server and `ehr` commands, running the code of `tree` (a checkout of another revision,
-    for a back-to-back comparison, or this one) with this checkout's .venv."""
-    return {**os.environ, "EHR_DATABASE_URL": database_url, "EHR_AUTH": "off", "PYTHONPATH": str(tree), CODE_TREE_VARIABLE: str(tree)}
+    for a back-to-back comparison, or this one) with this checkout's .venv; without `auth`, EHR_AUTH=off (older
+    revisions ignore it: they had no authorization)."""
+    return {**os.environ, "EHR_DATABASE_URL": database_url, "EHR_AUTH": "on" if auth else "off", "PYTHONPATH": str(tree),
+            CODE_TREE_VARIABLE: str(tree)}
+
+
+def issued_token(env: dict[str, str], workdir: Path) -> str:
+    """A year's token for a clinician (`user/*.cruds`, which reaches everything and is audited), made with the command
+    line as an operator would: a Practitioner loaded, a login for it, a client, `ehr tokens issue`."""
+    practitioner = workdir / "bench-practitioner.json"
+    practitioner.write_bytes(orjson.dumps({"resourceType": "Practitioner", "id": "bench-clinician"}))
+    run_ehr(["load", str(practitioner)], env)
+    run_ehr(["users", "add", "--username", "bench", "--password-stdin", "--practitioner", "Practitioner/bench-clinician"], env,
+            stdin="bench-password\n")
+    client = orjson.loads(run_ehr(["clients", "add", "--name", "bench", "--redirect-uri", "http://127.0.0.1/cb", "--scope", "user/*.cruds",
+                                   "--public"], env).stdout)
+    issued = run_ehr(["tokens", "issue", "--username", "bench", "--client", client["client_id"], "--scope", "user/*.cruds",
+                      "--expires-in", str(365 * 24 * 3600)], env)
+    return orjson.loads(issued.stdout)["access_token"]
 
 
 def code_tree(env: dict[str, str]) -> Path:
@@ -167,10 +185,10 @@ def checked_out(revision: str):
         shutil.rmtree(path.parent, ignore_errors=True)
 
 
-def run_ehr(args: list[str], env: dict[str, str], timeout: float = 1800) -> subprocess.CompletedProcess:
+def run_ehr(args: list[str], env: dict[str, str], timeout: float = 1800, stdin: str | None = None) -> subprocess.CompletedProcess:
     """Run the `ehr` command line; raise with its output if it fails."""
     done = subprocess.run([str(VENV_BIN / "ehr"), *args], cwd=code_tree(env), env=env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, input=stdin)
     if done.returncode != 0:
         raise RuntimeError(f"ehr {' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
     return done
@@ -442,8 +460,9 @@ class HttpSession:
     package and costs ~2.7x more CPU per request, CPU taken from the server.
     """
 
-    def __init__(self, port: int):
+    def __init__(self, port: int, token: str | None = None):
         self.port = port
+        self.authorization = f"Authorization: Bearer {token}\r\n" if token else ""
         self.sock: socket.socket | None = None
 
     def perform(self, job: tuple) -> tuple[int, str | None]:
@@ -465,7 +484,7 @@ class HttpSession:
             self.connect()
         body = body or b""
         head = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/fhir+json\r\n"
-                f"Accept: application/fhir+json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+                f"Accept: application/fhir+json\r\n{self.authorization}Content-Length: {len(body)}\r\n\r\n").encode()
         self.sock.sendall(head + body)
         status_line = self.reader.readline()
         if not status_line:

@@ -7,7 +7,10 @@ that size (at saturation from 16 clients, then from 4 clients paced to half
 that rate for the latency target), a CRUD mix compared per core with published figures, and worker
 memory. Prints one table with targets; docs/benchmarks.md explains each figure.
 
-    .venv/bin/python bench/crud.py [--quick] [--backend postgresql|sqlite|both]
+    .venv/bin/python bench/crud.py [--quick] [--backend postgresql|sqlite|both] [--compare REV | --auth]
+
+`--auth` runs each backend twice back to back, with EHR_AUTH=off and with tokens required (a clinician's
+`user/*.cruds` token on every request, so every request is also audited), and prints the on/off ratios.
 """
 from __future__ import annotations
 
@@ -184,7 +187,8 @@ class Backend:
     make_floor_session: object  # picklable factory of a floor session
     workdir: Path
     tree: Path = common.REPO_ROOT  # the checkout whose server code runs
-    revision: str | None = None  # its name in a --compare run
+    revision: str | None = None  # its name in a --compare run, or "auth on"/"auth off" in an --auth run
+    auth: bool = False  # tokens required (EHR_AUTH on)
 
     @property
     def label(self) -> str:
@@ -215,14 +219,16 @@ def sqlite_backend(workdir: Path):
 
 @contextlib.contextmanager
 def running_server(backend: Backend, gunicorn_args: str):
-    """Upgrade the schema, start gunicorn, wait for /readyz; always stop it."""
-    env = common.server_env(backend.database_url, backend.tree)
+    """Upgrade the schema, issue a token when the backend requires one, start gunicorn, wait for /readyz; always stop
+    it. Yields the server and the token (None without auth)."""
+    env = common.server_env(backend.database_url, backend.tree, backend.auth)
     common.run_ehr(["db", "upgrade"], env)
+    token = common.issued_token(env, backend.workdir) if backend.auth else None
     server = common.start_gunicorn(env, backend.workdir / f"gunicorn-{backend.name}.log",
                                    extra_args=tuple(shlex.split(gunicorn_args)))
     try:
         common.wait_until_ready(server)
-        yield server
+        yield server, token
     finally:
         common.stop_server(server)
 
@@ -230,8 +236,8 @@ def running_server(backend: Backend, gunicorn_args: str):
 class Run:
     """The phases of one backend's benchmark, sharing the server, the ids and the figures."""
 
-    def __init__(self, backend: Backend, server: common.Server, sizes: Sizes, args):
-        self.backend, self.server, self.sizes = backend, server, sizes
+    def __init__(self, backend: Backend, server: common.Server, token: str | None, sizes: Sizes, args):
+        self.backend, self.server, self.token, self.sizes = backend, server, token, sizes
         self.processes, self.threads = args.processes, args.threads
         self.rng = random.Random(20240101)
         self.patient_ids = [f"bench-patient-{n:04d}" for n in range(sizes.patients)]
@@ -246,7 +252,7 @@ class Run:
 
     def http_load(self, jobs: list[tuple], label: str, processes: int | None = None,
                   threads: int | None = None, rate: float | None = None) -> common.LoadResult:
-        result = common.run_load(functools.partial(common.HttpSession, self.server.port), jobs,
+        result = common.run_load(functools.partial(common.HttpSession, self.server.port, self.token), jobs,
                                  processes or self.processes, threads or self.threads, self.server, rate)
         self.account(result, label)
         return result
@@ -335,7 +341,7 @@ class Run:
         self.figure(f"preload ({loader.__name__}) resources/s", len(loaded) / seconds if seconds else None, "/s")
 
     def env(self) -> dict[str, str]:
-        return common.server_env(self.backend.database_url, self.backend.tree)
+        return common.server_env(self.backend.database_url, self.backend.tree, self.backend.auth)
 
     def load_ndjson(self, ids: list[str]) -> list[str]:
         """One `ehr load` per core on PostgreSQL; one on SQLite, whose writers queue anyway."""
@@ -400,7 +406,8 @@ class Run:
                     f"< {OUTSIDE_CPU_TARGET:g} %", self.outside_cpu_worst < OUTSIDE_CPU_TARGET)
 
 
-def bench_backend(name: str, sizes: Sizes, args, tree: Path = common.REPO_ROOT, revision: str | None = None) -> list[Figure]:
+def bench_backend(name: str, sizes: Sizes, args, tree: Path = common.REPO_ROOT, revision: str | None = None,
+                  auth: bool = False) -> list[Figure]:
     busy = common.wait_for_quiet_machine(args.wait_quiet, OUTSIDE_CPU_TARGET)
     if busy >= OUTSIDE_CPU_TARGET:
         print(f"  WARNING: the machine is {busy:.0f}% busy with other work: the figures will be low")
@@ -408,16 +415,16 @@ def bench_backend(name: str, sizes: Sizes, args, tree: Path = common.REPO_ROOT, 
     opener = postgres_backend if name == "postgresql" else sqlite_backend
     try:
         with opener(workdir) as opened:
-            backend = dataclasses.replace(opened, tree=tree, revision=revision)
-            with running_server(backend, args.gunicorn_args) as server:
+            backend = dataclasses.replace(opened, tree=tree, revision=revision, auth=auth)
+            with running_server(backend, args.gunicorn_args) as (server, token):
                 print(f"== {backend.label}: gunicorn on 127.0.0.1:{server.port}, workers {server.worker_pids()}")
-                return measured(backend, server, sizes, args)
+                return measured(backend, server, token, sizes, args)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def measured(backend: Backend, server: common.Server, sizes: Sizes, args) -> list[Figure]:
-    run = Run(backend, server, sizes, args)
+def measured(backend: Backend, server: common.Server, token: str | None, sizes: Sizes, args) -> list[Figure]:
+    run = Run(backend, server, token, sizes, args)
     try:
         run.measure_all()
     except Exception:
@@ -455,6 +462,8 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--gunicorn-args", default="", help="extra gunicorn options to try, e.g. '--threads 4'")
     parser.add_argument("--compare", metavar="REV", help="also run the server code of git revision REV (checked out into a "
                         "temporary worktree, with this .venv), back to back per backend, and print HEAD/REV ratios")
+    parser.add_argument("--auth", action="store_true", help="run each backend with EHR_AUTH off and on (a clinician's token on "
+                        "every request), back to back, and print on/off ratios")
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                         help="before each backend, wait up to this long for other work on the machine to stop")
     return parser.parse_args(argv)
@@ -473,11 +482,16 @@ def main(argv: list[str] | None = None) -> int:
         for name in backends:
             if other:
                 figures += bench_backend(name, sizes, args, other, args.compare)
-            figures += bench_backend(name, sizes, args, revision="HEAD" if other else None)
+            if args.auth:
+                figures += bench_backend(name, sizes, args, revision="auth off")
+            figures += bench_backend(name, sizes, args, revision="HEAD" if other else "auth on" if args.auth else None, auth=args.auth)
     print_report(machine, figures, args)
     if args.compare:
         print("\n## HEAD / " + args.compare + "\n")
         print("\n".join(common.ratio_lines(figures, "HEAD", args.compare)))
+    if args.auth:
+        print("\n## auth on / auth off\n")
+        print("\n".join(common.ratio_lines(figures, "auth on", "auth off")))
     return 0  # a MISS is a figure to act on, not a failure of the script
 
 

@@ -17,10 +17,10 @@ from app.model.instants import utc_now
 from app.rest.responses import fhir_base
 from app.search.criteria import Query
 from app.search.query import Reach
-from app.security.scopes import ResourceScope, parse_scopes
+from app.security.scopes import ResourceScope, ScopeError, parse_scopes
 from app.security.tokens import TokenRecord, live_access_token
 from app.store.access import UNRESTRICTED, Access, Caller, Rule
-from app.store.audit import MINOR_FAILURE, Accessed, audit_event
+from app.store.audit import MINOR_FAILURE, Accessed, audit_events
 
 REALM = "ehr"
 
@@ -39,7 +39,10 @@ def authenticated_access() -> Access:
     if record is None:
         raise unauthorized("The access token is unknown, has expired or was revoked; get a new one from the token endpoint.", "invalid_token")
     caller = Caller(record.client_id, current_app.extensions["ehr.audit"], record.username, record.fhir_user, request.remote_addr)
-    return token_access(record, fhir_base(), caller)
+    try:
+        return token_access(record, fhir_base(), caller)
+    except ScopeError:  # granted by an older release whose scopes this one reads otherwise: get a new token
+        raise unauthorized("The access token's scopes are no longer valid here; get a new token.", "invalid_token") from None
 
 
 def bearer_token() -> str:
@@ -67,7 +70,7 @@ def token_access(record: TokenRecord, base: str, caller: Caller) -> Access:
         if reach is not None:
             rules.append(Rule(scope.resource_type, scope.permissions, reach))
     patient = next((rule.reach.patient for rule in rules if rule.reach.patient), None)
-    return Access(tuple(rules), f"The token's scopes ({record.scope})", patient, caller)
+    return Access(tuple(rules), f"the token's scopes ({record.scope})", patient, caller)
 
 
 def audit_refusal(error: Forbidden) -> None:
@@ -75,7 +78,7 @@ def audit_refusal(error: Forbidden) -> None:
     access = g.get("ehr_access")
     if access is not None and access.caller is not None:
         asked = Accessed(queries=[f"{request.method} {request.full_path.rstrip('?')}"])
-        access.caller.trail.add([audit_event(access.caller, asked, MINOR_FAILURE, description=error.diagnostics)])
+        access.caller.trail.add(audit_events(access.caller, asked, MINOR_FAILURE, error.diagnostics))
 
 
 def scope_reach(scope: ResourceScope, record: TokenRecord, base: str) -> Reach | None:

@@ -25,7 +25,11 @@ from dataclasses import dataclass
 from functools import cache
 from urllib.parse import parse_qsl
 
+from app.errors import FhirError
 from app.model.registry import resource_types
+from app.search.criteria import Query
+from app.store.access import PERMISSION_WORDS
+from app.store.criteria import condition_across_types
 from app.search.parameters import parameter, shared_parameters
 
 CONTEXTS = ("patient", "user", "system")
@@ -157,11 +161,22 @@ def scope_query(text: str, resource_type: str, query_text: str) -> tuple[tuple[s
         pairs = parse_qsl(query_text, keep_blank_values=False, strict_parsing=True)
     except ValueError:
         raise ScopeError(f"Scope '{text}': the query '{query_text}' is not of the form name=value&name=value.") from None
-    for name, _ in pairs:
+    for name, value in pairs:
         code = name.partition(":")[0]
-        if not is_scope_parameter(resource_type, code):
-            raise ScopeError(f"Scope '{text}': '{code}' is not a search parameter of {resource_type}.")
+        if "." in name or name.startswith("_has:") or not is_scope_parameter(resource_type, code):
+            raise ScopeError(f"Scope '{text}': '{name}' is not a search parameter of {resource_type} (chains and _has are not taken).")
+        check_criterion(text, resource_type, Query(name, value))
     return tuple(pairs)
+
+
+def check_criterion(text: str, resource_type: str, query: Query) -> None:
+    """ScopeError unless the search would take `query` (its modifier and value), as every request under the scope
+    must."""
+    types = (resource_type,) if resource_type != "*" else tuple(sorted(resource_types()))
+    try:
+        condition_across_types(types, query)
+    except FhirError as error:
+        raise ScopeError(f"Scope '{text}': {error.diagnostics}") from None
 
 
 def is_scope_parameter(resource_type: str, code: str) -> bool:
@@ -177,7 +192,6 @@ def parameters_of_every_type() -> frozenset[str]:
 
 # --- in plain words, for the consent page -------------------------------------------------------------------------
 
-PERMISSION_WORDS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 CONTEXT_WORDS = {"patient": "your", "user": "the", "system": "all"}
 OTHER_SCOPE_WORDS = {
     "openid": "Know who you are",

@@ -17,7 +17,7 @@ also be in the compartment by its own content (`version_in_compartment`).
 """
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -27,10 +27,10 @@ from sqlalchemy.sql import ColumnElement
 from app.errors import Forbidden
 from app.search.index import referenced_patients
 from app.search.parameters import patient_compartment_parameters
-from app.search.query import EVERYWHERE, Reach
+from app.search.query import EVERYWHERE, Reach, SearchRequest, searched_types
 from app.store.compartment import CompartmentQuery, in_compartment
 from app.store.criteria import condition_across_types
-from app.store.resources import StoredResource
+from app.store.resources import AUDIT_RECORD_TYPE, StoredResource
 from app.store.schema import resource
 
 if TYPE_CHECKING:  # app/store/audit.py imports this module
@@ -62,7 +62,7 @@ class Caller:
 
 @dataclass(frozen=True)
 class Access:
-    """The rules of one caller; `rules` None: anything. `grant` names the caller's grant in refusals ("the token's
+    """The rules of one caller; `rules` None: anything. `grant` names the caller's grant within refusals ("the token's
     scopes (patient/Observation.rs)"); `patient`, the patient its reaches confine it to, if any; `caller`, who it is,
     for an audited caller."""
 
@@ -84,7 +84,7 @@ class Access:
         """None when the caller may use `letter` on every `type_name`; else its reaches. Forbidden when it has none."""
         reaches = self.reaches(type_name, letter)
         if not reaches:
-            raise Forbidden(f"{self.grant} do not allow {PERMISSION_WORDS[letter]} of {type_name}.")
+            raise Forbidden(f"{PERMISSION_WORDS[letter].capitalize()} of {type_name} is not allowed by {self.grant}.")
         return None if reaches == EVERYWHERE else reaches
 
     def require_everywhere(self, letters: str, purpose: str) -> None:
@@ -117,8 +117,18 @@ def compartment_condition(type_name: str, patient: str | None) -> ColumnElement:
     return true() if patient is None else in_compartment(CompartmentQuery(patient, frozenset({type_name})))
 
 
-def reached_live(connection: Connection, keys: Iterable[tuple[str, str]], reaches: dict[str, tuple[Reach, ...]]) -> dict[tuple[str, str], bool]:
-    """For each (type, id) of `keys` that is live: whether one of its type's `reaches` holds it. One statement."""
+@dataclass(frozen=True)
+class Stored:
+    """A resource's current row as a reach check sees it: its version, and whether one of the reaches holds it (never
+    when it is deleted: a deletion names no patient)."""
+
+    version: int
+    reached: bool
+
+
+def reached_rows(connection: Connection, keys: Iterable[tuple[str, str]], reaches: dict[str, tuple[Reach, ...]]) -> dict[tuple[str, str], Stored]:
+    """For each (type, id) of `keys` that has a row: its version and whether one of its type's `reaches` holds it. One
+    statement."""
     by_type: dict[str, list[str]] = defaultdict(list)
     for type_name, resource_id in keys:
         by_type[type_name].append(resource_id)
@@ -126,8 +136,15 @@ def reached_live(connection: Connection, keys: Iterable[tuple[str, str]], reache
         return {}
     reached = case(*[(resource.c.res_type == type_name, reach_condition(type_name, reaches[type_name])) for type_name in by_type], else_=false())
     keyed = or_(*[and_(resource.c.res_type == type_name, resource.c.res_id.in_(ids)) for type_name, ids in by_type.items()])
-    rows = connection.execute(select(resource.c.res_type, resource.c.res_id, reached.label("reached")).where(keyed, resource.c.deleted == false()))
-    return {(row.res_type, row.res_id): bool(row.reached) for row in rows}
+    statement = select(resource.c.res_type, resource.c.res_id, resource.c.version, and_(resource.c.deleted == false(), reached).label("reached"))
+    return {(row.res_type, row.res_id): Stored(row.version, bool(row.reached)) for row in connection.execute(statement.where(keyed))}
+
+
+def other_patients(stored: StoredResource, reaches: tuple[Reach, ...]) -> set[str]:
+    """The patients, besides those of `reaches`, in whose compartments a written version lies: a caller confined to
+    its patient may not write into another patient's record (an Observation about Bob that names Ana as performer)."""
+    patients = {reach.patient for reach in reaches}
+    return set() if None in patients else patients_of(stored) - patients
 
 
 def version_in_compartment(stored: StoredResource, patients: Iterable[str | None]) -> bool:
@@ -142,3 +159,119 @@ def patients_of(stored: StoredResource) -> set[str]:
         return set()
     own = {stored.id} if stored.type == "Patient" else set()
     return own | referenced_patients(stored.type, stored.body, frozenset(patient_compartment_parameters(stored.type)))
+
+
+class Guard:
+    """The checks one unit of work makes against its caller's Access, on its connection; every one is free for an
+    unrestricted caller."""
+
+    def __init__(self, access: Access, connection: Connection):
+        self.access = access
+        self.connection = connection
+        self.unchecked: dict[tuple[str, str], tuple[Reach, ...]] = {}  # writes of a limited caller, checked before commit
+
+    def confinement(self, type_name: str, letter: str) -> tuple[Reach, ...] | None:
+        return self.access.confinement(type_name, letter)
+
+    def before_write(self, type_name: str, resource_id: str, letter: str) -> tuple[Reach, ...] | None:
+        """Forbidden unless the caller may use `letter` on the type and, when limited, on the resource as stored now
+        (a deleted one included: a deletion names no patient to check). The caller's reaches, None when unlimited."""
+        reaches = self.confinement(type_name, letter)
+        self.check_append_only(type_name, letter, reaches)
+        if reaches is not None and not self.stored_within(type_name, resource_id, reaches):
+            raise Forbidden(f"{type_name}/{resource_id} is outside what {self.access.grant} allow to {PERMISSION_WORDS[letter]}.")
+        return reaches
+
+    def before_removal(self, type_name: str, resource_id: str, letter: str) -> bool:
+        """For a patch or delete: whether the resource may be touched; one outside a limited caller's reach is, for
+        that caller, one that does not exist (Forbidden only when the type or permission is not granted at all)."""
+        reaches = self.confinement(type_name, letter)
+        self.check_append_only(type_name, letter, reaches)
+        return reaches is None or self.stored_within(type_name, resource_id, reaches)
+
+    def check_append_only(self, type_name: str, letter: str, reaches: tuple[Reach, ...] | None) -> None:
+        """The audit trail, through the API: a token holder may add AuditEvents only if it may add them for every
+        patient (an audit source such as another system), and nobody changes or deletes one."""
+        if type_name == AUDIT_RECORD_TYPE and self.access.rules is not None and (letter != "c" or reaches is not None):
+            raise Forbidden("The audit trail is append-only: AuditEvents are never changed or deleted through the API, and only a "
+                            "caller that may create them for every patient (such as system/AuditEvent.c) adds them.")
+
+    def stored_within(self, type_name: str, resource_id: str, reaches: tuple[Reach, ...]) -> bool:
+        """Whether the resource's current row is within `reaches`, or there is none (a create under a new id)."""
+        stored = reached_rows(self.connection, [(type_name, resource_id)], {type_name: reaches}).get((type_name, resource_id))
+        return stored is None or stored.reached
+
+    def after_write(self, stored: StoredResource, reaches: tuple[Reach, ...] | None) -> None:
+        """A limited caller's written version: Forbidden at once in another patient's compartment; its reach (the
+        queries of v2 scopes) is checked in SQL before commit."""
+        if reaches is None:
+            return
+        others = other_patients(stored, reaches)
+        if others:
+            raise Forbidden(f"As written, {stored.type}/{stored.id} would be in the record of Patient/{sorted(others)[0]}, which "
+                            f"{self.access.grant} do not reach; nothing was written.")
+        self.unchecked[stored.type, stored.id] = reaches
+
+    def check_written(self) -> None:
+        """Forbidden when a limited caller's writes, as written, lie outside its reach (run before commit)."""
+        if not self.unchecked:
+            return
+        unchecked, self.unchecked = self.unchecked, {}
+        reached = reached_rows(self.connection, unchecked, {type_name: reaches for (type_name, _), reaches in unchecked.items()})
+        outside = sorted(f"{type_name}/{resource_id}" for (type_name, resource_id) in unchecked if not reached[type_name, resource_id].reached)
+        if outside:
+            raise Forbidden(f"As written, {', '.join(outside)} would be outside what {self.access.grant} allow; nothing was written.")
+
+    def reached(self, found: list[StoredResource], letter: str) -> list[StoredResource]:
+        """Those of `found` (live resources) that the caller may use `letter` on: one statement for a limited caller."""
+        if self.access.rules is None or not found:
+            return found
+        reaches = {stored.type: self.access.reaches(stored.type, letter) for stored in found}
+        limited = {type_name: reach for type_name, reach in reaches.items() if reach and reach != EVERYWHERE}
+        rows = reached_rows(self.connection, [(s.type, s.id) for s in found if s.type in limited], limited)
+        return [stored for stored in found if reaches[stored.type] == EVERYWHERE or (stored.type, stored.id) in rows and rows[stored.type, stored.id].reached]
+
+    def reached_versions(self, versions: list[StoredResource], letter: str) -> list[StoredResource]:
+        """History versions the caller may see: the resource is within reach now, and the version's own content is in
+        the reach's patient's compartment (so a resource moved between patients does not show one the other's). A
+        v2 scope's query can only be judged on the current version: under one, older versions are not shown."""
+        if self.access.rules is None:
+            return versions
+        reaches = {stored.type: self.access.reaches(stored.type, letter) for stored in versions}
+        limited = {type_name: reach for type_name, reach in reaches.items() if reach != EVERYWHERE}
+        rows = reached_rows(self.connection, [(s.type, s.id) for s in versions if s.type in limited], limited)
+        return [stored for stored in versions if reaches[stored.type] == EVERYWHERE or version_within(stored, reaches[stored.type], rows.get((stored.type, stored.id)))]
+
+    def search_request(self, request: SearchRequest) -> SearchRequest:
+        """The request confined to where the caller may search: Forbidden for a type it may not search, or for a
+        system-level search when it may search none; a system-level search leaves out the types it may not search."""
+        if self.access.rules is None:
+            return request
+        self.check_plain([query.name for query in request.criteria])
+        if request.type is not None:
+            reaches = self.confinement(request.type, "s")
+            return request if reaches is None else replace(request, reach=((request.type, reaches),))
+        types = [type_name for type_name in searched_types(request) if self.access.reaches(type_name, "s")]
+        if not types:
+            raise Forbidden(f"Searching is not allowed for any resource type by {self.access.grant}.")
+        limits = tuple((type_name, reaches) for type_name in types if (reaches := self.access.reaches(type_name, "s")) != EVERYWHERE)
+        return replace(request, types=tuple(types), reach=limits)
+
+    def check_plain(self, names: Iterable[str]) -> None:
+        """Chained parameters and _has look at resources outside a limited caller's reach (and would tell it about
+        them, match by match): Forbidden for such a caller, wherever criteria are taken."""
+        if self.access.limited and any("." in name or name.startswith("_has:") for name in names):
+            raise Forbidden(f"Chained parameters and _has are not served to a caller limited to part of the data, as {self.access.grant} are.")
+
+    def hides_deletions(self) -> bool:
+        """A deletion names no patient, so a limited caller cannot be shown whether it was within reach: for that
+        caller, a deleted resource is one that does not exist (404, not 410)."""
+        return self.access.limited
+
+
+def version_within(stored: StoredResource, reaches: tuple[Reach, ...], current: Stored | None) -> bool:
+    if current is None or not current.reached:
+        return False
+    if any(reach.criteria for reach in reaches) and stored.version != current.version:
+        return False
+    return version_in_compartment(stored, [reach.patient for reach in reaches])

@@ -1,8 +1,8 @@
-"""The audit trail: an AuditEvent for each unit of work an authenticated caller runs, after IHE's Basic Audit Log
-Patterns (BALP): who (the user, the app, the network address), what (the RESTful interactions, the resources read or
+"""The audit trail: AuditEvents for each unit of work an authenticated caller runs, after IHE's Basic Audit Log
+Patterns (BALP), one per patient whose record it touched: who (the user, the app, the network address), what (the RESTful interactions, the resources read or
 written, a search's query), about whom (each patient whose record it touched), when, and whether it succeeded.
 
-- A write's AuditEvent is written in the write's own transaction (app/store/unit.py): the change and its record
+- A write's AuditEvents are written in the write's own transaction (app/store/unit.py): the change and its record
   commit together, or neither does.
 - Reads, searches and refusals go to the process's AuditWriter, which writes what gathered every quarter second in
   one transaction, so that a read costs no round trip more. A process killed outright loses what it had not written
@@ -17,8 +17,8 @@ import logging
 import threading
 import time
 import weakref
+from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from sqlalchemy import Engine
 
@@ -64,19 +64,35 @@ class Accessed:
             self.queries.append(query)
 
 
-def audit_event(caller: Caller, accessed: Accessed, outcome: str = SUCCESS, recorded: datetime | None = None,
-                description: str | None = None) -> dict:
-    """The AuditEvent of one unit of work (or of a refused request: `outcome` MINOR_FAILURE, with a `description`)."""
+def audit_events(caller: Caller, accessed: Accessed, outcome: str = SUCCESS, description: str | None = None) -> list[dict]:
+    """The AuditEvents of one unit of work, or of a refused request (`outcome` MINOR_FAILURE, with a `description`):
+    as BALP says, one per patient whose record it touched, naming that patient and that patient's resources only (a
+    patient who reads the AuditEvents about her sees no one else's), and one more for what is in no patient's record,
+    or alone when the unit touched no resource."""
+    recorded = format_instant(utc_now())
+    by_patient: dict[str, list[StoredResource]] = defaultdict(list)
+    unattached = []
+    for stored in accessed.resources:
+        patients = patients_of(stored)
+        for patient in patients:
+            by_patient[patient].append(stored)
+        if not patients:
+            unattached.append(stored)
+    groups: list[tuple[str | None, list[StoredResource]]] = [(patient, by_patient[patient]) for patient in sorted(by_patient)]
+    if unattached or not groups:
+        groups.append((None, unattached))
+    return [audit_event(caller, accessed, patient, resources, outcome, recorded, description) for patient, resources in groups]
+
+
+def audit_event(caller: Caller, accessed: Accessed, patient: str | None, resources: list[StoredResource], outcome: str, recorded: str,
+                description: str | None) -> dict:
     actions = {INTERACTION_ACTIONS[interaction] for interaction in accessed.interactions}
     event = {
         "resourceType": "AuditEvent", "type": EVENT_TYPE,
         "subtype": [{"system": INTERACTION_SYSTEM, "code": interaction} for interaction in accessed.interactions],
-        "action": actions.pop() if len(actions) == 1 else "E",
-        "recorded": format_instant(recorded or utc_now()), "outcome": outcome,
-        "agent": agents(caller), "source": SOURCE, "entity": entities(accessed),
+        "action": actions.pop() if len(actions) == 1 else "E", "recorded": recorded, "outcome": outcome, "outcomeDesc": description,
+        "agent": agents(caller), "source": SOURCE, "entity": entities(patient, resources, accessed.queries),
     }
-    if description:
-        event["outcomeDesc"] = description
     return {key: value for key, value in event.items() if value not in ([], None)}
 
 
@@ -94,14 +110,13 @@ def agents(caller: Caller) -> list[dict]:
     return [user, app]
 
 
-def entities(accessed: Accessed) -> list[dict]:
-    """Each patient whose record was touched, each resource version read or written, and each search's query."""
-    patients = sorted({patient for stored in accessed.resources for patient in patients_of(stored)})
-    versions = list(dict.fromkeys(stored.versioned_reference for stored in accessed.resources))
+def entities(patient: str | None, resources: list[StoredResource], queries: list[str]) -> list[dict]:
+    """The patient, each resource version read or written, and each search's query."""
+    versions = list(dict.fromkeys(stored.versioned_reference for stored in resources))
     return [
-        *[entity(f"Patient/{patient}", "1", "Person", "1", "Patient") for patient in patients],
+        *([entity(f"Patient/{patient}", "1", "Person", "1", "Patient")] if patient else []),
         *[entity(reference, "2", "System Object", "4", "Domain Resource") for reference in versions],
-        *[{**entity(None, "2", "System Object", "24", "Query"), "query": base64.b64encode(query.encode()).decode()} for query in accessed.queries],
+        *[{**entity(None, "2", "System Object", "24", "Query"), "query": base64.b64encode(query.encode()).decode()} for query in queries],
     ]
 
 

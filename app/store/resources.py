@@ -271,6 +271,9 @@ def live_version(row, not_found: Callable[[], NotFound]) -> StoredResource:
     return stored
 
 
+AUDIT_RECORD_TYPE = "AuditEvent"
+
+
 def live_referrers(connection: Connection, type_name: str, resource_id: str, excluding: str | None = None) -> list[StoredResource]:
     """The live resources (but those of type `excluding`) whose references, as indexed, point at `type_name/resource_id`."""
     query = select(resource).where(live_referrer(type_name, resource_id), resource.c.res_type != excluding)
@@ -278,11 +281,12 @@ def live_referrers(connection: Connection, type_name: str, resource_id: str, exc
 
 
 def live_referrer(type_name: str, resource_id: str):
-    """The condition on `resource` rows: live, with an indexed reference to `type_name/resource_id`."""
+    """The condition on `resource` rows: live, with an indexed reference to `type_name/resource_id`, and not an
+    AuditEvent: a record of who touched a resource neither holds back its deletion nor moves with a merge."""
     pointing = select(search_reference.c.res_pk).where(
         search_reference.c.target_type == type_name, search_reference.c.target_id == resource_id,
     )
-    return and_(resource.c.pk.in_(pointing), resource.c.deleted == false())
+    return and_(resource.c.pk.in_(pointing), resource.c.deleted == false(), resource.c.res_type != AUDIT_RECORD_TYPE)
 
 
 def stored_keys(connection: Connection, keys) -> set[tuple[str, str]]:

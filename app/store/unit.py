@@ -17,18 +17,19 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
+from urllib.parse import parse_qsl
 
 from sqlalchemy import Connection, Engine
 
 from app.config import Integrity
-from app.errors import BadRequest, Forbidden, Gone, NotFound, PreconditionFailed
+from app.errors import BadRequest, Gone, NotFound, PreconditionFailed
 from app.model.validation import check_resource_type
 from app.search.conditional import criteria_lock_keys, matching, matching_each, single_match
 from app.search.criteria import Query
-from app.search.query import EVERYWHERE, Reach, SearchRequest, searched_types
+from app.search.query import SearchRequest
 from app.search.service import count_matches, run_search
-from app.store.access import PERMISSION_WORDS, UNRESTRICTED, Access, reached_live, version_in_compartment
-from app.store.audit import Accessed, audit_event, audit_version
+from app.store.access import UNRESTRICTED, Access, Guard
+from app.store.audit import Accessed, audit_events, audit_version
 from app.store.compartment import CompartmentQuery, compartment_page, referenced_resources
 from app.store.db import read_unit, write_unit
 from app.store.history import HistoryPage, HistoryQuery, read_history
@@ -54,7 +55,7 @@ class Unit:
         self.waiting_updates: dict[tuple[str, str], NextVersion] = {}  # updates of found versions not yet written
         self.references = ReferenceCheck(connection.get_execution_options().get("ehr_integrity", Integrity()))
         self.criteria_locked: set[int] = set()  # the advisory locks on conditional criteria that its transaction holds
-        self.unchecked: dict[tuple[str, str], tuple[Reach, ...]] = {}  # writes of a limited caller, checked before commit
+        self.guard = Guard(access, connection)
         self.accessed = Accessed()  # what an audited caller did (app/store/audit.py)
 
     # Writes.
@@ -63,7 +64,7 @@ class Unit:
         """A new resource, under `resource_id` (assigned before writing, so references to it resolve) or a new id.
         A POST's own id is ignored, as R4 says; `ehr load` creates under the file's ids with method PUT."""
         stored = new_resource(body, expected_type, resource_id, method)
-        self.check_when_written(stored.type, stored.id, "c")
+        self.guard.after_write(stored, self.guard.before_write(stored.type, stored.id, "c"))
         if (stored.type, stored.id) in self.waiting:
             self.flush()  # the same id twice: the first is written, and the second fails as the database says
         self.waiting[(stored.type, stored.id)] = stored
@@ -74,10 +75,11 @@ class Unit:
     def update(self, type_name: str, resource_id: str, body, if_match: str | None = None, found: StoredResource | None = None) -> WriteResult:
         """PUT: a new version, or the first one under the client's id; unchanged content writes nothing. `found`: the
         current version as this unit found it (see update_resource)."""
-        limited = self.check_when_written(type_name, resource_id, "u")
         self.flush_if_waiting(type_name, resource_id)
-        alone = self.alone and not self.waiting and not self.references.written and not limited and self.access.caller is None
+        reaches = self.guard.before_write(type_name, resource_id, "u")
+        alone = self.alone and not self.waiting and not self.references.written and reaches is None and self.access.caller is None
         result = update_resource(self.connection, type_name, resource_id, body, if_match, self.references.on_write, found, alone)
+        self.guard.after_write(result.stored, reaches)
         if result.waiting is not None:
             self.waiting_updates[(type_name, resource_id)] = result.waiting
         if not result.written:
@@ -86,16 +88,20 @@ class Unit:
         return self.wrote(result)
 
     def patch(self, type_name: str, resource_id: str, operations, if_match: str | None = None) -> WriteResult:
-        self.check_when_written(type_name, resource_id, "u")
+        """JSON Patch of the current version; NotFound also when it is outside the caller's reach."""
         self.flush_if_waiting(type_name, resource_id)
+        if not self.guard.before_removal(type_name, resource_id, "u"):
+            raise missing(type_name, resource_id)
         result = patch_resource(self.connection, type_name, resource_id, operations, if_match, self.references.on_write)
+        self.guard.after_write(result.stored, self.guard.confinement(type_name, "u"))
         self.note("patch", [result.stored])
         return self.wrote(result)
 
     def delete(self, type_name: str, resource_id: str, if_match: str | None = None) -> StoredResource | None:
-        """A deletion version; None when there was nothing live to delete."""
+        """A deletion version; None when there was nothing live to delete (or nothing within the caller's reach)."""
         self.flush_if_waiting(type_name, resource_id)
-        self.check_reached_if_live(type_name, resource_id, "d")
+        if not self.guard.before_removal(type_name, resource_id, "d"):
+            return None
         deleted = delete_resource(self.connection, type_name, resource_id, if_match)
         if deleted is not None:
             self.references.wrote(deleted)
@@ -142,9 +148,9 @@ class Unit:
         that wants those errors while it can still tell whose they are. The waiting creates are written together
         with the check that their targets live. `last` when the unit does nothing more: then a write that is the
         unit's only statement may commit on its own."""
-        alone = last and not self.references.checks_deletes() and not self.unchecked
+        alone = last and not self.references.checks_deletes() and not self.guard.unchecked
         live = self.flush(last=alone, targets=self.references.targets())
-        self.check_written_within_reach()
+        self.guard.check_written()
         self.references.check(self.connection, live)
         self.references.clear()
 
@@ -154,79 +160,17 @@ class Unit:
         if self.access.caller is not None:
             self.accessed.note(interaction, resources, query)
 
-    def audit_event(self) -> dict | None:
-        """The AuditEvent of what an audited caller did with this unit; None for others, or when it did nothing."""
+    def audit_events(self) -> list[dict]:
+        """The AuditEvents of what an audited caller did with this unit; none for others, or when it did nothing."""
         if self.access.caller is None or not self.accessed.interactions:
-            return None
-        return audit_event(self.access.caller, self.accessed)
+            return []
+        return audit_events(self.access.caller, self.accessed)
 
-    def record_audit_event(self) -> None:
-        """Write the unit's AuditEvent with its writes, in its transaction (not checked against the caller's access)."""
-        event = self.audit_event()
-        if event is not None:
+    def record_audit_events(self) -> None:
+        """Write the unit's AuditEvents with its writes, in its transaction (not checked against the caller's access)."""
+        for event in self.audit_events():
             stored = audit_version(event)
             self.waiting[(stored.type, stored.id)] = stored
-
-    # The caller's access (app/store/access.py).
-
-    def check_when_written(self, type_name: str, resource_id: str, letter: str) -> bool:
-        """Forbidden unless the caller may use `letter` on the type, and, for a limited caller, on this resource as
-        it is (if live); what it writes is checked before commit. Whether the caller is limited on the type."""
-        reaches = self.access.confinement(type_name, letter)
-        if reaches is None:
-            return False
-        self.check_reached_if_live(type_name, resource_id, letter)
-        self.unchecked[type_name, resource_id] = reaches
-        return True
-
-    def check_reached_if_live(self, type_name: str, resource_id: str, letter: str) -> None:
-        reaches = self.access.confinement(type_name, letter)
-        if reaches is not None and not reached_live(self.connection, [(type_name, resource_id)], {type_name: reaches}).get((type_name, resource_id), True):
-            raise Forbidden(f"{type_name}/{resource_id} is outside what {self.access.grant} allow to {PERMISSION_WORDS[letter]}.")
-
-    def check_written_within_reach(self) -> None:
-        if not self.unchecked:
-            return
-        unchecked, self.unchecked = self.unchecked, {}
-        reaches = {type_name: limit for (type_name, _), limit in unchecked.items()}
-        reached = reached_live(self.connection, unchecked, reaches)
-        outside = sorted(f"{type_name}/{resource_id}" for type_name, resource_id in unchecked if not reached.get((type_name, resource_id), True))
-        if outside:
-            raise Forbidden(f"As written, {', '.join(outside)} would be outside what {self.access.grant} allow; nothing was written.")
-
-    def within_reach(self, found: list[StoredResource], letter: str) -> list[StoredResource]:
-        """Those of `found` (live resources) that the caller may use `letter` on: one statement for a limited caller."""
-        if self.access.rules is None or not found:
-            return found
-        reaches = {stored.type: self.access.reaches(stored.type, letter) for stored in found}
-        limited = {type_name: reach for type_name, reach in reaches.items() if reach and reach != EVERYWHERE}
-        reached = reached_live(self.connection, [(s.type, s.id) for s in found if s.type in limited], limited)
-        return [stored for stored in found if reaches[stored.type] == EVERYWHERE or reached.get((stored.type, stored.id), False)]
-
-    def versions_within_reach(self, versions: list[StoredResource], letter: str) -> list[StoredResource]:
-        """History versions the caller may see: its resource is within reach now, and the version's own content is in
-        the reach's patient's compartment (so a resource moved between patients does not show one the other's)."""
-        if self.access.rules is None:
-            return versions
-        live = {(stored.type, stored.id) for stored in self.within_reach(versions, letter)}
-        return [stored for stored in versions if (stored.type, stored.id) in live
-                and version_in_compartment(stored, [reach.patient for reach in self.access.reaches(stored.type, letter)])]
-
-    def search_within_reach(self, request: SearchRequest) -> SearchRequest:
-        """The request confined to where the caller may search: Forbidden for a type it may not search, or for a
-        system-level search when it may search none; a system-level search leaves out the types it may not search."""
-        if self.access.rules is None:
-            return request
-        if self.access.limited and any("." in query.name or query.name.startswith("_has:") for query in request.criteria):
-            raise Forbidden(f"Chained parameters and _has are not served to a caller limited to part of the data, as {self.access.grant} are.")
-        if request.type is not None:
-            reaches = self.access.confinement(request.type, "s")
-            return request if reaches is None else replace(request, reach=((request.type, reaches),))
-        types = [type_name for type_name in searched_types(request) if self.access.reaches(type_name, "s")]
-        if not types:
-            raise Forbidden(f"{self.access.grant} allow searching no resource type.")
-        limits = tuple((type_name, reaches) for type_name in types if (reaches := self.access.reaches(type_name, "s")) != EVERYWHERE)
-        return replace(request, types=tuple(types), reach=limits)
 
     def flush(self, last: bool = False, targets: frozenset = frozenset()) -> set[tuple[str, str]]:
         """Write the waiting creates, batched per table, unless a target of `targets` (but those among them) is not
@@ -246,19 +190,21 @@ class Unit:
 
     def read(self, type_name: str, resource_id: str) -> StoredResource:
         """The current version; NotFound also when it is outside the caller's reach."""
-        self.access.confinement(type_name, "r")
+        self.guard.confinement(type_name, "r")
         self.flush_if_waiting(type_name, resource_id)
-        stored = read_resource(self.connection, type_name, resource_id)
-        if not self.within_reach([stored], "r"):
+        with self.deletions_hidden(missing(type_name, resource_id)):
+            stored = read_resource(self.connection, type_name, resource_id)
+        if not self.guard.reached([stored], "r"):
             raise missing(type_name, resource_id)
         self.note("read", [stored])
         return stored
 
     def read_version(self, type_name: str, resource_id: str, version_id: str) -> StoredResource:
-        self.access.confinement(type_name, "r")
+        self.guard.confinement(type_name, "r")
         self.flush_if_waiting(type_name, resource_id)
-        stored = read_version(self.connection, type_name, resource_id, version_id)
-        if not self.versions_within_reach([stored], "r"):
+        with self.deletions_hidden(missing_version(type_name, resource_id, version_id)):
+            stored = read_version(self.connection, type_name, resource_id, version_id)
+        if not self.guard.reached_versions([stored], "r"):
             raise missing_version(type_name, resource_id, version_id)
         self.note("vread", [stored])
         return stored
@@ -267,14 +213,24 @@ class Unit:
         """History at instance, type or system level: of a limited caller's, the versions within its reach."""
         letter = "r" if query.id else "s"
         if query.type:
-            self.access.confinement(query.type, letter)
+            self.guard.confinement(query.type, letter)
         self.flush()
-        if query.id and self.access.limited and not self.within_reach(self.live(query.type, query.id), letter):
+        if query.id and self.access.limited and not self.guard.reached(self.live(query.type, query.id), letter):
             raise NotFound(f"{query.type}/{query.id} does not exist, so it has no history.")
         page = read_history(self.connection, query)
-        page = replace(page, versions=self.versions_within_reach(page.versions, letter))
+        page = replace(page, versions=self.guard.reached_versions(page.versions, letter))
         self.note("history-instance" if query.id else "history-type" if query.type else "history-system", page.versions)
         return page
+
+    @contextmanager
+    def deletions_hidden(self, not_found: NotFound):
+        """Gone becomes `not_found` for a caller who may not learn of deletions (see Guard.hides_deletions)."""
+        try:
+            yield
+        except Gone:
+            if self.guard.hides_deletions():
+                raise not_found from None
+            raise
 
     def live(self, type_name: str, resource_id: str) -> list[StoredResource]:
         """The live current version, as a list of none or one."""
@@ -285,15 +241,15 @@ class Unit:
 
     def search(self, request: SearchRequest) -> SearchResult:
         """One page of matches within the caller's reach, and the included resources it may read."""
-        request = self.search_within_reach(request)
+        request = self.guard.search_request(request)
         self.flush()
         result = run_search(self.connection, request)
-        result.included = self.within_reach(result.included, "r")
+        result.included = self.guard.reached(result.included, "r")
         self.note(search_interaction(request), result.matches + result.included, search_text(request))
         return result
 
     def count(self, request: SearchRequest) -> int:
-        request = self.search_within_reach(request)
+        request = self.guard.search_request(request)
         self.flush()
         self.note(search_interaction(request), [], search_text(request))
         return count_matches(self.connection, request)
@@ -305,7 +261,7 @@ class Unit:
             query = replace(query, patient_id=self.access.patient)
         self.flush()
         matches, next_pk = compartment_page(self.connection, query)
-        matches = self.within_reach(matches, "r")
+        matches = self.guard.reached(matches, "r")
         self.note("operation", matches)
         return matches, next_pk
 
@@ -313,13 +269,14 @@ class Unit:
         """The live resources of `types` that `sources` refer to, within the query's _type and _since, that the caller
         may read."""
         self.flush()
-        found = self.within_reach(referenced_resources(self.connection, sources, types, query), "r")
+        found = self.guard.reached(referenced_resources(self.connection, sources, types, query), "r")
         self.note("operation", found)
         return found
 
     def latest_observations(self, criteria: tuple[Query, ...]) -> list[tuple[int, datetime | None, dict | None]]:
         """($lastn) (pk, effective date, code) of the matching Observations within the caller's reach, newest first."""
-        reach = self.access.confinement("Observation", "s")
+        reach = self.guard.confinement("Observation", "s")
+        self.guard.check_plain(query.name for query in criteria)
         self.flush()
         return latest_dates_and_codes(self.connection, criteria, reach)
 
@@ -331,7 +288,8 @@ class Unit:
 
     def observations_oldest_first(self, criteria: tuple[Query, ...]) -> list[tuple[StoredResource, datetime | None]]:
         """($stats) the matching Observations within the caller's reach, with their effective dates, oldest first."""
-        reach = self.access.confinement("Observation", "s")
+        reach = self.guard.confinement("Observation", "s")
+        self.guard.check_plain(query.name for query in criteria)
         self.flush()
         found = observations_oldest_first(self.connection, criteria, reach)
         self.note("operation", [stored for stored, _ in found])
@@ -340,9 +298,10 @@ class Unit:
     def matching(self, type_name: str, criteria: str) -> list[StoredResource]:
         """Up to two live resources matching conditional `criteria`, their lock taken until commit (race-safe); of a
         limited caller's, those within its reach."""
-        self.access.confinement(type_name, "s")
+        self.guard.confinement(type_name, "s")
+        self.guard.check_plain(name for name, _ in parse_qsl(criteria, keep_blank_values=True))
         self.flush()
-        found = self.within_reach(matching(self.connection, type_name, criteria, self.base, self.criteria_locked), "s")
+        found = self.guard.reached(matching(self.connection, type_name, criteria, self.base, self.criteria_locked), "s")
         self.note("search-type", found, f"{type_name}?{criteria}")
         return found
 
@@ -375,7 +334,7 @@ class Unit:
         """The live resources (but those of type `excluding`) that refer to `type_name/resource_id` and that the caller
         may read."""
         self.flush()
-        return self.within_reach(live_referrers(self.connection, type_name, resource_id, excluding), "r")
+        return self.guard.reached(live_referrers(self.connection, type_name, resource_id, excluding), "r")
 
     def check_deletable(self, type_name: str, resource_id: str) -> None:
         """StillReferenced when deleting the resource would fail the unit's check on delete."""
@@ -401,7 +360,7 @@ def writing(engine: Engine, base: str | None = None, alone: bool = False, access
     with write_unit(engine) as connection:
         unit = Unit(connection, base, alone, access)
         yield unit
-        unit.record_audit_event()
+        unit.record_audit_events()
         unit.finish(last=True)
 
 
@@ -411,9 +370,9 @@ def reading(engine: Engine, base: str | None = None, access: Access = UNRESTRICT
     with read_unit(engine) as connection:
         unit = Unit(connection, base, access=access)
         yield unit
-    event = unit.audit_event()
-    if event is not None:
-        access.caller.trail.add([event])
+    events = unit.audit_events()
+    if events:
+        access.caller.trail.add(events)
 
 
 def search_interaction(request: SearchRequest) -> str:

@@ -38,16 +38,18 @@ def test_a_patients_read_is_audited_with_her_app_her_and_her_record(app, client,
     assert entity_references(event) == {"Patient/ana", "Observation/ana-pulse/_history/1"}
 
 
-def test_a_search_is_audited_with_its_query_and_every_patient_it_touched(app, client, engine, records):
+def test_a_search_is_audited_with_its_query_once_per_patient_it_touched(app, client, engine, records):
     token = token_for(engine, "system/Observation.rs")
     assert client.get("/fhir/Observation?code=8867-4", headers=bearer(token)).status_code == 200
-    [event] = audit_events(app, engine)
-    validate_resource(event)
-    assert subtypes(event) == ["search-type"] and event["action"] == "E"
-    assert event["agent"][0]["requestor"] is True  # a backend service is its own requestor
-    assert {"Patient/ana", "Patient/bob"} <= entity_references(event)
-    [query] = [entity["query"] for entity in event["entity"] if "query" in entity]
-    assert base64.b64decode(query).decode() == "Observation?code=8867-4"
+    events = audit_events(app, engine)
+    for event in events:
+        validate_resource(event)
+        assert subtypes(event) == ["search-type"] and event["action"] == "E"
+        assert event["agent"][0]["requestor"] is True  # a backend service is its own requestor
+        [query] = [entity["query"] for entity in event["entity"] if "query" in entity]
+        assert base64.b64decode(query).decode() == "Observation?code=8867-4"
+    assert sorted(entity_references(event) for event in events) == [
+        {"Patient/ana", "Observation/ana-pulse/_history/1"}, {"Patient/bob", "Observation/bob-pulse/_history/1"}]
 
 
 def test_a_write_and_its_audit_event_are_written_together(app, client, engine, records):
@@ -66,20 +68,35 @@ def test_a_refused_request_is_audited_as_a_failure_and_its_write_is_not(app, cli
     assert client.post("/fhir/Observation", json=observation("x", "bob"), headers=bearer(token)).status_code == 403
     [event] = audit_events(app, engine)
     validate_resource(event)
-    assert event["outcome"] == "4" and "would be outside" in event["outcomeDesc"] and "subtype" not in event
+    assert event["outcome"] == "4" and "would be in the record of Patient/bob" in event["outcomeDesc"] and "subtype" not in event
     [query] = [entity["query"] for entity in event["entity"]]
     assert base64.b64decode(query).decode() == "POST /fhir/Observation"
 
 
-def test_a_patient_can_read_who_read_her_record(app, client, engine, records):
+def test_a_patient_can_read_who_read_her_record_and_nothing_about_others(app, client, engine, records):
     doctor = token_for(engine, "user/*.rs", fhir_user="Practitioner/doc")
     client.get("/fhir/Patient/ana", headers=bearer(doctor))
     client.get("/fhir/Patient/bob", headers=bearer(doctor))
+    client.get("/fhir/Observation?code=8867-4", headers=bearer(doctor))  # both patients' pulses: one AuditEvent each
     app.extensions["ehr.audit"].flush()
     ana = token_for(engine, "patient/AuditEvent.rs", patient="ana", fhir_user="Patient/ana")
-    found = client.get("/fhir/AuditEvent?patient=Patient/ana", headers=bearer(ana)).get_json()
-    readers = [event["resource"]["agent"][0]["who"]["reference"] for event in found["entry"]]
-    assert readers == ["Practitioner/doc"]  # her own search is audited when it is done, and Bob's record is not hers
+    found = [entry["resource"] for entry in client.get("/fhir/AuditEvent", headers=bearer(ana)).get_json()["entry"]]
+    assert [subtypes(event) for event in found] == [["read"], ["search-type"]]
+    assert {reference for event in found for reference in entity_references(event)} == {"Patient/ana", "Patient/ana/_history/1",
+                                                                                       "Observation/ana-pulse/_history/1"}
+
+
+def test_the_audit_trail_is_append_only_through_the_api(app, client, engine, records):
+    client.get("/fhir/Patient/ana", headers=bearer(token_for(engine, "system/*.rs")))
+    [event] = audit_events(app, engine)
+    ana = bearer(token_for(engine, "patient/*.cruds", patient="ana", fhir_user="Patient/ana"))
+    everything = bearer(token_for(engine, "system/*.cruds"))
+    forged = {key: value for key, value in event.items() if key not in ("id", "meta")}
+    for headers in (ana, everything):
+        assert client.put(f"/fhir/AuditEvent/{event['id']}", json={**event, "outcome": "8"}, headers=headers).status_code == 403
+        assert client.delete(f"/fhir/AuditEvent/{event['id']}", headers=headers).status_code == 403
+    assert client.post("/fhir/AuditEvent", json=forged, headers=ana).status_code == 403
+    assert client.post("/fhir/AuditEvent", json=forged, headers=bearer(token_for(engine, "system/AuditEvent.c"))).status_code == 201
 
 
 def test_without_tokens_nothing_is_audited(database_url, engine, records):
@@ -100,3 +117,11 @@ def test_history_vread_and_operations_are_audited(app, client, engine, records, 
     validate_resource(event)
     expected = {"_history": "history-instance", "$everything": "operation", "1": "vread"}[url.rsplit("/", 1)[1]]
     assert subtypes(event)[-1] == expected and "Patient/ana" in entity_references(event)  # $everything reads the Patient first
+
+
+def test_audit_events_never_hold_back_a_delete(app, client, engine, records):
+    token = token_for(engine, "system/Observation.cruds")
+    assert client.get("/fhir/Observation/ana-pulse", headers=bearer(token)).status_code == 200
+    app.extensions["ehr.audit"].flush()
+    assert client.delete("/fhir/Observation/ana-pulse", headers=bearer(token)).status_code == 200
+    assert "Observation/ana-pulse/_history/1" in entity_references(audit_events(app, engine)[0])  # and the record stays as it was

@@ -109,7 +109,7 @@ def test_a_type_or_permission_the_scopes_do_not_name_is_403(client, engine, reco
     token = token_for(engine, "system/Observation.rs")
     assert client.get("/fhir/Observation/ana-pulse", headers=bearer(token)).status_code == 200
     refused = client.get("/fhir/Patient/ana", headers=bearer(token))
-    assert refused.status_code == 403 and "do not allow read of Patient" in outcome_text(refused)
+    assert refused.status_code == 403 and "Read of Patient is not allowed by the token's scopes (system/Observation.rs)" in outcome_text(refused)
     assert refused.get_json()["issue"][0]["code"] == "forbidden"
     assert client.post("/fhir/Observation", json=observation("x", "ana"), headers=bearer(token)).status_code == 403
     assert client.delete("/fhir/Observation/ana-pulse", headers=bearer(token)).status_code == 403
@@ -205,11 +205,12 @@ def test_she_writes_in_her_compartment_and_nowhere_else(client, engine, ana_toke
     created = client.post("/fhir/Observation", json=observation("new", "ana"), headers=bearer(ana_token))
     assert created.status_code == 201
     refused = client.post("/fhir/Observation", json=observation("new", "bob"), headers=bearer(ana_token))
-    assert refused.status_code == 403 and "would be outside" in outcome_text(refused)
+    assert refused.status_code == 403 and "would be in the record of Patient/bob" in outcome_text(refused)
     moved = client.put("/fhir/Observation/ana-pulse", json=observation("ana-pulse", "bob"), headers=bearer(ana_token))
     assert moved.status_code == 403
     assert client.put("/fhir/Observation/bob-pulse", json=observation("bob-pulse", "ana"), headers=bearer(ana_token)).status_code == 403
-    assert client.delete("/fhir/Observation/bob-lab", headers=bearer(ana_token)).status_code == 403
+    deleted = client.delete("/fhir/Observation/bob-lab", headers=bearer(ana_token))  # for her, it does not exist
+    assert deleted.status_code == 200 and "nothing to delete" in outcome_text(deleted)
     patch = [{"op": "replace", "path": "/subject/reference", "value": "Patient/bob"}]
     patched = client.patch("/fhir/Observation/ana-lab", json=patch, headers={**bearer(ana_token), "Content-Type": "application/json-patch+json"})
     assert patched.status_code == 403
@@ -241,7 +242,7 @@ def test_a_transaction_that_writes_outside_her_compartment_writes_nothing(client
     assert client.get("/fhir/Observation/t1", headers=system).status_code == 404
 
 
-def test_a_batch_answers_each_entry_as_the_interaction_alone_would(client, ana_token):
+def test_a_batch_answers_each_entry_as_the_interaction_alone_would(client, engine, ana_token):
     bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
         {"request": {"method": "GET", "url": "Observation/ana-pulse"}},
         {"request": {"method": "GET", "url": "Observation/bob-pulse"}},
@@ -249,7 +250,8 @@ def test_a_batch_answers_each_entry_as_the_interaction_alone_would(client, ana_t
         {"request": {"method": "DELETE", "url": "Observation/bob-lab"}},
     ]}
     entries = client.post("/fhir", json=bundle, headers=bearer(ana_token)).get_json()["entry"]
-    assert [entry["response"]["status"][:3] for entry in entries] == ["200", "404", "200", "403"]
+    assert [entry["response"]["status"][:3] for entry in entries] == ["200", "404", "200", "204"]  # nothing to delete, for her
+    assert client.get("/fhir/Observation/bob-lab", headers=bearer(token_for(engine, "system/*.rs"))).status_code == 200
     assert {entry["resource"]["id"] for entry in entries[2]["resource"]["entry"]} == {"ana-pulse"}
 
 
@@ -260,6 +262,14 @@ def test_a_query_restricted_scope_reaches_only_what_its_query_matches(client, en
     assert ids(client.get("/fhir/Observation", headers=bearer(token))) == {"Observation/ana-pulse"}
     assert client.get("/fhir/Observation/ana-lab", headers=bearer(token)).status_code == 404
     assert client.get("/fhir/Observation/ana-pulse", headers=bearer(token)).status_code == 200
+
+
+def test_a_query_restricted_write_scope_writes_only_what_its_query_matches(client, engine, records):
+    token = bearer(token_for(engine, f"patient/Observation.cruds?category={VITAL_SIGNS}", patient="ana", fhir_user="Patient/ana"))
+    assert client.post("/fhir/Observation", json=observation("v", "ana"), headers=token).status_code == 201
+    lab = client.post("/fhir/Observation", json=observation("l", "ana", "laboratory"), headers=token)
+    assert lab.status_code == 403 and "would be outside" in outcome_text(lab)
+    assert client.put("/fhir/Observation/ana-pulse", json=observation("ana-pulse", "ana", "laboratory"), headers=token).status_code == 403
 
 
 def test_two_restricted_scopes_reach_what_either_matches(client, engine, records):
@@ -311,3 +321,54 @@ def test_cors_origins_can_be_limited(database_url):
     assert allowed.headers["Access-Control-Allow-Origin"] == "https://app.example"
     assert "Access-Control-Allow-Origin" not in client.get("/fhir/metadata", headers={"Origin": "https://evil.example"}).headers
     app.extensions["ehr.engine"].dispose()
+
+
+# What a limited token must not learn or change (found by review).
+
+def test_she_cannot_write_into_another_patients_record_through_a_parameter_that_names_her(client, engine, ana_token):
+    both = {**observation("both", "bob"), "performer": [{"reference": "Patient/ana"}]}
+    refused = client.post("/fhir/Observation", json=both, headers=bearer(ana_token))
+    assert refused.status_code == 403 and "Patient/bob" in outcome_text(refused)
+    condition = {"resourceType": "Condition", "subject": {"reference": "Patient/bob"}, "asserter": {"reference": "Patient/ana"}}
+    assert client.post("/fhir/Condition", json=condition, headers=bearer(ana_token)).status_code == 403
+
+
+def test_a_deleted_resource_is_not_found_for_a_limited_token_and_cannot_be_taken_over(client, engine, ana_token):
+    system = bearer(token_for(engine, "system/*.cruds"))
+    assert client.delete("/fhir/Observation/bob-lab", headers=system).status_code == 200
+    assert client.get("/fhir/Observation/bob-lab", headers=system).status_code == 410
+    for response in (client.get("/fhir/Observation/bob-lab", headers=bearer(ana_token)),
+                     client.get("/fhir/Observation/bob-lab/_history/2", headers=bearer(ana_token)),
+                     client.patch("/fhir/Observation/bob-lab", json=[], headers={**bearer(ana_token), "Content-Type": "application/json-patch+json"})):
+        assert response.status_code == 404 and response.headers.get("ETag") is None
+    taken = client.put("/fhir/Observation/bob-lab", json=observation("bob-lab", "ana"), headers=bearer(ana_token))
+    assert taken.status_code == 403
+
+
+def test_a_query_restricted_scope_shows_no_older_version_it_cannot_judge(client, engine, records):
+    system = bearer(token_for(engine, "system/*.cruds"))
+    assert client.put("/fhir/Observation/ana-lab", json=observation("ana-lab", "ana", "vital-signs"), headers=system).status_code == 200
+    token = bearer(token_for(engine, f"patient/Observation.rs?category={VITAL_SIGNS}", patient="ana", fhir_user="Patient/ana"))
+    assert client.get("/fhir/Observation/ana-lab/_history/2", headers=token).status_code == 200
+    assert client.get("/fhir/Observation/ana-lab/_history/1", headers=token).status_code == 404  # it was a lab result then
+    assert ids(client.get("/fhir/Observation/ana-lab/_history", headers=token)) == {"Observation/ana-lab"}
+    assert len(client.get("/fhir/Observation/ana-lab/_history", headers=token).get_json()["entry"]) == 1
+
+
+def test_chains_are_refused_wherever_a_limited_token_gives_criteria(client, ana_token):
+    lastn = client.get("/fhir/Observation/$lastn?patient=Patient/ana&performer:Practitioner.name=x", headers=bearer(ana_token))
+    assert lastn.status_code == 403
+    conditional = client.post("/fhir/Observation", json=observation("c", "ana"),
+                              headers={**bearer(ana_token), "If-None-Exist": "subject:Patient.name=x"})
+    assert conditional.status_code == 403
+    assert client.delete("/fhir/Observation?_has:Observation:has-member:code=x", headers=bearer(ana_token)).status_code == 403
+
+
+def test_a_stored_scope_that_no_longer_parses_is_an_invalid_token_not_a_crash(client, engine, records):
+    from app.security.tables import oauth_token
+
+    token = token_for(engine, "system/*.rs")
+    with engine.begin() as connection:
+        connection.execute(oauth_token.update().values(scope="system/Observation.rs?date=garbage").where(oauth_token.c.scope == "system/*.rs"))
+    response = client.get("/fhir/Observation", headers=bearer(token))
+    assert response.status_code == 401 and 'error="invalid_token"' in response.headers["WWW-Authenticate"]
