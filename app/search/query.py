@@ -1,5 +1,6 @@
 """A search as the server understands it: the typed request that app/search/service.py parses from a
 URL's parameters and app/store/search.py runs."""
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.model.registry import resource_types
@@ -43,8 +44,9 @@ class SearchRequest:
     total: str | None = None
     cursor: dict | None = None
     types: tuple[str, ...] = ()  # a system-level search's _type list; () for every type
-    # Type -> where the caller may search it, for the types it may not search everywhere (app/store/access.py).
-    reach: tuple[tuple[str, tuple[Reach, ...]], ...] = ()
+    # Type -> where the caller may search it (app/store/access.py), for the searched types and for those a chain or
+    # _has looks at; None: everywhere.
+    reach: Callable[[str], tuple[Reach, ...]] | None = None
 
 
 def searched_types(request: SearchRequest) -> tuple[str, ...]:

@@ -10,7 +10,13 @@ work enforces (app/store/access.py).
 
 With EHR_AUTH=off every request is UNRESTRICTED: a development mode, announced at start-up.
 """
+import threading
+from datetime import datetime
+from functools import lru_cache
+
+from cachetools import TTLCache
 from flask import current_app, g, request
+from sqlalchemy import Engine
 
 from app.errors import Forbidden, Unauthorized
 from app.model.instants import utc_now
@@ -18,11 +24,13 @@ from app.rest.responses import fhir_base
 from app.search.criteria import Query
 from app.search.query import Reach
 from app.security.scopes import ResourceScope, ScopeError, parse_scopes
-from app.security.tokens import TokenRecord, live_access_token
+from app.security.tokens import TokenRecord, live_access_token, token_hash
 from app.store.access import UNRESTRICTED, Access, Caller, Rule
 from app.store.audit import MINOR_FAILURE, Accessed, audit_events
 
 REALM = "ehr"
+TOKEN_CACHE_SECONDS = 10
+TOKEN_CACHE_SIZE = 10_000
 
 
 def request_access() -> Access:
@@ -33,9 +41,7 @@ def request_access() -> Access:
 
 
 def authenticated_access() -> Access:
-    token = bearer_token()
-    with current_app.extensions["ehr.engine"].connect() as connection:
-        record = live_access_token(connection, token, utc_now())
+    record = current_app.extensions["ehr.tokens"].live_record(bearer_token(), utc_now())
     if record is None:
         raise unauthorized("The access token is unknown, has expired or was revoked; get a new one from the token endpoint.", "invalid_token")
     caller = Caller(record.client_id, current_app.extensions["ehr.audit"], record.username, record.fhir_user, request.remote_addr)
@@ -43,6 +49,30 @@ def authenticated_access() -> Access:
         return token_access(record, fhir_base(), caller)
     except ScopeError:  # granted by an older release whose scopes this one reads otherwise: get a new token
         raise unauthorized("The access token's scopes are no longer valid here; get a new token.", "invalid_token") from None
+
+
+class TokenCache:
+    """Live access tokens as looked up in the last TOKEN_CACHE_SECONDS, so that a client's burst of requests costs one
+    lookup, not one each (one per worker process). Expiry is checked at every use; a token revoked through another
+    worker keeps working in this one for at most TOKEN_CACHE_SECONDS."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.records = TTLCache(maxsize=TOKEN_CACHE_SIZE, ttl=TOKEN_CACHE_SECONDS)
+        self.lock = threading.Lock()  # TTLCache is not thread-safe, and a gthread worker serves several requests at once
+
+    def live_record(self, token: str, now: datetime) -> TokenRecord | None:
+        key = token_hash(token)
+        with self.lock:
+            record = self.records.get(key)
+        if record is None:
+            with self.engine.connect() as connection:
+                record = live_access_token(connection, token, now)
+            if record is None:
+                return None
+            with self.lock:
+                self.records[key] = record
+        return record if record.expires_at > now else None
 
 
 def bearer_token() -> str:
@@ -64,13 +94,19 @@ def unauthorized(message: str, error: str | None = None) -> Unauthorized:
 
 def token_access(record: TokenRecord, base: str, caller: Caller) -> Access:
     """The rules of a token's resource scopes, each with the reach its context gives it; `caller` for the audit trail."""
-    rules = []
-    for scope in parse_scopes(record.scope).resource_scopes:
-        reach = scope_reach(scope, record, base)
-        if reach is not None:
-            rules.append(Rule(scope.resource_type, scope.permissions, reach))
+    rules = scope_rules(record.scope, record.patient, record.fhir_user, base)
     patient = next((rule.reach.patient for rule in rules if rule.reach.patient), None)
-    return Access(tuple(rules), f"the token's scopes ({record.scope})", patient, caller)
+    return Access(rules, f"the token's scopes ({record.scope})", patient, caller)
+
+
+@lru_cache(maxsize=4096)  # the same few grants arrive with every request of a client
+def scope_rules(scope_string: str, patient: str | None, fhir_user: str | None, base: str) -> tuple[Rule, ...]:
+    rules = []
+    for scope in parse_scopes(scope_string).resource_scopes:
+        reach = scope_reach(scope, patient, fhir_user, base)
+        if reach is not None:
+            rules.append(Rule(scope.resource_type, scope.permissions, reach, scope.context == "system"))
+    return tuple(rules)
 
 
 def audit_refusal(error: Forbidden) -> None:
@@ -81,14 +117,15 @@ def audit_refusal(error: Forbidden) -> None:
         access.caller.trail.add(audit_events(access.caller, asked, MINOR_FAILURE, error.diagnostics))
 
 
-def scope_reach(scope: ResourceScope, record: TokenRecord, base: str) -> Reach | None:
-    """Where one scope reaches for this token (see the module's docstring); None for nowhere."""
+def scope_reach(scope: ResourceScope, patient: str | None, fhir_user: str | None, base: str) -> Reach | None:
+    """Where one scope reaches for a token of `patient` (in context) and `fhir_user` (see the module's docstring);
+    None for nowhere."""
     criteria = tuple(Query(name, value, base) for name, value in scope.query)
     if scope.context == "system":
         return Reach(None, criteria)
     if scope.context == "patient":
-        return Reach(record.patient, criteria) if record.patient else None
-    identity_type, _, identity_id = (record.fhir_user or "").partition("/")
+        return Reach(patient, criteria) if patient else None
+    identity_type, _, identity_id = (fhir_user or "").partition("/")
     if identity_type == "Practitioner":
         return Reach(None, criteria)
     return Reach(identity_id, criteria) if identity_type == "Patient" else None

@@ -16,7 +16,7 @@ The checks run on the live rows and their index, in SQL; a history version, whic
 also be in the compartment by its own content (`version_in_compartment`).
 """
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -29,7 +29,7 @@ from app.search.index import referenced_patients
 from app.search.parameters import patient_compartment_parameters
 from app.search.query import EVERYWHERE, Reach, SearchRequest, searched_types
 from app.store.compartment import CompartmentQuery, in_compartment
-from app.store.criteria import condition_across_types
+from app.store.criteria import Limit, criterion_condition
 from app.store.resources import AUDIT_RECORD_TYPE, StoredResource
 from app.store.schema import resource
 
@@ -41,11 +41,13 @@ PERMISSION_WORDS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s
 
 @dataclass(frozen=True)
 class Rule:
-    """The caller may use `permissions` (letters of "cruds") on `resource_type` ("*": every type) within `reach`."""
+    """The caller may use `permissions` (letters of "cruds") on `resource_type` ("*": every type) within `reach`;
+    `system`: granted to a backend service (a `system/` scope), not to a user."""
 
     resource_type: str
     permissions: str
     reach: Reach
+    system: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,13 +89,17 @@ class Access:
             raise Forbidden(f"{PERMISSION_WORDS[letter].capitalize()} of {type_name} is not allowed by {self.grant}.")
         return None if reaches == EVERYWHERE else reaches
 
-    def require_everywhere(self, letters: str, purpose: str) -> None:
-        """Forbidden unless the caller may use each of `letters` on every resource of every type (a `*` scope that
-        no patient or query narrows)."""
+    def require_system(self, letters: str, purpose: str) -> None:
+        """Forbidden unless the caller is unrestricted, or a backend service that may use each of `letters` on every
+        resource of every type (a `system/*` scope that no query narrows): the feeds' HTTP entrances write and read
+        every patient's data."""
+        if self.rules is None:
+            return
+        system_rules = tuple(rule for rule in self.rules if rule.system)
         for letter in letters:
-            if self.reaches("*", letter) != EVERYWHERE:
-                raise Forbidden(f"{purpose} needs a token that may {PERMISSION_WORDS[letter]} every resource of every type "
-                                f"(such as system/*.cruds); {self.grant} do not allow that.")
+            if reaches_of(system_rules, "*", letter) != EVERYWHERE:
+                raise Forbidden(f"{purpose} needs a backend service's token that may {PERMISSION_WORDS[letter]} every resource of every "
+                                f"type (such as system/*.cruds); {self.grant} do not allow that.")
 
 
 UNRESTRICTED = Access(None)
@@ -105,16 +111,24 @@ def reaches_of(rules: tuple[Rule, ...], type_name: str, letter: str) -> tuple[Re
     return EVERYWHERE if Reach() in found else found
 
 
-def reach_condition(type_name: str, reaches: tuple[Reach, ...]) -> ColumnElement:
-    """The resources of `type_name` (rows of the resource table) that one of `reaches` holds."""
+def reach_condition(type_name: str, reaches: tuple[Reach, ...], table=resource) -> ColumnElement:
+    """The resources of `type_name` (rows of `table`, a resource table alias) that one of `reaches` holds."""
     return or_(false(), *[
-        and_(compartment_condition(type_name, reach.patient), *[condition_across_types((type_name,), query) for query in reach.criteria])
+        and_(compartment_condition(type_name, reach.patient, table), *[criterion_condition((type_name,), query, table) for query in reach.criteria])
         for reach in reaches
     ])
 
 
-def compartment_condition(type_name: str, patient: str | None) -> ColumnElement:
-    return true() if patient is None else in_compartment(CompartmentQuery(patient, frozenset({type_name})))
+def compartment_condition(type_name: str, patient: str | None, table=resource) -> ColumnElement:
+    return true() if patient is None else in_compartment(CompartmentQuery(patient, frozenset({type_name})), table)
+
+
+def chain_limit(reaches: Callable[[str], tuple[Reach, ...]]) -> Limit:
+    """What keeps a chain or _has within the caller's reach of each type it looks at (app/store/criteria.py)."""
+    def limit(type_name: str, table) -> ColumnElement | None:
+        found = reaches(type_name)
+        return None if found == EVERYWHERE else reach_condition(type_name, found, table)
+    return limit
 
 
 @dataclass(frozen=True)
@@ -243,25 +257,36 @@ class Guard:
         return [stored for stored in versions if reaches[stored.type] == EVERYWHERE or version_within(stored, reaches[stored.type], rows.get((stored.type, stored.id)))]
 
     def search_request(self, request: SearchRequest) -> SearchRequest:
-        """The request confined to where the caller may search: Forbidden for a type it may not search, or for a
-        system-level search when it may search none; a system-level search leaves out the types it may not search."""
+        """The request confined to where the caller may search, its chains and _has too: Forbidden for a type it may
+        not search, or for a system-level search when it may search none; a system-level search leaves out the types
+        it may not search."""
         if self.access.rules is None:
             return request
-        self.check_plain([query.name for query in request.criteria])
         if request.type is not None:
-            reaches = self.confinement(request.type, "s")
-            return request if reaches is None else replace(request, reach=((request.type, reaches),))
+            self.confinement(request.type, "s")
+            return replace(request, reach=self.searchable)
         types = [type_name for type_name in searched_types(request) if self.access.reaches(type_name, "s")]
         if not types:
             raise Forbidden(f"Searching is not allowed for any resource type by {self.access.grant}.")
-        limits = tuple((type_name, reaches) for type_name in types if (reaches := self.access.reaches(type_name, "s")) != EVERYWHERE)
-        return replace(request, types=tuple(types), reach=limits)
+        return replace(request, types=tuple(types), reach=self.searchable)
+
+    def searchable(self, type_name: str) -> tuple[Reach, ...]:
+        """Where the caller may search `type_name` (also through a chain or _has)."""
+        return self.access.reaches(type_name, "s")
+
+    def search_reach(self, type_name: str) -> Callable[[str], tuple[Reach, ...]] | None:
+        """For an operation's search of `type_name` ($lastn, $stats): Forbidden when the caller may not search it; the
+        caller's reach of each type, None for an unrestricted caller."""
+        self.confinement(type_name, "s")
+        return None if self.access.rules is None else self.searchable
 
     def check_plain(self, names: Iterable[str]) -> None:
-        """Chained parameters and _has look at resources outside a limited caller's reach (and would tell it about
-        them, match by match): Forbidden for such a caller, wherever criteria are taken."""
+        """A conditional request's criteria (If-None-Exist, PUT or DELETE by criteria) look through chains and _has at
+        resources outside a limited caller's reach, and its answer (created, or not) would tell the caller about them:
+        Forbidden for such a caller."""
         if self.access.limited and any("." in name or name.startswith("_has:") for name in names):
-            raise Forbidden(f"Chained parameters and _has are not served to a caller limited to part of the data, as {self.access.grant} are.")
+            raise Forbidden(f"Chained parameters and _has are not taken in conditional requests from a caller limited to part of "
+                            f"the data, as {self.access.grant} are.")
 
     def hides_deletions(self) -> bool:
         """A deletion names no patient, so a limited caller cannot be shown whether it was within reach: for that

@@ -42,15 +42,16 @@ def compartment_condition(query: CompartmentQuery) -> ColumnElement:
     return and_(*conditions)
 
 
-def in_compartment(query: CompartmentQuery) -> ColumnElement:
-    """The patient and the resources whose compartment parameters point at it; every patient's, without an id."""
+def in_compartment(query: CompartmentQuery, table=resource) -> ColumnElement:
+    """The patient and the resources (rows of `table`, a resource table alias) whose compartment parameters point at
+    it; every patient's, without an id."""
     references = INDEX_TABLES["reference"]
     pointing = [references.c.target_type == "Patient", references.c.h_param.in_(compartment_hashes(query.types))]
-    patients = [resource.c.res_type == "Patient"]
+    patients = [table.c.res_type == "Patient"]
     if query.patient_id is not None:
         pointing.append(references.c.target_id == query.patient_id)
-        patients.append(resource.c.res_id == query.patient_id)
-    return or_(and_(*patients), resource.c.pk.in_(select(references.c.res_pk).where(*pointing)))
+        patients.append(table.c.res_id == query.patient_id)
+    return or_(and_(*patients), table.c.pk.in_(select(references.c.res_pk).where(*pointing)))
 
 
 def filter_conditions(query: CompartmentQuery) -> list[ColumnElement]:

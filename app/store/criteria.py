@@ -13,6 +13,7 @@ several for a system-level one, whose hashes are then matched with IN, so that
 What a criterion means (its escapes, prefixes, modifiers and values) is app/search/criteria.py's;
 compiling it is also where a malformed one is found, so these functions raise BadRequest.
 """
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -36,8 +37,14 @@ from app.search.values import fold
 from app.store.schema import INDEX_TABLES, resource
 
 
-def condition_across_types(type_names: tuple[str, ...], query: Query) -> ColumnElement:
-    """The condition `query` puts on a search over `type_names`: one type, or several (a system-level search).
+# (type, resource table alias) -> the condition that keeps a chain or _has to the resources of that type the caller
+# may see (app/store/access.py), or None when it may see them all.
+Limit = Callable[[str, object], ColumnElement | None]
+
+
+def condition_across_types(type_names: tuple[str, ...], query: Query, limit: Limit | None = None) -> ColumnElement:
+    """The condition `query` puts on a search over `type_names`: one type, or several (a system-level search); a
+    chain or _has in it looks only at what `limit` leaves.
 
     Types that define the parameter alike share one condition; when they define it
     differently (Patient's and Practitioner's `name`), each group's condition applies
@@ -48,19 +55,19 @@ def condition_across_types(type_names: tuple[str, ...], query: Query) -> ColumnE
         check_shared_parameter(type_names, query)
     groups = types_defining_alike(type_names, parameter_code(query))
     if len(groups) == 1:
-        return criterion_condition(type_names, query)
-    return or_(*[and_(resource.c.res_type.in_(group), criterion_condition(group, query)) for group in groups])
+        return criterion_condition(type_names, query, limit=limit)
+    return or_(*[and_(resource.c.res_type.in_(group), criterion_condition(group, query, limit=limit)) for group in groups])
 
 
-def criterion_condition(type_names: tuple[str, ...], query: Query, table=resource, depth: int = 0) -> ColumnElement:
+def criterion_condition(type_names: tuple[str, ...], query: Query, table=resource, depth: int = 0, limit: Limit | None = None) -> ColumnElement:
     """The SQL condition on `table` (a resource table alias) that `query` asks for, for types that define it alike."""
     if query.name.startswith("_has:"):
-        return reverse_chain_condition(type_names, query, table, depth)
+        return reverse_chain_condition(type_names, query, table, depth, limit)
     name, _, chain = query.name.partition(".")
     code, _, modifier = name.partition(":")
     parameter = parameter_or_error(type_names[0], code)
     if chain:
-        return chain_condition(type_names, parameter, modifier, chain, query, table, depth)
+        return chain_condition(type_names, parameter, modifier, chain, query, table, depth, limit)
     if code == "_id":
         return id_condition(query.value, modifier, table)
     if code == "_lastUpdated":
@@ -282,7 +289,7 @@ def approximately(low_column, high_column, low: datetime, high: datetime) -> Col
     return and_(low_column < shifted(high, margin), high_column > shifted(low, -margin))
 
 
-def chain_condition(type_names, parameter, modifier, chain, query: Query, table, depth) -> ColumnElement:
+def chain_condition(type_names, parameter, modifier, chain, query: Query, table, depth, limit: Limit | None) -> ColumnElement:
     """`subject:Patient.name=x`: a reference whose target matches the rest of the chain."""
     if parameter.type != "reference":
         raise BadRequest(f"'{parameter.code}' is a {parameter.type} parameter; only reference parameters can be chained.")
@@ -292,20 +299,25 @@ def chain_condition(type_names, parameter, modifier, chain, query: Query, table,
     if not target_types:
         raise BadRequest(f"No target type of '{parameter.code}' has a search parameter '{chain.split('.')[0].split(':')[0]}'; name the type, e.g. {parameter.code}:Patient.{chain}.")
     reference = INDEX_TABLES["reference"].alias()
-    targets = [chained_target_condition(target_type, Query(chain, query.value, query.base), reference, depth) for target_type in target_types]
+    targets = [chained_target_condition(target_type, Query(chain, query.value, query.base), reference, depth, limit) for target_type in target_types]
     return exists().where(reference.c.res_pk == table.c.pk, hash_condition(reference.c.h_param, type_names, parameter.code), or_(*targets))
 
 
-def chained_target_condition(target_type: str, chained: Query, reference, depth: int) -> ColumnElement:
+def chained_target_condition(target_type: str, chained: Query, reference, depth: int, limit: Limit | None) -> ColumnElement:
     if not is_served(target_type):
         raise BadRequest(f"'{target_type}' is not a resource type this server serves.")
     target = resource.alias()
-    inner = criterion_condition((target_type,), chained, target, depth + 1)
-    matches = select(target.c.res_id).where(target.c.res_type == target_type, target.c.deleted == false(), inner)
+    inner = criterion_condition((target_type,), chained, target, depth + 1, limit)
+    matches = select(target.c.res_id).where(target.c.res_type == target_type, target.c.deleted == false(), inner, *limited(limit, target_type, target))
     return and_(reference.c.target_type == target_type, reference.c.target_id.in_(matches))
 
 
-def reverse_chain_condition(type_names: tuple[str, ...], query: Query, table, depth: int) -> ColumnElement:
+def limited(limit: Limit | None, type_name: str, table) -> list[ColumnElement]:
+    condition = limit(type_name, table) if limit else None
+    return [] if condition is None else [condition]
+
+
+def reverse_chain_condition(type_names: tuple[str, ...], query: Query, table, depth: int, limit: Limit | None) -> ColumnElement:
     """`_has:Observation:patient:code=x`: some Observation whose `patient` points here matches code=x."""
     parts = query.name.split(":", 3)
     if len(parts) < 4 or not all(parts[1:]):
@@ -318,7 +330,7 @@ def reverse_chain_condition(type_names: tuple[str, ...], query: Query, table, de
     reference_parameter = parameter_or_error(source_type, reference_code)
     source = resource.alias()
     reference = INDEX_TABLES["reference"].alias()
-    inner = criterion_condition((source_type,), Query(rest, query.value, query.base), source, depth + 1)
+    inner = criterion_condition((source_type,), Query(rest, query.value, query.base), source, depth + 1, limit)
     return exists().where(
         reference.c.h_param == hash64(source_type, reference_parameter.code),
         reference.c.target_type == searched_type(type_names, table),
@@ -327,6 +339,7 @@ def reverse_chain_condition(type_names: tuple[str, ...], query: Query, table, de
         source.c.res_type == source_type,
         source.c.deleted == false(),
         inner,
+        *limited(limit, source_type, source),
     )
 
 

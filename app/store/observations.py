@@ -1,5 +1,6 @@
 """The SQL of Observation/$lastn and $stats: the Observations that search criteria match, each with the
 moment it took effect (from the `date` index, as a search sorts by it)."""
+from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import Connection, select
@@ -11,9 +12,9 @@ from app.store.schema import resource
 from app.store.search import search_condition, sort_expression
 
 
-def latest_dates_and_codes(connection: Connection, criteria: tuple[Query, ...], reach: tuple[Reach, ...] | None) -> list[tuple[int, datetime | None, dict | None]]:
-    """(pk, latest effective moment, Observation.code) of each Observation the criteria match within `reach` (None:
-    anywhere), in no order."""
+def latest_dates_and_codes(connection: Connection, criteria: tuple[Query, ...], reach: Callable[[str], tuple[Reach, ...]] | None) -> list[tuple[int, datetime | None, dict | None]]:
+    """(pk, latest effective moment, Observation.code) of each Observation the criteria match within the caller's
+    `reach` (None: anywhere), in no order."""
     effective = sort_expression("Observation", SortKey("date", descending=True))
     statement = select(resource.c.pk, resource.c.body["code"].label("code"), effective).where(
         search_condition(observations_matching(criteria, reach))
@@ -28,9 +29,9 @@ def resources_in_order(connection: Connection, pks: list[int]) -> list[StoredRes
     return [by_pk[pk] for pk in pks]
 
 
-def observations_oldest_first(connection: Connection, criteria: tuple[Query, ...], reach: tuple[Reach, ...] | None) -> list[tuple[StoredResource, datetime | None]]:
-    """The Observations the criteria match within `reach` (None: anywhere) with their earliest effective moment, oldest
-    first."""
+def observations_oldest_first(connection: Connection, criteria: tuple[Query, ...], reach: Callable[[str], tuple[Reach, ...]] | None) -> list[tuple[StoredResource, datetime | None]]:
+    """The Observations the criteria match within the caller's `reach` (None: anywhere) with their earliest effective
+    moment, oldest first."""
     effective = sort_expression("Observation", SortKey("date", descending=False))
     statement = (
         select(resource, effective)
@@ -41,5 +42,5 @@ def observations_oldest_first(connection: Connection, criteria: tuple[Query, ...
     return [(stored_from_row(row), row._mapping[effective.name]) for row in rows]
 
 
-def observations_matching(criteria: tuple[Query, ...], reach: tuple[Reach, ...] | None) -> SearchRequest:
-    return SearchRequest("Observation", criteria, reach=(("Observation", reach),) if reach is not None else ())
+def observations_matching(criteria: tuple[Query, ...], reach: Callable[[str], tuple[Reach, ...]] | None) -> SearchRequest:
+    return SearchRequest("Observation", criteria, reach=reach)

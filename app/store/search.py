@@ -20,8 +20,8 @@ from app.search.criteria import parameter_or_error, parse_number
 from app.search.cursor import FOREIGN_CURSOR, is_row_key
 from app.search.index import hash64
 from app.search.parameters import reference_codes
-from app.search.query import Include, SearchRequest, SortKey, searched_types
-from app.store.access import reach_condition
+from app.search.query import EVERYWHERE, Include, SearchRequest, SortKey, searched_types
+from app.store.access import chain_limit, reach_condition
 from app.store.criteria import condition_across_types
 from app.store.db import column_in, is_postgresql
 from app.store.resources import StoredResource, stored_from_row
@@ -101,18 +101,21 @@ def estimated_matches(connection: Connection, request: SearchRequest) -> int:
 
 def search_condition(request: SearchRequest) -> ColumnElement:
     types = searched_types(request)
-    conditions = [condition_across_types(types, query) for query in request.criteria]
-    return and_(type_condition(request), resource.c.deleted == false(), *conditions, *reach_conditions(request))
+    limit = chain_limit(request.reach) if request.reach else None
+    conditions = [condition_across_types(types, query, limit) for query in request.criteria]
+    return and_(type_condition(request), resource.c.deleted == false(), *conditions, *reach_conditions(request, types))
 
 
-def reach_conditions(request: SearchRequest) -> list[ColumnElement]:
+def reach_conditions(request: SearchRequest, types: tuple[str, ...]) -> list[ColumnElement]:
     """The caller's limits (app/store/access.py): each limited type's resources only where the caller may search."""
-    if not request.reach:
+    if request.reach is None:
         return []
-    limited = [type_name for type_name, _ in request.reach]
+    limited = {type_name: reaches for type_name in types if (reaches := request.reach(type_name)) != EVERYWHERE}
+    if not limited:
+        return []
     return [or_(
-        resource.c.res_type.not_in(limited),
-        *[and_(resource.c.res_type == type_name, reach_condition(type_name, reaches)) for type_name, reaches in request.reach],
+        resource.c.res_type.not_in(list(limited)),
+        *[and_(resource.c.res_type == type_name, reach_condition(type_name, reaches)) for type_name, reaches in limited.items()],
     )]
 
 

@@ -275,8 +275,7 @@ class Unit:
 
     def latest_observations(self, criteria: tuple[Query, ...]) -> list[tuple[int, datetime | None, dict | None]]:
         """($lastn) (pk, effective date, code) of the matching Observations within the caller's reach, newest first."""
-        reach = self.guard.confinement("Observation", "s")
-        self.guard.check_plain(query.name for query in criteria)
+        reach = self.guard.search_reach("Observation")
         self.flush()
         return latest_dates_and_codes(self.connection, criteria, reach)
 
@@ -288,8 +287,7 @@ class Unit:
 
     def observations_oldest_first(self, criteria: tuple[Query, ...]) -> list[tuple[StoredResource, datetime | None]]:
         """($stats) the matching Observations within the caller's reach, with their effective dates, oldest first."""
-        reach = self.guard.confinement("Observation", "s")
-        self.guard.check_plain(query.name for query in criteria)
+        reach = self.guard.search_reach("Observation")
         self.flush()
         found = observations_oldest_first(self.connection, criteria, reach)
         self.note("operation", [stored for stored, _ in found])

@@ -23,11 +23,11 @@ IANA_CHARSETS = {"cp1252": "windows-1252", "latin-1": "ISO-8859-1", "ascii": "US
 @hl7v2.before_request
 def authenticate():
     """A sender writes resources of every type, and the message store holds every patient's messages: both need a
-    token that reaches everything (unless EHR_AUTH=off)."""
+    backend service's token that reaches everything (unless EHR_AUTH=off)."""
     if request.method == "POST":
-        request_access().require_everywhere("cu", "Sending HL7 v2 messages")
+        request_access().require_system("cu", "Sending HL7 v2 messages")
     else:
-        request_access().require_everywhere("rs", "Reading the HL7 v2 message store")
+        request_access().require_system("rs", "Reading the HL7 v2 message store")
 
 
 @hl7v2.post("/hl7v2")

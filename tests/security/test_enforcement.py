@@ -81,7 +81,7 @@ def test_another_scheme_or_an_empty_token_is_invalid_request(client, header):
     assert response.status_code == 401 and 'error="invalid_request"' in response.headers["WWW-Authenticate"]
 
 
-def test_an_unknown_expired_or_revoked_token_is_invalid_token(client, engine, records):
+def test_an_unknown_expired_revoked_or_tampered_token_is_invalid_token(client, engine, records):
     expired = token_for(engine, "system/*.rs", lifetime=1)
     revoked = token_for(engine, "system/*.rs")
     with engine.begin() as connection:
@@ -90,7 +90,10 @@ def test_an_unknown_expired_or_revoked_token_is_invalid_token(client, engine, re
         from app.security.tables import oauth_token
         connection.execute(oauth_token.update().values(expires_at=utc_now() - timedelta(seconds=5)).where(oauth_token.c.scope == "system/*.rs",
                                                                                                           oauth_token.c.revoked_at.is_(None)))
-    for token in ("not-a-token-we-issued", expired, revoked):
+    valid = token_for(engine, "system/Patient.rs")
+    tampered = valid[:-1] + ("A" if valid[-1] != "A" else "B")
+    assert client.get("/fhir/Patient/ana", headers=bearer(valid)).status_code == 200
+    for token in ("not-a-token-we-issued", expired, revoked, tampered):
         response = client.get("/fhir/Patient/ana", headers=bearer(token))
         assert response.status_code == 401 and 'error="invalid_token"' in response.headers["WWW-Authenticate"], token
 
@@ -226,10 +229,28 @@ def test_a_conditional_create_does_not_reveal_a_match_outside_her_compartment(cl
     assert created.status_code == 201 and created.get_json()["id"] != "bob-pulse"
 
 
-def test_chains_and_has_are_refused_to_a_confined_token(client, ana_token):
-    for url in ("/fhir/Observation?subject:Patient.name=x", "/fhir/Patient?_has:Observation:subject:code=8867-4"):
-        response = client.get(url, headers=bearer(ana_token))
-        assert response.status_code == 403 and "Chained parameters" in outcome_text(response), url
+def test_chains_and_has_look_only_at_what_she_may_see(client, engine, ana_token):
+    system = bearer(token_for(engine, "system/*.cruds"))
+    client.put("/fhir/Patient/ana", json={"resourceType": "Patient", "id": "ana", "name": [{"family": "Ames"}]}, headers=system)
+    client.put("/fhir/Patient/bob", json={"resourceType": "Patient", "id": "bob", "name": [{"family": "Ames"}]}, headers=system)
+    assert ids(client.get("/fhir/Observation?subject:Patient.name=Ames&code=8867-4", headers=bearer(ana_token))) == {"Observation/ana-pulse"}
+    assert ids(client.get("/fhir/Patient?_has:Observation:subject:code=8867-4", headers=bearer(ana_token))) == {"Patient/ana"}
+    # Bob's Observation performed by her would make Bob match her _has, were _has to look at it.
+    client.put("/fhir/Observation/bob-by-ana", json={**observation("bob-by-ana", "bob", code="1234-5"), "performer": [{"reference": "Patient/ana"}]},
+               headers=system)
+    assert ids(client.get("/fhir/Patient?_has:Observation:performer:code=1234-5", headers=bearer(ana_token))) == {"Patient/ana"}
+    assert ids(client.get("/fhir/Patient?_has:Observation:subject:code=1234-5", headers=bearer(ana_token))) == set()
+
+
+def test_a_chain_cannot_probe_what_she_may_not_read(client, engine, ana_token):
+    system = bearer(token_for(engine, "system/*.cruds"))
+    client.put("/fhir/Practitioner/doc", json={"resourceType": "Practitioner", "id": "doc", "name": [{"family": "Secret"}]}, headers=system)
+    client.put("/fhir/Observation/ana-pulse", json={**observation("ana-pulse", "ana"), "performer": [{"reference": "Practitioner/doc"}]},
+               headers=system)
+    assert client.get("/fhir/Practitioner/doc", headers=bearer(ana_token)).status_code == 404
+    for url in ("/fhir/Observation?performer:Practitioner.name=Secret", "/fhir/Observation/$lastn?patient=Patient/ana&performer:Practitioner.name=Secret"):
+        assert ids(client.get(url, headers=bearer(ana_token))) == set(), url
+    assert ids(client.get("/fhir/Observation?performer:Practitioner.name=Secret", headers=system)) == {"Observation/ana-pulse"}
 
 
 def test_a_transaction_that_writes_outside_her_compartment_writes_nothing(client, engine, ana_token):
@@ -290,6 +311,8 @@ def test_sending_hl7_needs_a_token_that_writes_everything(client, engine, record
     assert refused.status_code == 403 and "system/*.cruds" in outcome_text(refused)
     accepted = client.post("/hl7v2", data=ADT, headers={**headers, **bearer(token_for(engine, "system/*.cruds"))})
     assert accepted.status_code == 200 and b"MSA|AA|MSG1" in accepted.data
+    clinician = bearer(token_for(engine, "user/*.cruds", fhir_user="Practitioner/doc"))  # reaches everything, but is no backend
+    assert client.post("/hl7v2", data=ADT, headers={**headers, **clinician}).status_code == 403
     assert client.get("/hl7v2/messages", headers=bearer(token_for(engine, "patient/*.rs", patient="ana"))).status_code == 403
     assert client.get("/hl7v2/messages", headers=bearer(token_for(engine, "system/*.rs"))).status_code == 200
 
@@ -355,9 +378,7 @@ def test_a_query_restricted_scope_shows_no_older_version_it_cannot_judge(client,
     assert len(client.get("/fhir/Observation/ana-lab/_history", headers=token).get_json()["entry"]) == 1
 
 
-def test_chains_are_refused_wherever_a_limited_token_gives_criteria(client, ana_token):
-    lastn = client.get("/fhir/Observation/$lastn?patient=Patient/ana&performer:Practitioner.name=x", headers=bearer(ana_token))
-    assert lastn.status_code == 403
+def test_a_conditional_request_from_a_limited_token_takes_no_chains(client, ana_token):
     conditional = client.post("/fhir/Observation", json=observation("c", "ana"),
                               headers={**bearer(ana_token), "If-None-Exist": "subject:Patient.name=x"})
     assert conditional.status_code == 403
@@ -372,3 +393,60 @@ def test_a_stored_scope_that_no_longer_parses_is_an_invalid_token_not_a_crash(cl
         connection.execute(oauth_token.update().values(scope="system/Observation.rs?date=garbage").where(oauth_token.c.scope == "system/*.rs"))
     response = client.get("/fhir/Observation", headers=bearer(token))
     assert response.status_code == 401 and 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+
+
+# Patient A's token reaches nothing of patient B's, through any route.
+
+STATS = "code=8867-4&system=http://loinc.org&statistic=count"
+CROSS_PATIENT_REQUESTS = [
+    ("GET", "/fhir/Patient/bob", None), ("GET", "/fhir/Observation/bob-pulse", None),
+    ("GET", "/fhir/Observation/bob-pulse/_history", None), ("GET", "/fhir/Observation/bob-pulse/_history/1", None),
+    ("GET", "/fhir/Patient/bob/_history", None), ("GET", "/fhir/Observation/_history", None), ("GET", "/fhir/_history", None),
+    ("GET", "/fhir/Observation?subject=Patient/bob", None), ("GET", "/fhir/Observation?patient=bob", None),
+    ("GET", "/fhir/Observation?_id=bob-pulse,bob-lab", None), ("GET", "/fhir/Patient?_id=bob", None),
+    ("GET", "/fhir/Observation?_include=Observation:subject", None), ("GET", "/fhir/Patient?_revinclude=Observation:subject", None),
+    ("GET", "/fhir/Observation?_include:iterate=Observation:subject&_revinclude:iterate=Observation:subject", None),
+    ("GET", "/fhir/Observation?subject:Patient._id=bob", None), ("GET", "/fhir/Patient?_has:Observation:subject:_id=bob-pulse", None),
+    ("GET", "/fhir?_type=Patient,Observation&_id=bob,bob-pulse", None), ("GET", "/fhir?_id=bob,bob-pulse", None),
+    ("GET", "/fhir/Observation?_total=accurate&subject=Patient/bob", None), ("GET", "/fhir/Observation?_summary=count&subject=Patient/bob", None),
+    ("GET", "/fhir/Patient/bob/$everything", None), ("GET", "/fhir/Patient/$everything", None),
+    ("GET", "/fhir/Observation/$lastn?patient=Patient/bob", None), ("GET", f"/fhir/Observation/$stats?subject=Patient/bob&{STATS}", None),
+    ("POST", "/fhir/Observation/_search", "subject=Patient/bob"),
+    ("POST", "/fhir", {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Observation/bob-pulse"}}, {"request": {"method": "GET", "url": "Observation?subject=Patient/bob"}},
+        {"request": {"method": "GET", "url": "Patient/bob/$everything"}}]}),
+    ("PUT", "/fhir/Observation/bob-pulse", observation("bob-pulse", "bob", code="0000-0")),
+    ("PUT", "/fhir/Observation?_id=bob-pulse", observation("bob-pulse", "ana", code="0000-0")),
+    ("PATCH", "/fhir/Observation/bob-pulse", [{"op": "replace", "path": "/status", "value": "cancelled"}]),
+    ("DELETE", "/fhir/Observation/bob-pulse", None), ("DELETE", "/fhir/Observation?_id=bob-pulse", None),
+    ("POST", "/fhir/Observation", observation("x", "bob")),
+    ("POST", "/fhir", {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": observation("t", "bob"), "request": {"method": "POST", "url": "Observation"}}]}),
+]
+
+
+def resources_in(value) -> list[dict]:
+    """Every resource anywhere in a response body (entries, contained, Parameters parts)."""
+    if isinstance(value, list):
+        return [found for item in value for found in resources_in(item)]
+    if not isinstance(value, dict):
+        return []
+    own = [value] if "resourceType" in value and "id" in value else []
+    return own + [found for item in value.values() for found in resources_in(item)]
+
+
+@pytest.mark.parametrize("method, url, body", CROSS_PATIENT_REQUESTS, ids=[f"{m} {u}" for m, u, _ in CROSS_PATIENT_REQUESTS])
+def test_patient_as_token_reaches_nothing_of_patient_bs(client, engine, ana_token, method, url, body):
+    headers = bearer(ana_token)
+    if method == "PATCH":
+        headers["Content-Type"] = "application/json-patch+json"
+    sent = {"data": body, "content_type": "application/x-www-form-urlencoded"} if isinstance(body, str) else {"json": body}
+    response = client.open(url, method=method, headers=headers, **sent)
+    assert response.status_code < 500
+    shown = resources_in(response.get_json())
+    assert not [r for r in shown if r["id"].startswith("bob") or "Patient/bob" in str(r.get("subject"))], shown
+    if response.status_code == 200 and "_summary=count" in url or "_total" in url:
+        assert response.get_json().get("total", 0) == 0
+    system = bearer(token_for(engine, "system/*.rs"))
+    assert client.get("/fhir/Observation/bob-pulse", headers=system).get_json()["meta"]["versionId"] == "1"
+    assert ids(client.get("/fhir/Observation?subject=Patient/bob", headers=system)) == {"Observation/bob-pulse", "Observation/bob-lab"}
