@@ -11,6 +11,7 @@ from app.rest.operations import operations
 from app.rest.outcome import register_error_handlers
 from app.rest.routes import fhir
 from app.rest.urls import configure_urls
+from app.security.admin import admin
 from app.security.bearer import TokenCache
 from app.security.oauth import authorization_server
 from app.security.shared_secrets import shared_secret
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None, bind_host: str | None = None) -
     app.register_blueprint(operations)
     app.register_blueprint(health)
     app.register_blueprint(auth)
+    app.register_blueprint(admin)
     for feed in installed_feeds():
         for blueprint in feed.blueprints:
             app.register_blueprint(blueprint)

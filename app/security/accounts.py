@@ -15,13 +15,14 @@ from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.model.instants import as_utc, utc_now
 from app.security.scopes import parse_scopes
 from app.security.tables import app_user, oauth_client
-from app.security.tokens import token_hash
+from app.security.tokens import revoke_client_tokens, token_hash
+from app.store.unit import reading
 
 AUTH_METHODS = ("none", "client_secret_basic", "private_key_jwt")
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
@@ -149,6 +150,24 @@ def client_from_row(row) -> Client:
 def remove_client(connection: Connection, client_id: str) -> bool:
     """False when there was no such client."""
     return connection.execute(delete(oauth_client).where(oauth_client.c.client_id == client_id)).rowcount == 1
+
+
+def retire_client(connection: Connection, client_id: str, now: datetime) -> int | None:
+    """Remove a client and revoke every token it holds: how many; None when there was no such client."""
+    if not remove_client(connection, client_id):
+        return None
+    return revoke_client_tokens(connection, client_id, now)
+
+
+def add_user_of(engine: Engine, username: str, password: str, fhir_user: str | None) -> None:
+    """A login bound to `fhir_user`, which must name a live Patient or Practitioner (NotFound or Gone otherwise)."""
+    check_fhir_user(fhir_user)
+    if fhir_user:
+        type_name, _, resource_id = fhir_user.partition("/")
+        with reading(engine) as unit:
+            unit.read(type_name, resource_id)
+    with engine.begin() as connection:
+        add_user(connection, username, password, fhir_user)
 
 
 def add_user(connection: Connection, username: str, password: str, fhir_user: str | None) -> None:

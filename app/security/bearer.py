@@ -23,7 +23,7 @@ from app.model.instants import utc_now
 from app.rest.responses import fhir_base
 from app.search.criteria import Query
 from app.search.query import Reach
-from app.security.scopes import ResourceScope, ScopeError, parse_scopes
+from app.security.scopes import ADMIN_SCOPE, ResourceScope, ScopeError, parse_scopes
 from app.security.tokens import TokenRecord, live_access_token, token_hash
 from app.store.access import UNRESTRICTED, Access, Caller, Rule
 from app.store.audit import MINOR_FAILURE, Accessed, audit_events
@@ -96,7 +96,7 @@ def token_access(record: TokenRecord, base: str, caller: Caller) -> Access:
     """The rules of a token's resource scopes, each with the reach its context gives it; `caller` for the audit trail."""
     rules = scope_rules(record.scope, record.patient, record.fhir_user, base)
     patient = next((rule.reach.patient for rule in rules if rule.reach.patient), None)
-    return Access(rules, f"the token's scopes ({record.scope})", patient, caller)
+    return Access(rules, f"the token's scopes ({record.scope})", patient, caller, ADMIN_SCOPE in record.scope.split())
 
 
 @lru_cache(maxsize=4096)  # the same few grants arrive with every request of a client

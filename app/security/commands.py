@@ -13,10 +13,10 @@ from sqlalchemy import Engine
 from app.errors import FhirError
 from app.model.instants import utc_now
 from app.security.accounts import (
-    AccountError, ClientRegistration, add_user, all_clients, find_client, find_user, register_client, remove_client,
+    AccountError, ClientRegistration, add_user_of, all_clients, find_client, find_user, register_client, retire_client,
 )
 from app.security.scopes import ScopeError
-from app.security.tokens import Launch, revoke_client_tokens, save_launch
+from app.security.tokens import Launch, save_launch
 from app.security.user_tokens import GrantError, UserGrant, issue_user_token
 from app.store.unit import reading
 
@@ -73,9 +73,9 @@ def security_commands(open_engine, fhir_base) -> list[click.Command]:
     def clients_remove(client_id):
         """Remove a client: it can no longer get tokens, and those it has stop working."""
         with open_engine().begin() as connection:
-            if not remove_client(connection, client_id):
-                raise click.ClickException(f"There is no client '{client_id}'.")
-            revoked = revoke_client_tokens(connection, client_id, utc_now())
+            revoked = retire_client(connection, client_id, utc_now())
+        if revoked is None:
+            raise click.ClickException(f"There is no client '{client_id}'.")
         print_json({"removed": client_id, "revokedTokens": revoked})
 
     @click.group()
@@ -95,12 +95,8 @@ def security_commands(open_engine, fhir_base) -> list[click.Command]:
             raise click.UsageError("--patient takes Patient/ID and --practitioner takes Practitioner/ID.")
         fhir_user = fhir_user or practitioner
         password = sys.stdin.readline().rstrip("\r\n")
-        engine = open_engine()
         try:
-            if fhir_user:
-                resource_id_of(engine, fhir_user, fhir_user.partition("/")[0])
-            with engine.begin() as connection:
-                add_user(connection, username, password, fhir_user)
+            add_user_of(open_engine(), username, password, fhir_user)
         except (AccountError, FhirError) as error:
             raise refused(error) from None
         print_json({"username": username, "fhirUser": fhir_user})

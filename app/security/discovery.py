@@ -3,6 +3,7 @@
 security element (the way SMART v1 clients find the endpoints)."""
 from app.rest.responses import fhir_base
 from app.security.keys import ALGORITHM
+from app.security.scopes import ADMIN_SCOPE
 from app.security.oauth import (
     ASSERTION_ALGORITHMS, AUTHORIZE_PATH, INTROSPECTION_PATH, JWKS_PATH, REVOCATION_PATH, TOKEN_PATH, public_auth_url,
 )
@@ -19,6 +20,7 @@ SCOPES = [
     "openid", "fhirUser", "profile", "launch", "launch/patient", "offline_access", "online_access",
     "patient/*.rs", "patient/*.cruds", "patient/*.read", "patient/*.write",
     "user/*.rs", "user/*.cruds", "user/*.read", "user/*.write", "system/*.rs", "system/*.cruds", "system/*.read", "system/*.write",
+    ADMIN_SCOPE,
 ]
 OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
 

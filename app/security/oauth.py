@@ -31,10 +31,10 @@ from sqlalchemy import Engine
 from app.model.instants import utc_now
 from app.rest.responses import fhir_base
 from app.security.accounts import Client, find_client, find_user
-from app.security.scopes import ScopeError, parse_scopes
+from app.security.scopes import ADMIN_SCOPE, ScopeError, parse_scopes
 from app.security.tokens import (
     AuthorizationCode, Launch, TokenContext, TokenRecord, accept_assertion_once, find_token, live_launch, live_refresh_token, revoke_token,
-    save_code, save_token, take_code,
+    issue_token, save_code, take_code,
 )
 from app.security.user_tokens import GrantError, UserGrant, issue_user_token
 
@@ -324,17 +324,18 @@ def check_audience(aud: str | None, redirect_uri: str) -> None:
 
 
 def granted_system_scope(client: Client, requested: str | None) -> str:
-    """The requested scopes that the client's registration allows; InvalidScopeError when none, or a malformed one."""
+    """The requested scopes that the client's registration allows (system/ scopes, and admin); InvalidScopeError when
+    none, or a malformed one."""
     if not requested:
         raise InvalidScopeError(description="A backend service must ask for scopes, such as system/Observation.rs.")
     try:
         wanted = parse_scopes(requested)
     except ScopeError as error:
         raise InvalidScopeError(description=str(error)) from None
-    if wanted.contexts() - {"system"}:
-        raise InvalidScopeError(description="A backend service can only be granted system/ scopes.")
+    if wanted.contexts() - {"system"} or wanted.other - {ADMIN_SCOPE}:
+        raise InvalidScopeError(description="A backend service can only be granted system/ scopes, and admin.")
     granted = wanted.within(parse_scopes(client.scope))
-    if not granted.resource_scopes:
+    if not granted.resource_scopes and not granted.other:
         raise InvalidScopeError(description=f"None of the scopes asked for is registered for this client ({client.scope}).")
     return " ".join(granted.texts())
 
@@ -386,12 +387,13 @@ class SmartRevocationEndpoint(TokensOfTheEngine, RevocationEndpoint):
 
 class SmartIntrospectionEndpoint(TokensOfTheEngine, IntrospectionEndpoint):
     """RFC 7662, with SMART's launch context: a client learns whether a token it was issued is active, and what it
-    grants. Any other token is reported inactive."""
+    grants; a client registered for the admin scope (a resource server) learns it of any token. Any other token is
+    reported inactive."""
 
     CLIENT_AUTH_METHODS = ["client_secret_basic", "private_key_jwt"]
 
     def check_permission(self, token, client, request):
-        return token.check_client(client)
+        return token.check_client(client) or ADMIN_SCOPE in parse_scopes(client.client.scope).other
 
     def introspect_token(self, token):
         record = token.record
@@ -456,7 +458,7 @@ def authorization_server(app: Flask, engine: Engine) -> AuthorizationServer:
     def store_token(token, oauth_request):
         context = TokenContext(oauth_request.client.get_client_id(), token.get("scope", ""))
         with engine.begin() as connection:
-            save_token(connection, context, token, utc_now())
+            issue_token(connection, context, token, utc_now())
 
     app.config.setdefault("OAUTH2_TOKEN_EXPIRES_IN", {"client_credentials": BACKEND_TOKEN_SECONDS})
     server = SmartAuthorizationServer(app, query_client=query_client, save_token=store_token)

@@ -46,7 +46,8 @@ INTERACTION_PERMISSIONS = {
 LAUNCH_SCOPES = frozenset({"launch", "launch/patient", "launch/encounter"})
 IDENTITY_SCOPES = frozenset({"openid", "fhirUser", "profile"})
 REFRESH_SCOPES = frozenset({"offline_access", "online_access"})
-KNOWN_SCOPES = LAUNCH_SCOPES | IDENTITY_SCOPES | REFRESH_SCOPES
+ADMIN_SCOPE = "admin"  # this server's own: the audit trail and the admin API (app/security/admin.py), for backend services
+KNOWN_SCOPES = LAUNCH_SCOPES | IDENTITY_SCOPES | REFRESH_SCOPES | {ADMIN_SCOPE}
 RESOURCE_SCOPE_SHAPE = re.compile(r"[A-Za-z]+/[A-Za-z*]+\.[A-Za-z*]*(\?.*)?")
 
 
@@ -202,6 +203,7 @@ OTHER_SCOPE_WORDS = {
     "launch/encounter": "Know which encounter is open",
     "offline_access": "Keep access when you are not using the app, until you revoke it",
     "online_access": "Keep access while you stay signed in",
+    ADMIN_SCOPE: "Administer this server: its apps, logins and audit trail",
 }
 
 

@@ -13,6 +13,8 @@ from sqlalchemy.exc import IntegrityError
 
 from app.model.instants import as_utc
 from app.security.tables import oauth_assertion, oauth_code, oauth_launch, oauth_token
+from app.store.access import Caller
+from app.store.audit import grant_event, record_audit_events
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,13 @@ def save_token(connection: Connection, context: TokenContext, token: dict, now: 
         patient=context.patient, encounter=context.encounter, issued_at=now,
         expires_at=now + timedelta(seconds=token["expires_in"]), refresh_expires_at=now + refresh_lifetime if refresh else None,
     ))
+
+
+def issue_token(connection: Connection, context: TokenContext, token: dict, now: datetime, refresh_lifetime: timedelta | None = None) -> None:
+    """Store an issued token (see save_token) and, in the same transaction, the AuditEvent of the grant."""
+    save_token(connection, context, token, now, refresh_lifetime)
+    caller = Caller(context.client_id, None, context.username, context.fhir_user)
+    record_audit_events(connection, [grant_event(caller, context.patient, context.scope)])
 
 
 @dataclass(frozen=True)

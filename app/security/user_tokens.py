@@ -15,8 +15,8 @@ from sqlalchemy import Connection
 
 from app.security.accounts import Client, User
 from app.security.identity import id_token
-from app.security.scopes import Grant, ScopeError, parse_scopes
-from app.security.tokens import TokenContext, save_token
+from app.security.scopes import ADMIN_SCOPE, Grant, ScopeError, parse_scopes
+from app.security.tokens import TokenContext, issue_token
 
 ACCESS_TOKEN_LENGTH = 42  # authlib's own bearer tokens are this long
 REFRESH_TOKEN_LENGTH = 48
@@ -62,7 +62,7 @@ def issue_user_token(connection: Connection, grant: UserGrant, now: datetime) ->
     if refresh_lifetime:
         response["refresh_token"] = generate_token(REFRESH_TOKEN_LENGTH)
     context = TokenContext(grant.client.client_id, response["scope"], grant.user.username, grant.user.fhir_user, patient, encounter)
-    save_token(connection, context, response, now, refresh_lifetime)
+    issue_token(connection, context, response, now, refresh_lifetime)
     return response
 
 
@@ -73,8 +73,8 @@ def granted_user_scopes(client: Client, user: User, requested: str, patient_in_c
         wanted = parse_scopes(requested)
     except ScopeError as error:
         raise GrantError(str(error)) from None
-    if "system" in wanted.contexts():
-        raise GrantError("system/ scopes are for backend services (client_credentials), not for a user's grant.")
+    if "system" in wanted.contexts() or ADMIN_SCOPE in wanted.other:
+        raise GrantError("system/ scopes and admin are for backend services (client_credentials), not for a user's grant.")
     if "patient" in wanted.contexts() and patient_in_context is None:
         raise GrantError(f"patient/ scopes need a patient in context: an EHR launch's, or the user's own, and the user is "
                          f"{user.fhir_user or 'no patient'}.")

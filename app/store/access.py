@@ -56,7 +56,7 @@ class Caller:
     where from; `trail` is the process's AuditWriter."""
 
     client_id: str
-    trail: "AuditWriter"
+    trail: "AuditWriter | None"  # None where events are written directly (a grant's, in its own transaction)
     username: str | None = None
     fhir_user: str | None = None  # Patient/ID or Practitioner/ID
     address: str | None = None
@@ -72,6 +72,7 @@ class Access:
     grant: str = ""
     patient: str | None = None
     caller: Caller | None = None
+    admin: bool = False  # may read and search the whole audit trail
 
     @property
     def limited(self) -> bool:
@@ -80,7 +81,11 @@ class Access:
 
     def reaches(self, type_name: str, letter: str) -> tuple[Reach, ...]:
         """Where the caller may use `letter` on `type_name`: EVERYWHERE, some reaches, or () for nowhere."""
-        return EVERYWHERE if self.rules is None else reaches_of(self.rules, type_name, letter)
+        if self.rules is None:
+            return EVERYWHERE
+        if type_name == AUDIT_RECORD_TYPE:
+            return audit_reaches(self.rules, self.admin, letter)
+        return reaches_of(self.rules, type_name, letter)
 
     def confinement(self, type_name: str, letter: str) -> tuple[Reach, ...] | None:
         """None when the caller may use `letter` on every `type_name`; else its reaches. Forbidden when it has none."""
@@ -109,6 +114,17 @@ UNRESTRICTED = Access(None)
 def reaches_of(rules: tuple[Rule, ...], type_name: str, letter: str) -> tuple[Reach, ...]:
     found = tuple(dict.fromkeys(rule.reach for rule in rules if rule.resource_type in ("*", type_name) and letter in rule.permissions))
     return EVERYWHERE if Reach() in found else found
+
+
+def audit_reaches(rules: tuple[Rule, ...], admin: bool, letter: str) -> tuple[Reach, ...]:
+    """The audit trail is read whole only with the admin scope; a patient's token may read the AuditEvents about her
+    (each names one patient); nobody writes one through the API."""
+    if letter not in "rs":
+        return ()
+    if admin:
+        return EVERYWHERE
+    covering = [rule.reach for rule in rules if rule.resource_type in ("*", AUDIT_RECORD_TYPE) and letter in rule.permissions]
+    return tuple(dict.fromkeys(reach for reach in covering if reach.patient))
 
 
 def reach_condition(type_name: str, reaches: tuple[Reach, ...], table=resource) -> ColumnElement:
@@ -190,8 +206,8 @@ class Guard:
     def before_write(self, type_name: str, resource_id: str, letter: str) -> tuple[Reach, ...] | None:
         """Forbidden unless the caller may use `letter` on the type and, when limited, on the resource as stored now
         (a deleted one included: a deletion names no patient to check). The caller's reaches, None when unlimited."""
+        self.check_append_only(type_name)
         reaches = self.confinement(type_name, letter)
-        self.check_append_only(type_name, letter, reaches)
         if reaches is not None and not self.stored_within(type_name, resource_id, reaches):
             raise Forbidden(f"{type_name}/{resource_id} is outside what {self.access.grant} allow to {PERMISSION_WORDS[letter]}.")
         return reaches
@@ -199,16 +215,15 @@ class Guard:
     def before_removal(self, type_name: str, resource_id: str, letter: str) -> bool:
         """For a patch or delete: whether the resource may be touched; one outside a limited caller's reach is, for
         that caller, one that does not exist (Forbidden only when the type or permission is not granted at all)."""
+        self.check_append_only(type_name)
         reaches = self.confinement(type_name, letter)
-        self.check_append_only(type_name, letter, reaches)
         return reaches is None or self.stored_within(type_name, resource_id, reaches)
 
-    def check_append_only(self, type_name: str, letter: str, reaches: tuple[Reach, ...] | None) -> None:
-        """The audit trail, through the API: a token holder may add AuditEvents only if it may add them for every
-        patient (an audit source such as another system), and nobody changes or deletes one."""
-        if type_name == AUDIT_RECORD_TYPE and self.access.rules is not None and (letter != "c" or reaches is not None):
-            raise Forbidden("The audit trail is append-only: AuditEvents are never changed or deleted through the API, and only a "
-                            "caller that may create them for every patient (such as system/AuditEvent.c) adds them.")
+    def check_append_only(self, type_name: str) -> None:
+        """The audit trail is the server's own record: no token holder creates, changes or deletes an AuditEvent."""
+        if type_name == AUDIT_RECORD_TYPE and self.access.rules is not None:
+            raise Forbidden("AuditEvents are never written through the API: the server records them itself, and they are never "
+                            "changed or deleted.")
 
     def stored_within(self, type_name: str, resource_id: str, reaches: tuple[Reach, ...]) -> bool:
         """Whether the resource's current row is within `reaches`, or there is none (a create under a new id)."""

@@ -20,7 +20,7 @@ import weakref
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from app.model.instants import format_instant, utc_now
 from app.store.access import Caller, patients_of
@@ -82,6 +82,25 @@ def audit_events(caller: Caller, accessed: Accessed, outcome: str = SUCCESS, des
     if unattached or not groups:
         groups.append((None, unattached))
     return [audit_event(caller, accessed, patient, resources, outcome, recorded, description) for patient, resources in groups]
+
+
+def grant_event(caller: Caller, patient: str | None, scope: str) -> dict:
+    """The AuditEvent of a token issued (DICOM's User Authentication, Login): to which app, for whom, with which
+    scopes, for which patient in context."""
+    token = {**entity(None, "2", "System Object", "13", "Security Resource"), "detail": [{"type": "scope", "valueString": scope}]}
+    event = {
+        "resourceType": "AuditEvent",
+        "type": {"system": DICOM, "code": "110114", "display": "User Authentication"},
+        "subtype": [{"system": DICOM, "code": "110122", "display": "Login"}],
+        "action": "E", "recorded": format_instant(utc_now()), "outcome": SUCCESS, "agent": agents(caller), "source": SOURCE,
+        "entity": [*([entity(f"Patient/{patient}", "1", "Person", "1", "Patient")] if patient else []), token],
+    }
+    return event
+
+
+def record_audit_events(connection: Connection, events: list[dict]) -> None:
+    """Write AuditEvents in the caller's transaction."""
+    insert_new_resources(connection, [audit_version(event) for event in events])
 
 
 def audit_event(caller: Caller, accessed: Accessed, patient: str | None, resources: list[StoredResource], outcome: str, recorded: str,
@@ -182,7 +201,7 @@ class AuditWriter:
             return False
         try:
             with write_unit(self.engine) as connection:
-                insert_new_resources(connection, [audit_version(event) for event in events])
+                record_audit_events(connection, events)
         except Exception:  # the database is down or busy: try again at the next flush, keeping the order
             log.exception("Writing %d AuditEvents failed; they are kept for the next try", len(events))
             with self.lock:

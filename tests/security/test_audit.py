@@ -1,6 +1,8 @@
 """The audit trail (app/store/audit.py): an AuditEvent for every access a token holder makes, on SQLite and PostgreSQL."""
 import base64
 
+import orjson
+
 import pytest
 from sqlalchemy import text
 
@@ -86,17 +88,43 @@ def test_a_patient_can_read_who_read_her_record_and_nothing_about_others(app, cl
                                                                                        "Observation/ana-pulse/_history/1"}
 
 
-def test_the_audit_trail_is_append_only_through_the_api(app, client, engine, records):
+def test_the_audit_trail_is_never_written_through_the_api(app, client, engine, records):
     client.get("/fhir/Patient/ana", headers=bearer(token_for(engine, "system/*.rs")))
     [event] = audit_events(app, engine)
     ana = bearer(token_for(engine, "patient/*.cruds", patient="ana", fhir_user="Patient/ana"))
-    everything = bearer(token_for(engine, "system/*.cruds"))
+    everything = bearer(token_for(engine, "system/*.cruds admin"))
     forged = {key: value for key, value in event.items() if key not in ("id", "meta")}
     for headers in (ana, everything):
         assert client.put(f"/fhir/AuditEvent/{event['id']}", json={**event, "outcome": "8"}, headers=headers).status_code == 403
         assert client.delete(f"/fhir/AuditEvent/{event['id']}", headers=headers).status_code == 403
-    assert client.post("/fhir/AuditEvent", json=forged, headers=ana).status_code == 403
-    assert client.post("/fhir/AuditEvent", json=forged, headers=bearer(token_for(engine, "system/AuditEvent.c"))).status_code == 201
+        refused = client.post("/fhir/AuditEvent", json=forged, headers=headers)
+        assert refused.status_code == 403 and "never written through the API" in refused.get_json()["issue"][0]["diagnostics"]
+
+
+def test_only_an_admin_token_searches_the_whole_trail(app, client, engine, records):
+    client.get("/fhir/Patient/ana", headers=bearer(token_for(engine, "system/*.rs")))
+    client.get("/fhir/Patient/bob", headers=bearer(token_for(engine, "system/*.rs")))
+    app.extensions["ehr.audit"].flush()
+    for scope in ("system/*.rs", "user/*.rs"):
+        assert client.get("/fhir/AuditEvent", headers=bearer(token_for(engine, scope, fhir_user="Practitioner/doc"))).status_code == 403
+    admin = client.get("/fhir/AuditEvent?subtype=read", headers=bearer(token_for(engine, "admin")))
+    assert admin.status_code == 200 and len(admin.get_json()["entry"]) == 2
+
+
+def test_every_token_issued_is_audited_with_its_grant(app, client, engine, records, database_url, tmp_path):
+    from tests.test_cli import ehr
+
+    client_id = orjson.loads(ehr(database_url, "clients", "add", "--name", "App", "--redirect-uri", "https://app.example/cb", "--scope",
+                                 "patient/*.rs", "--public", cwd=tmp_path).stdout)["client_id"]
+    ehr(database_url, "users", "add", "--username", "ana", "--password-stdin", "--patient", "Patient/ana", cwd=tmp_path, stdin="ana-password\n")
+    issued = ehr(database_url, "tokens", "issue", "--username", "ana", "--client", client_id, "--scope", "patient/Observation.rs", cwd=tmp_path)
+    assert issued.returncode == 0, issued.stderr
+    [event] = audit_events(app, engine)
+    validate_resource(event)
+    assert event["type"]["code"] == "110114" and event["agent"][0]["who"] == {"reference": "Patient/ana"}
+    assert event["agent"][1]["who"]["identifier"]["value"] == client_id and "Patient/ana" in entity_references(event)
+    [token] = [entity for entity in event["entity"] if "detail" in entity]
+    assert token["detail"] == [{"type": "scope", "valueString": "patient/Observation.rs"}]
 
 
 def test_without_tokens_nothing_is_audited(database_url, engine, records):

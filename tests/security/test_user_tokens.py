@@ -61,7 +61,8 @@ def test_openid_alone_asks_for_no_identity_so_no_id_token(database_url, tmp_path
 
 
 @pytest.mark.parametrize("scope, complaint", [
-    ("system/*.rs", "system/ scopes are for backend services"),
+    ("system/*.rs", "system/ scopes and admin are for backend services"),
+    ("admin", "system/ scopes and admin are for backend services"),
     ("user/*.rs", "None of the scopes asked for is registered"),
     ("patient/Observation.sr", "in that order"),
 ])
