@@ -1,5 +1,6 @@
 """The `ehr` console script as an operator runs it, against SQLite and PostgreSQL databases."""
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -224,6 +225,25 @@ def test_demo_loads_the_demo_data_into_an_empty_database(database_url, client, t
     assert f"Loaded: {len(demo_bundle()['entry'])} created, 0 updated, 0 unchanged, 0 rejected." in result.stdout
     assert total(client, "Patient") == 5
     assert total(client, "Practitioner") == 3
+
+
+def test_demo_prints_a_command_whose_token_reads_the_demo_through_the_secured_api(database_url, tmp_path):
+    from app.config import Settings
+    from app.web import create_app
+
+    printed = ehr(database_url, "demo", cwd=tmp_path).stdout
+    command = shlex.split(printed.strip().splitlines()[-1])
+    assert command[1:5] == ["tokens", "issue", "--username", "demo-clinician"]
+    issued = ehr(database_url, *command[1:], cwd=tmp_path)
+    assert issued.returncode == 0, issued.stderr
+    app = create_app(Settings(database_url=database_url))
+    secured = app.test_client()
+    assert secured.get("/fhir/Patient/demo-patient-1").status_code == 401
+    read = secured.get("/fhir/Patient/demo-patient-1", headers={"Authorization": f"Bearer {orjson.loads(issued.stdout)['access_token']}"})
+    assert read.status_code == 200 and read.get_json()["id"] == "demo-patient-1"
+    assert shlex.split(ehr(database_url, "demo", cwd=tmp_path).stdout.strip().splitlines()[-1]) == command  # the same app again
+    app.extensions["ehr.audit"].close()
+    app.extensions["ehr.engine"].dispose()
 
 
 def test_second_demo_loads_nothing(database_url, client, tmp_path):

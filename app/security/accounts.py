@@ -24,7 +24,8 @@ from app.security.tables import app_user, oauth_client
 from app.security.tokens import revoke_client_tokens, token_hash
 from app.store.unit import reading
 
-AUTH_METHODS = ("none", "client_secret_basic", "private_key_jwt")
+CONFIDENTIAL_AUTH_METHODS = ("client_secret_basic", "private_key_jwt")  # a secret, or assertions signed with the client's keys
+AUTH_METHODS = ("none", *CONFIDENTIAL_AUTH_METHODS)  # "none": a public app, which PKCE alone protects
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 FHIR_USER_TYPES = ("Patient", "Practitioner")
 PASSWORDS = PasswordHasher()

@@ -2,6 +2,7 @@
 2.0, conformance.html), OpenID Connect discovery for its id_tokens, and the OAuth URIs of the CapabilityStatement's
 security element (the way SMART v1 clients find the endpoints)."""
 from app.rest.responses import fhir_base
+from app.security.accounts import AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS
 from app.security.keys import ALGORITHM
 from app.security.scopes import ADMIN_SCOPE
 from app.security.oauth import (
@@ -9,7 +10,6 @@ from app.security.oauth import (
 )
 
 GRANT_TYPES = ["authorization_code", "refresh_token", "client_credentials"]
-AUTH_METHODS = ["client_secret_basic", "private_key_jwt"]
 # What a client can count on today (the FHIR API's enforcement of them is still to come: docs/security.md).
 CAPABILITIES = [
     "launch-standalone", "launch-ehr", "client-public", "client-confidential-symmetric", "client-confidential-asymmetric",
@@ -34,7 +34,7 @@ def smart_configuration() -> dict:
         "revocation_endpoint": public_auth_url(REVOCATION_PATH),
         "introspection_endpoint": public_auth_url(INTROSPECTION_PATH),
         "grant_types_supported": GRANT_TYPES,
-        "token_endpoint_auth_methods_supported": AUTH_METHODS,
+        "token_endpoint_auth_methods_supported": list(CONFIDENTIAL_AUTH_METHODS),
         "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGORITHMS,
         "scopes_supported": SCOPES,
         "response_types_supported": ["code"],
@@ -55,7 +55,7 @@ def openid_configuration() -> dict:
         "id_token_signing_alg_values_supported": [ALGORITHM],
         "scopes_supported": ["openid", "fhirUser", "profile"],
         "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nonce", "fhirUser"],
-        "token_endpoint_auth_methods_supported": ["none", *AUTH_METHODS],
+        "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
         "code_challenge_methods_supported": ["S256"],
     }
 

@@ -30,7 +30,7 @@ from sqlalchemy import Engine
 
 from app.model.instants import utc_now
 from app.rest.responses import fhir_base
-from app.security.accounts import Client, find_client, find_user
+from app.security.accounts import AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS, Client, find_client, find_user
 from app.security.scopes import ADMIN_SCOPE, ScopeError, parse_scopes
 from app.security.tokens import (
     AuthorizationCode, Launch, TokenContext, TokenRecord, accept_assertion_once, find_token, live_launch, live_refresh_token, revoke_token,
@@ -44,7 +44,6 @@ TOKEN_PATH = "/auth/token"
 REVOCATION_PATH = "/auth/revoke"
 INTROSPECTION_PATH = "/auth/introspect"
 JWKS_PATH = "/auth/jwks"
-ENDPOINT_AUTH_METHODS = ["client_secret_basic", "private_key_jwt", "none"]  # a public app revokes its own tokens too
 ASSERTION_ALGORITHMS = ["RS384", "ES384", "RS256", "ES256"]  # SMART requires RS384 and ES384; never HS* or none
 MAX_ASSERTION_LIFETIME_SECONDS = 300
 MAX_JTI_LENGTH = 255  # the column's size
@@ -166,7 +165,7 @@ def fetched_key_set(jwks_uri: str) -> dict:
 class BackendServicesGrant(ClientCredentialsGrant):
     """client_credentials for a backend service: `system/` scopes, narrowed to those registered for the client."""
 
-    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", SmartClientAssertion.CLIENT_AUTH_METHOD]
+    TOKEN_ENDPOINT_AUTH_METHODS = list(CONFIDENTIAL_AUTH_METHODS)
 
     def validate_token_request(self):
         super().validate_token_request()
@@ -213,7 +212,7 @@ class SmartAuthorizationCodeGrant(AuthorizationCodeGrant):
     """The authorization code grant of SMART App Launch. The consent page sets `approved_scope` (what the user ticked)
     before the code is made; the token response is a user token (app/security/user_tokens.py)."""
 
-    TOKEN_ENDPOINT_AUTH_METHODS = ["none", "client_secret_basic", "private_key_jwt"]
+    TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)
     approved_scope = ""
     launch: Launch | None = None  # an EHR launch's context, from the `launch` parameter
 
@@ -270,7 +269,7 @@ class SmartRefreshTokenGrant(RefreshTokenGrant):
     """A refresh token for a new access token and a new refresh token, with the same or fewer scopes and the same user
     and launch context; the old pair is revoked (rotation)."""
 
-    TOKEN_ENDPOINT_AUTH_METHODS = ["none", "client_secret_basic", "private_key_jwt"]
+    TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)
 
     def authenticate_refresh_token(self, refresh_token):
         with self.server.engine.connect() as connection:
@@ -378,7 +377,7 @@ class TokensOfTheEngine:
 class SmartRevocationEndpoint(TokensOfTheEngine, RevocationEndpoint):
     """RFC 7009: a client revokes a token it was issued (the access token and its refresh token together)."""
 
-    CLIENT_AUTH_METHODS = ENDPOINT_AUTH_METHODS
+    CLIENT_AUTH_METHODS = list(AUTH_METHODS)  # a public app revokes its own tokens too
 
     def revoke_token(self, token, request):
         with self.engine.begin() as connection:
@@ -390,7 +389,7 @@ class SmartIntrospectionEndpoint(TokensOfTheEngine, IntrospectionEndpoint):
     grants; a client registered for the admin scope (a resource server) learns it of any token. Any other token is
     reported inactive."""
 
-    CLIENT_AUTH_METHODS = ["client_secret_basic", "private_key_jwt"]
+    CLIENT_AUTH_METHODS = list(CONFIDENTIAL_AUTH_METHODS)
 
     def check_permission(self, token, client, request):
         return token.check_client(client) or ADMIN_SCOPE in parse_scopes(client.client.scope).other
