@@ -13,7 +13,7 @@ search, a write of the same resource) or at commit, so that a transaction's thou
 results and a loaded file's new resources each go in one batch per table. On PostgreSQL an update of a version the
 unit found without a lock (a feed's key lookup) waits with them and goes in the same statement.
 """
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
@@ -192,7 +192,7 @@ class Unit:
         """The current version; NotFound also when it is outside the caller's reach."""
         self.guard.confinement(type_name, "r")
         self.flush_if_waiting(type_name, resource_id)
-        with self.deletions_hidden(missing(type_name, resource_id)):
+        with self.deletions_hidden(lambda: missing(type_name, resource_id)):
             stored = read_resource(self.connection, type_name, resource_id)
         if not self.guard.reached([stored], "r"):
             raise missing(type_name, resource_id)
@@ -202,7 +202,7 @@ class Unit:
     def read_version(self, type_name: str, resource_id: str, version_id: str) -> StoredResource:
         self.guard.confinement(type_name, "r")
         self.flush_if_waiting(type_name, resource_id)
-        with self.deletions_hidden(missing_version(type_name, resource_id, version_id)):
+        with self.deletions_hidden(lambda: missing_version(type_name, resource_id, version_id)):
             stored = read_version(self.connection, type_name, resource_id, version_id)
         if not self.guard.reached_versions([stored], "r"):
             raise missing_version(type_name, resource_id, version_id)
@@ -223,13 +223,13 @@ class Unit:
         return page
 
     @contextmanager
-    def deletions_hidden(self, not_found: NotFound):
-        """Gone becomes `not_found` for a caller who may not learn of deletions (see Guard.hides_deletions)."""
+    def deletions_hidden(self, not_found: Callable[[], NotFound]):
+        """Gone becomes the `not_found` error for a caller who may not learn of deletions (see Guard.hides_deletions)."""
         try:
             yield
         except Gone:
             if self.guard.hides_deletions():
-                raise not_found from None
+                raise not_found() from None
             raise
 
     def live(self, type_name: str, resource_id: str) -> list[StoredResource]:

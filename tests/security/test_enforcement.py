@@ -5,6 +5,9 @@ import secrets
 from datetime import timedelta
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 
 from app.config import Settings
 from app.model.instants import utc_now
@@ -450,3 +453,30 @@ def test_patient_as_token_reaches_nothing_of_patient_bs(client, engine, ana_toke
     system = bearer(token_for(engine, "system/*.rs"))
     assert client.get("/fhir/Observation/bob-pulse", headers=system).get_json()["meta"]["versionId"] == "1"
     assert ids(client.get("/fhir/Observation?subject=Patient/bob", headers=system)) == {"Observation/bob-pulse", "Observation/bob-lab"}
+
+
+# Fuzzed: no Authorization header and no granted scope makes the API fail.
+
+HEADER_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs")), max_size=120)
+SCOPE_TEXT = st.lists(st.one_of(
+    st.sampled_from(["patient/*.rs", "user/Observation.cruds", "system/*.read", "admin", "launch", "patient/Observation.rs?category=x",
+                     "user/*.s?_tag=a|b", "patient/Patient.r", "openid"]),
+    st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Zs")), min_size=1, max_size=30),
+), max_size=4).map(" ".join)
+
+
+@examples(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(header=HEADER_TEXT)
+def test_no_authorization_header_makes_the_api_fail(client, header):
+    response = client.get("/fhir/Observation", headers={"Authorization": header})
+    assert response.status_code == 401 and response.get_json()["resourceType"] == "OperationOutcome"
+
+
+@examples(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(scope=SCOPE_TEXT, patient=st.sampled_from([None, "ana", "bob", "nobody"]),
+       fhir_user=st.sampled_from([None, "Patient/ana", "Practitioner/doc", "RelatedPerson/x"]))
+def test_no_granted_scope_makes_the_api_fail(client, engine, records, scope, patient, fhir_user):
+    token = bearer(token_for(engine, scope, patient=patient, fhir_user=fhir_user))
+    for url in ("/fhir/Observation?code=8867-4", "/fhir/Patient/ana", "/fhir/Patient/$everything", "/fhir?_id=ana"):
+        response = client.get(url, headers=token)
+        assert response.status_code in (200, 401, 403, 404), (url, response.get_json())
