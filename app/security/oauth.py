@@ -7,6 +7,7 @@ RFC 7523, as SMART profiles it), their secret (`client_secret_basic`), or, for p
 the code to the app). Revocation (RFC 7009) and introspection (RFC 7662) of the tokens a client was issued, by that
 client.
 """
+import logging
 import time
 import urllib.request
 from urllib.parse import urlsplit, urlunsplit
@@ -34,10 +35,11 @@ from app.security.accounts import AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS, Clien
 from app.security.scopes import ADMIN_SCOPE, ScopeError, parse_scopes
 from app.security.tokens import (
     AuthorizationCode, Launch, TokenContext, TokenRecord, accept_assertion_once, find_token, live_launch, live_refresh_token, revoke_token,
-    issue_token, save_code, take_code,
+    issue_token, revoke_family, save_code, take_code,
 )
 from app.security.user_tokens import GrantError, UserGrant, issue_user_token
 
+log = logging.getLogger(__name__)
 AUTHORIZE_PATH = "/auth/authorize"
 LOGIN_PATH = "/auth/login"
 TOKEN_PATH = "/auth/token"
@@ -52,6 +54,7 @@ BACKEND_TOKEN_SECONDS = 300  # the lifetime SMART Backend Services recommends fo
 USER_TOKEN_SECONDS = 3600
 CODE_LIFETIME = timedelta(seconds=120)  # RFC 6749 recommends at most 10 minutes; the app exchanges it at once
 JWKS_FETCH_TIMEOUT_SECONDS = 5
+MAX_JWKS_BYTES = 64 * 1024  # a few dozen keys; more is no key set
 GRANT_TYPES = {
     "none": {"authorization_code", "refresh_token"},
     "client_secret_basic": {"authorization_code", "refresh_token", "client_credentials"},
@@ -153,11 +156,26 @@ class SmartClientAssertion(JWTBearerClientAssertion):
             raise InvalidClientError(description=f"The client's JWK Set cannot be read: {error}.") from None
 
 
+class NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A JWK Set is fetched from the URL registered, never from where a redirect points (which could be anywhere the
+    server can reach): a 3xx is an error."""
+
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+JWKS_OPENER = urllib.request.build_opener(NoRedirects)
+
+
 def fetched_key_set(jwks_uri: str) -> dict:
-    """The JWK Set at a client's jwks_uri, fetched when its assertion arrives (it may have rotated its keys)."""
+    """The JWK Set at a client's jwks_uri, fetched when its assertion arrives (it may have rotated its keys); at most
+    MAX_JWKS_BYTES, and not through redirects."""
     try:
-        with urllib.request.urlopen(jwks_uri, timeout=JWKS_FETCH_TIMEOUT_SECONDS) as response:
-            return orjson.loads(response.read())
+        with JWKS_OPENER.open(jwks_uri, timeout=JWKS_FETCH_TIMEOUT_SECONDS) as response:
+            body = response.read(MAX_JWKS_BYTES + 1)
+        if len(body) > MAX_JWKS_BYTES:
+            raise ValueError(f"it is larger than {MAX_JWKS_BYTES // 1024} KiB")
+        return orjson.loads(body)
     except (OSError, ValueError) as error:
         raise InvalidClientError(description=f"The client's JWK Set at {jwks_uri} cannot be fetched: {error}.") from None
 
@@ -272,8 +290,12 @@ class SmartRefreshTokenGrant(RefreshTokenGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)
 
     def authenticate_refresh_token(self, refresh_token):
-        with self.server.engine.connect() as connection:
+        """The live refresh token; a used or revoked one coming back means someone holds a copy: its whole chain
+        is revoked (OAuth 2.0 Security BCP), the newest token included, and the user signs in again."""
+        with self.server.engine.begin() as connection:
             record = live_refresh_token(connection, refresh_token, utc_now())
+            if record is None:
+                revoke_reused_family(connection, refresh_token)
         return OAuthToken(record) if record else None
 
     def authenticate_user(self, refresh_token):
@@ -286,7 +308,8 @@ class SmartRefreshTokenGrant(RefreshTokenGrant):
         if user is None:
             raise InvalidGrantError("The user of this refresh token no longer exists.")
         scope = self.request.payload.scope or old.get_scope()
-        grant = UserGrant(client, user, scope, USER_TOKEN_SECONDS, fhir_base(), patient=old.record.patient, encounter=old.record.encounter)
+        grant = UserGrant(client, user, scope, USER_TOKEN_SECONDS, fhir_base(), patient=old.record.patient, encounter=old.record.encounter,
+                          family_id=old.record.family_id)
         with self.server.engine.begin() as connection:
             if not revoke_token(connection, old.record.id, utc_now()):
                 raise InvalidGrantError("This refresh token was used already.")  # by a concurrent refresh
@@ -295,6 +318,13 @@ class SmartRefreshTokenGrant(RefreshTokenGrant):
             except GrantError as error:
                 raise InvalidScopeError(description=str(error)) from None
         return 200, token, self.TOKEN_RESPONSE_HEADER
+
+
+def revoke_reused_family(connection, refresh_token: str) -> None:
+    used = find_token(connection, refresh_token)
+    if used is not None and used.revoked_at is not None and used.family_id is not None:
+        revoked = revoke_family(connection, used.family_id, utc_now())
+        log.warning("A used refresh token of client %s came back: its chain's %d live tokens were revoked", used.client_id, revoked)
 
 
 def launch_context(oauth_request, redirect_uri: str) -> Launch | None:

@@ -54,7 +54,9 @@ oauth_token = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("refresh_expires_at", DateTime(timezone=True)),
     Column("revoked_at", DateTime(timezone=True)),
+    Column("family_id", Sequence),  # the first token of a refresh chain (its own id); none without a refresh token
     Index("ix_oauth_token_client_id", "client_id"),
+    Index("ix_oauth_token_family_id", "family_id"),
 )
 
 # The jti of each client assertion accepted (SMART Backend Services, RFC 7523): the same one again is a replay. Kept

@@ -27,6 +27,7 @@ class TokenContext:
     fhir_user: str | None = None
     patient: str | None = None
     encounter: str | None = None
+    family_id: int | None = None  # the refresh chain a refresh continues
 
 
 def token_hash(token: str) -> str:
@@ -36,12 +37,15 @@ def token_hash(token: str) -> str:
 def save_token(connection: Connection, context: TokenContext, token: dict, now: datetime, refresh_lifetime: timedelta | None = None) -> None:
     """Store a token response's access token, and its refresh token (usable for `refresh_lifetime`), for `context`."""
     refresh = token.get("refresh_token")
-    connection.execute(insert(oauth_token).values(
+    token_id = connection.execute(insert(oauth_token).values(
         access_token_hash=token_hash(token["access_token"]), refresh_token_hash=token_hash(refresh) if refresh else None,
         client_id=context.client_id, scope=context.scope, username=context.username, fhir_user=context.fhir_user,
         patient=context.patient, encounter=context.encounter, issued_at=now,
         expires_at=now + timedelta(seconds=token["expires_in"]), refresh_expires_at=now + refresh_lifetime if refresh else None,
-    ))
+        family_id=context.family_id,
+    ).returning(oauth_token.c.id)).scalar_one()
+    if refresh and context.family_id is None:  # the first of a refresh chain
+        connection.execute(update(oauth_token).where(oauth_token.c.id == token_id).values(family_id=token_id))
 
 
 def issue_token(connection: Connection, context: TokenContext, token: dict, now: datetime, refresh_lifetime: timedelta | None = None) -> None:
@@ -65,6 +69,7 @@ class TokenRecord:
     issued_at: datetime
     expires_at: datetime
     revoked_at: datetime | None
+    family_id: int | None = None
 
 
 def find_token(connection: Connection, token: str) -> TokenRecord | None:
@@ -78,7 +83,7 @@ def find_token(connection: Connection, token: str) -> TokenRecord | None:
 
 def token_record(row) -> TokenRecord:
     return TokenRecord(row.id, row.client_id, row.scope, row.username, row.fhir_user, row.patient, row.encounter, as_utc(row.issued_at),
-                       as_utc(row.expires_at), row.revoked_at and as_utc(row.revoked_at))
+                       as_utc(row.expires_at), row.revoked_at and as_utc(row.revoked_at), row.family_id)
 
 
 def live_refresh_token(connection: Connection, token: str, now: datetime) -> TokenRecord | None:
@@ -92,6 +97,12 @@ def revoke_token(connection: Connection, token_id: int, now: datetime) -> bool:
     revoked, at its first revocation time)."""
     statement = update(oauth_token).where(oauth_token.c.id == token_id, oauth_token.c.revoked_at.is_(None)).values(revoked_at=now)
     return connection.execute(statement).rowcount == 1
+
+
+def revoke_family(connection: Connection, family_id: int, now: datetime) -> int:
+    """Revoke every live token of a refresh chain (one of its used refresh tokens came back); how many there were."""
+    statement = update(oauth_token).where(oauth_token.c.family_id == family_id, oauth_token.c.revoked_at.is_(None)).values(revoked_at=now)
+    return connection.execute(statement).rowcount
 
 
 def revoke_client_tokens(connection: Connection, client_id: str, now: datetime) -> int:

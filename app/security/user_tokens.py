@@ -38,6 +38,7 @@ class UserGrant:
     nonce: str | None = None
     patient: str | None = None  # an EHR launch's context; else a patient user is their own
     encounter: str | None = None
+    family_id: int | None = None  # a refresh's: the chain of refresh tokens the new one continues
 
     def patient_in_context(self) -> str | None:
         return self.patient or self.user.patient_id()
@@ -61,7 +62,8 @@ def issue_user_token(connection: Connection, grant: UserGrant, now: datetime) ->
     refresh_lifetime = OFFLINE_REFRESH if "offline_access" in granted.other else ONLINE_REFRESH if "online_access" in granted.other else None
     if refresh_lifetime:
         response["refresh_token"] = generate_token(REFRESH_TOKEN_LENGTH)
-    context = TokenContext(grant.client.client_id, response["scope"], grant.user.username, grant.user.fhir_user, patient, encounter)
+    context = TokenContext(grant.client.client_id, response["scope"], grant.user.username, grant.user.fhir_user, patient, encounter,
+                           grant.family_id)
     issue_token(connection, context, response, now, refresh_lifetime)
     return response
 

@@ -142,10 +142,15 @@ def jwks_server(rsa_key):
 
     class KeySetHandler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
+            if self.path == "/moved":
+                self.send_response(302)
+                self.send_header("Location", "/jwks.json")
+                self.end_headers()
+                return
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(body if self.path != "/big" else body[:-1] + b', "padding": "' + b"x" * 100_000 + b'"}')
 
         def log_message(self, *args):
             pass
@@ -159,6 +164,13 @@ def jwks_server(rsa_key):
 def test_the_keys_are_fetched_from_the_clients_jwks_uri(engine, token_url, rsa_key, jwks_server):
     client_id = registered(engine, jwks_uri=jwks_server)["client_id"]
     assert ask(token_url, assertion(client_id, rsa_key, token_url)).status_code == 200
+
+
+@pytest.mark.parametrize("path, complaint", [("/moved", "302"), ("/big", "larger than 64 KiB")])
+def test_a_jwks_uri_is_not_followed_through_redirects_nor_read_past_64_kib(engine, token_url, rsa_key, jwks_server, path, complaint):
+    client_id = registered(engine, jwks_uri=jwks_server.replace("/jwks.json", path))["client_id"]
+    response = ask(token_url, assertion(client_id, rsa_key, token_url))
+    assert response.status_code in (400, 401) and complaint in response.json()["error_description"]
 
 
 def test_an_unreachable_jwks_uri_is_invalid_client_not_a_crash(engine, token_url, rsa_key):

@@ -210,13 +210,28 @@ def test_offline_access_gives_a_refresh_token_that_rotates_on_use(offline_app, u
     second = session.refresh_token(urls["token"], refresh_token=first["refresh_token"])
     assert second["refresh_token"] != first["refresh_token"] and second["access_token"] != first["access_token"]
     assert second["patient"] == "ana-1" and second["scope"] == first["scope"]
-    reused = requests.post(urls["token"], data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"],
-                                                "client_id": offline_app}, timeout=10)
-    assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
     with engine.connect() as connection:
         now = datetime.now(timezone.utc)
         assert live_access_token(connection, first["access_token"], now) is None
         assert live_access_token(connection, second["access_token"], now) is not None
+
+
+def test_a_used_refresh_token_coming_back_revokes_its_whole_chain(offline_app, urls, engine):
+    """Someone holds a copy of a refresh token the app already used: the chain is revoked, the newest token too."""
+    session, first = launch_with(offline_app, urls, "launch/patient patient/Observation.rs offline_access")
+    second = session.refresh_token(urls["token"], refresh_token=first["refresh_token"])
+    third = session.refresh_token(urls["token"], refresh_token=second["refresh_token"])
+    reused = requests.post(urls["token"], data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"],
+                                                "client_id": offline_app}, timeout=10)
+    assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
+    with engine.connect() as connection:
+        assert live_access_token(connection, third["access_token"], datetime.now(timezone.utc)) is None
+    newest = requests.post(urls["token"], data={"grant_type": "refresh_token", "refresh_token": third["refresh_token"],
+                                                "client_id": offline_app}, timeout=10)
+    assert newest.status_code == 400 and newest.json()["error"] == "invalid_grant"
+    _, other = launch_with(offline_app, urls, "launch/patient patient/Observation.rs offline_access")  # another chain is untouched
+    with engine.connect() as connection:
+        assert live_access_token(connection, other["access_token"], datetime.now(timezone.utc)) is not None
 
 
 def test_a_refresh_may_narrow_the_scopes_but_never_widen_them(offline_app, urls):
