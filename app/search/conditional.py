@@ -8,6 +8,7 @@ search, so a second writer with the same criteria waits until the first commits 
 then finds its resource; SQLite's single writer (BEGIN IMMEDIATE) does the same.
 """
 from collections import defaultdict
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 from sqlalchemy import Connection
@@ -16,7 +17,7 @@ from app.errors import BadRequest, PreconditionFailed
 from app.search.index import hash64, is_indexed
 from app.search.criteria import token_hash_parts
 from app.search.parameters import SearchParameter, parameters_of
-from app.search.query import SearchRequest
+from app.search.query import Reach, SearchRequest
 from app.search.service import is_result_parameter, run_search, search_request
 from app.store.resources import StoredResource
 from app.store.search import lock_criteria, token_matches
@@ -34,15 +35,16 @@ def criteria_pairs(query: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def matching(connection: Connection, type_name: str, query: str, own_base: str | None, held: set[int]) -> list[StoredResource]:
+def matching(connection: Connection, type_name: str, query: str, own_base: str | None, held: set[int],
+             reach: Callable[[str], tuple[Reach, ...]] | None = None) -> list[StoredResource]:
     """Up to two live resources of `type_name` matching `query`, after taking the lock on these criteria unless the
     transaction `held` it; a reference value under `own_base` (this server's URL) matches as the relative reference
-    it is stored as."""
-    return matching_each(connection, [(type_name, query)], own_base, held)[(type_name, query)]
+    it is stored as. `reach`: where the caller may search each type, chains and _has included (None: anywhere)."""
+    return matching_each(connection, [(type_name, query)], own_base, held, reach)[(type_name, query)]
 
 
 def matching_each(connection: Connection, keys: list[tuple[str, str]], own_base: str | None,
-                  held: set[int]) -> dict[tuple[str, str], list[StoredResource]]:
+                  held: set[int], reach: Callable[[str], tuple[Reach, ...]] | None = None) -> dict[tuple[str, str], list[StoredResource]]:
     """`matching` for many (type, criteria) at once, as a feed's batch of messages needs: every lock in one
     statement, in one order (so two such batches cannot deadlock), and the criteria that are one plain
     token looked up together, one statement per token column."""
@@ -53,7 +55,7 @@ def matching_each(connection: Connection, keys: list[tuple[str, str]], own_base:
     for key, key_pairs in pairs.items():
         token = single_token_criterion(key[0], key_pairs)
         if token is None:
-            found[key] = searched(connection, key[0], key_pairs, own_base)
+            found[key] = searched(connection, key[0], key_pairs, own_base, reach)
             continue
         column, parts = token_hash_parts(token[0].code, token[1])
         by_hash[column][hash64(key[0], *parts)].append(key)
@@ -74,9 +76,10 @@ def lock_key(type_name: str, pairs: list[tuple[str, str]]) -> int:
     return hash64(type_name, *(f"{name}={value}" for name, value in pairs))
 
 
-def searched(connection: Connection, type_name: str, pairs: list[tuple[str, str]], own_base: str | None) -> list[StoredResource]:
+def searched(connection: Connection, type_name: str, pairs: list[tuple[str, str]], own_base: str | None,
+             reach: Callable[[str], tuple[Reach, ...]] | None) -> list[StoredResource]:
     search, _ = search_request(type_name, pairs, lenient=False, default_count=MATCH_LIMIT, max_count=MATCH_LIMIT, own_base=own_base)
-    return run_search(connection, SearchRequest(search.type, search.criteria, count=MATCH_LIMIT)).matches
+    return run_search(connection, SearchRequest(search.type, search.criteria, count=MATCH_LIMIT, reach=reach)).matches
 
 
 def single_token_criterion(type_name: str, pairs: list[tuple[str, str]]) -> tuple[SearchParameter, str] | None:

@@ -30,6 +30,9 @@ LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 FHIR_USER_TYPES = ("Patient", "Practitioner")
 PASSWORDS = PasswordHasher()
 UNKNOWN_USER_HASH = PASSWORDS.hash(secrets.token_urlsafe(16))  # checked against when the username is unknown
+MAX_NAME_LENGTH = 200  # of a client's name and a username: their columns' size
+MAX_URL_LENGTH = 2000  # of a JWK Set URL (its column's size) and of a redirect URI
+MIN_PASSWORD_LENGTH, MAX_PASSWORD_LENGTH = 8, 1024
 MAX_FAILED_SIGN_INS = 5
 LOCKOUT = timedelta(minutes=15)
 
@@ -94,8 +97,8 @@ def register_client(connection: Connection, registration: ClientRegistration) ->
 
 
 def check_registration(registration: ClientRegistration) -> None:
-    if not registration.name.strip():
-        raise AccountError("A client needs a name.")
+    if not registration.name.strip() or len(registration.name) > MAX_NAME_LENGTH:
+        raise AccountError(f"A client needs a name, of at most {MAX_NAME_LENGTH} characters.")
     if registration.auth_method not in AUTH_METHODS:
         raise AccountError(f"Unknown client authentication '{registration.auth_method}': one of {', '.join(AUTH_METHODS)}.")
     if registration.auth_method == "none" and not registration.redirect_uris:
@@ -114,6 +117,8 @@ def check_registration(registration: ClientRegistration) -> None:
 def check_client_url(uri: str, what: str) -> None:
     """An absolute URL without a fragment (RFC 6749, 3.1.2); https, or http on this machine for development."""
     parts = urlsplit(uri)
+    if len(uri) > MAX_URL_LENGTH or "\x00" in uri:
+        raise AccountError(f"The {what} must be a URL of at most {MAX_URL_LENGTH} characters.")
     if parts.scheme not in ("https", "http") or not parts.hostname or parts.fragment:
         raise AccountError(f"The {what} '{uri}' must be an absolute https URL without a fragment.")
     if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
@@ -173,10 +178,10 @@ def add_user_of(engine: Engine, username: str, password: str, fhir_user: str | N
 
 def add_user(connection: Connection, username: str, password: str, fhir_user: str | None) -> None:
     """Store a login; `fhir_user` (Patient/ID or Practitioner/ID) is the FHIR resource the user is."""
-    if not username.strip() or username != username.strip():
-        raise AccountError("A username must be non-empty, without spaces at either end.")
-    if len(password) < 8:
-        raise AccountError("A password must have at least 8 characters.")
+    if not username.strip() or username != username.strip() or len(username) > MAX_NAME_LENGTH:
+        raise AccountError(f"A username must be non-empty, without spaces at either end, and at most {MAX_NAME_LENGTH} characters.")
+    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
+        raise AccountError(f"A password must have at least {MIN_PASSWORD_LENGTH} characters, and at most {MAX_PASSWORD_LENGTH}.")
     check_fhir_user(fhir_user)
     try:
         with connection.begin_nested():

@@ -16,11 +16,12 @@ from flask import Blueprint, current_app, jsonify, request
 from app.errors import FhirError, Forbidden, NotFound
 from app.model.instants import utc_now
 from app.security.accounts import AccountError, ClientRegistration, add_user_of, all_clients, register_client, retire_client
-from app.security.bearer import authenticated_access
+from app.security.bearer import authenticated_access, forget_revoked
 from app.security.scopes import ADMIN_SCOPE, ScopeError
 
 admin = Blueprint("admin", __name__, url_prefix="/auth/admin")
 CLIENT_TYPES = {"public": "none", "secret": "client_secret_basic", "jwks": "private_key_jwt", "jwks_uri": "private_key_jwt"}
+MAX_CLIENT_ID_LENGTH = 64  # the column's size: a longer id names no client
 ERROR_CODES = {400: "invalid_request", 401: "invalid_token", 403: "insufficient_scope", 404: "not_found"}
 
 
@@ -51,7 +52,7 @@ def list_clients():
 @admin.post("/clients")
 def add_client():
     body = json_object()
-    auth_method = CLIENT_TYPES.get(body.get("type"))
+    auth_method = CLIENT_TYPES.get(body.get("type")) if isinstance(body.get("type"), str) else None
     if auth_method is None:
         raise AccountError(f"'type' must be one of {', '.join(CLIENT_TYPES)}.")
     jwks, jwks_uri = body.get("jwks"), body.get("jwks_uri")
@@ -64,8 +65,11 @@ def add_client():
 
 @admin.delete("/clients/<client_id>")
 def remove_client(client_id):
+    if len(client_id) > MAX_CLIENT_ID_LENGTH or "\x00" in client_id:
+        raise NotFound(f"There is no client '{client_id[:MAX_CLIENT_ID_LENGTH]}'.")
     with engine().begin() as connection:
         revoked = retire_client(connection, client_id, utc_now())
+    forget_revoked()
     if revoked is None:
         raise NotFound(f"There is no client '{client_id}'.")
     return jsonify({"removed": client_id, "revokedTokens": revoked})
@@ -90,14 +94,14 @@ def json_object() -> dict:
 
 def text(body: dict, name: str) -> str:
     value = body.get(name)
-    if not isinstance(value, str):
-        raise AccountError(f"'{name}' is required, as a string.")
+    if not isinstance(value, str) or "\x00" in value:
+        raise AccountError(f"'{name}' is required, as a string (without NUL characters).")
     return value
 
 
 def texts(body: dict, name: str) -> tuple[str, ...]:
-    values = body.get(name) or []
-    if not isinstance(values, list) or not all(isinstance(value, str) for value in values):
+    values = body.get(name, [])
+    if not isinstance(values, list) or not all(isinstance(value, str) and "\x00" not in value for value in values):
         raise AccountError(f"'{name}' must be a list of strings.")
     return tuple(values)
 

@@ -53,8 +53,9 @@ def authenticated_access() -> Access:
 
 class TokenCache:
     """Live access tokens as looked up in the last TOKEN_CACHE_SECONDS, so that a client's burst of requests costs one
-    lookup, not one each (one per worker process). Expiry is checked at every use; a token revoked through another
-    worker keeps working in this one for at most TOKEN_CACHE_SECONDS."""
+    lookup, not one each (one per worker process). Expiry is checked at every use; a revocation in this worker empties
+    its cache (forget_revoked), and a token revoked through another worker, or by `ehr clients remove`, keeps working
+    here for at most TOKEN_CACHE_SECONDS."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
@@ -73,6 +74,15 @@ class TokenCache:
             with self.lock:
                 self.records[key] = record
         return record if record.expires_at > now else None
+
+    def clear(self) -> None:
+        with self.lock:
+            self.records.clear()
+
+
+def forget_revoked() -> None:
+    """After a revocation in this worker: no token it had looked up works without being looked up again."""
+    current_app.extensions["ehr.tokens"].clear()
 
 
 def bearer_token() -> str:

@@ -31,6 +31,7 @@ from sqlalchemy import Engine
 
 from app.model.instants import utc_now
 from app.rest.responses import fhir_base
+from app.security.bearer import forget_revoked
 from app.security.accounts import AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS, Client, find_client, find_user
 from app.security.scopes import ADMIN_SCOPE, ScopeError, parse_scopes
 from app.security.tokens import (
@@ -296,6 +297,8 @@ class SmartRefreshTokenGrant(RefreshTokenGrant):
             record = live_refresh_token(connection, refresh_token, utc_now())
             if record is None:
                 revoke_reused_family(connection, refresh_token)
+        if record is None:
+            forget_revoked()
         return OAuthToken(record) if record else None
 
     def authenticate_user(self, refresh_token):
@@ -317,6 +320,7 @@ class SmartRefreshTokenGrant(RefreshTokenGrant):
                 token = issue_user_token(connection, grant, utc_now())
             except GrantError as error:
                 raise InvalidScopeError(description=str(error)) from None
+        forget_revoked()
         return 200, token, self.TOKEN_RESPONSE_HEADER
 
 
@@ -412,6 +416,7 @@ class SmartRevocationEndpoint(TokensOfTheEngine, RevocationEndpoint):
     def revoke_token(self, token, request):
         with self.engine.begin() as connection:
             revoke_token(connection, token.record.id, utc_now())
+        forget_revoked()
 
 
 class SmartIntrospectionEndpoint(TokensOfTheEngine, IntrospectionEndpoint):

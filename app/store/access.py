@@ -290,18 +290,11 @@ class Guard:
         return self.access.reaches(type_name, "s")
 
     def search_reach(self, type_name: str) -> Callable[[str], tuple[Reach, ...]] | None:
-        """For an operation's search of `type_name` ($lastn, $stats): Forbidden when the caller may not search it; the
-        caller's reach of each type, None for an unrestricted caller."""
+        """For a search of `type_name` that is not a search interaction ($lastn, $stats, a conditional request's
+        match): Forbidden when the caller may not search it; the caller's reach of each type, for it and for the
+        types its chains and _has look at; None for an unrestricted caller."""
         self.confinement(type_name, "s")
         return None if self.access.rules is None else self.searchable
-
-    def check_plain(self, names: Iterable[str]) -> None:
-        """A conditional request's criteria (If-None-Exist, PUT or DELETE by criteria) look through chains and _has at
-        resources outside a limited caller's reach, and its answer (created, or not) would tell the caller about them:
-        Forbidden for such a caller."""
-        if self.access.limited and any("." in name or name.startswith("_has:") for name in names):
-            raise Forbidden(f"Chained parameters and _has are not taken in conditional requests from a caller limited to part of "
-                            f"the data, as {self.access.grant} are.")
 
     def hides_deletions(self) -> bool:
         """A deletion names no patient, so a limited caller cannot be shown whether it was within reach: for that

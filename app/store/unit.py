@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
-from urllib.parse import parse_qsl
 
 from sqlalchemy import Connection, Engine
 
@@ -296,10 +295,9 @@ class Unit:
     def matching(self, type_name: str, criteria: str) -> list[StoredResource]:
         """Up to two live resources matching conditional `criteria`, their lock taken until commit (race-safe); of a
         limited caller's, those within its reach."""
-        self.guard.confinement(type_name, "s")
-        self.guard.check_plain(name for name, _ in parse_qsl(criteria, keep_blank_values=True))
+        reach = self.guard.search_reach(type_name)
         self.flush()
-        found = self.guard.reached(matching(self.connection, type_name, criteria, self.base, self.criteria_locked), "s")
+        found = self.guard.reached(matching(self.connection, type_name, criteria, self.base, self.criteria_locked, reach), "s")
         self.note("search-type", found, f"{type_name}?{criteria}")
         return found
 

@@ -77,3 +77,41 @@ def test_a_resource_server_registered_for_admin_introspects_any_token(engine, li
     assert answer.json()["active"] is True and answer.json()["scope"] == "system/*.rs"
     not_admin = requests.post(introspect, data={"token": someone_elses}, auth=(other["client_id"], other["client_secret"]), timeout=10)
     assert not_admin.json() == {"active": False}
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/clients", {"name": "x", "scope": "system/*.rs", "type": []}),
+    ("/clients", {"name": "x", "scope": "system/*.rs", "type": {}}),
+    ("/clients", {"name": "a\x00b", "scope": "system/*.rs", "type": "secret"}),
+    ("/clients", {"name": "x" * 100_000, "scope": "system/*.rs", "type": "secret"}),
+    ("/clients", {"name": "x", "scope": "system/*.rs", "type": "jwks_uri", "jwks_uri": "https://a.example/" + "x" * 3000}),
+    ("/users", {"username": "a\x00b", "password": "correct horse"}),
+    ("/users", {"username": "u" * 1000, "password": "correct horse"}),
+    ("/users", {"username": "ana", "password": "p" * 2000}),
+    ("/users", {"username": "ana", "password": "correct horse", "fhirUser": {"reference": "Patient/ana"}}),
+])
+def test_odd_bodies_are_400s_not_crashes(admin_session, admin_api, path, body):
+    response = admin_session.post(f"{admin_api}{path}", json=body)
+    assert response.status_code == 400 and response.json()["error"] == "invalid_request"
+
+
+def test_an_odd_client_id_to_remove_is_not_found(admin_session, admin_api):
+    assert admin_session.delete(f"{admin_api}/clients/a%00b").status_code == 404
+    assert admin_session.delete(f"{admin_api}/clients/{'x' * 100}").status_code == 404
+
+
+def test_a_revoked_token_stops_working_at_once_in_the_worker_that_revoked_it(engine, database_url):
+    from app.config import Settings
+    from app.web import create_app
+    from tests.security.test_enforcement import bearer
+
+    app = create_app(Settings(database_url=database_url))
+    secured = app.test_client()
+    client = registered(engine, scope="system/*.rs", auth_method="client_secret_basic")
+    basic = (client["client_id"], client["client_secret"])
+    token = secured.post("/auth/token", data={"grant_type": "client_credentials", "scope": "system/Patient.rs"}, auth=basic).get_json()["access_token"]
+    assert secured.get("/fhir/Patient", headers=bearer(token)).status_code == 200  # now cached in this worker
+    assert secured.post("/auth/revoke", data={"token": token}, auth=basic).status_code == 200
+    assert secured.get("/fhir/Patient", headers=bearer(token)).status_code == 401
+    app.extensions["ehr.audit"].close()
+    app.extensions["ehr.engine"].dispose()

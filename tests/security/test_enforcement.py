@@ -381,11 +381,19 @@ def test_a_query_restricted_scope_shows_no_older_version_it_cannot_judge(client,
     assert len(client.get("/fhir/Observation/ana-lab/_history", headers=token).get_json()["entry"]) == 1
 
 
-def test_a_conditional_request_from_a_limited_token_takes_no_chains(client, ana_token):
-    conditional = client.post("/fhir/Observation", json=observation("c", "ana"),
-                              headers={**bearer(ana_token), "If-None-Exist": "subject:Patient.name=x"})
-    assert conditional.status_code == 403
-    assert client.delete("/fhir/Observation?_has:Observation:has-member:code=x", headers=bearer(ana_token)).status_code == 403
+def test_a_conditional_requests_chains_look_only_at_what_the_token_may_search(client, engine, records):
+    system = bearer(token_for(engine, "system/*.cruds"))
+    client.put("/fhir/Practitioner/doc", json={"resourceType": "Practitioner", "id": "doc", "name": [{"family": "Secret"}]}, headers=system)
+    patients_only = bearer(token_for(engine, "system/Patient.cruds"))  # no Practitioner, Observation or AuditEvent scope
+    ana = {"resourceType": "Patient", "generalPractitioner": [{"reference": "Practitioner/doc"}]}
+    for criteria in ("_id=ana&general-practitioner:Practitioner.name=Secret", "_id=ana&_has:Observation:subject:code=2345-7",
+                     "_id=ana&_has:AuditEvent:patient:_lastUpdated=gt2000-01-01"):
+        created = client.post("/fhir/Patient", json=ana, headers={**patients_only, "If-None-Exist": criteria})
+        assert created.status_code == 201, criteria  # what it may not search never matches, so tells it nothing
+    client.get("/fhir/Patient/ana", headers=system)  # an AuditEvent about Ana, for the last criteria
+    ana_token = bearer(token_for(engine, "patient/*.cruds", patient="ana", fhir_user="Patient/ana"))
+    mine = client.post("/fhir/Observation", json=observation("c", "ana"), headers={**ana_token, "If-None-Exist": "subject:Patient._id=ana&code=8867-4"})
+    assert mine.status_code == 200 and mine.get_json()["id"] == "ana-pulse"  # her own record matches through the chain
 
 
 def test_a_stored_scope_that_no_longer_parses_is_an_invalid_token_not_a_crash(client, engine, records):
