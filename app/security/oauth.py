@@ -36,7 +36,7 @@ from app.security.accounts import AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS, Clien
 from app.security.scopes import ADMIN_SCOPE, ScopeError, parse_scopes
 from app.security.tokens import (
     AuthorizationCode, Launch, TokenContext, TokenRecord, accept_assertion_once, find_token, live_launch, live_refresh_token, revoke_token,
-    issue_token, revoke_family, save_code, take_code,
+    family_grant, issue_token, revoke_family, save_code, take_code,
 )
 from app.security.user_tokens import GrantError, UserGrant, issue_user_token
 
@@ -297,9 +297,12 @@ class SmartRefreshTokenGrant(RefreshTokenGrant):
             record = live_refresh_token(connection, refresh_token, utc_now())
             if record is None:
                 revoke_reused_family(connection, refresh_token)
+                granted = None
+            else:
+                granted = family_grant(connection, record.family_id) if record.family_id else record.scope
         if record is None:
             forget_revoked()
-        return OAuthToken(record) if record else None
+        return OAuthToken(record, granted) if record else None
 
     def authenticate_user(self, refresh_token):
         with self.server.engine.connect() as connection:
@@ -374,16 +377,18 @@ def granted_system_scope(client: Client, requested: str | None) -> str:
 
 
 class OAuthToken(TokenMixin):
-    """An issued token as authlib's revocation and introspection endpoints ask about it."""
+    """An issued token as authlib's endpoints ask about it; for a refresh, `granted` is the scope the user granted
+    at the start of its chain, which a refresh may ask for again after narrowing (RFC 6749, section 6)."""
 
-    def __init__(self, record: TokenRecord):
+    def __init__(self, record: TokenRecord, granted: str | None = None):
         self.record = record
+        self.granted = granted or record.scope
 
     def check_client(self, client):
         return client.get_client_id() == self.record.client_id
 
     def get_scope(self):
-        return self.record.scope
+        return self.granted
 
     def get_expires_in(self):
         return int((self.record.expires_at - self.record.issued_at).total_seconds())

@@ -99,6 +99,11 @@ def revoke_token(connection: Connection, token_id: int, now: datetime) -> bool:
     return connection.execute(statement).rowcount == 1
 
 
+def family_grant(connection: Connection, family_id: int) -> str:
+    """The scope granted at the start of a refresh chain (its first token's)."""
+    return connection.execute(select(oauth_token.c.scope).where(oauth_token.c.id == family_id)).scalar_one()
+
+
 def revoke_family(connection: Connection, family_id: int, now: datetime) -> int:
     """Revoke every live token of a refresh chain (one of its used refresh tokens came back); how many there were."""
     statement = update(oauth_token).where(oauth_token.c.family_id == family_id, oauth_token.c.revoked_at.is_(None)).values(revoked_at=now)

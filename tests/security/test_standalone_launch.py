@@ -234,7 +234,7 @@ def test_a_used_refresh_token_coming_back_revokes_its_whole_chain(offline_app, u
         assert live_access_token(connection, other["access_token"], datetime.now(timezone.utc)) is not None
 
 
-def test_a_refresh_may_narrow_the_scopes_but_never_widen_them(offline_app, urls):
+def test_a_refresh_may_narrow_the_scopes_but_never_widen_them_past_the_grant(offline_app, urls):
     session, first = launch_with(offline_app, urls, "launch/patient patient/Observation.rs patient/Patient.r online_access")
     narrower = requests.post(urls["token"], data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"],
                                                   "client_id": offline_app, "scope": "patient/Patient.r online_access"}, timeout=10)
@@ -242,6 +242,9 @@ def test_a_refresh_may_narrow_the_scopes_but_never_widen_them(offline_app, urls)
     wider = requests.post(urls["token"], data={"grant_type": "refresh_token", "refresh_token": narrower.json()["refresh_token"],
                                                "client_id": offline_app, "scope": "patient/*.rs online_access"}, timeout=10)
     assert wider.status_code == 400 and wider.json()["error"] == "invalid_scope"
+    again = requests.post(urls["token"], data={"grant_type": "refresh_token", "refresh_token": narrower.json()["refresh_token"],
+                                               "client_id": offline_app}, timeout=10)
+    assert again.status_code == 200 and again.json()["scope"] == first["scope"]  # without scope=, what the patient granted
 
 
 def test_without_offline_or_online_access_there_is_no_refresh_token(offline_app, urls):
