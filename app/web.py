@@ -16,7 +16,6 @@ from app.security.bearer import TokenCache
 from app.security.oauth import authorization_server
 from app.security.shared_secrets import shared_secret
 from app.security.views import auth, csrf, limiter
-from app.store.audit import AuditWriter
 from app.store.db import open_database
 from app.store.migrate import check_schema_current
 
@@ -44,7 +43,6 @@ def create_app(settings: Settings | None = None, bind_host: str | None = None) -
         TRUSTED_HOSTS=trusted_hosts(settings, bind_host),
     )
     app.extensions["ehr.engine"] = engine
-    app.extensions["ehr.audit"] = AuditWriter(engine)
     app.extensions["ehr.tokens"] = TokenCache(engine)
     app.extensions["ehr.oauth"] = authorization_server(app, engine)
     configure_sessions(app, engine)

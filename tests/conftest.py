@@ -85,7 +85,6 @@ def settings(database_url):
 def app(settings):
     app = create_app(settings)
     yield app
-    app.extensions["ehr.audit"].close()  # its last AuditEvents belong to this test's database, not the next one's
     app.extensions["ehr.engine"].dispose()
 
 

@@ -242,7 +242,6 @@ def test_demo_prints_a_command_whose_token_reads_the_demo_through_the_secured_ap
     read = secured.get("/fhir/Patient/demo-patient-1", headers={"Authorization": f"Bearer {orjson.loads(issued.stdout)['access_token']}"})
     assert read.status_code == 200 and read.get_json()["id"] == "demo-patient-1"
     assert shlex.split(ehr(database_url, "demo", cwd=tmp_path).stdout.strip().splitlines()[-1]) == command  # the same app again
-    app.extensions["ehr.audit"].close()
     app.extensions["ehr.engine"].dispose()
 
 

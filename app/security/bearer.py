@@ -26,7 +26,7 @@ from app.search.query import Reach
 from app.security.scopes import ADMIN_SCOPE, ResourceScope, ScopeError, parse_scopes
 from app.security.tokens import TokenRecord, live_access_token, token_hash
 from app.store.access import UNRESTRICTED, Access, Caller, Rule
-from app.store.audit import MINOR_FAILURE, Accessed, audit_events
+from app.store.audit import MINOR_FAILURE, Accessed, audit_events, write_audit_events
 
 REALM = "ehr"
 TOKEN_CACHE_SECONDS = 10
@@ -44,7 +44,7 @@ def authenticated_access() -> Access:
     record = current_app.extensions["ehr.tokens"].live_record(bearer_token(), utc_now())
     if record is None:
         raise unauthorized("The access token is unknown, has expired or was revoked; get a new one from the token endpoint.", "invalid_token")
-    caller = Caller(record.client_id, current_app.extensions["ehr.audit"], record.username, record.fhir_user, request.remote_addr)
+    caller = Caller(record.client_id, record.username, record.fhir_user, request.remote_addr)
     try:
         return token_access(record, fhir_base(), caller)
     except ScopeError:  # granted by an older release whose scopes this one reads otherwise: get a new token
@@ -124,7 +124,7 @@ def audit_refusal(error: Forbidden) -> None:
     access = g.get("ehr_access")
     if access is not None and access.caller is not None:
         asked = Accessed(queries=[f"{request.method} {request.full_path.rstrip('?')}"])
-        access.caller.trail.add(audit_events(access.caller, asked, MINOR_FAILURE, error.diagnostics))
+        write_audit_events(current_app.extensions["ehr.engine"], audit_events(access.caller, asked, MINOR_FAILURE, error.diagnostics))
 
 
 def scope_reach(scope: ResourceScope, patient: str | None, fhir_user: str | None, base: str) -> Reach | None:

@@ -51,7 +51,7 @@ def save_token(connection: Connection, context: TokenContext, token: dict, now: 
 def issue_token(connection: Connection, context: TokenContext, token: dict, now: datetime, refresh_lifetime: timedelta | None = None) -> None:
     """Store an issued token (see save_token) and, in the same transaction, the AuditEvent of the grant."""
     save_token(connection, context, token, now, refresh_lifetime)
-    caller = Caller(context.client_id, None, context.username, context.fhir_user)
+    caller = Caller(context.client_id, context.username, context.fhir_user)
     record_audit_events(connection, [grant_event(caller, context.patient, context.scope)])
 
 

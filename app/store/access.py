@@ -19,7 +19,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, and_, case, false, or_, select, true
 from sqlalchemy.sql import ColumnElement
@@ -32,9 +31,6 @@ from app.store.compartment import CompartmentQuery, in_compartment
 from app.store.criteria import Limit, criterion_condition
 from app.store.resources import AUDIT_RECORD_TYPE, StoredResource
 from app.store.schema import resource
-
-if TYPE_CHECKING:  # app/store/audit.py imports this module
-    from app.store.audit import AuditWriter
 
 PERMISSION_WORDS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 
@@ -53,10 +49,9 @@ class Rule:
 @dataclass(frozen=True)
 class Caller:
     """Who acts, for the audit trail (app/store/audit.py): the app (OAuth client), the user it acts for, if any, and
-    where from; `trail` is the process's AuditWriter."""
+    where from."""
 
     client_id: str
-    trail: "AuditWriter | None"  # None where events are written directly (a grant's, in its own transaction)
     username: str | None = None
     fhir_user: str | None = None  # Patient/ID or Practitioner/ID
     address: str | None = None

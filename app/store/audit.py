@@ -4,19 +4,13 @@ written, a search's query), about whom (each patient whose record it touched), w
 
 - A write's AuditEvents are written in the write's own transaction (app/store/unit.py): the change and its record
   commit together, or neither does.
-- Reads, searches and refusals go to the process's AuditWriter, which writes what gathered every quarter second in
-  one transaction, so that a read costs no round trip more. A process killed outright loses what it had not written
-  yet (at most a quarter second's); a process that stops normally writes it first.
+- A read's, a search's or a refusal's are written after it, on their own, before it is answered: an access that was
+  answered is never unrecorded. Concurrent requests' AuditEvents share one statement and one commit (group commit).
 
 Callers trusted otherwise (EHR_AUTH=off, the feeds, `ehr load`) are not audited here: the feeds keep their own
 message store.
 """
-import atexit
 import base64
-import logging
-import threading
-import time
-import weakref
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -27,11 +21,6 @@ from app.store.access import Caller, patients_of
 from app.store.db import write_unit
 from app.store.resources import StoredResource, first_version, insert_new_resources, new_id
 
-log = logging.getLogger(__name__)
-
-FLUSH_SECONDS = 0.25
-IDLE_ROUNDS = 20
-MAX_WAITING = 100_000  # events kept while the database is unreachable; older ones are dropped, and logged
 INTERACTION_ACTIONS = {"create": "C", "read": "R", "vread": "R", "history-instance": "R", "history-type": "R", "history-system": "R",
                        "update": "U", "patch": "U", "delete": "D", "search-type": "E", "search-system": "E", "operation": "E"}
 SUCCESS, MINOR_FAILURE = "0", "4"
@@ -103,6 +92,14 @@ def record_audit_events(connection: Connection, events: list[dict]) -> None:
     insert_new_resources(connection, [audit_version(event) for event in events])
 
 
+def write_audit_events(engine: Engine, events: list[dict]) -> None:
+    """Write the AuditEvents of a read or a refusal on their own, before its answer goes out (so that no access that
+    was answered goes unrecorded): on PostgreSQL one statement that commits by itself, shared with the other requests'
+    that reach it at the same time (app/store/group_commit.py)."""
+    with write_unit(engine) as connection:
+        insert_new_resources(connection, [audit_version(event) for event in events], last_of_unit=True)
+
+
 def audit_event(caller: Caller, accessed: Accessed, patient: str | None, resources: list[StoredResource], outcome: str, recorded: str,
                 description: str | None) -> dict:
     actions = {INTERACTION_ACTIONS[interaction] for interaction in accessed.interactions}
@@ -148,68 +145,3 @@ def entity(reference: str | None, type_code: str, type_display: str, role_code: 
 def audit_version(event: dict) -> StoredResource:
     """The AuditEvent as a first version to write. Not validated again: audit_event builds valid ones (its tests check)."""
     return first_version("AuditEvent", new_id(), event, "POST")
-
-
-class AuditWriter:
-    """Writes the AuditEvents of reads and refusals in batches, from a thread of its own that runs while there is work
-    (one per process and engine; it stops after IDLE_ROUNDS quiet flushes and starts again with the next event)."""
-
-    def __init__(self, engine: Engine):
-        self.engine = engine
-        self.waiting: list[dict] = []
-        self.lock = threading.Lock()
-        self.thread: threading.Thread | None = None
-        self.closed = False
-        atexit.register(flush_at_exit, weakref.ref(self))
-
-    def add(self, events: list[dict]) -> None:
-        with self.lock:
-            self.waiting += events
-            dropped = len(self.waiting) - MAX_WAITING
-            if dropped > 0:
-                log.error("The audit trail cannot be written; %d AuditEvents dropped", dropped)
-                del self.waiting[:dropped]
-            if self.thread is None:
-                self.thread = threading.Thread(target=self.run, name="audit-writer", daemon=True)
-                self.thread.start()
-
-    def run(self) -> None:
-        idle = 0
-        while not self.closed:
-            time.sleep(FLUSH_SECONDS)
-            idle = 0 if self.flush() else idle + 1
-            with self.lock:
-                if idle >= IDLE_ROUNDS and not self.waiting:
-                    self.thread = None
-                    return
-
-    def close(self) -> None:
-        """Write what waits, the thread's last batch included, and stop; a later event starts the thread again."""
-        self.closed = True
-        thread = self.thread
-        if thread is not None:
-            thread.join()
-        self.flush()
-        with self.lock:
-            self.thread, self.closed = None, False
-
-    def flush(self) -> bool:
-        """Write what waits, in one transaction; on failure keep it for the next try. Whether there was any."""
-        with self.lock:
-            events, self.waiting = self.waiting, []
-        if not events:
-            return False
-        try:
-            with write_unit(self.engine) as connection:
-                record_audit_events(connection, events)
-        except Exception:  # the database is down or busy: try again at the next flush, keeping the order
-            log.exception("Writing %d AuditEvents failed; they are kept for the next try", len(events))
-            with self.lock:
-                self.waiting[:0] = events
-        return True
-
-
-def flush_at_exit(writer_ref: weakref.ref) -> None:
-    writer = writer_ref()
-    if writer is not None:
-        writer.flush()

@@ -28,7 +28,7 @@ from app.search.criteria import Query
 from app.search.query import SearchRequest
 from app.search.service import count_matches, run_search
 from app.store.access import UNRESTRICTED, Access, Guard
-from app.store.audit import Accessed, audit_events, audit_version
+from app.store.audit import Accessed, audit_events, audit_version, write_audit_events
 from app.store.compartment import CompartmentQuery, compartment_page, referenced_resources
 from app.store.db import read_unit, write_unit
 from app.store.history import HistoryPage, HistoryQuery, read_history
@@ -368,7 +368,7 @@ def reading(engine: Engine, base: str | None = None, access: Access = UNRESTRICT
         yield unit
     events = unit.audit_events()
     if events:
-        access.caller.trail.add(events)
+        write_audit_events(engine, events)
 
 
 def search_interaction(request: SearchRequest) -> str:

@@ -113,5 +113,4 @@ def test_a_revoked_token_stops_working_at_once_in_the_worker_that_revoked_it(eng
     assert secured.get("/fhir/Patient", headers=bearer(token)).status_code == 200  # now cached in this worker
     assert secured.post("/auth/revoke", data={"token": token}, auth=basic).status_code == 200
     assert secured.get("/fhir/Patient", headers=bearer(token)).status_code == 401
-    app.extensions["ehr.audit"].close()
     app.extensions["ehr.engine"].dispose()
