@@ -250,21 +250,31 @@ class Guard:
         """Those of `found` (live resources) that the caller may use `letter` on: one statement for a limited caller."""
         if self.access.rules is None or not found:
             return found
-        reaches = {stored.type: self.access.reaches(stored.type, letter) for stored in found}
-        limited = {type_name: reach for type_name, reach in reaches.items() if reach and reach != EVERYWHERE}
-        rows = reached_rows(self.connection, [(s.type, s.id) for s in found if s.type in limited], limited)
+        reaches, rows = self.current_rows(found, letter)
         return [stored for stored in found if reaches[stored.type] == EVERYWHERE or (stored.type, stored.id) in rows and rows[stored.type, stored.id].reached]
 
     def reached_versions(self, versions: list[StoredResource], letter: str) -> list[StoredResource]:
         """History versions the caller may see: the resource is within reach now, and the version's own content is in
         the reach's patient's compartment (so a resource moved between patients does not show one the other's). A
         v2 scope's query can only be judged on the current version: under one, older versions are not shown."""
-        if self.access.rules is None:
+        if self.access.rules is None or not versions:
             return versions
-        reaches = {stored.type: self.access.reaches(stored.type, letter) for stored in versions}
-        limited = {type_name: reach for type_name, reach in reaches.items() if reach != EVERYWHERE}
-        rows = reached_rows(self.connection, [(s.type, s.id) for s in versions if s.type in limited], limited)
+        reaches, rows = self.current_rows(versions, letter)
         return [stored for stored in versions if reaches[stored.type] == EVERYWHERE or version_within(stored, reaches[stored.type], rows.get((stored.type, stored.id)))]
+
+    def reaches_resource(self, type_name: str, resource_id: str, letter: str) -> bool:
+        """Whether the resource is live and within the caller's reach."""
+        reaches = self.access.reaches(type_name, letter)
+        if reaches == EVERYWHERE:
+            return True
+        stored = reached_rows(self.connection, [(type_name, resource_id)], {type_name: reaches}).get((type_name, resource_id))
+        return stored is not None and stored.reached
+
+    def current_rows(self, found: list[StoredResource], letter: str) -> tuple[dict[str, tuple[Reach, ...]], dict[tuple[str, str], Stored]]:
+        """The caller's reaches of each type among `found`, and the current rows of those it does not reach everywhere."""
+        reaches = {stored.type: self.access.reaches(stored.type, letter) for stored in found}
+        limited = {type_name: reach for type_name, reach in reaches.items() if reach != EVERYWHERE}
+        return reaches, reached_rows(self.connection, [(s.type, s.id) for s in found if s.type in limited], limited)
 
     def search_request(self, request: SearchRequest) -> SearchRequest:
         """The request confined to where the caller may search, its chains and _has too: Forbidden for a type it may

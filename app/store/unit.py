@@ -214,7 +214,7 @@ class Unit:
         if query.type:
             self.guard.confinement(query.type, letter)
         self.flush()
-        if query.id and self.access.limited and not self.guard.reached(self.live(query.type, query.id), letter):
+        if query.id and self.access.limited and not self.guard.reaches_resource(query.type, query.id, letter):
             raise NotFound(f"{query.type}/{query.id} does not exist, so it has no history.")
         page = read_history(self.connection, query)
         page = replace(page, versions=self.guard.reached_versions(page.versions, letter))
@@ -230,13 +230,6 @@ class Unit:
             if self.guard.hides_deletions():
                 raise not_found() from None
             raise
-
-    def live(self, type_name: str, resource_id: str) -> list[StoredResource]:
-        """The live current version, as a list of none or one."""
-        try:
-            return [read_resource(self.connection, type_name, resource_id)]
-        except (NotFound, Gone):
-            return []
 
     def search(self, request: SearchRequest) -> SearchResult:
         """One page of matches within the caller's reach, and the included resources it may read."""
