@@ -39,16 +39,19 @@ SOURCE = {
 
 @dataclass
 class Accessed:
-    """What a unit of work did: its interactions (restful-interaction codes) and the resources, and queries, involved."""
+    """What a unit of work did: its interactions (restful-interaction codes), the resources involved with the patients
+    whose records hold them, and its queries."""
 
     interactions: list[str] = field(default_factory=list)
-    resources: list[StoredResource] = field(default_factory=list)
+    resources: list[tuple[StoredResource, set[str]]] = field(default_factory=list)
     queries: list[str] = field(default_factory=list)
 
-    def note(self, interaction: str, resources: list[StoredResource], query: str | None = None) -> None:
+    def note(self, interaction: str, resources: list[StoredResource], query: str | None = None,
+             before: StoredResource | None = None) -> None:
+        """`before`: for a deletion (which has no content), the version it deleted, whose patients it concerns."""
         if interaction not in self.interactions:
             self.interactions.append(interaction)
-        self.resources += resources
+        self.resources += [(stored, patients_of(before or stored)) for stored in resources]
         if query:
             self.queries.append(query)
 
@@ -61,8 +64,7 @@ def audit_events(caller: Caller, accessed: Accessed, outcome: str = SUCCESS, des
     recorded = format_instant(utc_now())
     by_patient: dict[str, list[StoredResource]] = defaultdict(list)
     unattached = []
-    for stored in accessed.resources:
-        patients = patients_of(stored)
+    for stored, patients in accessed.resources:
         for patient in patients:
             by_patient[patient].append(stored)
         if not patients:

@@ -222,14 +222,15 @@ def patch_resource(connection: Connection, type_name: str, resource_id: str, ope
     return WriteResult(stored, live_targets=live)
 
 
-def delete_resource(connection: Connection, type_name: str, resource_id: str, if_match: str | None = None) -> StoredResource | None:
-    """Logical delete: a deletion version. Returns None when there was nothing live to delete."""
+def delete_resource(connection: Connection, type_name: str, resource_id: str,
+                    if_match: str | None = None) -> tuple[StoredResource, StoredResource] | None:
+    """Logical delete: the deletion version written, and the version it deleted. None when nothing live was there."""
     require_resource_key(type_name, resource_id)
     current = lock_current(connection, type_name, resource_id)
     if current is None or current.deleted:
         return None
     check_if_match(current, if_match)
-    return write_next_version(connection, current, None, "DELETE")[0]
+    return write_next_version(connection, current, None, "DELETE")[0], current
 
 
 def read_resource(connection: Connection, type_name: str, resource_id: str) -> StoredResource:

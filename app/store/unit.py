@@ -101,10 +101,12 @@ class Unit:
         self.flush_if_waiting(type_name, resource_id)
         if not self.guard.before_removal(type_name, resource_id, "d"):
             return None
-        deleted = delete_resource(self.connection, type_name, resource_id, if_match)
-        if deleted is not None:
-            self.references.wrote(deleted)
-            self.note("delete", [deleted])
+        deletion = delete_resource(self.connection, type_name, resource_id, if_match)
+        if deletion is None:
+            return None
+        deleted, before = deletion
+        self.references.wrote(deleted)
+        self.note("delete", [deleted], before=before)
         return deleted
 
     def wrote(self, result: WriteResult) -> WriteResult:
@@ -155,9 +157,9 @@ class Unit:
 
     # The audit trail (app/store/audit.py).
 
-    def note(self, interaction: str, resources: list[StoredResource], query: str | None = None) -> None:
+    def note(self, interaction: str, resources: list[StoredResource], query: str | None = None, before: StoredResource | None = None) -> None:
         if self.access.caller is not None:
-            self.accessed.note(interaction, resources, query)
+            self.accessed.note(interaction, resources, query, before)
 
     def audit_events(self) -> list[dict]:
         """The AuditEvents of what an audited caller did with this unit; none for others, or when it did nothing."""

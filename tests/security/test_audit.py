@@ -149,3 +149,12 @@ def test_audit_events_never_hold_back_a_delete(app, client, engine, records):
     assert client.get("/fhir/Observation/ana-pulse", headers=bearer(token)).status_code == 200
     assert client.delete("/fhir/Observation/ana-pulse", headers=bearer(token)).status_code == 200
     assert "Observation/ana-pulse/_history/1" in entity_references(audit_events(app, engine)[0])  # and the record stays as it was
+
+
+def test_a_deletion_is_audited_in_the_record_of_the_patient_whose_resource_it_deleted(app, client, engine, records):
+    token = token_for(engine, "system/Observation.cruds")
+    assert client.delete("/fhir/Observation/ana-pulse", headers=bearer(token)).status_code == 200
+    [event] = audit_events(app, engine)
+    validate_resource(event)
+    assert subtypes(event) == ["delete"] and event["action"] == "D"
+    assert entity_references(event) == {"Patient/ana", "Observation/ana-pulse/_history/2"}
