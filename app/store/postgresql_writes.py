@@ -91,6 +91,15 @@ def write_unit_versions(connection: Connection, creates: Creates, updates: list[
     return set(live_keys(found.live)), found.swapped == len(updates)
 
 
+def swap_committed_with_creates(connection: Connection, version: dict, rows: dict, current_mask: int, creates: Creates) -> tuple[bool, frozenset[tuple[str, str]]]:
+    """swap_committed that also writes `creates` (the unit's AuditEvents) in the same statement, only if the next
+    version swapped in: an update that is its unit's only write keeps its two round trips when it is audited."""
+    parameters, index_types = one_unit_parameters([*creates.versions, version], [*creates.row_sets, rows], creates.targets)
+    statement = unit_versions_statement(index_types, parameter_types_in(current_mask), all_or_nothing=True)
+    (found,) = execute(connection, statement, parameters, last_of_unit=True)
+    return found.swapped == 1, live_keys(found.live)
+
+
 def try_insert_first_version(connection: Connection, version: dict, rows: dict) -> bool:
     """Insert unless another writer created the same id first; False then."""
     parameters, index_types = statement_parameters([version], [rows])
@@ -191,12 +200,14 @@ def first_versions_statement(index_types: tuple[str, ...], skip_existing: bool, 
 
 
 @cache
-def unit_versions_statement(index_types: tuple[str, ...], old_types: tuple[str, ...]) -> str:
+def unit_versions_statement(index_types: tuple[str, ...], old_types: tuple[str, ...], all_or_nothing: bool = False) -> str:
     """first_versions_statement and next_versions_statement together, for one unit whose versions are gated by its
-    targets: version 1 is inserted, a later one swapped in. Returns one row: (swapped, live)."""
+    targets: version 1 is inserted, a later one swapped in. `all_or_nothing`: the first versions are inserted only if
+    every later one swapped in (the statement may commit by itself). Returns one row: (swapped, live)."""
+    every_swap = " AND (SELECT count(*) FROM swapped) = (SELECT count(*) FROM new WHERE version > 1)" if all_or_nothing else ""
     writes = (
-        inserted_versions(condition=" WHERE version = 1"),
         *swapped_versions("swapped", "new.version > 1 AND "),
+        inserted_versions(condition=f" WHERE version = 1{every_swap}"),
         f"keys AS ({INSERTED_KEYS} UNION ALL SELECT n, pk FROM swapped)",
         history_insert(),
         *replaced_index_rows(old_types, "swapped"),

@@ -75,6 +75,7 @@ class WriteResult:
     changed: bool = True
     live_targets: frozenset[tuple[str, str]] = frozenset()  # what its references name, found live and locked by the write
     written: bool = True  # False: not written, because a target of its references is not live (see update_committed)
+    audited: bool = False  # its AuditEvents were written with it (see update_committed)
     waiting: "NextVersion | None" = None  # built from the version the unit found, for the unit to write (update_resource)
 
 
@@ -142,20 +143,21 @@ def written_with_updates(connection: Connection, creates: "postgresql_writes.Cre
 
 
 def update_resource(connection: Connection, type_name: str, resource_id: str, body, if_match: str | None = None,
-                    lock_targets: bool = False, found: StoredResource | None = None, alone: bool = False) -> WriteResult:
+                    lock_targets: bool = False, found: StoredResource | None = None, alone: bool = False,
+                    audit: Callable[[StoredResource], list[StoredResource]] | None = None) -> WriteResult:
     """PUT: a new version, or the first one under the client's id. Unchanged content writes nothing. `lock_targets`:
     the write also finds which targets of the body's references are live, and locks them (see write_next_version).
     `found`: the current version as the caller read it in this transaction (a feed's key lookup, under its lock);
     then its row is not locked and read again, and the write's compare-and-swap is a Conflict if another writer
     changed it since; on PostgreSQL that write waits, as `waiting`, for the unit to write it with its creates in
     one statement. A version without its row's key (a create not read back) is read again. `alone`: this is the
-    unit's only write (see update_committed)."""
+    unit's only write (see update_committed), and `audit` gives the AuditEvents to write with it."""
     check_resource_id(resource_id)
     check_resource_type(body, type_name)
     check_id_of_url(body, type_name, resource_id)
     validate_resource(body)
     if alone and is_postgresql(connection) and transaction_not_begun(connection):
-        result = update_committed(connection, type_name, resource_id, body, if_match, lock_targets)
+        result = update_committed(connection, type_name, resource_id, body, if_match, lock_targets, audit)
         if result is not None:
             return result
     current = found if found is not None and found.pk is not None else lock_current(connection, type_name, resource_id)
@@ -176,13 +178,14 @@ def update_resource(connection: Connection, type_name: str, resource_id: str, bo
 
 
 def update_committed(connection: Connection, type_name: str, resource_id: str, body: dict, if_match: str | None,
-                     lock_targets: bool) -> WriteResult | None:
+                     lock_targets: bool, audit: Callable[[StoredResource], list[StoredResource]] | None = None) -> WriteResult | None:
     """An update that is its unit's only write, on PostgreSQL before anything of the unit's transaction was sent: the
     current version is read without a lock and the next one swapped in by a statement that commits by itself, and
     only if the references' targets are all live (2 round trips, against BEGIN, SELECT ... FOR UPDATE, the write and
     COMMIT, and no row lock held between them). None when there is no current version, or when another writer
     swapped first: the caller then writes under the row lock, in the unit's transaction, so that concurrent updates
-    all succeed, one after the other. `written` is False, with the live targets, when a target is not live."""
+    all succeed, one after the other. `written` is False, with the live targets, when a target is not live. `audit`:
+    the AuditEvents of the next version, written by the same statement, only if it swaps in (`audited`)."""
     with autocommitted(connection):
         row = connection.execute(CURRENT_ROW, {"type_name": type_name, "resource_id": resource_id}).first()
     if row is None:
@@ -193,10 +196,16 @@ def update_committed(connection: Connection, type_name: str, resource_id: str, b
         return WriteResult(current, changed=False)
     stored, rows = next_version(current, body, "PUT")
     targets = local_targets(stored.body) if lock_targets else frozenset()
-    swapped, live = postgresql_writes.swap_committed(connection, version_values(stored, rows), rows, current.index_mask, targets)
+    records = audit(stored) if audit else []
+    if records:
+        row_sets = [turn_index_rows(record) for record in records]
+        creates = postgresql_writes.Creates([version_values(record, record_rows) for record, record_rows in zip(records, row_sets)], row_sets, targets)
+        swapped, live = postgresql_writes.swap_committed_with_creates(connection, version_values(stored, rows), rows, current.index_mask, creates)
+    else:
+        swapped, live = postgresql_writes.swap_committed(connection, version_values(stored, rows), rows, current.index_mask, targets)
     if not swapped and live == targets:
         return None
-    return WriteResult(stored, created=current.deleted, live_targets=live, written=swapped)
+    return WriteResult(stored, created=current.deleted, live_targets=live, written=swapped, audited=swapped and bool(records))
 
 
 def check_id_of_url(body: dict, type_name: str, resource_id: str) -> None:

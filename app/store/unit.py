@@ -76,14 +76,16 @@ class Unit:
         current version as this unit found it (see update_resource)."""
         self.flush_if_waiting(type_name, resource_id)
         reaches = self.guard.before_write(type_name, resource_id, "u")
-        alone = self.alone and not self.waiting and not self.references.written and reaches is None and self.access.caller is None
-        result = update_resource(self.connection, type_name, resource_id, body, if_match, self.references.on_write, found, alone)
+        alone = self.alone and not self.waiting and not self.references.written and reaches is None and not self.accessed.interactions
+        audit = self.audit_versions_of("update") if self.access.caller is not None else None
+        result = update_resource(self.connection, type_name, resource_id, body, if_match, self.references.on_write, found, alone, audit)
         self.guard.after_write(result.stored, reaches)
         if result.waiting is not None:
             self.waiting_updates[(type_name, resource_id)] = result.waiting
         if not result.written:
             self.references.refuse(result.stored, result.live_targets)
-        self.note("update", [result.stored])
+        if not result.audited:
+            self.note("update", [result.stored])
         return self.wrote(result)
 
     def patch(self, type_name: str, resource_id: str, operations, if_match: str | None = None) -> WriteResult:
@@ -166,6 +168,16 @@ class Unit:
         if self.access.caller is None or not self.accessed.interactions:
             return []
         return audit_events(self.access.caller, self.accessed)
+
+    def audit_versions_of(self, interaction: str) -> Callable[[StoredResource], list[StoredResource]]:
+        """The AuditEvents, as versions to write, of this unit's `interaction` with one resource version (a write that
+        writes them itself, see update_committed)."""
+        def versions(stored: StoredResource) -> list[StoredResource]:
+            accessed = Accessed()
+            accessed.note(interaction, [stored])
+            return [audit_version(event) for event in audit_events(self.access.caller, accessed)]
+
+        return versions
 
     def record_audit_events(self) -> None:
         """Write the unit's AuditEvents with its writes, in its transaction (not checked against the caller's access)."""

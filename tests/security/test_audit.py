@@ -1,13 +1,22 @@
 """The audit trail (app/store/audit.py): an AuditEvent for every access a token holder makes, on SQLite and PostgreSQL."""
 import base64
+import threading
+from dataclasses import replace
 
 import orjson
-
 import pytest
+import requests
 from sqlalchemy import text
+from werkzeug.serving import make_server
 
 from app.model.validation import validate_resource
-from app.store.unit import reading
+from app.search.index import index_rows
+from app.store.audit import EVENT_TYPE, SOURCE, audit_version
+from app.store.postgresql_writes import Creates, swap_committed_with_creates
+from app.store.resources import version_values
+from app.store.unit import reading, writing
+from tests.rest.test_concurrency import CLIENTS, race
+from tests.store.test_statement_counts import round_trips_traced, statements_run
 from tests.security.test_enforcement import bearer, observation, records, settings, token_for  # noqa: F401 (fixtures)
 
 
@@ -158,3 +167,61 @@ def test_a_deletion_is_audited_in_the_record_of_the_patient_whose_resource_it_de
     validate_resource(event)
     assert subtypes(event) == ["delete"] and event["action"] == "D"
     assert entity_references(event) == {"Patient/ana", "Observation/ana-pulse/_history/2"}
+
+
+def test_an_audited_update_and_its_audit_event_commit_in_one_statement_after_one_read(app, client, engine, records, tmp_path):
+    """On PostgreSQL the update by id of an unconfined token keeps its two round trips: the read, then one statement
+    that swaps the version in, writes the AuditEvent and commits; on SQLite it runs in the unit's transaction."""
+    token = token_for(engine, "system/Observation.cruds")
+    body = {**observation("ana-pulse", "ana"), "status": "amended"}
+    assert client.get("/fhir/Observation/ana-pulse", headers=bearer(token)).status_code == 200  # the token, now known
+    served = app.extensions["ehr.engine"]
+    with statements_run(served) as statements, round_trips_traced(served, tmp_path / "pq.trace") as round_trips:
+        assert client.put("/fhir/Observation/ana-pulse", json=body, headers=bearer(token)).status_code == 200
+        if engine.dialect.name == "postgresql":
+            assert len(statements) == 2 and round_trips() == 2, statements
+    _read, event = audit_events(app, engine)
+    validate_resource(event)
+    assert subtypes(event) == ["update"] and entity_references(event) == {"Patient/ana", "Observation/ana-pulse/_history/2"}
+
+
+def test_an_update_that_another_writer_swapped_first_writes_no_audit_event_with_it(engine, records):
+    """The statement that writes an update with its AuditEvents writes them only if the version swapped in: a stale
+    version writes nothing (and the unit then updates under the row lock, auditing in its transaction)."""
+    if engine.dialect.name != "postgresql":
+        return
+    with writing(engine) as unit:
+        current = unit.read("Observation", "ana-pulse")
+    stale = replace(current, version=current.version + 1, body={**current.body, "status": "amended"})
+    audit = audit_version({"resourceType": "AuditEvent", "type": EVENT_TYPE, "recorded": "2026-01-01T00:00:00Z",
+                           "agent": [{"requestor": True}], "source": SOURCE})
+    with writing(engine) as unit:
+        row_sets = [index_rows("AuditEvent", audit.body)]
+        creates = Creates([version_values(audit, row_sets[0])], row_sets, frozenset())
+        rows = index_rows("Observation", stale.body)
+        swapped, _ = swap_committed_with_creates(unit.connection, version_values(replace(stale, version=stale.version + 1), rows), rows,
+                                                 current.index_mask, creates)
+    assert not swapped
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM resource WHERE res_type = 'AuditEvent'")).scalar() == 0
+        assert connection.execute(text("SELECT version FROM resource WHERE res_id = 'ana-pulse'")).scalar() == current.version
+
+
+def test_concurrent_audited_updates_all_succeed_and_each_is_audited_once(app, engine, records):
+    """Updates racing on one resource: those whose read went stale update under the row lock instead, and every
+    version has exactly one AuditEvent, written with it."""
+    token = token_for(engine, "system/Observation.cruds")
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/fhir/Observation/ana-pulse"
+        bodies = [{**observation("ana-pulse", "ana"), "note": [{"text": f"take {n}"}]} for n in range(CLIENTS)]
+        responses = race([lambda body=body: requests.put(url, json=body, headers=bearer(token), timeout=60) for body in bodies])
+    finally:
+        server.shutdown()
+        thread.join()
+    assert [response.status_code for response in responses] == [200] * CLIENTS
+    audited = [reference for event in audit_events(app, engine) if subtypes(event) == ["update"]
+               for reference in entity_references(event) if "/_history/" in reference]
+    assert sorted(audited) == sorted(f"Observation/ana-pulse/_history/{version}" for version in range(2, CLIENTS + 2))
