@@ -5,6 +5,7 @@ BEGIN IMMEDIATE so that two writers queue on the database lock instead of
 deadlocking when a read lock is upgraded. PostgreSQL writers lock rows instead.
 """
 import threading
+import time
 from contextlib import contextmanager, nullcontext
 from functools import cache
 from operator import itemgetter
@@ -27,19 +28,24 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # One lock per SQLite file in this process: writer threads queue on it in order, instead of
 # polling SQLite's lock with growing sleeps (which gave writes a p99 of 400 ms under load).
 SQLITE_WRITER_TURNS: dict[str, threading.Lock] = {}
-# Searches are planned with their values every time: blind to how selective a code or date is, generic plans made them
-# 4-7 times slower (docs/benchmarks.md); planning a search costs 0.3-2 ms. So psycopg prepares only the statements
-# marked PREPARED (a write's statement, a row read by its key), once one has run 5 times (its own rule: a statement of
-# a rare shape is not worth a round trip to prepare, nor a place in its cache of 100), and sends every other one
-# unnamed, which PostgreSQL plans with its values each time. A PREPARED statement's best plan is the same for any
-# values (an index lookup per row, also on a new, empty database: tests/store/test_plans.py), and PostgreSQL keeps it
-# (plan_cache_mode=auto, its default): planning a write's statement anew cost a third of PostgreSQL's CPU per write
-# (an update 1.5 against 0.9 ms, a create 1.0 against 0.63 ms on a database of 3,000 resources).
+# Plan every execution with its own values: blind to how selective a code or date is, generic plans made searches 4-7
+# times slower (docs/benchmarks.md); planning a search costs 0.3-2 ms. So psycopg prepares only the statements marked
+# PREPARED (a write's statement, a row read by its key), once one has run 5 times (its own rule: a statement of a rare
+# shape is not worth a round trip to prepare, nor a place in its cache of 100), and sends every other one unnamed,
+# which PostgreSQL plans with its values each time. A PREPARED statement's best plan is the same for any values once
+# the tables are large (an index lookup per row), and planning a write's CTE anew cost PostgreSQL a third of its CPU
+# per write; but a plan made while the tables are small scans them, and it stays while they grow (until an ANALYZE,
+# which a database without autovacuum never runs). So a connection runs with force_custom_plan until the resource
+# table has GENERIC_PLAN_MIN_PAGES: when the pool hands it out, it looks again every SIZE_CHECK_SECONDS, and once the
+# table is that large it lets PostgreSQL keep plans (plan_cache_mode=auto).
 # Sessions also run in UTC: psycopg returns timestamptz values in the session's zone, and in one east of UTC
 # the latest instant we store (9999-12-31T23:59:59.999999Z, app/model/instants.py) falls in year 10000,
 # which Python cannot hold.
-POSTGRESQL_OPTIONS = "-c TimeZone=UTC"
+POSTGRESQL_OPTIONS = "-c plan_cache_mode=force_custom_plan -c TimeZone=UTC"
 PREPARED = "ehr_prepared"
+GENERIC_PLAN_MIN_PAGES = 1000  # 8 MB: a few thousand resources
+SIZE_CHECK_SECONDS = 10
+KEEPS_PLANS, SIZE_CHECKED_AT = "ehr_keeps_plans", "ehr_size_checked_at"  # in a pooled connection's info
 SQLITE_ERROR = 1  # SQLite's generic result code: the statement's own fault (no such table, a syntax error)
 
 
@@ -63,8 +69,23 @@ def make_engine(database_url: str) -> Engine:
         json_serializer=json_dumps, json_deserializer=jsonb_loads,
         connect_args={"options": " ".join(filter(None, (url.query.get("options"), POSTGRESQL_OPTIONS)))},
     )
+    event.listen(engine, "checkout", keep_plans_once_large)
     event.listen(engine, "do_execute", execute_prepared_when_marked)
     return engine
+
+
+def keep_plans_once_large(dbapi_connection, connection_record, _proxy) -> None:
+    """Switch this connection to plan_cache_mode=auto once the resource table has GENERIC_PLAN_MIN_PAGES (its size on
+    disk now, which needs no statistics); looked at most every SIZE_CHECK_SECONDS."""
+    info, now = connection_record.info, time.monotonic()
+    if info.get(KEEPS_PLANS) or now - info.get(SIZE_CHECKED_AT, -SIZE_CHECK_SECONDS) < SIZE_CHECK_SECONDS:
+        return
+    info[SIZE_CHECKED_AT] = now
+    size = dbapi_connection.execute("SELECT pg_relation_size(to_regclass('resource')) / current_setting('block_size')::int").fetchone()[0]
+    if size is not None and size >= GENERIC_PLAN_MIN_PAGES:
+        dbapi_connection.execute("SET plan_cache_mode = auto")
+        info[KEEPS_PLANS] = True
+    dbapi_connection.commit()
 
 
 def execute_prepared_when_marked(cursor, statement, parameters, context) -> bool:

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from app.config import Settings
-from app.store import migrate
+from app.store import db, migrate
 from app.store.db import make_engine
 from app.web import create_app
 from tests.conftest import ADMIN_URL, BACKENDS, libpq_url
@@ -88,7 +88,8 @@ def database(request, tmp_path):
 
 
 @pytest.fixture
-def app(database):
+def app(database, monkeypatch):
+    monkeypatch.setattr(db, "SIZE_CHECK_SECONDS", 0)  # every checkout asks the table's size, also of a dead connection
     app = create_app(Settings(auth=False, database_url=database.url))
     yield app
     app.extensions["ehr.engine"].dispose()
