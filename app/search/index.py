@@ -150,16 +150,22 @@ def index_rows(type_name: str, body: dict | None) -> dict[str, list[dict]]:
 # (type, parameter, JSON of the elements it reads) -> its rows. A resource's rows for one parameter depend on those
 # elements alone, and most writes repeat them (an Observation's code, category, status and subject; an AuditEvent's
 # type, agent and source): remembered, extraction took 152 instead of 215 us of bench/crud.py's Observations' 1.3 ms
-# creates. Emptied when full (a dict's get and set are each atomic under the GIL: threads share it without a lock).
+# creates. Elements of more than SEEN_ROWS_KEY_MAX bytes of JSON (a DocumentReference's content with its attachment)
+# are not remembered: they seldom recur, and the cache holds at most SEEN_ROWS_MAX keys of at most that size. Emptied
+# when full (a dict's get and set are each atomic under the GIL: threads share it without a lock).
 SEEN_ROWS: dict[tuple, tuple] = {}
 SEEN_ROWS_MAX = 8192
+SEEN_ROWS_KEY_MAX = 1024
 
 
 def parameter_rows(type_name: str, indexed: IndexedParameter, body: dict) -> tuple[tuple[str, dict], ...]:
     """(parameter type, row) of each row `indexed` has for `body`; rows are shared between calls, never to be changed."""
     if indexed.row_keys is None:
         return extracted_rows(type_name, indexed.parameter, indexed.evaluate, body)
-    key = (type_name, indexed.parameter.code, read_elements_json(body, *indexed.reads))
+    elements = read_elements_json(body, *indexed.reads)
+    if len(elements) > SEEN_ROWS_KEY_MAX:
+        return extracted_rows(type_name, indexed.parameter, indexed.evaluate, body)
+    key = (type_name, indexed.parameter.code, elements)
     rows = SEEN_ROWS.get(key)
     if rows is None:
         rows = extracted_rows(type_name, indexed.parameter, indexed.evaluate, body)

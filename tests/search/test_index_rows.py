@@ -76,3 +76,12 @@ def test_a_parameter_over_meta_is_remembered_by_the_meta_elements_it_reads():
     second = {"resourceType": "Patient", "meta": {"versionId": "2", "tag": [{"system": "s", "code": "b"}]}}
     index.index_rows("Patient", first)
     assert as_plain(index.index_rows("Patient", second)) == fresh_rows(second)
+
+
+def test_large_elements_are_indexed_but_not_remembered():
+    attachment = {"contentType": "application/pdf", "data": "QUJD" * 1000}
+    document = {"resourceType": "DocumentReference", "status": "current", "content": [{"attachment": attachment}]}
+    index.SEEN_ROWS.clear()
+    rows = index.index_rows("DocumentReference", document)
+    assert any(row.get("code") == "application/pdf" for row in rows["token"])  # contenttype
+    assert all(len(key[2]) <= 1024 for key in index.SEEN_ROWS)
