@@ -160,15 +160,13 @@ SEEN_ROWS_KEY_MAX = 1024
 
 def parameter_rows(type_name: str, indexed: IndexedParameter, body: dict) -> tuple[tuple[str, dict], ...]:
     """(parameter type, row) of each row `indexed` has for `body`; rows are shared between calls, never to be changed."""
-    if indexed.row_keys is None:
-        return extracted_rows(type_name, indexed.parameter, indexed.evaluate, body)
-    elements = read_elements_json(body, *indexed.reads)
-    if len(elements) > SEEN_ROWS_KEY_MAX:
-        return extracted_rows(type_name, indexed.parameter, indexed.evaluate, body)
+    elements = read_elements_json(body, *indexed.reads) if indexed.row_keys is not None else None
+    if elements is None or len(elements) > SEEN_ROWS_KEY_MAX:
+        return extracted_rows(type_name, indexed, body)
     key = (type_name, indexed.parameter.code, elements)
     rows = SEEN_ROWS.get(key)
     if rows is None:
-        rows = extracted_rows(type_name, indexed.parameter, indexed.evaluate, body)
+        rows = extracted_rows(type_name, indexed, body)
         if len(SEEN_ROWS) >= SEEN_ROWS_MAX:
             SEEN_ROWS.clear()
         SEEN_ROWS[key] = rows
@@ -183,13 +181,14 @@ def read_elements_json(body: dict, keys: tuple[str, ...], meta_keys: tuple[str, 
     return orjson.dumps(values, default=lambda value: f"\x00{type(value).__name__}:{value}")
 
 
-def extracted_rows(type_name: str, parameter: SearchParameter, evaluate: Callable[[dict], list], body: dict) -> tuple[tuple[str, dict], ...]:
+def extracted_rows(type_name: str, indexed: IndexedParameter, body: dict) -> tuple[tuple[str, dict], ...]:
+    parameter = indexed.parameter
     if parameter.type == "composite":
         return tuple(("composite", row) for row in composite_rows(type_name, parameter, body))
     convert, build = VALUES_BY_PARAMETER_TYPE[parameter.type], ROW_BUILDERS[parameter.type]
     param_hash = hash64(type_name, parameter.code)
     rows, seen = [], set()
-    for node in evaluate(body):
+    for node in indexed.evaluate(body):
         for value in convert(node.value, node.type):
             if value not in seen:
                 seen.add(value)

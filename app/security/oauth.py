@@ -295,14 +295,11 @@ class SmartRefreshTokenGrant(RefreshTokenGrant):
         is revoked (OAuth 2.0 Security BCP), the newest token included, and the user signs in again."""
         with self.server.engine.begin() as connection:
             record = live_refresh_token(connection, refresh_token, utc_now())
-            if record is None:
-                revoke_reused_family(connection, refresh_token)
-                granted = None
-            else:
-                granted = family_grant(connection, record.family_id) if record.family_id else record.scope
-        if record is None:
-            forget_revoked()
-        return OAuthToken(record, granted) if record else None
+            if record is not None:
+                return OAuthToken(record, family_grant(connection, record.family_id) if record.family_id else None)
+            revoke_reused_family(connection, refresh_token)
+        forget_revoked()
+        return None
 
     def authenticate_user(self, refresh_token):
         with self.server.engine.connect() as connection:

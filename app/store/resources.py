@@ -101,6 +101,12 @@ def turn_index_rows(stored: StoredResource) -> dict[str, list[dict]]:
     return index_rows(stored.type, stored.body)
 
 
+def creates_of(new_versions: list[StoredResource], targets: frozenset = frozenset()) -> "postgresql_writes.Creates":
+    """First versions as the writers take them: each one's stored values and index rows, and the targets they need live."""
+    row_sets = [turn_index_rows(stored) for stored in new_versions]
+    return postgresql_writes.Creates([version_values(stored, rows) for stored, rows in zip(new_versions, row_sets)], row_sets, targets)
+
+
 def insert_new_resources(connection: Connection, new_versions: list[StoredResource], targets: frozenset = frozenset(),
                          last_of_unit: bool = False, updates: list[NextVersion] = ()) -> set[tuple[str, str]]:
     """Write first versions from new_resource together (a transaction's many POSTs at once): on PostgreSQL as one
@@ -110,10 +116,10 @@ def insert_new_resources(connection: Connection, new_versions: list[StoredResour
     the unit, so a unit that wrote nothing before may let the one statement commit by itself. `updates` (PostgreSQL):
     next versions of resources the unit found, written in the same statement by compare-and-swap (a Conflict when
     another writer changed one since)."""
-    row_sets = [turn_index_rows(stored) for stored in new_versions]
-    versions = [version_values(stored, rows) for stored, rows in zip(new_versions, row_sets)]
+    creates = creates_of(new_versions, targets)
+    versions, row_sets = creates.versions, creates.row_sets
     if updates and len(versions) + len(updates) <= ONE_STATEMENT_CREATES:
-        return written_with_updates(connection, postgresql_writes.Creates(versions, row_sets, targets), updates)
+        return written_with_updates(connection, creates, updates)
     if updates:  # too many for one statement: the creates, then each update
         live = insert_new_resources(connection, new_versions, targets)
         for update in updates:
@@ -198,9 +204,8 @@ def update_committed(connection: Connection, type_name: str, resource_id: str, b
     targets = local_targets(stored.body) if lock_targets else frozenset()
     records = audit(stored) if audit else []
     if records:
-        row_sets = [turn_index_rows(record) for record in records]
-        creates = postgresql_writes.Creates([version_values(record, record_rows) for record, record_rows in zip(records, row_sets)], row_sets, targets)
-        swapped, live = postgresql_writes.swap_committed_with_creates(connection, version_values(stored, rows), rows, current.index_mask, creates)
+        swapped, live = postgresql_writes.swap_committed_with_creates(connection, version_values(stored, rows), rows, current.index_mask,
+                                                                      creates_of(records, targets))
     else:
         swapped, live = postgresql_writes.swap_committed(connection, version_values(stored, rows), rows, current.index_mask, targets)
     if not swapped and live == targets:
