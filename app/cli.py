@@ -9,12 +9,16 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from tqdm import tqdm
 
-from app.config import load_settings
+from app.config import Database, load_settings
 from app.demo import DEMO_PRACTITIONER, demo_bundle
-from app.errors import DatabaseUnavailable
+from app.errors import DatabaseUnavailable, KeyUnavailableError, ProtectedValueUnreadable
 from app.feeds import installed_feeds
 from app.loader import LoadReport, bundle_candidates, load_candidates, read_candidates
 from app.model.registry import is_served
+from app.protection.commands import key_commands
+from app.protection.keyfile import KeyFileError
+from app.protection.paths import PathError
+from app.protection.service import prepare_protection
 from app.security.commands import security_commands
 from app.security.demo import demo_client_id, token_command
 from app.store.reindex import reindex, resources_to_reindex
@@ -27,8 +31,11 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 
 
-def settings_engine():
-    return open_database(load_settings().database)
+def settings_engine(database: Database | None = None):
+    """The configured database (or `database`), its protection's keys checked (see prepare_protection)."""
+    engine = open_database(database or load_settings().database)
+    prepare_protection(engine)
+    return engine
 
 
 class CommandLine(click.Group):
@@ -45,7 +52,7 @@ class CommandLine(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except migrate.SchemaNotCurrent as error:
+        except (migrate.SchemaNotCurrent, KeyFileError, PathError, KeyUnavailableError, ProtectedValueUnreadable) as error:
             raise click.ClickException(str(error)) from None
         except (SQLAlchemyError, DatabaseUnavailable):
             trouble = database_trouble(load_settings().database_url)
@@ -98,7 +105,7 @@ def public_fhir_base() -> str:
     return load_settings().base_url or f"http://{DEFAULT_HOST}:{DEFAULT_PORT}/fhir"
 
 
-for command in security_commands(settings_engine, public_fhir_base):
+for command in [*security_commands(settings_engine, public_fhir_base), *key_commands(settings_engine)]:
     main.add_command(command)
 
 
@@ -146,7 +153,7 @@ def load(files, check_references):
     database = settings.database
     if check_references is not None:
         database = database._replace(integrity=replace(database.integrity, on_write=check_references))
-    engine = open_database(database)
+    engine = settings_engine(database)
     report = LoadReport()
     for path in files:
         candidates = read_candidates(path, report)

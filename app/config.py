@@ -29,12 +29,28 @@ class Integrity:
     on_delete: bool = True
 
 
+@dataclass(frozen=True)
+class ProtectionSettings:
+    """Field-level protection (app/protection): on when a key-encryption key is given, in a key file (EHR_KEY_FILE:
+    several, separated by colons, while one replaces another) or as its JSON text (EHR_KEY); `paths` are
+    EHR_PROTECTED_PATHS (empty: the default paths)."""
+
+    key_file: str | None = None
+    key_text: str | None = None
+    paths: str | None = None
+
+    @property
+    def on(self) -> bool:
+        return bool(self.key_file or self.key_text)
+
+
 class Database(NamedTuple):
-    """What a process needs to open the store (app/store/db.py open_database): where it is, and how its units of work
-    check references. A value, so that the MLLP listener hands it to its worker processes."""
+    """What a process needs to open the store (app/store/db.py open_database): where it is, how its units of work
+    check references, and what they protect. A value, so that the MLLP listener hands it to its worker processes."""
 
     url: str
     integrity: Integrity = Integrity()
+    protection: ProtectionSettings = ProtectionSettings()
 
 
 @dataclass(frozen=True)
@@ -50,10 +66,11 @@ class Settings:
     rate_limit_storage: str = "memory://"  # where sign-in and token rate limits count (per worker unless shared)
     auth: bool = True  # the FHIR API and /hl7v2 take SMART bearer tokens; off only for development (app/security/bearer.py)
     cors_origins: tuple[str, ...] = ("*",)  # the web origins whose pages may call the API and token endpoint (app/web.py)
+    protection: ProtectionSettings = ProtectionSettings()
 
     @property
     def database(self) -> Database:
-        return Database(self.database_url, self.integrity)
+        return Database(self.database_url, self.integrity, self.protection)
 
     @property
     def page_sizes(self) -> PageSizes:
@@ -75,6 +92,10 @@ def load_settings() -> Settings:
         cors_origins=tuple(filter(None, map(str.strip, os.environ.get("EHR_CORS_ORIGINS", "*").split(",")))),
         integrity=Integrity(
             on_write=switched_on("EHR_REFERENTIAL_INTEGRITY_ON_WRITE", True), on_delete=switched_on("EHR_REFERENTIAL_INTEGRITY_ON_DELETE", True),
+        ),
+        protection=ProtectionSettings(
+            key_file=os.environ.get("EHR_KEY_FILE") or None, key_text=os.environ.get("EHR_KEY") or None,
+            paths=os.environ.get("EHR_PROTECTED_PATHS") or None,
         ),
     )
 

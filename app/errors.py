@@ -104,6 +104,19 @@ class TooLarge(FhirError):
     status, code = 413, "too-costly"
 
 
+class KeyUnavailableError(FhirError):
+    """Field-level protection is on, but the keys it needs are not available (app/protection/service.py)."""
+
+    status, code = 503, "security"
+
+
+class ProtectedValueUnreadable(FhirError):
+    """A protected value does not decrypt: its key is missing, or its ciphertext was altered or moved. Never answered
+    with garbage or a guess: the read fails, and the server's log names the key it needed."""
+
+    status, code = 503, "security"
+
+
 class DatabaseUnavailable(FhirError):
     """The database cannot be reached or is too busy to answer (app/store/db.py says which errors are such): the
     request may succeed when sent again, as Retry-After suggests."""

@@ -17,6 +17,7 @@ from app.security.bearer import TokenCache
 from app.security.oauth import authorization_server
 from app.security.shared_secrets import shared_secret
 from app.security.views import auth, csrf, limiter
+from app.protection.service import prepare_protection
 from app.store.db import open_database
 from app.store.migrate import check_schema_current
 
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None, bind_host: str | None = None) -
         log.warning("EHR_AUTH=off: the FHIR API and /hl7v2 answer anyone who reaches the server, without a token. For development only.")
     engine = open_database(settings.database)
     check_schema_current(engine)
+    prepare_protection(engine)
     app = Flask(__name__)
     # An id holding %2F arrives as Patient//1; merging the slashes would redirect a DELETE of it to Patient/1.
     app.url_map.merge_slashes = False

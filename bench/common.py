@@ -139,6 +139,19 @@ def drop_database(dbname: str) -> None:
 
 # --- the server under test -----------------------------------------------------
 
+@contextlib.contextmanager
+def fresh_database(backend: str, workdir: Path, name: str):
+    """The URL of a new, empty database `name` of `backend`; a PostgreSQL one is dropped on exit."""
+    if backend == "sqlite":
+        yield f"sqlite:///{workdir / f'{name}.db'}"
+        return
+    create_database(name)
+    try:
+        yield sqlalchemy_postgres_url(name)
+    finally:
+        drop_database(name)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

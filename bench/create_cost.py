@@ -170,23 +170,9 @@ def measure_gunicorn(env: dict[str, str], workdir: Path, sizes: Sizes, args, lab
 
 # --- one backend, one tree ----------------------------------------------------------------------
 
-@contextlib.contextmanager
-def fresh_database(backend: str, workdir: Path, tag: str):
-    """The URL of a new, empty database of `backend`; a PostgreSQL one is dropped on exit."""
-    if backend == "sqlite":
-        yield f"sqlite:///{workdir / f'{tag}.db'}"
-        return
-    name = f"{DATABASE_PREFIX}_{tag}"
-    common.create_database(name)
-    try:
-        yield common.sqlalchemy_postgres_url(name)
-    finally:
-        common.drop_database(name)
-
-
 def bench_tree(backend: str, tree: Path, label: str, sizes: Sizes, args, workdir: Path) -> list[Figure]:
     tag = "".join(c if c.isalnum() else "_" for c in label).lower()
-    with fresh_database(backend, workdir, tag) as url:
+    with common.fresh_database(backend, workdir, f"{DATABASE_PREFIX}_{tag}") as url:
         env = common.server_env(url, tree)
         common.run_ehr(["db", "upgrade"], env)
         in_process = run_in_process(env, sizes, args.seed)

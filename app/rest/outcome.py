@@ -4,10 +4,11 @@ import logging
 from flask import Flask
 from werkzeug.exceptions import HTTPException, SecurityError
 
-from app.errors import FhirError, Forbidden, Issue
+from app.errors import FhirError, Forbidden, Issue, KeyUnavailableError, ProtectedValueUnreadable
 from app.model.outcome import operation_outcome
 from app.rest.negotiation import fhir_response
-from app.security.bearer import audit_refusal
+from app.security.bearer import audit_failure
+from app.store.audit import MINOR_FAILURE, SERIOUS_FAILURE
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +19,9 @@ def fhir_error_response(error: FhirError):
     if error.status >= 500:  # the server's trouble, not the client's: the operator wants its cause
         log.warning("%s (%s)", error.diagnostics, error.__cause__)
     if isinstance(error, Forbidden):
-        audit_refusal(error)
+        audit_failure(error, MINOR_FAILURE)
+    elif isinstance(error, (ProtectedValueUnreadable, KeyUnavailableError)):
+        audit_failure(error, SERIOUS_FAILURE)
     return fhir_response(operation_outcome(error.issues), error.status, error.headers)
 
 

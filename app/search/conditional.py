@@ -14,6 +14,8 @@ from urllib.parse import parse_qsl
 from sqlalchemy import Connection
 
 from app.errors import BadRequest, PreconditionFailed
+from app.protection.blind import token_lookup
+from app.protection.service import protection_of
 from app.search.index import hash64, is_indexed
 from app.search.criteria import token_hash_parts
 from app.search.parameters import SearchParameter, parameters_of
@@ -57,14 +59,25 @@ def matching_each(connection: Connection, keys: list[tuple[str, str]], own_base:
         if token is None:
             found[key] = searched(connection, key[0], key_pairs, own_base, reach)
             continue
-        column, parts = token_hash_parts(token[0].code, token[1])
-        by_hash[column][hash64(key[0], *parts)].append(key)
+        column, hashes = token_hashes(connection, key[0], *token)
+        for token_hash in hashes:
+            by_hash[column][token_hash].append(key)
         found[key] = []
     for column, keys_by_hash in by_hash.items():
         for matched_hash, stored in token_matches(connection, column, list(keys_by_hash)):
             for key in keys_by_hash[matched_hash]:
                 found[key].append(stored)
     return found
+
+
+def token_hashes(connection: Connection, type_name: str, parameter: SearchParameter, value: str) -> tuple[str, list[int]]:
+    """The token column and the hashes a plain token criterion is looked up by: blind ones (under every index key) for
+    a parameter that reads protected elements (app/protection/blind.py)."""
+    protection = protection_of(connection)
+    if protection.protects(type_name, parameter.code):
+        return token_lookup(protection.index_keys(), type_name, protection.blind_code(type_name, parameter.code), value)
+    column, parts = token_hash_parts(parameter.code, value)
+    return column, [hash64(type_name, *parts)]
 
 
 def criteria_lock_keys(keys: list[tuple[str, str]]) -> list[int]:

@@ -10,6 +10,7 @@ work enforces (app/store/access.py).
 
 With EHR_AUTH=off every request is UNRESTRICTED: a development mode, announced at start-up.
 """
+import logging
 import threading
 from datetime import datetime
 from functools import lru_cache
@@ -18,7 +19,7 @@ from cachetools import TTLCache
 from flask import current_app, g, request
 from sqlalchemy import Engine
 
-from app.errors import Forbidden, Unauthorized
+from app.errors import FhirError, Unauthorized
 from app.model.instants import utc_now
 from app.rest.responses import fhir_base
 from app.search.criteria import Query
@@ -26,7 +27,9 @@ from app.search.query import Reach
 from app.security.scopes import ADMIN_SCOPE, ResourceScope, ScopeError, parse_scopes
 from app.security.tokens import TokenRecord, live_access_token, token_hash
 from app.store.access import UNRESTRICTED, Access, Caller, Rule
-from app.store.audit import MINOR_FAILURE, Accessed, audit_events, write_audit_events
+from app.store.audit import Accessed, audit_events, write_audit_events
+
+log = logging.getLogger(__name__)
 
 REALM = "ehr"
 TOKEN_CACHE_SECONDS = 10
@@ -119,12 +122,17 @@ def scope_rules(scope_string: str, patient: str | None, fhir_user: str | None, b
     return tuple(rules)
 
 
-def audit_refusal(error: Forbidden) -> None:
-    """The AuditEvent of a request refused for its token's scopes (403), with what was asked and why it was refused."""
+def audit_failure(error: FhirError, outcome: str) -> None:
+    """The AuditEvent of a request that failed: refused for its token's scopes (403, MINOR_FAILURE), or stopped by a
+    protected value that does not decrypt (SERIOUS_FAILURE), with what was asked and why it failed. When even that
+    cannot be written (the keys it would be sealed with are unavailable), the log says so."""
     access = g.get("ehr_access")
     if access is not None and access.caller is not None:
         asked = Accessed(queries=[f"{request.method} {request.full_path.rstrip('?')}"])
-        write_audit_events(current_app.extensions["ehr.engine"], audit_events(access.caller, asked, MINOR_FAILURE, error.diagnostics))
+        try:
+            write_audit_events(current_app.extensions["ehr.engine"], audit_events(access.caller, asked, outcome, error.diagnostics))
+        except FhirError as failure:
+            log.error("the AuditEvent of a failed request was not written: %s", failure.diagnostics)
 
 
 def scope_reach(scope: ResourceScope, patient: str | None, fhir_user: str | None, base: str) -> Reach | None:

@@ -24,6 +24,7 @@ from sqlalchemy import Connection, and_, case, false, or_, select, true
 from sqlalchemy.sql import ColumnElement
 
 from app.errors import Forbidden
+from app.protection.service import protection_of
 from app.search.index import referenced_patients
 from app.search.parameters import patient_compartment_parameters
 from app.search.query import EVERYWHERE, Reach, SearchRequest, searched_types
@@ -122,10 +123,12 @@ def audit_reaches(rules: tuple[Rule, ...], admin: bool, letter: str) -> tuple[Re
     return tuple(dict.fromkeys(reach for reach in covering if reach.patient))
 
 
-def reach_condition(type_name: str, reaches: tuple[Reach, ...], table=resource) -> ColumnElement:
-    """The resources of `type_name` (rows of `table`, a resource table alias) that one of `reaches` holds."""
+def reach_condition(type_name: str, reaches: tuple[Reach, ...], protection, table=resource) -> ColumnElement:
+    """The resources of `type_name` (rows of `table`, a resource table alias) that one of `reaches` holds; `protection`
+    blinds what a query-restricted scope asks of protected elements."""
     return or_(false(), *[
-        and_(compartment_condition(type_name, reach.patient, table), *[criterion_condition((type_name,), query, table) for query in reach.criteria])
+        and_(compartment_condition(type_name, reach.patient, table),
+             *[criterion_condition((type_name,), query, table, protection=protection) for query in reach.criteria])
         for reach in reaches
     ])
 
@@ -134,11 +137,11 @@ def compartment_condition(type_name: str, patient: str | None, table=resource) -
     return true() if patient is None else in_compartment(CompartmentQuery(patient, frozenset({type_name})), table)
 
 
-def chain_limit(reaches: Callable[[str], tuple[Reach, ...]]) -> Limit:
+def chain_limit(reaches: Callable[[str], tuple[Reach, ...]], protection) -> Limit:
     """What keeps a chain or _has within the caller's reach of each type it looks at (app/store/criteria.py)."""
     def limit(type_name: str, table) -> ColumnElement | None:
         found = reaches(type_name)
-        return None if found == EVERYWHERE else reach_condition(type_name, found, table)
+        return None if found == EVERYWHERE else reach_condition(type_name, found, protection, table)
     return limit
 
 
@@ -159,7 +162,8 @@ def reached_rows(connection: Connection, keys: Iterable[tuple[str, str]], reache
         by_type[type_name].append(resource_id)
     if not by_type:
         return {}
-    reached = case(*[(resource.c.res_type == type_name, reach_condition(type_name, reaches[type_name])) for type_name in by_type], else_=false())
+    protection = protection_of(connection)
+    reached = case(*[(resource.c.res_type == type_name, reach_condition(type_name, reaches[type_name], protection)) for type_name in by_type], else_=false())
     keyed = or_(*[and_(resource.c.res_type == type_name, resource.c.res_id.in_(ids)) for type_name, ids in by_type.items()])
     statement = select(resource.c.res_type, resource.c.res_id, resource.c.version, and_(resource.c.deleted == false(), reached).label("reached"))
     return {(row.res_type, row.res_id): Stored(row.version, bool(row.reached)) for row in connection.execute(statement.where(keyed))}

@@ -23,7 +23,7 @@ from app.store.resources import StoredResource, first_version, insert_new_resour
 
 INTERACTION_ACTIONS = {"create": "C", "read": "R", "vread": "R", "history-instance": "R", "history-type": "R", "history-system": "R",
                        "update": "U", "patch": "U", "delete": "D", "search-type": "E", "search-system": "E", "operation": "E"}
-SUCCESS, MINOR_FAILURE = "0", "4"
+SUCCESS, MINOR_FAILURE, SERIOUS_FAILURE = "0", "4", "8"
 EVENT_TYPE = {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest", "display": "Restful Operation"}
 INTERACTION_SYSTEM = "http://hl7.org/fhir/restful-interaction"
 ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"

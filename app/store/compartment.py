@@ -12,6 +12,7 @@ from functools import cache
 from sqlalchemy import Connection, and_, false, or_, select
 from sqlalchemy.sql import ColumnElement
 
+from app.protection.service import protection_of
 from app.search.index import hash64
 from app.search.parameters import patient_compartment
 from app.store.resources import StoredResource, stored_from_row
@@ -31,7 +32,7 @@ def compartment_page(connection: Connection, query: CompartmentQuery) -> tuple[l
     """One page of the compartment's live resources in pk order, and the pk the next page starts after (None on the last)."""
     statement = select(resource).where(compartment_condition(query)).order_by(resource.c.pk).limit(query.count + 1)
     rows = connection.execute(statement).all()
-    matches = [stored_from_row(row) for row in rows[: query.count]]
+    matches = [stored_from_row(row, protection_of(connection)) for row in rows[: query.count]]
     return matches, (matches[-1].pk if len(rows) > query.count and matches else None)
 
 
@@ -85,4 +86,4 @@ def referenced_resources(connection: Connection, sources: list[StoredResource], 
         .distinct()
         .order_by(resource.c.pk)
     )
-    return [stored_from_row(row) for row in connection.execute(statement).all()]
+    return [stored_from_row(row, protection_of(connection)) for row in connection.execute(statement).all()]

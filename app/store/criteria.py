@@ -26,6 +26,8 @@ from app.errors import BadRequest
 from app.model.instants import shifted, utc_now
 from app.model.references import rewritten_reference
 from app.model.registry import is_served
+from app.protection.blind import BLIND_MODIFIERS, BLIND_TABLE_KINDS, BLIND_TYPES, date_lookup, of_type_lookup, string_lookup, token_lookup
+from app.protection.service import UNPROTECTED
 from app.search.criteria import (
     MAX_CHAIN_DEPTH, Query, check_modifier, check_no_nul, check_shared_parameter, chained_parameter_exists, parameter_code,
     parameter_or_error, parse_number, reference_target, search_date_range, split_prefix, split_values, token_hash_parts,
@@ -42,9 +44,10 @@ from app.store.schema import INDEX_TABLES, resource
 Limit = Callable[[str, object], ColumnElement | None]
 
 
-def condition_across_types(type_names: tuple[str, ...], query: Query, limit: Limit | None = None) -> ColumnElement:
+def condition_across_types(type_names: tuple[str, ...], query: Query, limit: Limit | None = None, protection=UNPROTECTED) -> ColumnElement:
     """The condition `query` puts on a search over `type_names`: one type, or several (a system-level search); a
-    chain or _has in it looks only at what `limit` leaves.
+    chain or _has in it looks only at what `limit` leaves; a parameter that reads protected elements looks up the
+    blind values `protection` makes (app/protection/blind.py).
 
     Types that define the parameter alike share one condition; when they define it
     differently (Patient's and Practitioner's `name`), each group's condition applies
@@ -55,24 +58,34 @@ def condition_across_types(type_names: tuple[str, ...], query: Query, limit: Lim
         check_shared_parameter(type_names, query)
     groups = types_defining_alike(type_names, parameter_code(query))
     if len(groups) == 1:
-        return criterion_condition(type_names, query, limit=limit)
-    return or_(*[and_(resource.c.res_type.in_(group), criterion_condition(group, query, limit=limit)) for group in groups])
+        return criterion_condition(type_names, query, limit=limit, protection=protection)
+    return or_(*[and_(resource.c.res_type.in_(group), criterion_condition(group, query, limit=limit, protection=protection)) for group in groups])
 
 
-def criterion_condition(type_names: tuple[str, ...], query: Query, table=resource, depth: int = 0, limit: Limit | None = None) -> ColumnElement:
+def criterion_condition(type_names: tuple[str, ...], query: Query, table=resource, depth: int = 0, limit: Limit | None = None,
+                        protection=UNPROTECTED) -> ColumnElement:
     """The SQL condition on `table` (a resource table alias) that `query` asks for, for types that define it alike."""
     if query.name.startswith("_has:"):
-        return reverse_chain_condition(type_names, query, table, depth, limit)
+        return reverse_chain_condition(type_names, query, table, depth, limit, protection)
     name, _, chain = query.name.partition(".")
     code, _, modifier = name.partition(":")
     parameter = parameter_or_error(type_names[0], code)
     if chain:
-        return chain_condition(type_names, parameter, modifier, chain, query, table, depth, limit)
+        return chain_condition(type_names, parameter, modifier, chain, query, table, depth, limit, protection)
     if code == "_id":
         return id_condition(query.value, modifier, table)
     if code == "_lastUpdated":
         return last_updated_condition(query.value, modifier, table)
-    return index_condition(type_names, parameter, modifier, query, table)
+    protected = tuple(type_name for type_name in type_names if protection.protects(type_name, code))
+    if not protected:
+        return index_condition(type_names, parameter, modifier, query, table)
+    if protected == type_names:
+        return blind_condition(type_names, parameter, modifier, query, table, protection)
+    plain = tuple(type_name for type_name in type_names if type_name not in protected)
+    return or_(
+        and_(table.c.res_type.in_(protected), blind_condition(protected, parameter, modifier, query, table, protection)),
+        and_(table.c.res_type.in_(plain), index_condition(plain, parameter, modifier, query, table)),
+    )
 
 
 def id_condition(value: str, modifier: str, table) -> ColumnElement:
@@ -140,10 +153,8 @@ def keyed_token_condition(type_names: tuple[str, ...], parameter: SearchParamete
 
 def of_type_condition(tokens, type_names: tuple[str, ...], keyed_code: str, value: str) -> ColumnElement:
     """The hash an identifier of that type and value is indexed under: (type system|code, value)."""
-    parts = value.split("|")
-    if len(parts) != 3 or not all(parts[1:]):
-        raise BadRequest(f":of-type takes system|code|value (the identifier's type and its value), not '{value}'.")
-    return hash_condition(tokens.c.h_sys_code, type_names, keyed_code, f"{parts[0]}|{parts[1]}", parts[2])
+    type_system, type_code, identifier = of_type_parts(value)
+    return hash_condition(tokens.c.h_sys_code, type_names, keyed_code, f"{type_system}|{type_code}", identifier)
 
 
 def missing_condition(index, of_parameter: ColumnElement, value: str, table) -> ColumnElement:
@@ -289,7 +300,7 @@ def approximately(low_column, high_column, low: datetime, high: datetime) -> Col
     return and_(low_column < shifted(high, margin), high_column > shifted(low, -margin))
 
 
-def chain_condition(type_names, parameter, modifier, chain, query: Query, table, depth, limit: Limit | None) -> ColumnElement:
+def chain_condition(type_names, parameter, modifier, chain, query: Query, table, depth, limit: Limit | None, protection) -> ColumnElement:
     """`subject:Patient.name=x`: a reference whose target matches the rest of the chain."""
     if parameter.type != "reference":
         raise BadRequest(f"'{parameter.code}' is a {parameter.type} parameter; only reference parameters can be chained.")
@@ -299,15 +310,15 @@ def chain_condition(type_names, parameter, modifier, chain, query: Query, table,
     if not target_types:
         raise BadRequest(f"No target type of '{parameter.code}' has a search parameter '{chain.split('.')[0].split(':')[0]}'; name the type, e.g. {parameter.code}:Patient.{chain}.")
     reference = INDEX_TABLES["reference"].alias()
-    targets = [chained_target_condition(target_type, Query(chain, query.value, query.base), reference, depth, limit) for target_type in target_types]
+    targets = [chained_target_condition(target_type, Query(chain, query.value, query.base), reference, depth, limit, protection) for target_type in target_types]
     return exists().where(reference.c.res_pk == table.c.pk, hash_condition(reference.c.h_param, type_names, parameter.code), or_(*targets))
 
 
-def chained_target_condition(target_type: str, chained: Query, reference, depth: int, limit: Limit | None) -> ColumnElement:
+def chained_target_condition(target_type: str, chained: Query, reference, depth: int, limit: Limit | None, protection) -> ColumnElement:
     if not is_served(target_type):
         raise BadRequest(f"'{target_type}' is not a resource type this server serves.")
     target = resource.alias()
-    inner = criterion_condition((target_type,), chained, target, depth + 1, limit)
+    inner = criterion_condition((target_type,), chained, target, depth + 1, limit, protection)
     matches = select(target.c.res_id).where(target.c.res_type == target_type, target.c.deleted == false(), inner, *limited(limit, target_type, target))
     return and_(reference.c.target_type == target_type, reference.c.target_id.in_(matches))
 
@@ -317,7 +328,7 @@ def limited(limit: Limit | None, type_name: str, table) -> list[ColumnElement]:
     return [] if condition is None else [condition]
 
 
-def reverse_chain_condition(type_names: tuple[str, ...], query: Query, table, depth: int, limit: Limit | None) -> ColumnElement:
+def reverse_chain_condition(type_names: tuple[str, ...], query: Query, table, depth: int, limit: Limit | None, protection) -> ColumnElement:
     """`_has:Observation:patient:code=x`: some Observation whose `patient` points here matches code=x."""
     parts = query.name.split(":", 3)
     if len(parts) < 4 or not all(parts[1:]):
@@ -330,7 +341,7 @@ def reverse_chain_condition(type_names: tuple[str, ...], query: Query, table, de
     reference_parameter = parameter_or_error(source_type, reference_code)
     source = resource.alias()
     reference = INDEX_TABLES["reference"].alias()
-    inner = criterion_condition((source_type,), Query(rest, query.value, query.base), source, depth + 1, limit)
+    inner = criterion_condition((source_type,), Query(rest, query.value, query.base), source, depth + 1, limit, protection)
     return exists().where(
         reference.c.h_param == hash64(source_type, reference_parameter.code),
         reference.c.target_type == searched_type(type_names, table),
@@ -346,3 +357,49 @@ def reverse_chain_condition(type_names: tuple[str, ...], query: Query, table, de
 def searched_type(type_names: tuple[str, ...], table) -> str | ColumnElement:
     """The type of the resource searched: the type itself, or across several types the row's own."""
     return type_names[0] if len(type_names) == 1 else table.c.res_type
+
+
+def blind_condition(type_names: tuple[str, ...], parameter: SearchParameter, modifier: str, query: Query, table, protection) -> ColumnElement:
+    """The condition of a search by a parameter that reads protected elements, on its blind rows: what they cannot
+    answer (:contains, :text, date ranges, other parameter types) is a BadRequest that says why."""
+    check_modifier(parameter, modifier)
+    protected = f"{type_names[0]} '{parameter.code}' reads protected (encrypted) elements"
+    if parameter.type not in BLIND_TYPES:
+        raise BadRequest(f"{protected}, which have no index of a {parameter.type} parameter: it cannot be searched.")
+    if modifier not in BLIND_MODIFIERS[parameter.type] | {""}:
+        raise BadRequest(f"{protected}, indexed by blind values: the modifier :{modifier} cannot search it.")
+    index = INDEX_TABLES[BLIND_TABLE_KINDS[parameter.type]]
+    codes = {type_name: protection.blind_code(type_name, parameter.code) for type_name in type_names}
+    of_parameter = index.c.h_param.in_([hash64(type_name, code) for type_name, code in codes.items()])
+    if modifier == "missing":
+        return missing_condition(index, of_parameter, query.value, table)
+    keys = protection.index_keys()
+    values = [blind_values(keys, codes, parameter, modifier, part) for part in split_values(query.value)]
+    matched = exists().where(index.c.res_pk == table.c.pk, of_parameter, or_(*[index.c[column].in_(blinds) for column, blinds in values]))
+    return not_(matched) if modifier == "not" else matched
+
+
+def blind_values(keys: list[bytes], codes: dict[str, str], parameter: SearchParameter, modifier: str, value: str) -> tuple[str, list]:
+    """(column, blind values under every key and type) that one value of the search matches; `codes`: the parameter
+    whose blind rows each type's uses."""
+    found: list = []
+    column = "h_code"
+    for type_name, code in codes.items():
+        if parameter.type == "string":
+            column, blinds = string_lookup(keys, type_name, code, modifier, value)
+        elif modifier == "of-type":
+            column, blinds = "h_sys_code", of_type_lookup(keys, type_name, code, *of_type_parts(value))
+        elif parameter.type == "token":
+            column, blinds = token_lookup(keys, type_name, code, value)
+        else:
+            prefix, text = split_prefix(value)
+            blinds = date_lookup(keys, type_name, code, prefix, *search_date_range(text))
+        found += blinds
+    return column, found
+
+
+def of_type_parts(value: str) -> tuple[str, str, str]:
+    parts = value.split("|")
+    if len(parts) != 3 or not all(parts[1:]):
+        raise BadRequest(f":of-type takes system|code|value (the identifier's type and its value), not '{value}'.")
+    return parts[0], parts[1], parts[2]

@@ -22,6 +22,7 @@ from sqlalchemy.engine import URL, make_url
 from app.config import Database
 from app.errors import DatabaseUnavailable
 from app.model.ordering import in_element_order
+from app.protection.service import PROTECTION, open_protection
 from app.store.turns import let_others_run
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -95,8 +96,11 @@ def execute_prepared_when_marked(cursor, statement, parameters, context) -> bool
 
 
 def open_database(database: Database) -> Engine:
-    """The engine of `database`; its units of work check references as `database.integrity` says."""
-    return make_engine(database.url).execution_options(ehr_integrity=database.integrity)
+    """The engine of `database`; its units of work check references as `database.integrity` says, and protect fields as
+    `database.protection` says (KeyFileError or PathError when that cannot be done)."""
+    engine = make_engine(database.url)
+    protection = open_protection(engine, database.protection)
+    return engine.execution_options(ehr_integrity=database.integrity, **{PROTECTION: protection})
 
 
 def is_missing_database(url: URL) -> bool:

@@ -6,6 +6,7 @@ from sqlalchemy import Connection, exists, or_, select
 
 from app.errors import NotFound
 from app.model.registry import require_served_type
+from app.protection.service import protection_of
 from app.store.db import PREPARED
 from app.store.resources import StoredResource, require_resource_key, stored_from_row
 from app.store.schema import resource, resource_history
@@ -39,7 +40,7 @@ def read_history(connection: Connection, query: HistoryQuery) -> HistoryPage:
     has_more = len(rows) > query.count
     rows = rows[: query.count]
     next_seq = rows[-1]._mapping["seq"] if has_more and rows else None
-    return HistoryPage([stored_from_row(row) for row in rows], next_seq)
+    return HistoryPage([stored_from_row(row, protection_of(connection)) for row in rows], next_seq)
 
 
 def history_statement(query: HistoryQuery):

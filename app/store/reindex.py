@@ -6,9 +6,11 @@ new rows swap atomically, and writers wait at most one batch.
 """
 from sqlalchemy import Engine, false, func, select
 
+from app.protection.service import protection_of
 from app.search.index import index_rows
-from app.store.index_rows import delete_index_rows, index_mask, write_index_rows
 from app.store.db import read_unit, write_unit
+from app.store.index_rows import delete_index_rows, index_mask, write_index_rows
+from app.store.resources import stored_from_row
 from app.store.schema import resource
 
 BATCH_SIZE = 500
@@ -40,7 +42,14 @@ def reindex(engine: Engine, type_name: str | None = None):
 
 
 def reindex_row(connection, row) -> None:
-    rows = index_rows(row.res_type, row.body)
+    """Replace the row's index rows by those its body has now (blind ones under the primary index key, and the body
+    sealed again to name it, when protection is on)."""
+    protection = protection_of(connection)
+    stored = stored_from_row(row, protection)
+    rows = index_rows(row.res_type, stored.body, protection)
     delete_index_rows(connection, row.pk, row.index_mask)
     write_index_rows(connection, [(row.pk, rows)])
-    connection.execute(resource.update().where(resource.c.pk == row.pk).values(index_mask=index_mask(rows)))
+    values = {"index_mask": index_mask(rows)}
+    if protection.seals(row.res_type):
+        values["body"] = protection.sealed(row.res_type, row.res_id, stored.body)
+    connection.execute(resource.update().where(resource.c.pk == row.pk).values(**values))

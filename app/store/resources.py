@@ -24,6 +24,7 @@ from app.model.ordering import in_element_order
 from app.model.references import local_targets
 from app.model.registry import require_served_type
 from app.model.validation import SERVER_META, check_resource_id, check_resource_type, validate_resource
+from app.protection.service import protection_of
 from app.search.index import index_rows
 from app.store import batched_writes, postgresql_writes
 from app.store.db import PREPARED, autocommitted, column_in, is_postgresql, transaction_not_begun
@@ -96,15 +97,16 @@ def new_resource(body, expected_type: str | None = None, resource_id: str | None
     return first_version(type_name, resource_id or new_id(), body, method)
 
 
-def turn_index_rows(stored: StoredResource) -> dict[str, list[dict]]:
+def turn_index_rows(stored: StoredResource, protection) -> dict[str, list[dict]]:
     let_others_run()
-    return index_rows(stored.type, stored.body)
+    return index_rows(stored.type, stored.body, protection)
 
 
-def creates_of(new_versions: list[StoredResource], targets: frozenset = frozenset()) -> "postgresql_writes.Creates":
+def creates_of(new_versions: list[StoredResource], protection, targets: frozenset = frozenset()) -> "postgresql_writes.Creates":
     """First versions as the writers take them: each one's stored values and index rows, and the targets they need live."""
-    row_sets = [turn_index_rows(stored) for stored in new_versions]
-    return postgresql_writes.Creates([version_values(stored, rows) for stored, rows in zip(new_versions, row_sets)], row_sets, targets)
+    row_sets = [turn_index_rows(stored, protection) for stored in new_versions]
+    values = [version_values(stored, rows, protection) for stored, rows in zip(new_versions, row_sets)]
+    return postgresql_writes.Creates(values, row_sets, targets)
 
 
 def insert_new_resources(connection: Connection, new_versions: list[StoredResource], targets: frozenset = frozenset(),
@@ -116,14 +118,15 @@ def insert_new_resources(connection: Connection, new_versions: list[StoredResour
     the unit, so a unit that wrote nothing before may let the one statement commit by itself. `updates` (PostgreSQL):
     next versions of resources the unit found, written in the same statement by compare-and-swap (a Conflict when
     another writer changed one since)."""
-    creates = creates_of(new_versions, targets)
+    protection = protection_of(connection)
+    creates = creates_of(new_versions, protection, targets)
     versions, row_sets = creates.versions, creates.row_sets
     if updates and len(versions) + len(updates) <= ONE_STATEMENT_CREATES:
         return written_with_updates(connection, creates, updates)
     if updates:  # too many for one statement: the creates, then each update
         live = insert_new_resources(connection, new_versions, targets)
         for update in updates:
-            if postgresql_writes.write_next_version(connection, version_values(update.stored, update.rows), update.rows, update.stored.pk, update.current_mask) is None:
+            if postgresql_writes.write_next_version(connection, version_values(update.stored, update.rows, protection), update.rows, update.stored.pk, update.current_mask) is None:
                 raise conflict(update.stored)
         return live
     if not new_versions:
@@ -139,8 +142,9 @@ def insert_new_resources(connection: Connection, new_versions: list[StoredResour
 def written_with_updates(connection: Connection, creates: "postgresql_writes.Creates", updates: list[NextVersion]) -> set[tuple[str, str]]:
     """PostgreSQL: a unit's creates and updates in one statement (see insert_new_resources); the targets found live."""
     old_types = parameter_types_in(reduce(operator.or_, (update.current_mask for update in updates)))
+    protection = protection_of(connection)
     live, all_swapped = postgresql_writes.write_unit_versions(
-        connection, creates, [version_values(update.stored, update.rows) for update in updates], old_types, [update.rows for update in updates],
+        connection, creates, [version_values(update.stored, update.rows, protection) for update in updates], old_types, [update.rows for update in updates],
     )
     if live == creates.targets and not all_swapped:
         raise conflict(updates[0].stored) if len(updates) == 1 else Conflict(
@@ -177,7 +181,7 @@ def update_resource(connection: Connection, type_name: str, resource_id: str, bo
     if not current.deleted and same_content(current.body, body):
         return WriteResult(current, changed=False)
     if current is found and is_postgresql(connection):
-        stored, rows = next_version(current, body, "PUT")
+        stored, rows = next_version(current, body, "PUT", protection_of(connection))
         return WriteResult(stored, created=current.deleted, waiting=NextVersion(stored, rows, current.index_mask))
     stored, live = write_next_version(connection, current, body, "PUT", lock_targets)
     return WriteResult(stored, created=current.deleted, live_targets=live)
@@ -196,18 +200,19 @@ def update_committed(connection: Connection, type_name: str, resource_id: str, b
         row = connection.execute(CURRENT_ROW, {"type_name": type_name, "resource_id": resource_id}).first()
     if row is None:
         return None
-    current = stored_from_row(row)
+    protection = protection_of(connection)
+    current = stored_from_row(row, protection)
     check_if_match(current, if_match)
     if not current.deleted and same_content(current.body, body):
         return WriteResult(current, changed=False)
-    stored, rows = next_version(current, body, "PUT")
+    stored, rows = next_version(current, body, "PUT", protection)
     targets = local_targets(stored.body) if lock_targets else frozenset()
     records = audit(stored) if audit else []
+    values = version_values(stored, rows, protection)
     if records:
-        swapped, live = postgresql_writes.swap_committed_with_creates(connection, version_values(stored, rows), rows, current.index_mask,
-                                                                      creates_of(records, targets))
+        swapped, live = postgresql_writes.swap_committed_with_creates(connection, values, rows, current.index_mask, creates_of(records, protection, targets))
     else:
-        swapped, live = postgresql_writes.swap_committed(connection, version_values(stored, rows), rows, current.index_mask, targets)
+        swapped, live = postgresql_writes.swap_committed(connection, values, rows, current.index_mask, targets)
     if not swapped and live == targets:
         return None
     return WriteResult(stored, created=current.deleted, live_targets=live, written=swapped, audited=swapped and bool(records))
@@ -250,7 +255,7 @@ def delete_resource(connection: Connection, type_name: str, resource_id: str,
 def read_resource(connection: Connection, type_name: str, resource_id: str) -> StoredResource:
     require_resource_key(type_name, resource_id)
     row = connection.execute(CURRENT_ROW, {"type_name": type_name, "resource_id": resource_id}).first()
-    return live_version(row, lambda: missing(type_name, resource_id))
+    return live_version(row, protection_of(connection), lambda: missing(type_name, resource_id))
 
 
 def read_version(connection: Connection, type_name: str, resource_id: str, version_id: str) -> StoredResource:
@@ -259,7 +264,7 @@ def read_version(connection: Connection, type_name: str, resource_id: str, versi
     if version is None or not 1 <= version <= MAX_VERSION:
         raise NotFound(f"Version '{version_id}' of {type_name}/{resource_id} does not exist: versions are numbered 1, 2, 3...")
     row = connection.execute(VERSION_ROW, {"type_name": type_name, "resource_id": resource_id, "version": version}).first()
-    return live_version(row, lambda: missing_version(type_name, resource_id, version_id))
+    return live_version(row, protection_of(connection), lambda: missing_version(type_name, resource_id, version_id))
 
 
 def require_resource_key(type_name: str, resource_id: str) -> None:
@@ -276,11 +281,11 @@ def missing_version(type_name: str, resource_id: str, version_id: str) -> NotFou
     return NotFound(f"Version {version_id} of {type_name}/{resource_id} does not exist.")
 
 
-def live_version(row, not_found: Callable[[], NotFound]) -> StoredResource:
+def live_version(row, protection, not_found: Callable[[], NotFound]) -> StoredResource:
     """The stored version in `row`; the `not_found` error when there is none, Gone when it is a deletion."""
     if row is None:
         raise not_found()
-    stored = stored_from_row(row)
+    stored = stored_from_row(row, protection)
     if stored.deleted:
         raise gone(stored)
     return stored
@@ -292,7 +297,8 @@ AUDIT_RECORD_TYPE = "AuditEvent"
 def live_referrers(connection: Connection, type_name: str, resource_id: str, excluding: str | None = None) -> list[StoredResource]:
     """The live resources (but those of type `excluding`) whose references, as indexed, point at `type_name/resource_id`."""
     query = select(resource).where(live_referrer(type_name, resource_id), resource.c.res_type != excluding)
-    return [stored_from_row(row) for row in connection.execute(query.order_by(resource.c.pk))]
+    protection = protection_of(connection)
+    return [stored_from_row(row, protection) for row in connection.execute(query.order_by(resource.c.pk))]
 
 
 def live_referrer(type_name: str, resource_id: str):
@@ -365,18 +371,21 @@ def resource_key(type_name: str, resource_id: str):
     return and_(resource.c.res_type == type_name, resource.c.res_id == resource_id)
 
 
-def stored_from_row(row) -> StoredResource:
+def stored_from_row(row, protection) -> StoredResource:
+    """The version in a resource or history row, its body opened by `protection` (protection_of its connection)."""
     mapping = row._mapping
+    body = mapping["body"]
     return StoredResource(
         type=mapping["res_type"], id=mapping["res_id"], version=mapping["version"],
-        last_updated=as_utc(mapping["last_updated"]), deleted=mapping["deleted"], body=mapping["body"],
+        last_updated=as_utc(mapping["last_updated"]), deleted=mapping["deleted"],
+        body=protection.opened(mapping["res_type"], mapping["res_id"], body) if body is not None else None,
         method=mapping.get("method"), pk=mapping.get("pk"), index_mask=mapping.get("index_mask", 0),
     )
 
 
 def lock_current(connection: Connection, type_name: str, resource_id: str) -> StoredResource | None:
     row = connection.execute(LOCKED_CURRENT_ROW, {"type_name": type_name, "resource_id": resource_id}).first()
-    return stored_from_row(row) if row else None
+    return stored_from_row(row, protection_of(connection)) if row else None
 
 
 def lock_live(connection: Connection, type_name: str, resource_id: str) -> StoredResource:
@@ -438,9 +447,9 @@ def apply_json_patch(body: dict, operations) -> dict:
 
 def try_insert_first_version(connection: Connection, type_name: str, resource_id: str, body: dict) -> StoredResource | None:
     """Insert unless another writer created the same id first (then the caller updates it instead)."""
-    stored = first_version(type_name, resource_id, body, "PUT")
-    rows = index_rows(type_name, stored.body)
-    inserted = writes_of(connection).try_insert_first_version(connection, version_values(stored, rows), rows)
+    stored, protection = first_version(type_name, resource_id, body, "PUT"), protection_of(connection)
+    rows = index_rows(type_name, stored.body, protection)
+    inserted = writes_of(connection).try_insert_first_version(connection, version_values(stored, rows, protection), rows)
     return stored if inserted else None
 
 
@@ -453,9 +462,11 @@ def write_next_version(connection: Connection, current: StoredResource, body: di
                        lock_targets: bool = False) -> tuple[StoredResource, frozenset[tuple[str, str]]]:
     """The next version, written, and (with `lock_targets`, on PostgreSQL, in the same statement) the targets of its
     references that are live, locked FOR SHARE: the unit's check at its end need not look them up again."""
-    stored, rows = next_version(current, body, method)
+    protection = protection_of(connection)
+    stored, rows = next_version(current, body, method, protection)
     targets = local_targets(stored.body) if lock_targets and stored.body is not None else frozenset()
-    live = writes_of(connection).write_next_version(connection, version_values(stored, rows), rows, current.pk, current.index_mask, targets)
+    values = version_values(stored, rows, protection)
+    live = writes_of(connection).write_next_version(connection, values, rows, current.pk, current.index_mask, targets)
     if live is None:
         raise conflict(current)
     return stored, live
@@ -465,12 +476,13 @@ def conflict(stored: StoredResource) -> Conflict:
     return Conflict(f"{stored.type}/{stored.id} was changed by another writer at the same moment; retry the request.")
 
 
-def next_version(current: StoredResource, body: dict | None, method: str) -> tuple[StoredResource, dict[str, list[dict]]]:
-    """The version after `current` with `body` (None for a deletion), not yet written, and its index rows."""
+def next_version(current: StoredResource, body: dict | None, method: str, protection) -> tuple[StoredResource, dict[str, list[dict]]]:
+    """The version after `current` with `body` (None for a deletion), not yet written, and its index rows (blind where
+    `protection` says)."""
     version = current.version + 1
     moment = max(utc_now(), current.last_updated + MIN_TICK)  # lastUpdated never goes backwards
     stored_body = None if body is None else with_server_meta(body, current.type, current.id, version, moment)
-    rows = index_rows(current.type, stored_body)
+    rows = index_rows(current.type, stored_body, protection)
     return StoredResource(current.type, current.id, version, moment, body is None, stored_body, method, current.pk, index_mask(rows)), rows
 
 
@@ -479,9 +491,13 @@ def writes_of(connection: Connection):
     return postgresql_writes if is_postgresql(connection) else batched_writes
 
 
-def version_values(stored: StoredResource, rows: dict[str, list[dict]]) -> dict:
-    """What the writers store of a version: its resource row's and history row's values."""
+def version_values(stored: StoredResource, rows: dict[str, list[dict]], protection) -> dict:
+    """What the writers store of a version: its resource row's and history row's values, its protected values sealed
+    by `protection` (after its index rows were extracted from them)."""
+    body = stored.body
+    if body is not None and protection.seals(stored.type):
+        body = protection.sealed(stored.type, stored.id, body)
     return {
         "res_type": stored.type, "res_id": stored.id, "version": stored.version, "last_updated": stored.last_updated,
-        "deleted": stored.deleted, "index_mask": index_mask(rows), "method": stored.method, "body": stored.body,
+        "deleted": stored.deleted, "index_mask": index_mask(rows), "method": stored.method, "body": body,
     }

@@ -16,6 +16,7 @@ from sqlalchemy.sql import ColumnElement
 
 from app.errors import BadRequest
 from app.model.instants import EARLIEST, LATEST, as_utc
+from app.protection.service import protection_of
 from app.search.criteria import parameter_or_error, parse_number
 from app.search.cursor import FOREIGN_CURSOR, is_row_key
 from app.search.index import hash64
@@ -44,8 +45,9 @@ class SearchResult:
 
 def search_page(connection: Connection, request: SearchRequest) -> SearchResult:
     """One page of the search's matches, the cursor of the next, the total when asked, and the included resources."""
-    keys = sort_columns(request)
-    page = page_keys(request, keys).subquery("page")
+    protection = protection_of(connection)
+    keys = sort_columns(request, protection)
+    page = page_keys(request, keys, protection).subquery("page")
     page_columns = [page.c[sort_key_label(position)] for position in range(len(keys))]
     statement = (
         select(resource, *page_columns).join(page, resource.c.pk == page.c[sort_key_label(len(keys) - 1)])
@@ -53,7 +55,7 @@ def search_page(connection: Connection, request: SearchRequest) -> SearchResult:
     )
     rows = connection.execute(statement).all()
     matches = rows[: request.count]
-    result = SearchResult([stored_from_row(row) for row in matches])
+    result = SearchResult([stored_from_row(row, protection) for row in matches])
     if len(rows) > request.count and matches:
         result.next_cursor = cursor_of(matches[-1], len(keys))
     if request.total in ("accurate", "estimate"):  # a first page that holds every match needs no count
@@ -62,13 +64,13 @@ def search_page(connection: Connection, request: SearchRequest) -> SearchResult:
     return result
 
 
-def page_keys(request: SearchRequest, keys: list[tuple[ColumnElement, bool]]):
+def page_keys(request: SearchRequest, keys: list[tuple[ColumnElement, bool]], protection):
     """The page's sort keys alone (the last is pk): one row more than the page, to tell whether another follows.
 
     Selecting keys and not whole rows lets PostgreSQL find matches in index-only scans, and fetch
     the rows of one page only, never those of every match it sorts."""
     statement = select(*[column.label(sort_key_label(position)) for position, (column, _) in enumerate(keys)])
-    statement = statement.where(search_condition(request))
+    statement = statement.where(search_condition(request, protection))
     if request.cursor:
         statement = statement.where(after_cursor(keys, request.cursor))
     ordered = [column.desc() if descending else column.asc() for column, descending in keys]
@@ -87,26 +89,29 @@ def matches_total(connection: Connection, request: SearchRequest) -> int:
 
 
 def count_matching(connection: Connection, request: SearchRequest) -> int:
-    return connection.execute(select(func.count()).select_from(resource).where(search_condition(request))).scalar()
+    condition = search_condition(request, protection_of(connection))
+    return connection.execute(select(func.count()).select_from(resource).where(condition)).scalar()
 
 
 def estimated_matches(connection: Connection, request: SearchRequest) -> int:
     """PostgreSQL's row estimate for the search: the top plan's "Plan Rows" of EXPLAIN, which plans without
     running the query, so costs the same for ten matches or ten million. Not exact, and at least 1."""
-    statement = select(resource.c.pk).where(search_condition(request))
+    statement = select(resource.c.pk).where(search_condition(request, protection_of(connection)))
     compiled = statement.compile(dialect=connection.dialect, compile_kwargs={"render_postcompile": True})
     plan = connection.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", compiled.params).scalar()
     return round(plan[0]["Plan"]["Plan Rows"])
 
 
-def search_condition(request: SearchRequest) -> ColumnElement:
+def search_condition(request: SearchRequest, protection) -> ColumnElement:
+    """The condition on resource rows that the request's criteria and the caller's reach put; `protection` blinds the
+    values of parameters that read protected elements (app/store/criteria.py)."""
     types = searched_types(request)
-    limit = chain_limit(request.reach) if request.reach else None
-    conditions = [condition_across_types(types, query, limit) for query in request.criteria]
-    return and_(type_condition(request), resource.c.deleted == false(), *conditions, *reach_conditions(request, types))
+    limit = chain_limit(request.reach, protection) if request.reach else None
+    conditions = [condition_across_types(types, query, limit, protection) for query in request.criteria]
+    return and_(type_condition(request), resource.c.deleted == false(), *conditions, *reach_conditions(request, types, protection))
 
 
-def reach_conditions(request: SearchRequest, types: tuple[str, ...]) -> list[ColumnElement]:
+def reach_conditions(request: SearchRequest, types: tuple[str, ...], protection) -> list[ColumnElement]:
     """The caller's limits (app/store/access.py): each limited type's resources only where the caller may search."""
     if request.reach is None:
         return []
@@ -115,7 +120,7 @@ def reach_conditions(request: SearchRequest, types: tuple[str, ...]) -> list[Col
         return []
     return [or_(
         resource.c.res_type.not_in(list(limited)),
-        *[and_(resource.c.res_type == type_name, reach_condition(type_name, reaches)) for type_name, reaches in limited.items()],
+        *[and_(resource.c.res_type == type_name, reach_condition(type_name, reaches, protection)) for type_name, reaches in limited.items()],
     )]
 
 
@@ -126,8 +131,13 @@ def type_condition(request: SearchRequest) -> ColumnElement:
     return resource.c.res_type.in_(request.types) if request.types else true()
 
 
-def sort_columns(request: SearchRequest) -> list[tuple[ColumnElement, bool]]:
-    """(SQL expression, descending) per sort key, then pk as the tie-breaker that makes the order total."""
+def sort_columns(request: SearchRequest, protection) -> list[tuple[ColumnElement, bool]]:
+    """(SQL expression, descending) per sort key, then pk as the tie-breaker that makes the order total. A parameter
+    that reads protected elements has only blind values, which sort nothing: BadRequest."""
+    for key in request.sort:
+        if protection.protects(request.type, key.code):
+            raise BadRequest(f"_sort={key.code}: {request.type} '{key.code}' reads protected (encrypted) elements, whose blind "
+                             "index keeps no order; sort by another parameter, or sort the results yourself.")
     keys = [(sort_expression(request.type, key), key.descending) for key in request.sort]
     tie_breaker_descending = request.sort[-1].descending if request.sort else False
     return [*keys, (resource.c.pk, tie_breaker_descending)]
@@ -250,7 +260,7 @@ def referenced(connection: Connection, sources: list[StoredResource], includes: 
         .distinct()
         .limit(MAX_INCLUDED)
     )
-    return [stored_from_row(row) for row in connection.execute(statement).all()]
+    return [stored_from_row(row, protection_of(connection)) for row in connection.execute(statement).all()]
 
 
 def referencing(connection: Connection, targets: list[StoredResource], revincludes: tuple[Include, ...]) -> list[StoredResource]:
@@ -267,7 +277,7 @@ def referencing(connection: Connection, targets: list[StoredResource], revinclud
         .distinct()
         .limit(MAX_INCLUDED)
     )
-    return [stored_from_row(row) for row in connection.execute(statement).all()]
+    return [stored_from_row(row, protection_of(connection)) for row in connection.execute(statement).all()]
 
 
 def pks_of(stored: list[StoredResource]):
@@ -284,7 +294,7 @@ def token_matches(connection: Connection, column: str, hashes: list[int]) -> lis
     """(hash, resource) for each live resource with a token row whose `column` holds one of `hashes` (see
     token_hash_parts), in pk order. A hash names its type and parameter, so one statement serves all."""
     statement = token_lookups(column) if is_postgresql(connection) else token_join(connection, column, hashes)
-    return [(row.matched_hash, stored_from_row(row)) for row in connection.execute(statement, {"hashes": hashes})]
+    return [(row.matched_hash, stored_from_row(row, protection_of(connection))) for row in connection.execute(statement, {"hashes": hashes})]
 
 
 @cache

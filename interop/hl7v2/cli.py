@@ -13,8 +13,9 @@ from tqdm import tqdm
 
 from app.cli import DEFAULT_HOST, settings_engine
 from app.config import Database, load_settings
+from app.protection.service import prepare_protection
 from app.store import migrate
-from app.store.db import make_engine, open_database
+from app.store.db import open_database
 from interop.hl7v2.authorities import authority_systems, remove_authority, set_authority
 from interop.hl7v2.mllp import DEFAULT_WORKERS, Listener, ListenerSettings, configure_logging
 from interop.hl7v2.outbox import (DEFAULT_INTERVAL_SECONDS, Deliverer, Destination, Sender, destinations, queued_acks,
@@ -272,9 +273,14 @@ def interrupt(signal_number, frame) -> None:
 
 
 def current_database() -> Database:
-    """The configured database, once its schema is known to be current."""
+    """The configured database, once its schema is known to be current and its protection's keys available."""
     database = load_settings().database
-    migrate.check_schema_current(make_engine(database.url))
+    engine = open_database(database)
+    try:
+        migrate.check_schema_current(engine)
+        prepare_protection(engine)
+    finally:
+        engine.dispose()
     return database
 
 

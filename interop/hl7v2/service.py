@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cache, cached_property
+from types import SimpleNamespace
 from typing import NamedTuple
 
 from sqlalchemy import Engine, Row, TextClause, bindparam, func, literal, null, or_, select, text, tuple_, union_all, update
@@ -32,6 +33,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from app.errors import DatabaseUnavailable, FhirError
 from app.model.instants import as_utc, format_instant, utc_now
 from app.model.references import rewrite_references
+from app.protection.service import protection_of
 from app.search.conditional import single_match
 from app.search.service import search_request
 from app.store.db import is_disconnect, is_postgresql, read_unit
@@ -528,7 +530,8 @@ def store(unit: Unit, readings: list[Reading], keys: list[tuple[str, str]]) -> l
     rows = []
     for reading in readings:
         if reading.key is None:
-            rows.append((MessageRow(*connection.execute(hl7_message.insert().values(row_values(reading)).returning(*OUTCOME_COLUMNS)).one()), NEW))
+            values = row_values(reading, protection_of(connection))
+            rows.append((MessageRow(*connection.execute(hl7_message.insert().values(values).returning(*OUTCOME_COLUMNS)).one()), NEW))
         elif (found := earlier.sent_before(reading)) is not None:
             rows.append((found, RESENT if found.status in FINAL_STATUSES else UNAPPLIED))
         elif (identity := (reading.key, reading.content_hash)) in inserted:
@@ -552,7 +555,7 @@ def stored_and_inserted(connection, keyed: list[Reading], locks: list[int]) -> t
     if not is_postgresql(connection):
         return earlier_messages(connection, keyed), {}
     found, inserted = EarlierMessages({}, {}), {}
-    for row in connection.execute(store_messages_statement(), {"lock_keys": locks, **message_arrays(keyed)}):
+    for row in connection.execute(store_messages_statement(), {"lock_keys": locks, **message_arrays(keyed, protection_of(connection))}):
         kind, key, text_hash, outcome = row[0], tuple(row[1:4]), row[4], row[5:]
         if kind == "inserted":
             inserted[(key, text_hash)] = MessageRow(*outcome)
@@ -565,9 +568,9 @@ def stored_and_inserted(connection, keyed: list[Reading], locks: list[int]) -> t
 STORED_COLUMNS = tuple(column.name for column in hl7_message.columns if column.name not in ("id", "reuses_control_id_of"))
 
 
-def message_arrays(readings: list[Reading]) -> dict[str, list]:
+def message_arrays(readings: list[Reading], protection) -> dict[str, list]:
     """The readings' row values, one array per column, as store_messages_statement unnests them."""
-    rows = [row_values(reading) for reading in readings]
+    rows = [row_values(reading, protection) for reading in readings]
     return {name: [row[name] for row in rows] for name in STORED_COLUMNS}
 
 
@@ -626,7 +629,8 @@ def earlier_messages_statement():
 def hashed_now(connection, message_id: int) -> str | None:
     """The content hash of a message stored before hashes were kept, computed from its bytes and stored: then a message
     under its control id is its re-send only if it has its content, as for every other. None for bytes not HL7."""
-    raw = connection.execute(select(hl7_message.c.raw).where(hl7_message.c.id == message_id)).scalar_one()
+    row = connection.execute(select(hl7_message).where(hl7_message.c.id == message_id)).one()
+    raw = protection_of(connection).opened_blob(row.raw, raw_context(row._mapping))
     try:
         text_hash = content_hash(decode(raw).text)
     except UnreadableMessage:
@@ -640,7 +644,8 @@ def insert_keyed(connection, readings: list[Reading], newest: dict[tuple, int]) 
     their rows by (key, content hash), without those another worker stored meanwhile."""
     if not readings:
         return {}
-    values = [{**row_values(reading), "reuses_control_id_of": newest.get(reading.key)} for reading in readings]
+    protection = protection_of(connection)
+    values = [{**row_values(reading, protection), "reuses_control_id_of": newest.get(reading.key)} for reading in readings]
     returned = connection.execute(insert_new_messages(connection.dialect.name), values)
     return {(tuple(row[:3]), row[3]): MessageRow(*row[4:]) for row in returned}
 
@@ -664,18 +669,26 @@ def insert_new_messages(dialect_name: str):
     return dialect.insert(hl7_message).on_conflict_do_nothing().returning(*KEY_COLUMNS, hl7_message.c.content_hash, *OUTCOME_COLUMNS)
 
 
-def row_values(reading: Reading) -> dict:
+def row_values(reading: Reading, protection) -> dict:
+    """The message's row, the message as received sealed by `protection` (app/protection) when it is on."""
     moment = utc_now()
     header = reading.header
     application, facility, control_id = reading.key or (*reading.sender, None)
-    return {
-        "received_at": moment, "updated_at": moment, "peer": stored_text(reading.peer, 200), "raw": reading.raw,
+    values = {
+        "received_at": moment, "updated_at": moment, "peer": stored_text(reading.peer, 200),
         "sending_application": application, "sending_facility": facility, "control_id": control_id,
         "message_type": stored_text(header.type_name, 50) if header else None,
         "version": stored_text(header.version, 60) if header else None, "codec": reading.codec if header else None,
         "status": reading.status, "error": stored_text(reading.error), "ack": stored_text(reading.ack),
         "content_hash": reading.content_hash, "warnings": warnings_text(reading.warnings),
     }
+    return {**values, "raw": protection.sealed_blob(reading.raw, raw_context(values))}
+
+
+def raw_context(row) -> str:
+    """What a message's sealed bytes are bound to: its table and column, its peer, sender and control id, which never
+    change, so that bytes copied to another message's row do not open."""
+    return "|".join(("hl7_message.raw", *(str(row[name]) for name in ("peer", "sending_application", "sending_facility", "control_id"))))
 
 
 def warnings_text(warnings: tuple[ErrorDetail, ...]) -> str | None:
@@ -748,9 +761,13 @@ def stored_messages(engine: Engine, query: MessageQuery = MessageQuery()) -> lis
         return connection.execute(statement).all()
 
 
-def stored_message(engine: Engine, message_id: int) -> Row | None:
+def stored_message(engine: Engine, message_id: int) -> SimpleNamespace | None:
+    """The message's row, with the message as received opened (app/protection)."""
     with read_unit(engine) as connection:
-        return connection.execute(select(hl7_message).where(hl7_message.c.id == message_id)).first()
+        row = connection.execute(select(hl7_message).where(hl7_message.c.id == message_id)).first()
+        if row is None:
+            return None
+        return SimpleNamespace(**{**row._mapping, "raw": protection_of(connection).opened_blob(row.raw, raw_context(row._mapping))})
 
 
 def written_resources(engine: Engine, message_id: int) -> list[str]:

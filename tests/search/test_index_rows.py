@@ -5,6 +5,7 @@ from decimal import Decimal
 from hypothesis import given, settings, strategies as st
 
 from app.demo import demo_bundle
+from app.protection.service import UNPROTECTED
 from app.search import index
 
 DEMO = [entry["resource"] for entry in demo_bundle()["entry"]]
@@ -23,7 +24,7 @@ SAMPLES = DEMO + [BLOOD_PRESSURE]
 
 def fresh_rows(resource: dict) -> dict:
     index.SEEN_ROWS.clear()
-    return as_plain(index.index_rows(resource["resourceType"], resource))
+    return as_plain(index.index_rows(resource["resourceType"], resource, UNPROTECTED))
 
 
 def as_plain(rows: dict) -> dict:
@@ -49,19 +50,19 @@ def mixes(draw):
 def test_rows_remembered_from_other_resources_are_those_a_fresh_extraction_gives(resources):
     expected = [fresh_rows(resource) for resource in resources]
     for resource in resources:
-        index.index_rows(resource["resourceType"], resource)
-    assert [as_plain(index.index_rows(resource["resourceType"], resource)) for resource in resources] == expected
+        index.index_rows(resource["resourceType"], resource, UNPROTECTED)
+    assert [as_plain(index.index_rows(resource["resourceType"], resource, UNPROTECTED)) for resource in resources] == expected
 
 
 def test_each_caller_gets_rows_of_its_own():
     resource = BLOOD_PRESSURE
-    first = index.index_rows("Observation", resource)
+    first = index.index_rows("Observation", resource, UNPROTECTED)
     expected = as_plain(first)
     for type_rows in first.values():
         for row in type_rows:
             row["n"] = 99
             row["h_param"] = 0
-    assert as_plain(index.index_rows("Observation", resource)) == expected
+    assert as_plain(index.index_rows("Observation", resource, UNPROTECTED)) == expected
 
 
 def test_a_decimal_and_a_text_of_the_same_digits_are_different_elements():
@@ -74,14 +75,14 @@ def test_a_parameter_over_meta_is_remembered_by_the_meta_elements_it_reads():
     assert tag.reads == ((), ("tag",))
     first = {"resourceType": "Patient", "meta": {"versionId": "1", "tag": [{"system": "s", "code": "a"}]}}
     second = {"resourceType": "Patient", "meta": {"versionId": "2", "tag": [{"system": "s", "code": "b"}]}}
-    index.index_rows("Patient", first)
-    assert as_plain(index.index_rows("Patient", second)) == fresh_rows(second)
+    index.index_rows("Patient", first, UNPROTECTED)
+    assert as_plain(index.index_rows("Patient", second, UNPROTECTED)) == fresh_rows(second)
 
 
 def test_large_elements_are_indexed_but_not_remembered():
     attachment = {"contentType": "application/pdf", "data": "QUJD" * 1000}
     document = {"resourceType": "DocumentReference", "status": "current", "content": [{"attachment": attachment}]}
     index.SEEN_ROWS.clear()
-    rows = index.index_rows("DocumentReference", document)
+    rows = index.index_rows("DocumentReference", document, UNPROTECTED)
     assert any(row.get("code") == "application/pdf" for row in rows["token"])  # contenttype
     assert all(len(key[2]) <= 1024 for key in index.SEEN_ROWS)

@@ -10,6 +10,7 @@ from sqlalchemy import text
 from werkzeug.serving import make_server
 
 from app.model.validation import validate_resource
+from app.protection.service import UNPROTECTED
 from app.search.index import index_rows
 from app.store.audit import EVENT_TYPE, SOURCE, audit_version
 from app.store.postgresql_writes import Creates, swap_committed_with_creates
@@ -196,10 +197,10 @@ def test_an_update_that_another_writer_swapped_first_writes_no_audit_event_with_
     audit = audit_version({"resourceType": "AuditEvent", "type": EVENT_TYPE, "recorded": "2026-01-01T00:00:00Z",
                            "agent": [{"requestor": True}], "source": SOURCE})
     with writing(engine) as unit:
-        row_sets = [index_rows("AuditEvent", audit.body)]
-        creates = Creates([version_values(audit, row_sets[0])], row_sets, frozenset())
-        rows = index_rows("Observation", stale.body)
-        swapped, _ = swap_committed_with_creates(unit.connection, version_values(replace(stale, version=stale.version + 1), rows), rows,
+        row_sets = [index_rows("AuditEvent", audit.body, UNPROTECTED)]
+        creates = Creates([version_values(audit, row_sets[0], UNPROTECTED)], row_sets, frozenset())
+        rows = index_rows("Observation", stale.body, UNPROTECTED)
+        swapped, _ = swap_committed_with_creates(unit.connection, version_values(replace(stale, version=stale.version + 1), rows, UNPROTECTED), rows,
                                                  current.index_mask, creates)
     assert not swapped
     with engine.connect() as connection:

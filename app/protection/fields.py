@@ -1,0 +1,160 @@
+"""Protected values in a stored body: each sealed with AES-256-GCM under the primary value key and a fresh nonce, as
+`enc:v1:<key id>:<base64url of nonce and ciphertext>`, with additional data binding it to the format, the key, the
+resource's type and id and the element's path, so that a ciphertext copied to another resource, field or key fails.
+
+A sealed body lists the paths it sealed under SEALED (a name no FHIR element can have); a body without it was stored
+in plaintext (before protection was on, or with nothing to seal).
+"""
+import base64
+import os
+from collections.abc import Callable
+
+import orjson
+from cryptography.exceptions import InvalidTag
+
+from app.protection.keys import DataKey, KeyRing, KeyUnavailable
+from app.protection.paths import PathError, ProtectedPath, resolved_path
+
+FORMAT = "enc:v1:"
+SEALED = "ehr:sealed"
+NONCE_BYTES = 12
+
+
+class ValueUnreadable(Exception):
+    """A protected value does not decrypt: its key is unavailable, or the ciphertext was altered or moved."""
+
+    def __init__(self, message: str, key_id: str | None):
+        super().__init__(message)
+        self.key_id = key_id
+
+
+def sealed_body(body: dict, type_name: str, resource_id: str, paths: tuple[ProtectedPath, ...], key: DataKey) -> dict:
+    """`body` with the values at `paths` sealed under `key` (and SEALED), or `body` itself when it has none of them."""
+    sealed, seal = body, value_sealer(key, type_name, resource_id)
+    for path in paths:
+        sealed = with_values_replaced(sealed, path.steps, path.text, seal)
+    if sealed is body:
+        return body
+    return {**sealed, SEALED: {"paths": [path.text for path in paths]}}
+
+
+def opened_body(body: dict, type_name: str, resource_id: str, ring: KeyRing, paths: tuple[ProtectedPath, ...]) -> dict:
+    """`body` with the values it sealed decrypted, and without SEALED; ValueUnreadable when one does not decrypt, when
+    a path it sealed holds a value that is not a ciphertext, or when a body without SEALED holds one at `paths` (the
+    paths configured now)."""
+    if SEALED not in body:
+        if sealed_key_ids(body, type_name, resource_id, paths):
+            raise ValueUnreadable(f"{type_name}/{resource_id} holds encrypted values but does not say which: it was altered.", None)
+        return body
+    opened = {name: value for name, value in body.items() if name != SEALED}
+    open_value = value_opener(ring, type_name, resource_id)
+    for path in paths_sealed(body, type_name, resource_id):
+        opened = with_values_replaced(opened, path.steps, path.text, open_value)
+    return opened
+
+
+def paths_sealed(body: dict, type_name: str, resource_id: str) -> list[ProtectedPath]:
+    """The paths a sealed body lists; ValueUnreadable when its list is not one this server writes."""
+    sealing = body[SEALED]
+    try:
+        return [resolved_path(f"{type_name}.{text}") for text in sealing["paths"]]
+    except (PathError, TypeError, KeyError) as error:
+        raise ValueUnreadable(f"{type_name}/{resource_id} does not say which of its values are encrypted in a form this server "
+                              f"writes ({error}): it was altered.", None) from None
+
+
+def sealed_key_ids(body: dict, type_name: str, resource_id: str, paths: tuple[ProtectedPath, ...] | None = None) -> set[str]:
+    """The value keys whose ciphertexts the body holds at the paths it sealed (or at `paths`)."""
+    found: set[str] = set()
+
+    def note(_path: str, value):
+        if isinstance(value, str) and value.startswith(FORMAT):
+            found.add(value[len(FORMAT):].partition(":")[0])
+        return value
+
+    for path in paths if paths is not None else paths_sealed(body, type_name, resource_id):
+        with_values_replaced(body, path.steps, path.text, note)
+    return found
+
+
+def with_values_replaced(node, steps: tuple[tuple[str, ...], ...], text: str, replace: Callable[[str, object], object]):
+    """`node` with each value at `steps` (and the primitive extensions beside the last step's) replaced by
+    `replace(path text, value)`; lists along the way are walked item by item. Unchanged parts are shared."""
+    if isinstance(node, list):
+        return [with_values_replaced(item, steps, text, replace) for item in node]
+    if not isinstance(node, dict):
+        return node
+    keys, rest = steps[0], steps[1:]
+    changed = {}
+    for key in keys:
+        if key in node:
+            changed[key] = replace(text, node[key]) if not rest else with_values_replaced(node[key], rest, text, replace)
+        if not rest and f"_{key}" in node:
+            changed[f"_{key}"] = replace(f"{text}._", node[f"_{key}"])
+    return {**node, **changed} if changed else node
+
+
+def additional_data(key_id: str, type_name: str, resource_id: str, path: str) -> bytes:
+    return f"{FORMAT}{key_id}|{type_name}|{resource_id}|{path}".encode()
+
+
+def value_sealer(key: DataKey, type_name: str, resource_id: str) -> Callable[[str, object], str]:
+    def seal(path: str, value) -> str:
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = key.cipher.encrypt(nonce, orjson.dumps(value), additional_data(key.id, type_name, resource_id, path))
+        return f"{FORMAT}{key.id}:{base64.urlsafe_b64encode(nonce + sealed).decode().rstrip('=')}"
+
+    return seal
+
+
+def value_opener(ring: KeyRing, type_name: str, resource_id: str) -> Callable[[str, object], object]:
+    def open_value(path: str, value):
+        if not isinstance(value, str) or not value.startswith(FORMAT):
+            raise ValueUnreadable(f"{type_name}/{resource_id} {path}: the value is not encrypted although the resource says it is: "
+                                  "it was altered.", None)
+        key_id, _, text = value[len(FORMAT):].partition(":")
+        try:
+            key = ring.key(key_id)
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            return orjson.loads(key.cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], additional_data(key_id, type_name, resource_id, path)))
+        except KeyUnavailable as error:
+            raise ValueUnreadable(f"{type_name}/{resource_id} {path}: {error}", key_id) from None
+        except (InvalidTag, ValueError, orjson.JSONDecodeError):
+            raise ValueUnreadable(
+                f"{type_name}/{resource_id} {path}: the value sealed with data key {key_id} does not decrypt: it was altered, or "
+                "copied from another resource or element.", key_id,
+            ) from None
+
+    return open_value
+
+
+def sealed_blob(data: bytes, context: str, key: DataKey) -> bytes:
+    """Bytes stored outside a resource (an HL7 message as received), sealed as `enc:v1:<key id>:` and the nonce and
+    ciphertext, with `context` (what the bytes are, and of which row) as additional data."""
+    nonce = os.urandom(NONCE_BYTES)
+    prefix = f"{FORMAT}{key.id}:".encode()
+    return prefix + nonce + key.cipher.encrypt(nonce, data, prefix + context.encode())
+
+
+def opened_blob(data: bytes, context: str, ring: KeyRing) -> bytes:
+    """The bytes of sealed_blob; bytes stored before protection was on as they are; ValueUnreadable when they do not
+    decrypt."""
+    if not data.startswith(FORMAT.encode()):
+        return data
+    key_id, _, sealed = data[len(FORMAT):].partition(b":")
+    key_id = key_id.decode(errors="replace")
+    try:
+        key = ring.key(key_id)
+        return key.cipher.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], f"{FORMAT}{key_id}:{context}".encode())
+    except KeyUnavailable as error:
+        raise ValueUnreadable(f"{context}: {error}", key_id) from None
+    except (InvalidTag, ValueError):
+        raise ValueUnreadable(f"{context}: the bytes sealed with data key {key_id} do not decrypt: they were altered, or copied "
+                              "from another row.", key_id) from None
+
+
+def blob_key_id(data: bytes) -> str | None:
+    """The value key that sealed `data`, or None for bytes stored in the clear."""
+    return data[len(FORMAT):].partition(b":")[0].decode(errors="replace") if data.startswith(FORMAT.encode()) else None
+
+

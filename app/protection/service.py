@@ -1,0 +1,199 @@
+"""Protection: what the store asks of field-level protection on its write and read paths, for one engine.
+
+The store seals a version's body after extracting its index rows (sealed), opens bodies as it reads rows (opened),
+makes blind rows for the parameters that read protected elements (blind_rows), and looks searches of those up under
+every index key (index_keys). Its key ring is read from the database when first needed (prepare_protection makes a
+database's first keys when a process starts), and again every RING_REFRESH_SECONDS, so that a key promoted by `ehr keys promote` in another
+process is used within that time; a ciphertext naming a key the ring lacks makes it look again at once.
+"""
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine
+
+from app.config import ProtectionSettings
+from app.errors import KeyUnavailableError, ProtectedValueUnreadable
+from app.model.instants import utc_now
+from app.protection.blind import blind_rows
+from app.protection.fields import SEALED, ValueUnreadable, blob_key_id, opened_blob, opened_body, sealed_blob, sealed_body, sealed_key_ids
+from app.protection.keyfile import KeyEncryptionKey, key_from_text, read_key_file
+from app.protection.keys import KeyRing, KeyUnavailable, ensure_primary_keys, has_key_table, load_key_ring, stored_key_ids
+from app.protection.paths import ProtectedPaths, protected_paths
+from app.search.index import IndexedParameter
+
+RING_REFRESH_SECONDS = 10
+PROTECTION = "ehr_protection"  # the engine's execution option that holds its Protection
+log = logging.getLogger(__name__)
+
+
+class Unprotected:
+    """No key configured: nothing is sealed or blind. A body sealed by a server that had a key does not open."""
+
+    def seals(self, type_name: str) -> bool:
+        return False
+
+    def protects(self, type_name: str, code: str) -> bool:
+        return False
+
+    def opened(self, type_name: str, resource_id: str, body: dict) -> dict:
+        if SEALED in body:
+            raise ProtectedValueUnreadable(f"{type_name}/{resource_id} holds protected values, and this server has no key "
+                                           "(EHR_KEY_FILE) to decrypt them.")
+        return body
+
+    def sealed_blob(self, data: bytes, context: str) -> bytes:
+        return data
+
+    def sealed_key_ids(self, type_name: str, resource_id: str, body: dict) -> set[str]:
+        return set()
+
+    def opened_blob(self, data: bytes, context: str) -> bytes:
+        if blob_key_id(data) is not None:
+            raise ProtectedValueUnreadable(f"{context} is encrypted, and this server has no key (EHR_KEY_FILE) to decrypt it.")
+        return data
+
+
+UNPROTECTED = Unprotected()
+
+
+class Protection:
+    """`keks`: the key-encryption keys configured, the first wrapping new data keys (the others only unwrap, while a
+    key-encryption key is rotated: see `ehr keys rekey`)."""
+
+    def __init__(self, engine: Engine, keks: tuple[KeyEncryptionKey, ...], paths: ProtectedPaths):
+        self.engine, self.keks, self.paths = engine, keks, paths
+        self.ring_cache: tuple[float, KeyRing] | None = None
+        self.ring_lock = threading.Lock()
+
+    def seals(self, type_name: str) -> bool:
+        return bool(self.paths.of(type_name))
+
+    def protects(self, type_name: str, code: str) -> bool:
+        """Whether the parameter reads a protected element: its rows are blind, and only some searches work."""
+        return (type_name, code) in self.paths.parameters
+
+    def sealed(self, type_name: str, resource_id: str, body: dict) -> dict:
+        ring = self.ring()
+        return sealed_body(body, type_name, resource_id, self.paths.of(type_name), ring.primary("value"))
+
+    def opened(self, type_name: str, resource_id: str, body: dict) -> dict:
+        """The body with its sealed values decrypted; ProtectedValueUnreadable (and a log line naming the key) when one
+        does not decrypt."""
+        if SEALED not in body and not self.seals(type_name):
+            return body
+        try:
+            return opened_body(body, type_name, resource_id, self.ring(), self.paths.of(type_name))
+        except ValueUnreadable as error:
+            if error.key_id is None or error.key_id in self.ring().keys:
+                return self.unreadable(error)
+        try:  # a key this process has not seen yet (just added by another)
+            return opened_body(body, type_name, resource_id, self.ring(refresh=True), self.paths.of(type_name))
+        except ValueUnreadable as error:
+            return self.unreadable(error)
+
+    def sealed_blob(self, data: bytes, context: str) -> bytes:
+        """Bytes kept beside resources (an HL7 message as received), sealed under the primary value key."""
+        return sealed_blob(data, context, self.ring().primary("value"))
+
+    def opened_blob(self, data: bytes, context: str) -> bytes:
+        try:
+            return opened_blob(data, context, self.ring(refresh=blob_key_id(data) not in (None, *self.ring().keys)))
+        except ValueUnreadable as error:
+            return self.unreadable(error)
+
+    def unreadable(self, error: ValueUnreadable):
+        if error.key_id is None:
+            log.error("protected value unreadable: %s", error)
+        else:
+            log.error("protected value unreadable, data key %s needed: %s", error.key_id, error)
+        raise ProtectedValueUnreadable(str(error))
+
+    def sealed_key_ids(self, type_name: str, resource_id: str, body: dict) -> set[str]:
+        """The value keys of the ciphertexts a stored body holds where it says it sealed values."""
+        try:
+            return sealed_key_ids(body, type_name, resource_id) if SEALED in body else set()
+        except ValueUnreadable as error:
+            return self.unreadable(error)
+
+    def blind_code(self, type_name: str, code: str) -> str:
+        """The parameter whose blind rows a protected one uses (see ProtectedPaths.blind_codes)."""
+        return self.paths.blind_codes.get((type_name, code), code)
+
+    def blind_rows(self, type_name: str, indexed: IndexedParameter, body: dict) -> list[tuple[str, dict]]:
+        """The blind rows of a protected parameter; none for one that shares another's."""
+        if self.blind_code(type_name, indexed.parameter.code) != indexed.parameter.code:
+            return []
+        return blind_rows(type_name, indexed, body, self.ring().primary("index").key)
+
+    def index_keys(self) -> list[bytes]:
+        """Every index key, the primary first: a search finds rows blinded by any of them."""
+        return [key.key for key in self.ring().of("index")]
+
+    def ring(self, refresh: bool = False) -> KeyRing:
+        """The key ring, read again when `refresh` or when it is RING_REFRESH_SECONDS old: by one thread, while the
+        others go on with the ring they have (each would hold a pooled connection while it waited)."""
+        cached = self.ring_cache
+        if cached is not None and not refresh and time.monotonic() - cached[0] < RING_REFRESH_SECONDS:
+            return cached[1]
+        if not self.ring_lock.acquire(blocking=cached is None or refresh):
+            return cached[1]
+        try:
+            if self.ring_cache is cached or refresh:
+                self.ring_cache = (time.monotonic(), self.loaded_ring())
+            return self.ring_cache[1]
+        finally:
+            self.ring_lock.release()
+
+    def loaded_ring(self) -> KeyRing:
+        """The data keys as the database holds them now (read on a connection of its own: a unit's transaction may be
+        under way on this thread's)."""
+        try:
+            with self.engine.connect() as connection:
+                ring = load_key_ring(connection, self.keks)
+            if ring.unwrappable:
+                raise KeyUnavailable(f"data keys {', '.join(sorted(ring.unwrappable))} are wrapped by key-encryption key "
+                                     f"{', '.join(sorted(set(ring.unwrappable.values())))}, which EHR_KEY_FILE does not name ({', '.join(kek.id for kek in self.keks)}).")
+            ring.primary("value"), ring.primary("index")
+        except KeyUnavailable as error:
+            raise KeyUnavailableError(str(error)) from None
+        return ring
+
+
+def protection_of(connection: Connection):
+    """The Protection of the connection's engine (see open_protection), or UNPROTECTED."""
+    return connection.get_execution_options().get(PROTECTION, UNPROTECTED)
+
+
+def open_protection(engine: Engine, settings: ProtectionSettings) -> "Protection | Unprotected":
+    """The protection of `engine` as `settings` say: KeyFileError, PathError when they are wrong."""
+    if not settings.on:
+        return UNPROTECTED
+    if settings.key_text:
+        keks = (key_from_text(settings.key_text, "EHR_KEY"),)
+    else:
+        keks = tuple(read_key_file(Path(path)) for path in settings.key_file.split(os.pathsep) if path)
+    return Protection(engine, keks, protected_paths(settings.paths))
+
+
+def prepare_protection(engine: Engine) -> None:
+    """At the start of a server, a listener or a command: make a database's first data keys when protection is on, and
+    raise KeyUnavailableError when they cannot be unwrapped with the configured key-encryption key, or when protection
+    is off on a database that has keys (its protected values would not open). Nothing to check before the schema has
+    the data_key table (`ehr db upgrade` makes it)."""
+    protection = engine.get_execution_options().get(PROTECTION, UNPROTECTED)
+    with engine.connect() as connection, connection.execution_options(ehr_write=True).begin():  # BEGIN IMMEDIATE on SQLite
+        if not has_key_table(connection):
+            return
+        if isinstance(protection, Protection):
+            ensure_primary_keys(connection, protection.keks[0], utc_now())
+            keys = []
+        else:
+            keys = stored_key_ids(connection)
+    if keys:
+        raise KeyUnavailableError(f"the database holds data keys ({', '.join(keys)}) and protected values, but no key-encryption key "
+                                  "is configured: set EHR_KEY_FILE (or EHR_KEY).")
+    if isinstance(protection, Protection):
+        protection.ring(refresh=True)

@@ -1,0 +1,138 @@
+"""Bringing stored values to the protection now configured, in batches, while the server keeps serving: `ehr keys
+rewrap` after a key was promoted, a path added or removed, or protection turned on for a database that holds plaintext.
+
+A row whose sealed values are not all under the primary value key, or whose sealed paths are not those configured, is
+opened and sealed again; a current row whose paths changed (or every current row of a protected type, after an index
+key was promoted: `rebuild_index`) gets its index rows rebuilt in the same transaction, blind ones under the primary
+index key. Current rows are locked for their batch, so a writer waits at most one batch; writers never change a
+history row's body, only add rows and set superseded_at.
+
+`key_uses` counts the rows that still hold values sealed with a value key, for `ehr keys retire`.
+"""
+import operator
+from collections.abc import Iterator
+from functools import reduce
+
+from sqlalchemy import Connection, Engine, Text, and_, bindparam, cast, delete, false, func, or_, select, update
+
+from app.protection.fields import FORMAT, SEALED
+from app.protection.service import Protection, protection_of
+from app.search.index import index_rows
+from app.store.db import column_in, is_postgresql, read_unit, write_unit
+from app.store.index_rows import index_mask, parameter_types_in, write_index_rows
+from app.store.resources import stored_from_row
+from app.store.schema import INDEX_TABLES, resource, resource_history
+
+BATCH_SIZE = 500
+ROW_KEYS = {resource: resource.c.pk, resource_history: resource_history.c.seq}
+
+
+def rows_to_rewrap(engine: Engine) -> int:
+    """How many current and history rows rewrap looks at: those of protected types and those holding sealed values."""
+    with read_unit(engine) as connection:
+        protection = protection_of(connection)
+        return sum(connection.execute(select(func.count()).select_from(table).where(candidates(connection, table, protection))).scalar()
+                   for table in ROW_KEYS)
+
+
+def candidates(connection: Connection, table, protection):
+    sealed = table.c.body.op("?")(SEALED) if is_postgresql(connection) else func.json_type(table.c.body, f'$."{SEALED}"').is_not(None)
+    protected_types = list(protection.paths.by_type) if isinstance(protection, Protection) else []
+    return and_(table.c.deleted == false(), or_(table.c.res_type.in_(protected_types), sealed) if protected_types else sealed)
+
+
+def rewrap(engine: Engine, rebuild_index: bool = False) -> Iterator[tuple[int, int]]:
+    """Rewrap every row that needs it (and rebuild every current row's index rows with `rebuild_index`); yields (rows
+    looked at, rows changed) per batch."""
+    for table, key in ROW_KEYS.items():
+        with read_unit(engine) as connection:
+            last = connection.execute(select(func.max(key))).scalar() or 0  # rows added later are written as configured
+        after = 0
+        while True:
+            with write_unit(engine) as connection:
+                statement = (select(table).where(key > after, key <= last, candidates(connection, table, protection_of(connection)))
+                             .order_by(key).limit(BATCH_SIZE))
+                rows = connection.execute(statement.with_for_update() if table is resource else statement).all()
+                changed = rewrapped(connection, table, rows, rebuild_index and table is resource)
+            if not rows:
+                break
+            after = rows[-1]._mapping[key.name]
+            yield len(rows), changed
+
+
+def rewrapped(connection: Connection, table, rows: list, rebuild_index: bool) -> int:
+    """Seal again the rows of one batch that are not current, and rebuild index rows where they changed (all of them,
+    with `rebuild_index`); the number of rows changed."""
+    protection = protection_of(connection)
+    key = ROW_KEYS[table]
+    bodies, rebuilt = [], []
+    for row in rows:
+        current = is_current(protection, row.res_type, row.body)
+        if current and not rebuild_index:
+            continue
+        stored = stored_from_row(row, protection)
+        body = protection.sealed(row.res_type, row.res_id, stored.body) if protection.seals(row.res_type) else stored.body
+        if not current:
+            bodies.append({"row_key": row._mapping[key.name], "new_body": body})
+        if table is resource and (rebuild_index or sealed_paths(row.body) != sealed_paths(body)):
+            rebuilt.append((row, stored))
+    if bodies:
+        connection.execute(update(table).where(key == bindparam("row_key")).values(body=bindparam("new_body")), bodies)
+    if rebuilt:
+        rebuild_index_rows(connection, rebuilt, protection)
+    return len({*(body["row_key"] for body in bodies), *(row.pk for row, _ in rebuilt)})
+
+
+def rebuild_index_rows(connection: Connection, rebuilt: list, protection) -> None:
+    """Replace the index rows of a batch's current rows by those of their bodies now: a statement per table."""
+    new_rows = [(row.pk, index_rows(row.res_type, stored.body, protection)) for row, stored in rebuilt]
+    for parameter_type in parameter_types_in(reduce(operator.or_, (row.index_mask for row, _ in rebuilt))):
+        table = INDEX_TABLES[parameter_type]
+        connection.execute(delete(table).where(column_in(connection, table.c.res_pk, [row.pk for row, _ in rebuilt])))
+    write_index_rows(connection, new_rows)
+    masks = [{"row_key": pk, "new_mask": index_mask(rows)} for pk, rows in new_rows]
+    connection.execute(update(resource).where(resource.c.pk == bindparam("row_key")).values(index_mask=bindparam("new_mask")), masks)
+
+
+def is_current(protection, type_name: str, body: dict) -> bool:
+    """Whether `body` is stored as the protection now configured would store it: its sealed paths those configured, and
+    its values sealed under the primary value key."""
+    if not protection.seals(type_name):
+        return SEALED not in body
+    if SEALED not in body:
+        return protection.sealed(type_name, body["id"], body) is body  # nothing to seal in it
+    paths = [path.text for path in protection.paths.of(type_name)]
+    return sealed_paths(body) == paths and protection.sealed_key_ids(type_name, body["id"], body) <= {protection.ring().primary("value").id}
+
+
+def sealed_paths(body: dict) -> list[str] | None:
+    sealing = body.get(SEALED)
+    return sealing["paths"] if isinstance(sealing, dict) else None
+
+
+def key_uses(engine: Engine, key_id: str) -> int:
+    """How many current and history rows still hold values sealed with this value key (found by their text, then
+    counted only where a sealed path holds it: a client's own string that looks like one does not count)."""
+    pattern, uses = f"%{FORMAT}{key_id}:%", 0
+    with read_unit(engine) as connection:
+        protection = protection_of(connection)
+        for table in ROW_KEYS:
+            for row in connection.execute(select(table).where(cast(table.c.body, Text).like(pattern), table.c.deleted == false())):
+                uses += key_id in protection.sealed_key_ids(row.res_type, row.res_id, row.body)
+    return uses
+
+
+class ResourceSealing:
+    """The resource tables as one of the stores `ehr keys rewrap` and `retire` go through (app/feeds.py SealedStore)."""
+
+    def rows_to_rewrap(self, engine: Engine) -> int:
+        return rows_to_rewrap(engine)
+
+    def rewrap(self, engine: Engine, rebuild_index: bool = False) -> Iterator[tuple[int, int]]:
+        return rewrap(engine, rebuild_index)
+
+    def key_uses(self, engine: Engine, key_id: str) -> int:
+        return key_uses(engine, key_id)
+
+
+RESOURCES = ResourceSealing()

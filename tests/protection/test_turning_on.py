@@ -1,0 +1,79 @@
+"""Turning protection on for a database written without it: the server reads what is there as before, and `ehr keys
+rewrap` encrypts it in place (current and history rows, and the index rows that held plaintext), after which searches
+by protected values find it."""
+import copy
+
+import pytest
+
+from app.store.rewrap import rewrap
+from tests.protection.conftest import json_output, protected_settings, put, raw_database_text, run_ehr, running_app, search_ids
+from tests.protection.people import PATIENT, PEOPLE, PLAIN_VALUES, PROTECTED_VALUES, without_meta
+
+SEARCHES = {
+    "Patient?family=zyxwvu": {"pat-a"}, "Patient?given=quentin": {"pat-a"}, "Patient?birthdate=1931-07": {"pat-a"},
+    "Patient?identifier=urn:mrn|MRN-778899": {"pat-a"}, "Patient?phone=555-0199": {"pat-a"},
+    "Patient?address-postalcode=QX9": {"pat-a"}, "RelatedPerson?name=kestrel": {"rel-a"},
+    "RelatedPerson?identifier=RP-3141592": {"rel-a"}, "Practitioner?telecom=555-0777": {"doc-a"},
+}
+
+
+@pytest.fixture
+def written_without_a_key(database_url) -> str:
+    """Each person written twice (two versions) by a server without a key."""
+    with running_app(protected_settings(database_url, None)) as app:
+        client = app.test_client()
+        for body in PEOPLE:
+            put(client, body)
+            put(client, {**copy.deepcopy(body), "active": True})
+    return database_url
+
+
+def readable(database_url: str) -> list[str]:
+    raw = raw_database_text(database_url).casefold()
+    return [value for value in PROTECTED_VALUES if value.casefold() in raw]
+
+
+def test_a_database_written_without_a_key_holds_the_values_in_plaintext(written_without_a_key):
+    assert readable(written_without_a_key) == list(PROTECTED_VALUES)
+
+
+def test_a_server_with_a_key_reads_what_was_written_without_one(written_without_a_key, key_file):
+    with running_app(protected_settings(written_without_a_key, key_file)) as app:
+        client = app.test_client()
+        for body in PEOPLE:
+            assert without_meta(client.get(f"/fhir/{body['resourceType']}/{body['id']}/_history/1").get_json()) == without_meta(body)
+
+
+def test_rewrap_encrypts_everything_a_database_written_without_a_key_holds(written_without_a_key, key_file):
+    with running_app(protected_settings(written_without_a_key, key_file)):
+        rewrapped = json_output(run_ehr(written_without_a_key, "keys", "rewrap", key_file=key_file))
+    assert rewrapped["rewrapped"] == 3 * len(PEOPLE)  # each person's current row and the history rows of its two versions
+    assert readable(written_without_a_key) == []
+    raw = raw_database_text(written_without_a_key)
+    assert [value for value in PLAIN_VALUES if value not in raw] == []
+
+
+def test_after_rewrap_searches_find_and_reads_return_what_was_written_without_a_key(written_without_a_key, key_file):
+    with running_app(protected_settings(written_without_a_key, key_file)) as app:
+        json_output(run_ehr(written_without_a_key, "keys", "rewrap", key_file=key_file))
+        client = app.test_client()
+        assert {query: search_ids(client, query) for query in SEARCHES} == SEARCHES
+        for body in PEOPLE:
+            kind = f"/fhir/{body['resourceType']}/{body['id']}"
+            assert without_meta(client.get(kind).get_json()) == without_meta({**body, "active": True})
+            assert without_meta(client.get(f"{kind}/_history/1").get_json()) == without_meta(body)
+
+
+def test_a_second_rewrap_changes_nothing(written_without_a_key, key_file):
+    with running_app(protected_settings(written_without_a_key, key_file)):
+        json_output(run_ehr(written_without_a_key, "keys", "rewrap", key_file=key_file))
+        again = json_output(run_ehr(written_without_a_key, "keys", "rewrap", key_file=key_file))
+    assert again["rewrapped"] == 0 and again["rows"] > 0
+
+
+def test_the_direct_rewrap_of_the_store_encrypts_as_the_command_does(written_without_a_key, key_file):
+    with running_app(protected_settings(written_without_a_key, key_file)) as app:
+        batches = list(rewrap(app.extensions["ehr.engine"]))
+        assert sum(changed for _, changed in batches) > 0
+        assert search_ids(app.test_client(), "Patient?family=zyxwvu") == {PATIENT["id"]}
+    assert readable(written_without_a_key) == []
