@@ -17,7 +17,7 @@ Then a sample of reads must give back what was sent and a sample of searches mus
 patients. With protection on, `ehr keys add` and `ehr keys promote` of a value key, then of an index key (whose
 rewrap rebuilds the blind index rows), each followed by a timed `ehr keys rewrap`; the plaintext database gets a timed
 `ehr keys rewrap` with a key configured, which turns protection on for data written without it. A rewrap is timed
-whole, process start included, but only after the 10 s that the command waits after a promotion for every server to
+whole, process start included, but only after the 20 s that the command waits after a promotion for every server to
 use the new key. Its rate is of rows: current versions and history versions (every create writes one of each). Both
 rewrapped databases are then checked again through a server.
 

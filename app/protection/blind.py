@@ -49,8 +49,8 @@ def blind64(context: hmac.HMAC, *parts: str) -> int:
 
 
 def blind_text(context: hmac.HMAC, *parts: str) -> str:
-    """A blind value as text (128 bits in hex), for the string columns of search_string."""
-    return blind_digest(context, *parts)[:16].hex()
+    """A blind value as text (64 bits in hex: a short B-tree key), for the string columns of search_string."""
+    return blind_digest(context, *parts)[:8].hex()
 
 
 def blind_rows(type_name: str, indexed: IndexedParameter, body: dict, index_key: bytes) -> list[tuple[str, dict]]:

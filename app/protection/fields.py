@@ -1,11 +1,11 @@
 """Protected values in a stored body: each sealed with AES-256-GCM under the primary value key and a fresh nonce, as
-`enc:v1:<key id>:<base64url of nonce and ciphertext>`, with additional data binding it to the format, the key, the
+`enc:v1:<key id>:<base64 of nonce and ciphertext>`, with additional data binding it to the format, the key, the
 resource's type and id and the element's path, so that a ciphertext copied to another resource, field or key fails.
 
 A sealed body lists the paths it sealed under SEALED (a name no FHIR element can have); a body without it was stored
 in plaintext (before protection was on, or with nothing to seal).
 """
-import base64
+import binascii
 import os
 from collections.abc import Callable
 
@@ -102,7 +102,7 @@ def value_sealer(key: DataKey, type_name: str, resource_id: str) -> Callable[[st
     def seal(path: str, value) -> str:
         nonce = os.urandom(NONCE_BYTES)
         sealed = key.cipher.encrypt(nonce, orjson.dumps(value), additional_data(key.id, type_name, resource_id, path))
-        return f"{FORMAT}{key.id}:{base64.urlsafe_b64encode(nonce + sealed).decode().rstrip('=')}"
+        return f"{FORMAT}{key.id}:{binascii.b2a_base64(nonce + sealed, newline=False).decode()}"
 
     return seal
 
@@ -115,7 +115,7 @@ def value_opener(ring: KeyRing, type_name: str, resource_id: str) -> Callable[[s
         key_id, _, text = value[len(FORMAT):].partition(":")
         try:
             key = ring.key(key_id)
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            raw = binascii.a2b_base64(text)
             return orjson.loads(key.cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], additional_data(key_id, type_name, resource_id, path)))
         except KeyUnavailable as error:
             raise ValueUnreadable(f"{type_name}/{resource_id} {path}: {error}", key_id) from None
