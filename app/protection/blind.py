@@ -1,11 +1,12 @@
 """Blind index rows for the search parameters that read protected elements, and the values searches look them up by.
 
 A blind value is HMAC-SHA256 over a normalized value, under a key derived with HKDF from an index key for one
-parameter of one type, so equal values of one parameter are equal, and nothing else can be told from it. Rows live in
-the tables plaintext rows would, with the plaintext columns left empty:
-- string parameters (name, family, address...): one search_string row per normalized prefix of at least
-  MIN_PREFIX characters (a shorter value: the whole of it), `normalized` the blind prefix; the whole value's row also
-  holds the blind exact value. Default searches match a prefix, :exact the exact value; :contains cannot work.
+parameter of one type, so equal values of one parameter are equal, and nothing else can be told from it. Its first
+64 bits go in search_token's hash columns, whatever the parameter's type, with the plaintext columns left empty:
+- string parameters (name, family, address...): one search_token row per normalized prefix of at least MIN_PREFIX
+  characters (a shorter value: the whole of it), h_code the blind prefix; the whole value's row also holds the blind
+  exact value in h_sys_code. Default searches match a prefix, :exact the exact value; :contains cannot work. (Hashes
+  in a bigint column, not text: PostgreSQL compares them without a collation.)
 - token parameters (identifier, telecom...): search_token's hashes, blind: code, system|code, system.
 - date parameters (birthdate): search_token rows, one blind value per calendar year, month and day that holds the
   date, and one of the date itself: a search matches a date at its precision or any coarser one, and only equality.
@@ -26,7 +27,7 @@ MIN_PREFIX = 2
 BLIND_TYPES = frozenset({"string", "token", "date"})
 # Where each blind parameter type's rows live (dates as tokens: their blind values are hashes), and the modifiers it
 # answers (string_lookup says why :contains cannot be).
-BLIND_TABLE_KINDS = {"string": "string", "token": "token", "date": "token"}
+BLIND_TABLE_KINDS = {"string": "token", "token": "token", "date": "token"}
 BLIND_MODIFIERS = {"string": {"exact", "contains", "missing"}, "token": {"not", "missing", "of-type"}, "date": {"missing"}}
 
 
@@ -46,11 +47,6 @@ def blind_digest(context: hmac.HMAC, *parts: str) -> bytes:
 def blind64(context: hmac.HMAC, *parts: str) -> int:
     """A blind value as a signed 64-bit integer, for the hash columns of search_token."""
     return int.from_bytes(blind_digest(context, *parts)[:8], "big", signed=True)
-
-
-def blind_text(context: hmac.HMAC, *parts: str) -> str:
-    """A blind value as text (64 bits in hex: a short B-tree key), for the string columns of search_string."""
-    return blind_digest(context, *parts)[:8].hex()
 
 
 def blind_rows(type_name: str, indexed: IndexedParameter, body: dict, index_key: bytes) -> list[tuple[str, dict]]:
@@ -82,10 +78,14 @@ def blind_string_rows(context: hmac.HMAC, param_hash: int, values: set) -> list[
     wholes = {value.normalized for value in values}
     prefixes = {value.normalized[:length] for value in values for length in range(MIN_PREFIX, len(value.normalized))} - wholes
     return [
-        *(("string", {"h_param": param_hash, "normalized": blind_text(context, "p", prefix), "exact": ""}) for prefix in prefixes),
-        *(("string", {"h_param": param_hash, "normalized": blind_text(context, "p", value.normalized), "exact": blind_text(context, "e", value.exact)})
-          for value in values),
+        *(blind_hash_row(param_hash, blind64(context, "p", prefix)) for prefix in prefixes),
+        *(blind_hash_row(param_hash, blind64(context, "p", value.normalized), blind64(context, "e", value.exact)) for value in values),
     ]
+
+
+def blind_hash_row(param_hash: int, code_hash: int, exact_hash: int | None = None) -> tuple[str, dict]:
+    """A search_token row of blind values: a string's prefix (and exact value), or a date's period."""
+    return ("token", {"h_param": param_hash, "h_code": code_hash, "h_sys_code": exact_hash, "h_sys": None, "system": None, "code": None, "text": None})
 
 
 def blind_token_row(context: hmac.HMAC, param_hash: int, value, modifier: str = "") -> tuple[str, dict]:
@@ -101,10 +101,7 @@ def blind_token_row(context: hmac.HMAC, param_hash: int, value, modifier: str = 
 
 def blind_date_rows(context: hmac.HMAC, param_hash: int, values: set) -> list[tuple[str, dict]]:
     periods = {period for value in values for period in enclosing_periods(value.low, value.high)}
-    return [
-        ("token", {"h_param": param_hash, "h_code": blind64(context, "d", period), "h_sys_code": None, "h_sys": None, "system": None, "code": None, "text": None})
-        for period in periods
-    ]
+    return [blind_hash_row(param_hash, blind64(context, "d", period)) for period in periods]
 
 
 def enclosing_periods(low: datetime, high: datetime) -> set[str]:
@@ -135,18 +132,18 @@ BLIND_ROWS = {
 
 # The values a search looks up, under each index key in turn (a key being rotated still finds what it blinded).
 
-def string_lookup(index_keys: list[bytes], type_name: str, code: str, modifier: str, value: str) -> tuple[str, list[str]]:
-    """(search_string column, blind values) that a string search of a protected parameter matches."""
+def string_lookup(index_keys: list[bytes], type_name: str, code: str, modifier: str, value: str) -> tuple[str, list[int]]:
+    """(search_token column, blind values) that a string search of a protected parameter matches."""
     if modifier == "contains":
         raise BadRequest(f"{type_name} '{code}' is protected (encrypted, with a blind index): :contains cannot search it; "
                          f"search by the start of a word (the default, at least {MIN_PREFIX} characters) or :exact.")
     if modifier == "exact":
-        return "exact", [blind_text(parameter_key(key, type_name, code), "e", value) for key in index_keys]
+        return "h_sys_code", [blind64(parameter_key(key, type_name, code), "e", value) for key in index_keys]
     folded = fold(value)
     if 0 < len(folded) < MIN_PREFIX:
         raise BadRequest(f"{type_name} '{code}' is protected (encrypted, with a blind index): a search by it needs at least "
                          f"{MIN_PREFIX} characters, or :exact.")
-    return "normalized", [blind_text(parameter_key(key, type_name, code), "p", folded) for key in index_keys]
+    return "h_code", [blind64(parameter_key(key, type_name, code), "p", folded) for key in index_keys]
 
 
 def token_lookup(index_keys: list[bytes], type_name: str, code: str, value: str, modifier: str = "") -> tuple[str, list[int]]:
