@@ -17,7 +17,7 @@ from app.protection.keyfile import KeyFileError, new_key_file
 from app.protection.keys import (
     PURPOSES, KeyUnavailable, add_data_key, data_key_rows, delete_data_key, mark_covered, primary_key_ids, promote_data_key, rewrap_data_keys,
 )
-from app.protection.service import PROTECTION, RING_REFRESH_SECONDS, Protection
+from app.protection.service import RING_REFRESH_SECONDS, Protection, protection_of
 from app.feeds import installed_feeds
 from app.store.db import write_unit
 from app.store.rewrap import RESOURCES
@@ -108,7 +108,7 @@ def key_commands(open_engine) -> list[click.Command]:
         seen = changed = 0
         with tqdm(total=sum(store.rows_to_rewrap(engine) for store in sealed_stores()), unit="row", desc="rewrap", disable=None) as progress:
             for store in sealed_stores():
-                for batch_seen, batch_changed in store.rewrap(engine, rebuild_index) if store is RESOURCES else store.rewrap(engine):
+                for batch_seen, batch_changed in store.rewrap(engine, rebuild_index):
                     seen, changed = seen + batch_seen, changed + batch_changed
                     progress.update(batch_seen)
         with write_unit(engine) as connection:
@@ -149,11 +149,10 @@ def sealed_stores() -> list:
 
 def protected_engine(open_engine) -> tuple:
     """The engine and its Protection; a ClickException when no key-encryption key is configured."""
-    engine = open_engine()
-    protection = engine.get_execution_options().get(PROTECTION)
+    engine = open_engine()  # its keys read afresh (app/cli.py settings_engine: prepare_protection)
+    protection = protection_of(engine)
     if not isinstance(protection, Protection):
         raise click.ClickException("Protection is off: set EHR_KEY_FILE to a key file written by `ehr keys init` (or EHR_KEY to its text).")
-    protection.ring(refresh=True)
     return engine, protection
 
 

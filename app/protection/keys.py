@@ -57,8 +57,6 @@ class KeyRing:
     def key(self, key_id: str) -> DataKey:
         if key_id in self.keys:
             return self.keys[key_id]
-        if key_id in self.unwrappable:
-            raise KeyUnavailable(f"data key {key_id} is wrapped by key-encryption key {self.unwrappable[key_id]}, which this process does not have.")
         raise KeyUnavailable(f"data key {key_id} is not in the database (retired, or never made there).")
 
 

@@ -162,9 +162,9 @@ class Protection:
         return ring
 
 
-def protection_of(connection: Connection):
-    """The Protection of the connection's engine (see open_protection), or UNPROTECTED."""
-    return connection.get_execution_options().get(PROTECTION, UNPROTECTED)
+def protection_of(connectable: Connection | Engine):
+    """The Protection of an engine, or of a connection's (see open_protection), or UNPROTECTED."""
+    return connectable.get_execution_options().get(PROTECTION, UNPROTECTED)
 
 
 def open_protection(engine: Engine, settings: ProtectionSettings) -> "Protection | Unprotected":
@@ -183,7 +183,7 @@ def prepare_protection(engine: Engine) -> None:
     raise KeyUnavailableError when they cannot be unwrapped with the configured key-encryption key, or when protection
     is off on a database that has keys (its protected values would not open). Nothing to check before the schema has
     the data_key table (`ehr db upgrade` makes it)."""
-    protection = engine.get_execution_options().get(PROTECTION, UNPROTECTED)
+    protection = protection_of(engine)
     with engine.connect() as connection, connection.execution_options(ehr_write=True).begin():  # BEGIN IMMEDIATE on SQLite
         if not has_key_table(connection):
             return

@@ -128,7 +128,7 @@ class ResourceSealing:
     def rows_to_rewrap(self, engine: Engine) -> int:
         return rows_to_rewrap(engine)
 
-    def rewrap(self, engine: Engine, rebuild_index: bool = False) -> Iterator[tuple[int, int]]:
+    def rewrap(self, engine: Engine, rebuild_index: bool) -> Iterator[tuple[int, int]]:
         return rewrap(engine, rebuild_index)
 
     def key_uses(self, engine: Engine, key_id: str) -> int:

@@ -20,7 +20,8 @@ class MessageStoreSealing:
         with read_unit(engine) as connection:
             return connection.execute(select(func.count()).select_from(hl7_message)).scalar()
 
-    def rewrap(self, engine: Engine) -> Iterator[tuple[int, int]]:
+    def rewrap(self, engine: Engine, rebuild_index: bool) -> Iterator[tuple[int, int]]:
+        """The messages' bytes sealed again (`rebuild_index` does nothing: the store keeps no index of them)."""
         with read_unit(engine) as connection:
             last = connection.execute(select(func.max(hl7_message.c.id))).scalar() or 0  # messages stored later are sealed as configured
         after = 0
