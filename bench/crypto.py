@@ -56,7 +56,7 @@ PROMOTION_WAIT_SECONDS = 20.5  # app/protection/commands.py's SEEN_EVERYWHERE (r
 SHARED_BY = 3  # patients per family-name prefix, birth date and household phone, on average
 WRITE_RATIO_TARGET = 0.85  # creates/s with protection on / off
 READ_RATIO_TARGET = 0.90
-REWRAP_TARGET = 2_000  # rows/s
+REWRAP_TARGET = 2_000  # resources/s, process start included
 RATIO_TARGETS = {"creates/s": WRITE_RATIO_TARGET, "reads/s": READ_RATIO_TARGET}
 CHECKED_FIELDS = ("active", "identifier", "name", "telecom", "gender", "birthDate", "address")
 OFF, ON = "off", "on"
@@ -345,11 +345,14 @@ class Run:
             self.say(f"server error: {line}")
 
     def measure_rewrap(self, name: str, rewrap) -> None:
-        """A rewrap (a function returning `ehr keys rewrap`'s output and seconds) as rows/s against the target."""
+        """A rewrap (a function returning `ehr keys rewrap`'s output and seconds) as resources/s against the target, and
+        rows/s (a Patient has a current and a history row)."""
         output, seconds = rewrap()
-        rate = output["rows"] / seconds if seconds else None
-        self.say(f"{name}: {output['rows']:,} rows looked at, {output['rewrapped']:,} rewrapped in {seconds:.2f} s")
-        self.figure(f"{name}: rows/s", rate, "/s", f">= {REWRAP_TARGET:,} rows/s", rate is not None and rate >= REWRAP_TARGET)
+        resources = self.sizes.warmup + self.sizes.patients
+        rate = resources / seconds if seconds else None
+        self.say(f"{name}: {resources:,} resources, {output['rows']:,} rows looked at, {output['rewrapped']:,} rewrapped in {seconds:.2f} s")
+        self.figure(f"{name}: resources/s", rate, "/s", f">= {REWRAP_TARGET:,} resources/s", rate is not None and rate >= REWRAP_TARGET)
+        self.figure(f"{name}: rows/s", output["rows"] / seconds if seconds else None, "/s")
         self.figure(f"{name}: rows rewrapped", output["rewrapped"], "")
         self.figure(f"{name}: seconds", seconds, "s")
 

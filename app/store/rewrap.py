@@ -10,20 +10,23 @@ history row's body, only add rows and set superseded_at.
 `key_uses` counts the rows that still hold values sealed with a value key, for `ehr keys retire`.
 """
 import operator
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import reduce
 
-from sqlalchemy import Connection, Engine, Text, and_, bindparam, cast, delete, false, func, or_, select, update
+from sqlalchemy import Connection, Engine, Text, and_, cast, delete, false, func, or_, select
 
 from app.protection.fields import FORMAT, SEALED
 from app.protection.service import Protection, protection_of
 from app.search.index import index_rows
-from app.store.db import column_in, is_postgresql, read_unit, write_unit
+from app.store.db import column_in, is_postgresql, read_unit, update_each, write_unit
 from app.store.index_rows import index_mask, parameter_types_in, write_index_rows
 from app.store.resources import stored_from_row
 from app.store.schema import INDEX_TABLES, resource, resource_history
 
 BATCH_SIZE = 500
+PARALLEL_BATCHES = 2
 ROW_KEYS = {resource: resource.c.pk, resource_history: resource_history.c.seq}
 
 
@@ -43,21 +46,53 @@ def candidates(connection: Connection, table, protection):
 
 def rewrap(engine: Engine, rebuild_index: bool = False) -> Iterator[tuple[int, int]]:
     """Rewrap every row that needs it (and rebuild every current row's index rows with `rebuild_index`); yields (rows
-    looked at, rows changed) per batch."""
-    for table, key in ROW_KEYS.items():
-        with read_unit(engine) as connection:
-            last = connection.execute(select(func.max(key))).scalar() or 0  # rows added later are written as configured
-        after = 0
-        while True:
-            with write_unit(engine) as connection:
-                statement = (select(table).where(key > after, key <= last, candidates(connection, table, protection_of(connection)))
-                             .order_by(key).limit(BATCH_SIZE))
-                rows = connection.execute(statement.with_for_update() if table is resource else statement).all()
-                changed = rewrapped(connection, table, rows, rebuild_index and table is resource)
-            if not rows:
-                break
-            after = rows[-1]._mapping[key.name]
-            yield len(rows), changed
+    looked at, rows changed) per batch. On PostgreSQL two batches are under way at once, each in a transaction of its
+    own: the database writes one while this process seals the other (each alone keeps one of them waiting)."""
+    workers = PARALLEL_BATCHES if engine.dialect.name == "postgresql" else 1
+    for table in ROW_KEYS:
+        batches = batch_ranges(engine, table)
+        yield from done_in_order(lambda keys: rewrapped_range(engine, table, keys, rebuild_index and table is resource), batches, workers)
+
+
+def batch_ranges(engine: Engine, table) -> list[tuple[int, int]]:
+    """The (after, through] key ranges of BATCH_SIZE rows each that cover the rows to rewrap now (rows added later are
+    written as configured)."""
+    key = ROW_KEYS[table]
+    with read_unit(engine) as connection:
+        numbered = (select(key, func.row_number().over(order_by=key).label("n"), func.count().over().label("total"))
+                    .where(candidates(connection, table, protection_of(connection))).subquery())
+        ends = connection.execute(select(numbered.c[key.name]).where(or_(numbered.c.n % BATCH_SIZE == 0, numbered.c.n == numbered.c.total))
+                                  .order_by(numbered.c[key.name])).scalars().all()
+    return list(zip([0, *ends], ends))
+
+
+def rewrapped_range(engine: Engine, table, keys: tuple[int, int], rebuild_index: bool) -> tuple[int, int]:
+    """Rewrap one batch in a transaction of its own, current rows locked: (rows looked at, rows changed)."""
+    key = ROW_KEYS[table]
+    with write_unit(engine) as connection:
+        statement = select(table).where(key > keys[0], key <= keys[1], candidates(connection, table, protection_of(connection))).order_by(key)
+        rows = connection.execute(statement.with_for_update() if table is resource else statement).all()
+        return len(rows), rewrapped(connection, table, rows, rebuild_index)
+
+
+def done_in_order(work, items: list, workers: int) -> Iterator:
+    """`work(item)` of each item, in order, with up to `workers` of them running at once (on threads: the work waits on
+    the database, which runs beside it)."""
+    if workers == 1:
+        yield from map(work, items)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(work, item))
+                if len(pending) == workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def rewrapped(connection: Connection, table, rows: list, rebuild_index: bool) -> int:
@@ -73,14 +108,13 @@ def rewrapped(connection: Connection, table, rows: list, rebuild_index: bool) ->
         stored = stored_from_row(row, protection)
         body = protection.sealed(row.res_type, row.res_id, stored.body) if protection.seals(row.res_type) else stored.body
         if not current:
-            bodies.append({"row_key": row._mapping[key.name], "new_body": body})
+            bodies.append((row._mapping[key.name], body))
         if table is resource and (rebuild_index or sealed_paths(row.body) != sealed_paths(body)):
             rebuilt.append((row, stored))
-    if bodies:
-        connection.execute(update(table).where(key == bindparam("row_key")).values(body=bindparam("new_body")), bodies)
+    update_each(connection, table.c.body, key, bodies)
     if rebuilt:
         rebuild_index_rows(connection, rebuilt, protection)
-    return len({*(body["row_key"] for body in bodies), *(row.pk for row, _ in rebuilt)})
+    return len({*(row_key for row_key, _ in bodies), *(row.pk for row, _ in rebuilt)})
 
 
 def rebuild_index_rows(connection: Connection, rebuilt: list, protection) -> None:
@@ -90,8 +124,7 @@ def rebuild_index_rows(connection: Connection, rebuilt: list, protection) -> Non
         table = INDEX_TABLES[parameter_type]
         connection.execute(delete(table).where(column_in(connection, table.c.res_pk, [row.pk for row, _ in rebuilt])))
     write_index_rows(connection, new_rows)
-    masks = [{"row_key": pk, "new_mask": index_mask(rows)} for pk, rows in new_rows]
-    connection.execute(update(resource).where(resource.c.pk == bindparam("row_key")).values(index_mask=bindparam("new_mask")), masks)
+    update_each(connection, resource.c.index_mask, resource.c.pk, [(pk, index_mask(rows)) for pk, rows in new_rows])
 
 
 def is_current(protection, type_name: str, body: dict) -> bool:

@@ -4,11 +4,11 @@
 Writers change a message's status and ACK, never its bytes, so a batch rewrites them without locking the rows."""
 from collections.abc import Iterator
 
-from sqlalchemy import Engine, bindparam, func, select, update
+from sqlalchemy import Engine, func, select
 
 from app.protection.fields import FORMAT, blob_key_id
 from app.protection.service import protection_of
-from app.store.db import read_unit, write_unit
+from app.store.db import read_unit, update_each, write_unit
 from interop.hl7v2.service import raw_context
 from interop.hl7v2.tables import hl7_message
 
@@ -47,9 +47,8 @@ def resealed(connection, rows: list) -> int:
     protection = protection_of(connection)
     primary = protection.ring().primary("value").id
     changed = [
-        {"message_id": row.id, "new_raw": protection.sealed_blob(protection.opened_blob(row.raw, raw_context(row._mapping)), raw_context(row._mapping))}
+        (row.id, protection.sealed_blob(protection.opened_blob(row.raw, raw_context(row._mapping)), raw_context(row._mapping)))
         for row in rows if blob_key_id(row.raw) != primary
     ]
-    if changed:
-        connection.execute(update(hl7_message).where(hl7_message.c.id == bindparam("message_id")).values(raw=bindparam("new_raw")), changed)
+    update_each(connection, hl7_message.c.raw, hl7_message.c.id, changed)
     return len(changed)

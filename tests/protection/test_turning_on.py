@@ -5,6 +5,7 @@ import copy
 
 import pytest
 
+import app.store.rewrap
 from app.store.rewrap import rewrap
 from tests.protection.conftest import json_output, protected_settings, put, raw_database_text, run_ehr, running_app, search_ids
 from tests.protection.people import PATIENT, PEOPLE, PLAIN_VALUES, PROTECTED_VALUES, without_meta
@@ -76,4 +77,16 @@ def test_the_direct_rewrap_of_the_store_encrypts_as_the_command_does(written_wit
         batches = list(rewrap(app.extensions["ehr.engine"]))
         assert sum(changed for _, changed in batches) > 0
         assert search_ids(app.test_client(), "Patient?family=zyxwvu") == {PATIENT["id"]}
+    assert readable(written_without_a_key) == []
+
+
+def test_rewrap_goes_through_every_row_once_in_batches_of_batch_size(written_without_a_key, key_file, monkeypatch):
+    """Its batches are key ranges found up front (on PostgreSQL two of them are rewrapped at once): none is larger than
+    BATCH_SIZE, and together they hold every current and history row once."""
+    monkeypatch.setattr(app.store.rewrap, "BATCH_SIZE", 2)
+    with running_app(protected_settings(written_without_a_key, key_file)) as app_:
+        batches = list(rewrap(app_.extensions["ehr.engine"]))
+    current, history = len(PEOPLE), len(PEOPLE) * 2  # a current row and two history rows each, 3 and 6
+    assert [seen for seen, _ in batches] == [2, 1] + [2, 2, 2]
+    assert sum(changed for _, changed in batches) == current + history
     assert readable(written_without_a_key) == []
