@@ -3,10 +3,12 @@
 A blind value is HMAC-SHA256 over a normalized value, under a key derived with HKDF from an index key for one
 parameter of one type, so equal values of one parameter are equal, and nothing else can be told from it. Its first
 64 bits go in search_token's hash columns, whatever the parameter's type, with the plaintext columns left empty:
-- string parameters (name, family, address...): one search_token row per normalized prefix of at least MIN_PREFIX
+- string parameters (name, family, given...): one search_token row per normalized prefix of at least MIN_PREFIX
   characters (a shorter value: the whole of it), h_code the blind prefix; the whole value's row also holds the blind
   exact value in h_sys_code. Default searches match a prefix, :exact the exact value; :contains cannot work. (Hashes
-  in a bigint column, not text: PostgreSQL compares them without a collation.)
+  in a bigint column, not text: PostgreSQL compares them without a collation.) Those that read whole Addresses
+  (`address`) keep the whole values' rows alone: their default searches match a whole normalized line or part
+  (ProtectedPaths.whole_value_codes says why).
 - token parameters (identifier, telecom...): search_token's hashes, blind: code, system|code, system.
 - date parameters (birthdate): search_token rows, one blind value per calendar year, month and day that holds the
   date, and one of the date itself: a search matches a date at its precision or any coarser one, and only equality.
@@ -49,17 +51,19 @@ def blind64(context: hmac.HMAC, *parts: str) -> int:
     return int.from_bytes(blind_digest(context, *parts)[:8], "big", signed=True)
 
 
-def blind_rows(type_name: str, indexed: IndexedParameter, body: dict, index_key: bytes) -> list[tuple[str, dict]]:
-    """(table kind, row) of each blind row of `indexed` for `body`: none for a parameter type that cannot be blind."""
+def blind_rows(type_name: str, indexed: IndexedParameter, body: dict, index_key: bytes, prefixes: bool = True) -> list[tuple[str, dict]]:
+    """(table kind, row) of each blind row of `indexed` for `body`: none for a parameter type that cannot be blind; a
+    string parameter's prefixes unless not `prefixes`."""
     parameter = indexed.parameter
     if parameter.type not in BLIND_TYPES:
         return []
     context, param_hash = parameter_key(index_key, type_name, parameter.code), hash64(type_name, parameter.code)
     nodes = indexed.evaluate(body)
     values = {value for node in nodes for value in VALUES_BY_PARAMETER_TYPE[parameter.type](node.value, node.type)}
-    keyed = {(modifier, value) for node in nodes for modifier, tokens in keyed_tokens(node) for value in tokens}
+    keyed = {(modifier, value) for node in nodes for modifier, tokens in keyed_tokens(node) for value in tokens} if parameter.type == "token" else ()
+    make_rows = BLIND_ROWS[parameter.type] if parameter.type != "string" or prefixes else blind_whole_string_rows
     return [
-        *BLIND_ROWS[parameter.type](context, param_hash, values),
+        *make_rows(context, param_hash, values),
         *(blind_token_row(context, param_hash, value, modifier) for modifier, value in keyed),
     ]
 
@@ -79,8 +83,13 @@ def blind_string_rows(context: hmac.HMAC, param_hash: int, values: set) -> list[
     prefixes = {value.normalized[:length] for value in values for length in range(MIN_PREFIX, len(value.normalized))} - wholes
     return [
         *(blind_hash_row(param_hash, blind64(context, "p", prefix)) for prefix in prefixes),
-        *(blind_hash_row(param_hash, blind64(context, "p", value.normalized), blind64(context, "e", value.exact)) for value in values),
+        *blind_whole_string_rows(context, param_hash, values),
     ]
+
+
+def blind_whole_string_rows(context: hmac.HMAC, param_hash: int, values: set) -> list[tuple[str, dict]]:
+    """A row per value, with its whole normalized and exact forms, and none for its prefixes."""
+    return [blind_hash_row(param_hash, blind64(context, "p", value.normalized), blind64(context, "e", value.exact)) for value in values]
 
 
 def blind_hash_row(param_hash: int, code_hash: int, exact_hash: int | None = None) -> tuple[str, dict]:
@@ -132,15 +141,16 @@ BLIND_ROWS = {
 
 # The values a search looks up, under each index key in turn (a key being rotated still finds what it blinded).
 
-def string_lookup(index_keys: list[bytes], type_name: str, code: str, modifier: str, value: str) -> tuple[str, list[int]]:
-    """(search_token column, blind values) that a string search of a protected parameter matches."""
+def string_lookup(index_keys: list[bytes], type_name: str, code: str, modifier: str, value: str, prefixes: bool = True) -> tuple[str, list[int]]:
+    """(search_token column, blind values) that a string search of a protected parameter matches (its default search,
+    a whole value when its rows hold no `prefixes`)."""
     if modifier == "contains":
         raise BadRequest(f"{type_name} '{code}' is protected (encrypted, with a blind index): :contains cannot search it; "
                          f"search by the start of a word (the default, at least {MIN_PREFIX} characters) or :exact.")
     if modifier == "exact":
         return "h_sys_code", [blind64(parameter_key(key, type_name, code), "e", value) for key in index_keys]
     folded = fold(value)
-    if 0 < len(folded) < MIN_PREFIX:
+    if prefixes and 0 < len(folded) < MIN_PREFIX:
         raise BadRequest(f"{type_name} '{code}' is protected (encrypted, with a blind index): a search by it needs at least "
                          f"{MIN_PREFIX} characters, or :exact.")
     return "h_code", [blind64(parameter_key(key, type_name, code), "p", folded) for key in index_keys]

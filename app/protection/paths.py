@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from functools import cache, cached_property
 
-from app.model.elements import element_table, elements_of
+from app.model.elements import element_of, element_table, elements_of
 from app.model.registry import is_served
 from app.search.index import indexed_parameters
 from app.search.parameters import SearchParameter, parameters_of
@@ -62,6 +62,13 @@ class ProtectedPaths:
             if reads_protected(type_name, indexed.parameter, paths)
         )
 
+    @cached_property
+    def whole_value_codes(self) -> frozenset[tuple[str, str]]:
+        """(type, code) of the protected string parameters that read whole Address elements (`address`, which searches
+        street lines, city, state, postal code and country alike): their blind rows hold whole values, no prefixes, so
+        their searches match a whole line or part. Every prefix of every street line would add more rows to a Patient
+        than all its other parameters together; `address-city`, `address-postalcode`... keep theirs."""
+        return frozenset(key for key in self.parameters if parameters_of(key[0])[key[1]].type == "string" and reads_whole_addresses(*key))
 
     @cached_property
     def blind_codes(self) -> dict[tuple[str, str], str]:
@@ -86,6 +93,12 @@ def reads_protected(type_name: str, parameter: SearchParameter, paths: tuple[Pro
     if not chains:
         return True
     return any(overlaps(chain, path.text.split(".")) for chain in chains for path in paths)
+
+
+def reads_whole_addresses(type_name: str, code: str) -> bool:
+    """Whether every element path of the parameter's expression is an Address element of the resource."""
+    chains = element_chains(type_name, parameters_of(type_name)[code].expression)
+    return bool(chains) and all(len(chain) == 1 and element_of(type_name, chain[0]).node == "Address" for chain in chains)
 
 
 def element_chains(type_name: str, expression: str) -> list[list[str]]:

@@ -126,7 +126,12 @@ class Protection:
         """The blind rows of a protected parameter; none for one that shares another's."""
         if self.blind_code(type_name, indexed.parameter.code) != indexed.parameter.code:
             return []
-        return blind_rows(type_name, indexed, body, self.ring().primary("index").key)
+        return blind_rows(type_name, indexed, body, self.ring().primary("index").key, self.prefix_searched(type_name, indexed.parameter.code))
+
+    def prefix_searched(self, type_name: str, code: str) -> bool:
+        """Whether a protected string parameter's blind rows hold prefixes (not those of an Address: see
+        ProtectedPaths.whole_value_codes)."""
+        return (type_name, code) not in self.paths.whole_value_codes
 
     def index_keys(self) -> list[bytes]:
         """Every index key, the primary first: a search finds rows blinded by any of them."""

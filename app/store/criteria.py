@@ -374,19 +374,19 @@ def blind_condition(type_names: tuple[str, ...], parameter: SearchParameter, mod
     if modifier == "missing":
         return missing_condition(index, of_parameter, query.value, table)
     keys = protection.index_keys()
-    values = [blind_values(keys, codes, parameter, modifier, part) for part in split_values(query.value)]
+    values = [blind_values(protection, keys, codes, parameter, modifier, part) for part in split_values(query.value)]
     matched = exists().where(index.c.res_pk == table.c.pk, of_parameter, or_(*[index.c[column].in_(blinds) for column, blinds in values]))
     return not_(matched) if modifier == "not" else matched
 
 
-def blind_values(keys: list[bytes], codes: dict[str, str], parameter: SearchParameter, modifier: str, value: str) -> tuple[str, list]:
+def blind_values(protection, keys: list[bytes], codes: dict[str, str], parameter: SearchParameter, modifier: str, value: str) -> tuple[str, list]:
     """(column, blind values under every key and type) that one value of the search matches; `codes`: the parameter
     whose blind rows each type's uses."""
     found: list = []
     column = "h_code"
     for type_name, code in codes.items():
         if parameter.type == "string":
-            column, blinds = string_lookup(keys, type_name, code, modifier, value)
+            column, blinds = string_lookup(keys, type_name, code, modifier, value, protection.prefix_searched(type_name, code))
         elif modifier == "of-type":
             column, blinds = "h_sys_code", of_type_lookup(keys, type_name, code, *of_type_parts(value))
         elif parameter.type == "token":

@@ -106,7 +106,7 @@ def rewrapped(connection: Connection, table, rows: list, rebuild_index: bool) ->
         if current and not rebuild_index:
             continue
         stored = stored_from_row(row, protection)
-        body = protection.sealed(row.res_type, row.res_id, stored.body) if protection.seals(row.res_type) else stored.body
+        body = row.body if current else protection.sealed(row.res_type, row.res_id, stored.body) if protection.seals(row.res_type) else stored.body
         if not current:
             bodies.append((row._mapping[key.name], body))
         if table is resource and (rebuild_index or sealed_paths(row.body) != sealed_paths(body)):
