@@ -21,10 +21,11 @@ class SealedStore(Protocol):
     def rows_to_rewrap(self, engine: Engine) -> int:
         """How many rows rewrap looks at."""
 
-    def rewrap(self, engine: Engine, rebuild_index: bool) -> Iterator[tuple[int, int]]:
+    def rewrap(self, engine: Engine, rebuild_index: bool, processes: int) -> Iterator[tuple[int, int]]:
         """Seal again, under the primary value key, the rows sealed under another or not at all, in batches, while the
         server serves (and, with `rebuild_index`, rebuild whatever blind index rows the store keeps under the primary
-        index key); yields (rows looked at, rows changed) per batch."""
+        index key), with up to `processes` processes forked from this one; yields (rows looked at, rows changed) per
+        batch."""
 
     def key_uses(self, engine: Engine, key_id: str) -> int:
         """How many rows hold values sealed under this value key."""

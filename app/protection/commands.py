@@ -4,6 +4,7 @@
 fields; `rekey` wraps the data keys with another key-encryption key. `add` adds a data key, `promote` makes it primary for new writes, `rewrap` brings every stored value to the
 primary keys and the configured paths (with a progress bar) while the server keeps serving, and `retire` deletes a key
 that nothing uses any more."""
+import os
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -93,7 +94,9 @@ def key_commands(open_engine) -> list[click.Command]:
         print_json({"kekId": protection.keks[0].id, "rewrapped": rewrapped})
 
     @keys.command("rewrap")
-    def keys_rewrap():
+    @click.option("--processes", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default="the number of cores",
+                  help="Processes that rewrap batches at once on PostgreSQL (1 leaves more of the machine to the server).")
+    def keys_rewrap(processes):
         """Seal every stored value again under the primary keys and the configured paths, in batches, while the server
         serves; prints how many rows were looked at and changed."""
         engine, _ = protected_engine(open_engine)
@@ -108,7 +111,7 @@ def key_commands(open_engine) -> list[click.Command]:
         seen = changed = 0
         with tqdm(total=sum(store.rows_to_rewrap(engine) for store in sealed_stores()), unit="row", desc="rewrap", disable=None) as progress:
             for store in sealed_stores():
-                for batch_seen, batch_changed in store.rewrap(engine, rebuild_index):
+                for batch_seen, batch_changed in store.rewrap(engine, rebuild_index, processes):
                     seen, changed = seen + batch_seen, changed + batch_changed
                     progress.update(batch_seen)
         with write_unit(engine) as connection:

@@ -7,7 +7,7 @@ in plaintext (before protection was on, or with nothing to seal).
 """
 import binascii
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import orjson
 from cryptography.exceptions import InvalidTag
@@ -99,23 +99,12 @@ def additional_data(key_id: str, type_name: str, resource_id: str, path: str) ->
 
 
 def value_sealer(key: DataKey, type_name: str, resource_id: str) -> Callable[[str, object], str]:
-    nonces = fresh_nonces()
-
     def seal(path: str, value) -> str:
-        nonce = next(nonces)
+        nonce = os.urandom(NONCE_BYTES)
         sealed = key.cipher.encrypt(nonce, orjson.dumps(value), additional_data(key.id, type_name, resource_id, path))
         return f"{FORMAT}{key.id}:{binascii.b2a_base64(nonce + sealed, newline=False).decode()}"
 
     return seal
-
-
-def fresh_nonces(per_draw: int = 16) -> Iterator[bytes]:
-    """Random nonces, drawn from the operating system `per_draw` at a time, each used once: a draw per value would let
-    go of the GIL per value, and a thread that lets go waits up to 5 ms to get it back from a busy one (`ehr keys
-    rewrap` seals on two threads)."""
-    while True:
-        drawn = os.urandom(NONCE_BYTES * per_draw)
-        yield from (drawn[start:start + NONCE_BYTES] for start in range(0, len(drawn), NONCE_BYTES))
 
 
 def value_opener(ring: KeyRing, type_name: str, resource_id: str) -> Callable[[str, object], object]:

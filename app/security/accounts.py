@@ -8,6 +8,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from urllib.parse import urlsplit
 
 import orjson
@@ -29,12 +30,18 @@ AUTH_METHODS = ("none", *CONFIDENTIAL_AUTH_METHODS)  # "none": a public app, whi
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 FHIR_USER_TYPES = ("Patient", "Practitioner")
 PASSWORDS = PasswordHasher()
-UNKNOWN_USER_HASH = PASSWORDS.hash(secrets.token_urlsafe(16))  # checked against when the username is unknown
 MAX_NAME_LENGTH = 200  # of a client's name and a username: their columns' size
 MAX_URL_LENGTH = 2000  # of a JWK Set URL (its column's size) and of a redirect URI
 MIN_PASSWORD_LENGTH, MAX_PASSWORD_LENGTH = 8, 1024
 MAX_FAILED_SIGN_INS = 5
 LOCKOUT = timedelta(minutes=15)
+
+
+@cache
+def unknown_user_hash() -> str:
+    """What a sign-in with an unknown username is checked against, so that it takes as long as one with a known name
+    (made once per process, when first needed: an argon2 hash costs a tenth of a second, which every command paid)."""
+    return PASSWORDS.hash(secrets.token_urlsafe(16))
 
 
 class AccountError(ValueError):
@@ -211,7 +218,7 @@ def sign_in(connection: Connection, username: str, password: str, now: datetime)
     if row is not None and row.locked_until is not None and as_utc(row.locked_until) > now:
         return SignIn(None, as_utc(row.locked_until))
     try:
-        PASSWORDS.verify(row.password_hash if row else UNKNOWN_USER_HASH, password)
+        PASSWORDS.verify(row.password_hash if row else unknown_user_hash(), password)
     except VerificationError:
         return SignIn(None, row and count_failed_sign_in(connection, row, now))
     if row.failed_sign_ins:

@@ -11,7 +11,7 @@ from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFProtect
 
 from app.model.instants import utc_now
-from app.security.accounts import User, find_user, sign_in
+from app.security.accounts import User, find_user, sign_in, unknown_user_hash
 from app.security.keys import public_key_set
 from app.security.discovery import openid_configuration, smart_configuration
 from app.security.oauth import AUTHORIZE_PATH, INTROSPECTION_PATH, JWKS_PATH, LOGIN_PATH, REVOCATION_PATH, TOKEN_PATH
@@ -33,6 +33,7 @@ SIGN_IN_RATE = "10 per minute"
 TOKEN_RATE = "300 per minute"
 
 auth = Blueprint("auth", __name__, template_folder="templates")
+auth.record_once(lambda _state: unknown_user_hash())  # made with the app, so that the first unknown name takes no longer
 csrf = CSRFProtect()  # checked only where a view asks (csrf.protect()): the FHIR API takes bearer tokens, not cookies
 limiter = Limiter(key_func=get_remote_address)
 

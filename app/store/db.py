@@ -279,8 +279,7 @@ def column_in(connection: Connection, column, values) -> ColumnElement:
 
 def update_each(connection: Connection, column: Column, key: Column, new_values: list[tuple[int, object]]) -> None:
     """Set `column` of the rows of the given keys, each to its own value: on PostgreSQL in one statement over an array
-    of keys and one of values (an executemany is a message per row, and psycopg lets go of the GIL for each, which
-    costs a thread of `ehr keys rewrap` up to 5 ms to get back each time), elsewhere a statement per row."""
+    of keys and one of values (an executemany sends a statement per row), elsewhere a statement per row."""
     if not new_values:
         return
     table = column.table

@@ -9,10 +9,9 @@ history row's body, only add rows and set superseded_at.
 
 `key_uses` counts the rows that still hold values sealed with a value key, for `ehr keys retire`.
 """
+import multiprocessing
 import operator
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from functools import reduce
 
 from sqlalchemy import Connection, Engine, Text, and_, cast, delete, false, func, or_, select
@@ -26,8 +25,8 @@ from app.store.resources import stored_from_row
 from app.store.schema import INDEX_TABLES, resource, resource_history
 
 BATCH_SIZE = 500
-PARALLEL_BATCHES = 2
 ROW_KEYS = {resource: resource.c.pk, resource_history: resource_history.c.seq}
+TABLES = {table.name: table for table in ROW_KEYS}
 
 
 def rows_to_rewrap(engine: Engine) -> int:
@@ -44,14 +43,17 @@ def candidates(connection: Connection, table, protection):
     return and_(table.c.deleted == false(), or_(table.c.res_type.in_(protected_types), sealed) if protected_types else sealed)
 
 
-def rewrap(engine: Engine, rebuild_index: bool = False) -> Iterator[tuple[int, int]]:
+def rewrap(engine: Engine, rebuild_index: bool = False, processes: int = 1) -> Iterator[tuple[int, int]]:
     """Rewrap every row that needs it (and rebuild every current row's index rows with `rebuild_index`); yields (rows
-    looked at, rows changed) per batch. On PostgreSQL two batches are under way at once, each in a transaction of its
-    own: the database writes one while this process seals the other (each alone keeps one of them waiting)."""
-    workers = PARALLEL_BATCHES if engine.dialect.name == "postgresql" else 1
+    looked at, rows changed) per batch, each in a transaction of its own. On PostgreSQL, with `processes` > 1, that
+    many processes forked from this one rewrap batches at once (sealing and index extraction are Python's work, one
+    core's per process): only from a process that runs no other threads, such as `ehr keys rewrap`."""
     for table in ROW_KEYS:
-        batches = batch_ranges(engine, table)
-        yield from done_in_order(lambda keys: rewrapped_range(engine, table, keys, rebuild_index and table is resource), batches, workers)
+        batches = [(table.name, *keys, rebuild_index and table is resource) for keys in batch_ranges(engine, table)]
+        if processes > 1 and len(batches) > 1 and engine.dialect.name == "postgresql":
+            yield from rewrapped_in_processes(engine, batches, processes)
+        else:
+            yield from (rewrapped_range(engine, *batch) for batch in batches)
 
 
 def batch_ranges(engine: Engine, table) -> list[tuple[int, int]]:
@@ -66,33 +68,29 @@ def batch_ranges(engine: Engine, table) -> list[tuple[int, int]]:
     return list(zip([0, *ends], ends))
 
 
-def rewrapped_range(engine: Engine, table, keys: tuple[int, int], rebuild_index: bool) -> tuple[int, int]:
+def rewrapped_range(engine: Engine, table_name: str, after: int, through: int, rebuild_index: bool) -> tuple[int, int]:
     """Rewrap one batch in a transaction of its own, current rows locked: (rows looked at, rows changed)."""
+    table = TABLES[table_name]
     key = ROW_KEYS[table]
     with write_unit(engine) as connection:
-        statement = select(table).where(key > keys[0], key <= keys[1], candidates(connection, table, protection_of(connection))).order_by(key)
+        statement = select(table).where(key > after, key <= through, candidates(connection, table, protection_of(connection))).order_by(key)
         rows = connection.execute(statement.with_for_update() if table is resource else statement).all()
         return len(rows), rewrapped(connection, table, rows, rebuild_index)
 
 
-def done_in_order(work, items: list, workers: int) -> Iterator:
-    """`work(item)` of each item, in order, with up to `workers` of them running at once (on threads: the work waits on
-    the database, which runs beside it)."""
-    if workers == 1:
-        yield from map(work, items)
-        return
-    with ThreadPoolExecutor(workers) as pool:
-        pending = deque()
-        try:
-            for item in items:
-                pending.append(pool.submit(work, item))
-                if len(pending) == workers:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
+FORKED_ENGINE: list[Engine] = []  # the engine the forked processes of rewrapped_in_processes use
+
+
+def rewrapped_in_processes(engine: Engine, batches: list[tuple], processes: int) -> Iterator[tuple[int, int]]:
+    """rewrapped_range of each batch, in order, by `processes` processes forked from this one (each with the engine's
+    settings and key ring, and connections of its own)."""
+    FORKED_ENGINE[:] = [engine]
+    with multiprocessing.get_context("fork").Pool(processes, initializer=engine.dispose, initargs=(False,)) as pool:
+        yield from pool.imap(rewrapped_range_forked, batches)
+
+
+def rewrapped_range_forked(batch: tuple) -> tuple[int, int]:
+    return rewrapped_range(FORKED_ENGINE[0], *batch)
 
 
 def rewrapped(connection: Connection, table, rows: list, rebuild_index: bool) -> int:
@@ -161,8 +159,8 @@ class ResourceSealing:
     def rows_to_rewrap(self, engine: Engine) -> int:
         return rows_to_rewrap(engine)
 
-    def rewrap(self, engine: Engine, rebuild_index: bool) -> Iterator[tuple[int, int]]:
-        return rewrap(engine, rebuild_index)
+    def rewrap(self, engine: Engine, rebuild_index: bool, processes: int) -> Iterator[tuple[int, int]]:
+        return rewrap(engine, rebuild_index, processes)
 
     def key_uses(self, engine: Engine, key_id: str) -> int:
         return key_uses(engine, key_id)

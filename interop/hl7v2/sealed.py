@@ -20,8 +20,9 @@ class MessageStoreSealing:
         with read_unit(engine) as connection:
             return connection.execute(select(func.count()).select_from(hl7_message)).scalar()
 
-    def rewrap(self, engine: Engine, rebuild_index: bool) -> Iterator[tuple[int, int]]:
-        """The messages' bytes sealed again (`rebuild_index` does nothing: the store keeps no index of them)."""
+    def rewrap(self, engine: Engine, rebuild_index: bool, processes: int) -> Iterator[tuple[int, int]]:
+        """The messages' bytes sealed again, by this process (`rebuild_index` does nothing: the store keeps no index of
+        them; a message's bytes cost one decryption and one encryption, no process would be worth its start)."""
         with read_unit(engine) as connection:
             last = connection.execute(select(func.max(hl7_message.c.id))).scalar() or 0  # messages stored later are sealed as configured
         after = 0

@@ -80,12 +80,13 @@ def test_the_direct_rewrap_of_the_store_encrypts_as_the_command_does(written_wit
     assert readable(written_without_a_key) == []
 
 
-def test_rewrap_goes_through_every_row_once_in_batches_of_batch_size(written_without_a_key, key_file, monkeypatch):
-    """Its batches are key ranges found up front (on PostgreSQL two of them are rewrapped at once): none is larger than
-    BATCH_SIZE, and together they hold every current and history row once."""
+@pytest.mark.parametrize("processes", [1, 2])
+def test_rewrap_goes_through_every_row_once_in_batches_of_batch_size(written_without_a_key, key_file, monkeypatch, processes):
+    """Its batches are key ranges found up front (on PostgreSQL, with 2 processes, rewrapped by two processes forked
+    from this one): none is larger than BATCH_SIZE, and together they hold every current and history row once."""
     monkeypatch.setattr(app.store.rewrap, "BATCH_SIZE", 2)
     with running_app(protected_settings(written_without_a_key, key_file)) as app_:
-        batches = list(rewrap(app_.extensions["ehr.engine"]))
+        batches = list(rewrap(app_.extensions["ehr.engine"], processes=processes))
     current, history = len(PEOPLE), len(PEOPLE) * 2  # a current row and two history rows each, 3 and 6
     assert [seen for seen, _ in batches] == [2, 1] + [2, 2, 2]
     assert sum(changed for _, changed in batches) == current + history
