@@ -18,6 +18,7 @@ from app.protection.paths import PathError, ProtectedPath, resolved_path
 FORMAT = "enc:v1:"
 SEALED = "ehr:sealed"
 NONCE_BYTES = 12
+PathsOf = Callable[[str], tuple[ProtectedPath, ...]]  # a resource type's protected paths
 
 
 class ValueUnreadable(Exception):
@@ -28,29 +29,66 @@ class ValueUnreadable(Exception):
         self.key_id = key_id
 
 
-def sealed_body(body: dict, type_name: str, resource_id: str, paths: tuple[ProtectedPath, ...], key: DataKey) -> dict:
-    """`body` with the values at `paths` sealed under `key` (and SEALED), or `body` itself when it has none of them."""
-    sealed, seal = body, value_sealer(key, type_name, resource_id)
-    for path in paths:
+def sealed_body(body: dict, type_name: str, resource_id: str, paths_of: PathsOf, key: DataKey) -> dict:
+    """`body` with the values at its type's protected paths sealed under `key`, and those of the resources inside it
+    (see with_nested_replaced), each that sealed one listing its paths under SEALED; `body` itself when it has none."""
+    sealed = with_nested_replaced(body, type_name, resource_id, lambda nested, nested_type, nested_id: sealed_body(nested, nested_type, nested_id, paths_of, key))
+    seal = value_sealer(key, type_name, resource_id)
+    for path in paths_of(type_name):
         sealed = with_values_replaced(sealed, path.steps, path.text, seal)
     if sealed is body:
         return body
-    return {**sealed, SEALED: {"paths": [path.text for path in paths]}}
+    return {**sealed, SEALED: {"paths": [path.text for path in paths_of(type_name)]}}
 
 
-def opened_body(body: dict, type_name: str, resource_id: str, ring: KeyRing, paths: tuple[ProtectedPath, ...]) -> dict:
-    """`body` with the values it sealed decrypted, and without SEALED; ValueUnreadable when one does not decrypt, when
-    a path it sealed holds a value that is not a ciphertext, or when a body without SEALED holds one at `paths` (the
-    paths configured now)."""
+def opened_body(body: dict, type_name: str, resource_id: str, ring: KeyRing, paths_of: PathsOf) -> dict:
+    """`body` with the values it sealed decrypted (and those of the resources inside it), without SEALED;
+    ValueUnreadable when one does not decrypt, when a path it sealed holds a value that is not a ciphertext, or when a
+    body without SEALED holds one at its type's paths (those configured now)."""
     if SEALED not in body:
-        if sealed_key_ids(body, type_name, resource_id, paths):
+        if sealed_key_ids(body, type_name, resource_id, paths_of(type_name)):
             raise ValueUnreadable(f"{type_name}/{resource_id} holds encrypted values but does not say which: it was altered.", None)
-        return body
-    opened = {name: value for name, value in body.items() if name != SEALED}
-    open_value = value_opener(ring, type_name, resource_id)
-    for path in paths_sealed(body, type_name, resource_id):
-        opened = with_values_replaced(opened, path.steps, path.text, open_value)
-    return opened
+        opened = body
+    else:
+        opened = {name: value for name, value in body.items() if name != SEALED}
+        open_value = value_opener(ring, type_name, resource_id)
+        for path in paths_sealed(body, type_name, resource_id):
+            opened = with_values_replaced(opened, path.steps, path.text, open_value)
+    return with_nested_replaced(opened, type_name, resource_id, lambda nested, nested_type, nested_id: opened_body(nested, nested_type, nested_id, ring, paths_of))
+
+
+def with_nested_replaced(body: dict, type_name: str, resource_id: str, replace: Callable[[dict, str, str], dict]) -> dict:
+    """`body` with each resource inside it (its contained resources; a Bundle's entries) replaced by
+    `replace(resource, its type, its place)`: `Observation/o1` holds `Observation/o1/contained/0`, whose values are
+    bound to that place. Unchanged parts are shared."""
+    changed = {}
+    if isinstance(body.get("contained"), list):
+        contained = [replace(item, item["resourceType"], f"{resource_id}/contained/{index}") if is_resource(item) else item
+                     for index, item in enumerate(body["contained"])]
+        if any(new is not old for new, old in zip(contained, body["contained"])):
+            changed["contained"] = contained
+    if type_name == "Bundle" and isinstance(body.get("entry"), list):
+        entries = [{**entry, "resource": replace(entry["resource"], entry["resource"]["resourceType"], f"{resource_id}/entry/{index}")}
+                   if isinstance(entry, dict) and is_resource(entry.get("resource")) else entry for index, entry in enumerate(body["entry"])]
+        if any(new.get("resource") is not old.get("resource") for new, old in zip(entries, body["entry"]) if isinstance(old, dict)):
+            changed["entry"] = entries
+    return {**body, **changed} if changed else body
+
+
+def sealings(body: dict, type_name: str, resource_id: str) -> dict[str, list]:
+    """The paths listed under SEALED by the body and by each resource inside it that has them, by place."""
+    found = {resource_id: body[SEALED].get("paths")} if isinstance(body.get(SEALED), dict) else {}
+
+    def note_nested(nested: dict, nested_type: str, nested_id: str) -> dict:
+        found.update(sealings(nested, nested_type, nested_id))
+        return nested
+
+    with_nested_replaced(body, type_name, resource_id, note_nested)
+    return found
+
+
+def is_resource(value) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("resourceType"), str)
 
 
 def paths_sealed(body: dict, type_name: str, resource_id: str) -> list[ProtectedPath]:
@@ -64,7 +102,8 @@ def paths_sealed(body: dict, type_name: str, resource_id: str) -> list[Protected
 
 
 def sealed_key_ids(body: dict, type_name: str, resource_id: str, paths: tuple[ProtectedPath, ...] | None = None) -> set[str]:
-    """The value keys whose ciphertexts the body holds at the paths it sealed (or at `paths`)."""
+    """The value keys whose ciphertexts the body holds at the paths it sealed (or at `paths`), and those of the
+    resources inside it at the paths each sealed."""
     found: set[str] = set()
 
     def note(_path: str, value):
@@ -72,8 +111,13 @@ def sealed_key_ids(body: dict, type_name: str, resource_id: str, paths: tuple[Pr
             found.add(value[len(FORMAT):].partition(":")[0])
         return value
 
+    def note_nested(nested: dict, nested_type: str, nested_id: str) -> dict:
+        found.update(sealed_key_ids(nested, nested_type, nested_id) if SEALED in nested else ())
+        return nested
+
     for path in paths if paths is not None else paths_sealed(body, type_name, resource_id):
         with_values_replaced(body, path.steps, path.text, note)
+    with_nested_replaced(body, type_name, resource_id, note_nested)
     return found
 
 

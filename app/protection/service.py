@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 class Unprotected:
     """No key configured: nothing is sealed or blind. A body sealed by a server that had a key does not open."""
 
-    def seals(self, type_name: str) -> bool:
-        return False
+    def sealed(self, type_name: str, resource_id: str, body: dict) -> dict:
+        return body
 
     def protects(self, type_name: str, code: str) -> bool:
         return False
@@ -68,29 +68,26 @@ class Protection:
         self.ring_cache: tuple[float, KeyRing] | None = None
         self.ring_lock = threading.Lock()
 
-    def seals(self, type_name: str) -> bool:
-        return bool(self.paths.of(type_name))
-
     def protects(self, type_name: str, code: str) -> bool:
         """Whether the parameter reads a protected element: its rows are blind, and only some searches work."""
         return (type_name, code) in self.paths.parameters
 
     def sealed(self, type_name: str, resource_id: str, body: dict) -> dict:
         ring = self.ring()
-        return sealed_body(body, type_name, resource_id, self.paths.of(type_name), ring.primary("value"))
+        return sealed_body(body, type_name, resource_id, self.paths.of, ring.primary("value"))
 
     def opened(self, type_name: str, resource_id: str, body: dict) -> dict:
         """The body with its sealed values decrypted; ProtectedValueUnreadable (and a log line naming the key) when one
         does not decrypt."""
-        if SEALED not in body and not self.seals(type_name):
+        if SEALED not in body and not self.paths.of(type_name):  # nothing sealed in it, nor inside it (see sealed)
             return body
         try:
-            return opened_body(body, type_name, resource_id, self.ring(), self.paths.of(type_name))
+            return opened_body(body, type_name, resource_id, self.ring(), self.paths.of)
         except ValueUnreadable as error:
             if error.key_id is None or error.key_id in self.ring().keys:
                 return self.unreadable(error)
         try:  # a key this process has not seen yet (just added by another)
-            return opened_body(body, type_name, resource_id, self.ring(refresh=True), self.paths.of(type_name))
+            return opened_body(body, type_name, resource_id, self.ring(refresh=True), self.paths.of)
         except ValueUnreadable as error:
             return self.unreadable(error)
 

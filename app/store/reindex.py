@@ -49,7 +49,5 @@ def reindex_row(connection, row) -> None:
     rows = index_rows(row.res_type, stored.body, protection)
     delete_index_rows(connection, row.pk, row.index_mask)
     write_index_rows(connection, [(row.pk, rows)])
-    values = {"index_mask": index_mask(rows)}
-    if protection.seals(row.res_type):
-        values["body"] = protection.sealed(row.res_type, row.res_id, stored.body)
+    values = {"index_mask": index_mask(rows), "body": protection.sealed(row.res_type, row.res_id, stored.body)}
     connection.execute(resource.update().where(resource.c.pk == row.pk).values(**values))

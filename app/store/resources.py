@@ -495,7 +495,7 @@ def version_values(stored: StoredResource, rows: dict[str, list[dict]], protecti
     """What the writers store of a version: its resource row's and history row's values, its protected values sealed
     by `protection` (after its index rows were extracted from them)."""
     body = stored.body
-    if body is not None and protection.seals(stored.type):
+    if body is not None:
         body = protection.sealed(stored.type, stored.id, body)
     return {
         "res_type": stored.type, "res_id": stored.id, "version": stored.version, "last_updated": stored.last_updated,

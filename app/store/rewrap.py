@@ -1,8 +1,8 @@
 """Bringing stored values to the protection now configured, in batches, while the server keeps serving: `ehr keys
 rewrap` after a key was promoted, a path added or removed, or protection turned on for a database that holds plaintext.
 
-A row whose sealed values are not all under the primary value key, or whose sealed paths are not those configured, is
-opened and sealed again; a current row whose paths changed (or every current row of a protected type, after an index
+A row whose sealed values are not all under the primary value key, or whose sealed paths (its own, and those of the
+resources inside it) are not those configured, is opened and sealed again; a current row whose paths changed (or every current row of a protected type, after an index
 key was promoted: `rebuild_index`) gets its index rows rebuilt in the same transaction, blind ones under the primary
 index key. Current rows are locked for their batch, so a writer waits at most one batch; writers never change a
 history row's body, only add rows and set superseded_at.
@@ -16,7 +16,7 @@ from functools import reduce
 
 from sqlalchemy import Connection, Engine, Text, and_, cast, delete, false, func, or_, select
 
-from app.protection.fields import FORMAT, SEALED
+from app.protection.fields import FORMAT, SEALED, sealings
 from app.protection.service import Protection, protection_of
 from app.search.index import index_rows
 from app.store.db import column_in, is_postgresql, read_unit, update_each, write_unit
@@ -30,7 +30,7 @@ TABLES = {table.name: table for table in ROW_KEYS}
 
 
 def rows_to_rewrap(engine: Engine) -> int:
-    """How many current and history rows rewrap looks at: those of protected types and those holding sealed values."""
+    """How many current and history rows rewrap looks at (see candidates)."""
     with read_unit(engine) as connection:
         protection = protection_of(connection)
         return sum(connection.execute(select(func.count()).select_from(table).where(candidates(connection, table, protection))).scalar()
@@ -38,9 +38,18 @@ def rows_to_rewrap(engine: Engine) -> int:
 
 
 def candidates(connection: Connection, table, protection):
-    sealed = table.c.body.op("?")(SEALED) if is_postgresql(connection) else func.json_type(table.c.body, f'$."{SEALED}"').is_not(None)
+    """The rows rewrap looks at: those of protected types, those holding sealed values, and those that hold other
+    resources (contained ones, a Bundle's entries), which may be of protected types."""
     protected_types = list(protection.paths.by_type) if isinstance(protection, Protection) else []
-    return and_(table.c.deleted == false(), or_(table.c.res_type.in_(protected_types), sealed) if protected_types else sealed)
+    if not protected_types:
+        return and_(table.c.deleted == false(), has_key(connection, table, SEALED))
+    holding = or_(has_key(connection, table, SEALED), has_key(connection, table, "contained"), table.c.res_type == "Bundle")
+    return and_(table.c.deleted == false(), or_(table.c.res_type.in_(protected_types), holding))
+
+
+def has_key(connection: Connection, table, name: str):
+    """The row's body has `name` at its top level."""
+    return table.c.body.op("?")(name) if is_postgresql(connection) else func.json_type(table.c.body, f'$."{name}"').is_not(None)
 
 
 def rewrap(engine: Engine, rebuild_index: bool = False, processes: int = 1) -> Iterator[tuple[int, int]]:
@@ -100,14 +109,13 @@ def rewrapped(connection: Connection, table, rows: list, rebuild_index: bool) ->
     key = ROW_KEYS[table]
     bodies, rebuilt = [], []
     for row in rows:
-        current = is_current(protection, row.res_type, row.body)
-        if current and not rebuild_index:
-            continue
         stored = stored_from_row(row, protection)
-        body = row.body if current else protection.sealed(row.res_type, row.res_id, stored.body) if protection.seals(row.res_type) else stored.body
+        body = protection.sealed(row.res_type, row.res_id, stored.body)
+        was_sealed = sealings(row.body, row.res_type, row.res_id)
+        current = was_sealed == sealings(body, row.res_type, row.res_id) and sealed_under_primary(protection, row)
         if not current:
             bodies.append((row._mapping[key.name], body))
-        if table is resource and (rebuild_index or sealed_paths(row.body) != sealed_paths(body)):
+        if table is resource and (rebuild_index or was_sealed != sealings(body, row.res_type, row.res_id)):
             rebuilt.append((row, stored))
     update_each(connection, table.c.body, key, bodies)
     if rebuilt:
@@ -125,20 +133,9 @@ def rebuild_index_rows(connection: Connection, rebuilt: list, protection) -> Non
     update_each(connection, resource.c.index_mask, resource.c.pk, [(pk, index_mask(rows)) for pk, rows in new_rows])
 
 
-def is_current(protection, type_name: str, body: dict) -> bool:
-    """Whether `body` is stored as the protection now configured would store it: its sealed paths those configured, and
-    its values sealed under the primary value key."""
-    if not protection.seals(type_name):
-        return SEALED not in body
-    if SEALED not in body:
-        return protection.sealed(type_name, body["id"], body) is body  # nothing to seal in it
-    paths = [path.text for path in protection.paths.of(type_name)]
-    return sealed_paths(body) == paths and protection.sealed_key_ids(type_name, body["id"], body) <= {protection.ring().primary("value").id}
-
-
-def sealed_paths(body: dict) -> list[str] | None:
-    sealing = body.get(SEALED)
-    return sealing["paths"] if isinstance(sealing, dict) else None
+def sealed_under_primary(protection, row) -> bool:
+    """Whether every value the row's body sealed is under the primary value key."""
+    return protection.sealed_key_ids(row.res_type, row.res_id, row.body) <= {protection.ring().primary("value").id}
 
 
 def key_uses(engine: Engine, key_id: str) -> int:
