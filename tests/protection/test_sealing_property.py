@@ -74,3 +74,32 @@ def test_a_sealed_body_does_not_open_as_another_patients(protection, body):
         return
     with pytest.raises(ProtectedValueUnreadable):
         protection.opened("Patient", body["id"] + "x", sealed)
+
+
+def contained_items():
+    """What a `contained` list may hold: Patients, other resources, and (from a careless client) anything else."""
+    return st.lists(patients() | st.fixed_dictionaries({"resourceType": st.sampled_from(["Observation", "Medication"])}) | json_values, max_size=3)
+
+
+@st.composite
+def holders(draw) -> dict:
+    """An Observation containing resources, or a Bundle whose entries hold some."""
+    if draw(st.booleans()):
+        return {"resourceType": "Observation", "id": "holder", "status": "final", "contained": draw(contained_items())}
+    entries = st.fixed_dictionaries({}, optional={"fullUrl": st.text(max_size=20), "resource": patients() | json_values}) | json_values
+    return {"resourceType": "Bundle", "id": "holder", "type": "collection", "entry": draw(st.lists(entries, max_size=3))}
+
+
+def nested_patients(body: dict) -> list[dict]:
+    items = body.get("contained", []) if body["resourceType"] == "Observation" else [
+        entry.get("resource") for entry in body["entry"] if isinstance(entry, dict)]
+    return [item for item in items if isinstance(item, dict) and item.get("resourceType") == "Patient"]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=holders())
+def test_sealing_then_opening_any_resource_holding_patients_gives_back_the_same_body(protection, body):
+    sealed = protection.sealed(body["resourceType"], body["id"], body)
+    assert protection.opened(body["resourceType"], body["id"], sealed) == body
+    for patient in nested_patients(sealed):
+        assert all(isinstance(value, str) and value.startswith("enc:v1:") for value in sealed_places(patient))
