@@ -27,6 +27,7 @@ from app.store.rewrap import RESOURCES
 # How long after a key is added or promoted every process has seen it: each reads the keys again every
 # RING_REFRESH_SECONDS, and a unit of work that began just before may still be writing.
 SEEN_EVERYWHERE = timedelta(seconds=2 * RING_REFRESH_SECONDS)
+MAX_DEFAULT_PROCESSES = 4  # each holds up to two connections: a batch's and its key ring's
 
 
 def print_json(value) -> None:
@@ -94,8 +95,10 @@ def key_commands(open_engine) -> list[click.Command]:
         print_json({"kekId": protection.keks[0].id, "rewrapped": rewrapped})
 
     @keys.command("rewrap")
-    @click.option("--processes", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default="the number of cores",
-                  help="Processes that rewrap batches at once on PostgreSQL (1 leaves more of the machine to the server).")
+    @click.option("--processes", type=click.IntRange(min=1), default=min(os.cpu_count() or 1, MAX_DEFAULT_PROCESSES),
+                  show_default=f"the number of cores, at most {MAX_DEFAULT_PROCESSES}",
+                  help="Processes that rewrap batches at once on PostgreSQL, each with up to two database connections "
+                       "(1 leaves more of the machine to the server).")
     def keys_rewrap(processes):
         """Seal every stored value again under the primary keys and the configured paths, in batches, while the server
         serves; prints how many rows were looked at and changed."""

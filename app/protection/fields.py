@@ -28,6 +28,9 @@ class ValueUnreadable(Exception):
         super().__init__(message)
         self.key_id = key_id
 
+    def __reduce__(self):
+        return ValueUnreadable, (str(self), self.key_id)
+
 
 def sealed_body(body: dict, type_name: str, resource_id: str, paths_of: PathsOf, key: DataKey) -> dict:
     """`body` with the values at its type's protected paths sealed under `key`, and those of the resources inside it
@@ -60,19 +63,26 @@ def opened_body(body: dict, type_name: str, resource_id: str, ring: KeyRing, pat
 def with_nested_replaced(body: dict, type_name: str, resource_id: str, replace: Callable[[dict, str, str], dict]) -> dict:
     """`body` with each resource inside it (its contained resources; a Bundle's entries) replaced by
     `replace(resource, its type, its place)`: `Observation/o1` holds `Observation/o1/contained/0`, whose values are
-    bound to that place. Unchanged parts are shared."""
-    changed = {}
+    bound to that place (the holder's type and id, and where in it). Unchanged parts are shared."""
+    if not holds_resources(body, type_name):
+        return body
+    changed, place = {}, f"{type_name}/{resource_id}"
     if isinstance(body.get("contained"), list):
-        contained = [replace(item, item["resourceType"], f"{resource_id}/contained/{index}") if is_resource(item) else item
+        contained = [replace(item, item["resourceType"], f"{place}/contained/{index}") if is_resource(item) else item
                      for index, item in enumerate(body["contained"])]
         if any(new is not old for new, old in zip(contained, body["contained"])):
             changed["contained"] = contained
     if type_name == "Bundle" and isinstance(body.get("entry"), list):
-        entries = [{**entry, "resource": replace(entry["resource"], entry["resource"]["resourceType"], f"{resource_id}/entry/{index}")}
+        entries = [{**entry, "resource": replace(entry["resource"], entry["resource"]["resourceType"], f"{place}/entry/{index}")}
                    if isinstance(entry, dict) and is_resource(entry.get("resource")) else entry for index, entry in enumerate(body["entry"])]
         if any(new.get("resource") is not old.get("resource") for new, old in zip(entries, body["entry"]) if isinstance(old, dict)):
             changed["entry"] = entries
     return {**body, **changed} if changed else body
+
+
+def holds_resources(body: dict, type_name: str) -> bool:
+    """Whether resources may be inside the body: it has contained resources, or it is a Bundle with entries."""
+    return "contained" in body or (type_name == "Bundle" and "entry" in body)
 
 
 def sealings(body: dict, type_name: str, resource_id: str) -> dict[str, list]:

@@ -18,7 +18,9 @@ from app.config import ProtectionSettings
 from app.errors import KeyUnavailableError, ProtectedValueUnreadable
 from app.model.instants import utc_now
 from app.protection.blind import blind_rows
-from app.protection.fields import SEALED, ValueUnreadable, blob_key_id, opened_blob, opened_body, sealed_blob, sealed_body, sealed_key_ids
+from app.protection.fields import (
+    SEALED, ValueUnreadable, blob_key_id, holds_resources, opened_blob, opened_body, sealed_blob, sealed_body, sealed_key_ids,
+)
 from app.protection.keyfile import KeyEncryptionKey, key_from_text, read_key_file
 from app.protection.keys import KeyRing, KeyUnavailable, ensure_primary_keys, has_key_table, load_key_ring, stored_key_ids
 from app.protection.paths import ProtectedPaths, protected_paths
@@ -79,8 +81,8 @@ class Protection:
     def opened(self, type_name: str, resource_id: str, body: dict) -> dict:
         """The body with its sealed values decrypted; ProtectedValueUnreadable (and a log line naming the key) when one
         does not decrypt."""
-        if SEALED not in body and not self.paths.of(type_name):  # nothing sealed in it, nor inside it (see sealed)
-            return body
+        if SEALED not in body and not self.paths.of(type_name) and not holds_resources(body, type_name):
+            return body  # nothing sealed in it, nor inside it
         try:
             return opened_body(body, type_name, resource_id, self.ring(), self.paths.of)
         except ValueUnreadable as error:

@@ -12,6 +12,7 @@ history row's body, only add rows and set superseded_at.
 import multiprocessing
 import operator
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from functools import reduce
 
 from sqlalchemy import Connection, Engine, Text, and_, cast, delete, false, func, or_, select
@@ -56,7 +57,8 @@ def rewrap(engine: Engine, rebuild_index: bool = False, processes: int = 1) -> I
     """Rewrap every row that needs it (and rebuild every current row's index rows with `rebuild_index`); yields (rows
     looked at, rows changed) per batch, each in a transaction of its own. On PostgreSQL, with `processes` > 1, that
     many processes forked from this one rewrap batches at once (sealing and index extraction are Python's work, one
-    core's per process): only from a process that runs no other threads, such as `ehr keys rewrap`."""
+    core's per process): only from a process whose other threads hold nothing the children need, such as `ehr keys
+    rewrap` (not a server)."""
     for table in ROW_KEYS:
         batches = [(table.name, *keys, rebuild_index and table is resource) for keys in batch_ranges(engine, table)]
         if processes > 1 and len(batches) > 1 and engine.dialect.name == "postgresql":
@@ -94,8 +96,11 @@ def rewrapped_in_processes(engine: Engine, batches: list[tuple], processes: int)
     """rewrapped_range of each batch, in order, by `processes` processes forked from this one (each with the engine's
     settings and key ring, and connections of its own)."""
     FORKED_ENGINE[:] = [engine]
-    with multiprocessing.get_context("fork").Pool(processes, initializer=engine.dispose, initargs=(False,)) as pool:
-        yield from pool.imap(rewrapped_range_forked, batches)
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"), initializer=engine.dispose, initargs=(False,)) as pool:
+        try:
+            yield from pool.map(rewrapped_range_forked, batches)  # BrokenProcessPool when one dies
+        finally:
+            pool.shutdown(cancel_futures=True)
 
 
 def rewrapped_range_forked(batch: tuple) -> tuple[int, int]:

@@ -38,6 +38,11 @@ def stored_body(engine, resource_id: str) -> dict:
         return connection.execute(select(resource.c.body).where(resource.c.res_id == resource_id)).scalar_one()
 
 
+def stored_bodies(engine, resource_id: str) -> list[dict]:
+    with engine.connect() as connection:
+        return list(connection.execute(select(resource.c.body).where(resource.c.res_id == resource_id)).scalars())
+
+
 @pytest.fixture
 def written(client):
     for body in (OBSERVATION, BUNDLE):
@@ -91,3 +96,28 @@ def test_rewrap_seals_the_resources_inside_others_written_before_protection_was_
             OBSERVATION, BUNDLE]
     assert first["rewrapped"] == 4 and again["rewrapped"] == 0  # current and history rows of both
     assert readable(written_without_a_key) == []
+
+
+ENCOUNTER = {"resourceType": "Encounter", "id": OBSERVATION["id"], "status": "finished",
+             "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+             "contained": [{"resourceType": "Patient", "id": "p9", "name": [{"family": "Ordinarius"}], "birthDate": "1990-01-01"}]}
+
+
+def test_a_contained_patient_copied_to_a_resource_of_another_type_with_the_same_id_fails_to_read(written, engine, client):
+    observation = stored_body(engine, OBSERVATION["id"])
+    put(client, ENCOUNTER)
+    encounter = next(body for body in stored_bodies(engine, OBSERVATION["id"]) if body["resourceType"] == "Encounter")
+    encounter["contained"][0] = observation["contained"][0]
+    with engine.begin() as connection:
+        connection.execute(update(resource).where(resource.c.res_type == "Encounter", resource.c.res_id == ENCOUNTER["id"]).values(body=encounter))
+    response = client.get(f"/fhir/Encounter/{ENCOUNTER['id']}")
+    assert response.status_code == 503 and "Quorvaldsen" not in response.get_data(as_text=True)
+
+
+def test_a_resource_stripped_of_its_marker_fails_to_read_rather_than_answer_the_ciphertexts_inside_it(written, engine, client):
+    observation = stored_body(engine, OBSERVATION["id"])
+    del observation["ehr:sealed"]
+    with engine.begin() as connection:
+        connection.execute(update(resource).where(resource.c.res_id == OBSERVATION["id"]).values(body=observation))
+    response = client.get(f"/fhir/Observation/{OBSERVATION['id']}")
+    assert response.status_code == 503 and "enc:v1:" not in response.get_data(as_text=True)

@@ -1,10 +1,12 @@
 """A ciphertext moved to another resource or another element, or altered, never reads back as a value: the read fails
 with a 503 OperationOutcome (never the value, never a 500), and the server's log names the data key it needed."""
 import logging
+import pickle
 
 import pytest
 from sqlalchemy import select, update
 
+from app.protection.fields import ValueUnreadable
 from app.store.schema import resource
 from tests.protection.conftest import put
 
@@ -110,3 +112,8 @@ def test_everything_for_a_tampered_patient_fails_without_answering_its_values(pa
     sealed_a = stored_body(engine, "pat-a")["birthDate"]
     store_body(engine, "pat-b", {**stored_body(engine, "pat-b"), "birthDate": sealed_a})
     assert_unreadable(client.get("/fhir/Patient/pat-b/$everything"), caplog, key_id_of(sealed_a), (A["birthDate"], B["birthDate"]))
+
+
+def test_an_unreadable_value_survives_pickling_as_a_forked_rewrap_process_sends_it_back():
+    error = pickle.loads(pickle.dumps(ValueUnreadable("Patient/p1 name: does not decrypt", "kid1")))
+    assert isinstance(error, ValueUnreadable) and error.key_id == "kid1" and str(error) == "Patient/p1 name: does not decrypt"
