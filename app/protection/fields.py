@@ -85,6 +85,31 @@ def holds_resources(body: dict, type_name: str) -> bool:
     return "contained" in body or (type_name == "Bundle" and "entry" in body)
 
 
+def sealed_as_configured(body: dict, type_name: str, resource_id: str, paths_of: PathsOf) -> bool:
+    """Whether the body, and each resource inside it, lists under SEALED the paths configured for its type, or holds
+    no value at them and lists none: told from the markers, without decrypting anything."""
+    configured = paths_of(type_name)
+    if SEALED in body:
+        as_configured = isinstance(body[SEALED], dict) and body[SEALED].get("paths") == [path.text for path in configured]
+    else:
+        as_configured = not any(values_at(body, path) for path in configured)
+    nested_as_configured = []
+
+    def check(nested: dict, nested_type: str, nested_id: str) -> dict:
+        nested_as_configured.append(sealed_as_configured(nested, nested_type, nested_id, paths_of))
+        return nested
+
+    with_nested_replaced(body, type_name, resource_id, check)
+    return as_configured and all(nested_as_configured)
+
+
+def values_at(body: dict, path: ProtectedPath) -> list:
+    """The values the body holds at `path` (and the primitive extensions beside them)."""
+    found: list = []
+    with_values_replaced(body, path.steps, path.text, lambda _text, value: found.append(value) or value)
+    return found
+
+
 def sealings(body: dict, type_name: str, resource_id: str) -> dict[str, list]:
     """The paths listed under SEALED by the body and by each resource inside it that has them, by place."""
     found = {resource_id: body[SEALED].get("paths")} if isinstance(body.get(SEALED), dict) else {}

@@ -19,7 +19,8 @@ from app.errors import KeyUnavailableError, ProtectedValueUnreadable
 from app.model.instants import utc_now
 from app.protection.blind import blind_rows
 from app.protection.fields import (
-    SEALED, ValueUnreadable, blob_key_id, holds_resources, opened_blob, opened_body, sealed_blob, sealed_body, sealed_key_ids,
+    SEALED, ValueUnreadable, blob_key_id, holds_resources, opened_blob, opened_body, sealed_as_configured, sealed_blob, sealed_body,
+    sealed_key_ids,
 )
 from app.protection.keyfile import KeyEncryptionKey, key_from_text, read_key_file
 from app.protection.keys import KeyRing, KeyUnavailable, ensure_primary_keys, has_key_table, load_key_ring, stored_key_ids
@@ -109,6 +110,12 @@ class Protection:
         else:
             log.error("protected value unreadable, data key %s needed: %s", error.key_id, error)
         raise ProtectedValueUnreadable(str(error))
+
+    def sealed_as_now(self, type_name: str, resource_id: str, body: dict) -> bool:
+        """Whether a stored body is sealed as this protection would seal it now: its paths (and those of the resources
+        inside it) those configured, each value under the primary value key; told without decrypting."""
+        return (sealed_as_configured(body, type_name, resource_id, self.paths.of)
+                and self.sealed_key_ids(type_name, resource_id, body) <= {self.ring().primary("value").id})
 
     def sealed_key_ids(self, type_name: str, resource_id: str, body: dict) -> set[str]:
         """The value keys of the ciphertexts a stored body holds where it says it sealed values."""

@@ -114,13 +114,14 @@ def rewrapped(connection: Connection, table, rows: list, rebuild_index: bool) ->
     key = ROW_KEYS[table]
     bodies, rebuilt = [], []
     for row in rows:
+        current = protection.sealed_as_now(row.res_type, row.res_id, row.body)
+        if current and not rebuild_index:
+            continue
         stored = stored_from_row(row, protection)
-        body = protection.sealed(row.res_type, row.res_id, stored.body)
-        was_sealed = sealings(row.body, row.res_type, row.res_id)
-        current = was_sealed == sealings(body, row.res_type, row.res_id) and sealed_under_primary(protection, row)
+        body = row.body if current else protection.sealed(row.res_type, row.res_id, stored.body)
         if not current:
             bodies.append((row._mapping[key.name], body))
-        if table is resource and (rebuild_index or was_sealed != sealings(body, row.res_type, row.res_id)):
+        if table is resource and (rebuild_index or sealings(row.body, row.res_type, row.res_id) != sealings(body, row.res_type, row.res_id)):
             rebuilt.append((row, stored))
     update_each(connection, table.c.body, key, bodies)
     if rebuilt:
@@ -136,11 +137,6 @@ def rebuild_index_rows(connection: Connection, rebuilt: list, protection) -> Non
         connection.execute(delete(table).where(column_in(connection, table.c.res_pk, [row.pk for row, _ in rebuilt])))
     write_index_rows(connection, new_rows)
     update_each(connection, resource.c.index_mask, resource.c.pk, [(pk, index_mask(rows)) for pk, rows in new_rows])
-
-
-def sealed_under_primary(protection, row) -> bool:
-    """Whether every value the row's body sealed is under the primary value key."""
-    return protection.sealed_key_ids(row.res_type, row.res_id, row.body) <= {protection.ring().primary("value").id}
 
 
 def key_uses(engine: Engine, key_id: str) -> int:

@@ -8,7 +8,7 @@ from sqlalchemy import select, update
 
 from app.protection.fields import ValueUnreadable
 from app.store.schema import resource
-from tests.protection.conftest import put
+from tests.protection.conftest import json_output, put, run_ehr
 
 A = {"resourceType": "Patient", "id": "pat-a", "gender": "female", "birthDate": "1931-07-19",
      "name": [{"family": "Aardvarkson"}], "telecom": [{"system": "phone", "value": "555-0111"}]}
@@ -117,3 +117,13 @@ def test_everything_for_a_tampered_patient_fails_without_answering_its_values(pa
 def test_an_unreadable_value_survives_pickling_as_a_forked_rewrap_process_sends_it_back():
     error = pickle.loads(pickle.dumps(ValueUnreadable("Patient/p1 name: does not decrypt", "kid1")))
     assert isinstance(error, ValueUnreadable) and error.key_id == "kid1" and str(error) == "Patient/p1 name: does not decrypt"
+
+
+def test_a_rewrap_with_nothing_to_do_leaves_an_altered_row_alone_and_the_read_still_fails(patients, engine, client, caplog, database_url, key_file):
+    """Rewrap tells a row already sealed as configured from its markers and key ids, without decrypting it: an altered
+    ciphertext under the primary key does not stop it (the read still refuses it)."""
+    body = stored_body(engine, "pat-a")
+    sealed = body["name"]
+    store_body(engine, "pat-a", {**body, "name": sealed[:-2] + ("AA" if sealed[-2:] != "AA" else "BB")})
+    assert json_output(run_ehr(database_url, "keys", "rewrap", key_file=key_file))["rewrapped"] == 0
+    assert_unreadable(client.get("/fhir/Patient/pat-a"), caplog, key_id_of(sealed), ("Aardvarkson",))
