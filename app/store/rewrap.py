@@ -11,12 +11,14 @@ history row's body, only add rows and set superseded_at.
 """
 import multiprocessing
 import operator
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from functools import reduce
 
 from sqlalchemy import Connection, Engine, Text, and_, cast, delete, false, func, or_, select
 
+from app.errors import DatabaseUnavailable
 from app.protection.fields import FORMAT, SEALED, sealings
 from app.protection.service import Protection, protection_of
 from app.search.index import index_rows
@@ -26,6 +28,8 @@ from app.store.resources import stored_from_row
 from app.store.schema import INDEX_TABLES, resource, resource_history
 
 BATCH_SIZE = 500
+BATCH_ATTEMPTS = 3
+RETRY_PAUSE_SECONDS = 1.0
 ROW_KEYS = {resource: resource.c.pk, resource_history: resource_history.c.seq}
 TABLES = {table.name: table for table in ROW_KEYS}
 
@@ -80,7 +84,19 @@ def batch_ranges(engine: Engine, table) -> list[tuple[int, int]]:
 
 
 def rewrapped_range(engine: Engine, table_name: str, after: int, through: int, rebuild_index: bool) -> tuple[int, int]:
-    """Rewrap one batch in a transaction of its own, current rows locked: (rows looked at, rows changed)."""
+    """Rewrap one batch: (rows looked at, rows changed). A batch the database gave up on (a deadlock with a writer
+    that locks several resources, a connection dropped) rolled back whole, and is tried again."""
+    for attempt in range(1, BATCH_ATTEMPTS + 1):
+        try:
+            return rewrapped_batch(engine, table_name, after, through, rebuild_index)
+        except DatabaseUnavailable:
+            if attempt == BATCH_ATTEMPTS:
+                raise
+            time.sleep(RETRY_PAUSE_SECONDS)
+
+
+def rewrapped_batch(engine: Engine, table_name: str, after: int, through: int, rebuild_index: bool) -> tuple[int, int]:
+    """Rewrap one batch in a transaction of its own, current rows locked."""
     table = TABLES[table_name]
     key = ROW_KEYS[table]
     with write_unit(engine) as connection:

@@ -6,6 +6,7 @@ import copy
 import pytest
 
 import app.store.rewrap
+from app.errors import DatabaseUnavailable
 from app.store.rewrap import rewrap
 from tests.protection.conftest import json_output, protected_settings, put, raw_database_text, run_ehr, running_app, search_ids
 from tests.protection.people import PATIENT, PEOPLE, PLAIN_VALUES, PROTECTED_VALUES, without_meta
@@ -90,4 +91,25 @@ def test_rewrap_goes_through_every_row_once_in_batches_of_batch_size(written_wit
     current, history = len(PEOPLE), len(PEOPLE) * 2  # a current row and two history rows each, 3 and 6
     assert [seen for seen, _ in batches] == [2, 1] + [2, 2, 2]
     assert sum(changed for _, changed in batches) == current + history
+    assert readable(written_without_a_key) == []
+
+
+def test_a_batch_the_database_gave_up_on_is_tried_again_and_nothing_is_missed(written_without_a_key, key_file, monkeypatch):
+    """A deadlock with a writer or a dropped connection rolls a batch back whole (DatabaseUnavailable): rewrap tries it
+    again, and every row ends up sealed."""
+    monkeypatch.setattr(app.store.rewrap, "BATCH_SIZE", 2)
+    monkeypatch.setattr(app.store.rewrap, "RETRY_PAUSE_SECONDS", 0)
+    failures, rewrap_batch = [], app.store.rewrap.rewrapped_batch
+
+    def failing_once_per_table(engine, table_name, *arguments):
+        if table_name not in failures:
+            failures.append(table_name)
+            raise DatabaseUnavailable("deadlock detected")
+        return rewrap_batch(engine, table_name, *arguments)
+
+    monkeypatch.setattr(app.store.rewrap, "rewrapped_batch", failing_once_per_table)
+    with running_app(protected_settings(written_without_a_key, key_file)) as app_:
+        batches = list(rewrap(app_.extensions["ehr.engine"]))
+    assert failures == ["resource", "resource_history"]
+    assert sum(changed for _, changed in batches) == len(PEOPLE) * 3
     assert readable(written_without_a_key) == []
