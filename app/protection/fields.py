@@ -80,6 +80,13 @@ def with_nested_replaced(body: dict, type_name: str, resource_id: str, replace: 
     return {**body, **changed} if changed else body
 
 
+def nested_resources(body: dict, type_name: str, resource_id: str) -> list[tuple[dict, str, str]]:
+    """(resource, its type, its place) of each resource inside the body, as with_nested_replaced finds them."""
+    found: list[tuple[dict, str, str]] = []
+    with_nested_replaced(body, type_name, resource_id, lambda *nested: found.append(nested) or nested[0])
+    return found
+
+
 def holds_resources(body: dict, type_name: str) -> bool:
     """Whether resources may be inside the body: it has contained resources, or it is a Bundle with entries."""
     return "contained" in body or (type_name == "Bundle" and "entry" in body)
@@ -93,14 +100,7 @@ def sealed_as_configured(body: dict, type_name: str, resource_id: str, paths_of:
         as_configured = isinstance(body[SEALED], dict) and body[SEALED].get("paths") == [path.text for path in configured]
     else:
         as_configured = not any(values_at(body, path) for path in configured)
-    nested_as_configured = []
-
-    def check(nested: dict, nested_type: str, nested_id: str) -> dict:
-        nested_as_configured.append(sealed_as_configured(nested, nested_type, nested_id, paths_of))
-        return nested
-
-    with_nested_replaced(body, type_name, resource_id, check)
-    return as_configured and all(nested_as_configured)
+    return as_configured and all(sealed_as_configured(*nested, paths_of) for nested in nested_resources(body, type_name, resource_id))
 
 
 def values_at(body: dict, path: ProtectedPath) -> list:
@@ -113,12 +113,8 @@ def values_at(body: dict, path: ProtectedPath) -> list:
 def sealings(body: dict, type_name: str, resource_id: str) -> dict[str, list]:
     """The paths listed under SEALED by the body and by each resource inside it that has them, by place."""
     found = {resource_id: body[SEALED].get("paths")} if isinstance(body.get(SEALED), dict) else {}
-
-    def note_nested(nested: dict, nested_type: str, nested_id: str) -> dict:
-        found.update(sealings(nested, nested_type, nested_id))
-        return nested
-
-    with_nested_replaced(body, type_name, resource_id, note_nested)
+    for nested in nested_resources(body, type_name, resource_id):
+        found.update(sealings(*nested))
     return found
 
 
@@ -139,20 +135,13 @@ def paths_sealed(body: dict, type_name: str, resource_id: str) -> list[Protected
 def sealed_key_ids(body: dict, type_name: str, resource_id: str, paths: tuple[ProtectedPath, ...] | None = None) -> set[str]:
     """The value keys whose ciphertexts the body holds at the paths it sealed (or at `paths`), and those of the
     resources inside it at the paths each sealed."""
-    found: set[str] = set()
-
-    def note(_path: str, value):
-        if isinstance(value, str) and value.startswith(FORMAT):
-            found.add(value[len(FORMAT):].partition(":")[0])
-        return value
-
-    def note_nested(nested: dict, nested_type: str, nested_id: str) -> dict:
-        found.update(sealed_key_ids(nested, nested_type, nested_id) if SEALED in nested else ())
-        return nested
-
-    for path in paths if paths is not None else paths_sealed(body, type_name, resource_id):
-        with_values_replaced(body, path.steps, path.text, note)
-    with_nested_replaced(body, type_name, resource_id, note_nested)
+    found = {
+        value[len(FORMAT):].partition(":")[0]
+        for path in (paths if paths is not None else paths_sealed(body, type_name, resource_id))
+        for value in values_at(body, path) if isinstance(value, str) and value.startswith(FORMAT)
+    }
+    for nested in nested_resources(body, type_name, resource_id):
+        found.update(sealed_key_ids(*nested) if SEALED in nested[0] else ())
     return found
 
 

@@ -46,10 +46,10 @@ def candidates(connection: Connection, table, protection):
     """The rows rewrap looks at: those of protected types, those holding sealed values, and those that hold other
     resources (contained ones, a Bundle's entries), which may be of protected types."""
     protected_types = list(protection.paths.by_type) if isinstance(protection, Protection) else []
-    if not protected_types:
-        return and_(table.c.deleted == false(), has_key(connection, table, SEALED))
-    holding = or_(has_key(connection, table, SEALED), has_key(connection, table, "contained"), table.c.res_type == "Bundle")
-    return and_(table.c.deleted == false(), or_(table.c.res_type.in_(protected_types), holding))
+    looked_at = has_key(connection, table, SEALED)
+    if protected_types:
+        looked_at = or_(looked_at, table.c.res_type.in_(protected_types), has_key(connection, table, "contained"), table.c.res_type == "Bundle")
+    return and_(table.c.deleted == false(), looked_at)
 
 
 def has_key(connection: Connection, table, name: str):
