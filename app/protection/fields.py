@@ -221,6 +221,28 @@ def opened_blob(data: bytes, context: str, ring: KeyRing) -> bytes:
                               "from another row.", key_id) from None
 
 
+def blob_as_text(data: bytes) -> str:
+    """sealed_blob's bytes as text, the nonce and ciphertext in base64 (`enc:v1:<key id>:<base64>`), for a text
+    column; bytes stored in the clear as the text they encode."""
+    key_id = blob_key_id(data)
+    if key_id is None:
+        return data.decode()
+    start = len(FORMAT) + len(key_id.encode()) + 1
+    return data[:start].decode() + binascii.b2a_base64(data[start:], newline=False).decode()
+
+
+def text_as_blob(text: str) -> bytes:
+    """The bytes of blob_as_text's text; a text whose base64 does not read gives bytes that do not open."""
+    if not text.startswith(FORMAT):
+        return text.encode()
+    key_id, _, encoded = text[len(FORMAT):].partition(":")
+    try:
+        sealed = binascii.a2b_base64(encoded)
+    except binascii.Error:
+        sealed = b""
+    return f"{FORMAT}{key_id}:".encode() + sealed
+
+
 def blob_key_id(data: bytes) -> str | None:
     """The value key that sealed `data`, or None for bytes stored in the clear."""
     return data[len(FORMAT):].partition(b":")[0].decode(errors="replace") if data.startswith(FORMAT.encode()) else None

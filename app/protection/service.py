@@ -19,8 +19,8 @@ from app.errors import KeyUnavailableError, ProtectedValueUnreadable
 from app.model.instants import utc_now
 from app.protection.blind import blind_rows
 from app.protection.fields import (
-    SEALED, ValueUnreadable, blob_key_id, holds_resources, opened_blob, opened_body, sealed_as_configured, sealed_blob, sealed_body,
-    sealed_key_ids,
+    SEALED, ValueUnreadable, blob_as_text, blob_key_id, holds_resources, opened_blob, opened_body, sealed_as_configured, sealed_blob, sealed_body,
+    sealed_key_ids, text_as_blob,
 )
 from app.protection.keyfile import KeyEncryptionKey, key_from_text, read_key_file
 from app.protection.keys import KeyRing, KeyUnavailable, ensure_primary_keys, has_key_table, load_key_ring, stored_key_ids
@@ -32,7 +32,18 @@ PROTECTION = "ehr_protection"  # the engine's execution option that holds its Pr
 log = logging.getLogger(__name__)
 
 
-class Unprotected:
+class SealsText:
+    """Text kept beside resources (an HL7 ACK or error that may quote a message's values), sealed as bytes are by
+    sealed_blob, in base64 to fit a text column."""
+
+    def sealed_text(self, text: str | None, context: str) -> str | None:
+        return None if text is None else blob_as_text(self.sealed_blob(text.encode(), context))
+
+    def opened_text(self, text: str | None, context: str) -> str | None:
+        return None if text is None else self.opened_blob(text_as_blob(text), context).decode()
+
+
+class Unprotected(SealsText):
     """No key configured: nothing is sealed or blind. A body sealed by a server that had a key does not open."""
 
     def sealed(self, type_name: str, resource_id: str, body: dict) -> dict:
@@ -62,7 +73,7 @@ class Unprotected:
 UNPROTECTED = Unprotected()
 
 
-class Protection:
+class Protection(SealsText):
     """`keks`: the key-encryption keys configured, the first wrapping new data keys (the others only unwrap, while a
     key-encryption key is rotated: see `ehr keys rekey`)."""
 

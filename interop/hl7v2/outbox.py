@@ -21,6 +21,7 @@ from hl7.mllp import open_hl7_connection
 from sqlalchemy import Engine, Row, delete, or_, select, update
 
 from app.model.instants import utc_now
+from app.protection.service import protection_of
 from app.store.db import insert_rows, write_unit
 from interop.hl7v2.tables import hl7_destination, hl7_outbox
 from interop.hl7v2.text import UnreadableMessage, parse
@@ -94,12 +95,13 @@ class Attempt(NamedTuple):
 
 
 def queue(connection, acks: list[QueuedAck]) -> None:
-    """Queue application ACKs, in the caller's transaction, for delivery as soon as a deliverer sees them."""
+    """Queue application ACKs, in the caller's transaction, for delivery as soon as a deliverer sees them; each
+    sealed (app/protection) when protection is on, as an ACK's ERR segments may quote the message."""
     if not acks:
         return
-    now = utc_now()
+    now, protection = utc_now(), protection_of(connection)
     insert_rows(connection, hl7_outbox, [
-        {**ack._asdict(), "status": "pending", "attempts": 0, "created_at": now, "next_attempt_at": now,
+        {**ack._asdict(), "payload": protection.sealed_text(ack.payload, payload_context(ack.message_id)), "status": "pending", "attempts": 0, "created_at": now, "next_attempt_at": now,
          "claimed_until": None, "sent_at": None, "last_error": None, "reply": None}
         for ack in acks
     ])
@@ -188,7 +190,15 @@ def claim_next(engine: Engine, sender: Sender, now: datetime, hold_seconds: floa
         row = connection.execute(claim.returning(
             hl7_outbox.c.id, hl7_outbox.c.message_id, hl7_outbox.c.payload, hl7_outbox.c.codec, hl7_outbox.c.attempts,
         )).first()
-        return row and Claim(*row, until, sender, destination_for(connection, sender))
+        if row is None:
+            return None
+        payload = protection_of(connection).opened_text(row.payload, payload_context(row.message_id))
+        return Claim(*row, until, sender, destination_for(connection, sender))._replace(payload=payload)
+
+
+def payload_context(message_id: int) -> str:
+    """What a queued ACK's sealed payload is bound to: its column and the message it acknowledges."""
+    return f"hl7_outbox.payload|{message_id}"
 
 
 def record_attempt(engine: Engine, claim: Claim, attempt: Attempt, now: datetime) -> bool:

@@ -1,16 +1,18 @@
-"""The HL7 message store's sealed values: each message as received, sealed under a value key when protection is on
-(service.py row_values), sealed again by `ehr keys rewrap` and counted by `ehr keys retire` (app/protection/commands.py).
+"""The HL7 feed's sealed values: each message as received and its outcome's texts (error, warnings, ACK), sealed under
+a value key when protection is on (service.py sealed_values), and each queued application ACK (outbox.py queue);
+sealed again by `ehr keys rewrap` and counted by `ehr keys retire` (app/protection/commands.py).
 
-Writers change a message's status and ACK, never its bytes, so a batch rewrites them without locking the rows."""
-from collections.abc import Iterator
+A batch locks its messages (a replay rewrites a message's outcome); a queued ACK's payload never changes."""
+from collections.abc import Callable, Iterator
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, Table, func, or_, select
 
 from app.protection.fields import FORMAT, blob_key_id
 from app.protection.service import protection_of
 from app.store.db import read_unit, update_each, write_unit
-from interop.hl7v2.service import raw_context
-from interop.hl7v2.tables import hl7_message
+from interop.hl7v2.outbox import payload_context
+from interop.hl7v2.service import SEALED_COLUMNS, opened_values, sealed_values
+from interop.hl7v2.tables import hl7_message, hl7_outbox
 
 BATCH_SIZE = 500
 
@@ -18,38 +20,62 @@ BATCH_SIZE = 500
 class MessageStoreSealing:
     def rows_to_rewrap(self, engine: Engine) -> int:
         with read_unit(engine) as connection:
-            return connection.execute(select(func.count()).select_from(hl7_message)).scalar()
+            return sum(connection.execute(select(func.count()).select_from(table)).scalar() for table in (hl7_message, hl7_outbox))
 
     def rewrap(self, engine: Engine, rebuild_index: bool, processes: int) -> Iterator[tuple[int, int]]:
-        """The messages' bytes sealed again, by this process (`rebuild_index` does nothing: the store keeps no index of
-        them; a message's bytes cost one decryption and one encryption, no process would be worth its start)."""
-        with read_unit(engine) as connection:
-            last = connection.execute(select(func.max(hl7_message.c.id))).scalar() or 0  # messages stored later are sealed as configured
-        after = 0
-        while True:
-            with write_unit(engine) as connection:
-                rows = connection.execute(
-                    select(hl7_message).where(hl7_message.c.id > after, hl7_message.c.id <= last).order_by(hl7_message.c.id).limit(BATCH_SIZE)
-                ).all()
-                changed = resealed(connection, rows)
-            if not rows:
-                return
-            after = rows[-1].id
-            yield len(rows), changed
+        """The messages and queued ACKs sealed again, by this process (`rebuild_index` does nothing: the store keeps no
+        index of them; a row costs a decryption and an encryption per value, no process would be worth its start)."""
+        yield from batches_resealed(engine, hl7_message, resealed_messages)
+        yield from batches_resealed(engine, hl7_outbox, resealed_payloads)
 
     def key_uses(self, engine: Engine, key_id: str) -> int:
-        prefix = f"{FORMAT}{key_id}:".encode()
+        prefix = f"{FORMAT}{key_id}:"
+        under_key = [func.substr(hl7_message.c[name], 1, len(prefix)) == (prefix.encode() if name == "raw" else prefix) for name in SEALED_COLUMNS]
         with read_unit(engine) as connection:
-            return connection.execute(select(func.count()).select_from(hl7_message).where(func.substr(hl7_message.c.raw, 1, len(prefix)) == prefix)).scalar()
+            messages = connection.execute(select(func.count()).select_from(hl7_message).where(or_(*under_key))).scalar()
+            payloads = connection.execute(select(func.count()).select_from(hl7_outbox).where(func.substr(hl7_outbox.c.payload, 1, len(prefix)) == prefix)).scalar()
+        return messages + payloads
 
 
-def resealed(connection, rows: list) -> int:
-    """Seal again the messages of a batch not sealed under the primary value key; how many."""
+def batches_resealed(engine: Engine, table: Table, resealed: Callable) -> Iterator[tuple[int, int]]:
+    """The rows of `table` stored before now, in batches of BATCH_SIZE each in its own transaction, given to
+    `resealed(connection, rows)`; (rows looked at, rows changed) per batch."""
+    with read_unit(engine) as connection:
+        last = connection.execute(select(func.max(table.c.id))).scalar() or 0  # rows stored later are sealed as configured
+    after = 0
+    while True:
+        with write_unit(engine) as connection:
+            rows = connection.execute(
+                select(table).where(table.c.id > after, table.c.id <= last).order_by(table.c.id).limit(BATCH_SIZE).with_for_update()
+            ).all()
+            changed = resealed(connection, rows)
+        if not rows:
+            return
+        after = rows[-1].id
+        yield len(rows), changed
+
+
+def resealed_messages(connection, rows: list) -> int:
+    """Seal again the messages of a batch with a value not sealed under the primary value key; how many."""
     protection = protection_of(connection)
     primary = protection.ring().primary("value").id
-    changed = [
-        (row.id, protection.sealed_blob(protection.opened_blob(row.raw, raw_context(row._mapping)), raw_context(row._mapping)))
-        for row in rows if blob_key_id(row.raw) != primary
-    ]
-    update_each(connection, hl7_message.c.raw, hl7_message.c.id, changed)
-    return len(changed)
+    stale = [row._mapping for row in rows if not all(under_key(row._mapping[name], primary) for name in SEALED_COLUMNS)]
+    resealed = [(row["id"], sealed_values(protection, opened_values(protection, row), row)) for row in stale]
+    for name in SEALED_COLUMNS:
+        update_each(connection, hl7_message.c[name], hl7_message.c.id, [(row_id, values[name]) for row_id, values in resealed])
+    return len(resealed)
+
+
+def resealed_payloads(connection, rows: list) -> int:
+    """Seal again the queued ACKs of a batch not sealed under the primary value key; how many."""
+    protection = protection_of(connection)
+    primary = protection.ring().primary("value").id
+    resealed = [(row.id, protection.sealed_text(protection.opened_text(row.payload, payload_context(row.message_id)), payload_context(row.message_id)))
+                for row in rows if not under_key(row.payload, primary)]
+    update_each(connection, hl7_outbox.c.payload, hl7_outbox.c.id, resealed)
+    return len(resealed)
+
+
+def under_key(value: bytes | str | None, key_id: str) -> bool:
+    """Whether a stored value is sealed under the key (or absent)."""
+    return value is None or blob_key_id(value.encode() if isinstance(value, str) else value) == key_id

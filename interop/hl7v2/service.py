@@ -26,7 +26,7 @@ from functools import cache, cached_property
 from types import SimpleNamespace
 from typing import NamedTuple
 
-from sqlalchemy import Engine, Row, TextClause, bindparam, func, literal, null, or_, select, text, tuple_, union_all, update
+from sqlalchemy import Engine, TextClause, bindparam, func, literal, null, or_, select, text, tuple_, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -108,6 +108,11 @@ class Reading:
         if self.header is None:
             return None, None
         return stored_text(self.header.sending_application, 227), stored_text(self.header.sending_facility, 227)
+
+    @property
+    def stored_key(self) -> tuple[str | None, str | None, str | None]:
+        """Sending application, facility and control id as the message's row keeps them."""
+        return self.key or (*self.sender, None)
 
     @cached_property
     def key(self) -> tuple[str, str, str] | None:
@@ -279,6 +284,7 @@ def store_and_apply(unit: Unit, readings: list[Reading]) -> list[Receipt]:
     """Store each message with its outcome; apply those mapped, unless they are re-sends of stored ones."""
     connection = unit.connection  # the message store's tables, in the unit's transaction
     rows = store(unit, readings, business_keys(readings))
+    protection = protection_of(connection)
     outcomes = [(row, reading) for reading, (row, arrival) in zip(readings, rows) if arrival != RESENT]
     apply_messages(unit, [(row.id, reading) for row, reading in outcomes if reading.instructions is not None])
     queued = queue_application_acks(connection, [(row.id, reading) for row, reading in outcomes])
@@ -292,7 +298,7 @@ def store_and_apply(unit: Unit, readings: list[Reading]) -> list[Receipt]:
         if arrival == UNAPPLIED:  # stored but left unapplied by an earlier version: now it is
             mark(connection, row.id, reading)
             row = row._replace(status=reading.status, ack=reading.ack)
-        receipts.append(reading.receipt(row, row.id in queued))
+        receipts.append(reading.receipt(opened_ack(protection, row, reading), row.id in queued))
     return receipts
 
 
@@ -483,14 +489,15 @@ def move_references(unit: Unit, merged: str, survivor: str, source: str) -> list
 # The message store.
 
 KEY_COLUMNS = (hl7_message.c.sending_application, hl7_message.c.sending_facility, hl7_message.c.control_id)
-OUTCOME_COLUMNS = (hl7_message.c.id, hl7_message.c.status, hl7_message.c.ack, hl7_message.c.reuses_control_id_of)
+OUTCOME_COLUMNS = (hl7_message.c.id, hl7_message.c.status, hl7_message.c.ack, hl7_message.c.reuses_control_id_of, hl7_message.c.peer)
 
 
 class MessageRow(NamedTuple):
     id: int
     status: str
-    ack: str | None
+    ack: str | None  # as stored: sealed when protection is on (see opened_ack)
     reuses_control_id_of: int | None = None  # the earlier message, with other content, under this control id
+    peer: str | None = None
 
 
 class EarlierMessages(NamedTuple):
@@ -583,7 +590,7 @@ def store_messages_statement() -> TextClause:
     key = "m.sending_application = i.sending_application AND m.sending_facility = i.sending_facility AND m.control_id = i.control_id"
     names = ", ".join(STORED_COLUMNS)
     keys = "(SELECT sending_application, sending_facility, control_id FROM incoming)"
-    outcome = "id, status, ack, reuses_control_id_of"
+    outcome = "id, status, ack, reuses_control_id_of, peer"
     return text(f"""WITH locks AS ({LOCKS_TAKEN}),
 incoming AS (SELECT * FROM unnest({arrays}) WITH ORDINALITY AS i({names}, ord)),
 inserted AS (
@@ -601,7 +608,7 @@ SELECT 'same', sending_application, sending_facility, control_id, content_hash, 
   WHERE (sending_application, sending_facility, control_id) IN {keys}
     AND (content_hash IN (SELECT content_hash FROM incoming) OR content_hash IS NULL)
 UNION ALL
-SELECT 'newest', sending_application, sending_facility, control_id, NULL, max(id), NULL, NULL, NULL FROM hl7_message
+SELECT 'newest', sending_application, sending_facility, control_id, NULL, max(id), NULL, NULL, NULL, NULL FROM hl7_message
   WHERE (sending_application, sending_facility, control_id) IN {keys}
   GROUP BY sending_application, sending_facility, control_id""")
 
@@ -622,7 +629,7 @@ def earlier_messages_statement():
     same = select(literal("same"), *KEY_COLUMNS, hl7_message.c.content_hash, *OUTCOME_COLUMNS).where(
         of_keys, or_(hl7_message.c.content_hash.in_(bindparam("hashes", expanding=True)), hl7_message.c.content_hash.is_(None)),
     )
-    newest = select(literal("newest"), *KEY_COLUMNS, null(), func.max(hl7_message.c.id), null(), null(), null()).where(of_keys).group_by(*KEY_COLUMNS)
+    newest = select(literal("newest"), *KEY_COLUMNS, null(), func.max(hl7_message.c.id), null(), null(), null(), null()).where(of_keys).group_by(*KEY_COLUMNS)
     return union_all(same, newest)
 
 
@@ -630,7 +637,7 @@ def hashed_now(connection, message_id: int) -> str | None:
     """The content hash of a message stored before hashes were kept, computed from its bytes and stored: then a message
     under its control id is its re-send only if it has its content, as for every other. None for bytes not HL7."""
     row = connection.execute(select(hl7_message).where(hl7_message.c.id == message_id)).one()
-    raw = protection_of(connection).opened_blob(row.raw, raw_context(row._mapping))
+    raw = protection_of(connection).opened_blob(row.raw, sealed_context("raw", row._mapping))
     try:
         text_hash = content_hash(decode(raw).text)
     except UnreadableMessage:
@@ -670,25 +677,61 @@ def insert_new_messages(dialect_name: str):
 
 
 def row_values(reading: Reading, protection) -> dict:
-    """The message's row, the message as received sealed by `protection` (app/protection) when it is on."""
+    """The message's row, the message as received and its outcome sealed by `protection` (app/protection) when it is
+    on."""
     moment = utc_now()
     header = reading.header
-    application, facility, control_id = reading.key or (*reading.sender, None)
+    application, facility, control_id = reading.stored_key
+    place = {"peer": stored_text(reading.peer, 200), "sending_application": application, "sending_facility": facility, "control_id": control_id}
     values = {
-        "received_at": moment, "updated_at": moment, "peer": stored_text(reading.peer, 200),
-        "sending_application": application, "sending_facility": facility, "control_id": control_id,
+        **place, "received_at": moment, "updated_at": moment,
         "message_type": stored_text(header.type_name, 50) if header else None,
         "version": stored_text(header.version, 60) if header else None, "codec": reading.codec if header else None,
-        "status": reading.status, "error": stored_text(reading.error), "ack": stored_text(reading.ack),
-        "content_hash": reading.content_hash, "warnings": warnings_text(reading.warnings),
+        "content_hash": reading.content_hash, "raw": reading.raw, **outcome_values(reading),
     }
-    return {**values, "raw": protection.sealed_blob(reading.raw, raw_context(values))}
+    return sealed_values(protection, values, place)
 
 
-def raw_context(row) -> str:
-    """What a message's sealed bytes are bound to: its table and column, its peer, sender and control id, which never
-    change, so that bytes copied to another message's row do not open."""
-    return "|".join(("hl7_message.raw", *(str(row[name]) for name in ("peer", "sending_application", "sending_facility", "control_id"))))
+def outcome_values(reading: Reading) -> dict:
+    """The columns of a message's outcome, in the clear."""
+    return {"status": reading.status, "error": stored_text(reading.error), "ack": stored_text(reading.ack), "warnings": warnings_text(reading.warnings)}
+
+
+# Where a message is stored: what its sealed values are bound to (its peer, sender and control id never change).
+PLACE_COLUMNS = ("peer", "sending_application", "sending_facility", "control_id")
+SEALED_TEXTS = ("error", "ack", "warnings")  # the outcome's texts, which may quote the message's values
+SEALED_COLUMNS = ("raw", *SEALED_TEXTS)  # raw: the message's bytes
+
+
+def sealed_values(protection, values: Mapping, place: Mapping) -> dict:
+    """`values` of a message's row with its bytes and outcome texts sealed by `protection`, bound to `place`."""
+    return with_sealed_columns_replaced(values, place, protection.sealed_blob, protection.sealed_text)
+
+
+def opened_values(protection, row: Mapping) -> dict:
+    """A message's row, with whichever of its sealed columns it holds opened."""
+    return with_sealed_columns_replaced(row, row, protection.opened_blob, protection.opened_text)
+
+
+def with_sealed_columns_replaced(values: Mapping, place: Mapping, replace_bytes, replace_text) -> dict:
+    replaced = dict(values)
+    for column in SEALED_COLUMNS:
+        if column in values:
+            replace = replace_bytes if column == "raw" else replace_text
+            replaced[column] = replace(values[column], sealed_context(column, place))
+    return replaced
+
+
+def sealed_context(column: str, place: Mapping) -> str:
+    """What a sealed column of a message's row is bound to: its table and column, and the message's place, so that a
+    value copied to another column or another message's row does not open."""
+    return "|".join((f"hl7_message.{column}", *(str(place[name]) for name in PLACE_COLUMNS)))
+
+
+def opened_ack(protection, row: MessageRow, reading: Reading) -> MessageRow:
+    """The row with its ACK opened: a stored message of the reading's key (or the reading's own row)."""
+    place = dict(zip(PLACE_COLUMNS, (row.peer, *reading.stored_key)))
+    return row._replace(ack=protection.opened_text(row.ack, sealed_context("ack", place)))
 
 
 def warnings_text(warnings: tuple[ErrorDetail, ...]) -> str | None:
@@ -706,17 +749,19 @@ def locked_status(connection, message_id: int) -> str:
 
 
 def stored_ack(connection, message_id: int) -> str | None:
-    return connection.execute(select(hl7_message.c.ack).where(hl7_message.c.id == message_id)).scalar()
+    row = connection.execute(select(hl7_message.c.ack, *place_columns()).where(hl7_message.c.id == message_id)).one()
+    return opened_values(protection_of(connection), row._mapping)["ack"]
 
 
 def mark(connection, message_id: int, reading: Reading) -> None:
     """Record a stored message's new outcome (a replay, or the apply of one an earlier version left unapplied)."""
-    connection.execute(
-        update(hl7_message).where(hl7_message.c.id == message_id).values(
-            status=reading.status, error=stored_text(reading.error), ack=stored_text(reading.ack),
-            warnings=warnings_text(reading.warnings), updated_at=utc_now(),
-        )
-    )
+    place = connection.execute(select(*place_columns()).where(hl7_message.c.id == message_id)).one()._mapping
+    values = sealed_values(protection_of(connection), outcome_values(reading), place)
+    connection.execute(update(hl7_message).where(hl7_message.c.id == message_id).values(**values, updated_at=utc_now()))
+
+
+def place_columns() -> list:
+    return [hl7_message.c[name] for name in PLACE_COLUMNS]
 
 
 @dataclass(frozen=True)
@@ -753,21 +798,21 @@ def named(column, value: str):
     return or_(column == value, column.startswith(value + "^", autoescape=True))
 
 
-def stored_messages(engine: Engine, query: MessageQuery = MessageQuery()) -> list[Row]:
-    """The stored messages `query` asks for, newest first; without their raw bytes and ACKs."""
+def stored_messages(engine: Engine, query: MessageQuery = MessageQuery()) -> list[SimpleNamespace]:
+    """The stored messages `query` asks for, newest first, their error and warnings opened (app/protection); without
+    their raw bytes and ACKs."""
     columns = [column for column in hl7_message.c if column.name not in ("raw", "ack")]
     statement = select(*columns).where(*query.conditions()).order_by(hl7_message.c.id.desc()).limit(query.limit)
     with read_unit(engine) as connection:
-        return connection.execute(statement).all()
+        protection = protection_of(connection)
+        return [SimpleNamespace(**opened_values(protection, row._mapping)) for row in connection.execute(statement)]
 
 
 def stored_message(engine: Engine, message_id: int) -> SimpleNamespace | None:
-    """The message's row, with the message as received opened (app/protection)."""
+    """The message's row, with the message as received and its outcome opened (app/protection)."""
     with read_unit(engine) as connection:
         row = connection.execute(select(hl7_message).where(hl7_message.c.id == message_id)).first()
-        if row is None:
-            return None
-        return SimpleNamespace(**{**row._mapping, "raw": protection_of(connection).opened_blob(row.raw, raw_context(row._mapping))})
+        return None if row is None else SimpleNamespace(**opened_values(protection_of(connection), row._mapping))
 
 
 def written_resources(engine: Engine, message_id: int) -> list[str]:

@@ -27,9 +27,10 @@ def listener(database_url):
 
 
 @contextmanager
-def running_listener(database_url: str, settings: ListenerSettings):
-    """The listener run on its own event loop in a thread; yields its port."""
-    server = Listener(Database(database_url), settings)
+def running_listener(database: str | Database, settings: ListenerSettings):
+    """The listener of a database (its URL, or the Database with its protection) run on its own event loop in a thread;
+    yields its port."""
+    server = Listener(database if isinstance(database, Database) else Database(database), settings)
     loop = asyncio.new_event_loop()
     started = asyncio.run_coroutine_threadsafe(server.start(), loop)
     thread = threading.Thread(target=loop.run_forever, daemon=True)

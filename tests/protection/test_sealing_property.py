@@ -103,3 +103,21 @@ def test_sealing_then_opening_any_resource_holding_patients_gives_back_the_same_
     assert protection.opened(body["resourceType"], body["id"], sealed) == body
     for patient in nested_patients(sealed):
         assert all(isinstance(value, str) and value.startswith("enc:v1:") for value in sealed_places(patient))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(), context=st.text(min_size=1, max_size=40), cut=st.integers(0, 200))
+def test_a_sealed_text_opens_as_it_was_only_where_it_was_sealed_and_unaltered(protection, text, context, cut):
+    """What the HL7 store keeps beside resources (an ACK, an error quoting a message): any text round trips, is never
+    readable in its sealed form, and neither another place nor a cut or altered copy opens."""
+    sealed = protection.sealed_text(text, context)
+    assert sealed.startswith("enc:v1:") and sealed.isascii() and protection.opened_text(sealed, context) == text
+    assert protection.opened_text(None, context) is None
+    start = sealed.index(":", len("enc:v1:")) + 1  # the nonce and ciphertext, after the key id (without it: text in the clear)
+    flipped = start + cut % (len(sealed) - start - 4)  # not in the last quantum, whose padding bits no decoder reads
+    altered_character = sealed[:flipped] + ("A" if sealed[flipped] != "A" else "B") + sealed[flipped + 1:]
+    for altered in (sealed[:start + cut % (len(sealed) - start)], altered_character):
+        with pytest.raises(ProtectedValueUnreadable):
+            protection.opened_text(altered, context)
+    with pytest.raises(ProtectedValueUnreadable):
+        protection.opened_text(sealed, context + "x")
