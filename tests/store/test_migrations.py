@@ -14,3 +14,15 @@ def test_migrated_database_matches_the_table_definitions(engine):
 
 def test_database_is_at_the_head_revision(engine):
     assert migrate.current_revision(engine) == migrate.head_revision(engine)
+
+
+def test_search_tokens_hash_indexes_leave_out_rows_without_a_hash(engine):
+    """Most token rows have no system, and blind prefixes no system nor code hash: no entry is written for them."""
+    names = ("ix_search_token_code", "ix_search_token_sys_code", "ix_search_token_sys")
+    statement = ("SELECT indexname, indexdef FROM pg_indexes WHERE indexname IN ({})" if engine.dialect.name == "postgresql"
+                 else "SELECT name, sql FROM sqlite_master WHERE name IN ({})").format(", ".join(f"'{name}'" for name in names))
+    with engine.connect() as connection:
+        definitions = dict(connection.exec_driver_sql(statement).all())
+    assert sorted(definitions) == sorted(names)
+    assert all(f"WHERE {column} IS NOT NULL" in definitions[name].replace("(", "").replace(")", "")
+               for name, column in zip(names, ("h_code", "h_sys_code", "h_sys")))
