@@ -63,6 +63,11 @@ class ProtectedPaths:
         )
 
     @cached_property
+    def codes_by_type(self) -> dict[str, frozenset[str]]:
+        """The codes of `parameters`, per type."""
+        return {type_name: frozenset(code for of_type, code in self.parameters if of_type == type_name) for type_name in self.by_type}
+
+    @cached_property
     def whole_value_codes(self) -> frozenset[tuple[str, str]]:
         """(type, code) of the protected string parameters that read whole Address elements (`address`, which searches
         street lines, city, state, postal code and country alike): their blind rows hold whole values, no prefixes, so

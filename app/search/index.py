@@ -134,15 +134,15 @@ def keys_of_step(type_name: str, name: str, wanted: str) -> set[str]:
     return typed or set(keys)
 
 
-def index_rows(type_name: str, body: dict | None, protection) -> dict[str, list[dict]]:
-    """Table kind -> the resource's rows in that kind's table (res_pk is set when they are written): a parameter that
-    reads a protected element has the blind rows `protection` makes (app/protection/blind.py). Each row is the
-    caller's own: the store completes rows in place."""
+def index_rows(type_name: str, body: dict | None, protection, codes: frozenset[str] | None = None) -> dict[str, list[dict]]:
+    """Table kind -> the resource's rows in that kind's table (res_pk is set when they are written), of every parameter
+    or of those `codes`: a parameter that reads a protected element has the blind rows `protection` makes
+    (app/protection/blind.py). Each row is the caller's own: the store completes rows in place."""
     rows = defaultdict(list)
     if body is None:
         return rows
     for indexed in indexed_parameters(type_name):
-        if indexed.may_have_values(body):
+        if indexed.may_have_values(body) and (codes is None or indexed.parameter.code in codes):
             protected = protection.protects(type_name, indexed.parameter.code)
             found = protection.blind_rows(type_name, indexed, body) if protected else parameter_rows(type_name, indexed, body)
             for table_kind, row in found:

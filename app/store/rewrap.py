@@ -12,6 +12,7 @@ history row's body, only add rows and set superseded_at.
 import multiprocessing
 import operator
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from functools import reduce
@@ -19,9 +20,9 @@ from functools import reduce
 from sqlalchemy import Connection, Engine, Text, and_, cast, delete, false, func, or_, select
 
 from app.errors import DatabaseUnavailable
-from app.protection.fields import FORMAT, SEALED, sealings
+from app.protection.fields import FORMAT, SEALED, holds_resources, sealings
 from app.protection.service import Protection, protection_of
-from app.search.index import index_rows
+from app.search.index import hash64, index_rows
 from app.store.db import column_in, is_postgresql, read_unit, update_each, write_unit
 from app.store.index_rows import index_mask, parameter_types_in, write_index_rows
 from app.store.resources import stored_from_row
@@ -138,21 +139,43 @@ def rewrapped(connection: Connection, table, rows: list, rebuild_index: bool) ->
         if not current:
             bodies.append((row._mapping[key.name], body))
         if table is resource and (rebuild_index or sealings(row.body, row.res_type, row.res_id) != sealings(body, row.res_type, row.res_id)):
-            rebuilt.append((row, stored))
+            rebuilt.append((row, stored, rebuilt_codes(row, protection)))
     update_each(connection, table.c.body, key, bodies)
     if rebuilt:
         rebuild_index_rows(connection, rebuilt, protection)
-    return len({*(row_key for row_key, _ in bodies), *(row.pk for row, _ in rebuilt)})
+    return len({*(row_key for row_key, _ in bodies), *(row.pk for row, _, _ in rebuilt)})
+
+
+def rebuilt_codes(row, protection: Protection) -> frozenset[str] | None:
+    """The parameters whose index rows a rewrap replaces: those that read protected elements now, when every path the
+    row sealed is protected now and it holds no other resources (then only their rows change: blind rows made under
+    another index key, or plaintext rows that become blind); None, every parameter, otherwise (a path no longer
+    protected: its parameters' blind rows become plaintext rows)."""
+    if holds_resources(row.body, row.res_type):
+        return None
+    sealing = row.body.get(SEALED)
+    sealed = sealing.get("paths") if isinstance(sealing, dict) else []
+    protected_now = {path.text for path in protection.paths.of(row.res_type)}
+    if not isinstance(sealed, list) or not all(isinstance(text, str) and text in protected_now for text in sealed):
+        return None
+    return protection.paths.codes_by_type.get(row.res_type, frozenset())
 
 
 def rebuild_index_rows(connection: Connection, rebuilt: list, protection) -> None:
-    """Replace the index rows of a batch's current rows by those of their bodies now: a statement per table."""
-    new_rows = [(row.pk, index_rows(row.res_type, stored.body, protection)) for row, stored in rebuilt]
-    for parameter_type in parameter_types_in(reduce(operator.or_, (row.index_mask for row, _ in rebuilt))):
-        table = INDEX_TABLES[parameter_type]
-        connection.execute(delete(table).where(column_in(connection, table.c.res_pk, [row.pk for row, _ in rebuilt])))
-    write_index_rows(connection, new_rows)
-    update_each(connection, resource.c.index_mask, resource.c.pk, [(pk, index_mask(rows)) for pk, rows in new_rows])
+    """Replace the index rows of a batch's current rows, of the parameters rebuilt_codes gives each, by those of their
+    bodies now: a statement per table and set of parameters."""
+    groups = defaultdict(list)
+    for row, stored, codes in rebuilt:
+        groups[(row.res_type, codes)].append(row)
+    for (type_name, codes), rows in groups.items():
+        for parameter_type in parameter_types_in(reduce(operator.or_, (row.index_mask for row in rows))):
+            table = INDEX_TABLES[parameter_type]
+            of_parameters = [] if codes is None else [column_in(connection, table.c.h_param, [hash64(type_name, code) for code in codes])]
+            connection.execute(delete(table).where(column_in(connection, table.c.res_pk, [row.pk for row in rows]), *of_parameters))
+    new_rows = [(row, index_rows(row.res_type, stored.body, protection, codes)) for row, stored, codes in rebuilt]
+    write_index_rows(connection, [(row.pk, rows) for row, rows in new_rows])
+    kept = {row.pk: row.index_mask for row, _, codes in rebuilt if codes is not None}  # the other parameters' tables
+    update_each(connection, resource.c.index_mask, resource.c.pk, [(row.pk, kept.get(row.pk, 0) | index_mask(rows)) for row, rows in new_rows])
 
 
 def key_uses(engine: Engine, key_id: str) -> int:

@@ -2,13 +2,18 @@
 rewrap` encrypts it in place (current and history rows, and the index rows that held plaintext), after which searches
 by protected values find it."""
 import copy
+from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
+import app.protection.commands
+import app.protection.service
 import app.store.rewrap
 from app.errors import DatabaseUnavailable
 from app.store.rewrap import rewrap
-from tests.protection.conftest import json_output, protected_settings, put, raw_database_text, run_ehr, running_app, search_ids
+from app.store.schema import INDEX_TABLES
+from tests.protection.conftest import failure, json_output, protected_settings, put, raw_database_text, run_ehr, running_app, search_ids
 from tests.protection.people import PATIENT, PEOPLE, PLAIN_VALUES, PROTECTED_VALUES, without_meta
 
 SEARCHES = {
@@ -113,3 +118,28 @@ def test_a_batch_the_database_gave_up_on_is_tried_again_and_nothing_is_missed(wr
     assert failures == ["resource", "resource_history"]
     assert sum(changed for _, changed in batches) == len(PEOPLE) * 3
     assert readable(written_without_a_key) == []
+
+
+@pytest.mark.parametrize("purpose", [None, "index"])
+def test_the_index_rows_rewrap_leaves_are_those_a_reindex_writes(written_without_a_key, key_file, purpose, monkeypatch):
+    """Turning protection on (and then rotating the index key) rebuilds only the rows of the parameters that read
+    protected elements; with the others' rows kept, each resource has exactly the rows a fresh extraction gives."""
+    monkeypatch.setattr(app.protection.service, "RING_REFRESH_SECONDS", 0.2)
+    monkeypatch.setattr(app.protection.commands, "SEEN_EVERYWHERE", timedelta(seconds=0.4))
+    with running_app(protected_settings(written_without_a_key, key_file)) as app_:
+        engine = app_.extensions["ehr.engine"]
+        json_output(run_ehr(written_without_a_key, "keys", "rewrap", key_file=key_file))
+        if purpose:
+            added = json_output(run_ehr(written_without_a_key, "keys", "add", "--purpose", purpose, key_file=key_file))
+            json_output(run_ehr(written_without_a_key, "keys", "promote", added["id"], key_file=key_file))
+            json_output(run_ehr(written_without_a_key, "keys", "rewrap", key_file=key_file))
+        rewrapped = index_rows_by_table(engine)
+        reindexed = run_ehr(written_without_a_key, "reindex", key_file=key_file)
+        assert reindexed.exit_code == 0, failure(reindexed)
+        assert index_rows_by_table(engine) == rewrapped
+
+
+def index_rows_by_table(engine) -> dict[str, list]:
+    with engine.connect() as connection:
+        return {name: sorted(map(repr, connection.execute(select(*(column for column in table.c))).all()))
+                for name, table in INDEX_TABLES.items()}
