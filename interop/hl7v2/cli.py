@@ -20,7 +20,7 @@ from interop.hl7v2.authorities import authority_systems, remove_authority, set_a
 from interop.hl7v2.mllp import DEFAULT_WORKERS, Listener, ListenerSettings, configure_logging
 from interop.hl7v2.outbox import (DEFAULT_INTERVAL_SECONDS, Deliverer, Destination, Sender, destinations, queued_acks,
                                    register_destination, remove_destination, resend)
-from interop.hl7v2.service import (MESSAGE_STATUSES, MessageQuery, Senders, replay, stored_message, stored_messages,
+from interop.hl7v2.service import (MESSAGE_STATUSES, MessageQuery, Senders, replay, stored_message, stored_message_ids, stored_messages,
                                    written_resources)
 from interop.hl7v2.text import with_carriage_returns
 
@@ -296,7 +296,7 @@ def hl7_replay(message_ids, status):
     missing = [str(message_id) for message_id in message_ids if stored_message(engine, message_id) is None]
     if missing:
         raise click.ClickException(f"No HL7 message {', '.join(missing)}.")
-    ids = message_ids or [row.id for row in reversed(stored_messages(engine, MessageQuery(status, limit=1_000_000)))]
+    ids = message_ids or stored_message_ids(engine, MessageQuery(status, limit=1_000_000))
     click.echo(f"Replayed: {counted(replay(engine, message_id).status for message_id in tqdm(ids, unit=' messages', file=sys.stderr))}.")
 
 

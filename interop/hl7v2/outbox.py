@@ -20,6 +20,7 @@ from typing import NamedTuple
 from hl7.mllp import open_hl7_connection
 from sqlalchemy import Engine, Row, delete, or_, select, update
 
+from app.errors import ProtectedValueUnreadable
 from app.model.instants import utc_now
 from app.protection.service import protection_of
 from app.store.db import insert_rows, write_unit
@@ -179,21 +180,30 @@ def due_senders(engine: Engine, now: datetime) -> list[Sender]:
 
 def claim_next(engine: Engine, sender: Sender, now: datetime, hold_seconds: float) -> Claim | None:
     """The sender's oldest pending ACK, claimed until `now` + `hold_seconds`, if it is due and nobody holds it.
-    Only the oldest is ever claimed, so one sender's ACKs go one after the other, in order."""
+    Only the oldest is ever claimed, so one sender's ACKs go one after the other, in order. An ACK whose sealed
+    payload does not open (its key missing, or the row altered) cannot be sent: it is marked failed with the reason
+    (`ehr hl7 acks resend` once the key is back), and the next one claimed, so that it does not hold up the others."""
     oldest = select(hl7_outbox.c.id).where(hl7_outbox.c.status == "pending", *sender_is(hl7_outbox, sender)).order_by(hl7_outbox.c.id).limit(1)
     until = now + timedelta(seconds=hold_seconds)
     claim = update(hl7_outbox).where(
         hl7_outbox.c.id == oldest.scalar_subquery(), hl7_outbox.c.status == "pending", hl7_outbox.c.next_attempt_at <= now,
         or_(hl7_outbox.c.claimed_until.is_(None), hl7_outbox.c.claimed_until <= now),
     ).values(claimed_until=until, attempts=hl7_outbox.c.attempts + 1)
-    with write_unit(engine) as connection:
-        row = connection.execute(claim.returning(
-            hl7_outbox.c.id, hl7_outbox.c.message_id, hl7_outbox.c.payload, hl7_outbox.c.codec, hl7_outbox.c.attempts,
-        )).first()
-        if row is None:
-            return None
-        payload = protection_of(connection).opened_text(row.payload, payload_context(row.message_id))
-        return Claim(*row, until, sender, destination_for(connection, sender))._replace(payload=payload)
+    while True:
+        with write_unit(engine) as connection:
+            row = connection.execute(claim.returning(
+                hl7_outbox.c.id, hl7_outbox.c.message_id, hl7_outbox.c.payload, hl7_outbox.c.codec, hl7_outbox.c.attempts,
+            )).first()
+            if row is None:
+                return None
+            try:
+                payload = protection_of(connection).opened_text(row.payload, payload_context(row.message_id))
+            except ProtectedValueUnreadable as error:
+                connection.execute(update(hl7_outbox).where(hl7_outbox.c.id == row.id).values(
+                    status="failed", claimed_until=None, last_error=f"The queued ACK does not open: {error}",
+                ))
+                continue
+            return Claim(*row, until, sender, destination_for(connection, sender))._replace(payload=payload)
 
 
 def payload_context(message_id: int) -> str:

@@ -30,9 +30,9 @@ class MessageStoreSealing:
 
     def key_uses(self, engine: Engine, key_id: str) -> int:
         prefix = f"{FORMAT}{key_id}:"
-        under_key = [func.substr(hl7_message.c[name], 1, len(prefix)) == (prefix.encode() if name == "raw" else prefix) for name in SEALED_COLUMNS]
+        sealed_under_key = [func.substr(hl7_message.c[name], 1, len(prefix)) == (prefix.encode() if name == "raw" else prefix) for name in SEALED_COLUMNS]
         with read_unit(engine) as connection:
-            messages = connection.execute(select(func.count()).select_from(hl7_message).where(or_(*under_key))).scalar()
+            messages = connection.execute(select(func.count()).select_from(hl7_message).where(or_(*sealed_under_key))).scalar()
             payloads = connection.execute(select(func.count()).select_from(hl7_outbox).where(func.substr(hl7_outbox.c.payload, 1, len(prefix)) == prefix)).scalar()
         return messages + payloads
 
@@ -45,9 +45,8 @@ def batches_resealed(engine: Engine, table: Table, resealed: Callable) -> Iterat
     after = 0
     while True:
         with write_unit(engine) as connection:
-            rows = connection.execute(
-                select(table).where(table.c.id > after, table.c.id <= last).order_by(table.c.id).limit(BATCH_SIZE).with_for_update()
-            ).all()
+            batch = select(table).where(table.c.id > after, table.c.id <= last).order_by(table.c.id).limit(BATCH_SIZE)
+            rows = connection.execute(batch.with_for_update() if table is hl7_message else batch).all()
             changed = resealed(connection, rows)
         if not rows:
             return

@@ -30,10 +30,10 @@ from sqlalchemy import Engine, TextClause, bindparam, func, literal, null, or_, 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from app.errors import DatabaseUnavailable, FhirError
+from app.errors import DatabaseUnavailable, FhirError, ProtectedValueUnreadable
 from app.model.instants import as_utc, format_instant, utc_now
 from app.model.references import rewrite_references
-from app.protection.service import protection_of
+from app.protection.service import Protection, protection_of
 from app.search.conditional import single_match
 from app.search.service import search_request
 from app.store.db import is_disconnect, is_postgresql, read_unit
@@ -159,8 +159,14 @@ def receive_all(engine: Engine, arrivals: list[tuple[bytes, str]], senders: Send
         receipts = [reading.not_stored(error) for reading in readings]
     for reading, receipt in zip(readings, receipts):
         if receipt.status != "applied" and reading.error:  # a write that failed is logged where it failed
-            log.warning("hl7 message %s from %s %s: %s", receipt.message_id, reading.peer, receipt.status, reading.error)
+            log.warning("hl7 message %s from %s %s: %s", receipt.message_id, reading.peer, receipt.status, loggable(engine, reading.error))
     return receipts
+
+
+def loggable(engine: Engine, error_text: str) -> str:
+    """An outcome's text as the log may hold it: with protection on, not at all, as it may quote the message's
+    protected values (it is kept sealed with the message: `ehr hl7 show`)."""
+    return "(the error is kept sealed with the message)" if isinstance(protection_of(engine), Protection) else error_text
 
 
 def current_systems(engine: Engine) -> Mapping[str, str]:
@@ -258,17 +264,17 @@ def written_or_kept(engine: Engine, reading: Reading, write):
         with writing(engine) as unit:
             return write(unit, reading)
     except Exception as error:
-        failed = failed_write(reading, error)
+        failed = failed_write(engine, reading, error)
         with writing(engine) as unit:
             return write(unit, failed)
 
 
-def failed_write(reading: Reading, error: Exception) -> Reading:
+def failed_write(engine: Engine, reading: Reading, error: Exception) -> Reading:
     """The message, to be kept with status `error` (AE), after its write failed. When the database itself is
     unavailable or busy, the error again instead: nothing can be kept."""
     if reading.instructions is None or isinstance(error, (DatabaseUnavailable, OperationalError, InterfaceError)):
         raise error
-    log.warning("hl7 message %s from %s could not be applied: %s", reading.header.control_id, reading.peer, error)
+    log.warning("hl7 message %s from %s could not be applied: %s", reading.header.control_id, reading.peer, loggable(engine, str(error)))
     detail = error_detail(error) if isinstance(error, MappingError) else ErrorDetail(207, failure_text(error))
     return reading.failed("AE", "error", detail)
 
@@ -295,10 +301,11 @@ def store_and_apply(unit: Unit, readings: list[Reading]) -> list[Receipt]:
         elif row.reuses_control_id_of:
             log.warning("hl7 message %s from %s reuses the control id %s of message %s with other content: stored and applied as new",
                         row.id, reading.peer, reading.key[2], row.reuses_control_id_of)
+        row = opened_ack(protection, row, reading)
         if arrival == UNAPPLIED:  # stored but left unapplied by an earlier version: now it is
             mark(connection, row.id, reading)
             row = row._replace(status=reading.status, ack=reading.ack)
-        receipts.append(reading.receipt(opened_ack(protection, row, reading), row.id in queued))
+        receipts.append(reading.receipt(row, row.id in queued))
     return receipts
 
 
@@ -724,7 +731,8 @@ def with_sealed_columns_replaced(values: Mapping, place: Mapping, replace_bytes,
 
 def sealed_context(column: str, place: Mapping) -> str:
     """What a sealed column of a message's row is bound to: its table and column, and the message's place, so that a
-    value copied to another column or another message's row does not open."""
+    value copied to another column, or to the row of a message from another peer, sender or control id, does not
+    open (messages of one place, a control id reused by one connection, share it)."""
     return "|".join((f"hl7_message.{column}", *(str(place[name]) for name in PLACE_COLUMNS)))
 
 
@@ -805,7 +813,23 @@ def stored_messages(engine: Engine, query: MessageQuery = MessageQuery()) -> lis
     statement = select(*columns).where(*query.conditions()).order_by(hl7_message.c.id.desc()).limit(query.limit)
     with read_unit(engine) as connection:
         protection = protection_of(connection)
-        return [SimpleNamespace(**opened_values(protection, row._mapping)) for row in connection.execute(statement)]
+        return [SimpleNamespace(**listed_values(protection, row._mapping)) for row in connection.execute(statement)]
+
+
+def listed_values(protection, row: Mapping) -> dict:
+    """A listed message's row opened; one whose texts do not open is listed with that said in place of its error (the
+    others are still listed)."""
+    try:
+        return opened_values(protection, row)
+    except ProtectedValueUnreadable as error:
+        return {**row, "error": f"(its sealed texts do not open: {error})", "warnings": None}
+
+
+def stored_message_ids(engine: Engine, query: MessageQuery) -> list[int]:
+    """The ids of the stored messages `query` asks for, oldest first."""
+    statement = select(hl7_message.c.id).where(*query.conditions()).order_by(hl7_message.c.id).limit(query.limit)
+    with read_unit(engine) as connection:
+        return list(connection.execute(statement).scalars())
 
 
 def stored_message(engine: Engine, message_id: int) -> SimpleNamespace | None:

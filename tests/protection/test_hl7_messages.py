@@ -172,3 +172,22 @@ def test_turning_protection_on_seals_messages_stored_in_the_clear(database_url, 
     assert readable(database_url) == []
     with running_app(protected_settings(database_url, key_file)) as server:
         assert server.test_client().get(f"/hl7v2/messages/{before['id']}").get_json() == before
+
+
+def test_a_queued_ack_that_does_not_open_is_marked_failed_and_the_next_one_is_sent(app, client):
+    posted(client, a01("QA", enhanced=True))
+    posted(client, a01("QB", enhanced=True))
+    engine = app.extensions["ehr.engine"]
+    with engine.begin() as connection:
+        first, second = connection.execute(select(hl7_outbox.c.id, hl7_outbox.c.payload).order_by(hl7_outbox.c.id)).all()
+        connection.execute(update(hl7_outbox).where(hl7_outbox.c.id == first.id).values(payload=second.payload))  # moved
+    peer = Peer()
+    try:
+        register_destination(engine, SENDER, Destination("127.0.0.1", peer.port))
+        assert [attempt.status for attempt in asyncio.run(Deliverer(engine, timeout=5).deliver_due())] == ["sent"]
+    finally:
+        peer.stop()
+    assert ["MSA|AA|QB" in text for text in peer.received] == [True]
+    with engine.connect() as connection:
+        failed = connection.execute(select(hl7_outbox).where(hl7_outbox.c.id == first.id)).one()
+    assert failed.status == "failed" and "does not open" in failed.last_error
