@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed
 PORT   ?= 8080
 # Debian's Chromium and its driver, for the browser tests of our pages (tests/security/test_consent_page_in_chromium.py).
 BROWSER := /usr/bin/chromium /usr/bin/chromedriver
+# Debian's dcmtk: storescu, a real DICOM sender for the tests of `ehr dicom` (tests/dicom).
+DCMTK   := /usr/bin/storescu
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: install run test bench fhir-data clean
@@ -22,12 +24,15 @@ $(BROWSER):
 	$(SUDO) apt-get install -y -qq chromium chromium-driver || \
 	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver)
 
+$(DCMTK):
+	$(SUDO) apt-get install -y -qq dcmtk || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dcmtk)
+
 run: install
 	$(BIN)/ehr db upgrade
 	$(BIN)/ehr demo
 	$(BIN)/ehr serve --port $(PORT)
 
-test: install $(BROWSER)
+test: install $(BROWSER) $(DCMTK)
 	$(BIN)/pytest
 
 bench: install

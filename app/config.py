@@ -61,6 +61,7 @@ class Settings:
     max_page_size: int = PageSizes.maximum
     base_url: str | None = None
     hl7_text_plain: bool = False  # POST /hl7v2 also takes text/plain, which a browser page can send without asking
+    dicom_storage: str = os.path.join(DEFAULT_VAR_DIR, "dicom")  # the directory of stored DICOM objects (interop/dicom/blobs.py)
     allowed_hosts: tuple[str, ...] | None = None  # Host header names served (any port); None: see app/web.py trusted_hosts
     integrity: Integrity = Integrity()  # the referential-integrity checks of writes and deletes
     rate_limit_storage: str = "memory://"  # where sign-in and token rate limits count (per worker unless shared)
@@ -86,6 +87,7 @@ def load_settings() -> Settings:
         max_page_size=int(os.environ.get("EHR_MAX_PAGE_SIZE", PageSizes.maximum)),
         base_url=os.environ.get("EHR_BASE_URL") or None,
         hl7_text_plain=switched_on("EHR_HL7_TEXT_PLAIN", False),
+        dicom_storage=os.environ.get("EHR_DICOM_STORAGE") or os.path.join(var_dir, "dicom"),
         allowed_hosts=tuple(filter(None, map(str.strip, os.environ.get("EHR_ALLOWED_HOSTS", "").split(",")))) or None,
         rate_limit_storage=os.environ.get("EHR_RATE_LIMIT_STORAGE") or "memory://",
         auth=switched_on("EHR_AUTH", True),

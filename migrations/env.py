@@ -3,7 +3,8 @@ from alembic import context
 from sqlalchemy import create_engine
 
 from app.store import metadata
-import interop.hl7v2.tables  # noqa: F401  the feed's tables, on the same metadata
+import interop.hl7v2.tables  # noqa: F401  the feeds' tables, on the same metadata
+import interop.dicom.tables  # noqa: F401
 import app.security.tables  # noqa: F401  the authorization server's tables, on the same metadata
 
 

@@ -19,6 +19,7 @@ from app.store import metadata, migrate
 from app.store.db import make_engine
 from app.web import create_app
 from interop.hl7v2 import tables as hl7_tables  # noqa: F401  registers the feed's tables, emptied between tests
+from interop.dicom import tables as dicom_tables  # noqa: F401  likewise
 
 BACKENDS = ("sqlite", "postgresql")
 ADMIN_URL = os.environ.get("EHR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")

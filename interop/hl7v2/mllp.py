@@ -41,6 +41,7 @@ from interop.hl7v2.authorities import AuthorityTable
 from interop.hl7v2.outbox import Deliverer
 from interop.hl7v2.service import ACCEPTED_STATUSES, Receipt, Senders, receive_all, unstored_receipt
 from interop.hl7v2.text import patient_key
+from interop.tls import server_ssl_context
 
 log = logging.getLogger("ehr.mllp")
 DEFAULT_WORKERS = os.cpu_count() or 2  # one per core: the work is CPU-bound
@@ -69,11 +70,7 @@ class ListenerSettings:
     deliver: bool = True  # send the outbox's application ACKs from this process
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        if not self.tls_certificate:
-            return None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(self.tls_certificate, self.tls_key)
-        return context
+        return server_ssl_context(self.tls_certificate, self.tls_key)
 
 
 class Listener:

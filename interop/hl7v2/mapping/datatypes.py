@@ -95,11 +95,16 @@ def context_of(msh: SegmentView, systems: Mapping[str, str] = {}) -> MessageCont
 
 
 def authority_system(namespace_id: str, universal_id: str, universal_id_type: str, context: MessageContext) -> str | None:
+    return system_of_authority(namespace_id, universal_id, universal_id_type, context.systems)
+
+
+def system_of_authority(namespace_id: str, universal_id: str, universal_id_type: str, systems: Mapping[str, str]) -> str | None:
     """An HD (assigning authority) as an identifier system: the system the operator set for its namespace id or
-    universal id (ehr hl7 authority add); else urn:oid: for ISO, the URI itself, else our namespace."""
+    universal id (ehr hl7 authority add, in `systems`); else urn:oid: for ISO, the URI itself, else our namespace. The
+    DICOM feed names a patient's IssuerOfPatientID by it too, so that an ADT feed and a modality meet on one patient."""
     for name in (namespace_id, universal_id):
-        if name and name.upper() in context.systems:
-            return context.systems[name.upper()]
+        if name and name.upper() in systems:
+            return systems[name.upper()]
     kind = universal_id_type.upper()
     if universal_id and kind == "ISO" and OID.fullmatch(universal_id):
         return f"urn:oid:{universal_id}"

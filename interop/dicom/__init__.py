@@ -1,0 +1,1 @@
+"""The DICOM feed: C-STORE (pynetdicom) into blob storage and an index of instances, mapped to ImagingStudy."""

@@ -1,0 +1,141 @@
+"""`ehr dicom`: a DICOM C-STORE SCP (pynetdicom) for the storage SOP classes of common modalities, with C-ECHO.
+
+Each C-STORE is answered only after the object is stored (service.py): success (0x0000) for a stored or already
+stored instance, 0xC000 for one that could not be read (quarantined), 0xA700 (out of resources) when the database or
+the disk failed, so that the sender tries again. An unknown SOP class is refused when the association is negotiated.
+ImagingStudies are updated after each association and every UPDATE_SECONDS (studies.py).
+
+Speed: a sender such as dcmtk's storescu leaves Nagle's algorithm on, so each of its PDUs waits for our ACK of the
+last one; Linux delays ACKs by up to 40 ms. The server sets TCP_NODELAY on each connection and re-arms TCP_QUICKACK
+after every receive, so that it acknowledges at once (11-22 instances/s become hundreds)."""
+import logging
+import socket
+import socketserver
+import ssl
+import threading
+from dataclasses import dataclass
+
+from pydicom.uid import AllTransferSyntaxes
+from pynetdicom import AE, evt
+from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom.sop_class import Verification
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
+
+from interop.dicom.service import DicomStore
+from interop.dicom.studies import update_pending_studies
+from interop.tls import server_ssl_context
+
+log = logging.getLogger("ehr.dicom")
+OUT_OF_RESOURCES = 0xA700  # PS3.4 B.2.3: refused, out of resources: the sender may try again
+UPDATE_SECONDS = 5.0
+DEFAULT_AE_TITLE = "EHR"
+
+
+@dataclass(frozen=True)
+class ScpSettings:
+    host: str = "127.0.0.1"
+    port: int = 11112
+    ae_title: str = DEFAULT_AE_TITLE
+    calling_ae_titles: tuple[str, ...] = ()  # accept associations only from these; every one when empty
+    tls_certificate: str | None = None
+    tls_key: str | None = None
+    max_associations: int = 20
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        return server_ssl_context(self.tls_certificate, self.tls_key)
+
+
+class QuickAckSocket(socket.socket):
+    """A connection that acknowledges what it receives at once (TCP_QUICKACK lasts until the kernel's next delayed
+    ACK decision, so it is set again after every receive)."""
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        data = super().recv(size, flags)
+        self.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        return data
+
+
+class PromptRequestHandler(RequestHandler):
+    """pynetdicom's handler of a new connection, with Nagle off and quick ACKs on (TLS connections: Nagle off)."""
+
+    def setup(self) -> None:
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if type(self.request) is socket.socket and hasattr(socket, "TCP_QUICKACK"):
+            self.request = QuickAckSocket(fileno=self.request.detach())
+        super().setup()
+
+
+class StorageServer:
+    """The SCP of a DicomStore: call `serve_forever` (blocking) or `start` (a thread), then `shutdown`."""
+
+    def __init__(self, store: DicomStore, settings: ScpSettings):
+        self.store, self.settings = store, settings
+        self.stopping = threading.Event()
+        self.ae = application_entity(settings)
+        handlers = [(evt.EVT_C_STORE, self.handle_store), (evt.EVT_C_ECHO, lambda event: 0x0000),
+                    (evt.EVT_RELEASED, self.association_ended), (evt.EVT_ABORTED, self.association_ended)]
+        self.server: ThreadedAssociationServer = self.ae.make_server(
+            (settings.host, settings.port), ae_title=settings.ae_title, ssl_context=settings.ssl_context(), evt_handlers=handlers,
+            server_class=ThreadedAssociationServer, request_handler=PromptRequestHandler,
+        )
+        self.updater = threading.Thread(target=self.update_studies_now_and_then, name="dicom-study-updater", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    def start(self) -> "StorageServer":
+        threading.Thread(target=self.server.serve_forever, name="dicom-scp", daemon=True).start()
+        self.updater.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self.updater.start()
+        self.server.serve_forever()
+
+    def shutdown(self) -> None:
+        """Stop listening, end the associations under way (what they had acknowledged is stored), stop updating."""
+        self.stopping.set()
+        socketserver.BaseServer.shutdown(self.server)  # pynetdicom's own also unlists it from AE.start_server's servers
+        self.server.server_close()
+        for association in self.ae.active_associations:
+            association.abort()
+        if self.updater.is_alive():
+            self.updater.join(timeout=30)
+
+    def handle_store(self, event) -> int:
+        peer = f"dicom:{event.assoc.requestor.ae_title}@{event.assoc.requestor.address}:{event.assoc.requestor.port}"
+        try:
+            outcome = self.store.store(event.encoded_dataset(), peer)
+        except Exception:  # the database or the disk failed: nothing acknowledged, the sender sends it again
+            log.exception("dicom object from %s could not be stored", peer)
+            return OUT_OF_RESOURCES
+        return outcome.status
+
+    def association_ended(self, event) -> None:
+        self.update_studies()
+
+    def update_studies_now_and_then(self) -> None:
+        while not self.stopping.is_set():
+            self.update_studies()
+            self.stopping.wait(UPDATE_SECONDS)
+
+    def update_studies(self) -> None:
+        """Update the marked studies; a failure leaves them marked for the next round."""
+        try:
+            update_pending_studies(self.store.engine)
+        except Exception:  # noqa: BLE001 - the marks stay: tried again within UPDATE_SECONDS
+            log.exception("updating ImagingStudies failed")
+
+
+def application_entity(settings: ScpSettings) -> AE:
+    """The AE: every storage SOP class pynetdicom knows (CT, MR, CR, DX, US, MG, PET, SC, SR, encapsulated PDF...)
+    with every transfer syntax it knows, as SCP; Verification (C-ECHO)."""
+    ae = AE(ae_title=settings.ae_title)
+    for context in AllStoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax, list(AllTransferSyntaxes))
+    ae.add_supported_context(Verification)
+    ae.maximum_associations = settings.max_associations
+    if settings.calling_ae_titles:
+        ae.require_calling_aet = list(settings.calling_ae_titles)
+    return ae

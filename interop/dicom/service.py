@@ -1,0 +1,190 @@
+"""Store, then acknowledge: the one service behind both DICOM entrances (the C-STORE SCP, scp.py; STOW-RS to come).
+
+An object's encoded bytes (a DICOM Part 10 stream: preamble, file meta, data set) go to blob storage as received,
+pixel data never decoded, sealed when protection is on; then its row, the attributes the ImagingStudy mapping reads
+and its study marked for an ImagingStudy update (studies.py), in one transaction; only then is it answered success.
+An object already stored (its SOP Instance UID) is answered success and not stored again. What cannot be read as an
+instance is quarantined with the reason and answered with a failure status (0xC000: cannot understand)."""
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+from io import BytesIO
+
+import orjson
+from pydicom import Dataset, dcmread
+from pydicom.errors import InvalidDicomError
+from sqlalchemy import Engine, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from app.model.instants import utc_now
+from app.protection.fields import blob_key_id
+from app.protection.service import protection_of
+from app.store.db import read_unit, write_unit
+from interop.dicom.blobs import BlobStore
+from interop.dicom.tables import dicom_instance, dicom_quarantine, dicom_study_pending
+
+log = logging.getLogger("ehr.dicom")
+SUCCESS = 0x0000
+CANNOT_UNDERSTAND = 0xC000  # PS3.4 B.2.3: failure, cannot understand (C000-CFFF)
+UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+# The patient module: sealed with each instance (it names the patient), read to find or make the Patient.
+PATIENT_KEYWORDS = ("PatientID", "IssuerOfPatientID", "IssuerOfPatientIDQualifiersSequence", "PatientName", "PatientBirthDate", "PatientSex")
+# The study, series and instance attributes the ImagingStudy mapping reads, kept in the clear.
+INDEXED_KEYWORDS = (
+    "StudyInstanceUID", "StudyDate", "StudyTime", "TimezoneOffsetFromUTC", "AccessionNumber", "StudyDescription", "StudyID",
+    "ReferringPhysicianName", "SeriesInstanceUID", "SeriesNumber", "Modality", "SeriesDescription", "BodyPartExamined",
+    "Laterality", "SeriesDate", "SeriesTime", "SOPInstanceUID", "SOPClassUID", "InstanceNumber",
+)
+
+
+class Unstorable(Exception):
+    """Bytes that are not a DICOM instance this server can index: the reason."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: int  # the DICOM status to answer
+    sop_instance_uid: str | None = None
+    reason: str | None = None
+    duplicate: bool = False
+
+
+@dataclass(frozen=True)
+class Instance:
+    """What an object is, read from its file meta and data set (pixel data not read)."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_uid: str
+    series_uid: str
+    transfer_syntax_uid: str
+    attributes: dict  # DICOM JSON of INDEXED_KEYWORDS
+    patient: dict  # DICOM JSON of PATIENT_KEYWORDS
+
+    @classmethod
+    def read(cls, encoded: bytes) -> "Instance":
+        try:
+            dataset = dcmread(BytesIO(encoded), stop_before_pixels=True)
+        except (InvalidDicomError, EOFError, ValueError, KeyError, OSError, NotImplementedError) as error:
+            raise Unstorable(f"Not a DICOM Part 10 object: {error}") from None
+        uids = {keyword: uid_of(dataset, keyword) for keyword in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")}
+        transfer_syntax = str(getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", "") or "")
+        if not UID.fullmatch(transfer_syntax):
+            raise Unstorable("The file meta information has no valid TransferSyntaxUID (0002,0010).")
+        return cls(uids["SOPInstanceUID"], uids["SOPClassUID"], uids["StudyInstanceUID"], uids["SeriesInstanceUID"], transfer_syntax,
+                   json_of(dataset, INDEXED_KEYWORDS), json_of(dataset, PATIENT_KEYWORDS))
+
+    @property
+    def blob_key(self) -> str:
+        return f"instances/{self.study_uid}/{self.series_uid}/{self.sop_instance_uid}.dcm"
+
+
+def uid_of(dataset: Dataset, keyword: str) -> str:
+    try:
+        value = str(dataset.get(keyword, "") or "").strip().rstrip("\x00")
+    except Exception as error:  # noqa: BLE001 - a value pydicom cannot convert
+        raise Unstorable(f"{keyword} cannot be read: {error}") from None
+    if not value:
+        raise Unstorable(f"The object has no {keyword}.")
+    if len(value) > 64 or not UID.fullmatch(value):
+        raise Unstorable(f"{keyword} '{value[:80]}' is not a UID (digits and dots, at most 64 characters).")
+    return value
+
+
+def json_of(dataset: Dataset, keywords: tuple[str, ...]) -> dict:
+    """The attributes of `keywords` the data set holds, as DICOM JSON (PS3.18 F.2); one whose value cannot be read is
+    left out (liberal in what is accepted: the instance is still stored as sent)."""
+    found = {}
+    for keyword in keywords:
+        if keyword not in dataset:
+            continue
+        try:
+            found.update(Dataset({dataset[keyword].tag: dataset[keyword]}).to_json_dict())
+        except Exception as error:  # noqa: BLE001 - pydicom's value conversion of what a sender wrote
+            log.warning("dicom %s left out of the index: %s", keyword, error)
+    return found
+
+
+class DicomStore:
+    """Stores objects for an engine's database into a blob store."""
+
+    def __init__(self, engine: Engine, blobs: BlobStore):
+        self.engine, self.blobs = engine, blobs
+
+    def store(self, encoded: bytes, peer: str) -> Outcome:
+        """Store one object (a Part 10 stream) received from `peer`; raises only when the database or the blob
+        store failed (then nothing is acknowledged: the sender is answered a failure and sends it again)."""
+        try:
+            instance = Instance.read(encoded)
+        except Unstorable as error:
+            return self.quarantined(encoded, peer, str(error))
+        if self.is_stored(instance.sop_instance_uid):
+            return Outcome(SUCCESS, instance.sop_instance_uid, duplicate=True)
+        protection = protection_of(self.engine)
+        sealed_with = self.put(instance.blob_key, encoded)
+        with write_unit(self.engine) as connection:
+            row = instance_row(instance, len(encoded), peer, protection, sealed_with)
+            inserted = connection.execute(insert_instance(connection.dialect.name), row).first()
+            if inserted is not None:
+                mark_pending(connection, instance.study_uid)
+        return Outcome(SUCCESS, instance.sop_instance_uid, duplicate=inserted is None)
+
+    def is_stored(self, sop_instance_uid: str) -> bool:
+        with read_unit(self.engine) as connection:
+            return connection.execute(select(dicom_instance.c.id).where(dicom_instance.c.sop_instance_uid == sop_instance_uid)).first() is not None
+
+    def quarantined(self, encoded: bytes, peer: str, reason: str) -> Outcome:
+        """Keep what could not be stored as an instance, with the reason; answered as not understood."""
+        key = f"quarantine/{uuid.uuid4().hex}.dcm"
+        sealed_with = self.put(key, encoded)
+        with write_unit(self.engine) as connection:
+            connection.execute(dicom_quarantine.insert().values(
+                received_at=utc_now(), peer=peer[:200], reason=reason, blob=key, sealed_with=sealed_with, size=len(encoded),
+            ))
+        log.warning("dicom object from %s quarantined as %s: %s", peer, key, reason)
+        return Outcome(CANNOT_UNDERSTAND, reason=reason)
+
+    def put(self, key: str, encoded: bytes) -> str | None:
+        """Keep an object's bytes under `key`, sealed when protection is on; the value key that sealed them."""
+        sealed = protection_of(self.engine).sealed_blob(encoded, blob_context(key))
+        self.blobs.put(key, sealed)
+        return blob_key_id(sealed)
+
+    def stored_bytes(self, key: str) -> bytes:
+        """An object's bytes as received (opened when sealed)."""
+        return protection_of(self.engine).opened_blob(self.blobs.get(key), blob_context(key))
+
+
+def blob_context(key: str) -> str:
+    """What a sealed object is bound to: its key, so that bytes copied under another key do not open."""
+    return f"dicom blob {key}"
+
+
+def instance_row(instance: Instance, size: int, peer: str, protection, sealed_with: str | None) -> dict:
+    return {
+        "sop_instance_uid": instance.sop_instance_uid, "sop_class_uid": instance.sop_class_uid, "study_uid": instance.study_uid,
+        "series_uid": instance.series_uid, "transfer_syntax_uid": instance.transfer_syntax_uid, "blob": instance.blob_key,
+        "sealed_with": sealed_with, "size": size,
+        "received_at": utc_now(), "peer": peer[:200], "attributes": instance.attributes,
+        "patient": protection.sealed_text(orjson.dumps(instance.patient).decode(), patient_context(instance.sop_instance_uid)),
+    }
+
+
+def patient_context(sop_instance_uid: str) -> str:
+    return f"dicom_instance.patient|{sop_instance_uid}"
+
+
+def insert_instance(dialect_name: str):
+    """INSERT of an instance that does nothing when its SOP Instance UID is stored (another association sent it too)."""
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    return dialect.insert(dicom_instance).on_conflict_do_nothing(index_elements=["sop_instance_uid"]).returning(dicom_instance.c.id)
+
+
+def mark_pending(connection, study_uid: str) -> None:
+    """Mark the study for an ImagingStudy update; when it is marked already, mark it again (the update under way, if
+    any, holds the mark's lock: this waits for it, and leaves a mark for the next one, see studies.py)."""
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    now = utc_now()
+    connection.execute(dialect.insert(dicom_study_pending).values(study_uid=study_uid, since=now)
+                       .on_conflict_do_update(index_elements=["study_uid"], set_={"since": now}))

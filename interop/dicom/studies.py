@@ -1,0 +1,106 @@
+"""Each ImagingStudy brought up to date with its study's stored instances, through the one writer.
+
+Storing an instance marks its study (service.py mark_pending) in the instance's transaction; an update claims a
+marked study, builds its ImagingStudy again from every stored instance (mapping.py), finds or makes its Patient and
+referring Practitioner, writes what changed with a Provenance, and removes the mark only if no instance marked it
+again meanwhile. The C-STORE SCP updates after each association and every few seconds, so that a study sent over one
+association becomes one version, not one per instance; marks survive a restart."""
+import logging
+from datetime import datetime
+
+import orjson
+from pydicom import Dataset
+from sqlalchemy import Engine, delete, select
+
+from app.model.instants import format_instant, utc_now
+from app.protection.service import protection_of
+from app.store.resources import same_content
+from app.store.unit import Unit, writing
+from interop.dicom import mapping
+from interop.dicom.service import patient_context
+from interop.dicom.tables import dicom_instance, dicom_study_pending
+from interop.hl7v2.authorities import authority_systems
+from interop.hl7v2.mapping.upserts import identifier_criteria
+
+log = logging.getLogger("ehr.dicom")
+
+
+def update_pending_studies(engine: Engine) -> int:
+    """Update the ImagingStudy of every marked study, each in its own transaction; how many were updated. Several
+    processes may run this at once: each claims other studies."""
+    systems = authority_systems(engine)
+    updated = 0
+    while True:
+        with writing(engine) as unit:
+            claimed = unit.connection.execute(
+                select(dicom_study_pending.c.study_uid, dicom_study_pending.c.since)
+                .order_by(dicom_study_pending.c.since).limit(1).with_for_update(skip_locked=True)
+            ).first()
+            if claimed is None:
+                return updated
+            update_study(unit, claimed.study_uid, systems)
+            unit.connection.execute(delete(dicom_study_pending).where(
+                dicom_study_pending.c.study_uid == claimed.study_uid, dicom_study_pending.c.since == claimed.since,
+            ))
+        updated += 1
+
+
+def update_study(unit: Unit, study_uid: str, systems: dict[str, str]) -> None:
+    """Write the study's ImagingStudy (and its Patient and referrer when new) from its stored instances."""
+    rows = unit.connection.execute(
+        select(dicom_instance.c.sop_instance_uid, dicom_instance.c.attributes, dicom_instance.c.patient, dicom_instance.c.peer)
+        .where(dicom_instance.c.study_uid == study_uid).order_by(dicom_instance.c.id)
+    ).all()
+    if not rows:
+        return
+    instances = [Dataset.from_json(row.attributes) for row in rows]
+    written = []
+    subject, created = study_patient(unit, study_uid, rows, systems)
+    written += [subject] if created else []
+    referrer = None
+    if (key := mapping.referrer_key(instances[0])) is not None:
+        result = unit.create_unless_matched(mapping.referrer_body(instances[0], key, study_uid), "Practitioner", identifier_criteria(key))
+        referrer = f"Practitioner/{result.stored.id}"
+        written += [referrer] if result.created else []
+    study = written_study(unit, mapping.imaging_study(study_uid, instances, subject, referrer))
+    written += [study] if study else []
+    if written:
+        unit.create(provenance(written, study_uid, sorted({row.peer for row in rows}), utc_now()))
+
+
+def study_patient(unit: Unit, study_uid: str, rows: list, systems: dict[str, str]) -> tuple[str, bool]:
+    """`Patient/id` of the study's patient (the patient module of its first instance that has a PatientID), made
+    from that module when no Patient has its identifier; and whether it was made now."""
+    protection = protection_of(unit.connection)
+    modules = [Dataset.from_json(orjson.loads(protection.opened_text(row.patient, patient_context(row.sop_instance_uid)))) for row in rows]
+    patient = next((module for module in modules if mapping.text(module, "PatientID")), modules[0])
+    key = mapping.patient_key(patient, study_uid, systems)
+    result = unit.create_unless_matched(mapping.patient_body(patient, key, study_uid), "Patient", identifier_criteria(key))
+    return f"Patient/{result.stored.id}", result.created
+
+
+def written_study(unit: Unit, body: dict) -> str | None:
+    """Create or update the study's ImagingStudy; `ImagingStudy/id`, or None when it already says this."""
+    study_uid = body["identifier"][0]["value"].removeprefix("urn:oid:")
+    existing = unit.match_one("ImagingStudy", mapping.study_criteria(study_uid))
+    if existing is None:
+        return f"ImagingStudy/{unit.create(body, 'ImagingStudy').stored.id}"
+    if same_content(existing.body, {**body, "id": existing.id}):
+        return None
+    unit.update("ImagingStudy", existing.id, {**body, "id": existing.id}, found=existing)
+    return f"ImagingStudy/{existing.id}"
+
+
+def provenance(targets: list[str], study_uid: str, peers: list[str], moment: datetime) -> dict:
+    return {
+        "resourceType": "Provenance",
+        "meta": {"source": mapping.SOURCE_PREFIX + study_uid},
+        "target": [{"reference": target} for target in targets],
+        "recorded": format_instant(moment),
+        "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "UPDATE"}]},
+        "agent": [{
+            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "author"}]},
+            "who": {"display": "DICOM " + ", ".join(peers)},
+        }],
+        "entity": [{"role": "source", "what": {"identifier": mapping.study_identifier(study_uid), "display": f"DICOM study {study_uid}"}}],
+    }

@@ -1,0 +1,218 @@
+"""The C-STORE SCP with real senders (pynetdicom's SCU, dcmtk's storescu): objects stored before success, read back
+from blob storage, duplicates and unreadable objects answered as DICOM says, unknown SOP classes and unknown calling AEs
+refused, and the ImagingStudy found over FHIR on the right Patient. On SQLite and PostgreSQL."""
+import ssl
+import subprocess
+import time
+from io import BytesIO
+
+import pytest
+from pydicom import Dataset, dcmread
+from pydicom.data import get_testdata_file
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage, Verification
+from sqlalchemy import func, select
+
+from interop.dicom.blobs import DirectoryBlobStore
+from interop.dicom.scp import ScpSettings, StorageServer
+from interop.dicom.service import DicomStore
+from interop.dicom.tables import dicom_instance, dicom_quarantine
+from tests.hl7v2.conftest import self_signed
+from tests.hl7v2.test_receive import a01
+
+CT, MR = get_testdata_file("CT_small.dcm"), get_testdata_file("MR_small.dcm")
+HL7 = {"Content-Type": "x-application/hl7-v2+er7"}
+
+
+@pytest.fixture
+def storage(tmp_path):
+    return DirectoryBlobStore(tmp_path / "dicom")
+
+
+@pytest.fixture
+def scp(app, storage):
+    server = StorageServer(DicomStore(app.extensions["ehr.engine"], storage), ScpSettings(port=0)).start()
+    yield server
+    server.shutdown()
+
+
+def sent(port: int, *datasets: Dataset, calling: str = "MODALITY", abort: bool = False) -> list[int]:
+    """Each dataset sent over one association by pynetdicom's SCU; the statuses answered."""
+    ae = AE(ae_title=calling)
+    for dataset in datasets:
+        ae.add_requested_context(dataset.SOPClassUID, dataset.file_meta.TransferSyntaxUID)
+    association = ae.associate("127.0.0.1", port, ae_title="EHR")
+    assert association.is_established
+    statuses = [association.send_c_store(dataset).Status for dataset in datasets]
+    association.abort() if abort else association.release()
+    return statuses
+
+
+def ct(**changes) -> Dataset:
+    """The CT test file as another instance (new SOP Instance UID, in a study of `changes`' UIDs or a new one)."""
+    dataset = dcmread(CT)
+    dataset.SOPInstanceUID = changes.pop("SOPInstanceUID", generate_uid())
+    dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    dataset.StudyInstanceUID = changes.pop("StudyInstanceUID", generate_uid())
+    dataset.SeriesInstanceUID = changes.pop("SeriesInstanceUID", generate_uid())
+    for keyword, value in changes.items():
+        setattr(dataset, keyword, value)
+    return dataset
+
+
+def imaging_study(client, study_uid: str, timeout: float = 15.0) -> dict:
+    """The ImagingStudy of a study, once the SCP's update after the association has written it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        bundle = client.get(f"/fhir/ImagingStudy?identifier=urn:dicom:uid|urn:oid:{study_uid}").get_json()
+        if bundle.get("entry"):
+            return bundle["entry"][0]["resource"]
+        assert time.monotonic() < deadline, f"no ImagingStudy for {study_uid}"
+        time.sleep(0.1)
+
+
+def count(app, table) -> int:
+    with app.extensions["ehr.engine"].connect() as connection:
+        return connection.execute(select(func.count()).select_from(table)).scalar()
+
+
+def test_c_echo_is_answered(scp):
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(Verification)
+    association = ae.associate("127.0.0.1", scp.port, ae_title="EHR")
+    assert association.send_c_echo().Status == 0x0000
+    association.release()
+
+
+def test_a_ct_and_an_mr_are_stored_and_found_as_imaging_studies_on_their_patients(scp, client, storage, app):
+    ct_dataset, mr_dataset = dcmread(CT), dcmread(MR)
+    assert sent(scp.port, ct_dataset, mr_dataset) == [0x0000, 0x0000]
+    study = imaging_study(client, ct_dataset.StudyInstanceUID)
+    assert study["status"] == "available" and study["numberOfSeries"] == 1 and study["numberOfInstances"] == 1
+    assert study["started"] == "2004-01-19T07:27:30-05:00"  # with the file's TimezoneOffsetFromUTC
+    assert study["modality"] == [{"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "CT"}]
+    [series] = study["series"]
+    assert series["uid"] == ct_dataset.SeriesInstanceUID and series["modality"]["code"] == "CT"
+    assert series["instance"] == [{"uid": ct_dataset.SOPInstanceUID, "number": 1,
+                                   "sopClass": {"system": "urn:ietf:rfc:3986", "code": "urn:oid:1.2.840.10008.5.1.4.1.1.2"}}]
+    patient = client.get(f"/fhir/{study['subject']['reference']}").get_json()
+    assert patient["identifier"][0]["value"] == "1CT1" and patient["name"] == [{"family": "CompressedSamples", "given": ["CT1"]}]
+    assert patient["meta"]["tag"][0]["code"] == "reconcile"  # made from the DICOM patient module: to be reconciled
+    assert imaging_study(client, mr_dataset.StudyInstanceUID)["modality"][0]["code"] == "MR"
+    provenance = client.get(f"/fhir/Provenance?target=ImagingStudy/{study['id']}").get_json()["entry"][0]["resource"]
+    assert provenance["entity"][0]["what"]["identifier"] == {"system": "urn:dicom:uid", "value": f"urn:oid:{ct_dataset.StudyInstanceUID}"}
+    assert study["meta"]["source"] == f"urn:ehr:dicom:study:{ct_dataset.StudyInstanceUID}"
+    stored = dcmread(BytesIO(DicomStore(app.extensions["ehr.engine"], storage).stored_bytes(
+        f"instances/{ct_dataset.StudyInstanceUID}/{ct_dataset.SeriesInstanceUID}/{ct_dataset.SOPInstanceUID}.dcm")))
+    assert stored.PixelData == ct_dataset.PixelData and stored.PatientName == ct_dataset.PatientName
+
+
+def test_a_study_sent_in_parts_becomes_one_imaging_study_with_every_series(scp, client):
+    study_uid, series_uid = generate_uid(), generate_uid()
+    first = [ct(StudyInstanceUID=study_uid, SeriesInstanceUID=series_uid, InstanceNumber=number) for number in (2, 1)]
+    assert sent(scp.port, *first) == [0x0000, 0x0000]
+    imaging_study(client, study_uid)
+    other = ct(StudyInstanceUID=study_uid, SeriesNumber=7, Modality="CT", SeriesDescription="Bone", Laterality="L", BodyPartExamined="CHEST")
+    assert sent(scp.port, other) == [0x0000]
+    deadline = time.monotonic() + 15
+    while (study := imaging_study(client, study_uid))["numberOfInstances"] != 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert study["numberOfSeries"] == 2
+    assert [instance["number"] for instance in study["series"][0]["instance"]] == [1, 2]
+    assert study["series"][1]["description"] == "Bone" and study["series"][1]["bodySite"] == {"display": "CHEST"}
+    assert study["series"][1]["laterality"]["code"] == "7771000"
+
+
+def test_a_duplicate_is_answered_success_and_stored_once(scp, app):
+    dataset = ct()
+    assert sent(scp.port, dataset) == [0x0000]
+    assert sent(scp.port, dataset) == [0x0000]
+    assert count(app, dicom_instance) == 1
+
+
+def test_an_object_without_a_study_uid_is_quarantined_and_answered_cannot_understand(scp, app):
+    dataset = ct()
+    del dataset.StudyInstanceUID
+    assert sent(scp.port, dataset) == [0xC000]
+    assert count(app, dicom_instance) == 0
+    with app.extensions["ehr.engine"].connect() as connection:
+        [row] = connection.execute(select(dicom_quarantine)).all()
+    assert "StudyInstanceUID" in row.reason
+
+
+def test_garbage_bytes_are_quarantined_by_the_service(app, storage):
+    store = DicomStore(app.extensions["ehr.engine"], storage)
+    outcome = store.store(b"\x00" * 128 + b"DICM" + b"not really", "test")
+    assert outcome.status == 0xC000 and outcome.reason
+    assert count(app, dicom_quarantine) == 1
+
+
+def test_an_unknown_sop_class_is_refused_when_the_association_is_negotiated(scp):
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context("1.2.3.4.5.6.7.8", ExplicitVRLittleEndian)
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    association = ae.associate("127.0.0.1", scp.port, ae_title="EHR")
+    assert [context.abstract_syntax for context in association.accepted_contexts] == [CTImageStorage]
+    association.release()
+
+
+def test_an_instance_acknowledged_before_an_abort_is_kept(scp, client, app):
+    dataset = ct()
+    assert sent(scp.port, dataset, abort=True) == [0x0000]
+    assert imaging_study(client, dataset.StudyInstanceUID)["numberOfInstances"] == 1
+    assert sent(scp.port, ct()) == [0x0000]  # the server still serves
+
+
+def test_calling_ae_titles_not_allowed_are_refused(app, storage):
+    settings = ScpSettings(port=0, calling_ae_titles=("MODALITY",))
+    server = StorageServer(DicomStore(app.extensions["ehr.engine"], storage), settings).start()
+    try:
+        ae = AE(ae_title="INTRUDER")
+        ae.add_requested_context(Verification)
+        assert not ae.associate("127.0.0.1", server.port, ae_title="EHR").is_established
+        assert sent(server.port, ct(), calling="MODALITY") == [0x0000]
+    finally:
+        server.shutdown()
+
+
+def test_a_modality_and_an_adt_feed_meet_on_one_patient(scp, client):
+    assert client.post("/hl7v2", data=a01("D1", mrn="77123", family="Imager"), headers=HL7).status_code == 200
+    [entry] = client.get("/fhir/Patient?identifier=77123").get_json()["entry"]
+    issuer = Dataset()  # PID-3's assigning authority NORTH&1.2.840.114350&ISO, as DICOM says it
+    issuer.UniversalEntityID, issuer.UniversalEntityIDType = "1.2.840.114350", "ISO"
+    dataset = ct(PatientID="77123", IssuerOfPatientID="NORTH", IssuerOfPatientIDQualifiersSequence=[issuer])
+    assert sent(scp.port, dataset) == [0x0000]
+    assert imaging_study(client, dataset.StudyInstanceUID)["subject"]["reference"] == f"Patient/{entry['resource']['id']}"
+    assert len(client.get("/fhir/Patient?identifier=77123").get_json()["entry"]) == 1
+
+
+def test_dcmtk_storescu_stores_files(scp, client, tmp_path):
+    files = []
+    for number in range(3):
+        path = tmp_path / f"ct{number}.dcm"
+        ct(StudyInstanceUID="1.2.826.0.1.3680043.8.498.1", SeriesInstanceUID="1.2.826.0.1.3680043.8.498.2", InstanceNumber=number + 1).save_as(path)
+        files.append(str(path))
+    done = subprocess.run(["storescu", "-aet", "MODALITY", "-aec", "EHR", "127.0.0.1", str(scp.port), *files], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert imaging_study(client, "1.2.826.0.1.3680043.8.498.1")["numberOfInstances"] == 3
+
+
+def test_the_scp_serves_dicom_over_tls(app, storage, tmp_path):
+    certificate, key = self_signed(tmp_path, "scp")
+    settings = ScpSettings(port=0, tls_certificate=str(certificate), tls_key=str(key))
+    server = StorageServer(DicomStore(app.extensions["ehr.engine"], storage), settings).start()
+    try:
+        ae = AE(ae_title="MODALITY")
+        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        context = ssl.create_default_context(cafile=str(certificate))
+        association = ae.associate("127.0.0.1", server.port, ae_title="EHR", tls_args=(context, "127.0.0.1"))
+        assert association.is_established
+        assert association.send_c_store(ct()).Status == 0x0000
+        association.release()
+        plain = AE(ae_title="MODALITY")
+        plain.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        assert not plain.associate("127.0.0.1", server.port, ae_title="EHR").is_established
+    finally:
+        server.shutdown()
