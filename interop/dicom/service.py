@@ -27,6 +27,7 @@ from interop.dicom.tables import dicom_instance, dicom_quarantine, dicom_study_p
 log = logging.getLogger("ehr.dicom")
 SUCCESS = 0x0000
 CANNOT_UNDERSTAND = 0xC000  # PS3.4 B.2.3: failure, cannot understand (C000-CFFF)
+NOT_OF_THE_STUDY = 0xA900  # PS3.18 STOW-RS: an instance posted to /studies/{uid} of another study
 UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 # The patient module: sealed with each instance (it names the patient), read to find or make the Patient.
 PATIENT_KEYWORDS = ("PatientID", "IssuerOfPatientID", "IssuerOfPatientIDQualifiersSequence", "PatientName", "PatientBirthDate", "PatientSex")
@@ -45,7 +46,7 @@ class Unstorable(Exception):
 @dataclass(frozen=True)
 class Outcome:
     status: int  # the DICOM status to answer
-    sop_instance_uid: str | None = None
+    instance: "Instance | None" = None  # None: the bytes could not be read as an instance
     reason: str | None = None
     duplicate: bool = False
 
@@ -112,15 +113,18 @@ class DicomStore:
     def __init__(self, engine: Engine, blobs: BlobStore):
         self.engine, self.blobs = engine, blobs
 
-    def store(self, encoded: bytes, peer: str) -> Outcome:
-        """Store one object (a Part 10 stream) received from `peer`; raises only when the database or the blob
-        store failed (then nothing is acknowledged: the sender is answered a failure and sends it again)."""
+    def store(self, encoded: bytes, peer: str, study_uid: str | None = None) -> Outcome:
+        """Store one object (a Part 10 stream) received from `peer` (when `study_uid` is given, only an instance of
+        that study); raises only when the database or the blob store failed (then nothing is acknowledged: the
+        sender is answered a failure and sends it again)."""
         try:
             instance = Instance.read(encoded)
         except Unstorable as error:
             return self.quarantined(encoded, peer, str(error))
+        if study_uid is not None and instance.study_uid != study_uid:
+            return Outcome(NOT_OF_THE_STUDY, instance, f"The instance belongs to study {instance.study_uid}, not {study_uid}.")
         if self.is_stored(instance.sop_instance_uid):
-            return Outcome(SUCCESS, instance.sop_instance_uid, duplicate=True)
+            return Outcome(SUCCESS, instance, duplicate=True)
         protection = protection_of(self.engine)
         sealed_with = self.put(instance.blob_key, encoded)
         with write_unit(self.engine) as connection:
@@ -128,7 +132,7 @@ class DicomStore:
             inserted = connection.execute(insert_instance(connection.dialect.name), row).first()
             if inserted is not None:
                 mark_pending(connection, instance.study_uid)
-        return Outcome(SUCCESS, instance.sop_instance_uid, duplicate=inserted is None)
+        return Outcome(SUCCESS, instance, duplicate=inserted is None)
 
     def is_stored(self, sop_instance_uid: str) -> bool:
         with read_unit(self.engine) as connection:
@@ -150,6 +154,14 @@ class DicomStore:
         sealed = protection_of(self.engine).sealed_blob(encoded, blob_context(key))
         self.blobs.put(key, sealed)
         return blob_key_id(sealed)
+
+    def blob_keys(self, study_uid: str, series_uid: str | None = None, sop_instance_uid: str | None = None) -> list[str]:
+        """The blob keys of a study's stored instances (of one series, or one instance), in series and arrival order."""
+        column = dicom_instance.c
+        given = [(series_uid, column.series_uid), (sop_instance_uid, column.sop_instance_uid)]
+        conditions = [column.study_uid == study_uid, *(of == uid for uid, of in given if uid is not None)]
+        with read_unit(self.engine) as connection:
+            return list(connection.execute(select(column.blob).where(*conditions).order_by(column.series_uid, column.id)).scalars())
 
     def stored_bytes(self, key: str) -> bytes:
         """An object's bytes as received (opened when sealed)."""

@@ -1,0 +1,98 @@
+"""DICOMweb over real HTTP with `requests`: STOW-RS stores objects through the service the C-STORE SCP uses, and
+WADO-RS gives them back byte for byte, with their metadata as DICOM JSON. On SQLite and PostgreSQL."""
+import secrets
+from email import policy
+from email.parser import BytesParser
+from io import BytesIO
+
+import pytest
+import requests
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+from app.config import Settings
+from tests.dicom.test_cstore import ct
+
+CT, MR = (open(get_testdata_file(name), "rb").read() for name in ("CT_small.dcm", "MR_small.dcm"))
+JSON = "application/dicom+json"
+
+
+@pytest.fixture
+def settings(database_url, tmp_path):
+    return Settings(auth=False, database_url=database_url, dicom_storage=str(tmp_path / "dicom"))
+
+
+@pytest.fixture
+def dicomweb(live_server) -> str:
+    return live_server.removesuffix("/fhir") + "/dicomweb"
+
+
+def multipart(*objects: bytes, part_type: str = "application/dicom") -> tuple[bytes, str]:
+    boundary = secrets.token_hex(8)
+    body = b"".join(f"--{boundary}\r\nContent-Type: {part_type}\r\n\r\n".encode() + item + b"\r\n" for item in objects)
+    return body + f"--{boundary}--\r\n".encode(), f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+def stow(url: str, *objects: bytes) -> requests.Response:
+    body, content_type = multipart(*objects)
+    return requests.post(url, data=body, headers={"Content-Type": content_type, "Accept": JSON}, timeout=30)
+
+
+def parts_of(response: requests.Response) -> list[bytes]:
+    message = BytesParser(policy=policy.HTTP).parsebytes(f"Content-Type: {response.headers['Content-Type']}\r\n\r\n".encode() + response.content)
+    return [part.get_payload(decode=True) for part in message.walk() if not part.is_multipart()]
+
+
+def encoded(dataset) -> bytes:
+    buffer = BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def test_stow_stores_objects_that_wado_gives_back_byte_for_byte(dicomweb, live_server):
+    answer = stow(f"{dicomweb}/studies", CT, MR)
+    assert answer.status_code == 200 and answer.headers["Content-Type"] == JSON
+    referenced = answer.json()["00081199"]["Value"]
+    assert [item["00081155"]["Value"][0] for item in referenced] == ["1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322",
+                                                                      "1.3.6.1.4.1.5962.1.1.4.1.1.20040826185059.5457"]
+    instance_url = referenced[0]["00081190"]["Value"][0]
+    retrieved = requests.get(instance_url, headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}, timeout=30)
+    assert retrieved.status_code == 200 and retrieved.headers["Content-Type"].startswith('multipart/related; type="application/dicom"')
+    assert parts_of(retrieved) == [CT]
+    study_url = instance_url.split("/series/")[0]
+    assert parts_of(requests.get(study_url, timeout=30)) == [CT]
+    [metadata] = requests.get(f"{study_url}/metadata", timeout=30).json()
+    assert metadata["00100010"] == {"vr": "PN", "Value": [{"Alphabetic": "CompressedSamples^CT1"}]} and "7FE00010" not in metadata
+    bundle = requests.get(f"{live_server}/ImagingStudy?identifier=urn:dicom:uid|urn:oid:1.3.6.1.4.1.5962.1.2.1.20040119072730.12322",
+                          timeout=30).json()
+    assert bundle["entry"][0]["resource"]["numberOfInstances"] == 1  # the ImagingStudy is written before STOW answers
+
+
+def test_stow_answers_202_naming_what_failed_and_409_when_nothing_was_stored(dicomweb):
+    partly = stow(f"{dicomweb}/studies", CT, b"not a DICOM object")
+    assert partly.status_code == 202
+    assert partly.json()["00081198"]["Value"] == [{"00081197": {"vr": "US", "Value": [0xC000]}}]
+    assert stow(f"{dicomweb}/studies", b"garbage").status_code == 409
+
+
+def test_stow_to_a_study_refuses_an_instance_of_another(dicomweb):
+    study_uid = generate_uid()
+    answer = stow(f"{dicomweb}/studies/{study_uid}", encoded(ct(StudyInstanceUID=study_uid)), encoded(ct()))
+    assert answer.status_code == 202
+    [failed] = answer.json()["00081198"]["Value"]
+    assert failed["00081197"]["Value"] == [0xA900]
+
+
+def test_stow_refuses_other_media_types(dicomweb):
+    body, _ = multipart(CT)
+    assert requests.post(f"{dicomweb}/studies", data=body, headers={"Content-Type": "application/dicom"}, timeout=30).status_code == 415
+    body, content_type = multipart(b"{}", part_type="application/dicom+json")
+    assert requests.post(f"{dicomweb}/studies", data=body, headers={"Content-Type": content_type}, timeout=30).status_code == 415
+
+
+def test_wado_answers_404_for_what_is_not_stored_and_406_for_a_transcoding(dicomweb):
+    assert requests.get(f"{dicomweb}/studies/1.2.3", timeout=30).status_code == 404
+    stow(f"{dicomweb}/studies", CT)
+    study_url = f"{dicomweb}/studies/1.3.6.1.4.1.5962.1.2.1.20040119072730.12322"
+    accept = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50'
+    assert requests.get(study_url, headers={"Accept": accept}, timeout=30).status_code == 406
