@@ -1,5 +1,6 @@
 """DICOMweb (PS3.18) over HTTP: STOW-RS `POST /dicomweb/studies` stores objects through the same service as the
-C-STORE SCP; WADO-RS gives back what was stored, byte for byte, and its metadata as DICOM JSON.
+C-STORE SCP; QIDO-RS finds stored studies, series and instances (query.py, as C-FIND does); WADO-RS gives back what was
+stored, byte for byte, and its metadata as DICOM JSON.
 
 Both take a backend service's token that reaches every resource (`system/*.cu` to store, `system/*.rs` to read), as
 `/hl7v2` does, unless EHR_AUTH=off."""
@@ -12,17 +13,21 @@ from pathlib import Path
 import orjson
 from flask import Blueprint, Response, current_app, request
 from pydicom import dcmread
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
 from app.errors import BadRequest, NotAcceptable, NotFound, UnsupportedMediaType
 from app.rest.negotiation import media_type_and_params, read_raw_body
 from app.security.bearer import request_access
 from interop.dicom.blobs import DirectoryBlobStore
+from interop.dicom.query import LEVELS, Query, matches
 from interop.dicom.service import SUCCESS, DicomStore, Outcome
 from interop.dicom.studies import update_pending_studies
 
 dicomweb = Blueprint("dicomweb", __name__)
 DICOM = "application/dicom"
 DICOM_JSON = "application/dicom+json"
+QUERY_CONTROLS = frozenset({"limit", "offset", "includefield", "fuzzymatching"})  # QIDO-RS parameters that are not keys
+DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})  # left out of metadata: no bulk data URIs are served
 
 
@@ -152,3 +157,58 @@ def check_accepts_dicom() -> None:
         ):
             return
     raise NotAcceptable(f'WADO-RS here gives multipart/related; type="{DICOM}"; transfer-syntax=* (objects as they were stored).')
+
+
+@dicomweb.get("/dicomweb/studies")
+def search_studies():
+    """QIDO-RS: the stored studies that the query's attributes match (query.py), as DICOM JSON."""
+    return search_answer("STUDY", {})
+
+
+@dicomweb.get("/dicomweb/series")
+@dicomweb.get("/dicomweb/studies/<study_uid>/series")
+def search_series(study_uid: str | None = None):
+    return search_answer("SERIES", {"StudyInstanceUID": study_uid} if study_uid else {})
+
+
+@dicomweb.get("/dicomweb/instances")
+@dicomweb.get("/dicomweb/studies/<study_uid>/instances")
+@dicomweb.get("/dicomweb/studies/<study_uid>/series/<series_uid>/instances")
+def search_instances(study_uid: str | None = None, series_uid: str | None = None):
+    path_keys = {keyword: uid for keyword, uid in (("StudyInstanceUID", study_uid), ("SeriesInstanceUID", series_uid)) if uid}
+    return search_answer("IMAGE", path_keys)
+
+
+def search_answer(level: str, path_keys: dict[str, str]) -> Response:
+    keys = {**query_keys(), **path_keys}
+    query = Query(level, keys, whole_argument("limit", DEFAULT_LIMIT, MAX_LIMIT), whole_argument("offset", 0, None))
+    found = matches(current_app.extensions["ehr.engine"], query)
+    return Response(orjson.dumps([with_retrieve_url(level, dataset) for dataset in found]), 200, content_type=DICOM_JSON)
+
+
+def query_keys() -> dict[str, str]:
+    """The query's matching keys by keyword, named by keyword or by tag (`PatientID` or `00100020`); the paging and
+    answer-shaping parameters are not keys."""
+    keys = {}
+    for name, value in request.args.items(multi=True):
+        if name in QUERY_CONTROLS:
+            continue
+        keyword = keyword_for_tag(int(name, 16)) if len(name) == 8 and all(c in "0123456789abcdefABCDEF" for c in name) else name
+        if not keyword or tag_for_keyword(keyword) is None:
+            raise BadRequest(f"{name} names no DICOM attribute (give its keyword, such as PatientID, or its tag, such as 00100020).")
+        keys[keyword] = value
+    return keys
+
+
+def whole_argument(name: str, default: int, maximum: int | None) -> int:
+    text = request.args.get(name)
+    if text is None:
+        return default
+    if not text.isdigit():
+        raise BadRequest(f"{name}={text} is not a whole number.")
+    return min(int(text), maximum) if maximum is not None else int(text)
+
+
+def with_retrieve_url(level: str, dataset) -> dict:
+    uids = [str(dataset.get(keyword, "")) for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")[:LEVELS.index(level) + 1]]
+    return {**dataset.to_json_dict(), "00081190": {"vr": "UR", "Value": [retrieve_url(*uids)]}}

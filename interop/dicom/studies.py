@@ -11,6 +11,7 @@ from datetime import datetime
 import orjson
 from pydicom import Dataset
 from sqlalchemy import Engine, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from app.model.instants import format_instant, utc_now
 from app.protection.service import protection_of
@@ -18,7 +19,7 @@ from app.store.resources import same_content
 from app.store.unit import Unit, writing
 from interop.dicom import mapping
 from interop.dicom.service import patient_context
-from interop.dicom.tables import dicom_instance, dicom_study_pending
+from interop.dicom.tables import dicom_instance, dicom_study, dicom_study_pending
 from interop.hl7v2.authorities import authority_systems
 from interop.hl7v2.mapping.upserts import identifier_criteria
 
@@ -62,8 +63,10 @@ def update_study(unit: Unit, study_uid: str, systems: dict[str, str]) -> None:
         result = unit.create_unless_matched(mapping.referrer_body(instances[0], key, study_uid), "Practitioner", identifier_criteria(key))
         referrer = f"Practitioner/{result.stored.id}"
         written += [referrer] if result.created else []
-    study = written_study(unit, mapping.imaging_study(study_uid, instances, subject, referrer))
+    body = mapping.imaging_study(study_uid, instances, subject, referrer)
+    study = written_study(unit, body)
     written += [study] if study else []
+    record_query_attributes(unit.connection, study_uid, subject, instances[0], body)
     if written:
         unit.create(provenance(written, study_uid, sorted({row.peer for row in rows}), utc_now()))
 
@@ -89,6 +92,18 @@ def written_study(unit: Unit, body: dict) -> str | None:
         return None
     unit.update("ImagingStudy", existing.id, {**body, "id": existing.id}, found=existing)
     return f"ImagingStudy/{existing.id}"
+
+
+def record_query_attributes(connection, study_uid: str, subject: str, first: Dataset, body: dict) -> None:
+    """The study's row of dicom_study, which QIDO-RS and C-FIND match (query.py)."""
+    values = {
+        "patient": subject, "study_date": (mapping.text(first, "StudyDate") or "")[:8] or None,
+        "accession_number": (mapping.text(first, "AccessionNumber") or "")[:64] or None,
+        "modalities": ("\\" + "".join(f"{coding['code']}\\" for coding in body.get("modality", [])))[:200],
+    }
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    connection.execute(dialect.insert(dicom_study).values(study_uid=study_uid, **values)
+                       .on_conflict_do_update(index_elements=["study_uid"], set_=values))
 
 
 def provenance(targets: list[str], study_uid: str, peers: list[str], moment: datetime) -> dict:

@@ -43,6 +43,19 @@ dicom_quarantine = Table(
     Column("size", BigInteger, nullable=False),
 )
 
+dicom_study = Table(  # each study's attributes that QIDO-RS and C-FIND match, written with its ImagingStudy
+    "dicom_study",
+    metadata,
+    Column("study_uid", String(64), primary_key=True),
+    Column("patient", String(128), nullable=False),  # the ImagingStudy's subject, Patient/<id>: PatientID queries go through it
+    Column("study_date", String(8)),  # YYYYMMDD
+    Column("accession_number", String(64)),
+    Column("modalities", String(200), nullable=False),  # \CT\SR\ : each series' modality between backslashes
+    Index("ix_dicom_study_date", "study_date"),
+    Index("ix_dicom_study_accession", "accession_number"),
+    Index("ix_dicom_study_patient", "patient"),
+)
+
 dicom_study_pending = Table(
     "dicom_study_pending",
     metadata,

@@ -1,5 +1,5 @@
-"""DICOM: stored instances, quarantined objects, and the studies whose ImagingStudy is to be updated
-(interop/dicom/tables.py).
+"""DICOM: stored instances, quarantined objects, each study's query attributes, and the studies whose ImagingStudy is
+to be updated (interop/dicom/tables.py).
 
 Revision ID: 0012
 Revises: 0011
@@ -47,6 +47,17 @@ def upgrade() -> None:
         sa.Column("size", sa.BigInteger, nullable=False),
     )
     op.create_table(
+        "dicom_study",
+        sa.Column("study_uid", sa.String(64), primary_key=True),
+        sa.Column("patient", sa.String(128), nullable=False),
+        sa.Column("study_date", sa.String(8)),
+        sa.Column("accession_number", sa.String(64)),
+        sa.Column("modalities", sa.String(200), nullable=False),
+    )
+    op.create_index("ix_dicom_study_date", "dicom_study", ["study_date"])
+    op.create_index("ix_dicom_study_accession", "dicom_study", ["accession_number"])
+    op.create_index("ix_dicom_study_patient", "dicom_study", ["patient"])
+    op.create_table(
         "dicom_study_pending",
         sa.Column("study_uid", sa.String(64), primary_key=True),
         sa.Column("since", sa.DateTime(timezone=True), nullable=False),
@@ -55,6 +66,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("dicom_study_pending")
+    op.drop_table("dicom_study")
     op.drop_table("dicom_quarantine")
     op.drop_index("ix_dicom_instance_study_series", "dicom_instance")
     op.drop_table("dicom_instance")

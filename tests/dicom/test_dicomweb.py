@@ -96,3 +96,51 @@ def test_wado_answers_404_for_what_is_not_stored_and_406_for_a_transcoding(dicom
     study_url = f"{dicomweb}/studies/1.3.6.1.4.1.5962.1.2.1.20040119072730.12322"
     accept = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50'
     assert requests.get(study_url, headers={"Accept": accept}, timeout=30).status_code == 406
+
+
+CT_STUDY, MR_STUDY = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322", "1.3.6.1.4.1.5962.1.2.4.20040826185059.5457"
+
+
+def found_uids(url: str, keyword_tag: str = "0020000D") -> list[str]:
+    answer = requests.get(url, headers={"Accept": JSON}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return [match[keyword_tag]["Value"][0] for match in answer.json()]
+
+
+def test_qido_finds_studies_by_patient_date_modality_and_accession(dicomweb):
+    accession = ct(AccessionNumber="ACC-2024-7", StudyDate="20240305", PatientID="QIDO-1")
+    assert stow(f"{dicomweb}/studies", CT, MR, encoded(accession)).status_code == 200
+    studies = requests.get(f"{dicomweb}/studies", timeout=30).json()
+    assert {study["0020000D"]["Value"][0] for study in studies} == {CT_STUDY, MR_STUDY, accession.StudyInstanceUID}
+    ct_study = next(study for study in studies if study["0020000D"]["Value"][0] == CT_STUDY)
+    assert ct_study["00100010"]["Value"] == [{"Alphabetic": "CompressedSamples^CT1"}] and ct_study["00080061"]["Value"] == ["CT"]
+    assert ct_study["00201206"]["Value"] == [1] and ct_study["00201208"]["Value"] == [1]  # series, instances
+    assert ct_study["00081190"]["Value"] == [f"{dicomweb}/studies/{CT_STUDY}"]
+    assert found_uids(f"{dicomweb}/studies?PatientID=1CT1") == [CT_STUDY]
+    assert found_uids(f"{dicomweb}/studies?00100020=4MR1") == [MR_STUDY]
+    assert found_uids(f"{dicomweb}/studies?PatientID=nobody") == []
+    assert found_uids(f"{dicomweb}/studies?ModalitiesInStudy=MR") == [MR_STUDY]
+    assert found_uids(f"{dicomweb}/studies?StudyDate=20040826") == [MR_STUDY]
+    assert set(found_uids(f"{dicomweb}/studies?StudyDate=20040101-20041231")) == {CT_STUDY, MR_STUDY}
+    assert found_uids(f"{dicomweb}/studies?StudyDate=20240101-") == [accession.StudyInstanceUID]
+    assert found_uids(f"{dicomweb}/studies?AccessionNumber=ACC-2024*") == [accession.StudyInstanceUID]
+    assert found_uids(f"{dicomweb}/studies?StudyInstanceUID={CT_STUDY},{MR_STUDY}&limit=1&offset=1") == [CT_STUDY]
+
+
+def test_qido_lists_a_studys_series_and_instances(dicomweb):
+    study_uid, series_uid = generate_uid(), generate_uid()
+    objects = [encoded(ct(StudyInstanceUID=study_uid, SeriesInstanceUID=series_uid, InstanceNumber=number)) for number in (1, 2)]
+    report = ct(StudyInstanceUID=study_uid, Modality="SR")
+    assert stow(f"{dicomweb}/studies", *objects, encoded(report)).status_code == 200
+    series = requests.get(f"{dicomweb}/studies/{study_uid}/series", timeout=30).json()
+    assert sorted((item["00080060"]["Value"][0], item["00201209"]["Value"][0]) for item in series) == [("CT", 2), ("SR", 1)]
+    assert found_uids(f"{dicomweb}/studies/{study_uid}/series?Modality=SR", "0020000E") == [report.SeriesInstanceUID]
+    instances = found_uids(f"{dicomweb}/studies/{study_uid}/series/{series_uid}/instances", "00080018")
+    assert len(instances) == 2
+    assert found_uids(f"{dicomweb}/instances?SOPInstanceUID={instances[0]}", "00080018") == [instances[0]]
+    assert len(found_uids(f"{dicomweb}/series?StudyInstanceUID={study_uid}", "0020000E")) == 2
+
+
+def test_qido_refuses_what_names_no_attribute(dicomweb):
+    assert requests.get(f"{dicomweb}/studies?NoSuchAttribute=1", timeout=30).status_code == 400
+    assert requests.get(f"{dicomweb}/studies?limit=many", timeout=30).status_code == 400

@@ -1,0 +1,184 @@
+"""Which stored studies, series and instances a query asks for: QIDO-RS (http.py) and C-FIND (scp.py) ask here.
+
+Study keys are matched in dicom_study (written with each ImagingStudy, studies.py): StudyInstanceUID (one or a
+list), PatientID (the Patients that have that identifier, found by a FHIR search, so that it works on encrypted
+identifiers too; with IssuerOfPatientID, under that issuer's system), AccessionNumber (exact, or with the wildcards
+* and ?), StudyDate (a date, or a range: 20240101-20241231, -20241231, 20240101-) and ModalitiesInStudy. Series and
+instance keys (SeriesInstanceUID, Modality, SeriesNumber; SOPInstanceUID, SOPClassUID, InstanceNumber) are matched on
+the stored instances of the studies found. An empty value matches everything; other keys are not matched."""
+import fnmatch
+from dataclasses import dataclass, field
+
+import orjson
+from pydicom import Dataset
+from sqlalchemy import Engine, func, or_, select
+
+from app.protection.service import protection_of
+from app.search.service import search_request
+from app.store.db import read_unit
+from app.store.unit import reading
+from interop.dicom.mapping import text
+from interop.dicom.service import patient_context
+from interop.dicom.tables import dicom_instance, dicom_study
+from interop.hl7v2.authorities import authority_systems
+from interop.hl7v2.mapping.datatypes import system_of_authority
+from interop.hl7v2.mapping.upserts import SEARCH_SPECIAL
+
+LEVELS = ("STUDY", "SERIES", "IMAGE")
+MAX_PATIENTS = 1000  # Patients one PatientID (and issuer) may name
+SERIES_KEYS = ("SeriesInstanceUID", "Modality", "SeriesNumber")
+INSTANCE_KEYS = ("SOPInstanceUID", "SOPClassUID", "InstanceNumber")
+
+
+@dataclass(frozen=True)
+class Query:
+    level: str  # STUDY, SERIES or IMAGE (instances)
+    keys: dict[str, str] = field(default_factory=dict)  # keyword -> value as DICOM matching takes it (empty: any)
+    limit: int = 100
+    offset: int = 0
+
+    def value(self, keyword: str) -> str | None:
+        value = (self.keys.get(keyword) or "").strip()
+        return value if value and value != "*" else None
+
+
+def matches(engine: Engine, query: Query) -> list[Dataset]:
+    """Each match's attributes at the query's level (the study's, with the series' and the instance's below it), from
+    `offset`, at most `limit`."""
+    with read_unit(engine) as connection:
+        conditions = study_conditions(engine, query)
+        if conditions is None:
+            return []
+        studies = select(dicom_study.c.study_uid).where(*conditions).order_by(dicom_study.c.study_date.desc(), dicom_study.c.study_uid)
+        if query.level == "STUDY":
+            study_uids = list(connection.execute(studies.limit(query.limit).offset(query.offset)).scalars())
+            return study_answers(connection, study_uids)
+        rows = connection.execute(
+            select(dicom_instance.c.study_uid, dicom_instance.c.series_uid, dicom_instance.c.sop_instance_uid, dicom_instance.c.attributes,
+                   dicom_instance.c.patient).where(dicom_instance.c.study_uid.in_(studies.scalar_subquery())).order_by(dicom_instance.c.id)
+        ).all()
+        protection = protection_of(connection)
+    found = [row for row in rows if instance_matches(query, Dataset.from_json(row.attributes))]
+    if query.level == "SERIES":
+        answers = series_answers(found, protection)
+    else:
+        answers = [with_patient(Dataset.from_json(row.attributes), row, protection) for row in found]
+    return answers[query.offset:query.offset + query.limit]
+
+
+def study_conditions(engine: Engine, query: Query) -> list | None:
+    """The SQL conditions on dicom_study; None when no study can match (a PatientID no Patient has)."""
+    column = dicom_study.c
+    conditions = []
+    if (uids := query.value("StudyInstanceUID")) is not None:
+        conditions.append(column.study_uid.in_(uid_list(uids)))
+    if (accession := query.value("AccessionNumber")) is not None:
+        conditions.append(wildcard_condition(column.accession_number, accession))
+    if (dates := query.value("StudyDate")) is not None:
+        conditions += date_conditions(column.study_date, dates)
+    if (modality := query.value("ModalitiesInStudy")) is not None:
+        conditions.append(or_(*(column.modalities.contains(f"\\{code}\\", autoescape=True) for code in uid_list(modality))))
+    if (patient_id := query.value("PatientID")) is not None:
+        patients = patients_named(engine, patient_id, query.value("IssuerOfPatientID"))
+        if not patients:
+            return None
+        conditions.append(column.patient.in_(patients))
+    return conditions
+
+
+def uid_list(value: str) -> list[str]:
+    """A list of values: separated by backslashes (C-FIND) or commas (QIDO-RS)."""
+    return [part.strip() for part in value.replace("\\", ",").split(",") if part.strip()]
+
+
+def wildcard_condition(column, value: str):
+    if "*" not in value and "?" not in value:
+        return column == value
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("*", "%").replace("?", "_")
+    return column.like(escaped, escape="\\")
+
+
+def date_conditions(column, value: str) -> list:
+    low, separator, high = value.partition("-")
+    if not separator:
+        return [column == low]
+    return [condition for bound, condition in ((low, column >= low), (high, column <= high)) if bound]
+
+
+def patients_named(engine: Engine, patient_id: str, issuer: str | None) -> list[str]:
+    """`Patient/<id>` of the Patients with the identifier PatientID (under the issuer's system, when given)."""
+    value = patient_id.translate(SEARCH_SPECIAL)
+    if issuer:
+        value = f"{(system_of_authority(issuer, '', '', authority_systems(engine)) or '').translate(SEARCH_SPECIAL)}|{value}"
+    request, _ = search_request("Patient", [("identifier", value), ("_count", str(MAX_PATIENTS))], False, MAX_PATIENTS, MAX_PATIENTS)
+    with reading(engine) as unit:
+        return [f"Patient/{patient.id}" for patient in unit.search(request).matches]
+
+
+def instance_matches(query: Query, attributes: Dataset) -> bool:
+    keys = SERIES_KEYS + (INSTANCE_KEYS if query.level == "IMAGE" else ())
+    return all(value_matches(query.value(keyword), text(attributes, keyword)) for keyword in keys)
+
+
+def value_matches(wanted: str | None, stored: str | None) -> bool:
+    if wanted is None:
+        return True
+    return any(fnmatch.fnmatchcase(stored or "", pattern) for pattern in uid_list(wanted))
+
+
+def study_answers(connection, study_uids: list[str]) -> list[Dataset]:
+    """Each study's attributes (from its first instance) with its patient, modalities and counts."""
+    if not study_uids:
+        return []
+    protection = protection_of(connection)
+    counts = {row.study_uid: row for row in connection.execute(
+        select(dicom_instance.c.study_uid, func.count(func.distinct(dicom_instance.c.series_uid)).label("series"),
+               func.count().label("instances"), func.min(dicom_instance.c.id).label("first"))
+        .where(dicom_instance.c.study_uid.in_(study_uids)).group_by(dicom_instance.c.study_uid)
+    )}
+    firsts = {row.study_uid: row for row in connection.execute(
+        select(dicom_instance.c.study_uid, dicom_instance.c.sop_instance_uid, dicom_instance.c.attributes, dicom_instance.c.patient)
+        .where(dicom_instance.c.id.in_([row.first for row in counts.values()]))
+    )}
+    modalities = dict(connection.execute(select(dicom_study.c.study_uid, dicom_study.c.modalities).where(dicom_study.c.study_uid.in_(study_uids))).all())
+    answers = []
+    for study_uid in study_uids:
+        if study_uid not in firsts:
+            continue
+        answer = study_level(with_patient(Dataset.from_json(firsts[study_uid].attributes), firsts[study_uid], protection))
+        answer.ModalitiesInStudy = [code for code in modalities.get(study_uid, "").split("\\") if code]
+        answer.NumberOfStudyRelatedSeries = counts[study_uid].series
+        answer.NumberOfStudyRelatedInstances = counts[study_uid].instances
+        answers.append(answer)
+    return answers
+
+
+def series_answers(rows: list, protection) -> list[Dataset]:
+    by_series: dict[tuple, list] = {}
+    for row in rows:
+        by_series.setdefault((row.study_uid, row.series_uid), []).append(row)
+    answers = []
+    for members in by_series.values():
+        answer = with_patient(Dataset.from_json(members[0].attributes), members[0], protection)
+        for keyword in INSTANCE_KEYS:
+            if keyword in answer:
+                del answer[keyword]
+        answer.NumberOfSeriesRelatedInstances = len(members)
+        answers.append(answer)
+    return answers
+
+
+def study_level(dataset: Dataset) -> Dataset:
+    """A study's attributes without those of its series and instances."""
+    for keyword in (*SERIES_KEYS, *INSTANCE_KEYS, "SeriesDescription", "BodyPartExamined", "Laterality", "SeriesDate", "SeriesTime"):
+        if keyword in dataset:
+            del dataset[keyword]
+    return dataset
+
+
+def with_patient(dataset: Dataset, row, protection) -> Dataset:
+    """The attributes with the patient module of the instance's row (opened when sealed)."""
+    patient = Dataset.from_json(orjson.loads(protection.opened_text(row.patient, patient_context(row.sop_instance_uid))))
+    for element in patient:
+        dataset[element.tag] = element
+    return dataset
