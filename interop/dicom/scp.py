@@ -1,4 +1,5 @@
-"""`ehr dicom`: a DICOM C-STORE SCP (pynetdicom) for the storage SOP classes of common modalities, with C-ECHO.
+"""`ehr dicom`: a DICOM C-STORE SCP (pynetdicom) for the storage SOP classes of common modalities, a C-FIND SCP (Study
+Root: studies, series, instances, matched as QIDO-RS matches them), and C-ECHO.
 
 Each C-STORE is answered only after the object is stored (service.py): success (0x0000) for a stored or already
 stored instance, 0xC000 for one that could not be read (quarantined), 0xA700 (out of resources) when the database or
@@ -15,18 +16,23 @@ import ssl
 import threading
 from dataclasses import dataclass
 
+from pydicom import DataElement, Dataset
+from pydicom.multival import MultiValue
 from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
+from interop.dicom.query import LEVELS, Query, matches
 from interop.dicom.service import DicomStore
 from interop.dicom.studies import update_pending_studies
 from interop.tls import server_ssl_context
 
 log = logging.getLogger("ehr.dicom")
 OUT_OF_RESOURCES = 0xA700  # PS3.4 B.2.3: refused, out of resources: the sender may try again
+PENDING, CANCELLED, UNABLE_TO_PROCESS = 0xFF00, 0xFE00, 0xC001  # PS3.4 C.4.1.1.4: C-FIND statuses
+MAX_FIND_MATCHES = 100_000
 UPDATE_SECONDS = 5.0
 DEFAULT_AE_TITLE = "EHR"
 
@@ -72,7 +78,7 @@ class StorageServer:
         self.store, self.settings = store, settings
         self.stopping = threading.Event()
         self.ae = application_entity(settings)
-        handlers = [(evt.EVT_C_STORE, self.handle_store), (evt.EVT_C_ECHO, lambda event: 0x0000),
+        handlers = [(evt.EVT_C_STORE, self.handle_store), (evt.EVT_C_FIND, self.handle_find), (evt.EVT_C_ECHO, lambda event: 0x0000),
                     (evt.EVT_RELEASED, self.association_ended), (evt.EVT_ABORTED, self.association_ended)]
         self.server: ThreadedAssociationServer = self.ae.make_server(
             (settings.host, settings.port), ae_title=settings.ae_title, ssl_context=settings.ssl_context(), evt_handlers=handlers,
@@ -112,6 +118,26 @@ class StorageServer:
             return OUT_OF_RESOURCES
         return outcome.status
 
+    def handle_find(self, event):
+        """C-FIND (Study Root, study, series and instance levels): a pending answer per match, from the same index as
+        QIDO-RS (query.py), each with the keys the query asked for."""
+        identifier = event.identifier
+        level = str(identifier.get("QueryRetrieveLevel", "")).upper()
+        if level not in LEVELS:
+            yield UNABLE_TO_PROCESS, None
+            return
+        try:
+            found = matches(self.store.engine, Query(level, find_keys(identifier), limit=MAX_FIND_MATCHES))
+        except Exception:  # noqa: BLE001 - the database failed: answered as a failure, the peer may ask again
+            log.exception("dicom C-FIND failed")
+            yield UNABLE_TO_PROCESS, None
+            return
+        for match in found:
+            if event.is_cancelled:
+                yield CANCELLED, None
+                return
+            yield PENDING, find_answer(identifier, match, self.settings.ae_title)
+
     def association_ended(self, event) -> None:
         self.update_studies()
 
@@ -128,6 +154,26 @@ class StorageServer:
             log.exception("updating ImagingStudies failed")
 
 
+def find_keys(identifier: Dataset) -> dict[str, str]:
+    """The matching keys of a C-FIND identifier, by keyword (a list of values separated by backslashes)."""
+    keys = {}
+    for element in identifier:
+        if element.keyword and element.keyword != "QueryRetrieveLevel" and element.VR != "SQ" and element.value not in (None, ""):
+            value = element.value
+            keys[element.keyword] = "\\".join(map(str, value)) if isinstance(value, MultiValue) else str(value)
+    return keys
+
+
+def find_answer(identifier: Dataset, match: Dataset, ae_title: str) -> Dataset:
+    """The identifier of one match: each key the query asked for, with the match's value (empty when it has none)."""
+    answer = Dataset()
+    for element in identifier:
+        answer[element.tag] = match[element.tag] if element.tag in match else DataElement(element.tag, element.VR, None)
+    answer.QueryRetrieveLevel = identifier.QueryRetrieveLevel
+    answer.RetrieveAETitle = ae_title
+    return answer
+
+
 def application_entity(settings: ScpSettings) -> AE:
     """The AE: every storage SOP class pynetdicom knows (CT, MR, CR, DX, US, MG, PET, SC, SR, encapsulated PDF...)
     with every transfer syntax it knows, as SCP; Verification (C-ECHO)."""
@@ -135,6 +181,7 @@ def application_entity(settings: ScpSettings) -> AE:
     for context in AllStoragePresentationContexts:
         ae.add_supported_context(context.abstract_syntax, list(AllTransferSyntaxes))
     ae.add_supported_context(Verification)
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
     ae.maximum_associations = settings.max_associations
     if settings.calling_ae_titles:
         ae.require_calling_aet = list(settings.calling_ae_titles)

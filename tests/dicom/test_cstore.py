@@ -11,7 +11,7 @@ from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage, Verification
+from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelFind, Verification
 from sqlalchemy import func, select
 
 from interop.dicom.blobs import DirectoryBlobStore
@@ -216,3 +216,46 @@ def test_the_scp_serves_dicom_over_tls(app, storage, tmp_path):
         assert not plain.associate("127.0.0.1", server.port, ae_title="EHR").is_established
     finally:
         server.shutdown()
+
+
+def found_by_c_find(port: int, level: str, **keys) -> list[Dataset]:
+    ae = AE(ae_title="WORKSTATION")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    association = ae.associate("127.0.0.1", port, ae_title="EHR")
+    query = Dataset()
+    query.QueryRetrieveLevel = level
+    for keyword, value in keys.items():
+        setattr(query, keyword, value)
+    answers = [identifier for status, identifier in association.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
+               if status and status.Status == 0xFF00]
+    association.release()
+    return answers
+
+
+def test_c_find_answers_studies_series_and_instances_as_qido_does(scp, client):
+    report = ct(AccessionNumber="ACC-9", PatientID="FIND-1", Modality="SR")
+    other = ct(PatientID="FIND-2", StudyDate="19990101")
+    assert sent(scp.port, report, other) == [0x0000, 0x0000]
+    imaging_study(client, report.StudyInstanceUID)
+    imaging_study(client, other.StudyInstanceUID)
+    [study] = found_by_c_find(scp.port, "STUDY", PatientID="FIND-1", StudyInstanceUID="", PatientName="", ModalitiesInStudy="",
+                              NumberOfStudyRelatedInstances="")
+    assert study.StudyInstanceUID == report.StudyInstanceUID and str(study.PatientName) == "CompressedSamples^CT1"
+    assert study.ModalitiesInStudy == "SR" and study.NumberOfStudyRelatedInstances == 1 and study.RetrieveAETitle == "EHR"
+    assert [answer.StudyInstanceUID for answer in found_by_c_find(scp.port, "STUDY", StudyDate="-20000101", StudyInstanceUID="")] == [
+        other.StudyInstanceUID]
+    assert [answer.AccessionNumber for answer in found_by_c_find(scp.port, "STUDY", AccessionNumber="ACC*")] == ["ACC-9"]
+    [series] = found_by_c_find(scp.port, "SERIES", StudyInstanceUID=report.StudyInstanceUID, SeriesInstanceUID="", Modality="")
+    assert series.SeriesInstanceUID == report.SeriesInstanceUID and series.Modality == "SR"
+    [instance] = found_by_c_find(scp.port, "IMAGE", StudyInstanceUID=report.StudyInstanceUID, SOPInstanceUID="")
+    assert instance.SOPInstanceUID == report.SOPInstanceUID
+
+
+def test_dcmtk_findscu_finds_a_study(scp, client):
+    dataset = ct(PatientID="FIND-3")
+    assert sent(scp.port, dataset) == [0x0000]
+    imaging_study(client, dataset.StudyInstanceUID)
+    done = subprocess.run(["findscu", "-S", "-aet", "WORKSTATION", "-aec", "EHR", "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=FIND-3",
+                           "-k", "StudyInstanceUID", "127.0.0.1", str(scp.port)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert dataset.StudyInstanceUID in done.stderr + done.stdout
