@@ -9,6 +9,7 @@ from app.cli import DEFAULT_HOST, settings_engine
 from app.config import load_settings
 from app.store import migrate
 from interop.dicom.blobs import DirectoryBlobStore
+from interop.dicom.mapping import dicomweb_address
 from interop.dicom.scp import DEFAULT_AE_TITLE, ScpSettings, StorageServer
 from interop.dicom.service import DicomStore
 
@@ -26,9 +27,10 @@ def dicom(host, port, ae_title, allow_calling_ae, tls_cert, tls_key, max_associa
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     engine = settings_engine()
     migrate.check_schema_current(engine)
-    storage = Path(load_settings().dicom_storage)
+    configured = load_settings()
+    storage = Path(configured.dicom_storage)
     settings = ScpSettings(host, port, ae_title, tuple(allow_calling_ae), tls_cert, tls_key, max_associations)
-    server = StorageServer(DicomStore(engine, DirectoryBlobStore(storage)), settings)
+    server = StorageServer(DicomStore(engine, DirectoryBlobStore(storage), dicomweb_address(configured.base_url)), settings)
     signal.signal(signal.SIGTERM, interrupt)
     click.echo(f"DICOM C-STORE SCP {ae_title} on {host}:{server.port}, objects under {storage}", err=True)
     try:

@@ -19,6 +19,7 @@ from app.errors import BadRequest, NotAcceptable, NotFound, UnsupportedMediaType
 from app.rest.negotiation import media_type_and_params, read_raw_body
 from app.security.bearer import request_access
 from interop.dicom.blobs import DirectoryBlobStore
+from interop.dicom.mapping import dicomweb_address
 from interop.dicom.query import LEVELS, Query, matches
 from interop.dicom.service import SUCCESS, DicomStore, Outcome
 from interop.dicom.studies import update_pending_studies
@@ -41,7 +42,7 @@ def authenticate():
 
 def dicom_store() -> DicomStore:
     settings = current_app.config["EHR_SETTINGS"]
-    return DicomStore(current_app.extensions["ehr.engine"], DirectoryBlobStore(Path(settings.dicom_storage)))
+    return DicomStore(current_app.extensions["ehr.engine"], DirectoryBlobStore(Path(settings.dicom_storage)), dicomweb_address(settings.base_url))
 
 
 @dicomweb.post("/dicomweb/studies")
@@ -51,7 +52,7 @@ def store_instances(study_uid: str | None = None):
     some were, 409 when none was, with a DICOM JSON answer naming each (and the failure reason of the others)."""
     store, peer = dicom_store(), f"http:{request.remote_addr}"
     outcomes = [store.store(part, peer, study_uid) for part in dicom_parts()]
-    update_pending_studies(store.engine)
+    update_pending_studies(store.engine, store.dicomweb_address)
     stored = [outcome for outcome in outcomes if outcome.status == SUCCESS]
     status = 200 if len(stored) == len(outcomes) else 202 if stored else 409
     return Response(orjson.dumps(store_answer(outcomes)), status, content_type=DICOM_JSON)

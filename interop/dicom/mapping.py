@@ -18,6 +18,7 @@ SNOMED = "http://snomed.info/sct"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 SOURCE_PREFIX = "urn:ehr:dicom:study:"  # + the StudyInstanceUID: meta.source of what a study wrote
 REFERRER_SYSTEM = "urn:ehr:dicom:referring-physician"  # a referrer known by name alone
+ENDPOINT_SYSTEM = "urn:ehr:dicomweb"  # the Endpoint of our DICOMweb service, by its address
 UNIDENTIFIED_SYSTEM = "urn:ehr:dicom:patient-of-study"  # a study without PatientID: its patient, known by the study
 RECONCILE = {"system": "urn:ehr:dicom", "code": "reconcile",
              "display": "Created from a DICOM object: to be matched with the patient's record"}
@@ -36,8 +37,9 @@ def study_criteria(study_uid: str) -> str:
     return identifier_criteria(study_identifier(study_uid))
 
 
-def imaging_study(study_uid: str, instances: list[Dataset], subject: str, referrer: str | None) -> dict:
-    """The ImagingStudy of a study's instances (at least one), about `subject` (`Patient/id`)."""
+def imaging_study(study_uid: str, instances: list[Dataset], subject: str, referrer: str | None, endpoint: str | None) -> dict:
+    """The ImagingStudy of a study's instances (at least one), about `subject` (`Patient/id`), its objects served by
+    `endpoint` (`Endpoint/id`, when known)."""
     first = instances[0]
     series = series_of(instances)
     accession = text(first, "AccessionNumber")
@@ -53,6 +55,7 @@ def imaging_study(study_uid: str, instances: list[Dataset], subject: str, referr
         "subject": {"reference": subject},
         "started": date_time(first, "StudyDate", "StudyTime"),
         "referrer": {"reference": referrer} if referrer else None,
+        "endpoint": [{"reference": endpoint}] if endpoint else None,
         "numberOfSeries": len(series),
         "numberOfInstances": sum(entry["numberOfInstances"] for entry in series),
         "description": text(first, "StudyDescription"),
@@ -93,6 +96,26 @@ def one_instance(instance: Dataset) -> dict:
         "sopClass": {"system": "urn:ietf:rfc:3986", "code": f"urn:oid:{instance.SOPClassUID}"},
         "number": integer(instance, "InstanceNumber"),
     })
+
+
+def dicomweb_address(fhir_base: str | None) -> str | None:
+    """The DICOMweb base URL beside a public FHIR base URL (https://ehr.example.org/fhir -> .../dicomweb); None without
+    one (EHR_BASE_URL unset: the feed's processes cannot tell under which name clients reach the server)."""
+    return fhir_base.rstrip("/").removesuffix("/fhir") + "/dicomweb" if fhir_base else None
+
+
+def endpoint_key(address: str) -> dict:
+    return {"system": ENDPOINT_SYSTEM, "value": address}
+
+
+def endpoint_body(address: str) -> dict:
+    """The Endpoint of this server's DICOMweb service (WADO-RS, QIDO-RS, STOW-RS under `address`)."""
+    return {
+        "resourceType": "Endpoint", "identifier": [endpoint_key(address)], "status": "active",
+        "connectionType": {"system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type", "code": "dicom-wado-rs"},
+        "name": "DICOMweb (WADO-RS, QIDO-RS, STOW-RS)", "payloadType": [{"text": "DICOM"}], "payloadMimeType": ["application/dicom"],
+        "address": address,
+    }
 
 
 def patient_key(patient: Dataset, study_uid: str, systems: dict[str, str]) -> dict:

@@ -149,7 +149,7 @@ class StorageServer:
     def update_studies(self) -> None:
         """Update the marked studies; a failure leaves them marked for the next round."""
         try:
-            update_pending_studies(self.store.engine)
+            update_pending_studies(self.store.engine, self.store.dicomweb_address)
         except Exception:  # noqa: BLE001 - the marks stay: tried again within UPDATE_SECONDS
             log.exception("updating ImagingStudies failed")
 

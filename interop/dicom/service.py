@@ -108,10 +108,11 @@ def json_of(dataset: Dataset, keywords: tuple[str, ...]) -> dict:
 
 
 class DicomStore:
-    """Stores objects for an engine's database into a blob store."""
+    """Stores objects for an engine's database into a blob store; the ImagingStudies it writes name the Endpoint of
+    the DICOMweb service at `dicomweb_address` (mapping.dicomweb_address), when known."""
 
-    def __init__(self, engine: Engine, blobs: BlobStore):
-        self.engine, self.blobs = engine, blobs
+    def __init__(self, engine: Engine, blobs: BlobStore, dicomweb_address: str | None = None):
+        self.engine, self.blobs, self.dicomweb_address = engine, blobs, dicomweb_address
 
     def store(self, encoded: bytes, peer: str, study_uid: str | None = None) -> Outcome:
         """Store one object (a Part 10 stream) received from `peer` (when `study_uid` is given, only an instance of

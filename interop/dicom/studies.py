@@ -26,9 +26,10 @@ from interop.hl7v2.mapping.upserts import identifier_criteria
 log = logging.getLogger("ehr.dicom")
 
 
-def update_pending_studies(engine: Engine) -> int:
-    """Update the ImagingStudy of every marked study, each in its own transaction; how many were updated. Several
-    processes may run this at once: each claims other studies."""
+def update_pending_studies(engine: Engine, dicomweb_address: str | None) -> int:
+    """Update the ImagingStudy of every marked study, each in its own transaction, naming the Endpoint of the DICOMweb
+    service at `dicomweb_address` (when known); how many were updated. Several processes may run this at once: each
+    claims other studies."""
     systems = authority_systems(engine)
     updated = 0
     while True:
@@ -39,14 +40,14 @@ def update_pending_studies(engine: Engine) -> int:
             ).first()
             if claimed is None:
                 return updated
-            update_study(unit, claimed.study_uid, systems)
+            update_study(unit, claimed.study_uid, systems, dicomweb_address)
             unit.connection.execute(delete(dicom_study_pending).where(
                 dicom_study_pending.c.study_uid == claimed.study_uid, dicom_study_pending.c.since == claimed.since,
             ))
         updated += 1
 
 
-def update_study(unit: Unit, study_uid: str, systems: dict[str, str]) -> None:
+def update_study(unit: Unit, study_uid: str, systems: dict[str, str], dicomweb_address: str | None) -> None:
     """Write the study's ImagingStudy (and its Patient and referrer when new) from its stored instances."""
     rows = unit.connection.execute(
         select(dicom_instance.c.sop_instance_uid, dicom_instance.c.attributes, dicom_instance.c.patient, dicom_instance.c.peer)
@@ -63,7 +64,11 @@ def update_study(unit: Unit, study_uid: str, systems: dict[str, str]) -> None:
         result = unit.create_unless_matched(mapping.referrer_body(instances[0], key, study_uid), "Practitioner", identifier_criteria(key))
         referrer = f"Practitioner/{result.stored.id}"
         written += [referrer] if result.created else []
-    body = mapping.imaging_study(study_uid, instances, subject, referrer)
+    endpoint = None
+    if dicomweb_address:
+        result = unit.create_unless_matched(mapping.endpoint_body(dicomweb_address), "Endpoint", identifier_criteria(mapping.endpoint_key(dicomweb_address)))
+        endpoint = f"Endpoint/{result.stored.id}"
+    body = mapping.imaging_study(study_uid, instances, subject, referrer, endpoint)
     study = written_study(unit, body)
     written += [study] if study else []
     record_query_attributes(unit.connection, study_uid, subject, instances[0], body)

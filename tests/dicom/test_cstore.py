@@ -15,6 +15,7 @@ from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformati
 from sqlalchemy import func, select
 
 from interop.dicom.blobs import DirectoryBlobStore
+from interop.dicom.mapping import dicomweb_address
 from interop.dicom.scp import ScpSettings, StorageServer
 from interop.dicom.service import DicomStore
 from interop.dicom.tables import dicom_instance, dicom_quarantine
@@ -259,3 +260,18 @@ def test_dcmtk_findscu_finds_a_study(scp, client):
                            "-k", "StudyInstanceUID", "127.0.0.1", str(scp.port)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert dataset.StudyInstanceUID in done.stderr + done.stdout
+
+
+def test_imaging_studies_name_the_dicomweb_endpoint_when_the_public_base_is_known(app, storage, client):
+    address = dicomweb_address("https://ehr.example.org/fhir/")
+    assert address == "https://ehr.example.org/dicomweb"
+    server = StorageServer(DicomStore(app.extensions["ehr.engine"], storage, address), ScpSettings(port=0)).start()
+    try:
+        first, second = ct(), ct()
+        assert sent(server.port, first) == [0x0000] and sent(server.port, second) == [0x0000]
+        endpoints = {imaging_study(client, dataset.StudyInstanceUID)["endpoint"][0]["reference"] for dataset in (first, second)}
+    finally:
+        server.shutdown()
+    [endpoint] = endpoints  # one Endpoint for the server, named by every study
+    body = client.get(f"/fhir/{endpoint}").get_json()
+    assert body["address"] == address and body["connectionType"]["code"] == "dicom-wado-rs" and body["status"] == "active"
