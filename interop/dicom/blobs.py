@@ -13,6 +13,9 @@ class BlobStore(Protocol):
     def get(self, key: str) -> bytes:
         """The bytes under `key`; FileNotFoundError when there are none."""
 
+    def exists(self, key: str) -> bool:
+        """Whether bytes are kept under `key`."""
+
 
 class DirectoryBlobStore:
     """Each blob a file under `root`, at its key's path (keys are made of UIDs: digits, dots and slashes)."""
@@ -43,3 +46,6 @@ class DirectoryBlobStore:
 
     def get(self, key: str) -> bytes:
         return (self.root / key).read_bytes()
+
+    def exists(self, key: str) -> bool:
+        return (self.root / key).is_file()

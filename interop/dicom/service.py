@@ -39,6 +39,10 @@ INDEXED_KEYWORDS = (
 )
 
 
+# What an object is read for (dcmread reads these elements alone, and no pixel data).
+READ_KEYWORDS = ("SOPInstanceUID", "SOPClassUID", *PATIENT_KEYWORDS, *INDEXED_KEYWORDS)
+
+
 class Unstorable(Exception):
     """Bytes that are not a DICOM instance this server can index: the reason."""
 
@@ -66,7 +70,7 @@ class Instance:
     @classmethod
     def read(cls, encoded: bytes) -> "Instance":
         try:
-            dataset = dcmread(BytesIO(encoded), stop_before_pixels=True)
+            dataset = dcmread(BytesIO(encoded), stop_before_pixels=True, specific_tags=READ_KEYWORDS)
         except (InvalidDicomError, EOFError, ValueError, KeyError, OSError, NotImplementedError) as error:
             raise Unstorable(f"Not a DICOM Part 10 object: {error}") from None
         uids = {keyword: uid_of(dataset, keyword) for keyword in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")}
@@ -96,15 +100,19 @@ def uid_of(dataset: Dataset, keyword: str) -> str:
 def json_of(dataset: Dataset, keywords: tuple[str, ...]) -> dict:
     """The attributes of `keywords` the data set holds, as DICOM JSON (PS3.18 F.2); one whose value cannot be read is
     left out (liberal in what is accepted: the instance is still stored as sent)."""
-    found = {}
-    for keyword in keywords:
-        if keyword not in dataset:
-            continue
-        try:
-            found.update(Dataset({dataset[keyword].tag: dataset[keyword]}).to_json_dict())
-        except Exception as error:  # noqa: BLE001 - pydicom's value conversion of what a sender wrote
-            log.warning("dicom %s left out of the index: %s", keyword, error)
-    return found
+    selected = Dataset({dataset[keyword].tag: dataset[keyword] for keyword in keywords if keyword in dataset})
+    try:
+        return selected.to_json_dict()
+    except Exception:  # noqa: BLE001 - pydicom's value conversion of what a sender wrote: each alone, to keep the others
+        return {tag: value for keyword in keywords if keyword in selected for tag, value in readable_json(selected, keyword).items()}
+
+
+def readable_json(dataset: Dataset, keyword: str) -> dict:
+    try:
+        return Dataset({dataset[keyword].tag: dataset[keyword]}).to_json_dict()
+    except Exception as error:  # noqa: BLE001 - as above
+        log.warning("dicom %s left out of the index: %s", keyword, error)
+        return {}
 
 
 class DicomStore:
@@ -124,20 +132,17 @@ class DicomStore:
             return self.quarantined(encoded, peer, str(error))
         if study_uid is not None and instance.study_uid != study_uid:
             return Outcome(NOT_OF_THE_STUDY, instance, f"The instance belongs to study {instance.study_uid}, not {study_uid}.")
-        if self.is_stored(instance.sop_instance_uid):
-            return Outcome(SUCCESS, instance, duplicate=True)
         protection = protection_of(self.engine)
-        sealed_with = self.put(instance.blob_key, encoded)
+        if self.blobs.exists(instance.blob_key):  # a duplicate (the first copy stays), or one whose row a crash lost
+            sealed_with = blob_key_id(self.blobs.get(instance.blob_key))
+        else:
+            sealed_with = self.put(instance.blob_key, encoded)
         with write_unit(self.engine) as connection:
             row = instance_row(instance, len(encoded), peer, protection, sealed_with)
             inserted = connection.execute(insert_instance(connection.dialect.name), row).first()
             if inserted is not None:
                 mark_pending(connection, instance.study_uid)
         return Outcome(SUCCESS, instance, duplicate=inserted is None)
-
-    def is_stored(self, sop_instance_uid: str) -> bool:
-        with read_unit(self.engine) as connection:
-            return connection.execute(select(dicom_instance.c.id).where(dicom_instance.c.sop_instance_uid == sop_instance_uid)).first() is not None
 
     def quarantined(self, encoded: bytes, peer: str, reason: str) -> Outcome:
         """Keep what could not be stored as an instance, with the reason; answered as not understood."""
@@ -195,9 +200,6 @@ def insert_instance(dialect_name: str):
 
 
 def mark_pending(connection, study_uid: str) -> None:
-    """Mark the study for an ImagingStudy update; when it is marked already, mark it again (the update under way, if
-    any, holds the mark's lock: this waits for it, and leaves a mark for the next one, see studies.py)."""
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    now = utc_now()
-    connection.execute(dialect.insert(dicom_study_pending).values(study_uid=study_uid, since=now)
-                       .on_conflict_do_update(index_elements=["study_uid"], set_={"since": now}))
+    """Mark the study for an ImagingStudy update: a row of its own, which no update under way locks (so the store
+    never waits for one), taken by the update that sees it (studies.py)."""
+    connection.execute(dicom_study_pending.insert().values(study_uid=study_uid))

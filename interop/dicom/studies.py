@@ -2,19 +2,21 @@
 
 Storing an instance marks its study (service.py mark_pending) in the instance's transaction; an update claims a
 marked study, builds its ImagingStudy again from every stored instance (mapping.py), finds or makes its Patient and
-referring Practitioner, writes what changed with a Provenance, and removes the mark only if no instance marked it
-again meanwhile. The C-STORE SCP updates after each association and every few seconds, so that a study sent over one
+referring Practitioner, writes what changed with a Provenance, and removes the marks it saw (an instance stored
+meanwhile leaves its own). The C-STORE SCP updates after each association and every few seconds, so that a study sent over one
 association becomes one version, not one per instance; marks survive a restart."""
 import logging
 from datetime import datetime
 
 import orjson
 from pydicom import Dataset
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.model.instants import format_instant, utc_now
 from app.protection.service import protection_of
+from app.search.index import hash64
+from app.store.db import is_postgresql
 from app.store.resources import same_content
 from app.store.unit import Unit, writing
 from interop.dicom import mapping
@@ -24,27 +26,37 @@ from interop.hl7v2.authorities import authority_systems
 from interop.hl7v2.mapping.upserts import identifier_criteria
 
 log = logging.getLogger("ehr.dicom")
+CLAIM_CANDIDATES = 20  # marked studies looked at for one not held by another update
 
 
 def update_pending_studies(engine: Engine, dicomweb_address: str | None) -> int:
     """Update the ImagingStudy of every marked study, each in its own transaction, naming the Endpoint of the DICOMweb
     service at `dicomweb_address` (when known); how many were updated. Several processes may run this at once: each
-    claims other studies."""
+    takes other studies (an advisory lock per study on PostgreSQL; SQLite has one writer)."""
     systems = authority_systems(engine)
     updated = 0
     while True:
         with writing(engine) as unit:
-            claimed = unit.connection.execute(
-                select(dicom_study_pending.c.study_uid, dicom_study_pending.c.since)
-                .order_by(dicom_study_pending.c.since).limit(1).with_for_update(skip_locked=True)
-            ).first()
+            claimed = claimed_study(unit.connection)
             if claimed is None:
                 return updated
-            update_study(unit, claimed.study_uid, systems, dicomweb_address)
-            unit.connection.execute(delete(dicom_study_pending).where(
-                dicom_study_pending.c.study_uid == claimed.study_uid, dicom_study_pending.c.since == claimed.since,
-            ))
+            study_uid, marks = claimed
+            update_study(unit, study_uid, systems, dicomweb_address)
+            unit.connection.execute(delete(dicom_study_pending).where(dicom_study_pending.c.id.in_(marks)))
         updated += 1
+
+
+def claimed_study(connection) -> tuple[str, list[int]] | None:
+    """The marked study waiting longest that no other update holds, held now, and the ids of its marks seen: the update
+    removes those alone, so that an instance stored meanwhile leaves its mark for the next one."""
+    waiting = select(dicom_study_pending.c.study_uid).group_by(dicom_study_pending.c.study_uid).order_by(func.min(dicom_study_pending.c.id))
+    for study_uid in connection.execute(waiting.limit(CLAIM_CANDIDATES)).scalars():
+        if is_postgresql(connection) and not connection.execute(select(func.pg_try_advisory_xact_lock(hash64("dicom study", study_uid)))).scalar():
+            continue
+        marks = list(connection.execute(select(dicom_study_pending.c.id).where(dicom_study_pending.c.study_uid == study_uid)).scalars())
+        if marks:
+            return study_uid, marks
+    return None
 
 
 def update_study(unit: Unit, study_uid: str, systems: dict[str, str], dicomweb_address: str | None) -> None:

@@ -56,9 +56,10 @@ dicom_study = Table(  # each study's attributes that QIDO-RS and C-FIND match, w
     Index("ix_dicom_study_patient", "patient"),
 )
 
-dicom_study_pending = Table(
+dicom_study_pending = Table(  # a row per instance stored: a study's rows are taken by the update that saw them
     "dicom_study_pending",
     metadata,
-    Column("study_uid", String(64), primary_key=True),
-    Column("since", DateTime(timezone=True), nullable=False),
+    Column("id", Sequence, Identity(), primary_key=True),
+    Column("study_uid", String(64), nullable=False),
+    Index("ix_dicom_study_pending_study", "study_uid"),
 )

@@ -59,9 +59,10 @@ def upgrade() -> None:
     op.create_index("ix_dicom_study_patient", "dicom_study", ["patient"])
     op.create_table(
         "dicom_study_pending",
-        sa.Column("study_uid", sa.String(64), primary_key=True),
-        sa.Column("since", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("id", SEQ, sa.Identity(), primary_key=True),
+        sa.Column("study_uid", sa.String(64), nullable=False),
     )
+    op.create_index("ix_dicom_study_pending_study", "dicom_study_pending", ["study_uid"])
 
 
 def downgrade() -> None:
