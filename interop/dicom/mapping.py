@@ -22,6 +22,7 @@ ENDPOINT_SYSTEM = "urn:ehr:dicomweb"  # the Endpoint of our DICOMweb service, by
 UNIDENTIFIED_SYSTEM = "urn:ehr:dicom:patient-of-study"  # a study without PatientID: its patient, known by the study
 RECONCILE = {"system": "urn:ehr:dicom", "code": "reconcile",
              "display": "Created from a DICOM object: to be matched with the patient's record"}
+OTHER_MODALITY = "OT"
 LATERALITY = {"R": ("24028007", "Right"), "L": ("7771000", "Left"), "B": ("51440002", "Right and left")}
 GENDERS = {"M": "male", "F": "female", "O": "other"}
 DATE = re.compile(r"(\d{4})(\d{2})(\d{2})")
@@ -73,14 +74,14 @@ def series_of(instances: list[Dataset]) -> list[dict]:
 
 def one_series(uid: str, members: list[Dataset]) -> dict:
     first = members[0]
-    modality = text(first, "Modality")
+    modality = text(first, "Modality") or OTHER_MODALITY  # R4 requires one; DICOM calls an unnamed one OT
     laterality = LATERALITY.get(text(first, "Laterality") or "")
     body_part = text(first, "BodyPartExamined")
     instances = sorted((one_instance(member) for member in members), key=lambda entry: (entry.get("number") is None, entry.get("number") or 0, entry["uid"]))
     return compact({
         "uid": uid,
         "number": integer(first, "SeriesNumber"),
-        "modality": {"system": DCM, "code": modality} if modality else None,
+        "modality": {"system": DCM, "code": modality},
         "description": text(first, "SeriesDescription"),
         "numberOfInstances": len(instances),
         "bodySite": {"display": body_part} if body_part else None,
@@ -170,11 +171,13 @@ def text(dataset: Dataset, keyword: str) -> str | None:
 
 
 def integer(dataset: Dataset, keyword: str) -> int | None:
+    """An IS as an unsignedInt; None for what is none (empty, not a number, negative)."""
     try:
         value = dataset.get(keyword)
-        return int(value) if value not in (None, "") else None
+        number = int(value) if value not in (None, "") else None
     except (TypeError, ValueError):
         return None
+    return number if number is not None and 0 <= number < 2**31 else None
 
 
 def date(value: str | None) -> str | None:

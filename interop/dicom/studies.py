@@ -32,24 +32,33 @@ CLAIM_CANDIDATES = 20  # marked studies looked at for one not held by another up
 def update_pending_studies(engine: Engine, dicomweb_address: str | None) -> int:
     """Update the ImagingStudy of every marked study, each in its own transaction, naming the Endpoint of the DICOMweb
     service at `dicomweb_address` (when known); how many were updated. Several processes may run this at once: each
-    takes other studies (an advisory lock per study on PostgreSQL; SQLite has one writer)."""
+    takes other studies (an advisory lock per study on PostgreSQL; SQLite has one writer). A study whose update fails
+    is logged and left marked for the next round; the others are updated all the same."""
     systems = authority_systems(engine)
-    updated = 0
+    updated, failed = 0, set()
     while True:
-        with writing(engine) as unit:
-            claimed = claimed_study(unit.connection)
-            if claimed is None:
-                return updated
-            study_uid, marks = claimed
-            update_study(unit, study_uid, systems, dicomweb_address)
-            unit.connection.execute(delete(dicom_study_pending).where(dicom_study_pending.c.id.in_(marks)))
-        updated += 1
+        study_uid = None
+        try:
+            with writing(engine) as unit:
+                claimed = claimed_study(unit.connection, failed)
+                if claimed is None:
+                    return updated
+                study_uid, marks = claimed
+                update_study(unit, study_uid, systems, dicomweb_address)
+                unit.connection.execute(delete(dicom_study_pending).where(dicom_study_pending.c.id.in_(marks)))
+            updated += 1
+        except Exception:
+            if study_uid is None:  # the claim itself failed: the database did
+                raise
+            log.exception("the ImagingStudy of DICOM study %s could not be written (its instances are stored)", study_uid)
+            failed.add(study_uid)
 
 
-def claimed_study(connection) -> tuple[str, list[int]] | None:
-    """The marked study waiting longest that no other update holds, held now, and the ids of its marks seen: the update
-    removes those alone, so that an instance stored meanwhile leaves its mark for the next one."""
-    waiting = select(dicom_study_pending.c.study_uid).group_by(dicom_study_pending.c.study_uid).order_by(func.min(dicom_study_pending.c.id))
+def claimed_study(connection, excluding: set[str]) -> tuple[str, list[int]] | None:
+    """The marked study waiting longest that no other update holds (and not `excluding`), held now, and the ids of its
+    marks seen: the update removes those alone, so that an instance stored meanwhile leaves its mark for the next one."""
+    waiting = (select(dicom_study_pending.c.study_uid).where(dicom_study_pending.c.study_uid.not_in(excluding))
+               .group_by(dicom_study_pending.c.study_uid).order_by(func.min(dicom_study_pending.c.id)))
     for study_uid in connection.execute(waiting.limit(CLAIM_CANDIDATES)).scalars():
         if is_postgresql(connection) and not connection.execute(select(func.pg_try_advisory_xact_lock(hash64("dicom study", study_uid)))).scalar():
             continue

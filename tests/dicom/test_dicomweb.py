@@ -4,13 +4,16 @@ import secrets
 from email import policy
 from email.parser import BytesParser
 from io import BytesIO
+from pathlib import Path
 
 import pytest
 import requests
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
+from sqlalchemy import func, select
 
 from app.config import Settings
+from interop.dicom.tables import dicom_instance, dicom_study_pending
 from tests.dicom.test_cstore import ct
 
 CT, MR = (open(get_testdata_file(name), "rb").read() for name in ("CT_small.dcm", "MR_small.dcm"))
@@ -144,3 +147,25 @@ def test_qido_lists_a_studys_series_and_instances(dicomweb):
 def test_qido_refuses_what_names_no_attribute(dicomweb):
     assert requests.get(f"{dicomweb}/studies?NoSuchAttribute=1", timeout=30).status_code == 400
     assert requests.get(f"{dicomweb}/studies?limit=many", timeout=30).status_code == 400
+
+
+PYDICOM_FILES = sorted(Path(get_testdata_file("CT_small.dcm")).parent.glob("*.dcm"))
+
+
+def test_every_pydicom_test_file_is_stored_or_refused_with_a_reason_and_every_study_mapped(dicomweb, live_server, app):
+    """pydicom's own test files (every transfer syntax it knows, big endian, no file meta, truncated, bad VRs, SR,
+    RT, waveforms...): each is stored (200) or refused with a failure reason (409), none is a server error, and every
+    study stored gets its ImagingStudy."""
+    answers = {path.name: stow(f"{dicomweb}/studies", path.read_bytes()) for path in PYDICOM_FILES}
+    assert {name: (answer.status_code, answer.text[:300]) for name, answer in answers.items() if answer.status_code not in (200, 409)} == {}
+    stored = {name for name, answer in answers.items() if answer.status_code == 200}
+    assert {"CT_small.dcm", "MR_small_RLE.dcm", "JPEG2000.dcm", "test-SR.dcm", "rtplan.dcm", "waveform_ecg.dcm"} <= stored
+    for name, answer in answers.items():
+        if answer.status_code == 409:
+            assert answer.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xC000], name
+    with app.extensions["ehr.engine"].connect() as connection:
+        studies = set(connection.execute(select(dicom_instance.c.study_uid)).scalars())
+        assert connection.execute(select(func.count()).select_from(dicom_study_pending)).scalar() == 0
+    mapped = {entry["resource"]["identifier"][0]["value"].removeprefix("urn:oid:")
+              for entry in requests.get(f"{live_server}/ImagingStudy?_count=1000", timeout=30).json().get("entry", [])}
+    assert mapped == studies
