@@ -103,6 +103,18 @@ class Access:
                                 f"type (such as system/*.cruds); {self.grant} do not allow that.")
 
 
+    def require_every(self, type_name: str, letters: str, purpose: str) -> None:
+        """Forbidden unless the caller is unrestricted, or may use each of `letters` on every resource of `type_name`
+        (a user/ or system/ scope that no query narrows; not one patient's): DICOMweb's reads, which answer from
+        every patient's images."""
+        if self.rules is None:
+            return
+        for letter in letters:
+            if reaches_of(self.rules, type_name, letter) != EVERYWHERE:
+                raise Forbidden(f"{purpose} needs a token that may {PERMISSION_WORDS[letter]} every {type_name} (such as "
+                                f"user/{type_name}.rs or system/{type_name}.rs); {self.grant} do not allow that.")
+
+
 UNRESTRICTED = Access(None)
 
 

@@ -2,8 +2,8 @@
 C-STORE SCP; QIDO-RS finds stored studies, series and instances (query.py, as C-FIND does); WADO-RS gives back what was
 stored, byte for byte, and its metadata as DICOM JSON.
 
-Both take a backend service's token that reaches every resource (`system/*.cu` to store, `system/*.rs` to read), as
-`/hl7v2` does, unless EHR_AUTH=off."""
+Storing takes a backend service's token that writes every type (`system/*.cu`, as `/hl7v2`); finding and retrieving,
+a token that reads every ImagingStudy (`user/ImagingStudy.rs`, `system/*.rs`...), unless EHR_AUTH=off."""
 import secrets
 from email import policy
 from email.parser import BytesParser
@@ -37,7 +37,7 @@ def authenticate():
     if request.method == "POST":
         request_access().require_system("cu", "Storing DICOM objects (STOW-RS)")
     else:
-        request_access().require_system("rs", "Retrieving DICOM objects (WADO-RS)")
+        request_access().require_every("ImagingStudy", "rs", "Finding and retrieving DICOM objects (QIDO-RS, WADO-RS)")
 
 
 def dicom_store() -> DicomStore:

@@ -13,8 +13,10 @@ from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 
 from app.config import Settings
+from app.web import create_app
 from interop.dicom.tables import dicom_instance, dicom_study_pending
 from tests.dicom.test_cstore import ct
+from tests.security.test_enforcement import bearer, token_for
 
 CT, MR = (open(get_testdata_file(name), "rb").read() for name in ("CT_small.dcm", "MR_small.dcm"))
 JSON = "application/dicom+json"
@@ -169,3 +171,24 @@ def test_every_pydicom_test_file_is_stored_or_refused_with_a_reason_and_every_st
     mapped = {entry["resource"]["identifier"][0]["value"].removeprefix("urn:oid:")
               for entry in requests.get(f"{live_server}/ImagingStudy?_count=1000", timeout=30).json().get("entry", [])}
     assert mapped == studies
+
+
+def test_dicomweb_takes_tokens_that_reach_every_study(database_url, tmp_path):
+    """Storing needs a backend service that writes everything (as /hl7v2); finding and retrieving, a token that reads
+    every ImagingStudy: a clinician's user/ scopes do, one patient's patient/ scopes do not (they would reach others)."""
+    app = create_app(Settings(database_url=database_url, dicom_storage=str(tmp_path / "dicom")))
+    try:
+        client, engine = app.test_client(), app.extensions["ehr.engine"]
+        body, content_type = multipart(CT)
+        headers = {"Content-Type": content_type}
+        assert client.post("/dicomweb/studies", data=body, headers=headers).status_code == 401
+        clinician = bearer(token_for(engine, "user/*.cruds", fhir_user="Practitioner/doc"))
+        assert client.post("/dicomweb/studies", data=body, headers={**headers, **clinician}).status_code == 403
+        assert client.post("/dicomweb/studies", data=body, headers={**headers, **bearer(token_for(engine, "system/*.cruds"))}).status_code == 200
+        assert client.get("/dicomweb/studies", headers=clinician).status_code == 200
+        assert client.get(f"/dicomweb/studies/{CT_STUDY}", headers=bearer(token_for(engine, "user/ImagingStudy.rs", fhir_user="Practitioner/doc"))).status_code == 200
+        refused = client.get("/dicomweb/studies", headers=bearer(token_for(engine, "patient/*.rs", patient="ana")))
+        assert refused.status_code == 403 and "user/ImagingStudy.rs" in refused.get_data(as_text=True)
+        assert client.get("/dicomweb/studies", headers=bearer(token_for(engine, "user/Observation.rs", fhir_user="Practitioner/doc"))).status_code == 403
+    finally:
+        engine.dispose()
