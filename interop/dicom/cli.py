@@ -1,4 +1,4 @@
-"""`ehr dicom`: the C-STORE SCP (scp.py) on the configured database, storing objects under EHR_DICOM_STORAGE."""
+"""`ehr dicom`: the C-STORE and C-FIND SCP (scp.py) on the configured database, storing objects under EHR_DICOM_STORAGE."""
 import logging
 import signal
 from pathlib import Path
@@ -23,7 +23,7 @@ from interop.dicom.service import DicomStore
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM private key of --tls-cert.")
 @click.option("--max-associations", default=20, show_default=True, type=int)
 def dicom(host, port, ae_title, allow_calling_ae, tls_cert, tls_key, max_associations):
-    """Receive DICOM objects (C-STORE; C-ECHO answered) into blob storage and ImagingStudy resources."""
+    """Receive DICOM objects (C-STORE) into blob storage and ImagingStudy resources; answer C-FIND and C-ECHO."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     engine = settings_engine()
     migrate.check_schema_current(engine)

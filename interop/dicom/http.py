@@ -3,7 +3,8 @@ C-STORE SCP; QIDO-RS finds stored studies, series and instances (query.py, as C-
 stored, byte for byte, and its metadata as DICOM JSON.
 
 Storing takes a backend service's token that writes every type (`system/*.cu`, as `/hl7v2`); finding and retrieving,
-a token that reads every ImagingStudy (`user/ImagingStudy.rs`, `system/*.rs`...), unless EHR_AUTH=off."""
+a token that reads every ImagingStudy and Patient (`user/ImagingStudy.rs user/Patient.rs`, `system/*.rs`...), unless
+EHR_AUTH=off. Each answer is audited as a search of the ImagingStudies it is about (audited)."""
 import secrets
 from email import policy
 from email.parser import BytesParser
@@ -17,8 +18,11 @@ from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
 from app.errors import BadRequest, NotAcceptable, NotFound, UnsupportedMediaType
 from app.rest.negotiation import media_type_and_params, read_raw_body
+from app.search.service import search_request
 from app.security.bearer import request_access
+from app.store.unit import reading
 from interop.dicom.blobs import DirectoryBlobStore
+from interop.dicom import mapping
 from interop.dicom.mapping import dicomweb_address
 from interop.dicom.query import LEVELS, Query, matches
 from interop.dicom.service import SUCCESS, DicomStore, Outcome
@@ -28,7 +32,8 @@ dicomweb = Blueprint("dicomweb", __name__)
 DICOM = "application/dicom"
 DICOM_JSON = "application/dicom+json"
 QUERY_CONTROLS = frozenset({"limit", "offset", "includefield", "fuzzymatching"})  # QIDO-RS parameters that are not keys
-DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
+DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET = Query.limit, 1000, 2**31 - 1
+AUDIT_BATCH = 100  # studies per audited search
 BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})  # left out of metadata: no bulk data URIs are served
 
 
@@ -37,7 +42,7 @@ def authenticate():
     if request.method == "POST":
         request_access().require_system("cu", "Storing DICOM objects (STOW-RS)")
     else:
-        request_access().require_every("ImagingStudy", "rs", "Finding and retrieving DICOM objects (QIDO-RS, WADO-RS)")
+        request_access().require_every(("ImagingStudy", "Patient"), "rs", "Finding and retrieving DICOM objects (QIDO-RS, WADO-RS)")
 
 
 def dicom_store() -> DicomStore:
@@ -52,7 +57,7 @@ def store_instances(study_uid: str | None = None):
     some were, 409 when none was, with a DICOM JSON answer naming each (and the failure reason of the others)."""
     store, peer = dicom_store(), f"http:{request.remote_addr}"
     outcomes = [store.store(part, peer, study_uid) for part in dicom_parts()]
-    update_pending_studies(store.engine, store.dicomweb_address)
+    update_pending_studies(store.engine, store.dicomweb_address, {outcome.instance.study_uid for outcome in outcomes if outcome.status == SUCCESS})
     stored = [outcome for outcome in outcomes if outcome.status == SUCCESS]
     status = 200 if len(stored) == len(outcomes) else 202 if stored else 409
     return Response(orjson.dumps(store_answer(outcomes)), status, content_type=DICOM_JSON)
@@ -108,14 +113,16 @@ def retrieve_url(*uids: str) -> str:
 @dicomweb.get("/dicomweb/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>")
 def retrieve(study_uid: str, series_uid: str | None = None, sop_uid: str | None = None):
     """WADO-RS: the study's, series' or instance's objects as stored, in a multipart/related answer."""
-    check_accepts_dicom()
     store = dicom_store()
-    keys = found_blobs(store, study_uid, series_uid, sop_uid)
+    objects = found_objects(store, study_uid, series_uid, sop_uid)
+    check_accepts_dicom({transfer_syntax for _, transfer_syntax in objects})
+    audited({study_uid})
     boundary = secrets.token_hex(16)
 
     def parts():
-        for key in keys:
-            yield f"--{boundary}\r\nContent-Type: {DICOM}\r\n\r\n".encode() + store.stored_bytes(key) + b"\r\n"
+        for key, transfer_syntax in objects:
+            header = f"--{boundary}\r\nContent-Type: {DICOM}; transfer-syntax={transfer_syntax}\r\n\r\n"
+            yield header.encode() + store.stored_bytes(key) + b"\r\n"
         yield f"--{boundary}--\r\n".encode()
 
     return Response(parts(), 200, content_type=f'multipart/related; type="{DICOM}"; boundary={boundary}')
@@ -127,12 +134,13 @@ def retrieve(study_uid: str, series_uid: str | None = None, sop_uid: str | None 
 def retrieve_metadata(study_uid: str, series_uid: str | None = None, sop_uid: str | None = None):
     """WADO-RS metadata: each object's attributes as DICOM JSON, without pixel data and other bulk data."""
     store = dicom_store()
-    answer = [metadata_of(store.stored_bytes(key)) for key in found_blobs(store, study_uid, series_uid, sop_uid)]
+    answer = [metadata_of(store.stored_bytes(key)) for key, _ in found_objects(store, study_uid, series_uid, sop_uid)]
+    audited({study_uid})
     return Response(orjson.dumps(answer), 200, content_type=DICOM_JSON)
 
 
-def found_blobs(store: DicomStore, study_uid: str, series_uid: str | None, sop_uid: str | None) -> list[str]:
-    keys = store.blob_keys(study_uid, series_uid, sop_uid)
+def found_objects(store: DicomStore, study_uid: str, series_uid: str | None, sop_uid: str | None) -> list[tuple[str, str]]:
+    keys = store.stored_objects(study_uid, series_uid, sop_uid)
     if not keys:
         raise NotFound(f"No stored DICOM {'instance' if sop_uid else 'series' if series_uid else 'study'} "
                        f"{sop_uid or series_uid or study_uid}.")
@@ -140,24 +148,42 @@ def found_blobs(store: DicomStore, study_uid: str, series_uid: str | None, sop_u
 
 
 def metadata_of(encoded: bytes) -> dict:
+    """An object's attributes as DICOM JSON, without bulk data at any depth; an attribute whose value cannot be read as
+    its VR says is left out (the object itself is given back as it was stored)."""
     dataset = dcmread(BytesIO(encoded), stop_before_pixels=True)
-    for element in list(dataset.iterall()):
-        if element.VR in BULK_VRS:
-            del dataset[element.tag]
-    return dataset.to_json_dict()
+    without_bulk_data(dataset)
+    return dataset.to_json_dict(suppress_invalid_tags=True)
 
 
-def check_accepts_dicom() -> None:
-    """406 unless the client takes DICOM objects as stored: multipart/related; type="application/dicom" (with any
-    transfer syntax: none is transcoded), or anything."""
+def without_bulk_data(dataset) -> None:
+    for tag in list(dataset.keys()):
+        vr = dataset.get_item(tag).VR
+        if vr in BULK_VRS:
+            del dataset[tag]
+        elif vr == "SQ":
+            try:
+                items = dataset[tag].value
+            except Exception:  # noqa: BLE001 - a sequence pydicom cannot read: left out
+                del dataset[tag]
+                continue
+            for item in items:
+                without_bulk_data(item)
+
+
+def check_accepts_dicom(stored_syntaxes: set[str]) -> None:
+    """406 unless the client takes the objects as they were stored (none is transcoded): multipart/related;
+    type="application/dicom" with transfer-syntax=* (or none named), or with the one syntax every object has; or
+    anything."""
     accept = request.headers.get("Accept", "*/*")
     for entry in accept.split(","):
         media_type, params = media_type_and_params(entry)
+        wanted = params.get("transfer-syntax", "*")
         if media_type in ("*/*", "multipart/*") or (
-            media_type == "multipart/related" and params.get("type", DICOM).lower() == DICOM and params.get("transfer-syntax", "*") == "*"
+            media_type == "multipart/related" and params.get("type", DICOM).lower() == DICOM and (wanted == "*" or {wanted} == stored_syntaxes)
         ):
             return
-    raise NotAcceptable(f'WADO-RS here gives multipart/related; type="{DICOM}"; transfer-syntax=* (objects as they were stored).')
+    raise NotAcceptable(f'WADO-RS here gives multipart/related; type="{DICOM}" with the objects as they were stored '
+                        f'(transfer-syntax={",".join(sorted(stored_syntaxes))}); ask for transfer-syntax=*.')
 
 
 @dicomweb.get("/dicomweb/studies")
@@ -182,9 +208,21 @@ def search_instances(study_uid: str | None = None, series_uid: str | None = None
 
 def search_answer(level: str, path_keys: dict[str, str]) -> Response:
     keys = {**query_keys(), **path_keys}
-    query = Query(level, keys, whole_argument("limit", DEFAULT_LIMIT, MAX_LIMIT), whole_argument("offset", 0, None))
+    query = Query(level, keys, whole_argument("limit", DEFAULT_LIMIT, MAX_LIMIT), whole_argument("offset", 0, MAX_OFFSET))
     found = matches(current_app.extensions["ehr.engine"], query)
+    audited({str(dataset.get("StudyInstanceUID", "")) for dataset in found})
     return Response(orjson.dumps([with_retrieve_url(level, dataset) for dataset in found]), 200, content_type=DICOM_JSON)
+
+
+def audited(study_uids: set[str]) -> None:
+    """Record an answer's access as a search of the ImagingStudies of its studies, by the caller, through the one
+    reader (app/store/unit.py), which writes the AuditEvents of what a token holder reads: one per patient."""
+    uids = sorted(uid for uid in study_uids if uid)
+    for start in range(0, len(uids), AUDIT_BATCH):
+        identifiers = ",".join(f"{mapping.DICOM_UID}|urn:oid:{uid}" for uid in uids[start:start + AUDIT_BATCH])
+        search, _ = search_request("ImagingStudy", [("identifier", identifiers)], False, AUDIT_BATCH, AUDIT_BATCH)
+        with reading(current_app.extensions["ehr.engine"], access=request_access()) as unit:
+            unit.search(search)
 
 
 def query_keys() -> dict[str, str]:
@@ -201,13 +239,13 @@ def query_keys() -> dict[str, str]:
     return keys
 
 
-def whole_argument(name: str, default: int, maximum: int | None) -> int:
+def whole_argument(name: str, default: int, maximum: int) -> int:
     text = request.args.get(name)
     if text is None:
         return default
     if not text.isdigit():
         raise BadRequest(f"{name}={text} is not a whole number.")
-    return min(int(text), maximum) if maximum is not None else int(text)
+    return min(int(text), maximum)
 
 
 def with_retrieve_url(level: str, dataset) -> dict:

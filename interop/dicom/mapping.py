@@ -5,6 +5,7 @@ A patient is keyed by PatientID and IssuerOfPatientID, its system named as an HL
 authority of PID-3 (interop/hl7v2/mapping/datatypes.py system_of_authority, with the systems set by `ehr hl7
 authority add`), so that an ADT feed and a modality meet on one Patient. Dates with a time and no
 TimezoneOffsetFromUTC are read as UTC, as the HL7 feed reads a time without an offset."""
+import datetime
 import re
 
 from pydicom import Dataset
@@ -27,6 +28,7 @@ LATERALITY = {"R": ("24028007", "Right"), "L": ("7771000", "Left"), "B": ("51440
 GENDERS = {"M": "male", "F": "female", "O": "other"}
 DATE = re.compile(r"(\d{4})(\d{2})(\d{2})")
 TIME = re.compile(r"(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?")
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # what a FHIR string cannot hold
 OFFSET = re.compile(r"[+-](0\d|1[0-4])[0-5]\d")
 
 
@@ -166,8 +168,9 @@ def human_name(value) -> dict | None:
 
 
 def text(dataset: Dataset, keyword: str) -> str | None:
+    """An attribute's value as FHIR takes a string: trimmed, without control characters; None when empty."""
     value = dataset.get(keyword)
-    return str(value).strip() or None if value is not None else None
+    return CONTROL.sub("", str(value)).strip() or None if value is not None else None
 
 
 def integer(dataset: Dataset, keyword: str) -> int | None:
@@ -181,11 +184,12 @@ def integer(dataset: Dataset, keyword: str) -> int | None:
 
 
 def date(value: str | None) -> str | None:
-    """A DA (YYYYMMDD) as a FHIR date; None for what is no date."""
+    """A DA (YYYYMMDD) as a FHIR date; None for what is no day of the calendar (20240231, 00000101)."""
     match = DATE.fullmatch(value or "")
-    if not match or not (1 <= int(match[2]) <= 12 and 1 <= int(match[3]) <= 31):
+    try:
+        return datetime.date(*map(int, match.groups())).isoformat() if match else None
+    except ValueError:
         return None
-    return "-".join(match.groups())
 
 
 def date_time(dataset: Dataset, date_keyword: str, time_keyword: str) -> str | None:

@@ -3,9 +3,11 @@
 Study keys are matched in dicom_study (written with each ImagingStudy, studies.py): StudyInstanceUID (one or a
 list), PatientID (the Patients that have that identifier, found by a FHIR search, so that it works on encrypted
 identifiers too; with IssuerOfPatientID, under that issuer's system), AccessionNumber (exact, or with the wildcards
-* and ?), StudyDate (a date, or a range: 20240101-20241231, -20241231, 20240101-) and ModalitiesInStudy. Series and
-instance keys (SeriesInstanceUID, Modality, SeriesNumber; SOPInstanceUID, SOPClassUID, InstanceNumber) are matched on
-the stored instances of the studies found. An empty value matches everything; other keys are not matched."""
+* and ?), StudyDate (a date, or a range: 20240101-20241231, -20241231, 20240101-) and ModalitiesInStudy. PatientName
+and ReferringPhysicianName (without regard to case), StudyTime (a range too), StudyID, StudyDescription and a
+PatientID with wildcards are matched on each candidate study's attributes, as are the series and instance keys
+(SeriesInstanceUID, Modality, SeriesNumber; SOPInstanceUID, SOPClassUID, InstanceNumber) on the stored instances of
+the studies found. An empty value (or *) matches everything; other keys are not matched."""
 import fnmatch
 from dataclasses import dataclass, field
 
@@ -27,6 +29,9 @@ from interop.hl7v2.mapping.upserts import SEARCH_SPECIAL
 LEVELS = ("STUDY", "SERIES", "IMAGE")
 MAX_PATIENTS = 1000  # Patients one PatientID (and issuer) may name
 SERIES_KEYS = ("SeriesInstanceUID", "Modality", "SeriesNumber")
+READ_STUDY_KEYS = ("PatientName", "StudyTime", "StudyID", "StudyDescription", "ReferringPhysicianName")  # not in dicom_study
+NAME_KEYS = frozenset({"PatientName", "ReferringPhysicianName"})
+TIME_KEYS = frozenset({"StudyTime"})
 INSTANCE_KEYS = ("SOPInstanceUID", "SOPClassUID", "InstanceNumber")
 
 
@@ -44,41 +49,56 @@ class Query:
 
 def matches(engine: Engine, query: Query) -> list[Dataset]:
     """Each match's attributes at the query's level (the study's, with the series' and the instance's below it), from
-    `offset`, at most `limit`."""
+    `offset`, at most `limit`. Keys the study index does not hold (study_keys_read) are matched on each candidate."""
     with read_unit(engine) as connection:
-        conditions = study_conditions(engine, query)
+        conditions = study_conditions(connection, engine, query)
         if conditions is None:
             return []
-        studies = select(dicom_study.c.study_uid).where(*conditions).order_by(dicom_study.c.study_date.desc(), dicom_study.c.study_uid)
+        studies = (select(dicom_study.c.study_uid).where(*conditions)
+                   .order_by(dicom_study.c.study_date.is_(None), dicom_study.c.study_date.desc(), dicom_study.c.study_uid))
         if query.level == "STUDY":
-            study_uids = list(connection.execute(studies.limit(query.limit).offset(query.offset)).scalars())
-            return study_answers(connection, study_uids)
+            if not study_keys_read(query):
+                return study_answers(connection, list(connection.execute(studies.limit(query.limit).offset(query.offset)).scalars()))
+            candidates = study_answers(connection, list(connection.execute(studies).scalars()))
+            return [answer for answer in candidates if study_matches(query, answer)][query.offset:query.offset + query.limit]
         rows = connection.execute(
             select(dicom_instance.c.study_uid, dicom_instance.c.series_uid, dicom_instance.c.sop_instance_uid, dicom_instance.c.attributes,
                    dicom_instance.c.patient).where(dicom_instance.c.study_uid.in_(studies.scalar_subquery())).order_by(dicom_instance.c.id)
         ).all()
         protection = protection_of(connection)
     found = [row for row in rows if instance_matches(query, Dataset.from_json(row.attributes))]
+    if study_keys_read(query):
+        found = [row for row in found if study_matches(query, with_patient(Dataset.from_json(row.attributes), row, protection))]
     if query.level == "SERIES":
-        answers = series_answers(found, protection)
-    else:
-        answers = [with_patient(Dataset.from_json(row.attributes), row, protection) for row in found]
-    return answers[query.offset:query.offset + query.limit]
+        return series_answers(found, protection, query)
+    return [with_patient(Dataset.from_json(row.attributes), row, protection) for row in found[query.offset:query.offset + query.limit]]
 
 
-def study_conditions(engine: Engine, query: Query) -> list | None:
+def study_keys_read(query: Query) -> list[str]:
+    """The study keys of the query that the study index does not hold: matched on each candidate's attributes."""
+    keys = [keyword for keyword in READ_STUDY_KEYS if query.value(keyword) is not None]
+    if (patient_id := query.value("PatientID")) is not None and has_wildcard(patient_id):
+        keys.append("PatientID")
+    return keys
+
+
+def study_matches(query: Query, attributes: Dataset) -> bool:
+    return all(value_matches(query.value(keyword), text(attributes, keyword), keyword) for keyword in study_keys_read(query))
+
+
+def study_conditions(connection, engine: Engine, query: Query) -> list | None:
     """The SQL conditions on dicom_study; None when no study can match (a PatientID no Patient has)."""
     column = dicom_study.c
     conditions = []
     if (uids := query.value("StudyInstanceUID")) is not None:
         conditions.append(column.study_uid.in_(uid_list(uids)))
     if (accession := query.value("AccessionNumber")) is not None:
-        conditions.append(wildcard_condition(column.accession_number, accession))
+        conditions.append(wildcard_condition(connection, column.accession_number, accession))
     if (dates := query.value("StudyDate")) is not None:
         conditions += date_conditions(column.study_date, dates)
     if (modality := query.value("ModalitiesInStudy")) is not None:
         conditions.append(or_(*(column.modalities.contains(f"\\{code}\\", autoescape=True) for code in uid_list(modality))))
-    if (patient_id := query.value("PatientID")) is not None:
+    if (patient_id := query.value("PatientID")) is not None and not has_wildcard(patient_id):
         patients = patients_named(engine, patient_id, query.value("IssuerOfPatientID"))
         if not patients:
             return None
@@ -91,9 +111,16 @@ def uid_list(value: str) -> list[str]:
     return [part.strip() for part in value.replace("\\", ",").split(",") if part.strip()]
 
 
-def wildcard_condition(column, value: str):
-    if "*" not in value and "?" not in value:
+def has_wildcard(value: str) -> bool:
+    return "*" in value or "?" in value
+
+
+def wildcard_condition(connection, column, value: str):
+    """Case-sensitive matching with * and ?, as PS3.4 C.2.2.2.4 asks: GLOB on SQLite (whose LIKE ignores case)."""
+    if not has_wildcard(value):
         return column == value
+    if connection.dialect.name == "sqlite":
+        return column.op("GLOB")(value.replace("[", "[[]"))
     escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("*", "%").replace("?", "_")
     return column.like(escaped, escape="\\")
 
@@ -117,12 +144,20 @@ def patients_named(engine: Engine, patient_id: str, issuer: str | None) -> list[
 
 def instance_matches(query: Query, attributes: Dataset) -> bool:
     keys = SERIES_KEYS + (INSTANCE_KEYS if query.level == "IMAGE" else ())
-    return all(value_matches(query.value(keyword), text(attributes, keyword)) for keyword in keys)
+    return all(value_matches(query.value(keyword), text(attributes, keyword), keyword) for keyword in keys)
 
 
-def value_matches(wanted: str | None, stored: str | None) -> bool:
+def value_matches(wanted: str | None, stored: str | None, keyword: str) -> bool:
+    """PS3.4 C.2.2.2 matching of one key: a list of values, each with * and ? wildcards; person names without regard
+    to case (as most archives match them); times as ranges (HHMMSS-HHMMSS)."""
     if wanted is None:
         return True
+    if keyword in TIME_KEYS and "-" in wanted:
+        low, _, high = wanted.partition("-")
+        time = (stored or "")[:6].ljust(6, "0")
+        return bool(stored) and (not low or time >= low[:6].ljust(6, "0")) and (not high or time <= high[:6].ljust(6, "9"))
+    if keyword in NAME_KEYS:
+        return any(fnmatch.fnmatchcase((stored or "").casefold(), pattern.casefold()) for pattern in uid_list(wanted))
     return any(fnmatch.fnmatchcase(stored or "", pattern) for pattern in uid_list(wanted))
 
 
@@ -153,12 +188,12 @@ def study_answers(connection, study_uids: list[str]) -> list[Dataset]:
     return answers
 
 
-def series_answers(rows: list, protection) -> list[Dataset]:
+def series_answers(rows: list, protection, query: Query) -> list[Dataset]:
     by_series: dict[tuple, list] = {}
     for row in rows:
         by_series.setdefault((row.study_uid, row.series_uid), []).append(row)
     answers = []
-    for members in by_series.values():
+    for members in list(by_series.values())[query.offset:query.offset + query.limit]:
         answer = with_patient(Dataset.from_json(members[0].attributes), members[0], protection)
         for keyword in INSTANCE_KEYS:
             if keyword in answer:

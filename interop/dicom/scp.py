@@ -171,6 +171,7 @@ def find_answer(identifier: Dataset, match: Dataset, ae_title: str) -> Dataset:
         answer[element.tag] = match[element.tag] if element.tag in match else DataElement(element.tag, element.VR, None)
     answer.QueryRetrieveLevel = identifier.QueryRetrieveLevel
     answer.RetrieveAETitle = ae_title
+    answer.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: names in any script, as stored
     return answer
 
 

@@ -1,4 +1,4 @@
-"""Store, then acknowledge: the one service behind both DICOM entrances (the C-STORE SCP, scp.py; STOW-RS to come).
+"""Store, then acknowledge: the one service behind both DICOM entrances (the C-STORE SCP, scp.py; STOW-RS, http.py).
 
 An object's encoded bytes (a DICOM Part 10 stream: preamble, file meta, data set) go to blob storage as received,
 pixel data never decoded, sealed when protection is on; then its row, the attributes the ImagingStudy mapping reads
@@ -13,7 +13,6 @@ from io import BytesIO
 
 import orjson
 from pydicom import Dataset, dcmread
-from pydicom.errors import InvalidDicomError
 from sqlalchemy import Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -28,7 +27,7 @@ log = logging.getLogger("ehr.dicom")
 SUCCESS = 0x0000
 CANNOT_UNDERSTAND = 0xC000  # PS3.4 B.2.3: failure, cannot understand (C000-CFFF)
 NOT_OF_THE_STUDY = 0xA900  # PS3.18 STOW-RS: an instance posted to /studies/{uid} of another study
-UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+UID = re.compile(r"[0-9]+(\.[0-9]+)*")  # PS3.5 forbids leading zeros in a component; devices send them, archives take them
 # The patient module: sealed with each instance (it names the patient), read to find or make the Patient.
 PATIENT_KEYWORDS = ("PatientID", "IssuerOfPatientID", "IssuerOfPatientIDQualifiersSequence", "PatientName", "PatientBirthDate", "PatientSex")
 # The study, series and instance attributes the ImagingStudy mapping reads, kept in the clear.
@@ -52,7 +51,6 @@ class Outcome:
     status: int  # the DICOM status to answer
     instance: "Instance | None" = None  # None: the bytes could not be read as an instance
     reason: str | None = None
-    duplicate: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,8 +69,8 @@ class Instance:
     def read(cls, encoded: bytes) -> "Instance":
         try:
             dataset = dcmread(BytesIO(encoded), stop_before_pixels=True, specific_tags=READ_KEYWORDS)
-        except (InvalidDicomError, EOFError, ValueError, KeyError, OSError, NotImplementedError) as error:
-            raise Unstorable(f"Not a DICOM Part 10 object: {error}") from None
+        except Exception as error:  # noqa: BLE001 - whatever pydicom raises on bytes that are not a DICOM file (zlib.error...)
+            raise Unstorable(f"Not a DICOM Part 10 object: {error or type(error).__name__}") from None
         uids = {keyword: uid_of(dataset, keyword) for keyword in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")}
         transfer_syntax = str(getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", "") or "")
         if not UID.fullmatch(transfer_syntax):
@@ -133,21 +131,24 @@ class DicomStore:
         if study_uid is not None and instance.study_uid != study_uid:
             return Outcome(NOT_OF_THE_STUDY, instance, f"The instance belongs to study {instance.study_uid}, not {study_uid}.")
         protection = protection_of(self.engine)
-        if self.blobs.exists(instance.blob_key):  # a duplicate (the first copy stays), or one whose row a crash lost
-            sealed_with = blob_key_id(self.blobs.get(instance.blob_key))
-        else:
-            sealed_with = self.put(instance.blob_key, encoded)
+        sealed = protection.sealed_blob(encoded, blob_context(instance.blob_key))
+        if not self.blobs.add(instance.blob_key, sealed):  # a duplicate: the first copy stays, and its row is its own
+            sealed = self.blobs.get(instance.blob_key)  # (written now, if a crash lost it)
+            encoded = protection.opened_blob(sealed, blob_context(instance.blob_key))
+            instance = Instance.read(encoded)
         with write_unit(self.engine) as connection:
-            row = instance_row(instance, len(encoded), peer, protection, sealed_with)
+            row = instance_row(instance, len(encoded), peer, protection, blob_key_id(sealed))
             inserted = connection.execute(insert_instance(connection.dialect.name), row).first()
             if inserted is not None:
                 mark_pending(connection, instance.study_uid)
-        return Outcome(SUCCESS, instance, duplicate=inserted is None)
+        return Outcome(SUCCESS, instance)
 
     def quarantined(self, encoded: bytes, peer: str, reason: str) -> Outcome:
         """Keep what could not be stored as an instance, with the reason; answered as not understood."""
         key = f"quarantine/{uuid.uuid4().hex}.dcm"
-        sealed_with = self.put(key, encoded)
+        sealed = protection_of(self.engine).sealed_blob(encoded, blob_context(key))
+        self.blobs.add(key, sealed)
+        sealed_with = blob_key_id(sealed)
         with write_unit(self.engine) as connection:
             connection.execute(dicom_quarantine.insert().values(
                 received_at=utc_now(), peer=peer[:200], reason=reason, blob=key, sealed_with=sealed_with, size=len(encoded),
@@ -155,19 +156,15 @@ class DicomStore:
         log.warning("dicom object from %s quarantined as %s: %s", peer, key, reason)
         return Outcome(CANNOT_UNDERSTAND, reason=reason)
 
-    def put(self, key: str, encoded: bytes) -> str | None:
-        """Keep an object's bytes under `key`, sealed when protection is on; the value key that sealed them."""
-        sealed = protection_of(self.engine).sealed_blob(encoded, blob_context(key))
-        self.blobs.put(key, sealed)
-        return blob_key_id(sealed)
-
-    def blob_keys(self, study_uid: str, series_uid: str | None = None, sop_instance_uid: str | None = None) -> list[str]:
-        """The blob keys of a study's stored instances (of one series, or one instance), in series and arrival order."""
+    def stored_objects(self, study_uid: str, series_uid: str | None = None, sop_instance_uid: str | None = None) -> list[tuple[str, str]]:
+        """(blob key, transfer syntax) of a study's stored instances (of one series, or one instance), in series and
+        arrival order."""
         column = dicom_instance.c
         given = [(series_uid, column.series_uid), (sop_instance_uid, column.sop_instance_uid)]
         conditions = [column.study_uid == study_uid, *(of == uid for uid, of in given if uid is not None)]
         with read_unit(self.engine) as connection:
-            return list(connection.execute(select(column.blob).where(*conditions).order_by(column.series_uid, column.id)).scalars())
+            statement = select(column.blob, column.transfer_syntax_uid).where(*conditions).order_by(column.series_uid, column.id)
+            return [tuple(row) for row in connection.execute(statement)]
 
     def stored_bytes(self, key: str) -> bytes:
         """An object's bytes as received (opened when sealed)."""

@@ -29,9 +29,9 @@ log = logging.getLogger("ehr.dicom")
 CLAIM_CANDIDATES = 20  # marked studies looked at for one not held by another update
 
 
-def update_pending_studies(engine: Engine, dicomweb_address: str | None) -> int:
-    """Update the ImagingStudy of every marked study, each in its own transaction, naming the Endpoint of the DICOMweb
-    service at `dicomweb_address` (when known); how many were updated. Several processes may run this at once: each
+def update_pending_studies(engine: Engine, dicomweb_address: str | None, only: set[str] | None = None) -> int:
+    """Update the ImagingStudy of every marked study (or of those `only` names), each in its own transaction, naming
+    the Endpoint of the DICOMweb service at `dicomweb_address` (when known); how many were updated. Several processes may run this at once: each
     takes other studies (an advisory lock per study on PostgreSQL; SQLite has one writer). A study whose update fails
     is logged and left marked for the next round; the others are updated all the same."""
     systems = authority_systems(engine)
@@ -40,7 +40,7 @@ def update_pending_studies(engine: Engine, dicomweb_address: str | None) -> int:
         study_uid = None
         try:
             with writing(engine) as unit:
-                claimed = claimed_study(unit.connection, failed)
+                claimed = claimed_study(unit.connection, failed, only)
                 if claimed is None:
                     return updated
                 study_uid, marks = claimed
@@ -54,11 +54,13 @@ def update_pending_studies(engine: Engine, dicomweb_address: str | None) -> int:
             failed.add(study_uid)
 
 
-def claimed_study(connection, excluding: set[str]) -> tuple[str, list[int]] | None:
-    """The marked study waiting longest that no other update holds (and not `excluding`), held now, and the ids of its
-    marks seen: the update removes those alone, so that an instance stored meanwhile leaves its mark for the next one."""
-    waiting = (select(dicom_study_pending.c.study_uid).where(dicom_study_pending.c.study_uid.not_in(excluding))
-               .group_by(dicom_study_pending.c.study_uid).order_by(func.min(dicom_study_pending.c.id)))
+def claimed_study(connection, excluding: set[str], only: set[str] | None) -> tuple[str, list[int]] | None:
+    """The marked study waiting longest that no other update holds (not `excluding`; one of `only`, if given), held
+    now, and the ids of its marks seen: the update removes those alone, so that an instance stored meanwhile leaves its
+    mark for the next one."""
+    column = dicom_study_pending.c.study_uid
+    chosen = [column.not_in(excluding), *([column.in_(only)] if only is not None else [])]
+    waiting = select(column).where(*chosen).group_by(column).order_by(func.min(dicom_study_pending.c.id))
     for study_uid in connection.execute(waiting.limit(CLAIM_CANDIDATES)).scalars():
         if is_postgresql(connection) and not connection.execute(select(func.pg_try_advisory_xact_lock(hash64("dicom study", study_uid)))).scalar():
             continue

@@ -2,6 +2,7 @@
 from blob storage, duplicates and unreadable objects answered as DICOM says, unknown SOP classes and unknown calling AEs
 refused, and the ImagingStudy found over FHIR on the right Patient. On SQLite and PostgreSQL."""
 import ssl
+from concurrent.futures import ThreadPoolExecutor
 import subprocess
 import time
 from io import BytesIO
@@ -250,6 +251,12 @@ def test_c_find_answers_studies_series_and_instances_as_qido_does(scp, client):
     assert series.SeriesInstanceUID == report.SeriesInstanceUID and series.Modality == "SR"
     [instance] = found_by_c_find(scp.port, "IMAGE", StudyInstanceUID=report.StudyInstanceUID, SOPInstanceUID="")
     assert instance.SOPInstanceUID == report.SOPInstanceUID
+    named = ct(PatientID="FIND-Ü", PatientName="Yamada^Tarou=山田^太郎", SpecificCharacterSet=["", "ISO 2022 IR 87"])
+    named.SpecificCharacterSet = "ISO_IR 192"
+    assert sent(scp.port, named) == [0x0000]
+    imaging_study(client, named.StudyInstanceUID)
+    [found] = found_by_c_find(scp.port, "STUDY", PatientID="FIND-Ü", PatientName="")
+    assert found.SpecificCharacterSet == "ISO_IR 192" and str(found.PatientName) == "Yamada^Tarou=山田^太郎"
 
 
 def test_dcmtk_findscu_finds_a_study(scp, client):
@@ -275,3 +282,25 @@ def test_imaging_studies_name_the_dicomweb_endpoint_when_the_public_base_is_know
     [endpoint] = endpoints  # one Endpoint for the server, named by every study
     body = client.get(f"/fhir/{endpoint}").get_json()
     assert body["address"] == address and body["connectionType"]["code"] == "dicom-wado-rs" and body["status"] == "active"
+
+
+def test_the_first_copy_of_an_instance_stays_when_two_senders_store_it_at_once(app, storage):
+    """Two objects with one SOP Instance UID and other content, stored at the same moment: one copy is kept, and its
+    row and bytes are the same object's."""
+    first, second = ct(), None
+    second = ct(SOPInstanceUID=first.SOPInstanceUID, StudyInstanceUID=first.StudyInstanceUID, SeriesInstanceUID=first.SeriesInstanceUID,
+                PatientID="OTHER")
+    store = DicomStore(app.extensions["ehr.engine"], storage)
+    objects = []
+    for dataset in (first, second):
+        buffer = BytesIO()
+        dataset.save_as(buffer, enforce_file_format=True)
+        objects.append(buffer.getvalue())
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(lambda data: store.store(data, "test"), objects))
+    assert [outcome.status for outcome in outcomes] == [0x0000, 0x0000]
+    kept = dcmread(BytesIO(store.stored_bytes(
+        f"instances/{first.StudyInstanceUID}/{first.SeriesInstanceUID}/{first.SOPInstanceUID}.dcm")))
+    with app.extensions["ehr.engine"].connect() as connection:
+        [row] = connection.execute(select(dicom_instance.c.patient)).all()
+    assert kept.PatientID in row.patient and count(app, dicom_instance) == 1

@@ -16,6 +16,7 @@ from app.config import Settings
 from app.web import create_app
 from interop.dicom.tables import dicom_instance, dicom_study_pending
 from tests.dicom.test_cstore import ct
+from tests.security.test_audit import audit_events
 from tests.security.test_enforcement import bearer, token_for
 
 CT, MR = (open(get_testdata_file(name), "rb").read() for name in ("CT_small.dcm", "MR_small.dcm"))
@@ -101,6 +102,9 @@ def test_wado_answers_404_for_what_is_not_stored_and_406_for_a_transcoding(dicom
     study_url = f"{dicomweb}/studies/1.3.6.1.4.1.5962.1.2.1.20040119072730.12322"
     accept = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50'
     assert requests.get(study_url, headers={"Accept": accept}, timeout=30).status_code == 406
+    stored_syntax = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1'
+    same = requests.get(study_url, headers={"Accept": stored_syntax}, timeout=30)
+    assert same.status_code == 200 and parts_of(same) == [CT] and b"transfer-syntax=1.2.840.10008.1.2.1\r\n" in same.content
 
 
 CT_STUDY, MR_STUDY = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322", "1.3.6.1.4.1.5962.1.2.4.20040826185059.5457"
@@ -186,9 +190,52 @@ def test_dicomweb_takes_tokens_that_reach_every_study(database_url, tmp_path):
         assert client.post("/dicomweb/studies", data=body, headers={**headers, **clinician}).status_code == 403
         assert client.post("/dicomweb/studies", data=body, headers={**headers, **bearer(token_for(engine, "system/*.cruds"))}).status_code == 200
         assert client.get("/dicomweb/studies", headers=clinician).status_code == 200
-        assert client.get(f"/dicomweb/studies/{CT_STUDY}", headers=bearer(token_for(engine, "user/ImagingStudy.rs", fhir_user="Practitioner/doc"))).status_code == 200
+        viewer = bearer(token_for(engine, "user/ImagingStudy.rs user/Patient.rs", fhir_user="Practitioner/doc"))
+        assert client.get(f"/dicomweb/studies/{CT_STUDY}", headers=viewer).status_code == 200
+        studies_only = client.get("/dicomweb/studies", headers=bearer(token_for(engine, "user/ImagingStudy.rs", fhir_user="Practitioner/doc")))
+        assert studies_only.status_code == 403 and "user/Patient.rs" in studies_only.get_data(as_text=True)  # the answers name patients
         refused = client.get("/dicomweb/studies", headers=bearer(token_for(engine, "patient/*.rs", patient="ana")))
         assert refused.status_code == 403 and "user/ImagingStudy.rs" in refused.get_data(as_text=True)
         assert client.get("/dicomweb/studies", headers=bearer(token_for(engine, "user/Observation.rs", fhir_user="Practitioner/doc"))).status_code == 403
     finally:
         engine.dispose()
+
+
+def test_dicomweb_reads_are_audited_as_searches_of_the_studies(database_url, tmp_path):
+    app = create_app(Settings(database_url=database_url, dicom_storage=str(tmp_path / "dicom")))
+    try:
+        client, engine = app.test_client(), app.extensions["ehr.engine"]
+        body, content_type = multipart(CT)
+        assert client.post("/dicomweb/studies", data=body, headers={"Content-Type": content_type, **bearer(token_for(engine, "system/*.cruds"))}).status_code == 200
+        viewer = bearer(token_for(engine, "user/*.rs", fhir_user="Practitioner/doc"))
+        before = len(audit_events(app, engine))
+        assert client.get("/dicomweb/studies?PatientID=1CT1", headers=viewer).status_code == 200
+        assert client.get(f"/dicomweb/studies/{CT_STUDY}/metadata", headers=viewer).status_code == 200
+        events = audit_events(app, engine)[before:]
+        assert len(events) == 2  # one per request, each naming the study's patient
+        assert all(any(entity.get("what", {}).get("reference", "").startswith("Patient/") for entity in event["entity"]) for event in events)
+    finally:
+        engine.dispose()
+
+
+def test_metadata_of_every_stored_pydicom_file_is_dicom_json_without_bulk_data(dicomweb):
+    for path in PYDICOM_FILES:
+        answer = stow(f"{dicomweb}/studies", path.read_bytes())
+        if answer.status_code != 200:
+            continue
+        url = answer.json()["00081199"]["Value"][0]["00081190"]["Value"][0]
+        metadata = requests.get(f"{url}/metadata", timeout=30)
+        assert metadata.status_code == 200, (path.name, metadata.text[:300])
+        assert "7FE00010" not in metadata.json()[0] and '"InlineBinary"' not in metadata.text, path.name
+
+
+def test_qido_matches_names_times_and_wildcards_as_ps3_4_says(dicomweb):
+    named = ct(PatientID="WILD-42", PatientName="Müller^Anna", StudyTime="143000", AccessionNumber="abc-1", StudyID="S7")
+    assert stow(f"{dicomweb}/studies", CT, encoded(named)).status_code == 200
+    assert found_uids(f"{dicomweb}/studies?PatientName=müll*") == [named.StudyInstanceUID]  # names: without regard to case
+    assert found_uids(f"{dicomweb}/studies?PatientName=Compressed*") == [CT_STUDY]
+    assert found_uids(f"{dicomweb}/studies?PatientID=WILD-*") == [named.StudyInstanceUID]
+    assert found_uids(f"{dicomweb}/studies?StudyTime=140000-150000") == [named.StudyInstanceUID]
+    assert found_uids(f"{dicomweb}/studies?StudyID=S7") == [named.StudyInstanceUID]
+    assert found_uids(f"{dicomweb}/studies?AccessionNumber=ABC*") == []  # other keys: case-sensitive
+    assert found_uids(f"{dicomweb}/studies?AccessionNumber=abc*") == [named.StudyInstanceUID]
