@@ -18,6 +18,9 @@ class BlobStore(Protocol):
     def get(self, key: str) -> bytes:
         """The bytes under `key`; FileNotFoundError when there are none."""
 
+    def delete(self, key: str) -> None:
+        """Keep nothing under `key` any more."""
+
 
 class DirectoryBlobStore:
     """Each blob a file under `root`, at its key's path (keys are made of UIDs: digits, dots and slashes)."""
@@ -46,6 +49,9 @@ class DirectoryBlobStore:
 
     def get(self, key: str) -> bytes:
         return (self.root / key).read_bytes()
+
+    def delete(self, key: str) -> None:
+        (self.root / key).unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def written(self, path: Path, data: bytes) -> Iterator[str]:

@@ -12,6 +12,7 @@ from interop.dicom.blobs import DirectoryBlobStore
 from interop.dicom.mapping import dicomweb_address
 from interop.dicom.scp import DEFAULT_AE_TITLE, ScpSettings, StorageServer
 from interop.dicom.service import DicomStore
+from interop.dicom.studies import update_pending_studies
 
 
 @click.command("dicom")
@@ -25,23 +26,59 @@ from interop.dicom.service import DicomStore
 def dicom(host, port, ae_title, allow_calling_ae, tls_cert, tls_key, max_associations):
     """Receive DICOM objects (C-STORE) into blob storage and ImagingStudy resources; answer C-FIND and C-ECHO."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    engine = settings_engine()
-    migrate.check_schema_current(engine)
-    configured = load_settings()
-    storage = Path(configured.dicom_storage)
+    store = configured_store()
     settings = ScpSettings(host, port, ae_title, tuple(allow_calling_ae), tls_cert, tls_key, max_associations)
-    server = StorageServer(DicomStore(engine, DirectoryBlobStore(storage), dicomweb_address(configured.base_url)), settings)
+    server = StorageServer(store, settings)
     signal.signal(signal.SIGTERM, interrupt)
-    click.echo(f"DICOM C-STORE SCP {ae_title} on {host}:{server.port}, objects under {storage}", err=True)
+    click.echo(f"DICOM C-STORE SCP {ae_title} on {host}:{server.port}, objects under {load_settings().dicom_storage}", err=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.shutdown()
-        engine.dispose()
+        store.engine.dispose()
 
 
 def interrupt(signal_number, frame) -> None:
     """SIGTERM stops the server as Ctrl-C does: associations under way are ended, what was acknowledged is stored."""
     raise KeyboardInterrupt
+
+
+@click.group("dicom-quarantine")
+def dicom_quarantine():
+    """DICOM objects that could not be stored as instances (0xC000), kept with the reason."""
+
+
+@dicom_quarantine.command("list")
+@click.option("--limit", default=50, show_default=True, type=int)
+def quarantine_list(limit):
+    """The newest first, one a line: id, received (UTC), sender, size, reason."""
+    click.echo("\t".join(("ID", "RECEIVED", "FROM", "BYTES", "REASON")))
+    for row in configured_store().quarantined_objects(limit):
+        click.echo(f"{row.id}\t{row.received_at:%Y-%m-%d %H:%M:%S}\t{row.peer}\t{row.size}\t{row.reason}")
+
+
+@dicom_quarantine.command("replay")
+@click.argument("quarantine_ids", nargs=-1, type=int, required=True)
+def quarantine_replay(quarantine_ids):
+    """Store quarantined objects again, after a fix that reads them: those stored leave the quarantine (and their
+    studies' ImagingStudies are written); the others stay, with the reason now."""
+    store = configured_store()
+    studies = set()
+    for quarantine_id in quarantine_ids:
+        outcome = store.replayed(quarantine_id)
+        if outcome is None:
+            raise click.ClickException(f"No quarantined DICOM object {quarantine_id}.")
+        if outcome.instance is not None:
+            studies.add(outcome.instance.study_uid)
+        click.echo(f"{quarantine_id}\t{'stored ' + outcome.instance.sop_instance_uid if outcome.instance else 'still quarantined: ' + outcome.reason}")
+    update_pending_studies(store.engine, store.dicomweb_address, studies)
+
+
+def configured_store() -> DicomStore:
+    """The store of the configured database and EHR_DICOM_STORAGE, as `ehr dicom` uses it."""
+    engine = settings_engine()
+    migrate.check_schema_current(engine)
+    configured = load_settings()
+    return DicomStore(engine, DirectoryBlobStore(Path(configured.dicom_storage)), dicomweb_address(configured.base_url))

@@ -13,7 +13,7 @@ from io import BytesIO
 
 import orjson
 from pydicom import Dataset, dcmread
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.model.instants import utc_now
@@ -130,6 +130,10 @@ class DicomStore:
             return self.quarantined(encoded, peer, str(error))
         if study_uid is not None and instance.study_uid != study_uid:
             return Outcome(NOT_OF_THE_STUDY, instance, f"The instance belongs to study {instance.study_uid}, not {study_uid}.")
+        return self.stored(instance, encoded, peer)
+
+    def stored(self, instance: "Instance", encoded: bytes, peer: str) -> Outcome:
+        """Keep an instance's bytes (unless its first copy is kept) and write its row and its study's mark."""
         protection = protection_of(self.engine)
         sealed = protection.sealed_blob(encoded, blob_context(instance.blob_key))
         if not self.blobs.add(instance.blob_key, sealed):  # a duplicate: the first copy stays, and its row is its own
@@ -155,6 +159,33 @@ class DicomStore:
             ))
         log.warning("dicom object from %s quarantined as %s: %s", peer, key, reason)
         return Outcome(CANNOT_UNDERSTAND, reason=reason)
+
+    def quarantined_objects(self, limit: int = 50) -> list:
+        """The newest quarantined objects first: id, when, from whom, why, size."""
+        column = dicom_quarantine.c
+        with read_unit(self.engine) as connection:
+            return connection.execute(select(column.id, column.received_at, column.peer, column.reason, column.size)
+                                      .order_by(column.id.desc()).limit(limit)).all()
+
+    def replayed(self, quarantine_id: int) -> Outcome | None:
+        """Store a quarantined object again (after a fix that reads it); out of quarantine when it is stored now, kept
+        there with the new reason when it is not. None when there is no such object."""
+        with read_unit(self.engine) as connection:
+            row = connection.execute(select(dicom_quarantine).where(dicom_quarantine.c.id == quarantine_id)).first()
+        if row is None:
+            return None
+        encoded = self.stored_bytes(row.blob)
+        try:
+            instance = Instance.read(encoded)
+        except Unstorable as error:
+            with write_unit(self.engine) as connection:
+                connection.execute(update(dicom_quarantine).where(dicom_quarantine.c.id == quarantine_id).values(reason=str(error)))
+            return Outcome(CANNOT_UNDERSTAND, reason=str(error))
+        outcome = self.stored(instance, encoded, row.peer)
+        with write_unit(self.engine) as connection:
+            connection.execute(delete(dicom_quarantine).where(dicom_quarantine.c.id == quarantine_id))
+        self.blobs.delete(row.blob)
+        return outcome
 
     def stored_objects(self, study_uid: str, series_uid: str | None = None, sop_instance_uid: str | None = None) -> list[tuple[str, str]]:
         """(blob key, transfer syntax) of a study's stored instances (of one series, or one instance), in series and

@@ -2,12 +2,13 @@
 from blob storage, duplicates and unreadable objects answered as DICOM says, unknown SOP classes and unknown calling AEs
 refused, and the ImagingStudy found over FHIR on the right Patient. On SQLite and PostgreSQL."""
 import ssl
-from concurrent.futures import ThreadPoolExecutor
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
 
 import pytest
+from click.testing import CliRunner
 from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -15,10 +16,12 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelFind, Verification
 from sqlalchemy import func, select
 
+from app.cli import main
+
 from interop.dicom.blobs import DirectoryBlobStore
 from interop.dicom.mapping import dicomweb_address
 from interop.dicom.scp import ScpSettings, StorageServer
-from interop.dicom.service import DicomStore
+from interop.dicom.service import DicomStore, Instance, Unstorable
 from interop.dicom.tables import dicom_instance, dicom_quarantine
 from tests.hl7v2.conftest import self_signed
 from tests.hl7v2.test_receive import a01
@@ -304,3 +307,32 @@ def test_the_first_copy_of_an_instance_stays_when_two_senders_store_it_at_once(a
     with app.extensions["ehr.engine"].connect() as connection:
         [row] = connection.execute(select(dicom_instance.c.patient)).all()
     assert kept.PatientID in row.patient and count(app, dicom_instance) == 1
+
+
+def test_a_quarantined_object_is_stored_by_a_replay_once_it_reads(app, client, database_url, tmp_path, monkeypatch):
+    """A reading defect quarantines an object; after the fix `ehr dicom-quarantine replay` stores it and writes its
+    ImagingStudy, and an object that still does not read stays, with its reason."""
+    storage = tmp_path / "dicom"
+    store = DicomStore(app.extensions["ehr.engine"], DirectoryBlobStore(storage))
+    dataset, broken = ct(), ct()
+    del broken.SOPInstanceUID
+    encoded = []
+    for item in (dataset, broken):
+        buffer = BytesIO()
+        item.save_as(buffer, enforce_file_format=True)
+        encoded.append(buffer.getvalue())
+    read = Instance.read
+    monkeypatch.setattr(Instance, "read", classmethod(lambda cls, data: (_ for _ in ()).throw(Unstorable("a defect"))))
+    assert store.store(encoded[0], "test").status == 0xC000
+    monkeypatch.setattr(Instance, "read", read)
+    assert store.store(encoded[1], "test").status == 0xC000
+    env = {"EHR_DATABASE_URL": database_url, "EHR_DICOM_STORAGE": str(storage), "EHR_AUTH": "off"}
+    listed = CliRunner().invoke(main, ["dicom-quarantine", "list"], env=env)
+    assert listed.exit_code == 0 and "a defect" in listed.output and "no SOPInstanceUID" in listed.output
+    ids = [line.split("\t")[0] for line in listed.output.splitlines()[1:]]
+    replayed = CliRunner().invoke(main, ["dicom-quarantine", "replay", *ids], env=env)
+    assert replayed.exit_code == 0, replayed.output
+    assert f"stored {dataset.SOPInstanceUID}" in replayed.output and "still quarantined: The object has no SOPInstanceUID" in replayed.output
+    assert imaging_study(client, dataset.StudyInstanceUID)["numberOfInstances"] == 1
+    assert count(app, dicom_quarantine) == 1 and len(list((storage / "quarantine").iterdir())) == 1
+    assert CliRunner().invoke(main, ["dicom-quarantine", "replay", "999999"], env=env).exit_code == 1
