@@ -1,8 +1,9 @@
 """Which stored studies, series and instances a query asks for: QIDO-RS (http.py) and C-FIND (scp.py) ask here.
 
 Study keys are matched in dicom_study (written with each ImagingStudy, studies.py): StudyInstanceUID (one or a
-list), PatientID (the Patients that have that identifier, found by a FHIR search, so that it works on encrypted
-identifiers too; with IssuerOfPatientID, under that issuer's system), AccessionNumber (exact, or with the wildcards
+list), PatientID (the studies whose ImagingStudy is about a Patient that has that identifier, both found by FHIR
+searches, so that it works on encrypted identifiers and follows patient merges; with IssuerOfPatientID, under that
+issuer's system), AccessionNumber (exact, or with the wildcards
 * and ?), StudyDate (a date, or a range: 20240101-20241231, -20241231, 20240101-) and ModalitiesInStudy. PatientName
 and ReferringPhysicianName (without regard to case), StudyTime (a range too), StudyID, StudyDescription and a
 PatientID with wildcards are matched on each candidate study's attributes, as are the series and instance keys
@@ -19,7 +20,7 @@ from app.protection.service import protection_of
 from app.search.service import search_request
 from app.store.db import read_unit
 from app.store.unit import reading
-from interop.dicom.mapping import text
+from interop.dicom.mapping import DICOM_UID, text
 from interop.dicom.service import patient_context
 from interop.dicom.tables import dicom_instance, dicom_study
 from interop.hl7v2.authorities import authority_systems
@@ -28,6 +29,8 @@ from interop.hl7v2.mapping.upserts import SEARCH_SPECIAL
 
 LEVELS = ("STUDY", "SERIES", "IMAGE")
 MAX_PATIENTS = 1000  # Patients one PatientID (and issuer) may name
+MAX_PATIENTS_PER_SEARCH = 100
+MAX_STUDIES = 100_000  # ImagingStudies of the patients of one PatientID
 SERIES_KEYS = ("SeriesInstanceUID", "Modality", "SeriesNumber")
 READ_STUDY_KEYS = ("PatientName", "StudyTime", "StudyID", "StudyDescription", "ReferringPhysicianName")  # not in dicom_study
 NAME_KEYS = frozenset({"PatientName", "ReferringPhysicianName"})
@@ -99,10 +102,10 @@ def study_conditions(connection, engine: Engine, query: Query) -> list | None:
     if (modality := query.value("ModalitiesInStudy")) is not None:
         conditions.append(or_(*(column.modalities.contains(f"\\{code}\\", autoescape=True) for code in uid_list(modality))))
     if (patient_id := query.value("PatientID")) is not None and not has_wildcard(patient_id):
-        patients = patients_named(engine, patient_id, query.value("IssuerOfPatientID"))
-        if not patients:
+        studies = studies_of_patients(engine, patients_named(engine, patient_id, query.value("IssuerOfPatientID")))
+        if not studies:
             return None
-        conditions.append(column.patient.in_(patients))
+        conditions.append(column.study_uid.in_(studies))
     return conditions
 
 
@@ -140,6 +143,19 @@ def patients_named(engine: Engine, patient_id: str, issuer: str | None) -> list[
     request, _ = search_request("Patient", [("identifier", value), ("_count", str(MAX_PATIENTS))], False, MAX_PATIENTS, MAX_PATIENTS)
     with reading(engine) as unit:
         return [f"Patient/{patient.id}" for patient in unit.search(request).matches]
+
+
+def studies_of_patients(engine: Engine, patients: list[str]) -> list[str]:
+    """The StudyInstanceUIDs of the ImagingStudies about `patients` (`Patient/<id>`) now: a study follows its subject
+    when an ADT feed merges two patients."""
+    studies = []
+    for start in range(0, len(patients), MAX_PATIENTS_PER_SEARCH):
+        subjects = ",".join(patients[start:start + MAX_PATIENTS_PER_SEARCH])
+        request, _ = search_request("ImagingStudy", [("subject", subjects), ("_count", str(MAX_STUDIES))], False, MAX_STUDIES, MAX_STUDIES)
+        with reading(engine) as unit:
+            studies += [identifier["value"].removeprefix("urn:oid:") for found in unit.search(request).matches
+                        for identifier in found.body.get("identifier", []) if identifier.get("system") == DICOM_UID]
+    return studies
 
 
 def instance_matches(query: Query, attributes: Dataset) -> bool:

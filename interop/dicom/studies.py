@@ -94,7 +94,7 @@ def update_study(unit: Unit, study_uid: str, systems: dict[str, str], dicomweb_a
     body = mapping.imaging_study(study_uid, instances, subject, referrer, endpoint)
     study = written_study(unit, body)
     written += [study] if study else []
-    record_query_attributes(unit.connection, study_uid, subject, instances[0], body)
+    record_query_attributes(unit.connection, study_uid, instances[0], body)
     if written:
         unit.create(provenance(written, study_uid, sorted({row.peer for row in rows}), utc_now()))
 
@@ -122,10 +122,10 @@ def written_study(unit: Unit, body: dict) -> str | None:
     return f"ImagingStudy/{existing.id}"
 
 
-def record_query_attributes(connection, study_uid: str, subject: str, first: Dataset, body: dict) -> None:
+def record_query_attributes(connection, study_uid: str, first: Dataset, body: dict) -> None:
     """The study's row of dicom_study, which QIDO-RS and C-FIND match (query.py)."""
     values = {
-        "patient": subject, "study_date": (mapping.text(first, "StudyDate") or "")[:8] or None,
+        "study_date": (mapping.text(first, "StudyDate") or "")[:8] or None,
         "accession_number": (mapping.text(first, "AccessionNumber") or "")[:64] or None,
         "modalities": ("\\" + "".join(f"{coding['code']}\\" for coding in body.get("modality", [])))[:200],
     }

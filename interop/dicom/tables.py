@@ -47,13 +47,11 @@ dicom_study = Table(  # each study's attributes that QIDO-RS and C-FIND match, w
     "dicom_study",
     metadata,
     Column("study_uid", String(64), primary_key=True),
-    Column("patient", String(128), nullable=False),  # the ImagingStudy's subject, Patient/<id>: PatientID queries go through it
     Column("study_date", String(8)),  # YYYYMMDD
     Column("accession_number", String(64)),
     Column("modalities", String(200), nullable=False),  # \CT\SR\ : each series' modality between backslashes
     Index("ix_dicom_study_date", "study_date"),
     Index("ix_dicom_study_accession", "accession_number"),
-    Index("ix_dicom_study_patient", "patient"),
 )
 
 dicom_study_pending = Table(  # a row per instance stored: a study's rows are taken by the update that saw them

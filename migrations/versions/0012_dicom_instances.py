@@ -49,14 +49,12 @@ def upgrade() -> None:
     op.create_table(
         "dicom_study",
         sa.Column("study_uid", sa.String(64), primary_key=True),
-        sa.Column("patient", sa.String(128), nullable=False),
         sa.Column("study_date", sa.String(8)),
         sa.Column("accession_number", sa.String(64)),
         sa.Column("modalities", sa.String(200), nullable=False),
     )
     op.create_index("ix_dicom_study_date", "dicom_study", ["study_date"])
     op.create_index("ix_dicom_study_accession", "dicom_study", ["accession_number"])
-    op.create_index("ix_dicom_study_patient", "dicom_study", ["patient"])
     op.create_table(
         "dicom_study_pending",
         sa.Column("id", SEQ, sa.Identity(), primary_key=True),

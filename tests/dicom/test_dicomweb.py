@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from pydicom import Dataset
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 from sqlalchemy import func, select
@@ -15,7 +16,8 @@ from sqlalchemy import func, select
 from app.config import Settings
 from app.web import create_app
 from interop.dicom.tables import dicom_instance, dicom_study_pending
-from tests.dicom.test_cstore import ct
+from tests.dicom.test_cstore import HL7, ct
+from tests.hl7v2.test_merge import admission, merge
 from tests.security.test_audit import audit_events
 from tests.security.test_enforcement import bearer, token_for
 
@@ -239,3 +241,16 @@ def test_qido_matches_names_times_and_wildcards_as_ps3_4_says(dicomweb):
     assert found_uids(f"{dicomweb}/studies?StudyID=S7") == [named.StudyInstanceUID]
     assert found_uids(f"{dicomweb}/studies?AccessionNumber=ABC*") == []  # other keys: case-sensitive
     assert found_uids(f"{dicomweb}/studies?AccessionNumber=abc*") == [named.StudyInstanceUID]
+
+
+def test_a_study_follows_its_patient_through_an_adt_merge(dicomweb, client):
+    """A modality sent a study under MRN 2; the ADT feed merges patient 2 into 1: QIDO by MRN 1 finds the study."""
+    assert client.post("/hl7v2", data=admission("M1", mrn="1"), headers=HL7).status_code == 200
+    issuer = Dataset()
+    issuer.UniversalEntityID, issuer.UniversalEntityIDType = "1.2.840.114350", "ISO"
+    study = ct(PatientID="2", IssuerOfPatientID="NORTH", IssuerOfPatientIDQualifiersSequence=[issuer])
+    assert stow(f"{dicomweb}/studies", encoded(study)).status_code == 200
+    assert found_uids(f"{dicomweb}/studies?PatientID=2") == [study.StudyInstanceUID]
+    assert found_uids(f"{dicomweb}/studies?PatientID=1") == []
+    assert client.post("/hl7v2", data=merge("M2", survivor="1", merged="2"), headers=HL7).status_code == 200
+    assert found_uids(f"{dicomweb}/studies?PatientID=1") == [study.StudyInstanceUID]
