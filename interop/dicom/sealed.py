@@ -4,6 +4,7 @@ by `ehr keys retire` (app/protection/commands.py), by the `sealed_with` key each
 
 A blob is rewritten before its row says so, so a crash between them leaves a row whose blob is sealed under the new
 key while the row still names the old: the next rewrap reseals it again (opening reads the key id from the blob)."""
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from interop.dicom.service import blob_context, patient_context
 from interop.dicom.tables import dicom_instance, dicom_quarantine
 
 BATCH_SIZE = 200
+log = logging.getLogger("ehr.dicom")
 
 
 class DicomSealing:
@@ -66,7 +68,12 @@ def resealed(connection, table: Table, blobs: DirectoryBlobStore, row) -> bool:
     if row.sealed_with == primary and (patient is None or blob_key_id(patient.encode()) == primary):
         return False
     context = blob_context(row.blob)
-    sealed = protection.sealed_blob(protection.opened_blob(blobs.get(row.blob), context), context)
+    try:
+        stored = blobs.get(row.blob)
+    except FileNotFoundError:  # EHR_DICOM_STORAGE names another directory, or the file was removed: the row keeps its key
+        log.warning("dicom blob %s is missing from %s: not sealed again", row.blob, blobs.root)
+        return False
+    sealed = protection.sealed_blob(protection.opened_blob(stored, context), context)
     blobs.put(row.blob, sealed)
     values = {"sealed_with": blob_key_id(sealed)}
     if patient is not None:
