@@ -46,8 +46,9 @@ class Query:
     offset: int = 0
 
     def value(self, keyword: str) -> str | None:
+        """The key's value; None for one that matches everything (empty, *, or separators alone)."""
         value = (self.keys.get(keyword) or "").strip()
-        return value if value and value != "*" else None
+        return value if uid_list(value) and value != "*" else None
 
 
 def matches(engine: Engine, query: Query) -> list[Dataset]:
