@@ -8,9 +8,11 @@ PORT   ?= 8080
 BROWSER := /usr/bin/chromium /usr/bin/chromedriver
 # Debian's dcmtk: storescu, a real DICOM sender for the tests of `ehr dicom` (tests/dicom).
 DCMTK   := /usr/bin/storescu
+# Debian's Orthanc, the DICOM archive bench/dicom_ingest.py measures us against.
+ORTHANC := /usr/sbin/Orthanc
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: install run test bench fhir-data clean
+.PHONY: install run test bench bench-dicom fhir-data clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +29,9 @@ $(BROWSER):
 $(DCMTK):
 	$(SUDO) apt-get install -y -qq dcmtk || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dcmtk)
 
+$(ORTHANC):
+	$(SUDO) apt-get install -y -qq orthanc || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq orthanc)
+
 run: install
 	$(BIN)/ehr db upgrade
 	$(BIN)/ehr demo
@@ -37,6 +42,9 @@ test: install $(BROWSER) $(DCMTK)
 
 bench: install
 	$(BIN)/python bench/crud.py
+
+bench-dicom: install $(DCMTK) $(ORTHANC)
+	$(BIN)/python bench/dicom_ingest.py
 
 # Regenerate fhir/ conformance data from the official R4 definitions (needs npm).
 fhir-data: install
