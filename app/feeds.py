@@ -2,7 +2,7 @@
 them: each names the Flask blueprints it serves, the `ehr` commands it adds, and the stores of its own that hold
 sealed values (its part of `ehr keys rewrap` and `retire`, see app/protection/commands.py). The HL7 v2 feed is
 interop/hl7v2/feed.py; a DICOM feed will be another entry."""
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import entry_points
@@ -10,7 +10,9 @@ from typing import Protocol
 
 import click
 from flask import Blueprint
-from sqlalchemy import Engine
+from sqlalchemy import Column, Engine, func, select
+
+from app.store.db import read_unit, write_unit
 
 FEED_ENTRY_POINTS = "ehr.feeds"
 
@@ -29,6 +31,26 @@ class SealedStore(Protocol):
 
     def key_uses(self, engine: Engine, key_id: str) -> int:
         """How many rows hold values sealed under this value key."""
+
+
+def rows_resealed(engine: Engine, key: Column, reseal: Callable[[object, list], int], batch_size: int,
+                  locked: bool = False) -> Iterator[tuple[int, int]]:
+    """A SealedStore's rewrap of one table: its rows stored before now (rows stored later are sealed as configured),
+    in batches of `batch_size` by `key`, each in its own transaction (its rows locked when writers change them) and
+    given to `reseal(connection, rows)`, which says how many it changed; (rows looked at, rows changed) per batch."""
+    table = key.table
+    with read_unit(engine) as connection:
+        last = connection.execute(select(func.max(key))).scalar() or 0
+    after = 0
+    while True:
+        with write_unit(engine) as connection:
+            batch = select(table).where(key > after, key <= last).order_by(key).limit(batch_size)
+            rows = connection.execute(batch.with_for_update() if locked else batch).all()
+            changed = reseal(connection, rows)
+        if not rows:
+            return
+        after = rows[-1]._mapping[key.name]
+        yield len(rows), changed
 
 
 @dataclass(frozen=True)

@@ -68,14 +68,8 @@ def ehr_dicom(database: str, workdir: Path):
     env = {**common.server_env(common.sqlalchemy_postgres_url(database)), "EHR_DICOM_STORAGE": str(workdir / "ours")}
     common.run_ehr(["db", "upgrade"], env)
     port = common.free_port()
-    log = (workdir / "ehr-dicom.log").open("w")
-    process = subprocess.Popen([str(common.VENV_BIN / "ehr"), "dicom", "--port", str(port)], env=env, stdout=log, stderr=log)
-    try:
-        wait_for_echo(port, "EHR")
+    with answering([str(common.VENV_BIN / "ehr"), "dicom", "--port", str(port)], env, workdir / "ehr-dicom.log", port, "EHR"):
         yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
 
 
 @contextlib.contextmanager
@@ -88,14 +82,21 @@ def orthanc(workdir: Path, nodelay: bool):
               "DicomCheckCalledAet": False, "StorageCompression": False, "Plugins": []}
     (folder / "orthanc.json").write_text(json.dumps(config))
     env = {**os.environ, **({"TCP_NODELAY": "1"} if nodelay else {})}
-    log = (folder / "orthanc.log").open("w")
-    process = subprocess.Popen([ORTHANC, str(folder / "orthanc.json")], env=env, stdout=log, stderr=log)
-    try:
-        wait_for_echo(port, "ORTHANC")
+    with answering([ORTHANC, str(folder / "orthanc.json")], env, folder / "orthanc.log", port, "ORTHANC"):
         yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
+
+
+@contextlib.contextmanager
+def answering(command: list[str], env: dict[str, str], log_path: Path, port: int, called: str):
+    """A DICOM server started with `command`, its output in `log_path`, once it answers C-ECHO; stopped at the end."""
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+        try:
+            wait_for_echo(port, called)
+            yield
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
 
 
 def wait_for_echo(port: int, called: str, timeout: float = 60) -> None:

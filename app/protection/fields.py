@@ -243,6 +243,12 @@ def text_as_blob(text: str) -> bytes:
     return f"{FORMAT}{key_id}:".encode() + sealed
 
 
+def sealed_under(value: bytes | str | None, key_id: str) -> bool:
+    """Whether a value kept beside resources (sealed_blob's bytes, or blob_as_text's text) is sealed under the key;
+    an absent one is (there is nothing to seal)."""
+    return value is None or blob_key_id(value.encode() if isinstance(value, str) else value) == key_id
+
+
 def blob_key_id(data: bytes) -> str | None:
     """The value key that sealed `data`, or None for bytes stored in the clear."""
     return data[len(FORMAT):].partition(b":")[0].decode(errors="replace") if data.startswith(FORMAT.encode()) else None

@@ -5,9 +5,8 @@ and uses these COPY streams for large batches, where they cost less than expandi
 Versions are dicts of (res_type, res_id, version, last_updated, deleted, index_mask, method, body).
 """
 from sqlalchemy import Connection, bindparam, update
-from sqlalchemy.dialects import postgresql, sqlite
 
-from app.store.db import insert_rows, insert_rows_returning_keys, is_postgresql
+from app.store.db import conflict_insert, insert_rows, insert_rows_returning_keys
 from app.store.index_rows import delete_index_rows, write_index_rows
 from app.store.schema import resource, resource_history
 
@@ -40,8 +39,7 @@ def insert_first_versions(connection: Connection, versions: list[dict], row_sets
 
 def try_insert_first_version(connection: Connection, version: dict, rows: dict) -> bool:
     """Insert unless another writer created the same id first; False then."""
-    dialect = postgresql if is_postgresql(connection) else sqlite
-    pk = connection.execute(dialect.insert(resource).values(resource_row(version)).on_conflict_do_nothing().returning(resource.c.pk)).scalar()
+    pk = connection.execute(conflict_insert(connection.dialect.name, resource).values(resource_row(version)).on_conflict_do_nothing().returning(resource.c.pk)).scalar()
     if pk is None:
         return False
     insert_rows(connection, resource_history, [history_row(version)])

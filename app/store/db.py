@@ -17,6 +17,7 @@ from sqlalchemy import (
     ARRAY, JSON, Column, ColumnElement, Connection, Engine, Table, any_, bindparam, cast, create_engine, event, func, insert, select, text,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -217,6 +218,11 @@ def insert_rows(connection: Connection, table: Table, rows: list[dict]) -> None:
         copy_rows(connection, table, rows)
     elif rows:
         connection.execute(insert_statement(table), rows)
+
+
+def conflict_insert(dialect_name: str, table: Table):
+    """INSERT of `table` in the dialect named, which takes ON CONFLICT clauses (PostgreSQL's or SQLite's)."""
+    return (postgresql if dialect_name == "postgresql" else sqlite).insert(table)
 
 
 @cache  # statements built once: building one costs more than a round trip to the database

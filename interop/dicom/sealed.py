@@ -11,9 +11,10 @@ from pathlib import Path
 from sqlalchemy import Engine, Table, func, or_, select, update
 
 from app.config import load_settings
-from app.protection.fields import FORMAT, blob_key_id
+from app.feeds import rows_resealed
+from app.protection.fields import FORMAT, blob_key_id, sealed_under
 from app.protection.service import protection_of
-from app.store.db import read_unit, write_unit
+from app.store.db import read_unit
 from interop.dicom.blobs import DirectoryBlobStore
 from interop.dicom.service import blob_context, patient_context
 from interop.dicom.tables import dicom_instance, dicom_quarantine
@@ -34,7 +35,8 @@ class DicomSealing:
         (`rebuild_index` does nothing: no blind rows are kept of them)."""
         blobs = DirectoryBlobStore(Path(load_settings().dicom_storage))
         for table in (dicom_instance, dicom_quarantine):
-            yield from resealed_batches(engine, table, blobs)
+            yield from rows_resealed(engine, table.c.id, lambda connection, rows, table=table: sum(resealed(connection, table, blobs, row) for row in rows),
+                                     BATCH_SIZE)
 
     def key_uses(self, engine: Engine, key_id: str) -> int:
         prefix = f"{FORMAT}{key_id}:"
@@ -46,26 +48,12 @@ class DicomSealing:
         return instances + quarantined
 
 
-def resealed_batches(engine: Engine, table: Table, blobs: DirectoryBlobStore) -> Iterator[tuple[int, int]]:
-    with read_unit(engine) as connection:
-        last = connection.execute(select(func.max(table.c.id))).scalar() or 0
-    after = 0
-    while True:
-        with write_unit(engine) as connection:
-            rows = connection.execute(select(table).where(table.c.id > after, table.c.id <= last).order_by(table.c.id).limit(BATCH_SIZE)).all()
-            changed = sum(resealed(connection, table, blobs, row) for row in rows)
-        if not rows:
-            return
-        after = rows[-1].id
-        yield len(rows), changed
-
-
 def resealed(connection, table: Table, blobs: DirectoryBlobStore, row) -> bool:
     """Seal one row's blob (and patient module) again under the primary value key, unless they are; whether it did."""
     protection = protection_of(connection)
     primary = protection.ring().primary("value").id
     patient = getattr(row, "patient", None)
-    if row.sealed_with == primary and (patient is None or blob_key_id(patient.encode()) == primary):
+    if row.sealed_with == primary and sealed_under(patient, primary):
         return False
     context = blob_context(row.blob)
     try:

@@ -14,12 +14,11 @@ from io import BytesIO
 import orjson
 from pydicom import Dataset, dcmread
 from sqlalchemy import Engine, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from app.model.instants import utc_now
 from app.protection.fields import blob_key_id
 from app.protection.service import protection_of
-from app.store.db import read_unit, write_unit
+from app.store.db import conflict_insert, read_unit, write_unit
 from interop.dicom.blobs import BlobStore
 from interop.dicom.tables import dicom_instance, dicom_quarantine, dicom_study_pending
 
@@ -223,8 +222,7 @@ def patient_context(sop_instance_uid: str) -> str:
 
 def insert_instance(dialect_name: str):
     """INSERT of an instance that does nothing when its SOP Instance UID is stored (another association sent it too)."""
-    dialect = postgresql if dialect_name == "postgresql" else sqlite
-    return dialect.insert(dicom_instance).on_conflict_do_nothing(index_elements=["sop_instance_uid"]).returning(dicom_instance.c.id)
+    return conflict_insert(dialect_name, dicom_instance).on_conflict_do_nothing(index_elements=["sop_instance_uid"]).returning(dicom_instance.c.id)
 
 
 def mark_pending(connection, study_uid: str) -> None:

@@ -11,12 +11,11 @@ from datetime import datetime
 import orjson
 from pydicom import Dataset
 from sqlalchemy import Engine, delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from app.model.instants import format_instant, utc_now
 from app.protection.service import protection_of
 from app.search.index import hash64
-from app.store.db import is_postgresql
+from app.store.db import conflict_insert, is_postgresql
 from app.store.resources import same_content
 from app.store.unit import Unit, writing
 from interop.dicom import mapping
@@ -129,8 +128,7 @@ def record_query_attributes(connection, study_uid: str, first: Dataset, body: di
         "accession_number": (mapping.text(first, "AccessionNumber") or "")[:64] or None,
         "modalities": ("\\" + "".join(f"{coding['code']}\\" for coding in body.get("modality", [])))[:200],
     }
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    connection.execute(dialect.insert(dicom_study).values(study_uid=study_uid, **values)
+    connection.execute(conflict_insert(connection.dialect.name, dicom_study).values(study_uid=study_uid, **values)
                        .on_conflict_do_update(index_elements=["study_uid"], set_=values))
 
 

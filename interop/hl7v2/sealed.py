@@ -3,13 +3,14 @@ a value key when protection is on (service.py sealed_values), and each queued ap
 sealed again by `ehr keys rewrap` and counted by `ehr keys retire` (app/protection/commands.py).
 
 A batch locks its messages (a replay rewrites a message's outcome); a queued ACK's payload never changes."""
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-from sqlalchemy import Engine, Table, func, or_, select
+from sqlalchemy import Engine, func, or_, select
 
-from app.protection.fields import FORMAT, blob_key_id
+from app.feeds import rows_resealed
+from app.protection.fields import FORMAT, sealed_under
 from app.protection.service import protection_of
-from app.store.db import read_unit, update_each, write_unit
+from app.store.db import read_unit, update_each
 from interop.hl7v2.outbox import payload_context
 from interop.hl7v2.service import SEALED_COLUMNS, opened_values, sealed_values
 from interop.hl7v2.tables import hl7_message, hl7_outbox
@@ -25,8 +26,8 @@ class MessageStoreSealing:
     def rewrap(self, engine: Engine, rebuild_index: bool, processes: int) -> Iterator[tuple[int, int]]:
         """The messages and queued ACKs sealed again, by this process (`rebuild_index` does nothing: the store keeps no
         index of them; a row costs a decryption and an encryption per value, no process would be worth its start)."""
-        yield from batches_resealed(engine, hl7_message, resealed_messages)
-        yield from batches_resealed(engine, hl7_outbox, resealed_payloads)
+        yield from rows_resealed(engine, hl7_message.c.id, resealed_messages, BATCH_SIZE, locked=True)
+        yield from rows_resealed(engine, hl7_outbox.c.id, resealed_payloads, BATCH_SIZE)
 
     def key_uses(self, engine: Engine, key_id: str) -> int:
         prefix = f"{FORMAT}{key_id}:"
@@ -37,28 +38,11 @@ class MessageStoreSealing:
         return messages + payloads
 
 
-def batches_resealed(engine: Engine, table: Table, resealed: Callable) -> Iterator[tuple[int, int]]:
-    """The rows of `table` stored before now, in batches of BATCH_SIZE each in its own transaction, given to
-    `resealed(connection, rows)`; (rows looked at, rows changed) per batch."""
-    with read_unit(engine) as connection:
-        last = connection.execute(select(func.max(table.c.id))).scalar() or 0  # rows stored later are sealed as configured
-    after = 0
-    while True:
-        with write_unit(engine) as connection:
-            batch = select(table).where(table.c.id > after, table.c.id <= last).order_by(table.c.id).limit(BATCH_SIZE)
-            rows = connection.execute(batch.with_for_update() if table is hl7_message else batch).all()
-            changed = resealed(connection, rows)
-        if not rows:
-            return
-        after = rows[-1].id
-        yield len(rows), changed
-
-
 def resealed_messages(connection, rows: list) -> int:
     """Seal again the messages of a batch with a value not sealed under the primary value key; how many."""
     protection = protection_of(connection)
     primary = protection.ring().primary("value").id
-    stale = [row._mapping for row in rows if not all(under_key(row._mapping[name], primary) for name in SEALED_COLUMNS)]
+    stale = [row._mapping for row in rows if not all(sealed_under(row._mapping[name], primary) for name in SEALED_COLUMNS)]
     resealed = [(row["id"], sealed_values(protection, opened_values(protection, row), row)) for row in stale]
     for name in SEALED_COLUMNS:
         update_each(connection, hl7_message.c[name], hl7_message.c.id, [(row_id, values[name]) for row_id, values in resealed])
@@ -70,11 +54,6 @@ def resealed_payloads(connection, rows: list) -> int:
     protection = protection_of(connection)
     primary = protection.ring().primary("value").id
     resealed = [(row.id, protection.sealed_text(protection.opened_text(row.payload, payload_context(row.message_id)), payload_context(row.message_id)))
-                for row in rows if not under_key(row.payload, primary)]
+                for row in rows if not sealed_under(row.payload, primary)]
     update_each(connection, hl7_outbox.c.payload, hl7_outbox.c.id, resealed)
     return len(resealed)
-
-
-def under_key(value: bytes | str | None, key_id: str) -> bool:
-    """Whether a stored value is sealed under the key (or absent)."""
-    return value is None or blob_key_id(value.encode() if isinstance(value, str) else value) == key_id

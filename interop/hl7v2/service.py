@@ -27,7 +27,7 @@ from types import SimpleNamespace
 from typing import NamedTuple
 
 from sqlalchemy import Engine, TextClause, bindparam, func, literal, null, or_, select, text, tuple_, union_all, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.errors import DatabaseUnavailable, FhirError, ProtectedValueUnreadable
@@ -36,7 +36,7 @@ from app.model.references import rewrite_references
 from app.protection.service import Protection, protection_of
 from app.search.conditional import single_match
 from app.search.service import search_request
-from app.store.db import is_disconnect, is_postgresql, read_unit
+from app.store.db import conflict_insert, is_disconnect, is_postgresql, read_unit
 from app.store.resources import StoredResource, same_content
 from app.store.search import LOCKS_TAKEN
 from app.store.unit import Unit, writing
@@ -679,8 +679,7 @@ def same_message(reading: Reading) -> tuple:
 @cache  # built once: compiling it costs more than running it
 def insert_new_messages(dialect_name: str):
     """INSERT of messages that skips those whose key is stored, returning the key and outcome of those inserted."""
-    dialect = postgresql if dialect_name == "postgresql" else sqlite
-    return dialect.insert(hl7_message).on_conflict_do_nothing().returning(*KEY_COLUMNS, hl7_message.c.content_hash, *OUTCOME_COLUMNS)
+    return conflict_insert(dialect_name, hl7_message).on_conflict_do_nothing().returning(*KEY_COLUMNS, hl7_message.c.content_hash, *OUTCOME_COLUMNS)
 
 
 def row_values(reading: Reading, protection) -> dict:
