@@ -11,7 +11,7 @@ from app.store import migrate
 from interop.dicom.blobs import DirectoryBlobStore
 from interop.dicom.mapping import dicomweb_address
 from interop.dicom.scp import DEFAULT_AE_TITLE, ScpSettings, StorageServer
-from interop.dicom.service import DicomStore
+from interop.dicom.service import SUCCESS, DicomStore
 from interop.dicom.studies import update_pending_studies
 
 
@@ -70,9 +70,9 @@ def quarantine_replay(quarantine_ids):
         outcome = store.replayed(quarantine_id)
         if outcome is None:
             raise click.ClickException(f"No quarantined DICOM object {quarantine_id}.")
-        if outcome.instance is not None:
+        if outcome.status == SUCCESS:
             studies.add(outcome.instance.study_uid)
-        click.echo(f"{quarantine_id}\t{'stored ' + outcome.instance.sop_instance_uid if outcome.instance else 'still quarantined: ' + outcome.reason}")
+        click.echo(f"{quarantine_id}\t{'stored ' + outcome.instance.sop_instance_uid if outcome.status == SUCCESS else 'still quarantined: ' + outcome.reason}")
     update_pending_studies(store.engine, store.dicomweb_address, studies)
 
 

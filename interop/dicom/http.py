@@ -25,7 +25,7 @@ from interop.dicom.blobs import DirectoryBlobStore
 from interop.dicom import mapping
 from interop.dicom.mapping import dicomweb_address
 from interop.dicom.query import LEVELS, Query, matches
-from interop.dicom.service import SUCCESS, DicomStore, Outcome
+from interop.dicom.service import SUCCESS, UID, DicomStore, Outcome
 from interop.dicom.studies import update_pending_studies
 
 dicomweb = Blueprint("dicomweb", __name__)
@@ -140,6 +140,9 @@ def retrieve_metadata(study_uid: str, series_uid: str | None = None, sop_uid: st
 
 
 def found_objects(store: DicomStore, study_uid: str, series_uid: str | None, sop_uid: str | None) -> list[tuple[str, str]]:
+    for uid in (study_uid, series_uid, sop_uid):
+        if uid is not None and (len(uid) > 64 or not UID.fullmatch(uid)):
+            raise BadRequest(f"'{uid[:80]}' in the path is not a UID (digits and dots, at most 64 characters).")
     keys = store.stored_objects(study_uid, series_uid, sop_uid)
     if not keys:
         raise NotFound(f"No stored DICOM {'instance' if sop_uid else 'series' if series_uid else 'study'} "

@@ -111,10 +111,11 @@ def endpoint_key(address: str) -> dict:
     return {"system": ENDPOINT_SYSTEM, "value": address}
 
 
-def endpoint_body(address: str) -> dict:
-    """The Endpoint of this server's DICOMweb service (WADO-RS, QIDO-RS, STOW-RS under `address`)."""
+def endpoint_body(address: str, study_uid: str) -> dict:
+    """The Endpoint of this server's DICOMweb service (WADO-RS, QIDO-RS, STOW-RS under `address`), made by the update
+    of the study `study_uid`."""
     return {
-        "resourceType": "Endpoint", "identifier": [endpoint_key(address)], "status": "active",
+        "resourceType": "Endpoint", "meta": {"source": SOURCE_PREFIX + study_uid}, "identifier": [endpoint_key(address)], "status": "active",
         "connectionType": {"system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type", "code": "dicom-wado-rs"},
         "name": "DICOMweb (WADO-RS, QIDO-RS, STOW-RS)", "payloadType": [{"text": "DICOM"}], "payloadMimeType": ["application/dicom"],
         "address": address,

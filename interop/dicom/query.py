@@ -47,13 +47,19 @@ class Query:
 
     def value(self, keyword: str) -> str | None:
         """The key's value; None for one that matches everything (empty, *, or separators alone)."""
-        value = (self.keys.get(keyword) or "").strip()
+        value = (self.keys.get(keyword) or "").strip(" \x00")  # NUL pads a UI value
         return value if uid_list(value) and value != "*" else None
+
+    def names_nothing_stored(self) -> bool:
+        """A value with a NUL inside matches no stored value (and PostgreSQL takes none in a text parameter)."""
+        return any("\x00" in value.strip(" \x00") for value in self.keys.values() if value)
 
 
 def matches(engine: Engine, query: Query) -> list[Dataset]:
     """Each match's attributes at the query's level (the study's, with the series' and the instance's below it), from
     `offset`, at most `limit`. Keys the study index does not hold (study_keys_read) are matched on each candidate."""
+    if query.names_nothing_stored():
+        return []
     with read_unit(engine) as connection:
         conditions = study_conditions(connection, engine, query)
         if conditions is None:

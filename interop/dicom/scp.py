@@ -25,7 +25,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Ver
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from interop.dicom.query import LEVELS, Query, matches
-from interop.dicom.service import DicomStore
+from interop.dicom.service import DicomStore, Outcome
 from interop.dicom.studies import update_pending_studies
 from interop.tls import server_ssl_context
 
@@ -116,7 +116,7 @@ class StorageServer:
         except Exception:  # the database or the disk failed: nothing acknowledged, the sender sends it again
             log.exception("dicom object from %s could not be stored", peer)
             return OUT_OF_RESOURCES
-        return outcome.status
+        return store_status(outcome)
 
     def handle_find(self, event):
         """C-FIND (Study Root, study, series and instance levels): a pending answer per match, from the same index as
@@ -152,6 +152,15 @@ class StorageServer:
             update_pending_studies(self.store.engine, self.store.dicomweb_address)
         except Exception:  # noqa: BLE001 - the marks stay: tried again within UPDATE_SECONDS
             log.exception("updating ImagingStudies failed")
+
+
+def store_status(outcome: Outcome) -> Dataset:
+    """The C-STORE response's status, with the reason of a failure as its Error Comment (LO: 64 characters)."""
+    status = Dataset()
+    status.Status = outcome.status
+    if outcome.reason:
+        status.ErrorComment = outcome.reason.replace("\\", "/")[:64]
+    return status
 
 
 def find_keys(identifier: Dataset) -> dict[str, str]:

@@ -3,7 +3,8 @@
 An object's encoded bytes (a DICOM Part 10 stream: preamble, file meta, data set) go to blob storage as received,
 pixel data never decoded, sealed when protection is on; then its row, the attributes the ImagingStudy mapping reads
 and its study marked for an ImagingStudy update (studies.py), in one transaction; only then is it answered success.
-An object already stored (its SOP Instance UID) is answered success and not stored again. What cannot be read as an
+An object already stored (its SOP Instance UID, in the same study and series) is answered success and not stored again;
+one whose SOP Instance UID is stored in another study or series is quarantined as a conflict. What cannot be read as an
 instance is quarantined with the reason and answered with a failure status (0xC000: cannot understand)."""
 import logging
 import re
@@ -48,7 +49,7 @@ class Unstorable(Exception):
 @dataclass(frozen=True)
 class Outcome:
     status: int  # the DICOM status to answer
-    instance: "Instance | None" = None  # None: the bytes could not be read as an instance
+    instance: "Instance | None" = None  # what was stored, or what a failure's object says it is (None: unreadable)
     reason: str | None = None
 
 
@@ -123,20 +124,23 @@ class DicomStore:
         """Store one object (a Part 10 stream) received from `peer` (when `study_uid` is given, only an instance of
         that study); raises only when the database or the blob store failed (then nothing is acknowledged: the
         sender is answered a failure and sends it again)."""
+        instance = None
         try:
             instance = Instance.read(encoded)
+            if study_uid is not None and instance.study_uid != study_uid:
+                return Outcome(NOT_OF_THE_STUDY, instance, f"The instance belongs to study {instance.study_uid}, not {study_uid}.")
+            return self.stored(instance, encoded, peer)
         except Unstorable as error:
-            return self.quarantined(encoded, peer, str(error))
-        if study_uid is not None and instance.study_uid != study_uid:
-            return Outcome(NOT_OF_THE_STUDY, instance, f"The instance belongs to study {instance.study_uid}, not {study_uid}.")
-        return self.stored(instance, encoded, peer)
+            return self.quarantined(encoded, peer, str(error), instance)
 
     def stored(self, instance: "Instance", encoded: bytes, peer: str) -> Outcome:
-        """Keep an instance's bytes (unless its first copy is kept) and write its row and its study's mark."""
+        """Keep an instance's bytes (unless its first copy is kept) and write its row and its study's mark; Unstorable
+        when its SOP Instance UID is stored in another study or series (the first copy stays; this one is not kept)."""
         protection = protection_of(self.engine)
         sealed = protection.sealed_blob(encoded, blob_context(instance.blob_key))
-        if not self.blobs.add(instance.blob_key, sealed):  # a duplicate: the first copy stays, and its row is its own
-            sealed = self.blobs.get(instance.blob_key)  # (written now, if a crash lost it)
+        added = self.blobs.add(instance.blob_key, sealed)
+        if not added:  # a duplicate: the first copy stays, and its row is its own (written now, if a crash lost it)
+            sealed = self.blobs.get(instance.blob_key)
             encoded = protection.opened_blob(sealed, blob_context(instance.blob_key))
             instance = Instance.read(encoded)
         with write_unit(self.engine) as connection:
@@ -144,10 +148,20 @@ class DicomStore:
             inserted = connection.execute(insert_instance(connection.dialect.name), row).first()
             if inserted is not None:
                 mark_pending(connection, instance.study_uid)
-        return Outcome(SUCCESS, instance)
+                return Outcome(SUCCESS, instance)
+            column = dicom_instance.c
+            kept = connection.execute(select(column.study_uid, column.series_uid, column.blob)
+                                      .where(column.sop_instance_uid == instance.sop_instance_uid)).one()
+        if kept.blob == instance.blob_key:
+            return Outcome(SUCCESS, instance)
+        if added:
+            self.blobs.delete(instance.blob_key)
+        raise Unstorable(f"SOP Instance UID {instance.sop_instance_uid} is stored already, in study {kept.study_uid} series "
+                         f"{kept.series_uid}; this object says study {instance.study_uid} series {instance.series_uid}.")
 
-    def quarantined(self, encoded: bytes, peer: str, reason: str) -> Outcome:
-        """Keep what could not be stored as an instance, with the reason; answered as not understood."""
+    def quarantined(self, encoded: bytes, peer: str, reason: str, instance: Instance | None = None) -> Outcome:
+        """Keep what could not be stored as an instance (`instance`: what it says it is, when it could be read), with
+        the reason; answered as not understood."""
         key = f"quarantine/{uuid.uuid4().hex}.dcm"
         sealed = protection_of(self.engine).sealed_blob(encoded, blob_context(key))
         self.blobs.add(key, sealed)
@@ -157,7 +171,7 @@ class DicomStore:
                 received_at=utc_now(), peer=peer[:200], reason=reason, blob=key, sealed_with=sealed_with, size=len(encoded),
             ))
         log.warning("dicom object from %s quarantined as %s: %s", peer, key, reason)
-        return Outcome(CANNOT_UNDERSTAND, reason=reason)
+        return Outcome(CANNOT_UNDERSTAND, instance, reason)
 
     def quarantined_objects(self, limit: int = 50) -> list:
         """The newest quarantined objects first: id, when, from whom, why, size."""
@@ -175,12 +189,11 @@ class DicomStore:
             return None
         encoded = self.stored_bytes(row.blob)
         try:
-            instance = Instance.read(encoded)
+            outcome = self.stored(Instance.read(encoded), encoded, row.peer)
         except Unstorable as error:
             with write_unit(self.engine) as connection:
                 connection.execute(update(dicom_quarantine).where(dicom_quarantine.c.id == quarantine_id).values(reason=str(error)))
             return Outcome(CANNOT_UNDERSTAND, reason=str(error))
-        outcome = self.stored(instance, encoded, row.peer)
         with write_unit(self.engine) as connection:
             connection.execute(delete(dicom_quarantine).where(dicom_quarantine.c.id == quarantine_id))
         self.blobs.delete(row.blob)

@@ -88,8 +88,10 @@ def update_study(unit: Unit, study_uid: str, systems: dict[str, str], dicomweb_a
         written += [referrer] if result.created else []
     endpoint = None
     if dicomweb_address:
-        result = unit.create_unless_matched(mapping.endpoint_body(dicomweb_address), "Endpoint", identifier_criteria(mapping.endpoint_key(dicomweb_address)))
+        result = unit.create_unless_matched(mapping.endpoint_body(dicomweb_address, study_uid), "Endpoint",
+                                            identifier_criteria(mapping.endpoint_key(dicomweb_address)))
         endpoint = f"Endpoint/{result.stored.id}"
+        written += [endpoint] if result.created else []
     body = mapping.imaging_study(study_uid, instances, subject, referrer, endpoint)
     study = written_study(unit, body)
     written += [study] if study else []

@@ -285,6 +285,9 @@ def test_imaging_studies_name_the_dicomweb_endpoint_when_the_public_base_is_know
     [endpoint] = endpoints  # one Endpoint for the server, named by every study
     body = client.get(f"/fhir/{endpoint}").get_json()
     assert body["address"] == address and body["connectionType"]["code"] == "dicom-wado-rs" and body["status"] == "active"
+    assert body["meta"]["source"] == f"urn:ehr:dicom:study:{first.StudyInstanceUID}"
+    provenances = client.get(f"/fhir/Provenance?target={endpoint}").get_json()["entry"]
+    assert [entry["resource"]["meta"]["source"] for entry in provenances] == [body["meta"]["source"]]
 
 
 def test_the_first_copy_of_an_instance_stays_when_two_senders_store_it_at_once(app, storage):
@@ -336,3 +339,26 @@ def test_a_quarantined_object_is_stored_by_a_replay_once_it_reads(app, client, d
     assert imaging_study(client, dataset.StudyInstanceUID)["numberOfInstances"] == 1
     assert count(app, dicom_quarantine) == 1 and len(list((storage / "quarantine").iterdir())) == 1
     assert CliRunner().invoke(main, ["dicom-quarantine", "replay", "999999"], env=env).exit_code == 1
+
+
+def test_an_instance_uid_stored_in_another_study_is_quarantined_as_a_conflict(scp, app, storage, client):
+    """A sender reuses a SOP Instance UID in another study: the first copy, its row and its ImagingStudy stay; the new
+    object is kept in quarantine, answered as not understood with the reason in its Error Comment, and leaves no file
+    of its own among the instances."""
+    first = ct()
+    assert sent(scp.port, first) == [0x0000]
+    before = imaging_study(client, first.StudyInstanceUID)
+    reused = ct(SOPInstanceUID=first.SOPInstanceUID)
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(reused.SOPClassUID, reused.file_meta.TransferSyntaxUID)
+    association = ae.associate("127.0.0.1", scp.port, ae_title="EHR")
+    answer = association.send_c_store(reused)
+    association.release()
+    assert answer.Status == 0xC000 and answer.ErrorComment.startswith("SOP Instance UID")
+    with app.extensions["ehr.engine"].connect() as connection:
+        [row] = connection.execute(select(dicom_instance.c.study_uid)).all()
+        [quarantined] = connection.execute(select(dicom_quarantine.c.reason)).all()
+    assert row.study_uid == first.StudyInstanceUID and f"in study {first.StudyInstanceUID}" in quarantined.reason
+    assert list((storage.root / "instances" / reused.StudyInstanceUID).rglob("*.dcm")) == []
+    assert imaging_study(client, first.StudyInstanceUID) == before
+    assert client.get(f"/fhir/ImagingStudy?identifier=urn:dicom:uid|urn:oid:{reused.StudyInstanceUID}").get_json().get("entry") is None

@@ -12,9 +12,11 @@ from tests.dicom.test_dicomweb import CT, multipart
 KEYS = st.sampled_from(["PatientID", "PatientName", "StudyDate", "StudyTime", "AccessionNumber", "ModalitiesInStudy", "StudyInstanceUID",
                         "SeriesInstanceUID", "SOPInstanceUID", "Modality", "SeriesNumber", "InstanceNumber", "limit", "offset", "00100020",
                         "includefield", "IssuerOfPatientID", "StudyID", "NoSuchKey", "7FE00010"])
-VALUES = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30) | st.sampled_from(["*", "?", "20240101-", "-", "\\", ",", "%", "_", "[a]"])
-PATHS = st.sampled_from(["/dicomweb/studies", "/dicomweb/series", "/dicomweb/instances", "/dicomweb/studies/1.2.3/series",
-                         "/dicomweb/studies/1.2.3/instances", "/dicomweb/studies/1.2.3/series/4.5/instances", "/dicomweb/studies/1.2.3/metadata"])
+VALUES = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30) | st.sampled_from(["*", "?", "20240101-", "-", "\\", ",", "%", "_", "[a]", "\x00", "1\x00"])
+UIDS = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/?#"), min_size=1, max_size=70) | st.sampled_from(["1.2.3", "1.2\x00", "01.2"])
+PATHS = st.sampled_from(["/dicomweb/studies", "/dicomweb/series", "/dicomweb/instances", "/dicomweb/studies/{}/series",
+                         "/dicomweb/studies/{}/instances", "/dicomweb/studies/1.2.3/series/{}/instances", "/dicomweb/studies/{}/metadata",
+                         "/dicomweb/studies/{}", "/dicomweb/studies/1.2.3/series/{}", "/dicomweb/studies/1.2.3/series/4.5/instances/{}/metadata"])
 FUZZ = hypothesis_settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -31,10 +33,10 @@ def stored(client):
 
 
 @FUZZ
-@given(path=PATHS, pairs=st.lists(st.tuples(KEYS, VALUES), max_size=4))
-def test_a_query_is_answered_or_refused_never_a_server_error(stored, path, pairs):
+@given(path=PATHS, uid=UIDS, pairs=st.lists(st.tuples(KEYS, VALUES), max_size=4))
+def test_a_query_is_answered_or_refused_never_a_server_error(stored, path, uid, pairs):
     query = "&".join(f"{quote(name)}={quote(value)}" for name, value in pairs)
-    assert stored.get(f"{path}?{query}").status_code in (200, 400, 404)
+    assert stored.get(f"{path.format(quote(uid, safe=''))}?{query}").status_code in (200, 400, 404)
 
 
 @FUZZ
