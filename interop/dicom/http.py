@@ -6,6 +6,7 @@ Storing takes a backend service's token that writes every type (`system/*.cu`, a
 a token that reads every ImagingStudy and Patient (`user/ImagingStudy.rs user/Patient.rs`, `system/*.rs`...), unless
 EHR_AUTH=off. Each answer is audited as a search of the ImagingStudies it is about (audited)."""
 import secrets
+from collections.abc import Callable
 from email import policy
 from email.parser import BytesParser
 from io import BytesIO
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import orjson
 from flask import Blueprint, Response, current_app, request
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
 from app.errors import BadRequest, NotAcceptable, NotFound, UnsupportedMediaType
@@ -22,7 +23,7 @@ from app.search.service import search_request
 from app.security.bearer import request_access
 from app.store.unit import reading
 from interop.dicom.blobs import DirectoryBlobStore
-from interop.dicom import mapping
+from interop.dicom import bulk, mapping
 from interop.dicom.mapping import dicomweb_address
 from interop.dicom.query import LEVELS, Query, matches
 from interop.dicom.service import SUCCESS, UID, DicomStore, Outcome
@@ -34,7 +35,6 @@ DICOM_JSON = "application/dicom+json"
 QUERY_CONTROLS = frozenset({"limit", "offset", "includefield", "fuzzymatching"})  # QIDO-RS parameters that are not keys
 DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET = Query.limit, 1000, 2**31 - 1
 AUDIT_BATCH = 100  # studies per audited search
-BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})  # left out of metadata: no bulk data URIs are served
 
 
 @dicomweb.before_request
@@ -115,14 +115,14 @@ def retrieve(study_uid: str, series_uid: str | None = None, sop_uid: str | None 
     """WADO-RS: the study's, series' or instance's objects as stored, in a multipart/related answer."""
     store = dicom_store()
     objects = found_objects(store, study_uid, series_uid, sop_uid)
-    check_accepts_dicom({transfer_syntax for _, transfer_syntax in objects})
+    check_accepts_dicom({stored.transfer_syntax_uid for stored in objects})
     audited({study_uid})
     boundary = secrets.token_hex(16)
 
     def parts():
-        for key, transfer_syntax in objects:
-            header = f"--{boundary}\r\nContent-Type: {DICOM}; transfer-syntax={transfer_syntax}\r\n\r\n"
-            yield header.encode() + store.stored_bytes(key) + b"\r\n"
+        for stored in objects:
+            header = f"--{boundary}\r\nContent-Type: {DICOM}; transfer-syntax={stored.transfer_syntax_uid}\r\n\r\n"
+            yield header.encode() + store.stored_bytes(stored.blob) + b"\r\n"
         yield f"--{boundary}--\r\n".encode()
 
     return Response(parts(), 200, content_type=f'multipart/related; type="{DICOM}"; boundary={boundary}')
@@ -132,14 +132,74 @@ def retrieve(study_uid: str, series_uid: str | None = None, sop_uid: str | None 
 @dicomweb.get("/dicomweb/studies/<study_uid>/series/<series_uid>/metadata")
 @dicomweb.get("/dicomweb/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/metadata")
 def retrieve_metadata(study_uid: str, series_uid: str | None = None, sop_uid: str | None = None):
-    """WADO-RS metadata: each object's attributes as DICOM JSON, without pixel data and other bulk data."""
+    """WADO-RS metadata: each object's attributes as DICOM JSON, each large binary value (pixel data among them) named
+    by a BulkDataURI that retrieve_bulk_data serves, a small one inline."""
     store = dicom_store()
-    answer = [metadata_of(store.stored_bytes(key)) for key, _ in found_objects(store, study_uid, series_uid, sop_uid)]
+    answer = [metadata_of(store.stored_bytes(stored.blob), retrieve_url(study_uid, stored.series_uid, stored.sop_instance_uid))
+              for stored in found_objects(store, study_uid, series_uid, sop_uid)]
     audited({study_uid})
     return Response(orjson.dumps(answer), 200, content_type=DICOM_JSON)
 
 
-def found_objects(store: DicomStore, study_uid: str, series_uid: str | None, sop_uid: str | None) -> list[tuple[str, str]]:
+@dicomweb.get("/dicomweb/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/frames/<frame_list>")
+def retrieve_frames(study_uid: str, series_uid: str, sop_uid: str, frame_list: str):
+    """WADO-RS frames (`frames/1,3`): each frame asked for, in a part of its own, as stored (bulk.py)."""
+    numbers = frame_numbers(frame_list)
+    return bulk_answer(study_uid, series_uid, sop_uid, lambda dataset: bulk.frames(dataset, numbers))
+
+
+@dicomweb.get("/dicomweb/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/bulkdata/<path:path>")
+def retrieve_bulk_data(study_uid: str, series_uid: str, sop_uid: str, path: str):
+    """WADO-RS bulk data: the value a BulkDataURI of the instance's metadata names (pixel data: a part per frame)."""
+    return bulk_answer(study_uid, series_uid, sop_uid, lambda dataset: bulk.bulk_value(dataset, path.strip("/").split("/")))
+
+
+def frame_numbers(frame_list: str) -> list[int]:
+    numbers = [item.strip() for item in frame_list.split(",")]
+    if not all(number.isdigit() and len(number) <= 9 for number in numbers):
+        raise BadRequest(f"frames/{frame_list[:80]}: give frame numbers from 1, separated by commas (frames/1,2).")
+    return [int(number) for number in numbers]
+
+
+def bulk_answer(study_uid: str, series_uid: str, sop_uid: str, taken: Callable[[Dataset], list[bytes]]) -> Response:
+    """The bulk data `taken` from a stored instance, each value a part of a multipart/related answer in the encoding
+    the client accepts (406 when that would need a transcoding)."""
+    store = dicom_store()
+    [stored] = found_objects(store, study_uid, series_uid, sop_uid)
+    try:
+        encoding = accepted_bulk_encoding(bulk.encoding_of(stored.transfer_syntax_uid))
+        values = taken(dcmread(BytesIO(store.stored_bytes(stored.blob))))
+    except bulk.NotServed as error:
+        raise NotAcceptable(str(error)) from None
+    except bulk.NoBulkData as error:
+        raise NotFound(str(error)) from None
+    audited({study_uid})
+    boundary = secrets.token_hex(16)
+    header = f"--{boundary}\r\nContent-Type: {encoding.media_type}; transfer-syntax={encoding.transfer_syntax}\r\n\r\n".encode()
+    body = b"".join(header + value + b"\r\n" for value in values) + f"--{boundary}--\r\n".encode()
+    return Response(body, 200, content_type=f'multipart/related; type="{encoding.media_type}"; boundary={boundary}')
+
+
+def accepted_bulk_encoding(stored: bulk.Encoding) -> bulk.Encoding:
+    """The encoding of the answer's parts: the stored one, when the client's Accept takes it (PS3.18 8.7.3.3: a
+    multipart/related of application/octet-stream without transfer-syntax asks for uncompressed data; of the
+    compressed media type, or transfer-syntax=*, for it as it is)."""
+    for entry in request.headers.get("Accept", "*/*").split(","):
+        media_type, params = media_type_and_params(entry)
+        if media_type in ("*/*", "multipart/*"):
+            return stored
+        if media_type != "multipart/related":
+            continue
+        part_type, wanted = params.get("type", bulk.OCTET_STREAM).lower(), params.get("transfer-syntax")
+        if part_type in ("*/*", "image/*", stored.media_type) and wanted in (None, "*", stored.transfer_syntax):
+            return stored
+        if part_type == bulk.OCTET_STREAM and (wanted == "*" or wanted == stored.transfer_syntax or (wanted is None and not stored.compressed)):
+            return bulk.Encoding(bulk.OCTET_STREAM, stored.transfer_syntax)
+    raise NotAcceptable(f'The bulk data is stored as {stored.media_type} (transfer-syntax={stored.transfer_syntax}) and is not transcoded: '
+                        f'accept multipart/related; type="{stored.media_type}", or type="{bulk.OCTET_STREAM}"; transfer-syntax=*.')
+
+
+def found_objects(store: DicomStore, study_uid: str, series_uid: str | None, sop_uid: str | None) -> list:
     for uid in (study_uid, series_uid, sop_uid):
         if uid is not None and (len(uid) > 64 or not UID.fullmatch(uid)):
             raise BadRequest(f"'{uid[:80]}' in the path is not a UID (digits and dots, at most 64 characters).")
@@ -150,27 +210,10 @@ def found_objects(store: DicomStore, study_uid: str, series_uid: str | None, sop
     return keys
 
 
-def metadata_of(encoded: bytes) -> dict:
-    """An object's attributes as DICOM JSON, without bulk data at any depth; an attribute whose value cannot be read as
-    its VR says is left out (the object itself is given back as it was stored)."""
-    dataset = dcmread(BytesIO(encoded), stop_before_pixels=True)
-    without_bulk_data(dataset)
-    return dataset.to_json_dict(suppress_invalid_tags=True)
-
-
-def without_bulk_data(dataset) -> None:
-    for tag in list(dataset.keys()):
-        vr = dataset.get_item(tag).VR
-        if vr in BULK_VRS:
-            del dataset[tag]
-        elif vr == "SQ":
-            try:
-                items = dataset[tag].value
-            except Exception:  # noqa: BLE001 - a sequence pydicom cannot read: left out
-                del dataset[tag]
-                continue
-            for item in items:
-                without_bulk_data(item)
+def metadata_of(encoded: bytes, instance_url: str) -> dict:
+    """An object's attributes as DICOM JSON, its bulk data named by the BulkDataURIs retrieve_bulk_data serves under
+    its `instance_url`."""
+    return bulk.metadata(dcmread(BytesIO(encoded)), lambda path: f"{instance_url}/bulkdata/{path}")
 
 
 def check_accepts_dicom(stored_syntaxes: set[str]) -> None:

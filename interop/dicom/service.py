@@ -199,15 +199,16 @@ class DicomStore:
         self.blobs.delete(row.blob)
         return outcome
 
-    def stored_objects(self, study_uid: str, series_uid: str | None = None, sop_instance_uid: str | None = None) -> list[tuple[str, str]]:
-        """(blob key, transfer syntax) of a study's stored instances (of one series, or one instance), in series and
-        arrival order."""
+    def stored_objects(self, study_uid: str, series_uid: str | None = None, sop_instance_uid: str | None = None) -> list:
+        """A study's stored instances (of one series, or one instance), in series and arrival order: their blob key,
+        transfer_syntax_uid, series_uid and sop_instance_uid."""
         column = dicom_instance.c
         given = [(series_uid, column.series_uid), (sop_instance_uid, column.sop_instance_uid)]
         conditions = [column.study_uid == study_uid, *(of == uid for uid, of in given if uid is not None)]
         with read_unit(self.engine) as connection:
-            statement = select(column.blob, column.transfer_syntax_uid).where(*conditions).order_by(column.series_uid, column.id)
-            return [tuple(row) for row in connection.execute(statement)]
+            statement = (select(column.blob, column.transfer_syntax_uid, column.series_uid, column.sop_instance_uid)
+                         .where(*conditions).order_by(column.series_uid, column.id))
+            return connection.execute(statement).all()
 
     def stored_bytes(self, key: str) -> bytes:
         """An object's bytes as received (opened when sealed)."""

@@ -6,7 +6,6 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from app.config import Settings
 from tests.dicom.test_dicomweb import CT, multipart
 
 KEYS = st.sampled_from(["PatientID", "PatientName", "StudyDate", "StudyTime", "AccessionNumber", "ModalitiesInStudy", "StudyInstanceUID",
@@ -18,11 +17,6 @@ PATHS = st.sampled_from(["/dicomweb/studies", "/dicomweb/series", "/dicomweb/ins
                          "/dicomweb/studies/{}/instances", "/dicomweb/studies/1.2.3/series/{}/instances", "/dicomweb/studies/{}/metadata",
                          "/dicomweb/studies/{}", "/dicomweb/studies/1.2.3/series/{}", "/dicomweb/studies/1.2.3/series/4.5/instances/{}/metadata"])
 FUZZ = hypothesis_settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-@pytest.fixture
-def settings(database_url, tmp_path):
-    return Settings(auth=False, database_url=database_url, dicom_storage=str(tmp_path / "dicom"))
 
 
 @pytest.fixture
