@@ -103,18 +103,10 @@ class Access:
                                 f"type (such as system/*.cruds); {self.grant} do not allow that.")
 
 
-    def require_every(self, type_names: tuple[str, ...], letters: str, purpose: str) -> None:
-        """Forbidden unless the caller is unrestricted, or may use each of `letters` on every resource of each of
-        `type_names` (user/ or system/ scopes that no query narrows; not one patient's): DICOMweb's reads, which
-        answer with every patient's images and the patient's name and identifiers in them."""
-        if self.rules is None:
-            return
-        for type_name in type_names:
-            for letter in letters:
-                if reaches_of(self.rules, type_name, letter) != EVERYWHERE:
-                    raise Forbidden(f"{purpose} needs a token that may {PERMISSION_WORDS[letter]} every "
-                                    f"{' and every '.join(type_names)} (such as {' '.join(f'user/{name}.rs' for name in type_names)}); "
-                                    f"{self.grant} do not allow that.")
+    def reaches_every(self, type_names: tuple[str, ...], letters: str) -> bool:
+        """Whether the caller may use each of `letters` on every resource of each of `type_names` (unrestricted, or
+        user/ or system/ scopes that no query narrows; not one patient's)."""
+        return all(self.reaches(type_name, letter) == EVERYWHERE for type_name in type_names for letter in letters)
 
 
 UNRESTRICTED = Access(None)

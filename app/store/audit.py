@@ -8,7 +8,8 @@ written, a search's query), about whom (each patient whose record it touched), w
   answered is never unrecorded. Concurrent requests' AuditEvents share one statement and one commit (group commit).
 
 Callers trusted otherwise (EHR_AUTH=off, the feeds, `ehr load`) are not audited here: the feeds keep their own
-message store.
+message store. A DICOM peer's C-FIND is audited though no token names the peer: by its calling AE title and address
+(dicom_query_events, written by interop/dicom/scp.py before it answers).
 """
 import base64
 from collections import defaultdict
@@ -31,6 +32,9 @@ OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 DICOM = "http://dicom.nema.org/resources/ontology/DCM"
 CLIENT_SYSTEM = "urn:ehr:oauth-client"
 USER_SYSTEM = "urn:ehr:user"
+AE_TITLE_SYSTEM = "urn:ehr:dicom:ae-title"
+DICOM_UID_SYSTEM = "urn:dicom:uid"  # a UID as urn:oid:..., as interop/dicom/mapping.py names them
+QUERY_EVENT_TYPE = {"system": DICOM, "code": "110112", "display": "Query"}
 SOURCE = {
     "observer": {"display": "EHR integration server"},
     "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4", "display": "Application Server"}],
@@ -56,15 +60,34 @@ class Accessed:
             self.queries.append(query)
 
 
+@dataclass(frozen=True)
+class DicomQuery:
+    """A C-FIND request as the audit trail records it: who asked (the calling AE title and its network address) and
+    what (the information model's SOP Class UID, and the identifier as received, in the transfer syntax named)."""
+
+    calling_ae_title: str
+    address: str
+    sop_class_uid: str
+    identifier: bytes
+    transfer_syntax: str
+
+
 def audit_events(caller: Caller, accessed: Accessed, outcome: str = SUCCESS, description: str | None = None) -> list[dict]:
     """The AuditEvents of one unit of work, or of a refused request (`outcome` MINOR_FAILURE, with a `description`):
     as BALP says, one per patient whose record it touched, naming that patient and that patient's resources only (a
     patient who reads the AuditEvents about her sees no one else's), and one more for what is in no patient's record,
     or alone when the unit touched no resource."""
     recorded = format_instant(utc_now())
+    return [audit_event(caller, accessed, patient, resources, outcome, recorded, description)
+            for patient, resources in patient_groups(accessed.resources)]
+
+
+def patient_groups(resources: list[tuple[StoredResource, set[str]]]) -> list[tuple[str | None, list[StoredResource]]]:
+    """BALP's grouping of the resources (each with the patients whose records hold it): each patient with the resources
+    in that patient's record, then None with those in no patient's record, when there are some or no patient at all."""
     by_patient: dict[str, list[StoredResource]] = defaultdict(list)
     unattached = []
-    for stored, patients in accessed.resources:
+    for stored, patients in resources:
         for patient in patients:
             by_patient[patient].append(stored)
         if not patients:
@@ -72,7 +95,7 @@ def audit_events(caller: Caller, accessed: Accessed, outcome: str = SUCCESS, des
     groups: list[tuple[str | None, list[StoredResource]]] = [(patient, by_patient[patient]) for patient in sorted(by_patient)]
     if unattached or not groups:
         groups.append((None, unattached))
-    return [audit_event(caller, accessed, patient, resources, outcome, recorded, description) for patient, resources in groups]
+    return groups
 
 
 def grant_event(caller: Caller, patient: str | None, scope: str) -> dict:
@@ -87,6 +110,42 @@ def grant_event(caller: Caller, patient: str | None, scope: str) -> dict:
         "entity": [*([entity(f"Patient/{patient}", "1", "Person", "1", "Patient")] if patient else []), token],
     }
     return event
+
+
+def dicom_query_events(query: DicomQuery, studies: list[StoredResource]) -> list[dict]:
+    """The AuditEvents of a C-FIND answered with matches of `studies` (the ImagingStudies of the studies matched), after
+    DICOM's Query message (PS3.15 A.5.3.10) and BALP: one per patient, naming that patient's ImagingStudies, and one
+    without a patient when it matched none (or a study in no patient's record)."""
+    recorded = format_instant(utc_now())
+    groups = patient_groups([(stored, patients_of(stored)) for stored in studies])
+    return [dicom_query_event(query, patient, resources, recorded) for patient, resources in groups]
+
+
+def dicom_query_event(query: DicomQuery, patient: str | None, studies: list[StoredResource], recorded: str) -> dict:
+    return {
+        "resourceType": "AuditEvent", "type": QUERY_EVENT_TYPE, "action": "E", "recorded": recorded, "outcome": SUCCESS,
+        "agent": [calling_application(query)], "source": SOURCE, "entity": [*entities(patient, studies, []), dicom_query_entity(query)],
+    }
+
+
+def calling_application(query: DicomQuery) -> dict:
+    """The application entity that asked, known by its AE title and address alone (a DICOM peer has no token)."""
+    return {
+        "type": {"coding": [{"system": DICOM, "code": "110153", "display": "Source Role ID"}]},
+        "who": {"identifier": {"system": AE_TITLE_SYSTEM, "value": query.calling_ae_title}}, "requestor": True,
+        "network": {"address": query.address, "type": "2"},
+    }
+
+
+def dicom_query_entity(query: DicomQuery) -> dict:
+    """The query as DICOM records it: the SOP Class asked, and the identifier in base64 as it came over the wire,
+    in the transfer syntax that the TransferSyntax detail names (not re-encoded, so nothing the peer sent is lost)."""
+    return {
+        **entity(None, "2", "System Object", "24", "Query"),
+        "what": {"identifier": {"system": DICOM_UID_SYSTEM, "value": f"urn:oid:{query.sop_class_uid}"}},
+        "query": base64.b64encode(query.identifier).decode(),
+        "detail": [{"type": "TransferSyntax", "valueString": query.transfer_syntax}],
+    }
 
 
 def record_audit_events(connection: Connection, events: list[dict]) -> None:

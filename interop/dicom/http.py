@@ -3,29 +3,33 @@ C-STORE SCP; QIDO-RS finds stored studies, series and instances (query.py, as C-
 stored, byte for byte, and its metadata as DICOM JSON.
 
 Storing takes a backend service's token that writes every type (`system/*.cu`, as `/hl7v2`); finding and retrieving,
-a token that reads every ImagingStudy and Patient (`user/ImagingStudy.rs user/Patient.rs`, `system/*.rs`...), unless
-EHR_AUTH=off. Each answer is audited as a search of the ImagingStudies it is about (audited)."""
+a token that reads ImagingStudies and their Patients: one that reads every one (`user/ImagingStudy.rs user/Patient.rs`,
+`system/*.rs`...) sees every study, one confined to some (a patient's `patient/*.rs`) sees the studies of the
+ImagingStudies it may read (readable_studies); anyone with EHR_AUTH=off. Each answer is audited as a search of the
+ImagingStudies it is about (audited)."""
 import secrets
 from collections.abc import Callable
+from dataclasses import replace
 from email import policy
 from email.parser import BytesParser
 from io import BytesIO
 from pathlib import Path
 
 import orjson
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 from pydicom import Dataset, dcmread
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
-from app.errors import BadRequest, NotAcceptable, NotFound, UnsupportedMediaType
+from app.errors import BadRequest, Forbidden, NotAcceptable, NotFound, UnsupportedMediaType
 from app.rest.negotiation import media_type_and_params, read_raw_body
 from app.search.service import search_request
 from app.security.bearer import request_access
+from app.store.access import Access
 from app.store.unit import reading
 from interop.dicom.blobs import DirectoryBlobStore
 from interop.dicom import bulk, mapping
 from interop.dicom.mapping import dicomweb_address
-from interop.dicom.query import LEVELS, Query, matches
+from interop.dicom.query import LEVELS, Query, imaging_studies, matches
 from interop.dicom.service import SUCCESS, UID, DicomStore, Outcome
 from interop.dicom.studies import update_pending_studies
 
@@ -34,7 +38,8 @@ DICOM = "application/dicom"
 DICOM_JSON = "application/dicom+json"
 QUERY_CONTROLS = frozenset({"limit", "offset", "includefield", "fuzzymatching"})  # QIDO-RS parameters that are not keys
 DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET = Query.limit, 1000, 2**31 - 1
-AUDIT_BATCH = 100  # studies per audited search
+READ_TYPES = ("ImagingStudy", "Patient")  # what QIDO-RS and WADO-RS answers tell: the studies, and their patients' names and ids
+MAX_CONFINED_STUDIES = 10_000  # studies a reader that may see only some of them may see
 
 
 @dicomweb.before_request
@@ -42,7 +47,33 @@ def authenticate():
     if request.method == "POST":
         request_access().require_system("cu", "Storing DICOM objects (STOW-RS)")
     else:
-        request_access().require_every(("ImagingStudy", "Patient"), "rs", "Finding and retrieving DICOM objects (QIDO-RS, WADO-RS)")
+        g.ehr_dicom_studies = readable_studies(request_access())
+
+
+def readable_studies(access: Access) -> frozenset[str] | None:
+    """The StudyInstanceUIDs a reader may find and retrieve: None (every study) when it may read and search every
+    ImagingStudy and Patient; else those of the ImagingStudies it may read and search whose Patient it may read too
+    (a patient's own studies, through patient/ scopes). Forbidden when it may read no ImagingStudy or no Patient."""
+    if access.reaches_every(READ_TYPES, "rs"):
+        return None
+    if not all(access.reaches(type_name, letter) for type_name, letter in (("ImagingStudy", "r"), ("ImagingStudy", "s"), ("Patient", "r"))):
+        raise Forbidden(f"Finding and retrieving DICOM objects (QIDO-RS, WADO-RS) needs a token that may read and search ImagingStudy "
+                        f"and read Patient (such as user/ImagingStudy.rs user/Patient.rs, or a patient's patient/ImagingStudy.rs "
+                        f"patient/Patient.rs); {access.grant} do not allow that.")
+    search, _ = search_request("ImagingStudy", [("_include", "ImagingStudy:subject")], False, MAX_CONFINED_STUDIES + 1, MAX_CONFINED_STUDIES + 1)
+    with reading(current_app.extensions["ehr.engine"], access=replace(access, caller=None)) as unit:  # each answer is audited itself
+        found = unit.search(search)
+    if len(found.matches) > MAX_CONFINED_STUDIES:
+        raise Forbidden(f"{access.grant} reach more than {MAX_CONFINED_STUDIES} imaging studies, but not all: DICOMweb "
+                        f"needs a token that may read every ImagingStudy and Patient (such as user/ImagingStudy.rs user/Patient.rs).")
+    patients = {f"Patient/{stored.id}" for stored in found.included if stored.type == "Patient"}
+    return frozenset(identifier["value"].removeprefix("urn:oid:") for study in found.matches
+                     if study.body.get("subject", {}).get("reference") in patients
+                     for identifier in study.body.get("identifier", []) if identifier.get("system") == mapping.DICOM_UID)
+
+
+def readable(study_uid: str) -> bool:
+    return g.ehr_dicom_studies is None or study_uid in g.ehr_dicom_studies
 
 
 def dicom_store() -> DicomStore:
@@ -203,7 +234,7 @@ def found_objects(store: DicomStore, study_uid: str, series_uid: str | None, sop
     for uid in (study_uid, series_uid, sop_uid):
         if uid is not None and (len(uid) > 64 or not UID.fullmatch(uid)):
             raise BadRequest(f"'{uid[:80]}' in the path is not a UID (digits and dots, at most 64 characters).")
-    keys = store.stored_objects(study_uid, series_uid, sop_uid)
+    keys = store.stored_objects(study_uid, series_uid, sop_uid) if readable(study_uid) else []
     if not keys:
         raise NotFound(f"No stored DICOM {'instance' if sop_uid else 'series' if series_uid else 'study'} "
                        f"{sop_uid or series_uid or study_uid}.")
@@ -254,7 +285,7 @@ def search_instances(study_uid: str | None = None, series_uid: str | None = None
 
 def search_answer(level: str, path_keys: dict[str, str]) -> Response:
     keys = {**query_keys(), **path_keys}
-    query = Query(level, keys, whole_argument("limit", DEFAULT_LIMIT, MAX_LIMIT), whole_argument("offset", 0, MAX_OFFSET))
+    query = Query(level, keys, whole_argument("limit", DEFAULT_LIMIT, MAX_LIMIT), whole_argument("offset", 0, MAX_OFFSET), g.ehr_dicom_studies)
     found = matches(current_app.extensions["ehr.engine"], query)
     audited({str(dataset.get("StudyInstanceUID", "")) for dataset in found})
     return Response(orjson.dumps([with_retrieve_url(level, dataset) for dataset in found]), 200, content_type=DICOM_JSON)
@@ -263,12 +294,8 @@ def search_answer(level: str, path_keys: dict[str, str]) -> Response:
 def audited(study_uids: set[str]) -> None:
     """Record an answer's access as a search of the ImagingStudies of its studies, by the caller, through the one
     reader (app/store/unit.py), which writes the AuditEvents of what a token holder reads: one per patient."""
-    uids = sorted(uid for uid in study_uids if uid)
-    for start in range(0, len(uids), AUDIT_BATCH):
-        identifiers = ",".join(f"{mapping.DICOM_UID}|urn:oid:{uid}" for uid in uids[start:start + AUDIT_BATCH])
-        search, _ = search_request("ImagingStudy", [("identifier", identifiers)], False, AUDIT_BATCH, AUDIT_BATCH)
-        with reading(current_app.extensions["ehr.engine"], access=request_access()) as unit:
-            unit.search(search)
+    with reading(current_app.extensions["ehr.engine"], access=request_access()) as unit:
+        imaging_studies(unit, study_uids)
 
 
 def query_keys() -> dict[str, str]:

@@ -10,6 +10,7 @@ PatientID with wildcards are matched on each candidate study's attributes, as ar
 (SeriesInstanceUID, Modality, SeriesNumber; SOPInstanceUID, SOPClassUID, InstanceNumber) on the stored instances of
 the studies found. An empty value (or *) matches everything; other keys are not matched."""
 import fnmatch
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import orjson
@@ -19,7 +20,8 @@ from sqlalchemy import Engine, func, or_, select
 from app.protection.service import protection_of
 from app.search.service import search_request
 from app.store.db import read_unit
-from app.store.unit import reading
+from app.store.resources import StoredResource
+from app.store.unit import Unit, reading
 from interop.dicom.mapping import DICOM_UID, text
 from interop.dicom.service import patient_context
 from interop.dicom.tables import dicom_instance, dicom_study
@@ -30,6 +32,7 @@ from interop.hl7v2.mapping.upserts import SEARCH_SPECIAL
 LEVELS = ("STUDY", "SERIES", "IMAGE")
 MAX_PATIENTS = 1000  # Patients one PatientID (and issuer) may name
 MAX_PATIENTS_PER_SEARCH = 100
+STUDIES_PER_SEARCH = 100  # Study Instance UIDs in one search of their ImagingStudies
 MAX_STUDIES = 100_000  # ImagingStudies of the patients of one PatientID
 SERIES_KEYS = ("SeriesInstanceUID", "Modality", "SeriesNumber")
 READ_STUDY_KEYS = ("PatientName", "StudyTime", "StudyID", "StudyDescription", "ReferringPhysicianName")  # not in dicom_study
@@ -44,6 +47,7 @@ class Query:
     keys: dict[str, str] = field(default_factory=dict)  # keyword -> value as DICOM matching takes it (empty: any)
     limit: int = 100
     offset: int = 0
+    within: frozenset[str] | None = None  # the StudyInstanceUIDs the caller may see; None: every study
 
     def value(self, keyword: str) -> str | None:
         """The key's value; None for one that matches everything (empty, *, or separators alone)."""
@@ -99,7 +103,7 @@ def study_matches(query: Query, attributes: Dataset) -> bool:
 def study_conditions(connection, engine: Engine, query: Query) -> list | None:
     """The SQL conditions on dicom_study; None when no study can match (a PatientID no Patient has)."""
     column = dicom_study.c
-    conditions = []
+    conditions = [] if query.within is None else [column.study_uid.in_(query.within)]
     if (uids := query.value("StudyInstanceUID")) is not None:
         conditions.append(column.study_uid.in_(uid_list(uids)))
     if (accession := query.value("AccessionNumber")) is not None:
@@ -240,3 +244,15 @@ def with_patient(dataset: Dataset, row, protection) -> Dataset:
     for element in patient:
         dataset[element.tag] = element
     return dataset
+
+
+def imaging_studies(unit: Unit, study_uids: Iterable[str]) -> list[StoredResource]:
+    """The ImagingStudies of studies, by their Study Instance UIDs, through a unit of the one reader (whose caller's
+    reach and audit trail apply: it records them as searched)."""
+    uids = sorted(set(study_uids) - {""})
+    studies = []
+    for start in range(0, len(uids), STUDIES_PER_SEARCH):
+        identifiers = ",".join(f"{DICOM_UID}|urn:oid:{uid}" for uid in uids[start:start + STUDIES_PER_SEARCH])
+        search, _ = search_request("ImagingStudy", [("identifier", identifiers)], False, STUDIES_PER_SEARCH, STUDIES_PER_SEARCH)
+        studies += unit.search(search).matches
+    return studies

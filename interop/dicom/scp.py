@@ -6,6 +6,10 @@ stored instance, 0xC000 for one that could not be read (quarantined), 0xA700 (ou
 the disk failed, so that the sender tries again. An unknown SOP class is refused when the association is negotiated.
 ImagingStudies are updated after each association and every UPDATE_SECONDS (studies.py).
 
+Each C-FIND is audited before its first answer goes out (app/store/audit.py dicom_query_events): by the calling AE
+title and address, one AuditEvent per patient whose studies it matched; when that record cannot be written, the query
+is answered as a failure, never with unrecorded matches.
+
 Speed: a sender such as dcmtk's storescu leaves Nagle's algorithm on, so each of its PDUs waits for our ACK of the
 last one; Linux delays ACKs by up to 40 ms. The server sets TCP_NODELAY on each connection and re-arms TCP_QUICKACK
 after every receive, so that it acknowledges at once (11-22 instances/s become hundreds)."""
@@ -23,8 +27,12 @@ from pynetdicom import AE, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
+from sqlalchemy import Engine
 
-from interop.dicom.query import LEVELS, Query, matches
+from app.store.audit import DicomQuery, dicom_query_events, write_audit_events
+from app.store.resources import StoredResource
+from app.store.unit import reading
+from interop.dicom.query import LEVELS, Query, imaging_studies, matches
 from interop.dicom.service import DicomStore, Outcome
 from interop.dicom.studies import update_pending_studies
 from interop.tls import server_ssl_context
@@ -128,7 +136,8 @@ class StorageServer:
             return
         try:
             found = matches(self.store.engine, Query(level, find_keys(identifier), limit=MAX_FIND_MATCHES))
-        except Exception:  # noqa: BLE001 - the database failed: answered as a failure, the peer may ask again
+            write_audit_events(self.store.engine, dicom_query_events(asked_query(event), matched_studies(self.store.engine, found)))
+        except Exception:  # noqa: BLE001 - the database failed (finding or auditing): answered as a failure, the peer may ask again
             log.exception("dicom C-FIND failed")
             yield UNABLE_TO_PROCESS, None
             return
@@ -182,6 +191,19 @@ def find_answer(identifier: Dataset, match: Dataset, ae_title: str) -> Dataset:
     answer.RetrieveAETitle = ae_title
     answer.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: names in any script, as stored
     return answer
+
+
+def asked_query(event) -> DicomQuery:
+    """The C-FIND request of `event` for the audit trail: its identifier as received, in the association's transfer syntax."""
+    requestor = event.assoc.requestor
+    return DicomQuery(requestor.ae_title, requestor.address, str(event.context.abstract_syntax), event.request.Identifier.getvalue(),
+                      str(event.context.transfer_syntax))
+
+
+def matched_studies(engine: Engine, found: list[Dataset]) -> list[StoredResource]:
+    """The ImagingStudies of the matches' studies."""
+    with reading(engine) as unit:
+        return imaging_studies(unit, {str(match.get("StudyInstanceUID", "")) for match in found})
 
 
 def application_entity(settings: ScpSettings) -> AE:

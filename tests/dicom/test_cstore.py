@@ -7,7 +7,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
 
-import pytest
 from click.testing import CliRunner
 from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
@@ -28,18 +27,6 @@ from tests.hl7v2.test_receive import a01
 
 CT, MR = get_testdata_file("CT_small.dcm"), get_testdata_file("MR_small.dcm")
 HL7 = {"Content-Type": "x-application/hl7-v2+er7"}
-
-
-@pytest.fixture
-def storage(tmp_path):
-    return DirectoryBlobStore(tmp_path / "dicom")
-
-
-@pytest.fixture
-def scp(app, storage):
-    server = StorageServer(DicomStore(app.extensions["ehr.engine"], storage), ScpSettings(port=0)).start()
-    yield server
-    server.shutdown()
 
 
 def sent(port: int, *datasets: Dataset, calling: str = "MODALITY", abort: bool = False) -> list[int]:
@@ -223,18 +210,22 @@ def test_the_scp_serves_dicom_over_tls(app, storage, tmp_path):
         server.shutdown()
 
 
-def found_by_c_find(port: int, level: str, **keys) -> list[Dataset]:
-    ae = AE(ae_title="WORKSTATION")
+def c_find(port: int, level: str, calling: str = "WORKSTATION", **keys) -> list[tuple[int, Dataset | None]]:
+    """Each status a C-FIND by `calling` was answered, with its identifier."""
+    ae = AE(ae_title=calling)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
     association = ae.associate("127.0.0.1", port, ae_title="EHR")
     query = Dataset()
     query.QueryRetrieveLevel = level
     for keyword, value in keys.items():
         setattr(query, keyword, value)
-    answers = [identifier for status, identifier in association.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
-               if status and status.Status == 0xFF00]
+    answers = [(status.Status, identifier) for status, identifier in association.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)]
     association.release()
     return answers
+
+
+def found_by_c_find(port: int, level: str, **keys) -> list[Dataset]:
+    return [identifier for status, identifier in c_find(port, level, **keys) if status == 0xFF00]
 
 
 def test_c_find_answers_studies_series_and_instances_as_qido_does(scp, client):

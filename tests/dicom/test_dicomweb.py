@@ -171,7 +171,7 @@ def test_every_pydicom_test_file_is_stored_or_refused_with_a_reason_and_every_st
 
 def test_dicomweb_takes_tokens_that_reach_every_study(database_url, tmp_path):
     """Storing needs a backend service that writes everything (as /hl7v2); finding and retrieving, a token that reads
-    every ImagingStudy: a clinician's user/ scopes do, one patient's patient/ scopes do not (they would reach others)."""
+    ImagingStudies and Patients: a clinician's user/ scopes do, a token for other types does not."""
     app = create_app(Settings(database_url=database_url, dicom_storage=str(tmp_path / "dicom")))
     try:
         client, engine = app.test_client(), app.extensions["ehr.engine"]
@@ -186,9 +186,35 @@ def test_dicomweb_takes_tokens_that_reach_every_study(database_url, tmp_path):
         assert client.get(f"/dicomweb/studies/{CT_STUDY}", headers=viewer).status_code == 200
         studies_only = client.get("/dicomweb/studies", headers=bearer(token_for(engine, "user/ImagingStudy.rs", fhir_user="Practitioner/doc")))
         assert studies_only.status_code == 403 and "user/Patient.rs" in studies_only.get_data(as_text=True)  # the answers name patients
-        refused = client.get("/dicomweb/studies", headers=bearer(token_for(engine, "patient/*.rs", patient="ana")))
-        assert refused.status_code == 403 and "user/ImagingStudy.rs" in refused.get_data(as_text=True)
         assert client.get("/dicomweb/studies", headers=bearer(token_for(engine, "user/Observation.rs", fhir_user="Practitioner/doc"))).status_code == 403
+    finally:
+        engine.dispose()
+
+
+def test_a_patients_token_finds_and_retrieves_her_own_studies_alone(database_url, tmp_path):
+    """A patient's app (patient/ scopes) sees over DICOMweb the studies of the ImagingStudies it may read, whose
+    Patient it may read too: QIDO-RS lists hers alone, WADO-RS of another's study is a 404, as if it did not exist."""
+    app = create_app(Settings(database_url=database_url, dicom_storage=str(tmp_path / "dicom")))
+    try:
+        client, engine = app.test_client(), app.extensions["ehr.engine"]
+        other = ct(PatientID="OTHER-1")
+        body, content_type = multipart(CT, encoded(other))
+        assert client.post("/dicomweb/studies", data=body, headers={"Content-Type": content_type, **bearer(token_for(engine, "system/*.cruds"))}).status_code == 200
+        clinician = bearer(token_for(engine, "user/*.rs", fhir_user="Practitioner/doc"))
+        [entry] = client.get("/fhir/Patient?identifier=1CT1", headers=clinician).get_json()["entry"]
+        patient = bearer(token_for(engine, "patient/*.rs", patient=entry["resource"]["id"]))
+        listed = client.get("/dicomweb/studies", headers=patient)
+        assert listed.status_code == 200 and [match["0020000D"]["Value"][0] for match in listed.get_json()] == [CT_STUDY]
+        assert client.get(f"/dicomweb/studies?StudyInstanceUID={other.StudyInstanceUID}", headers=patient).get_json() == []
+        assert len(client.get("/dicomweb/instances", headers=patient).get_json()) == 1
+        assert client.get(f"/dicomweb/studies/{CT_STUDY}/metadata", headers=patient).status_code == 200
+        assert client.get(f"/dicomweb/studies/{other.StudyInstanceUID}", headers=patient).status_code == 404
+        assert client.get(f"/dicomweb/studies/{other.StudyInstanceUID}/metadata", headers=patient).status_code == 404
+        assert client.get(f"/dicomweb/studies/{other.StudyInstanceUID}", headers=clinician).status_code == 200
+        studies_only = client.get("/dicomweb/studies", headers=bearer(token_for(engine, "patient/ImagingStudy.rs", patient=entry["resource"]["id"])))
+        assert studies_only.status_code == 403 and "Patient" in studies_only.get_data(as_text=True)  # the answers name her
+        stranger = bearer(token_for(engine, "patient/*.rs", patient="nobody"))
+        assert client.get("/dicomweb/studies", headers=stranger).get_json() == []
     finally:
         engine.dispose()
 
