@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from pydicom import DataElement, Dataset
 from pydicom.multival import MultiValue
-from pydicom.uid import AllTransferSyntaxes
+from pydicom.uid import AllTransferSyntaxes, ExplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
@@ -42,6 +42,10 @@ OUT_OF_RESOURCES = 0xA700  # PS3.4 B.2.3: refused, out of resources: the sender 
 PENDING, CANCELLED, UNABLE_TO_PROCESS = 0xFF00, 0xFE00, 0xC001  # PS3.4 C.4.1.1.4: C-FIND statuses
 MAX_FIND_MATCHES = 100_000
 UPDATE_SECONDS = 5.0
+# Of the transfer syntaxes a sender proposes for a context, the first of these is accepted (pynetdicom goes by the
+# acceptor's order): uncompressed before compressed, so that a sender is never asked to compress lossily, and Explicit
+# VR Little Endian first, which keeps each element's VR and is what DICOMweb may give back (PS3.18 8.7.3: not Implicit).
+ACCEPTED_TRANSFER_SYNTAXES = [ExplicitVRLittleEndian, *(uid for uid in AllTransferSyntaxes if uid != ExplicitVRLittleEndian)]
 DEFAULT_AE_TITLE = "EHR"
 
 
@@ -211,7 +215,7 @@ def application_entity(settings: ScpSettings) -> AE:
     with every transfer syntax it knows, as SCP; Verification (C-ECHO)."""
     ae = AE(ae_title=settings.ae_title)
     for context in AllStoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, list(AllTransferSyntaxes))
+        ae.add_supported_context(context.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES)
     ae.add_supported_context(Verification)
     ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
     ae.maximum_associations = settings.max_associations
