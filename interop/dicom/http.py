@@ -31,7 +31,7 @@ from interop.dicom import bulk, mapping
 from interop.dicom.mapping import dicomweb_address
 from interop.dicom.query import LEVELS, Query, imaging_studies, matches
 from interop.dicom.service import SUCCESS, UID, DicomStore, Outcome
-from interop.dicom.studies import update_pending_studies
+from interop.dicom.studies import LaterUpdates, update_pending_studies
 
 dicomweb = Blueprint("dicomweb", __name__)
 DICOM = "application/dicom"
@@ -40,6 +40,8 @@ QUERY_CONTROLS = frozenset({"limit", "offset", "includefield", "fuzzymatching"})
 DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET = Query.limit, 1000, 2**31 - 1
 READ_TYPES = ("ImagingStudy", "Patient")  # what QIDO-RS and WADO-RS answers tell: the studies, and their patients' names and ids
 MAX_CONFINED_STUDIES = 10_000  # studies a reader that may see only some of them may see
+IMMEDIATE_UPDATE_LIMIT = 100  # instances in a study whose ImagingStudy STOW-RS writes before answering
+LATER_UPDATE_SECONDS = 5.0
 
 
 @dicomweb.before_request
@@ -88,10 +90,26 @@ def store_instances(study_uid: str | None = None):
     some were, 409 when none was, with a DICOM JSON answer naming each (and the failure reason of the others)."""
     store, peer = dicom_store(), f"http:{request.remote_addr}"
     outcomes = [store.store(part, peer, study_uid) for part in dicom_parts()]
-    update_pending_studies(store.engine, store.dicomweb_address, {outcome.instance.study_uid for outcome in outcomes if outcome.status == SUCCESS})
     stored = [outcome for outcome in outcomes if outcome.status == SUCCESS]
+    update_studies(store, {outcome.instance.study_uid for outcome in stored})
     status = 200 if len(stored) == len(outcomes) else 202 if stored else 409
     return Response(orjson.dumps(store_answer(outcomes)), status, content_type=DICOM_JSON)
+
+
+def update_studies(store: DicomStore, study_uids: set[str]) -> None:
+    """Write the ImagingStudies of the studies stored to before answering, unless a study holds more than
+    IMMEDIATE_UPDATE_LIMIT instances: those are updated within LATER_UPDATE_SECONDS (studies.py LaterUpdates), so that
+    a client that sends a large study an instance per request does not rebuild it, and version it, on every request."""
+    counts = store.instance_counts(study_uids) if study_uids else {}
+    large = {uid for uid, count in counts.items() if count > IMMEDIATE_UPDATE_LIMIT}
+    update_pending_studies(store.engine, store.dicomweb_address, study_uids - large)
+    if large:
+        later_updates(store).add(large)
+
+
+def later_updates(store: DicomStore) -> LaterUpdates:
+    """This process's later updates for the app's database."""
+    return current_app.extensions.setdefault("ehr.dicom.later_updates", LaterUpdates(store.engine, store.dicomweb_address, LATER_UPDATE_SECONDS))
 
 
 def dicom_parts() -> list[bytes]:

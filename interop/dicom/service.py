@@ -14,7 +14,7 @@ from io import BytesIO
 
 import orjson
 from pydicom import Dataset, dcmread
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, delete, func, select, update
 
 from app.model.instants import utc_now
 from app.protection.fields import blob_key_id
@@ -209,6 +209,13 @@ class DicomStore:
             statement = (select(column.blob, column.transfer_syntax_uid, column.series_uid, column.sop_instance_uid)
                          .where(*conditions).order_by(column.series_uid, column.id))
             return connection.execute(statement).all()
+
+    def instance_counts(self, study_uids: set[str]) -> dict[str, int]:
+        """How many instances each of the studies holds."""
+        column = dicom_instance.c
+        with read_unit(self.engine) as connection:
+            statement = select(column.study_uid, func.count()).where(column.study_uid.in_(study_uids)).group_by(column.study_uid)
+            return dict(connection.execute(statement).all())
 
     def stored_bytes(self, key: str) -> bytes:
         """An object's bytes as received (opened when sealed)."""

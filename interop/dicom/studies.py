@@ -6,6 +6,8 @@ referring Practitioner, writes what changed with a Provenance, and removes the m
 meanwhile leaves its own). The C-STORE SCP updates after each association and every few seconds, so that a study sent over one
 association becomes one version, not one per instance; marks survive a restart."""
 import logging
+import threading
+import time
 from datetime import datetime
 
 import orjson
@@ -51,6 +53,39 @@ def update_pending_studies(engine: Engine, dicomweb_address: str | None, only: s
                 raise
             log.exception("the ImagingStudy of DICOM study %s could not be written (its instances are stored)", study_uid)
             failed.add(study_uid)
+
+
+class LaterUpdates:
+    """Studies whose ImagingStudy is to be updated a little later, all together, by a thread of this process that
+    runs while some are waiting: a stream of requests that each store a few instances of a large study then makes one
+    version every `delay` seconds, not one per request (each rebuilds the ImagingStudy from all of the study's
+    instances). Marks survive a crash: the next update of the study, or `ehr dicom`'s, takes them."""
+
+    def __init__(self, engine: Engine, dicomweb_address: str | None, delay: float):
+        self.engine, self.dicomweb_address, self.delay = engine, dicomweb_address, delay
+        self.lock = threading.Lock()
+        self.waiting: set[str] = set()
+        self.running = False
+
+    def add(self, study_uids: set[str]) -> None:
+        with self.lock:
+            self.waiting |= study_uids
+            if study_uids and not self.running:
+                self.running = True
+                threading.Thread(target=self.run, name="ehr-dicom-later-updates", daemon=True).start()
+
+    def run(self) -> None:
+        while True:
+            time.sleep(self.delay)
+            with self.lock:
+                studies, self.waiting = self.waiting, set()
+                if not studies:
+                    self.running = False
+                    return
+            try:
+                update_pending_studies(self.engine, self.dicomweb_address, studies)
+            except Exception:  # the database failed: the marks stay for the next update of these studies
+                log.exception("the ImagingStudies of DICOM studies %s could not be written (their instances are stored)", sorted(studies))
 
 
 def claimed_study(connection, excluding: set[str], only: set[str] | None) -> tuple[str, list[int]] | None:
@@ -104,8 +139,9 @@ def study_patient(unit: Unit, study_uid: str, rows: list, systems: dict[str, str
     """`Patient/id` of the study's patient (the patient module of its first instance that has a PatientID), made
     from that module when no Patient has its identifier; and whether it was made now."""
     protection = protection_of(unit.connection)
-    modules = [Dataset.from_json(orjson.loads(protection.opened_text(row.patient, patient_context(row.sop_instance_uid)))) for row in rows]
-    patient = next((module for module in modules if mapping.text(module, "PatientID")), modules[0])
+    modules = (Dataset.from_json(orjson.loads(protection.opened_text(row.patient, patient_context(row.sop_instance_uid)))) for row in rows)
+    first = next(modules)
+    patient = first if mapping.text(first, "PatientID") else next((module for module in modules if mapping.text(module, "PatientID")), first)
     key = mapping.patient_key(patient, study_uid, systems)
     result = unit.create_unless_matched(mapping.patient_body(patient, key, study_uid), "Patient", identifier_criteria(key))
     return f"Patient/{result.stored.id}", result.created

@@ -1,6 +1,7 @@
 """DICOMweb over real HTTP with `requests`: STOW-RS stores objects through the service the C-STORE SCP uses, and
 WADO-RS gives them back byte for byte, with their metadata as DICOM JSON. On SQLite and PostgreSQL."""
 import secrets
+import time
 from email import policy
 from email.parser import BytesParser
 from io import BytesIO
@@ -14,6 +15,7 @@ from sqlalchemy import func, select
 
 from app.config import Settings
 from app.web import create_app
+from interop.dicom import http
 from interop.dicom.tables import dicom_instance, dicom_study_pending
 from tests.dicom.test_cstore import HL7, ct
 from tests.hl7v2.test_merge import admission, merge
@@ -259,3 +261,24 @@ def test_a_study_follows_its_patient_through_an_adt_merge(dicomweb, client):
     assert found_uids(f"{dicomweb}/studies?PatientID=1") == []
     assert client.post("/hl7v2", data=merge("M2", survivor="1", merged="2"), headers=HL7).status_code == 200
     assert found_uids(f"{dicomweb}/studies?PatientID=1") == [study.StudyInstanceUID]
+
+
+def test_a_large_study_sent_an_instance_per_request_is_versioned_together_a_little_later(dicomweb, live_server, monkeypatch):
+    """Past IMMEDIATE_UPDATE_LIMIT instances, STOW-RS leaves the ImagingStudy to a later update of this process, which
+    takes every request of the meantime in one version (rebuilding it per request costs the whole study each time)."""
+    monkeypatch.setattr(http, "IMMEDIATE_UPDATE_LIMIT", 2)
+    monkeypatch.setattr(http, "LATER_UPDATE_SECONDS", 3.0)
+    first = ct()
+    instances = [first] + [ct(StudyInstanceUID=first.StudyInstanceUID, SeriesInstanceUID=first.SeriesInstanceUID, InstanceNumber=n)
+                           for n in range(2, 5)]
+    url = f"{live_server}/ImagingStudy?identifier=urn:dicom:uid|urn:oid:{first.StudyInstanceUID}"
+    counts = []
+    for instance in instances:
+        assert stow(f"{dicomweb}/studies", encoded(instance)).status_code == 200
+        counts.append(requests.get(url, timeout=30).json()["entry"][0]["resource"]["numberOfInstances"])
+    assert counts == [1, 2, 2, 2]  # the first two before each answer; the next two left for later
+    deadline = time.monotonic() + 30
+    while (study := requests.get(url, timeout=30).json()["entry"][0]["resource"])["numberOfInstances"] != 4:
+        assert time.monotonic() < deadline, "the later update did not come"
+        time.sleep(0.2)
+    assert study["meta"]["versionId"] == "3"
