@@ -3,9 +3,11 @@ from blob storage, duplicates and unreadable objects answered as DICOM says, unk
 refused, and the ImagingStudy found over FHIR on the right Patient. On SQLite and PostgreSQL."""
 import ssl
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
+from pathlib import Path
 
 from click.testing import CliRunner
 from pydicom import Dataset, dcmread
@@ -189,6 +191,30 @@ def test_dcmtk_storescu_stores_files(scp, client, tmp_path):
     done = subprocess.run(["storescu", "-aet", "MODALITY", "-aec", "EHR", "127.0.0.1", str(scp.port), *files], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert imaging_study(client, "1.2.826.0.1.3680043.8.498.1")["numberOfInstances"] == 3
+
+
+PYNETDICOM_SENT = ("CT_small.dcm", "MR_small.dcm", "rtdose.dcm", "SC_rgb_jpeg_dcmtk.dcm", "SC_rgb_rle_2frame.dcm", "test-SR.dcm")
+
+
+def test_pynetdicoms_storescu_stores_a_folder_each_object_in_its_own_transfer_syntax(scp, app, client, tmp_path):
+    """pynetdicom's storescu application, proposing each file's own transfer syntax (-cx): every object is stored as
+    sent (implicit VR, JPEG, RLE, multi-frame, SR) and mapped."""
+    folder = tmp_path / "send"
+    folder.mkdir()
+    syntaxes = {}
+    for name in PYNETDICOM_SENT:
+        dataset = dcmread(get_testdata_file(name))
+        syntaxes[dataset.SOPInstanceUID] = dataset.file_meta.TransferSyntaxUID
+        (folder / name).write_bytes(Path(get_testdata_file(name)).read_bytes())
+    done = subprocess.run([sys.executable, "-m", "pynetdicom", "storescu", "-aet", "MODALITY", "-aec", "EHR", "-cx", "127.0.0.1", str(scp.port),
+                           str(folder), "-r"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    with app.extensions["ehr.engine"].connect() as connection:
+        stored = dict(connection.execute(select(dicom_instance.c.sop_instance_uid, dicom_instance.c.transfer_syntax_uid)).all())
+        studies = set(connection.execute(select(dicom_instance.c.study_uid)).scalars())
+    assert stored == syntaxes
+    for study_uid in studies:
+        assert imaging_study(client, study_uid)["numberOfInstances"] >= 1
 
 
 def test_the_scp_serves_dicom_over_tls(app, storage, tmp_path):
