@@ -1,12 +1,14 @@
 """DICOMweb (PS3.18) over HTTP: STOW-RS `POST /dicomweb/studies` stores objects through the same service as the
 C-STORE SCP; QIDO-RS finds stored studies, series and instances (query.py, as C-FIND does); WADO-RS gives back what was
-stored, byte for byte, and its metadata as DICOM JSON.
+stored, byte for byte (Implicit VR objects in Explicit VR: web_encoded), its metadata as DICOM JSON, and its frames
+and bulk data (bulk.py).
 
 Storing takes a backend service's token that writes every type (`system/*.cu`, as `/hl7v2`); finding and retrieving,
 a token that reads ImagingStudies and their Patients: one that reads every one (`user/ImagingStudy.rs user/Patient.rs`,
 `system/*.rs`...) sees every study, one confined to some (a patient's `patient/*.rs`) sees the studies of the
 ImagingStudies it may read (readable_studies); anyone with EHR_AUTH=off. Each answer is audited as a search of the
 ImagingStudies it is about (audited)."""
+import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import replace
@@ -19,6 +21,7 @@ import orjson
 from flask import Blueprint, Response, current_app, g, request
 from pydicom import Dataset, dcmread
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from app.errors import BadRequest, Forbidden, NotAcceptable, NotFound, UnsupportedMediaType
 from app.rest.negotiation import media_type_and_params, read_raw_body
@@ -34,11 +37,13 @@ from interop.dicom.service import SUCCESS, UID, DicomStore, Outcome
 from interop.dicom.studies import LaterUpdates, update_pending_studies
 
 dicomweb = Blueprint("dicomweb", __name__)
+log = logging.getLogger("ehr.dicom")
 DICOM = "application/dicom"
 DICOM_JSON = "application/dicom+json"
 QUERY_CONTROLS = frozenset({"limit", "offset", "includefield", "fuzzymatching"})  # QIDO-RS parameters that are not keys
 DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET = Query.limit, 1000, 2**31 - 1
 READ_TYPES = ("ImagingStudy", "Patient")  # what QIDO-RS and WADO-RS answers tell: the studies, and their patients' names and ids
+WEB_SYNTAXES = {ImplicitVRLittleEndian: ExplicitVRLittleEndian}  # what web_encoded gives an object stored in a syntax web services may not use
 MAX_CONFINED_STUDIES = 10_000  # studies a reader that may see only some of them may see
 IMMEDIATE_UPDATE_LIMIT = 100  # instances in a study whose ImagingStudy STOW-RS writes before answering
 LATER_UPDATE_SECONDS = 5.0
@@ -164,17 +169,36 @@ def retrieve(study_uid: str, series_uid: str | None = None, sop_uid: str | None 
     """WADO-RS: the study's, series' or instance's objects as stored, in a multipart/related answer."""
     store = dicom_store()
     objects = found_objects(store, study_uid, series_uid, sop_uid)
-    check_accepts_dicom({stored.transfer_syntax_uid for stored in objects})
+    check_accepts_dicom({WEB_SYNTAXES.get(stored.transfer_syntax_uid, stored.transfer_syntax_uid) for stored in objects})
     audited({study_uid})
     boundary = secrets.token_hex(16)
 
     def parts():
         for stored in objects:
-            header = f"--{boundary}\r\nContent-Type: {DICOM}; transfer-syntax={stored.transfer_syntax_uid}\r\n\r\n"
-            yield header.encode() + store.stored_bytes(stored.blob) + b"\r\n"
+            syntax, encoded = web_encoded(store.stored_bytes(stored.blob), stored.transfer_syntax_uid)
+            yield f"--{boundary}\r\nContent-Type: {DICOM}; transfer-syntax={syntax}\r\n\r\n".encode() + encoded + b"\r\n"
         yield f"--{boundary}--\r\n".encode()
 
     return Response(parts(), 200, content_type=f'multipart/related; type="{DICOM}"; boundary={boundary}')
+
+
+def web_encoded(encoded: bytes, stored_syntax: str) -> tuple[str, bytes]:
+    """An object as WADO-RS gives it, and its transfer syntax: as stored, but for Implicit VR Little Endian, which web
+    services may not use (PS3.18 8.7.3): the same data set in Explicit VR Little Endian, each element with its VR
+    (pixel data untouched); as stored when pydicom cannot write it so."""
+    if stored_syntax != ImplicitVRLittleEndian:
+        return stored_syntax, encoded
+    try:
+        dataset = dcmread(BytesIO(encoded))
+        dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        dataset.file_meta.MediaStorageSOPClassUID = dataset.file_meta.get("MediaStorageSOPClassUID") or dataset.SOPClassUID
+        dataset.file_meta.MediaStorageSOPInstanceUID = dataset.file_meta.get("MediaStorageSOPInstanceUID") or dataset.SOPInstanceUID
+        written = BytesIO()
+        dataset.save_as(written, enforce_file_format=True)
+    except Exception as error:  # noqa: BLE001 - a value pydicom cannot write as its VR says: the object as it came
+        log.warning("DICOM object given back in Implicit VR as stored: %s", error)
+        return stored_syntax, encoded
+    return ExplicitVRLittleEndian, written.getvalue()
 
 
 @dicomweb.get("/dicomweb/studies/<study_uid>/metadata")

@@ -8,7 +8,7 @@ from io import BytesIO
 from pathlib import Path
 
 import requests
-from pydicom import Dataset
+from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 from sqlalchemy import func, select
@@ -282,3 +282,17 @@ def test_a_large_study_sent_an_instance_per_request_is_versioned_together_a_litt
         assert time.monotonic() < deadline, "the later update did not come"
         time.sleep(0.2)
     assert study["meta"]["versionId"] == "3"
+
+
+def test_an_implicit_vr_object_is_given_back_in_explicit_vr(dicomweb):
+    """PS3.18 8.7.3: web services do not use Implicit VR Little Endian; the same data set comes back in Explicit VR."""
+    implicit = Path(get_testdata_file("MR_small_implicit.dcm")).read_bytes()
+    answer = stow(f"{dicomweb}/studies", implicit)
+    assert answer.status_code == 200
+    url = answer.json()["00081199"]["Value"][0]["00081190"]["Value"][0]
+    retrieved = requests.get(url, headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1'}, timeout=30)
+    assert retrieved.status_code == 200 and b"transfer-syntax=1.2.840.10008.1.2.1\r\n" in retrieved.content
+    [part] = parts_of(retrieved)
+    given, stored = dcmread(BytesIO(part)), dcmread(BytesIO(implicit))
+    assert given.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1" and not given.is_implicit_VR
+    assert given.PixelData == stored.PixelData and given.PatientName == stored.PatientName and given.SOPInstanceUID == stored.SOPInstanceUID
