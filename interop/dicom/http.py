@@ -30,9 +30,9 @@ from app.security.bearer import request_access
 from app.store.access import Access
 from app.store.unit import reading
 from interop.dicom.blobs import DirectoryBlobStore
-from interop.dicom import bulk, mapping
+from interop.dicom import bulk
 from interop.dicom.mapping import dicomweb_address
-from interop.dicom.query import LEVELS, Query, imaging_studies, matches
+from interop.dicom.query import LEVELS, Query, imaging_studies, matches, studies_written_as
 from interop.dicom.service import SUCCESS, UID, DicomStore, Outcome
 from interop.dicom.studies import LaterUpdates, update_pending_studies
 
@@ -74,9 +74,8 @@ def readable_studies(access: Access) -> frozenset[str] | None:
         raise Forbidden(f"{access.grant} reach more than {MAX_CONFINED_STUDIES} imaging studies, but not all: DICOMweb "
                         f"needs a token that may read every ImagingStudy and Patient (such as user/ImagingStudy.rs user/Patient.rs).")
     patients = {f"Patient/{stored.id}" for stored in found.included if stored.type == "Patient"}
-    return frozenset(identifier["value"].removeprefix("urn:oid:") for study in found.matches
-                     if study.body.get("subject", {}).get("reference") in patients
-                     for identifier in study.body.get("identifier", []) if identifier.get("system") == mapping.DICOM_UID)
+    readable_ids = {study.id for study in found.matches if study.body.get("subject", {}).get("reference") in patients}
+    return studies_written_as(current_app.extensions["ehr.engine"], readable_ids)
 
 
 def readable(study_uid: str) -> bool:
@@ -107,9 +106,9 @@ def update_studies(store: DicomStore, study_uids: set[str]) -> None:
     a client that sends a large study an instance per request does not rebuild it, and version it, on every request."""
     counts = store.instance_counts(study_uids) if study_uids else {}
     large = {uid for uid, count in counts.items() if count > IMMEDIATE_UPDATE_LIMIT}
-    update_pending_studies(store.engine, store.dicomweb_address, study_uids - large)
-    if large:
-        later_updates(store).add(large)
+    updated = update_pending_studies(store.engine, store.dicomweb_address, study_uids - large)
+    if large or updated < len(study_uids - large):  # also a study another update held, or whose update failed
+        later_updates(store).ask()
 
 
 def later_updates(store: DicomStore) -> LaterUpdates:

@@ -11,7 +11,6 @@ import re
 from pydicom import Dataset
 
 from interop.hl7v2.mapping.datatypes import fhir_offset, system_of_authority
-from interop.hl7v2.mapping.upserts import identifier_criteria
 
 DICOM_UID = "urn:dicom:uid"
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
@@ -34,10 +33,6 @@ OFFSET = re.compile(r"[+-](0\d|1[0-4])[0-5]\d")
 
 def study_identifier(study_uid: str) -> dict:
     return {"system": DICOM_UID, "value": f"urn:oid:{study_uid}"}
-
-
-def study_criteria(study_uid: str) -> str:
-    return identifier_criteria(study_identifier(study_uid))
 
 
 def imaging_study(study_uid: str, instances: list[Dataset], subject: str, referrer: str | None, endpoint: str | None) -> dict:

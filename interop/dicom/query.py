@@ -247,12 +247,24 @@ def with_patient(dataset: Dataset, row, protection) -> Dataset:
 
 
 def imaging_studies(unit: Unit, study_uids: Iterable[str]) -> list[StoredResource]:
-    """The ImagingStudies of studies, by their Study Instance UIDs, through a unit of the one reader (whose caller's
-    reach and audit trail apply: it records them as searched)."""
+    """The ImagingStudies the feed wrote for studies (dicom_study.imaging_study), by their Study Instance UIDs, read
+    through a unit of the one reader (whose caller's reach and audit trail apply: it records them as searched)."""
     uids = sorted(set(study_uids) - {""})
+    column = dicom_study.c
+    ids = [study_id for start in range(0, len(uids), STUDIES_PER_SEARCH)
+           for study_id in unit.connection.execute(select(column.imaging_study).where(
+               column.study_uid.in_(uids[start:start + STUDIES_PER_SEARCH]), column.imaging_study.is_not(None))).scalars()]
     studies = []
-    for start in range(0, len(uids), STUDIES_PER_SEARCH):
-        identifiers = ",".join(f"{DICOM_UID}|urn:oid:{uid}" for uid in uids[start:start + STUDIES_PER_SEARCH])
-        search, _ = search_request("ImagingStudy", [("identifier", identifiers)], False, STUDIES_PER_SEARCH, STUDIES_PER_SEARCH)
+    for start in range(0, len(ids), STUDIES_PER_SEARCH):
+        search, _ = search_request("ImagingStudy", [("_id", ",".join(ids[start:start + STUDIES_PER_SEARCH]))], False,
+                                   STUDIES_PER_SEARCH, STUDIES_PER_SEARCH)
         studies += unit.search(search).matches
     return studies
+
+
+def studies_written_as(engine: Engine, imaging_study_ids: set[str]) -> frozenset[str]:
+    """The Study Instance UIDs of the studies whose ImagingStudy the feed wrote under one of those ids."""
+    ids, column = sorted(imaging_study_ids), dicom_study.c
+    with read_unit(engine) as connection:
+        return frozenset(uid for start in range(0, len(ids), STUDIES_PER_SEARCH)
+                         for uid in connection.execute(select(column.study_uid).where(column.imaging_study.in_(ids[start:start + STUDIES_PER_SEARCH]))).scalars())

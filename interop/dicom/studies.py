@@ -14,11 +14,12 @@ import orjson
 from pydicom import Dataset
 from sqlalchemy import Engine, delete, func, select
 
+from app.errors import Gone, NotFound
 from app.model.instants import format_instant, utc_now
 from app.protection.service import protection_of
 from app.search.index import hash64
-from app.store.db import conflict_insert, is_postgresql
-from app.store.resources import same_content
+from app.store.db import conflict_insert, is_postgresql, read_unit
+from app.store.resources import StoredResource, same_content
 from app.store.unit import Unit, writing
 from interop.dicom import mapping
 from interop.dicom.service import patient_context
@@ -56,21 +57,21 @@ def update_pending_studies(engine: Engine, dicomweb_address: str | None, only: s
 
 
 class LaterUpdates:
-    """Studies whose ImagingStudy is to be updated a little later, all together, by a thread of this process that
-    runs while some are waiting: a stream of requests that each store a few instances of a large study then makes one
-    version every `delay` seconds, not one per request (each rebuilds the ImagingStudy from all of the study's
-    instances). Marks survive a crash: the next update of the study, or `ehr dicom`'s, takes them."""
+    """ImagingStudy updates a little later, by a thread of this process that runs while studies are marked: a stream
+    of requests that each store a few instances of a large study then makes one version every `delay` seconds, not one
+    per request (each rebuilds the ImagingStudy from all of the study's instances). Each round updates every marked
+    study (also those another process left, or could not claim just then), and the thread stops when none is left."""
 
     def __init__(self, engine: Engine, dicomweb_address: str | None, delay: float):
         self.engine, self.dicomweb_address, self.delay = engine, dicomweb_address, delay
         self.lock = threading.Lock()
-        self.waiting: set[str] = set()
+        self.asked = False  # a request marked studies since the last round began
         self.running = False
 
-    def add(self, study_uids: set[str]) -> None:
+    def ask(self) -> None:
         with self.lock:
-            self.waiting |= study_uids
-            if study_uids and not self.running:
+            self.asked = True
+            if not self.running:
                 self.running = True
                 threading.Thread(target=self.run, name="ehr-dicom-later-updates", daemon=True).start()
 
@@ -78,14 +79,22 @@ class LaterUpdates:
         while True:
             time.sleep(self.delay)
             with self.lock:
-                studies, self.waiting = self.waiting, set()
-                if not studies:
+                self.asked = False
+            try:
+                update_pending_studies(self.engine, self.dicomweb_address)
+                left = studies_marked(self.engine)
+            except Exception:  # the database failed: the marks stay, for the next round
+                log.exception("DICOM ImagingStudy updates failed (the instances are stored)")
+                left = True
+            with self.lock:
+                if not left and not self.asked:
                     self.running = False
                     return
-            try:
-                update_pending_studies(self.engine, self.dicomweb_address, studies)
-            except Exception:  # the database failed: the marks stay for the next update of these studies
-                log.exception("the ImagingStudies of DICOM studies %s could not be written (their instances are stored)", sorted(studies))
+
+
+def studies_marked(engine: Engine) -> bool:
+    with read_unit(engine) as connection:
+        return connection.execute(select(dicom_study_pending.c.id).limit(1)).first() is not None
 
 
 def claimed_study(connection, excluding: set[str], only: set[str] | None) -> tuple[str, list[int]] | None:
@@ -128,9 +137,9 @@ def update_study(unit: Unit, study_uid: str, systems: dict[str, str], dicomweb_a
         endpoint = f"Endpoint/{result.stored.id}"
         written += [endpoint] if result.created else []
     body = mapping.imaging_study(study_uid, instances, subject, referrer, endpoint)
-    study = written_study(unit, body)
-    written += [study] if study else []
-    record_query_attributes(unit.connection, study_uid, instances[0], body)
+    study_id, changed = written_study(unit, body, recorded_study_id(unit.connection, study_uid))
+    written += [f"ImagingStudy/{study_id}"] if changed else []
+    record_query_attributes(unit.connection, study_uid, instances[0], body, study_id)
     if written:
         unit.create(provenance(written, study_uid, sorted({row.peer for row in rows}), utc_now()))
 
@@ -147,24 +156,44 @@ def study_patient(unit: Unit, study_uid: str, rows: list, systems: dict[str, str
     return f"Patient/{result.stored.id}", result.created
 
 
-def written_study(unit: Unit, body: dict) -> str | None:
-    """Create or update the study's ImagingStudy; `ImagingStudy/id`, or None when it already says this."""
-    study_uid = body["identifier"][0]["value"].removeprefix("urn:oid:")
-    existing = unit.match_one("ImagingStudy", mapping.study_criteria(study_uid))
+def written_study(unit: Unit, body: dict, recorded_id: str | None) -> tuple[str, bool]:
+    """Create or update the study's ImagingStudy: the one the feed wrote (`recorded_id`), or the first time the one
+    ImagingStudy with the study's identifier (written before its id was recorded), else a new one; its id, and
+    whether it was written now (not when it already says this)."""
+    existing = recorded_study(unit, recorded_id) if recorded_id else adoptable_study(unit, body)
     if existing is None:
-        return f"ImagingStudy/{unit.create(body, 'ImagingStudy').stored.id}"
+        return unit.create(body, "ImagingStudy").stored.id, True
     if same_content(existing.body, {**body, "id": existing.id}):
-        return None
+        return existing.id, False
     unit.update("ImagingStudy", existing.id, {**body, "id": existing.id}, found=existing)
-    return f"ImagingStudy/{existing.id}"
+    return existing.id, True
 
 
-def record_query_attributes(connection, study_uid: str, first: Dataset, body: dict) -> None:
-    """The study's row of dicom_study, which QIDO-RS and C-FIND match (query.py)."""
+def recorded_study_id(connection, study_uid: str) -> str | None:
+    return connection.execute(select(dicom_study.c.imaging_study).where(dicom_study.c.study_uid == study_uid)).scalar()
+
+
+def recorded_study(unit: Unit, study_id: str) -> StoredResource | None:
+    """The ImagingStudy the feed wrote for the study; None when it was deleted since (a new one is written)."""
+    try:
+        return unit.read("ImagingStudy", study_id)
+    except (NotFound, Gone):
+        return None
+
+
+def adoptable_study(unit: Unit, body: dict) -> StoredResource | None:
+    """The one ImagingStudy with the study's identifier; None when there is none, or several (one is not the feed's)."""
+    matches = unit.matching("ImagingStudy", identifier_criteria(body["identifier"][0]))
+    return matches[0] if len(matches) == 1 else None
+
+
+def record_query_attributes(connection, study_uid: str, first: Dataset, body: dict, study_id: str) -> None:
+    """The study's row of dicom_study, which QIDO-RS and C-FIND match (query.py), with its ImagingStudy's id."""
     values = {
         "study_date": (mapping.text(first, "StudyDate") or "")[:8] or None,
         "accession_number": (mapping.text(first, "AccessionNumber") or "")[:64] or None,
         "modalities": ("\\" + "".join(f"{coding['code']}\\" for coding in body.get("modality", [])))[:200],
+        "imaging_study": study_id,
     }
     connection.execute(conflict_insert(connection.dialect.name, dicom_study).values(study_uid=study_uid, **values)
                        .on_conflict_do_update(index_elements=["study_uid"], set_=values))

@@ -50,8 +50,10 @@ dicom_study = Table(  # each study's attributes that QIDO-RS and C-FIND match, w
     Column("study_date", String(8)),  # YYYYMMDD
     Column("accession_number", String(64)),
     Column("modalities", String(200), nullable=False),  # \CT\SR\ : each series' modality between backslashes
+    Column("imaging_study", String(64)),  # the id of the study's ImagingStudy, as the feed wrote it
     Index("ix_dicom_study_date", "study_date"),
     Index("ix_dicom_study_accession", "accession_number"),
+    Index("ix_dicom_study_imaging_study", "imaging_study"),
 )
 
 dicom_study_pending = Table(  # a row per instance stored: a study's rows are taken by the update that saw them

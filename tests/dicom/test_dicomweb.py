@@ -11,9 +11,10 @@ import requests
 from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from app.config import Settings
+from app.search.index import hash64
 from app.web import create_app
 from interop.dicom import http
 from interop.dicom.tables import dicom_instance, dicom_study_pending
@@ -296,3 +297,56 @@ def test_an_implicit_vr_object_is_given_back_in_explicit_vr(dicomweb):
     given, stored = dcmread(BytesIO(part)), dcmread(BytesIO(implicit))
     assert given.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1" and not given.is_implicit_VR
     assert given.PixelData == stored.PixelData and given.PatientName == stored.PatientName and given.SOPInstanceUID == stored.SOPInstanceUID
+
+
+def test_an_imaging_study_a_patient_writes_naming_anothers_study_gives_no_access_to_it(database_url, tmp_path):
+    """A patient's app that may write ImagingStudies writes one about her naming another patient's Study Instance
+    UID: DICOMweb still confines her to the studies whose ImagingStudy the feed wrote, and the other study is still
+    updated (its own ImagingStudy, not the forged one)."""
+    app = create_app(Settings(database_url=database_url, dicom_storage=str(tmp_path / "dicom")))
+    try:
+        client, engine = app.test_client(), app.extensions["ehr.engine"]
+        system = bearer(token_for(engine, "system/*.cruds"))
+        hers, his = ct(PatientID="ALICE-1"), ct(PatientID="BOB-1")
+        body, content_type = multipart(encoded(hers), encoded(his))
+        assert client.post("/dicomweb/studies", data=body, headers={"Content-Type": content_type, **system}).status_code == 200
+        [alice] = client.get("/fhir/Patient?identifier=ALICE-1", headers=system).get_json()["entry"]
+        alice_id = alice["resource"]["id"]
+        forger = bearer(token_for(engine, "patient/*.cruds", patient=alice_id))
+        forged = {"resourceType": "ImagingStudy", "status": "available", "subject": {"reference": f"Patient/{alice_id}"},
+                  "identifier": [{"system": "urn:dicom:uid", "value": f"urn:oid:{his.StudyInstanceUID}"}]}
+        assert client.post("/fhir/ImagingStudy", json=forged, headers=forger).status_code == 201
+        assert [match["0020000D"]["Value"][0] for match in client.get("/dicomweb/studies", headers=forger).get_json()] == [hers.StudyInstanceUID]
+        assert client.get(f"/dicomweb/studies/{his.StudyInstanceUID}/metadata", headers=forger).status_code == 404
+        assert client.get("/dicomweb/studies?PatientID=BOB-1", headers=forger).get_json() == []
+        more = ct(StudyInstanceUID=his.StudyInstanceUID, SeriesInstanceUID=his.SeriesInstanceUID, PatientID="BOB-1")
+        body, content_type = multipart(encoded(more))
+        assert client.post("/dicomweb/studies", data=body, headers={"Content-Type": content_type, **system}).status_code == 200
+        studies = client.get(f"/fhir/ImagingStudy?identifier=urn:dicom:uid|urn:oid:{his.StudyInstanceUID}", headers=system).get_json()["entry"]
+        assert sorted(entry["resource"].get("numberOfInstances", 0) for entry in studies) == [0, 2]
+    finally:
+        engine.dispose()
+
+
+def test_a_later_update_comes_back_for_a_study_another_update_held(dicomweb, live_server, app, monkeypatch):
+    """A later update that finds the study held by another process's update (PostgreSQL's advisory lock) tries again
+    in its next round, instead of leaving the ImagingStudy behind its instances."""
+    monkeypatch.setattr(http, "IMMEDIATE_UPDATE_LIMIT", 1)
+    monkeypatch.setattr(http, "LATER_UPDATE_SECONDS", 0.5)
+    first = ct()
+    second = ct(StudyInstanceUID=first.StudyInstanceUID, SeriesInstanceUID=first.SeriesInstanceUID, InstanceNumber=2)
+    url = f"{live_server}/ImagingStudy?identifier=urn:dicom:uid|urn:oid:{first.StudyInstanceUID}"
+    assert stow(f"{dicomweb}/studies", encoded(first)).status_code == 200
+    engine = app.extensions["ehr.engine"]
+    with engine.connect() as holder:
+        if engine.dialect.name == "postgresql":
+            holder.execute(text("SELECT pg_advisory_lock(:key)"), {"key": hash64("dicom study", first.StudyInstanceUID)})
+        assert stow(f"{dicomweb}/studies", encoded(second)).status_code == 200
+        if engine.dialect.name == "postgresql":
+            time.sleep(2)  # rounds that find the study held
+            assert requests.get(url, timeout=30).json()["entry"][0]["resource"]["numberOfInstances"] == 1
+            holder.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": hash64("dicom study", first.StudyInstanceUID)})
+    deadline = time.monotonic() + 30
+    while requests.get(url, timeout=30).json()["entry"][0]["resource"]["numberOfInstances"] != 2:
+        assert time.monotonic() < deadline, "the study held was not updated later"
+        time.sleep(0.2)
