@@ -22,7 +22,10 @@ from dataclasses import dataclass
 
 from pydicom import DataElement, Dataset
 from pydicom.multival import MultiValue
-from pydicom.uid import AllTransferSyntaxes, ExplicitVRLittleEndian
+from pydicom.uid import (
+    HTJ2KLossless, HTJ2KLosslessRPCL, JPEG2000Lossless, JPEG2000MCLossless, JPEGLossless, JPEGLosslessSV1, JPEGLSLossless, RLELossless,
+    AllTransferSyntaxes, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian,
+)
 from pynetdicom import AE, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
@@ -43,9 +46,15 @@ PENDING, CANCELLED, UNABLE_TO_PROCESS = 0xFF00, 0xFE00, 0xC001  # PS3.4 C.4.1.1.
 MAX_FIND_MATCHES = 100_000
 UPDATE_SECONDS = 5.0
 # Of the transfer syntaxes a sender proposes for a context, the first of these is accepted (pynetdicom goes by the
-# acceptor's order): uncompressed before compressed, so that a sender is never asked to compress lossily, and Explicit
-# VR Little Endian first, which keeps each element's VR and is what DICOMweb may give back (PS3.18 8.7.3: not Implicit).
-ACCEPTED_TRANSFER_SYNTAXES = [ExplicitVRLittleEndian, *(uid for uid in AllTransferSyntaxes if uid != ExplicitVRLittleEndian)]
+# acceptor's order): Explicit VR Little Endian first, which keeps each element's VR and is what DICOMweb gives back
+# (PS3.18 8.7.3: not Implicit VR, nor Big Endian), then the other uncompressed ones, then the lossless compressed ones,
+# so that a sender is never asked to compress lossily when it offers otherwise, then the rest; Big Endian (retired) last.
+LITTLE_ENDIAN_UNCOMPRESSED = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian]
+LOSSLESS_COMPRESSED = [JPEGLossless, JPEGLosslessSV1, JPEGLSLossless, JPEG2000Lossless, JPEG2000MCLossless, HTJ2KLossless, HTJ2KLosslessRPCL,
+                       RLELossless]
+ACCEPTED_TRANSFER_SYNTAXES = [*LITTLE_ENDIAN_UNCOMPRESSED, *LOSSLESS_COMPRESSED,
+                              *(uid for uid in AllTransferSyntaxes if uid not in {*LITTLE_ENDIAN_UNCOMPRESSED, *LOSSLESS_COMPRESSED, ExplicitVRBigEndian}),
+                              ExplicitVRBigEndian]
 DEFAULT_AE_TITLE = "EHR"
 
 

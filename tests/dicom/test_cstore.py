@@ -12,9 +12,14 @@ from pathlib import Path
 from click.testing import CliRunner
 from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, generate_uid
+from pydicom.uid import (
+    ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, JPEGLSLossless, generate_uid,
+)
 from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage, SecondaryCaptureImageStorage, StudyRootQueryRetrieveInformationModelFind, Verification
+from pynetdicom.sop_class import (
+    CTImageStorage, MRImageStorage, SecondaryCaptureImageStorage, StudyRootQueryRetrieveInformationModelFind, UltrasoundImageStorage,
+    Verification,
+)
 from sqlalchemy import func, select
 
 from app.cli import main
@@ -383,11 +388,15 @@ def test_an_instance_uid_stored_in_another_study_is_quarantined_as_a_conflict(sc
 
 def test_a_sender_offering_several_transfer_syntaxes_is_asked_for_explicit_vr_uncompressed(scp):
     """Of what a sender proposes, Explicit VR Little Endian is taken before Implicit (DICOMweb may not give Implicit
-    back) and uncompressed before compressed (a sender is never asked to compress lossily)."""
+    back), uncompressed before compressed and lossless before lossy (a sender is never asked to compress lossily when
+    it offers otherwise), and the retired Big Endian last."""
     ae = AE(ae_title="MODALITY")
     ae.add_requested_context(CTImageStorage, [ImplicitVRLittleEndian, JPEGBaseline8Bit, ExplicitVRLittleEndian])
     ae.add_requested_context(SecondaryCaptureImageStorage, [JPEGBaseline8Bit, JPEG2000Lossless])
+    ae.add_requested_context(MRImageStorage, [ExplicitVRBigEndian, JPEGLSLossless])
+    ae.add_requested_context(UltrasoundImageStorage, [JPEGBaseline8Bit])
     association = ae.associate("127.0.0.1", scp.port, ae_title="EHR")
     accepted = {context.abstract_syntax: context.transfer_syntax[0] for context in association.accepted_contexts}
     association.release()
-    assert accepted == {CTImageStorage: ExplicitVRLittleEndian, SecondaryCaptureImageStorage: JPEGBaseline8Bit}
+    assert accepted == {CTImageStorage: ExplicitVRLittleEndian, SecondaryCaptureImageStorage: JPEG2000Lossless, MRImageStorage: JPEGLSLossless,
+                        UltrasoundImageStorage: JPEGBaseline8Bit}
