@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from pydicom import Dataset
 from pydicom.encaps import generate_frames
+from pydicom.pixels.utils import get_expected_length
 from pydicom.tag import Tag
 
 NATIVE = "1.2.840.10008.1.2.1"  # Explicit VR Little Endian: how PS3.18 gives uncompressed bulk data
@@ -23,6 +24,10 @@ COMPRESSED_MEDIA_TYPES = {  # PS3.18 Table 8.7.3-5
     **dict.fromkeys(("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"), "image/jp2"),
     **dict.fromkeys(("1.2.840.10008.1.2.4.92", "1.2.840.10008.1.2.4.93"), "image/jpx"),
     **dict.fromkeys(("1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"), "image/jphc"),
+    **dict.fromkeys(("1.2.840.10008.1.2.4.100", "1.2.840.10008.1.2.4.100.1", "1.2.840.10008.1.2.4.101", "1.2.840.10008.1.2.4.101.1"),
+                    "video/mpeg"),
+    **dict.fromkeys((f"1.2.840.10008.1.2.4.{number}{fragmentable}" for number in range(102, 107) for fragmentable in ("", ".1")), "video/mp4"),
+    **dict.fromkeys(("1.2.840.10008.1.2.4.107", "1.2.840.10008.1.2.4.108"), "video/H265"),
 }
 PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
@@ -35,6 +40,10 @@ class NoBulkData(Exception):
 
 class NotServed(Exception):
     """Bulk data stored in a form that would have to be transcoded: why."""
+
+
+class NotFramed(Exception):
+    """Frames asked of pixel data that is not cut into them (a video; single bits across bytes): why."""
 
 
 @dataclass(frozen=True)
@@ -62,15 +71,13 @@ def encoding_of(stored_syntax: str) -> Encoding:
 def frames(dataset: Dataset, numbers: list[int]) -> list[bytes]:
     """The frames numbered `numbers` (from 1) of an instance's pixel data."""
     element = pixel_data(dataset)
-    count = frame_count(dataset)
-    outside = [number for number in numbers if not 1 <= number <= count]
+    if is_video(dataset):
+        raise NotFramed("A video's frames are not given one by one: retrieve its pixel data (the BulkDataURI of its metadata).")
+    every = encapsulated_frames(dataset, element) if element.is_undefined_length else native_frames(dataset, element)
+    outside = [number for number in numbers if not 1 <= number <= len(every)]
     if outside:
-        raise NoBulkData(f"The instance has {count} frame{'s' * (count != 1)}: there is no frame {outside[0]}.")
-    if element.is_undefined_length:
-        every = list(generate_frames(element.value, number_of_frames=count, extended_offsets=extended_offsets(dataset)))
-        return [every[number - 1] for number in numbers]
-    size = native_frame_size(dataset, element.keyword)
-    return [element.value[(number - 1) * size:number * size] for number in numbers]
+        raise NoBulkData(f"The instance's pixel data holds {len(every)} frame{'s' * (len(every) != 1)}: there is no frame {outside[0]}.")
+    return [every[number - 1] for number in numbers]
 
 
 def pixel_data(dataset: Dataset):
@@ -80,6 +87,10 @@ def pixel_data(dataset: Dataset):
     return element
 
 
+def is_video(dataset: Dataset) -> bool:
+    return COMPRESSED_MEDIA_TYPES.get(str(dataset.file_meta.get("TransferSyntaxUID", "")), "").startswith("video/")
+
+
 def frame_count(dataset: Dataset) -> int:
     try:
         return max(int(dataset.get("NumberOfFrames") or 1), 1)
@@ -87,21 +98,29 @@ def frame_count(dataset: Dataset) -> int:
         return 1
 
 
-def extended_offsets(dataset: Dataset) -> tuple[bytes, bytes] | None:
-    if "ExtendedOffsetTable" in dataset and "ExtendedOffsetTableLengths" in dataset:
-        return dataset.ExtendedOffsetTable, dataset.ExtendedOffsetTableLengths
-    return None
+def encapsulated_frames(dataset: Dataset, element) -> list[bytes]:
+    """Each frame's compressed stream, as many as the pixel data holds (at most NumberOfFrames)."""
+    has_table = "ExtendedOffsetTable" in dataset and "ExtendedOffsetTableLengths" in dataset
+    offsets = (dataset.ExtendedOffsetTable, dataset.ExtendedOffsetTableLengths) if has_table else None
+    try:
+        return list(generate_frames(element.value, number_of_frames=frame_count(dataset), extended_offsets=offsets))
+    except ValueError as error:  # fragments that do not add up to the frames the offset table or NumberOfFrames say
+        raise NoBulkData(f"The instance's encapsulated pixel data cannot be cut into frames: {error}") from None
 
 
-def native_frame_size(dataset: Dataset, keyword: str) -> int:
-    """Bytes in one frame of native pixel data; a frame of single bits that does not end on a byte cannot be cut out."""
-    bits = {"FloatPixelData": 32, "DoubleFloatPixelData": 64}.get(keyword) or int(dataset.get("BitsAllocated") or 0)
-    frame_bits = int(dataset.get("Rows") or 0) * int(dataset.get("Columns") or 0) * int(dataset.get("SamplesPerPixel") or 1) * bits
-    if frame_bits <= 0:
+def native_frames(dataset: Dataset, element) -> list[bytes]:
+    """Each whole frame of native pixel data (a frame of single bits that does not end on a byte cannot be cut out)."""
+    count = frame_count(dataset)
+    try:
+        single_bits = int(dataset.get("BitsAllocated") or 0) == 1
+        size, remainder = divmod(get_expected_length(dataset, "pixels") // count, 8) if single_bits else (get_expected_length(dataset) // count, 0)
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        raise NoBulkData(f"The instance's image pixel module does not say how large a frame is: {error}") from None
+    if remainder:
+        raise NotFramed("A frame of this instance's single-bit pixel data does not end on a byte: retrieve its pixel data or the object.")
+    if size <= 0:
         raise NoBulkData("The instance's image pixel module (Rows, Columns, BitsAllocated) does not say how large a frame is.")
-    if frame_bits % 8:
-        raise NotServed("A frame of this instance's single-bit pixel data does not end on a byte: retrieve the object.")
-    return frame_bits // 8
+    return [element.value[start:start + size] for start in range(0, min(count * size, len(element.value) // size * size), size)]
 
 
 def bulk_value(dataset: Dataset, path: list[str]) -> list[bytes]:
@@ -114,7 +133,9 @@ def bulk_value(dataset: Dataset, path: list[str]) -> list[bytes]:
     if tag not in dataset or dataset[tag].VR not in BULK_VRS | {"OB or OW"}:
         raise NoBulkData(f"The instance has no bulk data at {'/'.join(path)}.")
     if dataset[tag].is_undefined_length and not items:
-        return frames(dataset, list(range(1, frame_count(dataset) + 1)))
+        if is_video(dataset):  # one stream, in as many fragments as the sender cut it into
+            return list(generate_frames(dataset[tag].value, number_of_frames=1))
+        return encapsulated_frames(dataset, dataset[tag])
     return [bytes(dataset[tag].value or b"")]
 
 

@@ -157,8 +157,9 @@ def reference(outcome: Outcome) -> dict:
 
 
 def retrieve_url(*uids: str) -> str:
+    """The URL of a study, series or instance, under the public base (EHR_BASE_URL) when set, else the request's."""
     path = "/".join(f"{level}/{uid}" for level, uid in zip(("studies", "series", "instances"), uids))
-    return f"{request.url_root}dicomweb/{path}"
+    return f"{dicomweb_address(current_app.config['EHR_SETTINGS'].base_url) or request.url_root + 'dicomweb'}/{path}"
 
 
 @dicomweb.get("/dicomweb/studies/<study_uid>")
@@ -216,14 +217,16 @@ def retrieve_metadata(study_uid: str, series_uid: str | None = None, sop_uid: st
 @dicomweb.get("/dicomweb/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/frames/<frame_list>")
 def retrieve_frames(study_uid: str, series_uid: str, sop_uid: str, frame_list: str):
     """WADO-RS frames (`frames/1,3`): each frame asked for, in a part of its own, as stored (bulk.py)."""
-    numbers = frame_numbers(frame_list)
-    return bulk_answer(study_uid, series_uid, sop_uid, lambda dataset: bulk.frames(dataset, numbers))
+    numbers, instance_url = frame_numbers(frame_list), retrieve_url(study_uid, series_uid, sop_uid)
+    return bulk_answer(study_uid, series_uid, sop_uid,
+                       lambda dataset: [(f"{instance_url}/frames/{number}", frame) for number, frame in zip(numbers, bulk.frames(dataset, numbers))])
 
 
 @dicomweb.get("/dicomweb/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/bulkdata/<path:path>")
 def retrieve_bulk_data(study_uid: str, series_uid: str, sop_uid: str, path: str):
     """WADO-RS bulk data: the value a BulkDataURI of the instance's metadata names (pixel data: a part per frame)."""
-    return bulk_answer(study_uid, series_uid, sop_uid, lambda dataset: bulk.bulk_value(dataset, path.strip("/").split("/")))
+    url = f"{retrieve_url(study_uid, series_uid, sop_uid)}/bulkdata/{path.strip('/')}"
+    return bulk_answer(study_uid, series_uid, sop_uid, lambda dataset: [(url, value) for value in bulk.bulk_value(dataset, path.strip("/").split("/"))])
 
 
 def frame_numbers(frame_list: str) -> list[int]:
@@ -233,9 +236,9 @@ def frame_numbers(frame_list: str) -> list[int]:
     return [int(number) for number in numbers]
 
 
-def bulk_answer(study_uid: str, series_uid: str, sop_uid: str, taken: Callable[[Dataset], list[bytes]]) -> Response:
-    """The bulk data `taken` from a stored instance, each value a part of a multipart/related answer in the encoding
-    the client accepts (406 when that would need a transcoding)."""
+def bulk_answer(study_uid: str, series_uid: str, sop_uid: str, taken: Callable[[Dataset], list[tuple[str, bytes]]]) -> Response:
+    """The bulk data `taken` from a stored instance (each value with its URL), each value a part of a multipart/related
+    answer, in the encoding the client accepts (406 when that would need a transcoding)."""
     store = dicom_store()
     [stored] = found_objects(store, study_uid, series_uid, sop_uid)
     try:
@@ -243,32 +246,50 @@ def bulk_answer(study_uid: str, series_uid: str, sop_uid: str, taken: Callable[[
         values = taken(dcmread(BytesIO(store.stored_bytes(stored.blob))))
     except bulk.NotServed as error:
         raise NotAcceptable(str(error)) from None
+    except bulk.NotFramed as error:
+        raise BadRequest(str(error)) from None
     except bulk.NoBulkData as error:
         raise NotFound(str(error)) from None
     audited({study_uid})
     boundary = secrets.token_hex(16)
-    header = f"--{boundary}\r\nContent-Type: {encoding.media_type}; transfer-syntax={encoding.transfer_syntax}\r\n\r\n".encode()
-    body = b"".join(header + value + b"\r\n" for value in values) + f"--{boundary}--\r\n".encode()
+    content_type = f"Content-Type: {encoding.media_type}; transfer-syntax={encoding.transfer_syntax}"
+    body = b"".join(f"--{boundary}\r\n{content_type}\r\nContent-Location: {location}\r\n\r\n".encode() + value + b"\r\n"
+                    for location, value in values) + f"--{boundary}--\r\n".encode()
     return Response(body, 200, content_type=f'multipart/related; type="{encoding.media_type}"; boundary={boundary}')
 
 
 def accepted_bulk_encoding(stored: bulk.Encoding) -> bulk.Encoding:
-    """The encoding of the answer's parts: the stored one, when the client's Accept takes it (PS3.18 8.7.3.3: a
-    multipart/related of application/octet-stream without transfer-syntax asks for uncompressed data; of the
-    compressed media type, or transfer-syntax=*, for it as it is)."""
-    for entry in request.headers.get("Accept", "*/*").split(","):
-        media_type, params = media_type_and_params(entry)
+    """The encoding of the answer's parts: the stored one, when an entry of the client's Accept takes it (PS3.18
+    8.7.3.3: multipart/related of application/octet-stream without transfer-syntax asks for uncompressed data; of the
+    compressed media type, or with transfer-syntax=*, for it as it is)."""
+    for media_type, params in accepted_entries():
         if media_type in ("*/*", "multipart/*"):
             return stored
         if media_type != "multipart/related":
             continue
         part_type, wanted = params.get("type", bulk.OCTET_STREAM).lower(), params.get("transfer-syntax")
-        if part_type in ("*/*", "image/*", stored.media_type) and wanted in (None, "*", stored.transfer_syntax):
-            return stored
-        if part_type == bulk.OCTET_STREAM and (wanted == "*" or wanted == stored.transfer_syntax or (wanted is None and not stored.compressed)):
+        if wanted not in (None, "*", stored.transfer_syntax):
+            continue
+        if part_type == bulk.OCTET_STREAM and (wanted is not None or not stored.compressed):
             return bulk.Encoding(bulk.OCTET_STREAM, stored.transfer_syntax)
+        if part_type == "*/*" or (stored.media_type != bulk.OCTET_STREAM and part_type in (stored.media_type.lower(), f"{stored.media_type.split('/')[0]}/*")):
+            return stored
     raise NotAcceptable(f'The bulk data is stored as {stored.media_type} (transfer-syntax={stored.transfer_syntax}) and is not transcoded: '
                         f'accept multipart/related; type="{stored.media_type}", or type="{bulk.OCTET_STREAM}"; transfer-syntax=*.')
+
+
+def accepted_entries() -> list[tuple[str, dict[str, str]]]:
+    """The entries of the request's Accept (media type, parameters), most preferred first, without those of q=0."""
+    entries = []
+    for entry in request.headers.get("Accept", "*/*").split(","):
+        media_type, params = media_type_and_params(entry)
+        try:
+            quality = float(params.get("q", "1"))
+        except ValueError:
+            quality = 1.0
+        if quality > 0:
+            entries.append((quality, media_type, params))
+    return [(media_type, params) for _, media_type, params in sorted(entries, key=lambda entry: -entry[0])]
 
 
 def found_objects(store: DicomStore, study_uid: str, series_uid: str | None, sop_uid: str | None) -> list:
@@ -292,9 +313,7 @@ def check_accepts_dicom(stored_syntaxes: set[str]) -> None:
     """406 unless the client takes the objects as they were stored (none is transcoded): multipart/related;
     type="application/dicom" with transfer-syntax=* (or none named), or with the one syntax every object has; or
     anything."""
-    accept = request.headers.get("Accept", "*/*")
-    for entry in accept.split(","):
-        media_type, params = media_type_and_params(entry)
+    for media_type, params in accepted_entries():
         wanted = params.get("transfer-syntax", "*")
         if media_type in ("*/*", "multipart/*") or (
             media_type == "multipart/related" and params.get("type", DICOM).lower() == DICOM and (wanted == "*" or {wanted} == stored_syntaxes)

@@ -14,6 +14,7 @@ Speed: a sender such as dcmtk's storescu leaves Nagle's algorithm on, so each of
 last one; Linux delays ACKs by up to 40 ms. The server sets TCP_NODELAY on each connection and re-arms TCP_QUICKACK
 after every receive, so that it acknowledges at once (11-22 instances/s become hundreds)."""
 import logging
+import re
 import socket
 import socketserver
 import ssl
@@ -45,6 +46,7 @@ OUT_OF_RESOURCES = 0xA700  # PS3.4 B.2.3: refused, out of resources: the sender 
 PENDING, CANCELLED, UNABLE_TO_PROCESS = 0xFF00, 0xFE00, 0xC001  # PS3.4 C.4.1.1.4: C-FIND statuses
 MAX_FIND_MATCHES = 100_000
 UPDATE_SECONDS = 5.0
+CONTROL_OR_BACKSLASH = re.compile(r"[\x00-\x1f\x7f\\]")  # what an LO value (the Error Comment) cannot hold
 # Of the transfer syntaxes a sender proposes for a context, the first of these is accepted (pynetdicom goes by the
 # acceptor's order): Explicit VR Little Endian first, which keeps each element's VR and is what DICOMweb gives back
 # (PS3.18 8.7.3: not Implicit VR, nor Big Endian), then the other uncompressed ones, then the lossless compressed ones,
@@ -181,7 +183,7 @@ def store_status(outcome: Outcome) -> Dataset:
     status = Dataset()
     status.Status = outcome.status
     if outcome.reason:
-        status.ErrorComment = outcome.reason.replace("\\", "/")[:64]
+        status.ErrorComment = CONTROL_OR_BACKSLASH.sub(" ", outcome.reason.encode("ascii", "replace").decode())[:64]
     return status
 
 

@@ -138,8 +138,7 @@ class DicomStore:
         when its SOP Instance UID is stored in another study or series (the first copy stays; this one is not kept)."""
         protection = protection_of(self.engine)
         sealed = protection.sealed_blob(encoded, blob_context(instance.blob_key))
-        added = self.blobs.add(instance.blob_key, sealed)
-        if not added:  # a duplicate: the first copy stays, and its row is its own (written now, if a crash lost it)
+        if not self.blobs.add(instance.blob_key, sealed):  # a duplicate: the first copy stays, and its row is its own (written now, if a crash lost it)
             sealed = self.blobs.get(instance.blob_key)
             encoded = protection.opened_blob(sealed, blob_context(instance.blob_key))
             instance = Instance.read(encoded)
@@ -154,10 +153,9 @@ class DicomStore:
                                       .where(column.sop_instance_uid == instance.sop_instance_uid)).one()
         if kept.blob == instance.blob_key:
             return Outcome(SUCCESS, instance)
-        if added:
-            self.blobs.delete(instance.blob_key)
-        raise Unstorable(f"SOP Instance UID {instance.sop_instance_uid} is stored already, in study {kept.study_uid} series "
-                         f"{kept.series_uid}; this object says study {instance.study_uid} series {instance.series_uid}.")
+        self.blobs.delete(instance.blob_key)  # no row names it: the row of this SOP Instance UID names the first copy
+        raise Unstorable(f"Stored already in another study or series: SOP Instance UID {instance.sop_instance_uid} is in study "
+                         f"{kept.study_uid} series {kept.series_uid}; this object says study {instance.study_uid} series {instance.series_uid}.")
 
     def quarantined(self, encoded: bytes, peer: str, reason: str, instance: Instance | None = None) -> Outcome:
         """Keep what could not be stored as an instance (`instance`: what it says it is, when it could be read), with

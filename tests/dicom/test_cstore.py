@@ -376,7 +376,7 @@ def test_an_instance_uid_stored_in_another_study_is_quarantined_as_a_conflict(sc
     association = ae.associate("127.0.0.1", scp.port, ae_title="EHR")
     answer = association.send_c_store(reused)
     association.release()
-    assert answer.Status == 0xC000 and answer.ErrorComment.startswith("SOP Instance UID")
+    assert answer.Status == 0xC000 and answer.ErrorComment.startswith("Stored already in another study or series")
     with app.extensions["ehr.engine"].connect() as connection:
         [row] = connection.execute(select(dicom_instance.c.study_uid)).all()
         [quarantined] = connection.execute(select(dicom_quarantine.c.reason)).all()

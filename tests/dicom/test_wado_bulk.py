@@ -7,7 +7,8 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
-from pydicom.encaps import generate_frames
+from pydicom.encaps import encapsulate, generate_frames
+from pydicom.uid import generate_uid
 
 from tests.dicom.test_dicomweb import PYDICOM_FILES, encoded, parts_of, stow
 from tests.dicom.test_cstore import ct
@@ -111,3 +112,49 @@ def test_every_bulk_data_uri_of_every_stored_pydicom_file_gives_its_value(dicomw
             assert client.retrieve_bulkdata(uri, media_types=(("application/octet-stream", "*"),)) == expected, (path.name, tags)
             checked += 1
     assert checked >= 20
+
+
+def stored_dataset(dicomweb: str, dataset):
+    dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    dataset.StudyInstanceUID = generate_uid()
+    assert stow(f"{dicomweb}/studies", encoded(dataset)).status_code == 200
+    return dataset
+
+
+def test_native_frames_are_sized_by_the_photometric_interpretation_and_never_past_the_pixel_data(dicomweb):
+    ybr = dcmread(get_testdata_file("SC_ybr_full_422_uncompressed.dcm"))  # 4:2:2: two samples a pixel, not three
+    single = ybr.PixelData
+    ybr.PixelData, ybr.NumberOfFrames = single * 3, 3
+    ybr = stored_dataset(dicomweb, ybr)
+    answer = requests.get(frame_url(dicomweb, ybr, "2,3"), headers={"Accept": OCTETS}, timeout=30)
+    assert answer.status_code == 200 and parts_of(answer) == [single, single]
+    assert f"Content-Location: {frame_url(dicomweb, ybr, '2')}\r\n".encode() in answer.content
+    short = dcmread(get_testdata_file("rtdose.dcm"))  # 15 frames declared, pixel data for 7 and a half
+    short.PixelData = short.PixelData[:len(short.PixelData) // 2]
+    short = stored_dataset(dicomweb, short)
+    assert requests.get(frame_url(dicomweb, short, "7"), timeout=30).status_code == 200
+    missing = requests.get(frame_url(dicomweb, short, "8"), timeout=30)
+    assert missing.status_code == 404 and "holds 7 frames" in missing.text
+
+
+def test_a_videos_stream_is_its_bulk_data_and_has_no_frames(dicomweb):
+    video = dcmread(get_testdata_file("CT_small.dcm"))
+    video.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.102"  # MPEG-4 AVC/H.264
+    stream = b"\x00\x00\x00\x18ftypmp42" + bytes(range(200))
+    video.PixelData, video.NumberOfFrames = encapsulate([stream]), 10
+    video["PixelData"].VR = "OB"
+    video = stored_dataset(dicomweb, video)
+    assert requests.get(frame_url(dicomweb, video, "2"), timeout=30).status_code == 400
+    bulk_url = frame_url(dicomweb, video, "1").replace("/frames/1", "/bulkdata/7FE00010")
+    answer = requests.get(bulk_url, headers={"Accept": 'multipart/related; type="video/mp4"'}, timeout=30)
+    assert answer.status_code == 200 and parts_of(answer) == [stream] and b"Content-Type: video/mp4;" in answer.content
+    assert requests.get(bulk_url, headers={"Accept": OCTETS}, timeout=30).status_code == 406  # uncompressed: not transcoded
+
+
+def test_accept_entries_of_q_0_are_not_taken(dicomweb):
+    rle = stored(dicomweb, "SC_rgb_rle_2frame.dcm")
+    refused = f"{OCTETS}; transfer-syntax=*; q=0, {OCTETS}"
+    assert requests.get(frame_url(dicomweb, rle, "1"), headers={"Accept": refused}, timeout=30).status_code == 406
+    preferred = f'{OCTETS}; transfer-syntax=*; q=0.5, multipart/related; type="image/dicom-rle"'
+    answer = requests.get(frame_url(dicomweb, rle, "1"), headers={"Accept": preferred}, timeout=30)
+    assert answer.status_code == 200 and answer.headers["Content-Type"].startswith('multipart/related; type="image/dicom-rle"')
