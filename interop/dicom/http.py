@@ -242,8 +242,9 @@ def bulk_answer(study_uid: str, series_uid: str, sop_uid: str, taken: Callable[[
     store = dicom_store()
     [stored] = found_objects(store, study_uid, series_uid, sop_uid)
     try:
-        encoding = accepted_bulk_encoding(bulk.encoding_of(stored.transfer_syntax_uid))
+        stored_encoding = bulk.encoding_of(stored.transfer_syntax_uid)
         values = taken(dcmread(BytesIO(store.stored_bytes(stored.blob))))
+        encoding, multipart = accepted_bulk_encoding(stored_encoding, len(values))
     except bulk.NotServed as error:
         raise NotAcceptable(str(error)) from None
     except bulk.NotFramed as error:
@@ -251,6 +252,9 @@ def bulk_answer(study_uid: str, series_uid: str, sop_uid: str, taken: Callable[[
     except bulk.NoBulkData as error:
         raise NotFound(str(error)) from None
     audited({study_uid})
+    if not multipart:
+        [(location, value)] = values
+        return Response(value, 200, content_type=f"{encoding.media_type}; transfer-syntax={encoding.transfer_syntax}", headers={"Content-Location": location})
     boundary = secrets.token_hex(16)
     content_type = f"Content-Type: {encoding.media_type}; transfer-syntax={encoding.transfer_syntax}"
     body = b"".join(f"--{boundary}\r\n{content_type}\r\nContent-Location: {location}\r\n\r\n".encode() + value + b"\r\n"
@@ -258,22 +262,24 @@ def bulk_answer(study_uid: str, series_uid: str, sop_uid: str, taken: Callable[[
     return Response(body, 200, content_type=f'multipart/related; type="{encoding.media_type}"; boundary={boundary}')
 
 
-def accepted_bulk_encoding(stored: bulk.Encoding) -> bulk.Encoding:
-    """The encoding of the answer's parts: the stored one, when an entry of the client's Accept takes it (PS3.18
-    8.7.3.3: multipart/related of application/octet-stream without transfer-syntax asks for uncompressed data; of the
-    compressed media type, or with transfer-syntax=*, for it as it is)."""
+def accepted_bulk_encoding(stored: bulk.Encoding, parts: int) -> tuple[bulk.Encoding, bool]:
+    """The encoding of the answer's `parts` values, and whether it is multipart/related: the stored encoding, when an
+    entry of the client's Accept takes it (PS3.18 8.7.3.3: application/octet-stream without transfer-syntax asks for
+    uncompressed data; the compressed media type, or transfer-syntax=*, for it as it is); a single part only for a
+    single value."""
     for media_type, params in accepted_entries():
         if media_type in ("*/*", "multipart/*"):
-            return stored
-        if media_type != "multipart/related":
+            return stored, True
+        multipart = media_type == "multipart/related"
+        if not multipart and parts != 1:
             continue
-        part_type, wanted = params.get("type", bulk.OCTET_STREAM).lower(), params.get("transfer-syntax")
+        part_type, wanted = (params.get("type", bulk.OCTET_STREAM).lower() if multipart else media_type), params.get("transfer-syntax")
         if wanted not in (None, "*", stored.transfer_syntax):
             continue
         if part_type == bulk.OCTET_STREAM and (wanted is not None or not stored.compressed):
-            return bulk.Encoding(bulk.OCTET_STREAM, stored.transfer_syntax)
+            return bulk.Encoding(bulk.OCTET_STREAM, stored.transfer_syntax), multipart
         if part_type == "*/*" or (stored.media_type != bulk.OCTET_STREAM and part_type in (stored.media_type.lower(), f"{stored.media_type.split('/')[0]}/*")):
-            return stored
+            return stored, multipart
     raise NotAcceptable(f'The bulk data is stored as {stored.media_type} (transfer-syntax={stored.transfer_syntax}) and is not transcoded: '
                         f'accept multipart/related; type="{stored.media_type}", or type="{bulk.OCTET_STREAM}"; transfer-syntax=*.')
 

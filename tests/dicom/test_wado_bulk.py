@@ -158,3 +158,16 @@ def test_accept_entries_of_q_0_are_not_taken(dicomweb):
     preferred = f'{OCTETS}; transfer-syntax=*; q=0.5, multipart/related; type="image/dicom-rle"'
     answer = requests.get(frame_url(dicomweb, rle, "1"), headers={"Accept": preferred}, timeout=30)
     assert answer.status_code == 200 and answer.headers["Content-Type"].startswith('multipart/related; type="image/dicom-rle"')
+
+
+def test_a_single_value_is_given_as_a_single_part_to_a_client_that_asks_so(dicomweb):
+    """Viewers fetch a video or a document's bulk data as one body (OHIF's `singlepart`)."""
+    rle = stored(dicomweb, "SC_rgb_rle_2frame.dcm")
+    expected = list(generate_frames(rle.PixelData, number_of_frames=2))
+    single = requests.get(frame_url(dicomweb, rle, "2"), headers={"Accept": "application/octet-stream; transfer-syntax=*"}, timeout=30)
+    assert single.status_code == 200 and single.content == expected[1]
+    assert single.headers["Content-Type"] == "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.5"
+    assert single.headers["Content-Location"] == frame_url(dicomweb, rle, "2")
+    two = requests.get(frame_url(dicomweb, rle, "1,2"), headers={"Accept": "image/dicom-rle, multipart/related; type=\"image/dicom-rle\""}, timeout=30)
+    assert two.status_code == 200 and parts_of(two) == expected  # two values: the multipart entry
+    assert requests.get(frame_url(dicomweb, rle, "1,2"), headers={"Accept": "image/dicom-rle"}, timeout=30).status_code == 406
