@@ -62,11 +62,13 @@ class Accessed:
 
 @dataclass(frozen=True)
 class DicomQuery:
-    """A C-FIND request as the audit trail records it: who asked (the calling AE title and its network address) and
-    what (the information model's SOP Class UID, and the identifier as received, in the transfer syntax named)."""
+    """A C-FIND request as the audit trail records it: who asked (the calling AE title and its network address), whom
+    (the called AE title: this server's), and what (the information model's SOP Class UID, and the identifier as
+    received, in the transfer syntax named)."""
 
     calling_ae_title: str
     address: str
+    called_ae_title: str
     sop_class_uid: str
     identifier: bytes
     transfer_syntax: str
@@ -124,7 +126,7 @@ def dicom_query_events(query: DicomQuery, studies: list[StoredResource]) -> list
 def dicom_query_event(query: DicomQuery, patient: str | None, studies: list[StoredResource], recorded: str) -> dict:
     return {
         "resourceType": "AuditEvent", "type": QUERY_EVENT_TYPE, "action": "E", "recorded": recorded, "outcome": SUCCESS,
-        "agent": [calling_application(query)], "source": SOURCE, "entity": [*entities(patient, studies, []), dicom_query_entity(query)],
+        "agent": [calling_application(query), called_application(query)], "source": SOURCE, "entity": [*entities(patient, studies, []), dicom_query_entity(query)],
     }
 
 
@@ -134,6 +136,14 @@ def calling_application(query: DicomQuery) -> dict:
         "type": {"coding": [{"system": DICOM, "code": "110153", "display": "Source Role ID"}]},
         "who": {"identifier": {"system": AE_TITLE_SYSTEM, "value": query.calling_ae_title}}, "requestor": True,
         "network": {"address": query.address, "type": "2"},
+    }
+
+
+def called_application(query: DicomQuery) -> dict:
+    """This server as the application entity that answered (DICOM's Query message names both ends)."""
+    return {
+        "type": {"coding": [{"system": DICOM, "code": "110152", "display": "Destination Role ID"}]},
+        "who": {"identifier": {"system": AE_TITLE_SYSTEM, "value": query.called_ae_title}}, "requestor": False,
     }
 
 

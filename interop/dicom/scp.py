@@ -211,8 +211,8 @@ def find_answer(identifier: Dataset, match: Dataset, ae_title: str) -> Dataset:
 def asked_query(event) -> DicomQuery:
     """The C-FIND request of `event` for the audit trail: its identifier as received, in the association's transfer syntax."""
     requestor = event.assoc.requestor
-    return DicomQuery(requestor.ae_title, requestor.address, str(event.context.abstract_syntax), event.request.Identifier.getvalue(),
-                      str(event.context.transfer_syntax))
+    return DicomQuery(requestor.ae_title, requestor.address, event.assoc.acceptor.ae_title, str(event.context.abstract_syntax),
+                      event.request.Identifier.getvalue(), str(event.context.transfer_syntax))
 
 
 def matched_studies(engine: Engine, found: list[Dataset]) -> list[StoredResource]:

@@ -45,9 +45,10 @@ def test_a_c_find_is_audited_as_a_query_by_the_calling_ae_once_per_patient(scp, 
         validate_resource(event)
         assert event["type"] == {"system": DICOM, "code": "110112", "display": "Query"} and event["action"] == "E"
         assert event["outcome"] == "0" and event["source"]["observer"]["display"]
-        [agent] = event["agent"]
+        agent, us = event["agent"]
         assert agent["who"]["identifier"] == {"system": "urn:ehr:dicom:ae-title", "value": "READING-ROOM"}
         assert agent["requestor"] is True and agent["network"] == {"address": "127.0.0.1", "type": "2"}
+        assert us["who"]["identifier"]["value"] == "EHR" and us["requestor"] is False and us["type"]["coding"][0]["code"] == "110152"
         [patient] = [entity for entity in event["entity"] if entity["role"]["code"] == "1"]
         assert patient["what"]["reference"].startswith("Patient/")
         query = query_of(event)
