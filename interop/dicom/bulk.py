@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydicom import Dataset
-from pydicom.encaps import generate_frames
+from pydicom.encaps import generate_fragments, generate_frames
 from pydicom.pixels.utils import get_expected_length
 from pydicom.tag import Tag
 
@@ -127,21 +127,29 @@ def bulk_value(dataset: Dataset, path: list[str]) -> list[bytes]:
     """The value at a BulkDataURI's path (bulk_paths): a tag, or a sequence's tag, an item index and so on;
     encapsulated pixel data as its frames (PS3.18 8.7.3.3.2: one part each)."""
     *items, last = path
+    if len(items) % 2:
+        raise NoBulkData(f"{'/'.join(path)} is not a bulk data path (a tag, or sequence tag / item index pairs before it).")
     for sequence, index in zip(items[::2], items[1::2]):
         dataset = nth_item(dataset, sequence, index)
     tag = parsed_tag(last)
     if tag not in dataset or dataset[tag].VR not in BULK_VRS | {"OB or OW"}:
         raise NoBulkData(f"The instance has no bulk data at {'/'.join(path)}.")
     if dataset[tag].is_undefined_length and not items:
-        if is_video(dataset):  # one stream, in as many fragments as the sender cut it into
-            return list(generate_frames(dataset[tag].value, number_of_frames=1))
-        return encapsulated_frames(dataset, dataset[tag])
+        return [video_stream(dataset[tag])] if is_video(dataset) else encapsulated_frames(dataset, dataset[tag])
     return [bytes(dataset[tag].value or b"")]
+
+
+def video_stream(element) -> bytes:
+    """A video's one stream: every fragment after the basic offset table, in as many as the sender cut it into."""
+    try:
+        return b"".join(list(generate_fragments(element.value))[1:])
+    except ValueError as error:
+        raise NoBulkData(f"The instance's encapsulated video cannot be read: {error}") from None
 
 
 def nth_item(dataset: Dataset, sequence: str, index: str) -> Dataset:
     tag = parsed_tag(sequence)
-    if tag not in dataset or dataset[tag].VR != "SQ" or not index.isdigit() or int(index) >= len(dataset[tag].value):
+    if tag not in dataset or dataset[tag].VR != "SQ" or not (index.isascii() and index.isdigit()) or int(index) >= len(dataset[tag].value):
         raise NoBulkData(f"The instance has no item {index} of sequence {sequence}.")
     return dataset[tag].value[int(index)]
 

@@ -34,7 +34,7 @@ from interop.dicom import bulk
 from interop.dicom.mapping import dicomweb_address
 from interop.dicom.query import LEVELS, Query, imaging_studies, matches, studies_written_as
 from interop.dicom.service import SUCCESS, UID, DicomStore, Outcome
-from interop.dicom.studies import LaterUpdates, update_pending_studies
+from interop.dicom.studies import LaterUpdates, studies_marked, update_pending_studies
 
 dicomweb = Blueprint("dicomweb", __name__)
 log = logging.getLogger("ehr.dicom")
@@ -47,6 +47,19 @@ WEB_SYNTAXES = {ImplicitVRLittleEndian: ExplicitVRLittleEndian}  # what web_enco
 MAX_CONFINED_STUDIES = 10_000  # studies a reader that may see only some of them may see
 IMMEDIATE_UPDATE_LIMIT = 100  # instances in a study whose ImagingStudy STOW-RS writes before answering
 LATER_UPDATE_SECONDS = 5.0
+
+
+@dicomweb.before_request
+def sweep_marks_once():
+    """The first DICOMweb request of a process starts later updates when studies are marked (by a process that
+    stopped before it updated them, or by a migration), so that a server running DICOMweb alone, without `ehr dicom`,
+    brings every ImagingStudy up to date."""
+    if current_app.extensions.setdefault("ehr.dicom.marks_swept", False):
+        return
+    current_app.extensions["ehr.dicom.marks_swept"] = True
+    store = dicom_store()
+    if studies_marked(store.engine):
+        later_updates(store).ask()
 
 
 @dicomweb.before_request
@@ -231,7 +244,7 @@ def retrieve_bulk_data(study_uid: str, series_uid: str, sop_uid: str, path: str)
 
 def frame_numbers(frame_list: str) -> list[int]:
     numbers = [item.strip() for item in frame_list.split(",")]
-    if not all(number.isdigit() and len(number) <= 9 for number in numbers):
+    if not all(number.isascii() and number.isdigit() and len(number) <= 9 for number in numbers):
         raise BadRequest(f"frames/{frame_list[:80]}: give frame numbers from 1, separated by commas (frames/1,2).")
     return [int(number) for number in numbers]
 

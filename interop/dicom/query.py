@@ -247,17 +247,21 @@ def with_patient(dataset: Dataset, row, protection) -> Dataset:
 
 
 def imaging_studies(unit: Unit, study_uids: Iterable[str]) -> list[StoredResource]:
-    """The ImagingStudies the feed wrote for studies (dicom_study.imaging_study), by their Study Instance UIDs, read
-    through a unit of the one reader (whose caller's reach and audit trail apply: it records them as searched)."""
+    """The ImagingStudies of studies, by their Study Instance UIDs, read through a unit of the one reader (whose
+    caller's reach and audit trail apply: it records them as searched): the one the feed wrote for each study
+    (dicom_study.imaging_study), or, for a study whose id is not recorded yet (stored before it was), those with its
+    identifier."""
     uids = sorted(set(study_uids) - {""})
     column = dicom_study.c
-    ids = [study_id for start in range(0, len(uids), STUDIES_PER_SEARCH)
-           for study_id in unit.connection.execute(select(column.imaging_study).where(
-               column.study_uid.in_(uids[start:start + STUDIES_PER_SEARCH]), column.imaging_study.is_not(None))).scalars()]
+    recorded = dict(row for start in range(0, len(uids), STUDIES_PER_SEARCH) for row in unit.connection.execute(
+        select(column.study_uid, column.imaging_study).where(column.study_uid.in_(uids[start:start + STUDIES_PER_SEARCH]), column.imaging_study.is_not(None))))
+    ids, unrecorded = sorted(recorded.values()), [uid for uid in uids if uid not in recorded]
+    searches = [("_id", ",".join(ids[start:start + STUDIES_PER_SEARCH])) for start in range(0, len(ids), STUDIES_PER_SEARCH)]
+    searches += [("identifier", ",".join(f"{DICOM_UID}|urn:oid:{uid}" for uid in unrecorded[start:start + STUDIES_PER_SEARCH]))
+                 for start in range(0, len(unrecorded), STUDIES_PER_SEARCH)]
     studies = []
-    for start in range(0, len(ids), STUDIES_PER_SEARCH):
-        search, _ = search_request("ImagingStudy", [("_id", ",".join(ids[start:start + STUDIES_PER_SEARCH]))], False,
-                                   STUDIES_PER_SEARCH, STUDIES_PER_SEARCH)
+    for name, value in searches:
+        search, _ = search_request("ImagingStudy", [(name, value)], False, STUDIES_PER_SEARCH, STUDIES_PER_SEARCH)
         studies += unit.search(search).matches
     return studies
 

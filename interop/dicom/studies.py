@@ -60,7 +60,8 @@ class LaterUpdates:
     """ImagingStudy updates a little later, by a thread of this process that runs while studies are marked: a stream
     of requests that each store a few instances of a large study then makes one version every `delay` seconds, not one
     per request (each rebuilds the ImagingStudy from all of the study's instances). Each round updates every marked
-    study (also those another process left, or could not claim just then), and the thread stops when none is left."""
+    study (also those another process left, or could not claim just then), and the thread stops when none is left,
+    or when the database fails (the marks stay for the round a later request asks for)."""
 
     def __init__(self, engine: Engine, dicomweb_address: str | None, delay: float):
         self.engine, self.dicomweb_address, self.delay = engine, dicomweb_address, delay
@@ -83,9 +84,9 @@ class LaterUpdates:
             try:
                 update_pending_studies(self.engine, self.dicomweb_address)
                 left = studies_marked(self.engine)
-            except Exception:  # the database failed: the marks stay, for the next round
+            except Exception:  # the database failed: the marks stay, for the round the next request asks for
                 log.exception("DICOM ImagingStudy updates failed (the instances are stored)")
-                left = True
+                left = False
             with self.lock:
                 if not left and not self.asked:
                     self.running = False

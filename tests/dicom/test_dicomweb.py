@@ -17,7 +17,7 @@ from app.config import Settings
 from app.search.index import hash64
 from app.web import create_app
 from interop.dicom import http
-from interop.dicom.tables import dicom_instance, dicom_study_pending
+from interop.dicom.tables import dicom_instance, dicom_study, dicom_study_pending
 from tests.dicom.test_cstore import HL7, ct
 from tests.hl7v2.test_merge import admission, merge
 from tests.security.test_audit import audit_events
@@ -350,3 +350,33 @@ def test_a_later_update_comes_back_for_a_study_another_update_held(dicomweb, liv
     while requests.get(url, timeout=30).json()["entry"][0]["resource"]["numberOfInstances"] != 2:
         assert time.monotonic() < deadline, "the study held was not updated later"
         time.sleep(0.2)
+
+
+def test_studies_stored_before_their_imaging_study_id_was_kept_are_audited_and_updated_by_dicomweb_alone(database_url, tmp_path, monkeypatch):
+    """After migration 0013 a study has no ImagingStudy id yet and a mark: a server running DICOMweb alone (no `ehr
+    dicom`) takes the marks on its first request, and until then reads of the study are audited by its identifier."""
+    monkeypatch.setattr(http, "LATER_UPDATE_SECONDS", 0.3)
+    app = create_app(Settings(database_url=database_url, dicom_storage=str(tmp_path / "dicom")))
+    try:
+        client, engine = app.test_client(), app.extensions["ehr.engine"]
+        body, content_type = multipart(CT)
+        assert client.post("/dicomweb/studies", data=body, headers={"Content-Type": content_type, **bearer(token_for(engine, "system/*.cruds"))}).status_code == 200
+        with engine.begin() as connection:  # as migration 0013 leaves a study stored before it
+            connection.execute(dicom_study.update().values(imaging_study=None))
+            connection.execute(dicom_study_pending.insert().values(study_uid=CT_STUDY))
+        restarted = create_app(Settings(database_url=database_url, dicom_storage=str(tmp_path / "dicom")))
+        viewer = bearer(token_for(engine, "user/*.rs", fhir_user="Practitioner/doc"))
+        before = len(audit_events(app, engine))
+        assert restarted.test_client().get(f"/dicomweb/studies/{CT_STUDY}/metadata", headers=viewer).status_code == 200  # starts the sweep
+        [event] = audit_events(app, engine)[before:]
+        assert any(entity.get("what", {}).get("reference", "").startswith("ImagingStudy/") for entity in event["entity"])
+        deadline = time.monotonic() + 30
+        while True:
+            with engine.connect() as connection:
+                if connection.execute(select(dicom_study.c.imaging_study)).scalar() is not None:
+                    break
+            assert time.monotonic() < deadline, "the marks left were not taken"
+            time.sleep(0.2)
+        restarted.extensions["ehr.engine"].dispose()
+    finally:
+        engine.dispose()

@@ -171,3 +171,29 @@ def test_a_single_value_is_given_as_a_single_part_to_a_client_that_asks_so(dicom
     two = requests.get(frame_url(dicomweb, rle, "1,2"), headers={"Accept": "image/dicom-rle, multipart/related; type=\"image/dicom-rle\""}, timeout=30)
     assert two.status_code == 200 and parts_of(two) == expected  # two values: the multipart entry
     assert requests.get(frame_url(dicomweb, rle, "1,2"), headers={"Accept": "image/dicom-rle"}, timeout=30).status_code == 406
+
+
+def test_odd_frame_lists_and_bulk_data_paths_are_refused_never_a_server_error(dicomweb):
+    dose = stored(dicomweb, "rtdose.dcm")
+    assert requests.get(frame_url(dicomweb, dose, "%C2%B2"), timeout=30).status_code == 400  # a digit, but not 0-9
+    bulk = frame_url(dicomweb, dose, "1").replace("/frames/1", "/bulkdata")
+    assert requests.get(f"{bulk}/300C0002/%C2%B2/00081150", timeout=30).status_code == 404
+    assert requests.get(f"{bulk}/300C0002/7FE00010", timeout=30).status_code == 404  # a sequence without its item index
+    video = dcmread(get_testdata_file("CT_small.dcm"))
+    video.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.102"
+    video.PixelData, video.NumberOfFrames = b"\xfe\xff\x00\xe0\x00\x00\x00\x00" + b"\x01\x02\x03\x04\x05\x06\x07\x08", 2
+    video["PixelData"].VR = "OB"
+    video = stored_dataset(dicomweb, video)
+    broken = frame_url(dicomweb, video, "1").replace("/frames/1", "/bulkdata/7FE00010")
+    assert requests.get(broken, timeout=30).status_code == 404
+
+
+def test_a_video_sent_in_fragments_with_an_offset_table_is_one_stream(dicomweb):
+    video = dcmread(get_testdata_file("CT_small.dcm"))
+    video.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.102"
+    video.PixelData, video.NumberOfFrames = encapsulate([b"first-part", b"second-part!"], has_bot=True), 2
+    video["PixelData"].VR = "OB"
+    video = stored_dataset(dicomweb, video)
+    bulk_url = frame_url(dicomweb, video, "1").replace("/frames/1", "/bulkdata/7FE00010")
+    answer = requests.get(bulk_url, headers={"Accept": "video/mp4"}, timeout=30)
+    assert answer.status_code == 200 and answer.content == b"first-partsecond-part!"
