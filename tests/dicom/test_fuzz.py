@@ -5,8 +5,10 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
 
-from tests.dicom.test_dicomweb import CT, multipart
+from tests.dicom.test_dicomweb import CT, encoded, multipart
 
 KEYS = st.sampled_from(["PatientID", "PatientName", "StudyDate", "StudyTime", "AccessionNumber", "ModalitiesInStudy", "StudyInstanceUID",
                         "SeriesInstanceUID", "SOPInstanceUID", "Modality", "SeriesNumber", "InstanceNumber", "limit", "offset", "00100020",
@@ -38,3 +40,29 @@ def test_a_query_is_answered_or_refused_never_a_server_error(stored, path, uid, 
 def test_any_bytes_stored_are_stored_or_refused_never_a_server_error(client, parts):
     body, content_type = multipart(*parts)
     assert client.post("/dicomweb/studies", data=body, headers={"Content-Type": content_type}).status_code in (200, 202, 409)
+
+
+ACCEPTS = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=60) | st.sampled_from([
+    "multipart/related; type=application/octet-stream; transfer-syntax=*", 'multipart/related; type="image/dicom-rle"; q=0',
+    "application/octet-stream", "video/mp4", "image/*, */*;q=0", "multipart/related; type=*/*; transfer-syntax=1.2.3"])
+FRAME_LISTS = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/?#"), min_size=1, max_size=12) | st.sampled_from(["1", "2,1", "0", "3"])
+BULK_PATHS = st.lists(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/?#"), min_size=1, max_size=10)
+                      | st.sampled_from(["7FE00010", "60003000", "0", "00540016"]), min_size=1, max_size=4)
+
+
+@pytest.fixture
+def multiframe(client):
+    """A two-frame RLE image stored; its instance path."""
+    dataset = dcmread(get_testdata_file("SC_rgb_rle_2frame.dcm"))
+    body, content_type = multipart(encoded(dataset))
+    assert client.post("/dicomweb/studies", data=body, headers={"Content-Type": content_type}).status_code == 200
+    return f"/dicomweb/studies/{dataset.StudyInstanceUID}/series/{dataset.SeriesInstanceUID}/instances/{dataset.SOPInstanceUID}"
+
+
+@FUZZ
+@given(frames=FRAME_LISTS, path=BULK_PATHS, accept=ACCEPTS)
+def test_frames_and_bulk_data_are_answered_or_refused_never_a_server_error(client, multiframe, frames, path, accept):
+    headers = {"Accept": accept}
+    assert client.get(f"{multiframe}/frames/{quote(frames, safe=',')}", headers=headers).status_code in (200, 400, 404, 406)
+    assert client.get(f"{multiframe}/bulkdata/{'/'.join(quote(part, safe='') for part in path)}", headers=headers).status_code in (200, 400, 404, 406)
+    assert client.get(multiframe, headers=headers).status_code in (200, 406)
