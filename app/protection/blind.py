@@ -40,15 +40,12 @@ def parameter_key(index_key: bytes, type_name: str, code: str) -> hmac.HMAC:
     return hmac.HMAC(derived, hashes.SHA256())
 
 
-def blind_digest(context: hmac.HMAC, *parts: str) -> bytes:
+def blind64(context: hmac.HMAC, *parts: str) -> int:
+    """A blind value as a signed 64-bit integer, for the hash columns of search_token: the first 64 bits of the HMAC
+    of the parts joined (one function, not two: a Patient's index rows take about 80 of these)."""
     mac = context.copy()
     mac.update("\x1f".join(parts).encode())
-    return mac.finalize()
-
-
-def blind64(context: hmac.HMAC, *parts: str) -> int:
-    """A blind value as a signed 64-bit integer, for the hash columns of search_token."""
-    return int.from_bytes(blind_digest(context, *parts)[:8], "big", signed=True)
+    return int.from_bytes(mac.finalize()[:8], "big", signed=True)
 
 
 def blind_rows(type_name: str, indexed: IndexedParameter, body: dict, index_key: bytes, prefixes: bool = True) -> list[tuple[str, dict]]:
