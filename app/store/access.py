@@ -102,7 +102,6 @@ class Access:
                 raise Forbidden(f"{purpose} needs a backend service's token that may {PERMISSION_WORDS[letter]} every resource of every "
                                 f"type (such as system/*.cruds); {self.grant} do not allow that.")
 
-
     def reaches_every(self, type_names: tuple[str, ...], letters: str) -> bool:
         """Whether the caller may use each of `letters` on every resource of each of `type_names` (unrestricted, or
         user/ or system/ scopes that no query narrows; not one patient's)."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pydicom import Dataset
 from pydicom.encaps import generate_fragments, generate_frames
 from pydicom.pixels.utils import get_expected_length
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag, Tag
 
 NATIVE = "1.2.840.10008.1.2.1"  # Explicit VR Little Endian: how PS3.18 gives uncompressed bulk data
 LITTLE_ENDIAN_NATIVE = frozenset({"1.2.840.10008.1.2", NATIVE, "1.2.840.10008.1.2.1.99"})  # implicit, explicit, deflated
@@ -30,7 +30,7 @@ COMPRESSED_MEDIA_TYPES = {  # PS3.18 Table 8.7.3-5
     **dict.fromkeys(("1.2.840.10008.1.2.4.107", "1.2.840.10008.1.2.4.108"), "video/H265"),
 }
 PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
-BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN", "OB or OW"})  # the last: pydicom's, for a VR it could not tell
 BULK_DATA_THRESHOLD = 1024  # bytes of base64: a larger binary value is named by a BulkDataURI, a smaller one inline
 
 
@@ -132,7 +132,7 @@ def bulk_value(dataset: Dataset, path: list[str]) -> list[bytes]:
     for sequence, index in zip(items[::2], items[1::2]):
         dataset = nth_item(dataset, sequence, index)
     tag = parsed_tag(last)
-    if tag not in dataset or dataset[tag].VR not in BULK_VRS | {"OB or OW"}:
+    if tag not in dataset or dataset[tag].VR not in BULK_VRS:
         raise NoBulkData(f"The instance has no bulk data at {'/'.join(path)}.")
     if dataset[tag].is_undefined_length and not items:
         return [video_stream(dataset[tag])] if is_video(dataset) else encapsulated_frames(dataset, dataset[tag])
@@ -154,10 +154,16 @@ def nth_item(dataset: Dataset, sequence: str, index: str) -> Dataset:
     return dataset[tag].value[int(index)]
 
 
-def parsed_tag(text: str) -> Tag:
-    if len(text) != 8 or any(character not in "0123456789abcdefABCDEF" for character in text):
+def parsed_tag(text: str) -> BaseTag:
+    tag = tag_of(text)
+    if tag is None:
         raise NoBulkData(f"{text} is not a tag (eight hexadecimal digits, such as 7FE00010).")
-    return Tag(int(text, 16))
+    return tag
+
+
+def tag_of(text: str) -> BaseTag | None:
+    """The tag that eight hexadecimal digits name, as DICOMweb writes one (`7FE00010`); None for other text."""
+    return Tag(int(text, 16)) if len(text) == 8 and all(character in "0123456789abcdefABCDEF" for character in text) else None
 
 
 def bulk_paths(dataset: Dataset) -> dict[int, str]:
@@ -171,7 +177,7 @@ def bulk_paths(dataset: Dataset) -> dict[int, str]:
         except Exception:  # noqa: BLE001 - a value pydicom cannot read: the JSON encoder leaves it out as well
             continue
         name = f"{tag:08X}"
-        if element.VR in BULK_VRS or element.VR == "OB or OW":
+        if element.VR in BULK_VRS:
             paths[id(element)] = name
         for index, item in enumerate(items or []):
             paths.update({key: f"{name}/{index}/{path}" for key, path in bulk_paths(item).items()})

@@ -54,7 +54,7 @@ def sweep_marks_once():
     """The first DICOMweb request of a process starts later updates when studies are marked (by a process that
     stopped before it updated them, or by a migration), so that a server running DICOMweb alone, without `ehr dicom`,
     brings every ImagingStudy up to date."""
-    if current_app.extensions.setdefault("ehr.dicom.marks_swept", False):
+    if current_app.extensions.get("ehr.dicom.marks_swept"):
         return
     current_app.extensions["ehr.dicom.marks_swept"] = True
     store = dicom_store()
@@ -388,7 +388,7 @@ def query_keys() -> dict[str, str]:
     for name, value in request.args.items(multi=True):
         if name in QUERY_CONTROLS:
             continue
-        keyword = keyword_for_tag(int(name, 16)) if len(name) == 8 and all(c in "0123456789abcdefABCDEF" for c in name) else name
+        keyword = keyword_for_tag(tag) if (tag := bulk.tag_of(name)) is not None else name
         if not keyword or tag_for_keyword(keyword) is None:
             raise BadRequest(f"{name} names no DICOM attribute (give its keyword, such as PatientID, or its tag, such as 00100020).")
         keys[keyword] = value

@@ -160,8 +160,7 @@ def studies_of_patients(engine: Engine, patients: list[str]) -> list[str]:
     """The StudyInstanceUIDs of the ImagingStudies about `patients` (`Patient/<id>`) now: a study follows its subject
     when an ADT feed merges two patients."""
     studies = []
-    for start in range(0, len(patients), MAX_PATIENTS_PER_SEARCH):
-        subjects = ",".join(patients[start:start + MAX_PATIENTS_PER_SEARCH])
+    for subjects in (",".join(group) for group in groups(patients, MAX_PATIENTS_PER_SEARCH)):
         request, _ = search_request("ImagingStudy", [("subject", subjects), ("_count", str(MAX_STUDIES))], False, MAX_STUDIES, MAX_STUDIES)
         with reading(engine) as unit:
             studies += [identifier["value"].removeprefix("urn:oid:") for found in unit.search(request).matches
@@ -253,12 +252,11 @@ def imaging_studies(unit: Unit, study_uids: Iterable[str]) -> list[StoredResourc
     identifier."""
     uids = sorted(set(study_uids) - {""})
     column = dicom_study.c
-    recorded = dict(row for start in range(0, len(uids), STUDIES_PER_SEARCH) for row in unit.connection.execute(
-        select(column.study_uid, column.imaging_study).where(column.study_uid.in_(uids[start:start + STUDIES_PER_SEARCH]), column.imaging_study.is_not(None))))
+    recorded = dict(row for group in groups(uids, STUDIES_PER_SEARCH) for row in unit.connection.execute(
+        select(column.study_uid, column.imaging_study).where(column.study_uid.in_(group), column.imaging_study.is_not(None))))
     ids, unrecorded = sorted(recorded.values()), [uid for uid in uids if uid not in recorded]
-    searches = [("_id", ",".join(ids[start:start + STUDIES_PER_SEARCH])) for start in range(0, len(ids), STUDIES_PER_SEARCH)]
-    searches += [("identifier", ",".join(f"{DICOM_UID}|urn:oid:{uid}" for uid in unrecorded[start:start + STUDIES_PER_SEARCH]))
-                 for start in range(0, len(unrecorded), STUDIES_PER_SEARCH)]
+    searches = [("_id", ",".join(group)) for group in groups(ids, STUDIES_PER_SEARCH)]
+    searches += [("identifier", ",".join(f"{DICOM_UID}|urn:oid:{uid}" for uid in group)) for group in groups(unrecorded, STUDIES_PER_SEARCH)]
     studies = []
     for name, value in searches:
         search, _ = search_request("ImagingStudy", [(name, value)], False, STUDIES_PER_SEARCH, STUDIES_PER_SEARCH)
@@ -268,7 +266,12 @@ def imaging_studies(unit: Unit, study_uids: Iterable[str]) -> list[StoredResourc
 
 def studies_written_as(engine: Engine, imaging_study_ids: set[str]) -> frozenset[str]:
     """The Study Instance UIDs of the studies whose ImagingStudy the feed wrote under one of those ids."""
-    ids, column = sorted(imaging_study_ids), dicom_study.c
+    column = dicom_study.c
     with read_unit(engine) as connection:
-        return frozenset(uid for start in range(0, len(ids), STUDIES_PER_SEARCH)
-                         for uid in connection.execute(select(column.study_uid).where(column.imaging_study.in_(ids[start:start + STUDIES_PER_SEARCH]))).scalars())
+        return frozenset(uid for group in groups(sorted(imaging_study_ids), STUDIES_PER_SEARCH)
+                         for uid in connection.execute(select(column.study_uid).where(column.imaging_study.in_(group))).scalars())
+
+
+def groups(values: list, size: int) -> list[list]:
+    """`values` in groups of at most `size`, in order: the terms of one IN list or one search each."""
+    return [values[start:start + size] for start in range(0, len(values), size)]
