@@ -157,15 +157,15 @@ def patients_named(engine: Engine, patient_id: str, issuer: str | None) -> list[
 
 
 def studies_of_patients(engine: Engine, patients: list[str]) -> list[str]:
-    """The StudyInstanceUIDs of the ImagingStudies about `patients` (`Patient/<id>`) now: a study follows its subject
-    when an ADT feed merges two patients."""
-    studies = []
+    """The StudyInstanceUIDs of the studies whose ImagingStudy, the one the feed wrote, is about `patients`
+    (`Patient/<id>`) now: a study follows its subject when an ADT feed merges two patients. Another ImagingStudy
+    naming the same study UID in its identifiers does not bring it in."""
+    written = set()
     for subjects in (",".join(group) for group in groups(patients, MAX_PATIENTS_PER_SEARCH)):
         request, _ = search_request("ImagingStudy", [("subject", subjects), ("_count", str(MAX_STUDIES))], False, MAX_STUDIES, MAX_STUDIES)
         with reading(engine) as unit:
-            studies += [identifier["value"].removeprefix("urn:oid:") for found in unit.search(request).matches
-                        for identifier in found.body.get("identifier", []) if identifier.get("system") == DICOM_UID]
-    return studies
+            written |= {found.id for found in unit.search(request).matches}
+    return sorted(studies_written_as(engine, written))
 
 
 def instance_matches(query: Query, attributes: Dataset) -> bool:

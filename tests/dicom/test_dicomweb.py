@@ -301,8 +301,8 @@ def test_an_implicit_vr_object_is_given_back_in_explicit_vr(dicomweb):
 
 def test_an_imaging_study_a_patient_writes_naming_anothers_study_gives_no_access_to_it(database_url, tmp_path):
     """A patient's app that may write ImagingStudies writes one about her naming another patient's Study Instance
-    UID: DICOMweb still confines her to the studies whose ImagingStudy the feed wrote, and the other study is still
-    updated (its own ImagingStudy, not the forged one)."""
+    UID: DICOMweb still confines her to the studies whose ImagingStudy the feed wrote, a search by her PatientID does
+    not find his study, and the other study is still updated (its own ImagingStudy, not the forged one)."""
     app = create_app(Settings(database_url=database_url, dicom_storage=str(tmp_path / "dicom")))
     try:
         client, engine = app.test_client(), app.extensions["ehr.engine"]
@@ -319,6 +319,8 @@ def test_an_imaging_study_a_patient_writes_naming_anothers_study_gives_no_access
         assert [match["0020000D"]["Value"][0] for match in client.get("/dicomweb/studies", headers=forger).get_json()] == [hers.StudyInstanceUID]
         assert client.get(f"/dicomweb/studies/{his.StudyInstanceUID}/metadata", headers=forger).status_code == 404
         assert client.get("/dicomweb/studies?PatientID=BOB-1", headers=forger).get_json() == []
+        by_patient = client.get("/dicomweb/studies?PatientID=ALICE-1", headers=system).get_json()
+        assert [match["0020000D"]["Value"][0] for match in by_patient] == [hers.StudyInstanceUID]  # not his too
         more = ct(StudyInstanceUID=his.StudyInstanceUID, SeriesInstanceUID=his.SeriesInstanceUID, PatientID="BOB-1")
         body, content_type = multipart(encoded(more))
         assert client.post("/dicomweb/studies", data=body, headers={"Content-Type": content_type, **system}).status_code == 200
