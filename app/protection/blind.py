@@ -48,21 +48,27 @@ def blind64(context: hmac.HMAC, *parts: str) -> int:
     return int.from_bytes(mac.finalize()[:8], "big", signed=True)
 
 
-def blind_rows(type_name: str, indexed: IndexedParameter, body: dict, index_key: bytes, prefixes: bool = True) -> list[tuple[str, dict]]:
+def blind_rows(type_name: str, indexed: IndexedParameter, body: dict, index_key: bytes, prefixes: bool = True,
+               shared_parts: frozenset[str] = frozenset()) -> list[tuple[str, dict]]:
     """(table kind, row) of each blind row of `indexed` for `body`: none for a parameter type that cannot be blind; a
-    string parameter's prefixes unless not `prefixes`."""
+    string parameter's prefixes unless not `prefixes`; none for the `shared_parts` of names (ProtectedPaths.shared_name_parts)."""
     parameter = indexed.parameter
     if parameter.type not in BLIND_TYPES:
         return []
     context, param_hash = parameter_key(index_key, type_name, parameter.code), hash64(type_name, parameter.code)
     nodes = indexed.evaluate(body)
-    values = {value for node in nodes for value in VALUES_BY_PARAMETER_TYPE[parameter.type](node.value, node.type)}
+    values = {value for node in nodes for value in VALUES_BY_PARAMETER_TYPE[parameter.type](without_parts(node.value, shared_parts), node.type)}
     keyed = {(modifier, value) for node in nodes for modifier, tokens in keyed_tokens(node) for value in tokens} if parameter.type == "token" else ()
     make_rows = BLIND_ROWS[parameter.type] if parameter.type != "string" or prefixes else blind_whole_string_rows
     return [
         *make_rows(context, param_hash, values),
         *(blind_token_row(context, param_hash, value, modifier) for modifier, value in keyed),
     ]
+
+
+def without_parts(value, parts: frozenset[str]):
+    """A HumanName without the parts other parameters' rows hold (the value itself when there are none)."""
+    return {name: part for name, part in value.items() if name not in parts} if parts and isinstance(value, dict) else value
 
 
 def keyed_tokens(node) -> list[tuple[str, list]]:
@@ -110,9 +116,11 @@ def blind_date_rows(context: hmac.HMAC, param_hash: int, values: set) -> list[tu
     return [blind_hash_row(param_hash, blind64(context, "d", period)) for period in periods]
 
 
-def enclosing_periods(low: datetime, high: datetime) -> set[str]:
-    """The range itself and the calendar year, month and day (UTC) that hold it, each as `low/high`."""
-    return {range_text(low, high), *calendar_periods(low, high)}
+@lru_cache(maxsize=8192)
+def enclosing_periods(low: datetime, high: datetime) -> frozenset[str]:
+    """The range itself and the calendar year, month and day (UTC) that hold it, each as `low/high` (remembered: dates
+    of birth recur, and this was half of a birth date's blind rows)."""
+    return frozenset({range_text(low, high), *calendar_periods(low, high)})
 
 
 def calendar_periods(low: datetime, high: datetime) -> list[str]:

@@ -19,7 +19,7 @@ from app.protection.keys import (
     PURPOSES, KeyUnavailable, add_data_key, data_key_rows, delete_data_key, mark_covered, primary_key_ids, promote_data_key, rewrap_data_keys,
 )
 from app.protection.service import RING_REFRESH_SECONDS, Protection, protection_of
-from app.feeds import installed_feeds
+from app.feeds import feed_sealed_stores
 from app.store.db import write_unit
 from app.store.rewrap import RESOURCES
 
@@ -150,7 +150,7 @@ def key_commands(open_engine) -> list[click.Command]:
 
 def sealed_stores() -> list:
     """The resource tables, and each feed's stores of sealed values (app/feeds.py SealedStore)."""
-    return [RESOURCES, *(store for feed in installed_feeds() for store in feed.sealed_stores)]
+    return [RESOURCES, *feed_sealed_stores()]
 
 
 def protected_engine(open_engine) -> tuple:

@@ -87,6 +87,23 @@ class ProtectedPaths:
         return {(key[0], code): codes[0] for key, codes in groups.items() for code in codes}
 
 
+    @cached_property
+    def shared_name_parts(self) -> dict[tuple[str, str], dict[str, str]]:
+        """(type, code) of a protected string parameter over whole HumanNames (Patient `name`) -> {part: code} of the
+        protected string parameters over one part of the same names (`family`, `given`), whose blind rows it shares:
+        its own rows hold the other parts (text, prefix, suffix), and its searches look up theirs too. A Patient's
+        family and given names had a prefix row each under `name` as well as under `family` and `given`: a quarter
+        of its blind rows and HMACs."""
+        shared: dict[tuple[str, str], dict[str, str]] = {}
+        searched_by_prefix = [key for key in sorted(self.parameters) if key not in self.whole_value_codes]
+        for type_name, code in searched_by_prefix:
+            if (chain := string_chain(type_name, code)) and len(chain) == 2 and chain[1] in ("family", "given"):
+                shared.setdefault((type_name, chain[0]), {})[chain[1]] = code
+        return {(type_name, code): shared[(type_name, chain[0])] for type_name, code in self.parameters
+                if (chain := string_chain(type_name, code)) and len(chain) == 1 and (type_name, chain[0]) in shared
+                and element_of(type_name, chain[0]).node == "HumanName"}
+
+
 def reads_protected(type_name: str, parameter: SearchParameter, paths: tuple[ProtectedPath, ...]) -> bool:
     """Whether the parameter's expression reads a protected element: an element path of it (`Patient.name.family`,
     `Patient.identifier`) lies inside a protected one or holds one. `AuditEvent.entity.what` reads nothing of a
@@ -98,6 +115,13 @@ def reads_protected(type_name: str, parameter: SearchParameter, paths: tuple[Pro
     if not chains:
         return True
     return any(overlaps(chain, path.text.split(".")) for chain in chains for path in paths)
+
+
+def string_chain(type_name: str, code: str) -> list[str] | None:
+    """The one element path a string parameter reads (["name", "family"] for Patient `family`); None for another."""
+    parameter = parameters_of(type_name)[code]
+    chains = element_chains(type_name, parameter.expression)
+    return chains[0] if parameter.type == "string" and len(chains) == 1 else None
 
 
 def reads_whole_addresses(type_name: str, code: str) -> bool:

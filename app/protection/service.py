@@ -139,11 +139,19 @@ class Protection(SealsText):
         """The parameter whose blind rows a protected one uses (see ProtectedPaths.blind_codes)."""
         return self.paths.blind_codes.get((type_name, code), code)
 
+    def searched_codes(self, type_name: str, code: str) -> list[str]:
+        """The parameters whose blind rows a search by a protected one looks up: the one whose rows it uses, and those
+        of the name parts that one shares (Patient `name`: `name`, `family`, `given`)."""
+        blind_code = self.blind_code(type_name, code)
+        return [blind_code, *self.paths.shared_name_parts.get((type_name, blind_code), {}).values()]
+
     def blind_rows(self, type_name: str, indexed: IndexedParameter, body: dict) -> list[tuple[str, dict]]:
         """The blind rows of a protected parameter; none for one that shares another's."""
-        if self.blind_code(type_name, indexed.parameter.code) != indexed.parameter.code:
+        code = indexed.parameter.code
+        if self.blind_code(type_name, code) != code:
             return []
-        return blind_rows(type_name, indexed, body, self.ring().primary("index").key, self.prefix_searched(type_name, indexed.parameter.code))
+        shared_parts = frozenset(self.paths.shared_name_parts.get((type_name, code), ()))
+        return blind_rows(type_name, indexed, body, self.ring().primary("index").key, self.prefix_searched(type_name, code), shared_parts)
 
     def prefix_searched(self, type_name: str, code: str) -> bool:
         """Whether a protected string parameter's blind rows hold prefixes (not those of an Address: see

@@ -369,8 +369,8 @@ def blind_condition(type_names: tuple[str, ...], parameter: SearchParameter, mod
     if modifier not in BLIND_MODIFIERS[parameter.type] | {""}:
         raise BadRequest(f"{protected}, indexed by blind values: the modifier :{modifier} cannot search it.")
     index = INDEX_TABLES[BLIND_TABLE_KINDS[parameter.type]]
-    codes = {type_name: protection.blind_code(type_name, parameter.code) for type_name in type_names}
-    of_parameter = index.c.h_param.in_([hash64(type_name, code) for type_name, code in codes.items()])
+    codes = [(type_name, code) for type_name in type_names for code in protection.searched_codes(type_name, parameter.code)]
+    of_parameter = index.c.h_param.in_([hash64(type_name, code) for type_name, code in codes])
     if modifier == "missing":
         return missing_condition(index, of_parameter, query.value, table)
     keys = protection.index_keys()
@@ -379,12 +379,12 @@ def blind_condition(type_names: tuple[str, ...], parameter: SearchParameter, mod
     return not_(matched) if modifier == "not" else matched
 
 
-def blind_values(protection, keys: list[bytes], codes: dict[str, str], parameter: SearchParameter, modifier: str, value: str) -> tuple[str, list]:
-    """(column, blind values under every key and type) that one value of the search matches; `codes`: the parameter
-    whose blind rows each type's uses."""
+def blind_values(protection, keys: list[bytes], codes: list[tuple[str, str]], parameter: SearchParameter, modifier: str, value: str) -> tuple[str, list]:
+    """(column, blind values under every key, type and parameter) that one value of the search matches; `codes`: (type,
+    parameter) of the blind rows it looks up (Protection.searched_codes)."""
     found: list = []
     column = "h_code"
-    for type_name, code in codes.items():
+    for type_name, code in codes:
         if parameter.type == "string":
             column, blinds = string_lookup(keys, type_name, code, modifier, value, protection.prefix_searched(type_name, code))
         elif modifier == "of-type":

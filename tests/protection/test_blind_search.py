@@ -2,7 +2,10 @@
 among several alike; what it cannot (a substring, one letter, a date range, an order) is refused with a 400 that says
 why; conditional writes find the patient they name."""
 import pytest
+from sqlalchemy import func, select
 
+from app.search.index import hash64
+from app.store.schema import resource, search_token
 from tests.protection.conftest import FHIR_JSON, put, raw_database_text, search_ids
 
 MRN = "urn:mrn"
@@ -88,6 +91,32 @@ def test_given_and_name_searches_find_exactly_the_right_patients(patients, clien
         "name=zyx&gender=male": {"p1"},
         "family=zyxwvutson&given=alb": {"p2"},
     }) == {}
+
+
+def test_a_name_search_finds_every_part_while_name_rows_hold_only_what_family_and_given_do_not(patients, client, engine):
+    """`name` looks up the blind rows of `family` and `given` too (ProtectedPaths.shared_name_parts): its own hold a
+    name's text, prefix and suffix alone, and a search by any part still finds the patient."""
+    put(client, {"resourceType": "Patient", "id": "p8", "name": [{"text": "Quirinus Vandermeer III", "prefix": ["Dr."], "suffix": ["III"],
+                                                               "family": "Vandermeer", "given": ["Quirinus"]}]})
+    assert wrong_answers(client, {
+        "name=quirinus v": {"p8"},
+        "name=dr": {"p8"},
+        "name=iii": {"p8"},
+        "name=vanderm": {"p8"},
+        "name:exact=Quirinus": {"p8"},
+        "name:exact=Dr.": {"p8"},
+        "name:exact=quirinus": set(),
+        "name:missing=true": {"p5"},
+        "phonetic=vandermeer": {"p8"},
+        "family=quirinus": set(),
+        "family=dr": set(),
+        "given=vander": set(),
+    }) == {}
+    name_rows = select(func.count()).select_from(search_token.join(resource, search_token.c.res_pk == resource.c.pk)).where(
+        resource.c.res_type == "Patient", search_token.c.h_param == hash64("Patient", "name"))
+    with engine.connect() as connection:
+        assert connection.execute(name_rows.where(resource.c.res_id == "p1")).scalar() == 0  # a family and a given name only
+        assert connection.execute(name_rows.where(resource.c.res_id == "p8")).scalar() > 0
 
 
 def test_an_initial_is_found_by_an_exact_search(patients, client):
