@@ -12,7 +12,7 @@ from tqdm import tqdm
 from app.config import Database, load_settings
 from app.demo import DEMO_PRACTITIONER, demo_bundle
 from app.errors import DatabaseUnavailable, KeyUnavailableError, ProtectedValueUnreadable
-from app.feeds import installed_feeds
+from app.feeds import COMMANDS, feed_command, installed
 from app.loader import LoadReport, bundle_candidates, load_candidates, read_candidates
 from app.model.registry import is_served
 from app.protection.commands import key_commands
@@ -25,7 +25,6 @@ from app.store.reindex import reindex, resources_to_reindex
 from app.store import migrate
 from app.store.db import is_missing_database, make_engine, open_database
 from app.store.unit import reading
-from app.web import create_app
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -44,10 +43,10 @@ class CommandLine(click.Group):
     traceback."""
 
     def list_commands(self, ctx):
-        return sorted({*super().list_commands(ctx), *feed_commands()})
+        return sorted({*super().list_commands(ctx), *installed(COMMANDS)})
 
     def get_command(self, ctx, name):
-        return super().get_command(ctx, name) or feed_commands().get(name)
+        return super().get_command(ctx, name) or feed_command(name)
 
     def invoke(self, ctx):
         try:
@@ -59,11 +58,6 @@ class CommandLine(click.Group):
             if trouble is None:  # the database is fine: the failure is a bug, and its traceback is wanted
                 raise
             raise click.ClickException(trouble) from None
-
-
-def feed_commands() -> dict[str, click.Command]:
-    """The feeds' commands, loaded when `ehr` runs rather than when this module is imported: feeds import it."""
-    return {command.name: command for feed in installed_feeds() for command in feed.commands}
 
 
 def database_trouble(database_url: str) -> str | None:
@@ -135,6 +129,8 @@ def db_current():
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
 def serve(host, port):
     """Serve the FHIR API with the development server (use gunicorn in production)."""
+    from app.web import create_app  # the web application's modules, for this command alone
+
     app = create_app(bind_host=host)
     tokens = "SMART bearer tokens required" if app.config["EHR_SETTINGS"].auth else "EHR_AUTH=off: no token needed, for development only"
     click.echo(f"FHIR R4 API at http://{host}:{port}/fhir ({tokens}).")

@@ -1,11 +1,13 @@
-"""Feeds plug into the server through the `ehr.feeds` entry point group (setup.cfg), so that `app` never imports
-them: each names the Flask blueprints it serves, the `ehr` commands it adds, and the stores of its own that hold
-sealed values (its part of `ehr keys rewrap` and `retire`, see app/protection/commands.py). The HL7 v2 feed is
-interop/hl7v2/feed.py; a DICOM feed will be another entry."""
+"""Feeds plug into the server through entry point groups (setup.cfg), so that `app` never imports them, and each
+process loads only the parts of them it uses (`ehr keys rewrap` imports no DICOM network code, nor the web server):
+- `ehr.blueprints`: the Flask blueprints the server registers (`POST /hl7v2`, `/dicomweb`);
+- `ehr.commands`: the `ehr` commands a feed adds, each loaded when it runs (or when `ehr --help` lists them);
+- `ehr.sealed_stores`: the classes of a feed's stores of sealed values, its part of `ehr keys rewrap` and `retire`
+  (app/protection/commands.py).
+The HL7 v2 feed is interop/hl7v2, the DICOM feed interop/dicom."""
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from functools import cache
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Protocol
 
 import click
@@ -14,7 +16,7 @@ from sqlalchemy import Column, Engine, func, select
 
 from app.store.db import read_unit, write_unit
 
-FEED_ENTRY_POINTS = "ehr.feeds"
+BLUEPRINTS, COMMANDS, SEALED_STORES = "ehr.blueprints", "ehr.commands", "ehr.sealed_stores"
 
 
 class SealedStore(Protocol):
@@ -53,15 +55,22 @@ def rows_resealed(engine: Engine, key: Column, reseal: Callable[[object, list], 
         yield len(rows), changed
 
 
-@dataclass(frozen=True)
-class Feed:
-    name: str
-    blueprints: tuple[Blueprint, ...] = ()
-    commands: tuple[click.Command, ...] = ()
-    sealed_stores: tuple[SealedStore, ...] = ()
+def installed(group: str) -> dict[str, EntryPoint]:
+    """The entry points of `group` of the installed distribution, by name, unloaded; the package must be installed
+    (`make install` does it)."""
+    return {entry.name: entry for entry in sorted(entry_points(group=group), key=lambda entry: entry.name)}
 
 
 @cache
-def installed_feeds() -> tuple[Feed, ...]:
-    """The feeds of the installed distribution, by name; the package must be installed (`make install` does it)."""
-    return tuple(entry.load() for entry in sorted(entry_points(group=FEED_ENTRY_POINTS), key=lambda entry: entry.name))
+def feed_blueprints() -> tuple[Blueprint, ...]:
+    return tuple(entry.load() for entry in installed(BLUEPRINTS).values())
+
+
+def feed_command(name: str) -> click.Command | None:
+    entry = installed(COMMANDS).get(name)
+    return entry.load() if entry else None
+
+
+@cache
+def feed_sealed_stores() -> tuple[SealedStore, ...]:
+    return tuple(entry.load()() for entry in installed(SEALED_STORES).values())

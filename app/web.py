@@ -6,7 +6,7 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_cors import CORS
 
 from app.config import Settings, load_settings
-from app.feeds import installed_feeds
+from app.feeds import feed_blueprints
 from app.rest.health import health
 from app.rest.operations import operations
 from app.rest.outcome import register_error_handlers
@@ -56,9 +56,8 @@ def create_app(settings: Settings | None = None, bind_host: str | None = None) -
     app.register_blueprint(health)
     app.register_blueprint(auth)
     app.register_blueprint(admin)
-    for feed in installed_feeds():
-        for blueprint in feed.blueprints:
-            app.register_blueprint(blueprint)
+    for blueprint in feed_blueprints():
+        app.register_blueprint(blueprint)
     register_error_handlers(app)
     return app
 

@@ -56,9 +56,9 @@ def test_entrances_write_and_read_resources_only_through_the_unit_of_work(path):
     assert not names_imported_from(path, {"app.store.resources", "app.store.history"}) & STORE_STEPS
 
 
-def test_the_hl7_feed_is_installed_with_its_routes_and_commands():
-    from app.feeds import installed_feeds
+def test_the_feeds_are_installed_with_their_routes_commands_and_sealed_stores():
+    from app.feeds import COMMANDS, feed_blueprints, feed_command, feed_sealed_stores, installed
 
-    feeds = {feed.name: feed for feed in installed_feeds()}
-    assert {command.name for command in feeds["hl7v2"].commands} == {"mllp", "hl7"}
-    assert [blueprint.name for blueprint in feeds["hl7v2"].blueprints] == ["hl7v2"]
+    assert {name: feed_command(name).name for name in installed(COMMANDS)} == {name: name for name in ("dicom", "dicom-quarantine", "hl7", "mllp")}
+    assert [blueprint.name for blueprint in feed_blueprints()] == ["dicomweb", "hl7v2"]
+    assert [type(store).__name__ for store in feed_sealed_stores()] == ["DicomSealing", "MessageStoreSealing"]

@@ -1,8 +1,5 @@
-"""Schema migrations through Alembic, and the start-up check that the schema is current."""
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+"""Schema migrations through Alembic, and the start-up check that the schema is current. Alembic is imported by the
+functions that use it: most `ehr` commands never do, and it was a sixth of their start."""
 from sqlalchemy import Engine
 
 from app.config import CONFORMANCE_DIR
@@ -15,7 +12,9 @@ class SchemaNotCurrent(RuntimeError):
     """The database schema is missing or older than this code; the server must not start."""
 
 
-def alembic_config(engine: Engine) -> Config:
+def alembic_config(engine: Engine):
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%"))
@@ -23,6 +22,8 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    from alembic import command
+
     config = alembic_config(engine)
     with engine.begin() as connection:
         config.attributes["connection"] = connection
@@ -30,10 +31,14 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 
 def head_revision(engine: Engine) -> str:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 

@@ -23,7 +23,7 @@ from app.store.db import read_unit
 from app.store.resources import StoredResource
 from app.store.unit import Unit, reading
 from interop.dicom.mapping import DICOM_UID, text
-from interop.dicom.service import patient_context
+from interop.dicom.sealed import patient_context
 from interop.dicom.tables import dicom_instance, dicom_study
 from interop.hl7v2.authorities import authority_systems
 from interop.hl7v2.mapping.datatypes import system_of_authority

@@ -16,11 +16,19 @@ from app.protection.fields import FORMAT, blob_key_id, sealed_under
 from app.protection.service import protection_of
 from app.store.db import read_unit
 from interop.dicom.blobs import DirectoryBlobStore
-from interop.dicom.service import blob_context, patient_context
 from interop.dicom.tables import dicom_instance, dicom_quarantine
 
 BATCH_SIZE = 200
 log = logging.getLogger("ehr.dicom")
+
+
+def blob_context(key: str) -> str:
+    """What a sealed object is bound to: its key, so that bytes copied under another key do not open."""
+    return f"dicom blob {key}"
+
+
+def patient_context(sop_instance_uid: str) -> str:
+    return f"dicom_instance.patient|{sop_instance_uid}"
 
 
 class DicomSealing:

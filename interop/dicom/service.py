@@ -21,6 +21,7 @@ from app.protection.fields import blob_key_id
 from app.protection.service import protection_of
 from app.store.db import conflict_insert, read_unit, write_unit
 from interop.dicom.blobs import BlobStore
+from interop.dicom.sealed import blob_context, patient_context
 from interop.dicom.tables import dicom_instance, dicom_quarantine, dicom_study_pending
 
 log = logging.getLogger("ehr.dicom")
@@ -220,11 +221,6 @@ class DicomStore:
         return protection_of(self.engine).opened_blob(self.blobs.get(key), blob_context(key))
 
 
-def blob_context(key: str) -> str:
-    """What a sealed object is bound to: its key, so that bytes copied under another key do not open."""
-    return f"dicom blob {key}"
-
-
 def instance_row(instance: Instance, size: int, peer: str, protection, sealed_with: str | None) -> dict:
     return {
         "sop_instance_uid": instance.sop_instance_uid, "sop_class_uid": instance.sop_class_uid, "study_uid": instance.study_uid,
@@ -233,10 +229,6 @@ def instance_row(instance: Instance, size: int, peer: str, protection, sealed_wi
         "received_at": utc_now(), "peer": peer[:200], "attributes": instance.attributes,
         "patient": protection.sealed_text(orjson.dumps(instance.patient).decode(), patient_context(instance.sop_instance_uid)),
     }
-
-
-def patient_context(sop_instance_uid: str) -> str:
-    return f"dicom_instance.patient|{sop_instance_uid}"
 
 
 def insert_instance(dialect_name: str):

@@ -22,7 +22,7 @@ from app.store.db import conflict_insert, is_postgresql, read_unit
 from app.store.resources import StoredResource, same_content
 from app.store.unit import Unit, writing
 from interop.dicom import mapping
-from interop.dicom.service import patient_context
+from interop.dicom.sealed import patient_context
 from interop.dicom.tables import dicom_instance, dicom_study, dicom_study_pending
 from interop.hl7v2.authorities import authority_systems
 from interop.hl7v2.mapping.upserts import identifier_criteria
