@@ -22,8 +22,8 @@ BLUEPRINTS, COMMANDS, SEALED_STORES = "ehr.blueprints", "ehr.commands", "ehr.sea
 class SealedStore(Protocol):
     """Rows that hold values sealed under value keys (app/protection), outside the resource tables."""
 
-    def rows_to_rewrap(self, engine: Engine) -> int:
-        """How many rows rewrap looks at."""
+    def rows_to_rewrap(self, engine: Engine, rebuild_index: bool) -> int:
+        """How many rows rewrap looks at (with `rebuild_index`, as `rewrap` says)."""
 
     def rewrap(self, engine: Engine, rebuild_index: bool, processes: int) -> Iterator[tuple[int, int]]:
         """Seal again, under the primary value key, the rows sealed under another or not at all, in batches, while the

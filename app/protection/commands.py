@@ -112,7 +112,7 @@ def key_commands(open_engine) -> list[click.Command]:
         started = utc_now()
         rebuild_index = any(row.purpose == "index" and row.covered_at is None for row in primaries)
         seen = changed = 0
-        with tqdm(total=sum(store.rows_to_rewrap(engine) for store in sealed_stores()), unit="row", desc="rewrap", disable=None) as progress:
+        with tqdm(total=sum(store.rows_to_rewrap(engine, rebuild_index) for store in sealed_stores()), unit="row", desc="rewrap", disable=None) as progress:
             for store in sealed_stores():
                 for batch_seen, batch_changed in store.rewrap(engine, rebuild_index, processes):
                     seen, changed = seen + batch_seen, changed + batch_changed

@@ -11,6 +11,7 @@ history row's body, only add rows and set superseded_at.
 """
 import multiprocessing
 import operator
+import re
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -18,7 +19,8 @@ from concurrent.futures import ProcessPoolExecutor
 from functools import reduce
 
 import orjson
-from sqlalchemy import Connection, Engine, Text, TypeDecorator, and_, cast, delete, false, func, or_, select
+from sqlalchemy import Connection, Engine, Text, TypeDecorator, and_, case, cast, delete, false, func, literal, not_, null, or_, select
+from sqlalchemy.dialects.postgresql import JSONB
 
 from app.errors import DatabaseUnavailable
 from app.protection.fields import FORMAT, SEALED, holds_resources, sealings
@@ -36,27 +38,55 @@ ROW_KEYS = {resource: resource.c.pk, resource_history: resource_history.c.seq}
 TABLES = {table.name: table for table in ROW_KEYS}
 
 
-def rows_to_rewrap(engine: Engine) -> int:
+def rows_to_rewrap(engine: Engine, rebuild_index: bool = False) -> int:
     """How many current and history rows rewrap looks at (see candidates)."""
     with read_unit(engine) as connection:
         protection = protection_of(connection)
-        return sum(connection.execute(select(func.count()).select_from(table).where(candidates(connection, table, protection))).scalar()
+        return sum(connection.execute(select(func.count()).select_from(table).where(candidates(connection, table, protection, rebuilt(table, rebuild_index)))).scalar()
                    for table in ROW_KEYS)
 
 
-def candidates(connection: Connection, table, protection):
+def rebuilt(table, rebuild_index: bool) -> bool:
+    """Whether a rewrap rebuilds the index rows of the table's rows: only current rows have them."""
+    return rebuild_index and table is resource
+
+
+def candidates(connection: Connection, table, protection, rebuild_index: bool):
     """The rows rewrap looks at: those of protected types, those holding sealed values, and those that hold other
-    resources (contained ones, a Bundle's entries), which may be of protected types."""
+    resources (contained ones, a Bundle's entries), which may be of protected types; on PostgreSQL, when their index
+    rows are not rebuilt, only those of them that may not be sealed as now (may_need_sealing)."""
     protected_types = list(protection.paths.by_type) if isinstance(protection, Protection) else []
     looked_at = has_key(connection, table, SEALED)
     if protected_types:
-        looked_at = or_(looked_at, table.c.res_type.in_(protected_types), has_key(connection, table, "contained"), table.c.res_type == "Bundle")
+        looked_at = or_(looked_at, table.c.res_type.in_(protected_types), holding_resources(connection, table))
+    if not rebuild_index and is_postgresql(connection) and isinstance(protection, Protection):
+        looked_at = and_(looked_at, may_need_sealing(connection, table, protection))
     return and_(table.c.deleted == false(), looked_at)
+
+
+def holding_resources(connection: Connection, table):
+    return or_(has_key(connection, table, "contained"), table.c.res_type == "Bundle")
+
+
+def may_need_sealing(connection: Connection, table, protection: Protection):
+    """(PostgreSQL) The rows that sealed_as_now may find not sealed as now, told in SQL, so that a rewrap after an
+    index key's promotion does not read every history row into Python: those that hold other resources, sealed
+    nothing, list other sealed paths than those configured for their type, or hold the start of a ciphertext under
+    another value key than the primary (a client's own text that looks like one is looked at too)."""
+    configured = case(*((table.c.res_type == type_name, cast(literal(orjson.dumps([path.text for path in paths]).decode()), JSONB))
+                        for type_name, paths in protection.paths.by_type.items()), else_=null())
+    other_key = f"{re.escape(FORMAT)}(?!{re.escape(protection.ring().primary('value').id)}:)"
+    return or_(
+        holding_resources(connection, table),
+        not_(has_key(connection, table, SEALED)),
+        table.c.body[SEALED]["paths"].is_distinct_from(configured),
+        cast(table.c.body, Text).op("~")(other_key),
+    )
 
 
 def has_key(connection: Connection, table, name: str):
     """The row's body has `name` at its top level."""
-    return table.c.body.op("?")(name) if is_postgresql(connection) else func.json_type(table.c.body, f'$."{name}"').is_not(None)
+    return table.c.body.op("?", is_comparison=True)(name) if is_postgresql(connection) else func.json_type(table.c.body, f'$."{name}"').is_not(None)
 
 
 def rewrap(engine: Engine, rebuild_index: bool = False, processes: int = 1) -> Iterator[tuple[int, int]]:
@@ -66,20 +96,20 @@ def rewrap(engine: Engine, rebuild_index: bool = False, processes: int = 1) -> I
     core's per process): only from a process whose other threads hold nothing the children need, such as `ehr keys
     rewrap` (not a server)."""
     for table in ROW_KEYS:
-        batches = [(table.name, *keys, rebuild_index and table is resource) for keys in batch_ranges(engine, table)]
+        batches = [(table.name, *keys, rebuilt(table, rebuild_index)) for keys in batch_ranges(engine, table, rebuilt(table, rebuild_index))]
         if processes > 1 and len(batches) > 1 and engine.dialect.name == "postgresql":
             yield from rewrapped_in_processes(engine, batches, processes)
         else:
             yield from (rewrapped_range(engine, *batch) for batch in batches)
 
 
-def batch_ranges(engine: Engine, table) -> list[tuple[int, int]]:
+def batch_ranges(engine: Engine, table, rebuild_index: bool) -> list[tuple[int, int]]:
     """The (after, through] key ranges of BATCH_SIZE rows each that cover the rows to rewrap now (rows added later are
     written as configured)."""
     key = ROW_KEYS[table]
     with read_unit(engine) as connection:
         numbered = (select(key, func.row_number().over(order_by=key).label("n"), func.count().over().label("total"))
-                    .where(candidates(connection, table, protection_of(connection))).subquery())
+                    .where(candidates(connection, table, protection_of(connection), rebuild_index)).subquery())
         ends = connection.execute(select(numbered.c[key.name]).where(or_(numbered.c.n % BATCH_SIZE == 0, numbered.c.n == numbered.c.total))
                                   .order_by(numbered.c[key.name])).scalars().all()
     return list(zip([0, *ends], ends))
@@ -104,7 +134,7 @@ def rewrapped_batch(engine: Engine, table_name: str, after: int, through: int, r
     with write_unit(engine) as connection:
         columns = [column for column in table.c if column.name != "body"]
         statement = (select(*columns, cast(table.c.body, UnorderedBody).label("body"))
-                     .where(key > after, key <= through, candidates(connection, table, protection_of(connection))).order_by(key))
+                     .where(key > after, key <= through, candidates(connection, table, protection_of(connection), rebuild_index)).order_by(key))
         rows = connection.execute(statement.with_for_update() if table is resource else statement).all()
         return len(rows), rewrapped(connection, table, rows, rebuild_index)
 
@@ -209,8 +239,8 @@ def key_uses(engine: Engine, key_id: str) -> int:
 class ResourceSealing:
     """The resource tables as one of the stores `ehr keys rewrap` and `retire` go through (app/feeds.py SealedStore)."""
 
-    def rows_to_rewrap(self, engine: Engine) -> int:
-        return rows_to_rewrap(engine)
+    def rows_to_rewrap(self, engine: Engine, rebuild_index: bool) -> int:
+        return rows_to_rewrap(engine, rebuild_index)
 
     def rewrap(self, engine: Engine, rebuild_index: bool, processes: int) -> Iterator[tuple[int, int]]:
         return rewrap(engine, rebuild_index, processes)

@@ -34,7 +34,7 @@ def patient_context(sop_instance_uid: str) -> str:
 class DicomSealing:
     """The configured blob storage (EHR_DICOM_STORAGE) and its rows, as a store `ehr keys rewrap` goes through."""
 
-    def rows_to_rewrap(self, engine: Engine) -> int:
+    def rows_to_rewrap(self, engine: Engine, rebuild_index: bool) -> int:
         with read_unit(engine) as connection:
             return sum(connection.execute(select(func.count()).select_from(table)).scalar() for table in (dicom_instance, dicom_quarantine))
 

@@ -19,7 +19,7 @@ BATCH_SIZE = 500
 
 
 class MessageStoreSealing:
-    def rows_to_rewrap(self, engine: Engine) -> int:
+    def rows_to_rewrap(self, engine: Engine, rebuild_index: bool) -> int:
         with read_unit(engine) as connection:
             return sum(connection.execute(select(func.count()).select_from(table)).scalar() for table in (hl7_message, hl7_outbox))
 
