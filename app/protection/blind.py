@@ -51,7 +51,8 @@ def blind64(context: hmac.HMAC, *parts: str) -> int:
 def blind_rows(type_name: str, indexed: IndexedParameter, body: dict, index_key: bytes, prefixes: bool = True,
                shared_parts: frozenset[str] = frozenset()) -> list[tuple[str, dict]]:
     """(table kind, row) of each blind row of `indexed` for `body`: none for a parameter type that cannot be blind; a
-    string parameter's prefixes unless not `prefixes`; none for the `shared_parts` of names (ProtectedPaths.shared_name_parts)."""
+    string parameter's prefixes unless not `prefixes`; none for the `shared_parts` of names and addresses
+    (ProtectedPaths.shared_parts)."""
     parameter = indexed.parameter
     if parameter.type not in BLIND_TYPES:
         return []
@@ -67,7 +68,7 @@ def blind_rows(type_name: str, indexed: IndexedParameter, body: dict, index_key:
 
 
 def without_parts(value, parts: frozenset[str]):
-    """A HumanName without the parts other parameters' rows hold (the value itself when there are none)."""
+    """A HumanName or Address without the parts other parameters' rows hold (the value itself when there are none)."""
     return {name: part for name, part in value.items() if name not in parts} if parts and isinstance(value, dict) else value
 
 

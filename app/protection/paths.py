@@ -45,6 +45,10 @@ class ProtectedPath:
     steps: tuple[tuple[str, ...], ...]
 
 
+# The parts of a name or an address whose own search parameters' blind rows a parameter over the whole element shares.
+SHARED_PARTS = {"HumanName": ("family", "given"), "Address": ("city", "state", "postalCode", "country")}
+
+
 @dataclass(frozen=True)
 class ProtectedPaths:
     by_type: dict[str, tuple[ProtectedPath, ...]]
@@ -88,20 +92,21 @@ class ProtectedPaths:
 
 
     @cached_property
-    def shared_name_parts(self) -> dict[tuple[str, str], dict[str, str]]:
-        """(type, code) of a protected string parameter over whole HumanNames (Patient `name`) -> {part: code} of the
-        protected string parameters over one part of the same names (`family`, `given`), whose blind rows it shares:
-        its own rows hold the other parts (text, prefix, suffix), and its searches look up theirs too. A Patient's
-        family and given names had a prefix row each under `name` as well as under `family` and `given`: a quarter
-        of its blind rows and HMACs."""
-        shared: dict[tuple[str, str], dict[str, str]] = {}
-        searched_by_prefix = [key for key in sorted(self.parameters) if key not in self.whole_value_codes]
-        for type_name, code in searched_by_prefix:
-            if (chain := string_chain(type_name, code)) and len(chain) == 2 and chain[1] in ("family", "given"):
-                shared.setdefault((type_name, chain[0]), {})[chain[1]] = code
-        return {(type_name, code): shared[(type_name, chain[0])] for type_name, code in self.parameters
-                if (chain := string_chain(type_name, code)) and len(chain) == 1 and (type_name, chain[0]) in shared
-                and element_of(type_name, chain[0]).node == "HumanName"}
+    def shared_parts(self) -> dict[tuple[str, str], dict[str, str]]:
+        """(type, code) of a protected string parameter over whole names or addresses (Patient `name`, `address`) ->
+        {part: code} of the protected string parameters over one part of the same element that keep prefix rows
+        (`family`, `given`; `address-city`, `address-state`, `address-postalcode`, `address-country`), whose blind
+        rows it shares: its own rows hold the other parts (a name's text, prefix and suffix; an address's text, lines
+        and district), and its searches look up the parts' rows too (those of their whole values alone, for a
+        parameter that matches whole values: `address`). Each family name, given name, city... was blinded twice: a
+        third of a Patient's blind rows and HMACs."""
+        by_element: dict[tuple[str, str], dict[str, str]] = {}
+        for type_name, code in sorted(self.parameters - self.whole_value_codes):
+            chain = string_chain(type_name, code)
+            if chain and len(chain) == 2 and chain[1] in SHARED_PARTS.get(element_of(type_name, chain[0]).node, ()):
+                by_element.setdefault((type_name, chain[0]), {})[chain[1]] = code
+        return {(type_name, code): by_element[(type_name, chain[0])] for type_name, code in self.parameters
+                if (chain := string_chain(type_name, code)) and len(chain) == 1 and (type_name, chain[0]) in by_element}
 
 
 def reads_protected(type_name: str, parameter: SearchParameter, paths: tuple[ProtectedPath, ...]) -> bool:

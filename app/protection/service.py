@@ -139,18 +139,20 @@ class Protection(SealsText):
         """The parameter whose blind rows a protected one uses (see ProtectedPaths.blind_codes)."""
         return self.paths.blind_codes.get((type_name, code), code)
 
-    def searched_codes(self, type_name: str, code: str) -> list[str]:
-        """The parameters whose blind rows a search by a protected one looks up: the one whose rows it uses, and those
-        of the name parts that one shares (Patient `name`: `name`, `family`, `given`)."""
+    def searched_codes(self, type_name: str, code: str) -> list[tuple[str, bool]]:
+        """(parameter, whether only its whole values' rows match) of the blind rows a search by a protected parameter
+        looks up: those of the one whose rows it uses, and of the parts that one shares (ProtectedPaths.shared_parts;
+        Patient `name`: `name`, `family`, `given`), only their whole values for one that matches whole values."""
         blind_code = self.blind_code(type_name, code)
-        return [blind_code, *self.paths.shared_name_parts.get((type_name, blind_code), {}).values()]
+        whole_only = not self.prefix_searched(type_name, blind_code)
+        return [(blind_code, False), *((part_code, whole_only) for part_code in self.paths.shared_parts.get((type_name, blind_code), {}).values())]
 
     def blind_rows(self, type_name: str, indexed: IndexedParameter, body: dict) -> list[tuple[str, dict]]:
         """The blind rows of a protected parameter; none for one that shares another's."""
         code = indexed.parameter.code
         if self.blind_code(type_name, code) != code:
             return []
-        shared_parts = frozenset(self.paths.shared_name_parts.get((type_name, code), ()))
+        shared_parts = frozenset(self.paths.shared_parts.get((type_name, code), ()))
         return blind_rows(type_name, indexed, body, self.ring().primary("index").key, self.prefix_searched(type_name, code), shared_parts)
 
     def prefix_searched(self, type_name: str, code: str) -> bool:

@@ -369,33 +369,42 @@ def blind_condition(type_names: tuple[str, ...], parameter: SearchParameter, mod
     if modifier not in BLIND_MODIFIERS[parameter.type] | {""}:
         raise BadRequest(f"{protected}, indexed by blind values: the modifier :{modifier} cannot search it.")
     index = INDEX_TABLES[BLIND_TABLE_KINDS[parameter.type]]
-    codes = [(type_name, code) for type_name in type_names for code in protection.searched_codes(type_name, parameter.code)]
-    of_parameter = index.c.h_param.in_([hash64(type_name, code) for type_name, code in codes])
+    codes = [(type_name, code, whole_only) for type_name in type_names for code, whole_only in protection.searched_codes(type_name, parameter.code)]
+    of_parameter = index.c.h_param.in_([hash64(type_name, code) for type_name, code, _ in codes])
     if modifier == "missing":
         return missing_condition(index, of_parameter, query.value, table)
     keys = protection.index_keys()
-    values = [blind_values(protection, keys, codes, parameter, modifier, part) for part in split_values(query.value)]
-    matched = exists().where(index.c.res_pk == table.c.pk, of_parameter, or_(*[index.c[column].in_(blinds) for column, blinds in values]))
+    matches = [blind_match(protection, keys, codes, parameter, modifier, part, index) for part in split_values(query.value)]
+    matched = exists().where(index.c.res_pk == table.c.pk, of_parameter, or_(*matches))
     return not_(matched) if modifier == "not" else matched
 
 
-def blind_values(protection, keys: list[bytes], codes: list[tuple[str, str]], parameter: SearchParameter, modifier: str, value: str) -> tuple[str, list]:
-    """(column, blind values under every key, type and parameter) that one value of the search matches; `codes`: (type,
-    parameter) of the blind rows it looks up (Protection.searched_codes)."""
-    found: list = []
-    column = "h_code"
-    for type_name, code in codes:
-        if parameter.type == "string":
-            column, blinds = string_lookup(keys, type_name, code, modifier, value, protection.prefix_searched(type_name, code))
-        elif modifier == "of-type":
-            column, blinds = "h_sys_code", of_type_lookup(keys, type_name, code, *of_type_parts(value))
-        elif parameter.type == "token":
-            column, blinds = token_lookup(keys, type_name, code, value)
-        else:
-            prefix, text = split_prefix(value)
-            blinds = date_lookup(keys, type_name, code, prefix, *search_date_range(text))
-        found += blinds
-    return column, found
+def blind_match(protection, keys: list[bytes], codes: list[tuple[str, str, bool]], parameter: SearchParameter, modifier: str, value: str,
+                index) -> ColumnElement:
+    """The condition on a blind row that one value of the search matches, under every key, type and parameter of
+    `codes`: (type, parameter, whether only its whole values' rows match), as Protection.searched_codes gives them."""
+    column, any_rows, whole_rows = "h_code", [], []
+    for type_name, code, whole_only in codes:
+        column, blinds = blind_values(protection, keys, type_name, code, parameter, modifier, value)
+        (whole_rows if whole_only else any_rows).extend(blinds)
+    conditions = [index.c[column].in_(any_rows)] if any_rows else []
+    if whole_rows:  # a whole value's row holds its exact value too; a prefix's does not
+        conditions.append(and_(index.c[column].in_(whole_rows), index.c.h_sys_code.is_not(None)))
+    return or_(*conditions)
+
+
+def blind_values(protection, keys: list[bytes], type_name: str, code: str, parameter: SearchParameter, modifier: str, value: str) -> tuple[str, list]:
+    """(column, blind values under every key) of the rows of `code` that one value of a search by `parameter` matches
+    (a string's shortest value and prefixes as `parameter` is searched, whichever parameter's rows are looked up)."""
+    if parameter.type == "string":
+        prefixes = protection.prefix_searched(type_name, protection.blind_code(type_name, parameter.code))
+        return string_lookup(keys, type_name, code, modifier, value, prefixes)
+    if modifier == "of-type":
+        return "h_sys_code", of_type_lookup(keys, type_name, code, *of_type_parts(value))
+    if parameter.type == "token":
+        return token_lookup(keys, type_name, code, value)
+    prefix, text = split_prefix(value)
+    return "h_code", date_lookup(keys, type_name, code, prefix, *search_date_range(text))
 
 
 def of_type_parts(value: str) -> tuple[str, str, str]:

@@ -93,11 +93,15 @@ def test_given_and_name_searches_find_exactly_the_right_patients(patients, clien
     }) == {}
 
 
-def test_a_name_search_finds_every_part_while_name_rows_hold_only_what_family_and_given_do_not(patients, client, engine):
-    """`name` looks up the blind rows of `family` and `given` too (ProtectedPaths.shared_name_parts): its own hold a
-    name's text, prefix and suffix alone, and a search by any part still finds the patient."""
-    put(client, {"resourceType": "Patient", "id": "p8", "name": [{"text": "Quirinus Vandermeer III", "prefix": ["Dr."], "suffix": ["III"],
-                                                               "family": "Vandermeer", "given": ["Quirinus"]}]})
+def test_name_and_address_searches_find_every_part_while_their_rows_hold_only_what_the_parts_parameters_do_not(patients, client, engine):
+    """`name` looks up the blind rows of `family` and `given` too, `address` the whole values of `address-city`,
+    `-state`, `-postalcode` and `-country` (ProtectedPaths.shared_parts): their own rows hold the other parts (a
+    name's text, prefix and suffix; an address's lines, text and district), and a search by any part still finds
+    the patient, `address` still by whole parts alone."""
+    put(client, {"resourceType": "Patient", "id": "p8",
+                 "name": [{"text": "Quirinus Vandermeer III", "prefix": ["Dr."], "suffix": ["III"], "family": "Vandermeer", "given": ["Quirinus"]}],
+                 "address": [{"line": ["12 Quayside Lane"], "district": "Quarry Bank", "city": "Quedgeley", "state": "GL", "postalCode": "GL2 4QQ",
+                              "country": "UK"}]})
     assert wrong_answers(client, {
         "name=quirinus v": {"p8"},
         "name=dr": {"p8"},
@@ -111,12 +115,27 @@ def test_a_name_search_finds_every_part_while_name_rows_hold_only_what_family_an
         "family=quirinus": set(),
         "family=dr": set(),
         "given=vander": set(),
+        "address=12 quayside lane": {"p8"},
+        "address=quarry bank": {"p8"},
+        "address=quedgeley": {"p8"},
+        "address=gl": {"p8"},
+        "address=gl2 4qq": {"p8"},
+        "address=uk": {"p8"},
+        "address=queds": set(),
+        "address=gl2": set(),
+        "address:exact=GL2 4QQ": {"p8"},
+        "address:exact=Quedgeley": {"p8"},
+        "address:missing=true": {"p4", "p5"},
+        "address-city=quarry bank": set(),
+        "address-city=qued": {"p8"},
     }) == {}
-    name_rows = select(func.count()).select_from(search_token.join(resource, search_token.c.res_pk == resource.c.pk)).where(
-        resource.c.res_type == "Patient", search_token.c.h_param == hash64("Patient", "name"))
+    rows = select(func.count()).select_from(search_token.join(resource, search_token.c.res_pk == resource.c.pk)).where(resource.c.res_type == "Patient")
+    name_rows, address_rows = (rows.where(search_token.c.h_param == hash64("Patient", code)) for code in ("name", "address"))
     with engine.connect() as connection:
         assert connection.execute(name_rows.where(resource.c.res_id == "p1")).scalar() == 0  # a family and a given name only
+        assert connection.execute(address_rows.where(resource.c.res_id == "p1")).scalar() == 0  # a postal code and a city only
         assert connection.execute(name_rows.where(resource.c.res_id == "p8")).scalar() > 0
+        assert connection.execute(address_rows.where(resource.c.res_id == "p8")).scalar() > 0
 
 
 def test_an_initial_is_found_by_an_exact_search(patients, client):
