@@ -12,7 +12,7 @@ from tqdm import tqdm
 from app.config import Database, load_settings
 from app.demo import DEMO_PRACTITIONER, demo_bundle
 from app.errors import DatabaseUnavailable, KeyUnavailableError, ProtectedValueUnreadable
-from app.feeds import COMMANDS, feed_command, installed
+from app.feeds import COMMANDS, StaleInstall, feed_command, installed
 from app.loader import LoadReport, bundle_candidates, load_candidates, read_candidates
 from app.model.registry import is_served
 from app.protection.commands import key_commands
@@ -51,7 +51,7 @@ class CommandLine(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (migrate.SchemaNotCurrent, KeyFileError, PathError, KeyUnavailableError, ProtectedValueUnreadable) as error:
+        except (migrate.SchemaNotCurrent, KeyFileError, PathError, KeyUnavailableError, ProtectedValueUnreadable, StaleInstall) as error:
             raise click.ClickException(str(error)) from None
         except (SQLAlchemyError, DatabaseUnavailable):
             trouble = database_trouble(load_settings().database_url)

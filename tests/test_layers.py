@@ -62,3 +62,23 @@ def test_the_feeds_are_installed_with_their_routes_commands_and_sealed_stores():
     assert {name: feed_command(name).name for name in installed(COMMANDS)} == {name: name for name in ("dicom", "dicom-quarantine", "hl7", "mllp")}
     assert [blueprint.name for blueprint in feed_blueprints()] == ["dicomweb", "hl7v2"]
     assert [type(store).__name__ for store in feed_sealed_stores()] == ["DicomSealing", "MessageStoreSealing"]
+
+
+def test_an_install_older_than_the_code_is_refused_rather_than_missing_its_feeds(monkeypatch):
+    """Installed before the feeds' entry point groups were split, its metadata names only `ehr.feeds`: `ehr keys
+    retire` would then count no use of a key in the feeds' sealed stores. Every command says to reinstall instead."""
+    import importlib.metadata
+
+    from click.testing import CliRunner
+
+    import app.feeds
+    from app.cli import main
+
+    def stale_entry_points(group):
+        if group == app.feeds.STALE_GROUP:
+            return [importlib.metadata.EntryPoint("hl7v2", "interop.hl7v2.feed:HL7V2", group)]
+        return []
+
+    monkeypatch.setattr(app.feeds, "entry_points", stale_entry_points)
+    result = CliRunner().invoke(main, ["mllp", "--help"])
+    assert result.exit_code == 1 and "reinstall it with `make install`" in result.output

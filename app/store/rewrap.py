@@ -73,8 +73,9 @@ def may_need_sealing(connection: Connection, table, protection: Protection):
     index key's promotion does not read every history row into Python: those that hold other resources, sealed
     nothing, list other sealed paths than those configured for their type, or hold the start of a ciphertext under
     another value key than the primary (a client's own text that looks like one is looked at too)."""
-    configured = case(*((table.c.res_type == type_name, cast(literal(orjson.dumps([path.text for path in paths]).decode()), JSONB))
-                        for type_name, paths in protection.paths.by_type.items()), else_=null())
+    whens = [(table.c.res_type == type_name, cast(literal(orjson.dumps([path.text for path in paths]).decode()), JSONB))
+             for type_name, paths in protection.paths.by_type.items()]
+    configured = case(*whens, else_=null()) if whens else null()  # nothing protected: every sealed row is opened
     other_key = f"{re.escape(FORMAT)}(?!{re.escape(protection.ring().primary('value').id)}:)"
     return or_(
         holding_resources(connection, table),

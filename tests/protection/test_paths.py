@@ -134,3 +134,14 @@ def test_rewrap_after_the_list_changed_brings_stored_resources_to_it(database_ur
         assert search_ids(client, "Practitioner?identifier=NPI-2718281") == {"doc-a"}
     raw = raw_database_text(database_url)
     assert "Hexhamworth</div>" in raw and "Gallowglass" not in raw and "NPI-2718281" not in raw
+
+
+def test_rewrap_with_nothing_protected_brings_every_stored_value_back_to_plaintext(database_url, key_file):
+    """EHR_PROTECTED_PATHS=none with a key: `ehr keys rewrap` opens what is stored (how protection is turned off)."""
+    with running_app(protected_settings(database_url, key_file)) as app:
+        put(app.test_client(), PRACTITIONER)
+    assert "NPI-2718281" not in raw_database_text(database_url)
+    assert json_output(run_ehr(database_url, "keys", "rewrap", key_file=key_file, EHR_PROTECTED_PATHS="none"))["rewrapped"] > 0
+    assert "NPI-2718281" in raw_database_text(database_url)
+    with running_app(protected_settings(database_url, key_file, paths="none")) as app:
+        assert without_meta(app.test_client().get("/fhir/Practitioner/doc-a").get_json()) == without_meta(PRACTITIONER)
