@@ -18,12 +18,13 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	# Byte-compile the tree, as pip does what it installs: an editable install leaves that to each first import, and
-	# where PYTHONDONTWRITEBYTECODE is set every `ehr` command compiled our modules again (a tenth of its start).
-	$(BIN)/python -m compileall -q app interop
 	touch $(STAMP)
 
+# Byte-compiles the tree (what changed since), as pip does what it installs: an editable install leaves that to each
+# first import, and where PYTHONDONTWRITEBYTECODE is set every `ehr` command compiled our modules again (a tenth of
+# its start).
 install: $(STAMP)
+	@$(BIN)/python -m compileall -q app interop
 
 $(BROWSER):
 	$(SUDO) apt-get install -y -qq chromium chromium-driver || \

@@ -1,6 +1,7 @@
 """The `ehr` command line: database migrations, the development server, loading files, the demo; and the commands of
 each installed feed (app/feeds.py)."""
 import sys
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -43,10 +44,12 @@ class CommandLine(click.Group):
     traceback."""
 
     def list_commands(self, ctx):
-        return sorted({*super().list_commands(ctx), *installed(COMMANDS)})
+        with stale_install_said():
+            return sorted({*super().list_commands(ctx), *installed(COMMANDS)})
 
     def get_command(self, ctx, name):
-        return super().get_command(ctx, name) or feed_command(name)
+        with stale_install_said():
+            return super().get_command(ctx, name) or feed_command(name)
 
     def invoke(self, ctx):
         try:
@@ -58,6 +61,15 @@ class CommandLine(click.Group):
             if trouble is None:  # the database is fine: the failure is a bug, and its traceback is wanted
                 raise
             raise click.ClickException(trouble) from None
+
+
+@contextmanager
+def stale_install_said():
+    """StaleInstall as one line, also where click lists or finds commands (`ehr --help`), before any command runs."""
+    try:
+        yield
+    except StaleInstall as error:
+        raise click.ClickException(str(error)) from None
 
 
 def database_trouble(database_url: str) -> str | None:

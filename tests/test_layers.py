@@ -80,5 +80,6 @@ def test_an_install_older_than_the_code_is_refused_rather_than_missing_its_feeds
         return []
 
     monkeypatch.setattr(app.feeds, "entry_points", stale_entry_points)
-    result = CliRunner().invoke(main, ["mllp", "--help"])
-    assert result.exit_code == 1 and "reinstall it with `make install`" in result.output
+    for arguments in (["mllp", "--help"], ["--help"], []):
+        result = CliRunner().invoke(main, arguments)
+        assert result.exit_code == 1 and "reinstall it with `make install`" in result.output, (arguments, result.output)
