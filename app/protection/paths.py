@@ -90,7 +90,6 @@ class ProtectedPaths:
             groups.setdefault((type_name, parameter.expression, parameter.type), []).append(code)
         return {(key[0], code): codes[0] for key, codes in groups.items() for code in codes}
 
-
     @cached_property
     def shared_parts(self) -> dict[tuple[str, str], dict[str, str]]:
         """(type, code) of a protected string parameter over whole names or addresses (Patient `name`, `address`) ->

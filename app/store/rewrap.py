@@ -97,7 +97,8 @@ def rewrap(engine: Engine, rebuild_index: bool = False, processes: int = 1) -> I
     core's per process): only from a process whose other threads hold nothing the children need, such as `ehr keys
     rewrap` (not a server)."""
     for table in ROW_KEYS:
-        batches = [(table.name, *keys, rebuilt(table, rebuild_index)) for keys in batch_ranges(engine, table, rebuilt(table, rebuild_index))]
+        rebuilding = rebuilt(table, rebuild_index)
+        batches = [(table.name, *keys, rebuilding) for keys in batch_ranges(engine, table, rebuilding)]
         if processes > 1 and len(batches) > 1 and engine.dialect.name == "postgresql":
             yield from rewrapped_in_processes(engine, batches, processes)
         else:
@@ -221,8 +222,8 @@ def rebuild_index_rows(connection: Connection, rebuilt: list, protection) -> Non
     new_rows = [(row, index_rows(row.res_type, stored.body, protection, codes)) for row, stored, codes in rebuilt]
     write_index_rows(connection, [(row.pk, rows) for row, rows in new_rows])
     kept = {row.pk: row.index_mask for row, _, codes in rebuilt if codes is not None}  # the other parameters' tables
-    masks = [(row.pk, kept.get(row.pk, 0) | index_mask(rows)) for row, rows in new_rows]
-    update_each(connection, resource.c.index_mask, resource.c.pk, [(pk, mask) for (pk, mask), (row, _) in zip(masks, new_rows) if mask != row.index_mask])
+    update_each(connection, resource.c.index_mask, resource.c.pk, [(row.pk, mask) for row, rows in new_rows
+                                                                   if (mask := kept.get(row.pk, 0) | index_mask(rows)) != row.index_mask])
 
 
 def key_uses(engine: Engine, key_id: str) -> int:
