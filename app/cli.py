@@ -133,7 +133,7 @@ def db_upgrade(revision):
 def db_current():
     """Show the schema revision of the database and the one this code needs."""
     engine = settings_engine()
-    click.echo(f"current: {migrate.current_revision(engine)}  needed: {migrate.head_revision(engine)}")
+    click.echo(f"current: {migrate.current_revision(engine)}  needed: {migrate.head_revision()}")
 
 
 @main.command()

@@ -188,9 +188,13 @@ def code_tree(env: dict[str, str]) -> Path:
 
 @contextlib.contextmanager
 def checked_out(revision: str):
-    """`revision` checked out into a temporary git worktree (removed on exit), for running its code beside this one's."""
+    """`revision` checked out into a temporary git worktree (removed on exit), for running its code beside this one's,
+    with its own package metadata (egg-info), which its commands find first on PYTHONPATH (server_env): its entry
+    points, where the feeds plug in, may name modules other than this checkout's."""
     path = Path(tempfile.mkdtemp(prefix="ehr-bench-rev-")) / "tree"
     subprocess.run(["git", "worktree", "add", "--detach", str(path), revision], cwd=REPO_ROOT, check=True, capture_output=True)
+    subprocess.run([str(VENV_BIN / "python"), "-c", "from setuptools import setup; setup()", "-q", "egg_info"], cwd=path,
+                   check=True, capture_output=True)
     try:
         yield path
     finally:

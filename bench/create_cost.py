@@ -17,12 +17,10 @@ For each backend, on a fresh database migrated with `ehr db upgrade`:
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
 import functools
 import io
 import json
-import os
 import random
 import resource
 import shlex

@@ -55,14 +55,6 @@ def schema_revision(database_url: str) -> str | None:
         engine.dispose()
 
 
-def head_revision() -> str:
-    engine = make_engine("sqlite://")
-    try:
-        return migrate.head_revision(engine)
-    finally:
-        engine.dispose()
-
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -115,20 +107,24 @@ def version_of(client, type_name: str, resource_id: str) -> str:
 def test_db_upgrade_creates_the_schema_and_prints_the_revision(fresh_database_url, tmp_path):
     result = ehr(fresh_database_url, "db", "upgrade", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert f"revision {head_revision()}" in result.stdout
-    assert schema_revision(fresh_database_url) == head_revision()
+    assert f"revision {migrate.head_revision()}" in result.stdout
+    assert schema_revision(fresh_database_url) == migrate.head_revision()
 
 
 def test_db_upgrade_of_a_current_database_changes_nothing_and_succeeds(database_url, tmp_path):
     result = ehr(database_url, "db", "upgrade", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert schema_revision(database_url) == head_revision()
+    assert schema_revision(database_url) == migrate.head_revision()
+
+
+def test_a_database_without_a_schema_has_no_revision(fresh_database_url):
+    assert schema_revision(fresh_database_url) is None
 
 
 def test_db_current_reports_the_revision_the_code_needs(fresh_database_url, tmp_path):
     ehr(fresh_database_url, "db", "upgrade", cwd=tmp_path)
     result = ehr(fresh_database_url, "db", "current", cwd=tmp_path)
-    assert result.stdout.split() == ["current:", head_revision(), "needed:", head_revision()]
+    assert result.stdout.split() == ["current:", migrate.head_revision(), "needed:", migrate.head_revision()]
 
 
 def test_serve_on_an_unmigrated_database_exits_with_a_message_naming_db_upgrade(fresh_database_url, tmp_path):

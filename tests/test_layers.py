@@ -83,3 +83,24 @@ def test_an_install_older_than_the_code_is_refused_rather_than_missing_its_feeds
     for arguments in (["mllp", "--help"], ["--help"], []):
         result = CliRunner().invoke(main, arguments)
         assert result.exit_code == 1 and "reinstall it with `make install`" in result.output, (arguments, result.output)
+
+
+SERVER_WORKER = """
+import sys
+from app.web import create_app
+client = create_app().test_client()
+loaded = lambda: [name for name in ("pydicom", "alembic") if name in sys.modules]
+print(loaded(), client.get("/fhir/metadata").status_code, loaded(), client.get("/dicomweb/studies").status_code, loaded())
+"""
+
+
+def test_a_server_worker_loads_pydicom_on_its_first_dicomweb_request_and_alembic_never(database_url):
+    """Each would hold 10-30 MiB of every worker: the schema check reads the revisions without Alembic, and DICOMweb's
+    views (with pydicom) are imported by the first request that needs one."""
+    import os
+    import subprocess
+    import sys
+
+    environment = {**os.environ, "EHR_DATABASE_URL": database_url, "EHR_AUTH": "off"}
+    result = subprocess.run([sys.executable, "-c", SERVER_WORKER], env=environment, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.stdout.split("\n")[0] == "[] 200 [] 200 ['pydicom']", result.stderr

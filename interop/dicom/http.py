@@ -7,7 +7,9 @@ Storing takes a backend service's token that writes every type (`system/*.cu`, a
 a token that reads ImagingStudies and their Patients: one that reads every one (`user/ImagingStudy.rs user/Patient.rs`,
 `system/*.rs`...) sees every study, one confined to some (a patient's `patient/*.rs`) sees the studies of the
 ImagingStudies it may read (readable_studies); anyone with EHR_AUTH=off. Each answer is audited as a search of the
-ImagingStudies it is about (audited)."""
+ImagingStudies it is about (audited).
+
+routes.py maps the URLs to these views, and imports this module (and with it pydicom) on the first DICOMweb request."""
 import logging
 import secrets
 from collections.abc import Callable
@@ -18,7 +20,7 @@ from io import BytesIO
 from pathlib import Path
 
 import orjson
-from flask import Blueprint, Response, current_app, g, request
+from flask import Response, current_app, g, request
 from pydicom import Dataset, dcmread
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -36,7 +38,6 @@ from interop.dicom.query import LEVELS, Query, imaging_studies, matches, studies
 from interop.dicom.service import SUCCESS, UID, DicomStore, Outcome
 from interop.dicom.studies import LaterUpdates, studies_marked, update_pending_studies
 
-dicomweb = Blueprint("dicomweb", __name__)
 log = logging.getLogger("ehr.dicom")
 DICOM = "application/dicom"
 DICOM_JSON = "application/dicom+json"
@@ -49,7 +50,6 @@ IMMEDIATE_UPDATE_LIMIT = 100  # instances in a study whose ImagingStudy STOW-RS 
 LATER_UPDATE_SECONDS = 5.0
 
 
-@dicomweb.before_request
 def sweep_marks_once():
     """The first DICOMweb request of a process starts later updates when studies are marked (by a process that
     stopped before it updated them, or by a migration), so that a server running DICOMweb alone, without `ehr dicom`,
@@ -62,7 +62,6 @@ def sweep_marks_once():
         later_updates(store).ask()
 
 
-@dicomweb.before_request
 def authenticate():
     if request.method == "POST":
         request_access().require_system("cu", "Storing DICOM objects (STOW-RS)")
@@ -100,8 +99,6 @@ def dicom_store() -> DicomStore:
     return DicomStore(current_app.extensions["ehr.engine"], DirectoryBlobStore(Path(settings.dicom_storage)), dicomweb_address(settings.base_url))
 
 
-@dicomweb.post("/dicomweb/studies")
-@dicomweb.post("/dicomweb/studies/<study_uid>")
 def store_instances(study_uid: str | None = None):
     """STOW-RS: each part of a multipart/related; type="application/dicom" body stored; 200 when all were, 202 when
     some were, 409 when none was, with a DICOM JSON answer naming each (and the failure reason of the others)."""
@@ -175,9 +172,6 @@ def retrieve_url(*uids: str) -> str:
     return f"{dicomweb_address(current_app.config['EHR_SETTINGS'].base_url) or request.url_root + 'dicomweb'}/{path}"
 
 
-@dicomweb.get("/dicomweb/studies/<study_uid>")
-@dicomweb.get("/dicomweb/studies/<study_uid>/series/<series_uid>")
-@dicomweb.get("/dicomweb/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>")
 def retrieve(study_uid: str, series_uid: str | None = None, sop_uid: str | None = None):
     """WADO-RS: the study's, series' or instance's objects as stored, in a multipart/related answer."""
     store = dicom_store()
@@ -214,9 +208,6 @@ def web_encoded(encoded: bytes, stored_syntax: str) -> tuple[str, bytes]:
     return ExplicitVRLittleEndian, written.getvalue()
 
 
-@dicomweb.get("/dicomweb/studies/<study_uid>/metadata")
-@dicomweb.get("/dicomweb/studies/<study_uid>/series/<series_uid>/metadata")
-@dicomweb.get("/dicomweb/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/metadata")
 def retrieve_metadata(study_uid: str, series_uid: str | None = None, sop_uid: str | None = None):
     """WADO-RS metadata: each object's attributes as DICOM JSON, each large binary value (pixel data among them) named
     by a BulkDataURI that retrieve_bulk_data serves, a small one inline."""
@@ -227,7 +218,6 @@ def retrieve_metadata(study_uid: str, series_uid: str | None = None, sop_uid: st
     return Response(orjson.dumps(answer), 200, content_type=DICOM_JSON)
 
 
-@dicomweb.get("/dicomweb/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/frames/<frame_list>")
 def retrieve_frames(study_uid: str, series_uid: str, sop_uid: str, frame_list: str):
     """WADO-RS frames (`frames/1,3`): each frame asked for, in a part of its own, as stored (bulk.py)."""
     numbers, instance_url = frame_numbers(frame_list), retrieve_url(study_uid, series_uid, sop_uid)
@@ -235,7 +225,6 @@ def retrieve_frames(study_uid: str, series_uid: str, sop_uid: str, frame_list: s
                        lambda dataset: [(f"{instance_url}/frames/{number}", frame) for number, frame in zip(numbers, bulk.frames(dataset, numbers))])
 
 
-@dicomweb.get("/dicomweb/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/bulkdata/<path:path>")
 def retrieve_bulk_data(study_uid: str, series_uid: str, sop_uid: str, path: str):
     """WADO-RS bulk data: the value a BulkDataURI of the instance's metadata names (pixel data: a part per frame)."""
     url = f"{retrieve_url(study_uid, series_uid, sop_uid)}/bulkdata/{path.strip('/')}"
@@ -342,21 +331,15 @@ def check_accepts_dicom(stored_syntaxes: set[str]) -> None:
                         f'(transfer-syntax={",".join(sorted(stored_syntaxes))}); ask for transfer-syntax=*.')
 
 
-@dicomweb.get("/dicomweb/studies")
 def search_studies():
     """QIDO-RS: the stored studies that the query's attributes match (query.py), as DICOM JSON."""
     return search_answer("STUDY", {})
 
 
-@dicomweb.get("/dicomweb/series")
-@dicomweb.get("/dicomweb/studies/<study_uid>/series")
 def search_series(study_uid: str | None = None):
     return search_answer("SERIES", {"StudyInstanceUID": study_uid} if study_uid else {})
 
 
-@dicomweb.get("/dicomweb/instances")
-@dicomweb.get("/dicomweb/studies/<study_uid>/instances")
-@dicomweb.get("/dicomweb/studies/<study_uid>/series/<series_uid>/instances")
 def search_instances(study_uid: str | None = None, series_uid: str | None = None):
     path_keys = {keyword: uid for keyword, uid in (("StudyInstanceUID", study_uid), ("SeriesInstanceUID", series_uid)) if uid}
     return search_answer("IMAGE", path_keys)

@@ -23,8 +23,13 @@ SAMPLES = DEMO + [BLOOD_PRESSURE]
 
 
 def fresh_rows(resource: dict) -> dict:
-    index.SEEN_ROWS.clear()
+    forget_rows()
     return as_plain(index.index_rows(resource["resourceType"], resource, UNPROTECTED))
+
+
+def forget_rows() -> None:
+    index.SEEN_ROWS.clear()
+    index.SEEN_ONCE.clear()
 
 
 def as_plain(rows: dict) -> dict:
@@ -82,7 +87,17 @@ def test_a_parameter_over_meta_is_remembered_by_the_meta_elements_it_reads():
 def test_large_elements_are_indexed_but_not_remembered():
     attachment = {"contentType": "application/pdf", "data": "QUJD" * 1000}
     document = {"resourceType": "DocumentReference", "status": "current", "content": [{"attachment": attachment}]}
-    index.SEEN_ROWS.clear()
+    forget_rows()
     rows = index.index_rows("DocumentReference", document, UNPROTECTED)
     assert any(row.get("code") == "application/pdf" for row in rows["token"])  # contenttype
     assert all(len(key[2]) <= 1024 for key in index.SEEN_ROWS)
+
+
+def test_rows_are_remembered_when_their_elements_recur_and_not_before():
+    """Elements seen once (an Observation's value, its time) are not worth the memory; a second sighting is."""
+    forget_rows()
+    index.index_rows("Observation", BLOOD_PRESSURE, UNPROTECTED)
+    assert index.SEEN_ROWS == {}
+    index.index_rows("Observation", BLOOD_PRESSURE, UNPROTECTED)
+    remembered = {code for _, code, _ in index.SEEN_ROWS}
+    assert {"code", "subject", "status", "component-value-quantity", "_tag"} <= remembered
