@@ -7,6 +7,7 @@ process loads only the parts of them it uses (`ehr keys rewrap` imports no DICOM
 The HL7 v2 feed is interop/hl7v2, the DICOM feed interop/dicom."""
 from collections.abc import Callable, Iterator
 from functools import cache
+from importlib import import_module
 from importlib.metadata import EntryPoint, entry_points
 from typing import Protocol
 
@@ -70,16 +71,31 @@ def installed(group: str) -> dict[str, EntryPoint]:
     return {entry.name: entry for entry in sorted(entry_points(group=group), key=lambda entry: entry.name)}
 
 
+def loaded(entry: EntryPoint):
+    """The object an entry point names; StaleInstall when this project's code no longer has the module or the name the
+    installed metadata gives (a checkout updated without reinstalling)."""
+    try:
+        module = import_module(entry.module)
+    except ModuleNotFoundError as error:
+        if error.name != entry.module or not entry.module.startswith("interop."):
+            raise
+        module = None
+    if module is None or not hasattr(module, entry.attr):
+        raise StaleInstall(f"This checkout's installed metadata is older than its code (it names {entry.value}): "
+                           "reinstall it with `make install` (or `pip install -e .`).")
+    return entry.load()
+
+
 @cache
 def feed_blueprints() -> tuple[Blueprint, ...]:
-    return tuple(entry.load() for entry in installed(BLUEPRINTS).values())
+    return tuple(loaded(entry) for entry in installed(BLUEPRINTS).values())
 
 
 def feed_command(name: str) -> click.Command | None:
     entry = installed(COMMANDS).get(name)
-    return entry.load() if entry else None
+    return loaded(entry) if entry else None
 
 
 @cache
 def feed_sealed_stores() -> tuple[SealedStore, ...]:
-    return tuple(entry.load()() for entry in installed(SEALED_STORES).values())
+    return tuple(loaded(entry)() for entry in installed(SEALED_STORES).values())

@@ -85,6 +85,19 @@ def test_an_install_older_than_the_code_is_refused_rather_than_missing_its_feeds
         assert result.exit_code == 1 and "reinstall it with `make install`" in result.output, (arguments, result.output)
 
 
+@pytest.mark.parametrize("value", ["interop.dicom.http:dicomweb", "interop.dicom.web:dicomweb"])
+def test_an_entry_point_the_code_no_longer_has_is_refused_rather_than_a_traceback(monkeypatch, value):
+    """A checkout updated without reinstalling names a feed's old module, or an old name in a module."""
+    import importlib.metadata
+
+    import app.feeds
+
+    monkeypatch.setattr(app.feeds, "entry_points", lambda group: [importlib.metadata.EntryPoint("dicomweb", value, group)]
+                        if group == app.feeds.BLUEPRINTS else [])
+    with pytest.raises(app.feeds.StaleInstall, match=f"it names {value}"):
+        app.feeds.feed_blueprints.__wrapped__()
+
+
 SERVER_WORKER = """
 import sys
 from app.web import create_app
