@@ -65,6 +65,7 @@ class Settings:
     allowed_hosts: tuple[str, ...] | None = None  # Host header names served (any port); None: see app/web.py trusted_hosts
     integrity: Integrity = Integrity()  # the referential-integrity checks of writes and deletes
     rate_limit_storage: str = "memory://"  # where sign-in and token rate limits count (per worker unless shared)
+    trusted_proxies: int = 0  # reverse proxies in front, whose X-Forwarded-For entries tell the client's address
     auth: bool = True  # the FHIR API and /hl7v2 take SMART bearer tokens; off only for development (app/security/bearer.py)
     cors_origins: tuple[str, ...] = ("*",)  # the web origins whose pages may call the API and token endpoint (app/web.py)
     protection: ProtectionSettings = ProtectionSettings()
@@ -90,6 +91,7 @@ def load_settings() -> Settings:
         dicom_storage=os.environ.get("EHR_DICOM_STORAGE") or os.path.join(var_dir, "dicom"),
         allowed_hosts=tuple(filter(None, map(str.strip, os.environ.get("EHR_ALLOWED_HOSTS", "").split(",")))) or None,
         rate_limit_storage=os.environ.get("EHR_RATE_LIMIT_STORAGE") or "memory://",
+        trusted_proxies=int(os.environ.get("EHR_TRUSTED_PROXIES") or 0),
         auth=switched_on("EHR_AUTH", True),
         cors_origins=tuple(filter(None, map(str.strip, os.environ.get("EHR_CORS_ORIGINS", "*").split(",")))),
         integrity=Integrity(

@@ -4,6 +4,7 @@ import logging
 from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
 from flask_cors import CORS
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.config import Settings, load_settings
 from app.feeds import feed_blueprints
@@ -59,7 +60,16 @@ def create_app(settings: Settings | None = None, bind_host: str | None = None) -
     for blueprint in feed_blueprints():
         app.register_blueprint(blueprint)
     register_error_handlers(app)
+    trust_proxies(app, settings.trusted_proxies)
     return app
+
+
+def trust_proxies(app: Flask, proxies: int) -> None:
+    """Behind `proxies` reverse proxies, the client's address (which rate limits count by, and audit records and feeds
+    name) is the one the nearest of them added to X-Forwarded-For, not the proxy's own. Without them the header is
+    ignored: anyone could write it."""
+    if proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies)
 
 
 def configure_sessions(app: Flask, engine) -> None:

@@ -1,6 +1,7 @@
 """Abuse of the sign-in page and the token endpoint: accounts lock after repeated wrong passwords, and both are rate
 limited per client address, on SQLite and PostgreSQL."""
 import re
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -8,6 +9,7 @@ from sqlalchemy import select, update
 
 from app.security.accounts import LOCKOUT, MAX_FAILED_SIGN_INS, add_user, sign_in
 from app.security.tables import app_user
+from app.web import create_app
 
 PASSWORD = "correct horse battery"
 
@@ -73,3 +75,30 @@ def test_sign_in_attempts_are_rate_limited_per_address(client, ana):
 def test_the_token_endpoint_is_rate_limited_per_address(client):
     answers = [client.post("/auth/token", data={"grant_type": "client_credentials"}).status_code for _ in range(301)]
     assert 429 not in answers[:300] and answers[300] == 429
+
+
+def failed_sign_ins_from(client, address: str, count: int) -> list[int]:
+    return [attempt_from(client, address).status_code for _ in range(count)]
+
+
+def attempt_from(client, address: str):
+    page = client.get("/auth/login", headers={"X-Forwarded-For": address})
+    token = re.search(r'name="csrf_token" value="([^"]*)"', page.text).group(1)
+    return client.post("/auth/login", headers={"X-Forwarded-For": address},
+                       data={"csrf_token": token, "next": "/auth/authorize", "username": "nobody", "password": "wrong"})
+
+
+def test_behind_a_trusted_proxy_the_limits_count_per_forwarded_client_address(settings):
+    """EHR_TRUSTED_PROXIES=1: the clients of one proxy are limited each on its own, not all together as the proxy."""
+    app = create_app(replace(settings, trusted_proxies=1))
+    try:
+        client = app.test_client()
+        assert failed_sign_ins_from(client, "203.0.113.7", 11) == [401] * 10 + [429]
+        assert failed_sign_ins_from(client, "198.51.100.2", 1) == [401]
+    finally:
+        app.extensions["ehr.engine"].dispose()
+
+
+def test_without_a_trusted_proxy_a_forwarded_address_does_not_escape_the_limits(client):
+    assert failed_sign_ins_from(client, "203.0.113.7", 10) == [401] * 10
+    assert failed_sign_ins_from(client, "198.51.100.2", 1) == [429]
