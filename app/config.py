@@ -91,7 +91,7 @@ def load_settings() -> Settings:
         dicom_storage=os.environ.get("EHR_DICOM_STORAGE") or os.path.join(var_dir, "dicom"),
         allowed_hosts=tuple(filter(None, map(str.strip, os.environ.get("EHR_ALLOWED_HOSTS", "").split(",")))) or None,
         rate_limit_storage=os.environ.get("EHR_RATE_LIMIT_STORAGE") or "memory://",
-        trusted_proxies=int(os.environ.get("EHR_TRUSTED_PROXIES") or 0),
+        trusted_proxies=count_of("EHR_TRUSTED_PROXIES"),
         auth=switched_on("EHR_AUTH", True),
         cors_origins=tuple(filter(None, map(str.strip, os.environ.get("EHR_CORS_ORIGINS", "*").split(",")))),
         integrity=Integrity(
@@ -102,6 +102,14 @@ def load_settings() -> Settings:
             paths=os.environ.get("EHR_PROTECTED_PATHS") or None,
         ),
     )
+
+
+def count_of(name: str) -> int:
+    """A count setting: a whole number, 0 or more; unset or empty is 0."""
+    value = os.environ.get(name, "").strip() or "0"
+    if not value.isdigit():
+        raise ValueError(f"{name}={value!r}: say how many, 0 or more.")
+    return int(value)
 
 
 def switched_on(name: str, default: bool) -> bool:

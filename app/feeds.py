@@ -74,16 +74,19 @@ def installed(group: str) -> dict[str, EntryPoint]:
 def loaded(entry: EntryPoint):
     """The object an entry point names; StaleInstall when this project's code no longer has the module or the name the
     installed metadata gives (a checkout updated without reinstalling)."""
+    ours = entry.module.startswith("interop.")
     try:
-        module = import_module(entry.module)
+        return entry.load()
     except ModuleNotFoundError as error:
-        if error.name != entry.module or not entry.module.startswith("interop."):
+        if not ours or error.name != entry.module:
             raise
-        module = None
-    if module is None or not hasattr(module, entry.attr):
-        raise StaleInstall(f"This checkout's installed metadata is older than its code (it names {entry.value}): "
-                           "reinstall it with `make install` (or `pip install -e .`).")
-    return entry.load()
+        missing = error
+    except AttributeError as error:
+        if not ours or error.obj is not import_module(entry.module):
+            raise
+        missing = error
+    raise StaleInstall(f"This checkout's installed metadata is older than its code (it names {entry.value}): "
+                       "reinstall it with `make install` (or `pip install -e .`).") from missing
 
 
 @cache

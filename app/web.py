@@ -65,9 +65,10 @@ def create_app(settings: Settings | None = None, bind_host: str | None = None) -
 
 
 def trust_proxies(app: Flask, proxies: int) -> None:
-    """Behind `proxies` reverse proxies, the client's address (which rate limits count by, and audit records and feeds
-    name) is the one the nearest of them added to X-Forwarded-For, not the proxy's own. Without them the header is
-    ignored: anyone could write it."""
+    """Behind `proxies` reverse proxies (and reachable only through them), the client's address (which rate limits
+    count by, and audit records and feeds name) is the one the outermost proxy, which the client connected to, added
+    to X-Forwarded-For: the `proxies`-th entry from the right. Without them the header is ignored: anyone could write
+    it."""
     if proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies)
 

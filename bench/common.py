@@ -193,9 +193,11 @@ def checked_out(revision: str):
     points, where the feeds plug in, may name modules other than this checkout's."""
     path = Path(tempfile.mkdtemp(prefix="ehr-bench-rev-")) / "tree"
     subprocess.run(["git", "worktree", "add", "--detach", str(path), revision], cwd=REPO_ROOT, check=True, capture_output=True)
-    subprocess.run([str(VENV_BIN / "python"), "-c", "from setuptools import setup; setup()", "-q", "egg_info"], cwd=path,
-                   check=True, capture_output=True)
     try:
+        metadata = subprocess.run([str(VENV_BIN / "python"), "-c", "from setuptools import setup; setup()", "-q", "egg_info"],
+                                  cwd=path, capture_output=True, text=True)
+        if metadata.returncode != 0:
+            raise RuntimeError(f"The package metadata of {revision} could not be made:\n{metadata.stderr}")
         yield path
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=REPO_ROOT, capture_output=True)

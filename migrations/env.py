@@ -1,4 +1,8 @@
-"""Alembic environment: runs on the connection or URL that app.store.migrate hands it."""
+"""Alembic environment: runs on the connection or URL that app.store.migrate hands it.
+
+A new migration takes the next number as its revision and its file name's prefix (`alembic revision --rev-id 0014
+-m "..."` writes versions/0014_....py): the server's start-up check reads the revision it needs from the newest file's
+name (app/store/migrate.py head_revision; tests/store/test_migrations.py holds the files to it)."""
 from alembic import context
 from sqlalchemy import create_engine
 

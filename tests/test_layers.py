@@ -98,6 +98,18 @@ def test_an_entry_point_the_code_no_longer_has_is_refused_rather_than_a_tracebac
         app.feeds.feed_blueprints.__wrapped__()
 
 
+def test_another_packages_broken_entry_point_keeps_its_own_error():
+    """Only this project's feed modules can be stale installs: another package's error is its own to report."""
+    import importlib.metadata
+
+    from app.feeds import loaded
+
+    with pytest.raises(AttributeError):
+        loaded(importlib.metadata.EntryPoint("other", "json:no_such_name", "ehr.blueprints"))
+    with pytest.raises(ModuleNotFoundError):
+        loaded(importlib.metadata.EntryPoint("other", "no_such_package.feed:blueprint", "ehr.blueprints"))
+
+
 SERVER_WORKER = """
 import sys
 from app.web import create_app
@@ -117,3 +129,11 @@ def test_a_server_worker_loads_pydicom_on_its_first_dicomweb_request_and_alembic
     environment = {**os.environ, "EHR_DATABASE_URL": database_url, "EHR_AUTH": "off"}
     result = subprocess.run([sys.executable, "-c", SERVER_WORKER], env=environment, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.stdout.split("\n")[0] == "[] 200 [] 200 ['pydicom']", result.stderr
+
+
+def test_every_dicomweb_route_names_a_view_that_exists():
+    """The views are imported on the first DICOMweb request: a wrong name would show only then."""
+    from interop.dicom import http, routes
+
+    names = {name for _, _, name in routes.ROUTES} | set(routes.BEFORE_EACH_REQUEST)
+    assert all(callable(getattr(http, name, None)) for name in names)

@@ -163,7 +163,7 @@ SEEN_ROWS_KEY_MAX = 1024
 # seldom recur (its value, its time, a blood pressure's components). Remembered on first sight, bench/crud.py's creates
 # filled 8,192 keys (~7 KB each, 30 MiB of a worker after 3,000 creates), and emptying the cache lost the rows that
 # do recur; now 4,096 keys extract as often (4.9 of 12.4 parameters per Observation). SEEN_ONCE holds the hashes of
-# keys looked up once (a colliding hash only remembers a key one lookup early).
+# keys looked up once (a colliding hash only remembers a key one lookup early); full, it holds about 4 MiB.
 SEEN_ONCE: set[int] = set()
 SEEN_ONCE_MAX = 65536
 

@@ -95,6 +95,7 @@ def test_behind_a_trusted_proxy_the_limits_count_per_forwarded_client_address(se
         client = app.test_client()
         assert failed_sign_ins_from(client, "203.0.113.7", 11) == [401] * 10 + [429]
         assert failed_sign_ins_from(client, "198.51.100.2", 1) == [401]
+        assert failed_sign_ins_from(client, "198.51.100.2, 203.0.113.7", 1) == [429]  # what the client wrote is not read
     finally:
         app.extensions["ehr.engine"].dispose()
 
@@ -102,3 +103,12 @@ def test_behind_a_trusted_proxy_the_limits_count_per_forwarded_client_address(se
 def test_without_a_trusted_proxy_a_forwarded_address_does_not_escape_the_limits(client):
     assert failed_sign_ins_from(client, "203.0.113.7", 10) == [401] * 10
     assert failed_sign_ins_from(client, "198.51.100.2", 1) == [429]
+
+
+@pytest.mark.parametrize("value", ["-1", "two"])
+def test_a_proxy_count_that_is_not_a_count_is_refused(monkeypatch, value):
+    from app.config import load_settings
+
+    monkeypatch.setenv("EHR_TRUSTED_PROXIES", value)
+    with pytest.raises(ValueError, match="EHR_TRUSTED_PROXIES"):
+        load_settings()

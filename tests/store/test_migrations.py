@@ -35,7 +35,8 @@ def test_search_tokens_hash_indexes_leave_out_rows_without_a_hash(engine):
 def test_the_revision_the_server_checks_for_is_alembics_head():
     """The start-up check reads the newest migration's revision from the file names, without Alembic: every file must
     be named after its revision, and they must form one line."""
-    scripts = ScriptDirectory.from_config(migrate.alembic_config(make_engine("sqlite://")))
+    engine = make_engine("sqlite://")
+    scripts = ScriptDirectory.from_config(migrate.alembic_config(engine))
+    engine.dispose()
     assert scripts.get_heads() == [migrate.head_revision()]
     assert all(Path(script.path).name.startswith(f"{script.revision}_") for script in scripts.walk_revisions())
-
