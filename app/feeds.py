@@ -19,10 +19,15 @@ from app.store.db import read_unit, write_unit
 
 BLUEPRINTS, COMMANDS, SEALED_STORES = "ehr.blueprints", "ehr.commands", "ehr.sealed_stores"
 STALE_GROUP = "ehr.feeds"  # the one group of this project's installs made before 2026-12-07
+OUR_FEEDS = "interop."  # the package of this project's feeds, whose entry points only an install of it names
 
 
 class StaleInstall(RuntimeError):
     """The installed metadata predates the code's entry point groups: the feeds would silently be missing."""
+
+    def __init__(self, named: str):
+        super().__init__(f"This checkout's installed metadata is older than its code (it names {named}): "
+                         "reinstall it with `make install` (or `pip install -e .`).")
 
 
 class SealedStore(Protocol):
@@ -65,16 +70,15 @@ def installed(group: str) -> dict[str, EntryPoint]:
     """The entry points of `group` of the installed distribution, by name, unloaded; the package must be installed
     (`make install` does it). StaleInstall when it was installed from older code: `ehr keys rewrap` and `retire` would
     pass over the feeds' sealed stores, and retire a key their values still need."""
-    if any(entry.module.startswith("interop.") for entry in entry_points(group=STALE_GROUP)):
-        raise StaleInstall("This checkout's installed metadata is older than its code (it names the `ehr.feeds` entry points): "
-                           "reinstall it with `make install` (or `pip install -e .`).")
+    if any(entry.module.startswith(OUR_FEEDS) for entry in entry_points(group=STALE_GROUP)):
+        raise StaleInstall(f"the `{STALE_GROUP}` entry points")
     return {entry.name: entry for entry in sorted(entry_points(group=group), key=lambda entry: entry.name)}
 
 
 def loaded(entry: EntryPoint):
     """The object an entry point names; StaleInstall when this project's code no longer has the module or the name the
     installed metadata gives (a checkout updated without reinstalling)."""
-    ours = entry.module.startswith("interop.")
+    ours = entry.module.startswith(OUR_FEEDS)
     try:
         return entry.load()
     except ModuleNotFoundError as error:
@@ -85,8 +89,7 @@ def loaded(entry: EntryPoint):
         if not ours or error.obj is not import_module(entry.module):
             raise
         missing = error
-    raise StaleInstall(f"This checkout's installed metadata is older than its code (it names {entry.value}): "
-                       "reinstall it with `make install` (or `pip install -e .`).") from missing
+    raise StaleInstall(entry.value) from missing
 
 
 @cache

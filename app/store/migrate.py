@@ -1,6 +1,8 @@
 """Schema migrations through Alembic, and the start-up check that the schema is current. Alembic is imported by the
 functions that migrate: most `ehr` commands never do (it was a sixth of their start), and the check reads the
 revisions without it, since importing it (with Mako and Pygments) holds 10 MiB of every server worker."""
+from functools import cache
+
 from sqlalchemy import Column, Engine, MetaData, String, Table, inspect, select
 
 from app.config import CONFORMANCE_DIR
@@ -33,6 +35,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
 
+@cache  # the revision this process's code needs does not change while it runs; /readyz asks each time
 def head_revision() -> str:
     """The revision this code needs, the newest migration's: each migration file is named after its revision
     (`0013_dicom_study_imaging_study.py`), each follows the one before (tests/store/test_migrations.py holds Alembic's

@@ -21,10 +21,12 @@ def ana(engine, client):
         add_user(connection, "ana", PASSWORD, "Patient/ana-1")
 
 
-def attempt(client, password: str, username: str = "ana"):
-    page = client.get("/auth/login")
+def attempt(client, password: str, username: str = "ana", forwarded_for: str | None = None):
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+    page = client.get("/auth/login", headers=headers)
     token = re.search(r'name="csrf_token" value="([^"]*)"', page.text).group(1)
-    return client.post("/auth/login", data={"csrf_token": token, "next": "/auth/authorize", "username": username, "password": password})
+    return client.post("/auth/login", headers=headers,
+                       data={"csrf_token": token, "next": "/auth/authorize", "username": username, "password": password})
 
 
 def test_the_right_password_signs_in_and_goes_back_to_the_authorization_request(client, ana):
@@ -78,14 +80,7 @@ def test_the_token_endpoint_is_rate_limited_per_address(client):
 
 
 def failed_sign_ins_from(client, address: str, count: int) -> list[int]:
-    return [attempt_from(client, address).status_code for _ in range(count)]
-
-
-def attempt_from(client, address: str):
-    page = client.get("/auth/login", headers={"X-Forwarded-For": address})
-    token = re.search(r'name="csrf_token" value="([^"]*)"', page.text).group(1)
-    return client.post("/auth/login", headers={"X-Forwarded-For": address},
-                       data={"csrf_token": token, "next": "/auth/authorize", "username": "nobody", "password": "wrong"})
+    return [attempt(client, "wrong", username="nobody", forwarded_for=address).status_code for _ in range(count)]
 
 
 def test_behind_a_trusted_proxy_the_limits_count_per_forwarded_client_address(settings):
